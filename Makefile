@@ -1,0 +1,36 @@
+# `make test` and `make bench` work on a fresh Debian 12 machine as root: they install the
+# apt packages strata's tests and drivers need (quickly skipped when present), build .venv
+# and run. See README.md.
+
+APT_PACKAGES := btrfs-progs xfsprogs e2fsprogs util-linux fuse3 libfuse3-dev pkg-config \
+	libbtrfsutil-dev busybox-static runc crun docker-registry apache2-utils gcc python3-dev
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+DRIVER ?= all
+
+.PHONY: test deps lint bench bench-regress clean
+
+deps:
+	@missing=$$(for p in $(APT_PACKAGES); do \
+		dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'install ok installed' || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+		echo "installing apt packages: $$missing"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	fi
+	@for m in loop fuse btrfs overlay xfs; do modprobe -q $$m 2>/dev/null || true; done
+
+$(BIN)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $@
+
+lint: $(BIN)/.installed
+	$(BIN)/ruff check .
+
+test: deps $(BIN)/.installed lint
+	$(BIN)/pytest
+
+clean:
+	rm -rf $(VENV) .pytest_cache .benchmarks

@@ -1,0 +1,1 @@
+"""strata's benchmark harness: scenarios, workloads, results and reports."""

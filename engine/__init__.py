@@ -1,0 +1,1 @@
+"""strata's engine: jobs, the image graph, containers, execdrivers, registry client, API."""

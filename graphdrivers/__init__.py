@@ -1,0 +1,35 @@
+"""strata's storage layer: the driver contract, selection, and the built-in drivers.
+
+Importing the package registers every built-in driver; a driver's heavy dependencies
+(btrfsutil, pyfuse3, ...) load only when that driver is built.
+"""
+
+from . import errors
+from .driver import Change, Driver, LayerNotMounted, validate_id
+from .registry import (
+    DEFAULT_ROOT,
+    AmbiguousPriorStorage,
+    Registration,
+    get_driver,
+    register,
+    registered,
+    registration,
+)
+
+__all__ = [
+    "DEFAULT_ROOT",
+    "AmbiguousPriorStorage",
+    "Change",
+    "Driver",
+    "LayerNotMounted",
+    "Registration",
+    "errors",
+    "get_driver",
+    "register",
+    "registered",
+    "registration",
+    "validate_id",
+]
+
+# Built-in drivers register themselves on import (after the names above exist).
+# from . import vfs  # noqa: E402,F401

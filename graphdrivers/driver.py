@@ -1,0 +1,296 @@
+"""The driver contract: Docker's ProtoDriver + DiffDriver, as a Python base class.
+
+The base class owns what every driver must get exactly the same way -- id validation,
+existence and parent checks, thread-safe get/put reference counting, the rule that a
+mounted layer cannot be removed, storage-option parsing -- and leaves drivers only the
+storage-specific hooks (`_create`, `_remove`, `_mount`, `_unmount`, ...). Drivers with no
+native diff inherit the generic one (Docker's NaiveDiffDriver) from this class.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import IO, Any, ClassVar
+
+from . import naivediff
+from .errors import (
+    DriverError,
+    InvalidLayerId,
+    InvalidOption,
+    LayerExists,
+    LayerInUse,
+    LayerNotFound,
+    ParentNotFound,
+    QuotaNotSupported,
+)
+from .units import parse_size
+
+LAYER_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}\Z")
+
+CHANGE_ADD = "A"
+CHANGE_MODIFY = "C"
+CHANGE_DELETE = "D"
+
+
+@dataclass(frozen=True, order=True)
+class Change:
+    """One entry of `changes`: an absolute path inside the layer and "A", "C" or "D"."""
+
+    path: str
+    kind: str
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.path}"
+
+
+class LayerNotMounted(DriverError):
+    def __init__(self, layer_id: str) -> None:
+        super().__init__(f"layer {layer_id!r} is not mounted: put() without a matching get()")
+        self.layer_id = layer_id
+
+
+def validate_id(layer_id: object) -> str:
+    if not isinstance(layer_id, str) or not LAYER_ID_RE.match(layer_id):
+        raise InvalidLayerId(layer_id)
+    return layer_id
+
+
+OptionParser = Callable[[str], Any]
+
+
+class Driver(ABC):
+    """Base of every graphdriver.
+
+    Subclasses set `name`, `option_parsers` (option key -> parser of its string value) and
+    implement the storage hooks. `home` is the driver's own directory, `<root>/<name>`.
+    """
+
+    name: ClassVar[str]
+    option_parsers: ClassVar[Mapping[str, OptionParser]] = {}
+    supports_quota: ClassVar[bool] = False
+
+    def __init__(self, home: str, options: Mapping[str, str] | None = None) -> None:
+        self.home = home
+        self.options: dict[str, Any] = self.parse_options(options or {})
+        self._lock = threading.Lock()
+        self._layer_locks: dict[str, threading.RLock] = {}
+        self._refs: dict[str, int] = {}
+        self._paths: dict[str, str] = {}
+        self._closed = False
+
+    # -- options -----------------------------------------------------------------------
+
+    @classmethod
+    def parse_options(cls, options: Mapping[str, str]) -> dict[str, Any]:
+        parsed: dict[str, Any] = {}
+        for key, value in options.items():
+            parser = cls.option_parsers.get(key)
+            if parser is None:
+                known = ", ".join(sorted(cls.option_parsers)) or "none"
+                raise InvalidOption(f"unknown option {key!r} for driver {cls.name!r} (known: {known})")
+            parsed[key] = parser(value)
+        return parsed
+
+    def _parse_storage_opt(self, storage_opt: Mapping[str, str] | None) -> int | None:
+        """The per-layer `size` in bytes, or None; anything else is an error."""
+        if not storage_opt:
+            return None
+        unknown = set(storage_opt) - {"size"}
+        if unknown:
+            raise InvalidOption(f"unknown storage option(s) {sorted(unknown)} (known: size)")
+        size = parse_size(storage_opt["size"], what="storage option size")
+        if not self.supports_quota:
+            raise QuotaNotSupported(self.name, self.quota_unsupported_reason())
+        return size
+
+    def quota_unsupported_reason(self) -> str:
+        return "the driver has no per-layer size limit"
+
+    # -- locking and reference counting -----------------------------------------------
+
+    def _layer_lock(self, layer_id: str) -> threading.RLock:
+        with self._lock:
+            self._check_open()
+            lock = self._layer_locks.get(layer_id)
+            if lock is None:
+                lock = self._layer_locks[layer_id] = threading.RLock()
+            return lock
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise DriverError(f"driver {self.name!r} was cleaned up and cannot be used any more")
+
+    def refcount(self, layer_id: str) -> int:
+        return self._refs.get(layer_id, 0)
+
+    # -- the contract ------------------------------------------------------------------
+
+    def create(self, id: str, parent: str | None = None, *, storage_opt: Mapping[str, str] | None = None) -> None:
+        """A read-only image layer on top of `parent`."""
+        self._create_checked(id, parent, storage_opt, read_write=False)
+
+    def create_read_write(
+        self, id: str, parent: str | None = None, *, storage_opt: Mapping[str, str] | None = None
+    ) -> None:
+        """A writable container layer on top of `parent`."""
+        self._create_checked(id, parent, storage_opt, read_write=True)
+
+    def _create_checked(
+        self, id: str, parent: str | None, storage_opt: Mapping[str, str] | None, *, read_write: bool
+    ) -> None:
+        validate_id(id)
+        if parent is not None:
+            validate_id(parent)
+        size = self._parse_storage_opt(storage_opt)
+        with self._layer_lock(id):
+            if self._exists(id):
+                raise LayerExists(id)
+            if parent is not None and not self._exists(parent):
+                raise ParentNotFound(id, parent)
+            self._create(id, parent, size=size, read_write=read_write)
+
+    def remove(self, id: str) -> None:
+        validate_id(id)
+        with self._layer_lock(id):
+            if self._refs.get(id, 0) > 0:
+                raise LayerInUse(id, f"it is mounted ({self._refs[id]} reference(s))")
+            if not self._exists(id):
+                raise LayerNotFound(id)
+            self._remove(id)
+
+    def get(self, id: str, mount_label: str = "") -> str:
+        """Make the layer's full filesystem visible; every call needs a matching `put`."""
+        validate_id(id)
+        with self._layer_lock(id):
+            count = self._refs.get(id, 0)
+            if count == 0:
+                if not self._exists(id):
+                    raise LayerNotFound(id)
+                self._paths[id] = self._mount(id, mount_label)
+            self._refs[id] = count + 1
+            return self._paths[id]
+
+    def put(self, id: str) -> None:
+        validate_id(id)
+        with self._layer_lock(id):
+            count = self._refs.get(id, 0)
+            if count == 0:
+                raise LayerNotMounted(id)
+            if count == 1:
+                self._unmount(id)
+                del self._refs[id]
+                del self._paths[id]
+            else:
+                self._refs[id] = count - 1
+
+    def exists(self, id: str) -> bool:
+        validate_id(id)
+        return self._exists(id)
+
+    def cleanup(self) -> None:
+        """Unmount everything this driver mounted; the driver is unusable afterwards."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            mounted = list(self._refs)
+        errors = []
+        for layer_id in mounted:
+            try:
+                self._unmount(layer_id)
+            except Exception as exc:  # keep unmounting the rest, report all at the end
+                errors.append(f"{layer_id}: {exc}")
+        self._refs.clear()
+        self._paths.clear()
+        self._cleanup()
+        if errors:
+            raise DriverError(f"cleanup of {self.name!r} could not unmount: " + "; ".join(errors))
+
+    @abstractmethod
+    def status(self) -> list[tuple[str, str]]:
+        """Rows `docker info` shows under Storage Driver."""
+
+    @abstractmethod
+    def metadata(self, id: str) -> dict[str, str]:
+        """Driver facts about one layer."""
+
+    # -- generic diff (NaiveDiffDriver); drivers with a native diff override these ------
+
+    def changes(self, id: str, parent: str | None = None) -> list[Change]:
+        with self._mounted(id) as layer_dir, self._mounted(parent) as parent_dir:
+            return naivediff.changes(layer_dir, parent_dir)
+
+    def diff(self, id: str, parent: str | None = None) -> IO[bytes]:
+        """A stream of the uncompressed tar of what `id` changed over `parent`; close it."""
+        layer_dir = self.get(id)
+        try:
+            parent_dir = self.get(parent) if parent is not None else None
+        except BaseException:
+            self.put(id)
+            raise
+
+        def release() -> None:
+            self.put(id)
+            if parent is not None:
+                self.put(parent)
+
+        try:
+            found = naivediff.changes(layer_dir, parent_dir)
+        except BaseException:
+            release()
+            raise
+        return naivediff.export_stream(layer_dir, found, on_close=release)
+
+    def diff_size(self, id: str, parent: str | None = None) -> int:
+        with self._mounted(id) as layer_dir, self._mounted(parent) as parent_dir:
+            return naivediff.changes_size(layer_dir, naivediff.changes(layer_dir, parent_dir))
+
+    def apply_diff(self, id: str, parent: str | None, stream: IO[bytes]) -> int:
+        """Extract a layer tar into `id`; returns the bytes of file data applied."""
+        with self._mounted(id) as layer_dir:
+            return naivediff.apply(layer_dir, stream)
+
+    def _mounted(self, id: str | None) -> _Mounted:
+        return _Mounted(self, id)
+
+    # -- hooks -------------------------------------------------------------------------
+
+    @abstractmethod
+    def _exists(self, id: str) -> bool: ...
+
+    @abstractmethod
+    def _create(self, id: str, parent: str | None, *, size: int | None, read_write: bool) -> None:
+        """Make the layer; on any failure leave no trace of it."""
+
+    @abstractmethod
+    def _remove(self, id: str) -> None: ...
+
+    @abstractmethod
+    def _mount(self, id: str, mount_label: str) -> str:
+        """Make the layer visible (first reference) and return its path."""
+
+    @abstractmethod
+    def _unmount(self, id: str) -> None:
+        """Undo `_mount` (last reference)."""
+
+    def _cleanup(self) -> None:
+        """Driver-wide teardown after every layer is unmounted (pools, backing mounts)."""
+
+
+class _Mounted:
+    """`with driver._mounted(id) as path`: get/put around a block; None stays None."""
+
+    def __init__(self, driver: Driver, id: str | None) -> None:
+        self.driver = driver
+        self.id = id
+
+    def __enter__(self) -> str | None:
+        return self.driver.get(self.id) if self.id is not None else None
+
+    def __exit__(self, *exc: object) -> None:
+        if self.id is not None:
+            self.driver.put(self.id)

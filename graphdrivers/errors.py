@@ -1,0 +1,74 @@
+"""Typed errors of the driver contract.
+
+Every failure a caller can act on has its own class, so callers (the engine, the bench,
+the CLI) can tell what went wrong without parsing messages or reading tracebacks.
+All of them derive from `DriverError`, which derives from `Exception`.
+"""
+
+from __future__ import annotations
+
+
+class DriverError(Exception):
+    """Base of every graphdriver error."""
+
+
+class DriverNotSupported(DriverError):
+    """The driver cannot run here; the message names what is missing."""
+
+    def __init__(self, driver: str, reason: str) -> None:
+        super().__init__(f"driver {driver!r} is not supported here: {reason}")
+        self.driver = driver
+        self.reason = reason
+
+
+class InvalidOption(DriverError):
+    """An option the driver does not know, or a value it cannot parse."""
+
+
+class LayerNotFound(DriverError):
+    def __init__(self, layer_id: str) -> None:
+        super().__init__(f"layer {layer_id!r} does not exist")
+        self.layer_id = layer_id
+
+
+class LayerExists(DriverError):
+    def __init__(self, layer_id: str) -> None:
+        super().__init__(f"layer {layer_id!r} already exists")
+        self.layer_id = layer_id
+
+
+class ParentNotFound(DriverError):
+    def __init__(self, layer_id: str, parent: str) -> None:
+        super().__init__(f"cannot create layer {layer_id!r}: parent {parent!r} does not exist")
+        self.layer_id = layer_id
+        self.parent = parent
+
+
+class LayerInUse(DriverError):
+    def __init__(self, layer_id: str, detail: str = "it is mounted") -> None:
+        super().__init__(f"layer {layer_id!r} is in use: {detail}")
+        self.layer_id = layer_id
+
+
+class InvalidLayerId(DriverError):
+    def __init__(self, layer_id: object) -> None:
+        super().__init__(
+            f"invalid layer id {layer_id!r}: ids are 1-128 characters of [A-Za-z0-9_.-] "
+            "starting with a letter or digit"
+        )
+        self.layer_id = layer_id
+
+
+class UnsafeArchive(DriverError):
+    """A layer tar that would write outside its layer or is malformed; nothing was applied."""
+
+
+class QuotaNotSupported(DriverError):
+    def __init__(self, driver: str, reason: str) -> None:
+        super().__init__(f"driver {driver!r} cannot enforce a size limit: {reason}")
+        self.driver = driver
+        self.reason = reason
+
+
+class DriverStateError(DriverError):
+    """On-disk state the driver cannot use (corrupt metadata, a pool that is not ours...)."""

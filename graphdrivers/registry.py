@@ -1,0 +1,96 @@
+"""Driver registration and selection, in the order Docker's classic engine used."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+from .driver import Driver
+from .errors import DriverError, DriverNotSupported
+
+DEFAULT_ROOT = "/var/lib/strata"
+
+Factory = Callable[[str, Mapping[str, str]], Driver]
+
+
+@dataclass(frozen=True)
+class Registration:
+    """A registered driver.
+
+    `backing_fs` is the filesystem the driver wants under its root (tests and the bench
+    give it a loop-mounted one of that kind); `factory(home, options)` builds the driver
+    and raises `DriverNotSupported` when its prerequisites fail.
+    """
+
+    name: str
+    factory: Factory
+    priority: int
+    backing_fs: str
+
+
+_registry: dict[str, Registration] = {}
+
+
+class AmbiguousPriorStorage(DriverError):
+    """More than one driver has stored layers under the root; the user must choose."""
+
+
+def register(name: str, factory: Factory, priority: int, *, backing_fs: str = "ext4") -> None:
+    if name in _registry:
+        raise DriverError(f"driver {name!r} is registered twice")
+    _registry[name] = Registration(name, factory, priority, backing_fs)
+
+
+def registered() -> list[str]:
+    """Names in priority order (the order automatic selection tries them)."""
+    return [r.name for r in sorted(_registry.values(), key=lambda r: (r.priority, r.name))]
+
+
+def registration(name: str) -> Registration:
+    try:
+        return _registry[name]
+    except KeyError:
+        known = ", ".join(registered())
+        raise DriverNotSupported(name, f"no such driver (known: {known})") from None
+
+
+def _prior_storage(root: str) -> list[str]:
+    found = []
+    for name in registered():
+        path = os.path.join(root, name)
+        try:
+            if os.path.isdir(path) and os.listdir(path):
+                found.append(name)
+        except OSError:
+            continue
+    return found
+
+
+def get_driver(name: str | None = None, root: str = DEFAULT_ROOT, options: Mapping[str, str] | None = None) -> Driver:
+    """Select and build a driver: explicit name, $DOCKER_DRIVER, prior storage, priority."""
+    options = dict(options or {})
+    chosen = name or os.environ.get("DOCKER_DRIVER") or None
+    if chosen:
+        return _build(chosen, root, options)
+    prior = _prior_storage(root)
+    if len(prior) > 1:
+        raise AmbiguousPriorStorage(
+            f"{root} holds layers of several drivers ({', '.join(prior)}); "
+            "choose one with --driver or DOCKER_DRIVER"
+        )
+    if prior:
+        return _build(prior[0], root, options)
+    reasons = []
+    for candidate in registered():
+        try:
+            return _build(candidate, root, options)
+        except DriverNotSupported as exc:
+            reasons.append(f"{candidate}: {exc.reason}")
+    raise DriverNotSupported("any", "no driver can run here: " + "; ".join(reasons))
+
+
+def _build(name: str, root: str, options: Mapping[str, str]) -> Driver:
+    reg = registration(name)
+    home = os.path.join(root, name)
+    return reg.factory(home, options)

@@ -1,0 +1,37 @@
+"""Human sizes in Docker's style ("10G", "512m", "100MB"), binary multiples as docker uses."""
+
+from __future__ import annotations
+
+import re
+
+from .errors import InvalidOption
+
+_SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgtp]?)(i?b)?\s*$", re.IGNORECASE)
+_MULT = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40, "p": 1 << 50}
+
+
+def parse_size(text: str, *, what: str = "size") -> int:
+    """Bytes in `text`; suffixes k/m/g/t/p (optionally followed by b or ib) are powers of 1024."""
+    match = _SIZE_RE.match(str(text))
+    if not match:
+        raise InvalidOption(f"{what}: {text!r} is not a size (examples: 512M, 10G, 1048576)")
+    number, unit = match.group(1), match.group(2).lower()
+    return int(float(number) * _MULT[unit])
+
+
+def parse_bool(text: str, *, what: str) -> bool:
+    lowered = str(text).strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise InvalidOption(f"{what}: {text!r} is not a boolean (true or false)")
+
+
+def human_size(n: float) -> str:
+    """The inverse for display, as `docker info` prints sizes (decimal units, 3 significant digits)."""
+    for unit in ("B", "kB", "MB", "GB", "TB"):
+        if abs(n) < 1000 or unit == "TB":
+            return f"{n:.4g} {unit}" if unit != "B" else f"{int(n)} B"
+        n /= 1000
+    raise AssertionError("unreachable")
