@@ -98,7 +98,10 @@ class _Applier:
         self.whiteouts = whiteouts
         self.allow_devices = allow_devices
         self.applied_bytes = 0
-        self.applied: set[str] = set()  # paths this archive wrote (kept by an opaque marker)
+        # paths this archive wrote, which an opaque marker keeps; the sets are built from the
+        # log only when a marker needs them (most layers have none)
+        self._applied_log: list[str] = []
+        self.applied: set[str] = set()
         self.applied_parents: set[str] = {""}  # directories with such paths below them
         self.dir_times: list[tuple[str, int, int]] = []
         self.euid, self.egid = os.geteuid(), os.getegid()
@@ -108,11 +111,16 @@ class _Applier:
     # -- bookkeeping -------------------------------------------------------------------
 
     def _mark(self, path: str) -> None:
-        self.applied.add(path)
-        parent = split(path)[0]
-        while parent not in self.applied_parents:
-            self.applied_parents.add(parent)
-            parent = split(parent)[0]
+        self._applied_log.append(path)
+
+    def _sync_applied(self) -> None:
+        for path in self._applied_log:
+            self.applied.add(path)
+            parent = split(path)[0]
+            while parent not in self.applied_parents:
+                self.applied_parents.add(parent)
+                parent = split(parent)[0]
+        self._applied_log.clear()
 
     def _parent(self, parent: str) -> int:
         """fd of directory `parent`, creating missing ones (0755, root-owned) like Docker."""
@@ -374,6 +382,7 @@ class _Applier:
         pfd = self._parent(parent)
         walk_fd = os.open(".", _O_DIR, dir_fd=pfd)
         try:
+            self._sync_applied()
             self._hide_below(parent, walk_fd)
             if self.whiteouts == "overlay":
                 self.journal.save_attrs(parent, walk_fd)
