@@ -66,8 +66,9 @@ def apply_layer(
                         reason = f"{exc.strerror} ({_describe(exc)})"
                         raise UnsafeArchive(f"cannot apply {_show(entry.name)}: {reason}") from exc
                     raise
+            applier.finish()  # while the journal can still undo everything
             journal.commit()
-            applier.finish()
+            applier.finish_root()
         except BaseException as exc:
             try:
                 journal.rollback()
@@ -104,6 +105,7 @@ class _Applier:
         self.applied: set[str] = set()
         self.applied_parents: set[str] = {""}  # directories with such paths below them
         self.dir_times: list[tuple[str, int, int]] = []
+        self.root_times: tuple[int, int] | None = None  # from a "./" entry
         self.euid, self.egid = os.geteuid(), os.getegid()
         self.umask_or_setid = _umask() | 0o7000
         self._creation_info: dict[str, tuple[int, bool]] = {}
@@ -421,20 +423,24 @@ class _Applier:
     # -- the end -----------------------------------------------------------------------
 
     def finish(self) -> None:
-        """Directory times last (creating entries changed them), then the root's."""
-        root_done = False
+        """Directory times last (creating entries changed them); the root's after commit."""
         for path, atime, mtime in self.dir_times:
             if not path:
-                os.utime(self.cache.root, ns=(atime, mtime))
-                root_done = True
+                self.root_times = (atime, mtime)
                 continue
             parent, base = split(path)
             try:
                 os.utime(base, ns=(atime, mtime), dir_fd=self.cache.get(parent), follow_symlinks=False)
             except (FileNotFoundError, NotADirectoryError):
                 pass  # deleted again by a later whiteout
-        if not root_done and not self.journal.touched(""):
-            os.utime(self.cache.root, ns=self.journal.root_times)  # only our journal came and went
+
+    def finish_root(self) -> None:
+        """The root's times: the archive's, else the old ones unless its entries changed
+        (removing the journal directory touched it too)."""
+        if self.root_times is not None:
+            os.utime(self.cache.root, ns=self.root_times)
+        elif not self.journal.touched(""):
+            os.utime(self.cache.root, ns=self.journal.root_times)
 
 
 def _umask() -> int:
