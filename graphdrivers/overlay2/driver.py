@@ -253,12 +253,14 @@ def create(home: str, options: Mapping[str, str]) -> Overlay2Driver:
     if found not in BACKING_FS:
         raise DriverNotSupported(
             "overlay2",
-            f"{home} is on {fsmagic.name(found)}; overlay2 needs ext4, xfs (ftype=1) or btrfs as its backing filesystem",
+            f"{home} is on {fsmagic.name(found)}; overlay2 needs ext4, xfs (ftype=1) or btrfs "
+            "as its backing filesystem",
         )
     os.makedirs(home, mode=0o700, exist_ok=True)
     if not mounting.supports_d_type(home):
         raise DriverNotSupported(
             "overlay2",
-            f"{home} is on {fsmagic.name(found)} without d_type support (xfs needs ftype=1: reformat with mkfs.xfs -n ftype=1)",
+            f"{home} is on {fsmagic.name(found)} without d_type support "
+            "(xfs needs ftype=1: reformat with mkfs.xfs -n ftype=1)",
         )
     return Overlay2Driver(home, options, backing_fs=fsmagic.name(found))
