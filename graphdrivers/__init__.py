@@ -32,6 +32,8 @@ __all__ = [
 ]
 
 # Built-in drivers register themselves on import (after the names above exist).
-# from . import vfs  # noqa: E402,F401
-from . import btrfs  # noqa: F401
-from . import overlay2  # noqa: F401
+from . import (
+    btrfs,  # noqa: F401
+    overlay2,  # noqa: F401
+    vfs,  # noqa: F401
+)
