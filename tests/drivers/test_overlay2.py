@@ -1,0 +1,182 @@
+"""overlay2 driver specifics: prerequisites, Docker's on-disk layout, deep chains past the
+one-page mount-option limit, read-only committed layers, native changes, and recovery
+from a crashed run (stale mounts, half-created layers)."""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+from collections.abc import Iterator
+
+import pytest
+
+import graphdrivers
+from graphdrivers import mountutil
+from graphdrivers.driver import Change
+from graphdrivers.errors import DriverError, DriverNotSupported
+from graphdrivers.overlay2 import driver as overlay2
+from graphdrivers.overlay2.driver import Overlay2Driver
+
+from ..conformance.treeutil import mounted, read, write
+
+
+@pytest.fixture
+def root(make_backing) -> str:
+    path = os.path.join(make_backing("ext4", 256 << 20).mountpoint, "root")
+    os.mkdir(path)
+    return path
+
+
+@pytest.fixture
+def driver(root: str) -> Iterator[Overlay2Driver]:
+    d = graphdrivers.get_driver("overlay2", root=root)
+    yield d
+    d.cleanup()
+
+
+def chain(driver: Overlay2Driver, depth: int, prefix: str = "c") -> list[str]:
+    """`depth` layers, each adding files/<i>; returns their ids, bottom first."""
+    ids, parent = [], None
+    for i in range(depth):
+        layer = f"{prefix}{i}"
+        driver.create(layer, parent)
+        write(os.path.join(driver.home, layer, "diff", "files", str(i)), str(i).encode())
+        ids.append(layer)
+        parent = layer
+    return ids
+
+
+def test_runs_on_btrfs_too(make_backing) -> None:
+    root = os.path.join(make_backing("btrfs", 256 << 20).mountpoint, "root")
+    d = graphdrivers.get_driver("overlay2", root=root)
+    try:
+        assert ("Backing Filesystem", "btrfs") in d.status()
+    finally:
+        d.cleanup()
+
+
+def test_unsupported_backing_filesystem_is_named(tmp_path) -> None:
+    point = str(tmp_path / "tmpfs")
+    os.mkdir(point)
+    mountutil.mount("tmpfs", point, "tmpfs", 0, "size=16m")
+    try:
+        with pytest.raises(DriverNotSupported) as info:
+            graphdrivers.get_driver("overlay2", root=point)
+        assert "tmpfs" in info.value.reason and "ext4, xfs (ftype=1) or btrfs" in info.value.reason
+        assert os.listdir(point) == []
+    finally:
+        mountutil.umount(point)
+
+
+def test_layout_and_short_links(driver: Overlay2Driver) -> None:
+    driver.create("base")
+    driver.create_read_write("child", "base")
+    home = driver.home
+    assert sorted(os.listdir(os.path.join(home, "base"))) == ["committed", "diff", "link"]
+    assert sorted(os.listdir(os.path.join(home, "child"))) == ["diff", "link", "lower", "merged", "work"]
+    base_link, child_link = read(f"{home}/base/link").decode(), read(f"{home}/child/link").decode()
+    assert len(base_link) == len(child_link) == 26 and base_link != child_link
+    assert os.readlink(f"{home}/l/{child_link}") == "../child/diff"
+    assert read(f"{home}/child/lower") == f"l/{base_link}".encode()
+    driver.create("grandchild", "child")
+    assert read(f"{home}/grandchild/lower") == f"l/{child_link}:l/{base_link}".encode()
+    driver.remove("child")
+    assert not os.path.lexists(f"{home}/l/{child_link}")
+    assert sorted(os.listdir(home)) == ["base", "grandchild", "l"]
+
+
+def test_layer_without_parent_is_its_diff_dir(driver: Overlay2Driver) -> None:
+    driver.create_read_write("alone")
+    with mounted(driver, "alone") as path:
+        assert path == os.path.join(driver.home, "alone", "diff")
+        assert mountutil.mounts_under(driver.home) == []
+
+
+def test_layer_with_child_mounts_read_only(driver: Overlay2Driver) -> None:
+    chain(driver, 3)
+    with mounted(driver, "c1") as path:
+        assert read(os.path.join(path, "files", "0")) == b"0"
+        with pytest.raises(OSError) as info:
+            write(os.path.join(path, "new"), b"x")
+        assert info.value.errno == errno.EROFS
+    with mounted(driver, "c2") as path:  # the top has no child: writable
+        write(os.path.join(path, "new"), b"x")
+    assert read(os.path.join(driver.home, "c2", "diff", "new")) == b"x"
+
+
+def test_deep_chain_uses_relative_mount_options(driver: Overlay2Driver) -> None:
+    ids = chain(driver, 130)
+    lowers = [os.path.join(driver.home, e) for e in driver._lowers(ids[-1])]
+    assert len(lowers) == 129
+    assert not overlay2.mounting.fits(overlay2._options(lowers, "d", "w", False)), "absolute paths would fit"
+    driver.create_read_write("top", ids[-1])
+    with mounted(driver, "top") as path:
+        assert mountutil.is_mountpoint(path)
+        assert sorted(os.listdir(os.path.join(path, "files")), key=int) == [str(i) for i in range(130)]
+        write(os.path.join(path, "files", "0"), b"changed")
+    assert read(os.path.join(driver.home, "top", "diff", "files", "0")) == b"changed"
+    assert os.getcwd() != driver.home, "the relative mount moved the process's cwd"
+
+
+def test_chain_too_deep_for_one_page_is_a_clear_error(driver: Overlay2Driver) -> None:
+    ids = chain(driver, 150)
+    with pytest.raises(DriverError, match="149 lower layers"):
+        driver.get(ids[-1])
+    assert mountutil.mounts_under(driver.home) == []
+    assert driver.refcount(ids[-1]) == 0
+
+
+def test_native_changes(driver: Overlay2Driver) -> None:
+    driver.create("base")
+    base = os.path.join(driver.home, "base", "diff")
+    write(os.path.join(base, "keep"), b"k")
+    write(os.path.join(base, "gone"), b"g")
+    write(os.path.join(base, "edit"), b"e")
+    write(os.path.join(base, "dir", "old"), b"o")
+    write(os.path.join(base, "quiet", "sub", "f"), b"f")
+    driver.create_read_write("child", "base")
+    with mounted(driver, "child") as path:
+        os.unlink(os.path.join(path, "gone"))
+        write(os.path.join(path, "edit"), b"edited")
+        write(os.path.join(path, "added", "f"), b"a")
+        for name in os.listdir(os.path.join(path, "dir")):
+            os.unlink(os.path.join(path, "dir", name))
+        os.rmdir(os.path.join(path, "dir"))
+        write(os.path.join(path, "dir", "new"), b"n")  # dir is now opaque in the upper
+        write(os.path.join(path, "quiet", "sub", "f"), b"F")  # copies up quiet/ and quiet/sub/
+    upper = os.path.join(driver.home, "child", "diff")
+    assert stat.S_ISCHR(os.lstat(os.path.join(upper, "gone")).st_mode)
+    assert os.getxattr(os.path.join(upper, "dir"), "trusted.overlay.opaque") == b"y"
+    assert driver.changes("child", "base") == [
+        Change("/added", "A"),
+        Change("/added/f", "A"),
+        Change("/dir", "C"),
+        Change("/dir/new", "A"),
+        Change("/dir/old", "D"),
+        Change("/edit", "C"),
+        Change("/gone", "D"),
+        Change("/quiet/sub/f", "C"),
+    ]
+
+
+def test_stale_mounts_and_half_created_layers_are_recovered(root: str) -> None:
+    crashed = graphdrivers.get_driver("overlay2", root=root)
+    chain(crashed, 2)
+    crashed.create_read_write("container", "c1")
+    merged = crashed.get("container")
+    write(os.path.join(merged, "f"), b"survives")
+    os.mkdir(os.path.join(crashed.home, ".tmp-half"))  # a create cut short
+    os.symlink("../half/diff", os.path.join(crashed.home, "l", "HALFHALFHALFHALFHALFHALF22"))
+    # the process "dies" here: no put, no cleanup
+    again = graphdrivers.get_driver("overlay2", root=root)
+    try:
+        assert not mountutil.is_mountpoint(merged)
+        assert sorted(e for e in os.listdir(again.home)) == ["c0", "c1", "container", "l"]
+        assert len(os.listdir(os.path.join(again.home, "l"))) == 3
+        with mounted(again, "container") as path:
+            assert read(os.path.join(path, "f")) == b"survives"
+            assert read(os.path.join(path, "files", "1")) == b"1"
+        again.remove("container")
+    finally:
+        again.cleanup()
