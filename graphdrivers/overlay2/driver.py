@@ -164,9 +164,9 @@ class Overlay2Driver(Driver):
         return merged
 
     def _unmount(self, id: str) -> None:
-        merged = os.path.join(self._dir(id), "merged")
-        if self._lowers(id) and mountutil.is_mountpoint(merged):
-            mountutil.umount_retry(merged)
+        """Only called after a `_mount` of this instance, so a layer with lowers is mounted."""
+        if self._lowers(id):
+            mountutil.umount_retry(os.path.join(self._dir(id), "merged"))
 
     # -- native diff ---------------------------------------------------------------------
 
