@@ -113,10 +113,10 @@ class BtrfsDriver(Driver):
         except btrfsutil.BtrfsUtilError as exc:
             if exc.errno == errno.ENOENT:
                 return
-            if exc.errno != errno.EPERM:
+            if exc.errno not in (errno.EROFS, errno.EPERM):
                 raise DriverError(f"btrfs: cannot delete subvolume {path}: {exc}") from exc
-            # A nested read-only snapshot refuses deletion of its contents: make every
-            # subvolume below writable, then retry.
+            # A read-only subvolume with subvolumes inside cannot have them unlinked:
+            # make every subvolume below writable, then retry.
             for sub, _ in btrfsutil.SubvolumeIterator(path):
                 btrfsutil.set_subvolume_read_only(os.path.join(path, sub), False)
             btrfsutil.set_subvolume_read_only(path, False)

@@ -75,6 +75,7 @@ def test_remove_deletes_nested_subvolumes(driver: BtrfsDriver, btrfs_root: str) 
         btrfsutil.create_subvolume(os.path.join(path, "nested", "deeper"))
         write(os.path.join(path, "nested", "deeper", "f"), b"x")
         btrfsutil.create_snapshot(os.path.join(path, "nested"), os.path.join(path, "frozen"), read_only=True)
+        btrfsutil.set_subvolume_read_only(os.path.join(path, "nested"), True)  # deeper can't be unlinked now
     driver.remove("container")
     assert not driver.exists("container")
     mountpoint = os.path.dirname(btrfs_root)
