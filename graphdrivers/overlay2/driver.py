@@ -12,6 +12,8 @@ Layout under `<root>/overlay2/`:
                   deleted on the next start
 
 A layer without a parent needs no union: `get` returns its diff dir, as Docker does.
+One driver instance owns a home at a time: starting one unmounts what it finds mounted
+there (the previous owner crashed or was killed).
 """
 
 from __future__ import annotations
@@ -121,6 +123,8 @@ class Overlay2Driver(Driver):
                 if parent_link is None:
                     raise DriverError(f"overlay2: parent layer {parent!r} has no link file ({self._dir(parent)})")
                 _write(os.path.join(tmp, "lower"), ":".join([f"{LINK_DIR}/{parent_link}", *self._lowers(parent)]))
+                # Before the child exists: a parent with children is never mounted writable.
+                _write(os.path.join(self._dir(parent), "committed"), "")
             link_path = os.path.join(self.links, link)
             os.symlink(os.path.join("..", id, "diff"), link_path)
             os.rename(tmp, self._dir(id))
@@ -129,8 +133,6 @@ class Overlay2Driver(Driver):
                 os.unlink(link_path)
             shutil.rmtree(tmp, ignore_errors=True)
             raise
-        if parent is not None:
-            _write(os.path.join(self._dir(parent), "committed"), "")
 
     def _remove(self, id: str) -> None:
         link = self._read(id, "link")
@@ -144,6 +146,7 @@ class Overlay2Driver(Driver):
         shutil.rmtree(doomed)
 
     def _mount(self, id: str, mount_label: str) -> str:
+        """Overlay-mount a layer with a parent; `mount_label` is ignored (no SELinux here)."""
         lowers = self._lowers(id)
         if not lowers:
             return self._diff_dir(id)
