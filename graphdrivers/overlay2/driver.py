@@ -24,7 +24,7 @@ import shutil
 from collections.abc import Mapping
 from typing import IO
 
-from .. import fsmagic, mountutil
+from .. import archive, fsmagic, mountutil
 from ..driver import Change, Driver
 from ..errors import DriverError, DriverNotSupported, LayerNotFound
 from . import changes as overlay_changes
@@ -181,22 +181,16 @@ class Overlay2Driver(Driver):
     def diff(self, id: str, parent: str | None = None) -> IO[bytes]:
         if not self._native(id, parent):
             return super().diff(id, parent)
-        from .. import archive  # the archive package is loaded by the first diff
-
         return archive.export_dir(self._diff_dir(id), whiteouts="overlay")
 
     def diff_size(self, id: str, parent: str | None = None) -> int:
         if not self._native(id, parent):
             return super().diff_size(id, parent)
-        from .. import archive
-
         return archive.dir_diff_size(self._diff_dir(id), whiteouts="overlay")
 
     def apply_diff(self, id: str, parent: str | None, stream: IO[bytes]) -> int:
         if not self._native(id, parent):
             return super().apply_diff(id, parent, stream)
-        from .. import archive
-
         return archive.apply_layer(self._diff_dir(id), stream, whiteouts="overlay")
 
     def _native(self, id: str, parent: str | None) -> bool:
