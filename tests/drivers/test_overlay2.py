@@ -5,8 +5,10 @@ from a crashed run (stale mounts, half-created layers)."""
 from __future__ import annotations
 
 import errno
+import io
 import os
 import stat
+import tarfile
 from collections.abc import Iterator
 
 import pytest
@@ -18,7 +20,7 @@ from graphdrivers.errors import DriverError, DriverNotSupported
 from graphdrivers.overlay2 import driver as overlay2
 from graphdrivers.overlay2.driver import Overlay2Driver
 
-from ..conformance.treeutil import mounted, read, write
+from ..conformance.treeutil import mounted, read, tree, write
 
 
 @pytest.fixture
@@ -180,3 +182,85 @@ def test_stale_mounts_and_half_created_layers_are_recovered(root: str) -> None:
         again.remove("container")
     finally:
         again.cleanup()
+
+
+def _base_and_child(driver: Overlay2Driver) -> None:
+    """base: /keep /gone /dir/old /etc/passwd; child (mounted writes): /gone deleted,
+    /dir emptied and re-created (opaque), /new added."""
+    driver.create("base")
+    diff = os.path.join(driver.home, "base", "diff")
+    for name in ("keep", "gone", "dir/old", "etc/passwd"):
+        write(os.path.join(diff, name), name.encode())
+    driver.create_read_write("child", "base")
+    with mounted(driver, "child") as path:
+        os.unlink(os.path.join(path, "gone"))
+        os.unlink(os.path.join(path, "dir", "old"))
+        os.rmdir(os.path.join(path, "dir"))
+        write(os.path.join(path, "dir", "fresh"), b"fresh")
+        write(os.path.join(path, "new"), b"new!")
+
+
+def test_diff_turns_overlay_whiteouts_into_wh_entries(driver: Overlay2Driver) -> None:
+    _base_and_child(driver)
+    with driver.diff("child", "base") as stream, tarfile.open(fileobj=stream, mode="r|") as tar:
+        members = {m.name.rstrip("/"): m for m in tar}
+    assert sorted(members) == [".wh.gone", "dir", "dir/.wh..wh..opq", "dir/fresh", "new"]
+    assert all(not m.ischr() for m in members.values())
+    assert not any(k.startswith("SCHILY.xattr.trusted.overlay") for m in members.values() for k in m.pax_headers)
+    assert driver.diff_size("child", "base") == len(b"fresh") + len(b"new!")
+
+
+def test_apply_diff_turns_wh_entries_into_overlay_whiteouts(driver: Overlay2Driver) -> None:
+    _base_and_child(driver)
+    driver.create("applied", "base")
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for name, data in (("etc/.wh.passwd", b""), ("dir/.wh..wh..opq", b""), ("dir/mine", b"mine"), ("x", b"xx")):
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    buf.seek(0)
+    assert driver.apply_diff("applied", "base", buf) == 6
+    upper = os.path.join(driver.home, "applied", "diff")
+    whiteout = os.lstat(os.path.join(upper, "etc", "passwd"))
+    assert stat.S_ISCHR(whiteout.st_mode) and whiteout.st_rdev == 0
+    assert os.getxattr(os.path.join(upper, "dir"), "trusted.overlay.opaque") == b"y"
+    with mounted(driver, "applied") as path:
+        assert os.listdir(os.path.join(path, "etc")) == []
+        assert os.listdir(os.path.join(path, "dir")) == ["mine"]
+        assert read(os.path.join(path, "keep")) == b"keep"
+    assert driver.changes("applied", "base") == [
+        Change("/dir", "C"),
+        Change("/dir/mine", "A"),
+        Change("/dir/old", "D"),
+        Change("/etc", "C"),
+        Change("/etc/passwd", "D"),
+        Change("/x", "A"),
+    ]
+
+
+def test_diff_round_trip_rebuilds_the_same_tree(driver: Overlay2Driver) -> None:
+    _base_and_child(driver)
+    driver.create("copy", "base")
+    with driver.diff("child", "base") as stream:
+        driver.apply_diff("copy", "base", stream)
+    with mounted(driver, "child") as original, mounted(driver, "copy") as copy:
+        assert tree(copy) == tree(original)
+
+
+def test_not_the_real_parent_falls_back_to_the_naive_diff(driver: Overlay2Driver) -> None:
+    _base_and_child(driver)
+    driver.create("grandchild", "child")
+    write(os.path.join(driver.home, "grandchild", "diff", "top"), b"top")
+    assert driver.changes("grandchild", "base") == [
+        Change("/dir", "C"),
+        Change("/dir/fresh", "A"),
+        Change("/dir/old", "D"),
+        Change("/gone", "D"),
+        Change("/new", "A"),
+        Change("/top", "A"),
+    ]
+    with driver.diff("grandchild", None) as stream, tarfile.open(fileobj=stream, mode="r|") as tar:
+        names = sorted(m.name.rstrip("/") for m in tar)
+    assert names == ["dir", "dir/fresh", "etc", "etc/passwd", "keep", "new", "top"]
+    assert mountutil.mounts_under(driver.home) == []
