@@ -97,6 +97,10 @@ def test_size_limit_is_enforced_on_a_snapshot(driver: BtrfsDriver) -> None:
         assert info.value.errno == errno.EDQUOT
     with mounted(driver, "base") as path:  # the parent has no limit
         write(os.path.join(path, "big"), b"b" * (24 << 20))
+    driver.create("grandchild", "limited")  # nor has a child: the kernel's copied limit is dropped
+    assert "Size" not in driver.metadata("grandchild")
+    with mounted(driver, "grandchild") as path:
+        write(os.path.join(path, "big"), b"g" * (24 << 20))
 
 
 def test_size_below_min_space_is_refused_and_leaves_nothing(btrfs_root: str) -> None:
