@@ -191,7 +191,10 @@ class Overlay2Driver(Driver):
     def apply_diff(self, id: str, parent: str | None, stream: IO[bytes]) -> int:
         if not self._native(id, parent):
             return super().apply_diff(id, parent, stream)
-        return archive.apply_layer(self._diff_dir(id), stream, whiteouts="overlay")
+        # With nothing below, a whiteout hides nothing: apply it as a deletion instead of
+        # leaving a 0/0 device in a layer that `get` shows without an overlay.
+        whiteouts = "overlay" if self._lowers(id) else "delete"
+        return archive.apply_layer(self._diff_dir(id), stream, whiteouts=whiteouts)
 
     def _native(self, id: str, parent: str | None) -> bool:
         if not self.exists(id):

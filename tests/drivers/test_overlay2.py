@@ -264,3 +264,16 @@ def test_not_the_real_parent_falls_back_to_the_naive_diff(driver: Overlay2Driver
         names = sorted(m.name.rstrip("/") for m in tar)
     assert names == ["dir", "dir/fresh", "etc", "etc/passwd", "keep", "new", "top"]
     assert mountutil.mounts_under(driver.home) == []
+
+
+def test_apply_diff_to_a_layer_without_parent_leaves_no_whiteout_devices(driver: Overlay2Driver) -> None:
+    driver.create("bottom")
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for name in ("a", ".wh.b", "d/.wh..wh..opq", "d/c"):
+            tar.addfile(tarfile.TarInfo(name), io.BytesIO(b""))
+    buf.seek(0)
+    driver.apply_diff("bottom", None, buf)
+    with mounted(driver, "bottom") as path:
+        assert tree(path).keys() == {"/", "/a", "/d", "/d/c"}
+        assert "trusted.overlay.opaque" not in os.listxattr(os.path.join(path, "d"))
