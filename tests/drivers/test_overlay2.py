@@ -14,7 +14,7 @@ from collections.abc import Iterator
 import pytest
 
 import graphdrivers
-from graphdrivers import mountutil
+from graphdrivers import mountutil, naivediff
 from graphdrivers.driver import Change
 from graphdrivers.errors import DriverError, DriverNotSupported
 from graphdrivers.overlay2 import driver as overlay2
@@ -147,6 +147,7 @@ def test_native_changes(driver: Overlay2Driver) -> None:
         os.rmdir(os.path.join(path, "dir"))
         write(os.path.join(path, "dir", "new"), b"n")  # dir is now opaque in the upper
         write(os.path.join(path, "quiet", "sub", "f"), b"F")  # copies up quiet/ and quiet/sub/
+        os.chmod(os.path.join(path, "keep"), 0o644)  # copied up, but the same as below
     upper = os.path.join(driver.home, "child", "diff")
     assert stat.S_ISCHR(os.lstat(os.path.join(upper, "gone")).st_mode)
     assert os.getxattr(os.path.join(upper, "dir"), "trusted.overlay.opaque") == b"y"
@@ -158,8 +159,13 @@ def test_native_changes(driver: Overlay2Driver) -> None:
         Change("/dir/old", "D"),
         Change("/edit", "C"),
         Change("/gone", "D"),
+        Change("/quiet", "C"),
+        Change("/quiet/sub", "C"),
         Change("/quiet/sub/f", "C"),
     ]
+    assert os.path.exists(os.path.join(upper, "keep"))
+    with mounted(driver, "child") as child, mounted(driver, "base") as parent:
+        assert naivediff.changes(child, parent) == driver.changes("child", "base")
 
 
 def test_stale_mounts_and_half_created_layers_are_recovered(root: str) -> None:
