@@ -26,9 +26,10 @@ from typing import IO
 
 from .. import archive, fsmagic, mountutil
 from ..driver import Change, Driver
-from ..errors import DriverError, DriverNotSupported, LayerNotFound
+from ..errors import DriverError, DriverNotSupported, LayerNotFound, UnsafeArchive
 from . import changes as overlay_changes
-from . import mounting
+from . import copyup, mounting
+from .replay import Replayable
 
 LINK_DIR = "l"
 TMP_PREFIX = ".tmp-"
@@ -191,10 +192,30 @@ class Overlay2Driver(Driver):
     def apply_diff(self, id: str, parent: str | None, stream: IO[bytes]) -> int:
         if not self._native(id, parent):
             return super().apply_diff(id, parent, stream)
-        # With nothing below, a whiteout hides nothing: apply it as a deletion instead of
-        # leaving a 0/0 device in a layer that `get` shows without an overlay.
-        whiteouts = "overlay" if self._lowers(id) else "delete"
-        return archive.apply_layer(self._diff_dir(id), stream, whiteouts=whiteouts)
+        if not self._lowers(id):
+            # With nothing below, a whiteout hides nothing: apply it as a deletion instead
+            # of leaving a 0/0 device in a layer that `get` shows without an overlay.
+            return archive.apply_layer(self._diff_dir(id), stream, whiteouts="delete")
+        diff_dir = self._diff_dir(id)
+        replayable = Replayable(stream)
+        try:
+            try:
+                return archive.apply_layer(diff_dir, replayable, whiteouts="overlay")  # type: ignore[arg-type]
+            except UnsafeArchive:
+                # The diff dir was left untouched. A hard link to a file of a lower layer
+                # is refused there: copy such targets up (as the kernel would) and retry.
+                replayable.rewind()
+                made = copyup.copy_up(diff_dir, self._lower_dirs(id), copyup.missing_link_targets(replayable))
+                if not made:
+                    raise
+            replayable.rewind()
+            try:
+                return archive.apply_layer(diff_dir, replayable, whiteouts="overlay")  # type: ignore[arg-type]
+            except BaseException:
+                copyup.undo(made)
+                raise
+        finally:
+            replayable.close()
 
     def _native(self, id: str, parent: str | None) -> bool:
         if not self.exists(id):

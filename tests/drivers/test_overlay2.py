@@ -16,7 +16,7 @@ import pytest
 import graphdrivers
 from graphdrivers import mountutil, naivediff
 from graphdrivers.driver import Change
-from graphdrivers.errors import DriverError, DriverNotSupported
+from graphdrivers.errors import DriverError, DriverNotSupported, UnsafeArchive
 from graphdrivers.overlay2 import driver as overlay2
 from graphdrivers.overlay2.driver import Overlay2Driver
 
@@ -283,3 +283,55 @@ def test_apply_diff_to_a_layer_without_parent_leaves_no_whiteout_devices(driver:
     with mounted(driver, "bottom") as path:
         assert tree(path).keys() == {"/", "/a", "/d", "/d/c"}
         assert "trusted.overlay.opaque" not in os.listxattr(os.path.join(path, "d"))
+
+
+class _Pipe:
+    """A stream that can only be read forward, like a pull from a registry."""
+
+    def __init__(self, data: bytes) -> None:
+        self._buf = io.BytesIO(data)
+
+    def read(self, n: int = -1) -> bytes:
+        return self._buf.read(n)
+
+    def seekable(self) -> bool:
+        return False
+
+
+def _link_tar(target: str) -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        info = tarfile.TarInfo("deep/dir/link")
+        info.type, info.linkname = tarfile.LNKTYPE, target
+        tar.addfile(info)
+    return buf.getvalue()
+
+
+def test_hard_link_to_a_lower_layer_file_copies_it_up(driver: Overlay2Driver) -> None:
+    driver.create("bottom")
+    write(os.path.join(driver.home, "bottom", "diff", "deep", "dir", "kept"), b"kept", 0o640)
+    os.chown(os.path.join(driver.home, "bottom", "diff", "deep", "dir", "kept"), 5, 6)
+    driver.create("middle", "bottom")
+    driver.create("top", "middle")
+    assert driver.apply_diff("top", "middle", _Pipe(_link_tar("deep/dir/kept"))) == 0
+    upper = os.path.join(driver.home, "top", "diff")
+    copied = os.lstat(os.path.join(upper, "deep", "dir", "kept"))
+    assert (stat.S_IMODE(copied.st_mode), copied.st_uid, copied.st_gid, copied.st_nlink) == (0o640, 5, 6, 2)
+    with mounted(driver, "top") as path:
+        link, kept = os.lstat(os.path.join(path, "deep/dir/link")), os.lstat(os.path.join(path, "deep/dir/kept"))
+        assert link.st_ino == kept.st_ino and read(os.path.join(path, "deep/dir/link")) == b"kept"
+    assert driver.changes("top", "middle") == [
+        Change("/deep", "C"),
+        Change("/deep/dir", "C"),
+        Change("/deep/dir/link", "A"),
+    ]
+
+
+def test_unsafe_hard_link_is_still_refused_and_changes_nothing(driver: Overlay2Driver) -> None:
+    driver.create("bottom")
+    write(os.path.join(driver.home, "bottom", "diff", "deep", "dir", "kept"), b"kept")
+    driver.create("top", "bottom")
+    for target in ("../../etc/passwd", "deep/dir/missing"):
+        with pytest.raises(UnsafeArchive):
+            driver.apply_diff("top", "bottom", _Pipe(_link_tar(target)))
+        assert os.listdir(os.path.join(driver.home, "top", "diff")) == []
