@@ -250,8 +250,10 @@ class DeviceSet:
 
         self.pool.resize(info.device_id, size, None)
         info.size = size
-        fs = self.settings.fs
-        self._with_active(info, lambda path: self._with_mounted(path, lambda mnt: fsutil.grow(fs, path, mnt)))
+        if self.settings.fs == "xfs":
+            self._with_active(info, lambda path: self._with_mounted(path, fsutil.grow_mounted))
+        else:
+            self._with_active(info, fsutil.grow_unmounted)
 
     # -- transactions ------------------------------------------------------------------
 

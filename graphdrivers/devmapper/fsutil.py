@@ -80,12 +80,19 @@ def read_uuid(device: str) -> tuple[str, str]:
     raise FilesystemError(f"{device} holds no xfs or ext4 filesystem")
 
 
-def grow(fstype: str, device: str, mountpoint: str) -> None:
-    """Grow the mounted filesystem on `device` to the device's size."""
-    if fstype == "xfs":
-        _run(["xfs_growfs", "-d", mountpoint])
-    else:
-        _run(["resize2fs", device])
+def grow_mounted(mountpoint: str) -> None:
+    """Grow the xfs mounted at `mountpoint` to its device's size (xfs grows only online)."""
+    _run(["xfs_growfs", "-d", mountpoint])
+
+
+def grow_unmounted(device: str) -> None:
+    """Grow the unmounted ext4 on `device` to the device's size.
+
+    Offline, because online resize refuses small filesystems made without room for the
+    group descriptors to grow; `-f` because the snapshot's superblock may carry the
+    origin's "mounted" state when the origin was frozen rather than unmounted.
+    """
+    _run(["resize2fs", "-f", device])
 
 
 def syncfs(path: str) -> None:
