@@ -32,5 +32,4 @@ __all__ = [
 ]
 
 # Built-in drivers register themselves on import (after the names above exist).
-from . import devmapper  # noqa: F401
-from . import vfs  # noqa: F401
+from . import devmapper, vfs  # noqa: F401
