@@ -51,6 +51,7 @@ class DeviceInfo:
     transaction_id: int
     initialized: bool = True
     deleted: bool = False
+    fs: str = ""  # the filesystem on the device (snapshots inherit their origin's)
 
 
 @dataclass(frozen=True)
@@ -189,6 +190,7 @@ class DeviceSet:
                 f"(pool {self.pool.name}, data {self.pool.data_file})"
             )
         self.base_uuid, self.base_fs = found_uuid, fs
+        base.fs = base.fs or fs
         if self.settings.fs_given and self.settings.fs != fs:
             raise DriverStateError(
                 f"devmapper: the base device's filesystem is {fs} but dm.fs is {self.settings.fs}; "
@@ -200,30 +202,34 @@ class DeviceSet:
                     f"devmapper: dm.basesize {human_size(self.settings.base_size)} is smaller than the existing "
                     f"base device ({human_size(base.size)}); it can only grow"
                 )
-            self._grow(BASE, base, self.settings.base_size)
+            self._grow(base, self.settings.base_size)
             self._rewrite_metadata(BASE, base)
 
     def _create_base(self) -> None:
         device_id = self._allocate_id()
         self._open_txn("create", BASE, device_id)
-        info = DeviceInfo(device_id, self.settings.base_size, self.transaction_id + 1, initialized=False)
+        info = DeviceInfo(device_id, self.settings.base_size, self.transaction_id + 1, False, fs=self.settings.fs)
         try:
             self._check_free_space()
-            self.pool.create_thin(device_id, info.size)
-
-            def format_base(path: str) -> tuple[str, str]:
-                fsutil.mkfs(self.settings.fs, path, self.settings.mkfs_args)
-                self._with_mounted(path, lambda mnt: os.makedirs(os.path.join(mnt, "rootfs"), exist_ok=True))
-                return fsutil.read_uuid(path)
-
-            self.base_fs, self.base_uuid = self._with_active(info, format_base)
-            info.initialized = True
+            self._make_formatted(info)
+            self.base_fs, self.base_uuid = self._with_active(info, fsutil.read_uuid)
             self._save_metadata(BASE, info)
         except BaseException:
             self._rollback(BASE, device_id)
             raise
         self._close_txn()
         self.devices[BASE] = info
+
+    def _make_formatted(self, info: DeviceInfo) -> None:
+        """A new thin device holding a fresh filesystem with an empty `rootfs/`."""
+        self.pool.create_thin(info.device_id, info.size)
+
+        def format_device(path: str) -> None:
+            fsutil.mkfs(info.fs, path, self.settings.mkfs_args)
+            self._with_mounted(path, info.fs, lambda mnt: os.makedirs(os.path.join(mnt, "rootfs"), exist_ok=True))
+
+        self._with_active(info, format_device)
+        info.initialized = True
 
     def _with_active(self, info: DeviceInfo, fn: Callable[[str], T]) -> T:
         """Run `fn(block device path)` with the device activated (setup paths only)."""
@@ -234,24 +240,23 @@ class DeviceSet:
             active.release()
             self.pool.deactivate(info.device_id)
 
-    def _with_mounted(self, device_path: str, fn: Callable[[str], T]) -> T:
+    def _with_mounted(self, device_path: str, fs: str, fn: Callable[[str], T]) -> T:
         mnt = os.path.join(self.mnt_dir, ".setup")
         os.makedirs(mnt, exist_ok=True)
-        data = fsutil.mount_options(self.settings.fs, self.settings.mount_options)
-        mountutil.mount(device_path, mnt, self.settings.fs, 0, data)
+        mountutil.mount(device_path, mnt, fs, 0, fsutil.mount_options(fs, self.settings.mount_options))
         try:
             return fn(mnt)
         finally:
             mountutil.umount_retry(mnt)
             os.rmdir(mnt)
 
-    def _grow(self, layer_id: str, info: DeviceInfo, size: int) -> None:
+    def _grow(self, info: DeviceInfo, size: int) -> None:
         """Grow a device that is not mounted, and the filesystem on it, to `size` bytes."""
 
         self.pool.resize(info.device_id, size, None)
         info.size = size
-        if self.settings.fs == "xfs":
-            self._with_active(info, lambda path: self._with_mounted(path, fsutil.grow_mounted))
+        if info.fs == "xfs":
+            self._with_active(info, lambda path: self._with_mounted(path, "xfs", fsutil.grow_mounted))
         else:
             self._with_active(info, fsutil.grow_unmounted)
 
@@ -348,7 +353,8 @@ class DeviceSet:
             if layer_id in self._deferred:
                 raise LayerInUse(layer_id, "its previous device is waiting for deferred deletion")
             origin = self.devices[parent if parent is not None else BASE]
-            if size is not None and size < origin.size:
+            fresh = parent is None and size is not None and size < origin.size
+            if size is not None and size < origin.size and not fresh:
                 of = f"layer {parent!r}" if parent else "the base device"
                 raise InvalidOption(
                     f"devmapper: container size {human_size(size)} cannot be smaller than "
@@ -357,14 +363,22 @@ class DeviceSet:
             self._check_free_space()
             device_id = self._allocate_id()
             self._open_txn("create", layer_id, device_id)
-            info = DeviceInfo(device_id, origin.size, self.transaction_id + 1)
+            info = DeviceInfo(device_id, origin.size, self.transaction_id + 1, fs=origin.fs)
             try:
-                try:
-                    self.pool.create_snap(device_id, origin.device_id, origin_mountpoint)
-                except OSError as exc:
-                    raise self._pool_error(exc, layer_id) from exc
-                if size is not None and size > origin.size:
-                    self._grow(layer_id, info, size)
+                if fresh:
+                    # A parentless layer smaller than the base device cannot be a snapshot
+                    # of it (filesystems do not shrink): it gets a device of its own size,
+                    # freshly formatted -- with ext4 when xfs's 300 MiB floor forbids xfs.
+                    info.size = size
+                    info.fs = "ext4" if info.fs == "xfs" and size < fsutil.XFS_MIN_SIZE else info.fs
+                    self._make_formatted(info)
+                else:
+                    try:
+                        self.pool.create_snap(device_id, origin.device_id, origin_mountpoint)
+                    except OSError as exc:
+                        raise self._pool_error(exc, layer_id) from exc
+                if size is not None and size > info.size:
+                    self._grow(info, size)
                 self._save_metadata(layer_id, info)
             except BaseException:
                 self._rollback(layer_id, device_id)

@@ -72,7 +72,6 @@ class DevmapperDriver(Driver):
         super().__init__(home, options)
         opts = {**DEFAULTS, **self.options}
         self.fs: str = opts.get("dm.fs") or fsutil.default_fs()
-        self.mount_data = fsutil.mount_options(self.fs, opts["dm.mountopt"])
         self.opts = opts
         self.backend = self._choose_backend(opts)
         os.makedirs(home, exist_ok=True)
@@ -162,12 +161,12 @@ class DevmapperDriver(Driver):
             os.mkdir(mnt)
         except FileExistsError:
             pass
-        data = self.mount_data
+        data = fsutil.mount_options(info.fs, self.opts["dm.mountopt"])
         if mount_label:
             data = f"{data},context={mount_label!r}" if data else f"context={mount_label!r}"
         active = self.pool.activate(info.device_id, info.size)
         try:
-            mountutil.mount(active.path, mnt, self.fs, 0, data or None)
+            mountutil.mount(active.path, mnt, info.fs, 0, data or None)
         except BaseException:
             active.release()
             self.pool.deactivate(info.device_id)
@@ -179,6 +178,10 @@ class DevmapperDriver(Driver):
         return rootfs
 
     def _unmount(self, id: str) -> None:
+        # syncfs first: umount flushes only when it ends the filesystem, and a copy of this
+        # mount in another mount namespace (any container started meanwhile) keeps it
+        # alive; the device file must hold the data now, or a later snapshot would miss it.
+        fsutil.syncfs(self._mountpoint(id))
         mountutil.umount_retry(self._mountpoint(id))
         self.pool.deactivate(self.devices.get(id).device_id)
 
@@ -226,6 +229,7 @@ class DevmapperDriver(Driver):
             "DeviceSize": str(info.size),
             "DeviceName": f"{self.pool.name.removesuffix('-pool')}-{info.device_id}",
             "Backend": self.backend,
+            "Filesystem": info.fs,
             "MountPoint": self._mountpoint(id),
         }
         if isinstance(self.pool, ReflinkPool):

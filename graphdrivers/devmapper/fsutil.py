@@ -21,6 +21,7 @@ FIFREEZE = 0xC0045877
 FITHAW = 0xC0045878
 
 SUPPORTED_FS = ("xfs", "ext4")
+XFS_MIN_SIZE = 300 << 20  # mkfs.xfs (xfsprogs >= 5.19) refuses anything smaller
 
 _libc = ctypes.CDLL(None, use_errno=True)
 
