@@ -26,7 +26,7 @@ import json
 import os
 import threading
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import TypeVar
 
 from .. import mountutil
@@ -87,6 +87,7 @@ class DeviceSet:
         try:
             self._load()
             self._recover()
+            self._used_ids = {info.device_id for info in self.devices.values()}
             self._setup_base(stored)
             self._save_deviceset()
         except BaseException:
@@ -266,7 +267,8 @@ class DeviceSet:
         for _ in range(MAX_DEVICE_ID):
             device_id = self.next_device_id
             self.next_device_id = device_id + 1 if device_id < MAX_DEVICE_ID else 1
-            if all(info.device_id != device_id for info in self.devices.values()):
+            if device_id not in self._used_ids:
+                self._used_ids.add(device_id)
                 return device_id
         raise DriverError("devmapper: no free device id left (2^24 devices in use)")
 
@@ -289,6 +291,7 @@ class DeviceSet:
     def _rollback(self, layer: str, device_id: int) -> None:
         """Undo a create that failed in this process: no device, no metadata, record closed."""
         self.pool.delete(device_id)
+        self._used_ids.discard(device_id)
         try:
             os.unlink(self._metadata_path(layer))
         except FileNotFoundError:
@@ -300,14 +303,14 @@ class DeviceSet:
         crash half-way through)."""
         fd = os.open(self._metadata_path(layer), os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
         try:
-            os.write(fd, json.dumps(asdict(info)).encode())
+            os.write(fd, json.dumps(vars(info)).encode())
         finally:
             os.close(fd)
 
     def _rewrite_metadata(self, layer: str, info: DeviceInfo) -> None:
         tmp = self._metadata_path(layer) + ".tmp"
         with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(asdict(info), f)
+            json.dump(vars(info), f)
         os.replace(tmp, self._metadata_path(layer))
 
     def _save_deviceset(self) -> None:
@@ -324,12 +327,8 @@ class DeviceSet:
     # -- space -------------------------------------------------------------------------
 
     def _check_free_space(self) -> None:
-        usage = self.pool.usage()
         pct = self.settings.min_free_percent
-        for kind, free, total in (
-            ("data", usage.data_available, usage.data_total),
-            ("metadata", usage.metadata_available, usage.metadata_total),
-        ):
+        for kind, free, total in self.pool.free_space():
             if free * 100 < total * pct:
                 raise ThinPoolFull(
                     f"devmapper: thin pool {self.pool.name} has {human_size(free)} of {human_size(total)} {kind} "
@@ -417,6 +416,7 @@ class DeviceSet:
         self.pool.delete(info.device_id)
         os.unlink(self._metadata_path(layer_id))
         del self.devices[layer_id]
+        self._used_ids.discard(info.device_id)
         self._deferred.discard(layer_id)
         self._close_txn()
 

@@ -211,6 +211,13 @@ class DmThinPool(ThinPool):
         # "0 <len> thin-pool <transaction id> <used>/<total> meta <used>/<total> data ..."
         return _dmsetup(["status", self.name]).split()
 
+    def free_space(self) -> list[tuple[str, int, int]]:
+        usage = self.usage()
+        return [
+            ("data", usage.data_available, usage.data_total),
+            ("metadata", usage.metadata_available, usage.metadata_total),
+        ]
+
     def usage(self) -> PoolUsage:
         fields = self._status()
         meta_used, meta_total = (int(x) for x in fields[4].split("/"))

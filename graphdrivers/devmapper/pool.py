@@ -91,7 +91,13 @@ class ThinPool(ABC):
         """Grow the device to `size` bytes (and tell an active block device about it)."""
 
     @abstractmethod
-    def usage(self) -> PoolUsage: ...
+    def usage(self) -> PoolUsage:
+        """Everything `status()` shows; may be slow."""
+
+    @abstractmethod
+    def free_space(self) -> list[tuple[str, int, int]]:
+        """(kind, available bytes, total bytes) of what must stay free; cheap, as it runs
+        before every create."""
 
     def set_transaction_id(self, old: int, new: int) -> None:  # noqa: B027 -- optional hook
         """Record the device set's transaction id in the pool itself (dm-thin keeps one)."""

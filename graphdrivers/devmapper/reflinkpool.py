@@ -150,6 +150,11 @@ class ReflinkPool(ThinPool):
         if active_path is not None:
             loopdev.set_capacity(active_path)
 
+    def free_space(self) -> list[tuple[str, int, int]]:
+        """Only data: the device set's JSON lives on the pool's own filesystem."""
+        st = os.statvfs(self.dir)
+        return [("data", st.f_bavail * st.f_frsize, st.f_blocks * st.f_frsize)]
+
     def usage(self) -> PoolUsage:
         st = os.statvfs(self.dir)
         meta_used = 0
