@@ -328,13 +328,19 @@ class DeviceSet:
 
     def _check_free_space(self) -> None:
         pct = self.settings.min_free_percent
-        for kind, free, total in self.pool.free_space():
-            if free * 100 < total * pct:
-                raise ThinPoolFull(
-                    f"devmapper: thin pool {self.pool.name} has {human_size(free)} of {human_size(total)} {kind} "
-                    f"free ({human_size(total - free)} used), less than the minimum {pct}% "
-                    f"({human_size(total * pct // 100)}); free space in the pool or lower dm.min_free_space"
-                )
+
+        def short() -> list[tuple[str, int, int]]:
+            return [(kind, free, total) for kind, free, total in self.pool.free_space() if free * 100 < total * pct]
+
+        if not short():
+            return
+        self.pool.settle()  # space that removed layers are still releasing counts as free
+        for kind, free, total in short():
+            raise ThinPoolFull(
+                f"devmapper: thin pool {self.pool.name} has {human_size(free)} of {human_size(total)} {kind} "
+                f"free ({human_size(total - free)} used), less than the minimum {pct}% "
+                f"({human_size(total * pct // 100)}); free space in the pool or lower dm.min_free_space"
+            )
 
     # -- the operations the driver uses -------------------------------------------------
 

@@ -99,6 +99,9 @@ class ThinPool(ABC):
         """(kind, available bytes, total bytes) of what must stay free; cheap, as it runs
         before every create."""
 
+    def settle(self) -> None:  # noqa: B027 -- optional hook
+        """Finish freeing space that deletes released lazily (before re-checking it)."""
+
     def set_transaction_id(self, old: int, new: int) -> None:  # noqa: B027 -- optional hook
         """Record the device set's transaction id in the pool itself (dm-thin keeps one)."""
 

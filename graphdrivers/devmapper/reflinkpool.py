@@ -150,6 +150,10 @@ class ReflinkPool(ThinPool):
         if active_path is not None:
             loopdev.set_capacity(active_path)
 
+    def settle(self) -> None:
+        """xfs frees an unlinked file's blocks in the background; syncfs waits for that."""
+        fsutil.syncfs(self.dir)
+
     def free_space(self) -> list[tuple[str, int, int]]:
         """Only data: the device set's JSON lives on the pool's own filesystem."""
         st = os.statvfs(self.dir)
