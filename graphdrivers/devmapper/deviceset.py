@@ -162,6 +162,12 @@ class DeviceSet:
                     self._deferred.discard(layer)
             self.transaction_id = int(txn["open_transaction_id"])
             self._write_txn(None)
+        in_pool = self.pool.transaction_id()
+        if in_pool is not None and in_pool != self.transaction_id:
+            # dm-thin: a crash between the pool message and closing the record; the pool's
+            # own id is the truth the next set_transaction_id must start from.
+            self.transaction_id = in_pool
+            self._write_txn(None)
         broken = [name for name, info in self.devices.items() if info.device_id < 0]
         if broken:
             raise DriverStateError(f"unreadable device metadata in {self.metadata_dir}: {', '.join(sorted(broken))}")

@@ -105,6 +105,10 @@ class ThinPool(ABC):
     def set_transaction_id(self, old: int, new: int) -> None:  # noqa: B027 -- optional hook
         """Record the device set's transaction id in the pool itself (dm-thin keeps one)."""
 
+    def transaction_id(self) -> int | None:
+        """The transaction id the pool itself holds, or None when it keeps none."""
+        return None
+
     @abstractmethod
     def close(self) -> None:
         """Tear down what this object set up (pool mounts, dm tables); devices persist."""

@@ -259,3 +259,25 @@ def test_cleanup_leaves_no_mount_or_loop_device(make_driver, xfs_root):
     d.cleanup()
     assert not mountutil.mounts_under(xfs_root)
     assert not any(loopdev.devices_for(f) for f in files)
+
+
+def test_a_small_parentless_layer_gets_a_device_of_its_own_size(make_driver):
+    d = make_driver()  # base: 10G of xfs
+    d.create_read_write("small", storage_opt={"size": "64M"})
+    assert d.metadata("small")["Filesystem"] == "ext4"  # xfs cannot be made under 300 MiB
+    rootfs = d.get("small")
+    with pytest.raises(OSError) as err:
+        _write(os.path.join(rootfs, "big"), 80 * MB)
+    assert err.value.errno == errno.ENOSPC
+    d.put("small")
+    d.create("child", "small")  # snapshots inherit the device's size and filesystem
+    assert d.metadata("child")["Filesystem"] == "ext4"
+    assert d.metadata("child")["DeviceSize"] == str(64 * MB)
+    assert os.path.getsize(os.path.join(d.get("child"), "big")) > 32 * MB
+    d.put("child")
+
+    d.create("mid", storage_opt={"size": "400M"})
+    assert d.metadata("mid")["Filesystem"] == "xfs"
+    st = os.statvfs(d.get("mid"))
+    assert 300 * MB < st.f_blocks * st.f_frsize <= 400 * MB
+    d.put("mid")
