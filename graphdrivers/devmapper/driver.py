@@ -14,7 +14,7 @@ from collections.abc import Callable, Mapping
 
 from .. import mountutil
 from ..driver import Driver
-from ..errors import DriverNotSupported, InvalidOption
+from ..errors import DriverNotSupported, InvalidOption, LayerNotFound
 from ..units import human_size, parse_bool, parse_size
 from . import dmthinpool, fsutil
 from .deviceset import BASE, DeviceSet, Settings
@@ -220,8 +220,6 @@ class DevmapperDriver(Driver):
 
     def metadata(self, id: str) -> dict[str, str]:
         if not self.exists(id):
-            from ..errors import LayerNotFound
-
             raise LayerNotFound(id)
         info = self.devices.get(id)
         facts = {
