@@ -32,4 +32,8 @@ __all__ = [
 ]
 
 # Built-in drivers register themselves on import (after the names above exist).
-from . import vfs  # noqa: F401
+from . import (
+    btrfs,  # noqa: F401
+    overlay2,  # noqa: F401
+    vfs,  # noqa: F401
+)
