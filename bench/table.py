@@ -12,6 +12,7 @@ import math
 import pandas as pd
 from rich.table import Table
 
+from .scenarios import SCENARIOS
 from .stats import summarize
 
 COMPARE_KEYS = ["scenario", "step", "workload", "depth", "cache", "execdriver"]
@@ -32,7 +33,11 @@ def summary(df: pd.DataFrame) -> pd.DataFrame:
         .rename("space_amplification")
         .reset_index()
     )
-    return stats.merge(space, how="left", on=["driver", "scenario", "step", "workload", "depth", "cache"])
+    merged = stats.merge(space, how="left", on=["driver", "scenario", "step", "workload", "depth", "cache"])
+    order = {name: i for i, name in enumerate(SCENARIOS)}
+    merged = merged.assign(_order=merged["scenario"].map(order))
+    keys = ["_order", "workload", "step", "depth", "cache", "execdriver", "driver"]
+    return merged.sort_values(keys, kind="stable").drop(columns="_order").reset_index(drop=True)
 
 
 def _ms(seconds: float) -> str:
