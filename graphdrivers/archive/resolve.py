@@ -1,0 +1,125 @@
+"""Name resolution with the layer as the root (a chroot without chroot).
+
+Every name of a layer tar is resolved by the kernel with openat2(2) and
+RESOLVE_IN_ROOT: `..` and absolute symlink targets stop at the layer's root, so a
+symlink planted by the archive (`var/run -> /run`, `evil -> ../../etc`) can only ever
+lead to a place inside the layer. We open the *parent* directory that way and operate
+on the final component with the `*at` calls and no-follow flags, so the last component
+is never followed either. Parent directory fds are cached, because a layer writes many
+entries into the same few directories.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import os
+import platform
+
+from ..errors import UnsafeArchive
+
+PATH_MAX = 4096
+
+_SYS_OPENAT2 = {"x86_64": 437, "aarch64": 437, "armv7l": 437, "ppc64le": 437, "s390x": 437, "riscv64": 437}
+_RESOLVE_NO_MAGICLINKS = 0x02
+_RESOLVE_IN_ROOT = 0x10
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_syscall = _libc.syscall
+_syscall.restype = ctypes.c_long
+
+
+class _OpenHow(ctypes.Structure):
+    _fields_ = [("flags", ctypes.c_uint64), ("mode", ctypes.c_uint64), ("resolve", ctypes.c_uint64)]
+
+
+def openat2_in_root(root_fd: int, path: str | bytes, flags: int) -> int:
+    """openat2(root_fd, path, flags, RESOLVE_IN_ROOT|RESOLVE_NO_MAGICLINKS) -> fd, or OSError."""
+    how = _OpenHow(flags | os.O_CLOEXEC, 0, _RESOLVE_IN_ROOT | _RESOLVE_NO_MAGICLINKS)
+    raw = os.fsencode(path)
+    while True:
+        fd = _syscall(
+            ctypes.c_long(_SYS_OPENAT2.get(platform.machine(), 437)),
+            ctypes.c_int(root_fd),
+            ctypes.c_char_p(raw),
+            ctypes.byref(how),
+            ctypes.c_size_t(ctypes.sizeof(how)),
+        )
+        if fd >= 0:
+            return fd
+        err = ctypes.get_errno()
+        if err not in (errno.EINTR, errno.EAGAIN):  # EAGAIN: a concurrent rename raced the lookup
+            raise OSError(err, os.strerror(err), path)
+
+
+def clean_name(name: str, what: str = "name") -> str:
+    """The archive name as a clean path relative to the layer root ("" is the root itself).
+
+    `..` is applied lexically, as Docker does; one that would climb above the root is an
+    attack, not something to clamp silently.
+    """
+    if "\0" in name:
+        raise UnsafeArchive(f"{what} {name!r} contains a NUL byte")
+    if len(os.fsencode(name)) >= PATH_MAX:
+        raise UnsafeArchive(f"{what} of {len(os.fsencode(name))} bytes is longer than PATH_MAX ({PATH_MAX})")
+    parts: list[str] = []
+    for part in name.split("/"):
+        if part in ("", "."):
+            continue
+        if part == "..":
+            if not parts:
+                raise UnsafeArchive(f"{what} {name!r} climbs out of the layer with '..'")
+            parts.pop()
+        else:
+            parts.append(part)
+    return "/".join(parts)
+
+
+def split(path: str) -> tuple[str, str]:
+    """("a/b", "c") for "a/b/c"; ("", "c") for "c"."""
+    parent, _, base = path.rpartition("/")
+    return parent, base
+
+
+class DirCache:
+    """Open O_PATH fds of directories inside the layer, by clean relative path.
+
+    Any replacement or removal of a directory or symlink clears the whole cache: a cached
+    fd may have been resolved *through* that entry (`var/run` via the symlink to `run`),
+    and such replacements are rare in real layers, so exactness beats cleverness here.
+    """
+
+    MAX = 512
+
+    def __init__(self, root: str) -> None:
+        self.root = root
+        self.root_fd = os.open(root, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        self._fds: dict[str, int] = {}
+
+    def get(self, path: str) -> int:
+        """An fd of directory `path` (resolved in the root); OSError when it is not one."""
+        if not path:
+            return self.root_fd
+        fd = self._fds.get(path)
+        if fd is None:
+            fd = openat2_in_root(self.root_fd, path, os.O_PATH | os.O_DIRECTORY)
+            self.put(path, fd)
+        return fd
+
+    def put(self, path: str, fd: int) -> None:
+        """Adopt `fd` as the cached fd of `path` (the cache closes it)."""
+        if len(self._fds) >= self.MAX:
+            self.clear()
+        old = self._fds.pop(path, None)
+        if old is not None:
+            os.close(old)
+        self._fds[path] = fd
+
+    def clear(self) -> None:
+        fds, self._fds = self._fds, {}
+        for fd in fds.values():
+            os.close(fd)
+
+    def close(self) -> None:
+        self.clear()
+        os.close(self.root_fd)
