@@ -38,6 +38,8 @@ class _Walk:
     links: dict[tuple[int, int], str] = field(default_factory=dict)
     dirs: list[tuple[str, str, os.stat_result]] = field(default_factory=list)
     range_ok: bool = True
+    # O_NOATIME leaves the parent layer's access times as they were (root only).
+    read_flags: int = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | (os.O_NOATIME if os.geteuid() == 0 else 0)
 
 
 def current_umask() -> int:
@@ -82,16 +84,17 @@ def _copy_dir(src: str, dst: str, walk: _Walk) -> None:
                     os.mkdir(d, 0o700)
                     walk.dirs.append((s, d, st))
                     stack.append((s, d))
-                elif stat.S_ISREG(mode):
-                    _copy_file(s, d, st, walk)
-                elif stat.S_ISLNK(mode):
-                    os.symlink(os.readlink(s), d)
-                    _set_attrs_nofollow(s, d, st)
-                else:  # fifo, socket, character or block device
-                    if st.st_nlink > 1 and _link_existing(d, st, walk):
-                        continue
-                    os.mknod(d, stat.S_IFMT(mode) | 0o600, st.st_rdev)
-                    _set_attrs_path(s, d, st)
+                elif st.st_nlink > 1 and _link_existing(d, st, walk):
+                    continue
+                else:
+                    if stat.S_ISREG(mode):
+                        _copy_file(s, d, st, walk)
+                    elif stat.S_ISLNK(mode):
+                        os.symlink(os.readlink(s), d)
+                        _set_attrs_nofollow(s, d, st)
+                    else:  # fifo, socket, character or block device
+                        os.mknod(d, stat.S_IFMT(mode) | 0o600, st.st_rdev)
+                        _set_attrs_path(s, d, st)
                     if st.st_nlink > 1:
                         walk.links[(st.st_dev, st.st_ino)] = d
 
@@ -101,15 +104,13 @@ def _link_existing(dst: str, st: os.stat_result, walk: _Walk) -> bool:
     first = walk.links.get((st.st_dev, st.st_ino))
     if first is None:
         return False
-    os.link(first, dst)
+    os.link(first, dst, follow_symlinks=False)
     return True
 
 
 def _copy_file(src: str, dst: str, st: os.stat_result, walk: _Walk) -> None:
-    if st.st_nlink > 1 and _link_existing(dst, st, walk):
-        return
     perm = stat.S_IMODE(st.st_mode)
-    sfd = os.open(src, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    sfd = os.open(src, walk.read_flags)
     try:
         dfd = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, perm & 0o777 | 0o200)
         try:
@@ -120,8 +121,6 @@ def _copy_file(src: str, dst: str, st: os.stat_result, walk: _Walk) -> None:
             os.close(dfd)
     finally:
         os.close(sfd)
-    if st.st_nlink > 1:
-        walk.links[(st.st_dev, st.st_ino)] = dst
 
 
 def _copy_data(sfd: int, dfd: int, st: os.stat_result, walk: _Walk) -> None:

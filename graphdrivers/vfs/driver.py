@@ -100,9 +100,7 @@ class VfsDriver(Driver):
         return {"path": self._path(id)}
 
     def quota_unsupported_reason(self) -> str:
-        return (
-            f"vfs layers are plain directories on {self.backing_fs} and vfs sets no per-directory quota there"
-        )
+        return f"vfs layers are plain directories on {self.backing_fs} and vfs sets no per-directory quota there"
 
 
 def factory(home: str, options: Mapping[str, str]) -> VfsDriver:
