@@ -53,10 +53,6 @@ class LayerBuilder:
         self._parents(path)
         self.entries.append((path, "symlink", target, 0o777))
 
-    def hardlink(self, path: str, target: str) -> None:
-        self._parents(path)
-        self.entries.append((path, "hardlink", target, 0o755))
-
     def whiteout(self, path: str) -> None:
         """Delete `path` from the layers below (OCI `.wh.<name>` marker)."""
         head, _, name = path.rpartition("/")
@@ -80,11 +76,8 @@ class LayerBuilder:
                     size, chunk = payload  # type: ignore[misc]
                     info.size = size
                     tar.addfile(info, _Repeat(chunk, size))
-                elif kind == "symlink":
-                    info.type, info.linkname = tarfile.SYMTYPE, str(payload)
-                    tar.addfile(info)
                 else:
-                    info.type, info.linkname = tarfile.LNKTYPE, str(payload)
+                    info.type, info.linkname = tarfile.SYMTYPE, str(payload)
                     tar.addfile(info)
 
 

@@ -14,14 +14,15 @@ import math
 import os
 import random
 import shutil
-import subprocess
+import tarfile
 from collections.abc import Callable
 from dataclasses import dataclass
+
+from engine import testimages
 
 from .tarbuild import LayerBuilder
 
 SEED = 20240611
-BUSYBOX = "/bin/busybox"
 WORKLOADS = ("busybox", "small-files", "big-file", "deep", "mixed")
 DEFAULT_DEPTH = {False: 32, True: 8}
 
@@ -81,41 +82,15 @@ def _lognormal_size(rng: random.Random, median: int, cap: int) -> int:
 
 
 def busybox_layer(directory: str, name: str = "busybox") -> Layer:
-    """A base layer from the host's static busybox: /bin/busybox, applet links, a tiny /etc.
-
-    Uses the engine's test-image builder when the engine provides one, so the bench and
-    the engine's tests run the same image.
-    """
-    try:
-        from engine import testimages  # type: ignore[attr-defined]
-    except ImportError:
-        testimages = None
-    builder_fn = getattr(testimages, "busybox_layer_tar", None) if testimages is not None else None
-    if builder_fn is not None:
-        path = os.path.join(directory, name + ".tar")
-        builder_fn(path)
-        return _layer_from_tar(path)
-    if not os.path.exists(BUSYBOX):
-        raise WorkloadError(f"{BUSYBOX} is missing: install the busybox-static package (make deps does)")
-    with open(BUSYBOX, "rb") as f:
-        binary = f.read()
-    applets = subprocess.run([BUSYBOX, "--list"], capture_output=True, text=True, check=True).stdout.split()
-    b = LayerBuilder()
-    for d in ("bin", "dev", "etc", "proc", "sys", "tmp", "root", "var", "usr/bin"):
-        b.dir(d, 0o1777 if d == "tmp" else 0o755)
-    b.file("bin/busybox", binary, 0o755)
-    for applet in sorted(set(applets) - {"busybox"}):
-        if "/" not in applet and applet not in ("[", "[["):
-            b.hardlink(f"bin/{applet}", "bin/busybox")
-    b.file("etc/passwd", b"root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n")
-    b.file("etc/group", b"root:x:0:\nnogroup:x:65534:\n")
-    b.file("etc/hostname", b"strata\n")
-    return _finish(b, directory, name)
+    """The busybox base layer, from the engine's offline test-image builder (the same bytes
+    the engine's tests load), built from the host's static /bin/busybox."""
+    if not os.path.exists(testimages.BUSYBOX):
+        raise WorkloadError(f"{testimages.BUSYBOX} is missing: install the busybox-static package (make deps does)")
+    built = testimages.busybox(os.path.join(directory, name))
+    return _layer_from_tar(built.layer_files[0])
 
 
 def _layer_from_tar(path: str) -> Layer:
-    import tarfile
-
     files = size = 0
     digest = hashlib.sha256()
     with open(path, "rb") as f:

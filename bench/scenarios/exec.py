@@ -58,7 +58,7 @@ def _runners(ctx: Context) -> dict[str, execadapter.Runner]:
     runners = {}
     for name in ctx.config.execdrivers:
         try:
-            runners[name] = execadapter.load(name)
+            runners[name] = execadapter.load(name, os.path.join(ctx.workdir, f"exec-{ctx.driver.name}-{name}"))
             ctx.facts.setdefault("execdrivers", {})[name] = {"available": True, "runtime": runners[name].runtime}
         except execadapter.ExecUnavailable as exc:
             reason = f"unavailable: {exc}"

@@ -57,7 +57,8 @@ def test_run_json_records_machine_backing_and_software(quick_run: QuickRun) -> N
     assert vfs["backing"]["fstype"] == "ext4" and vfs["backing"]["kind"] == "loop"
     assert "rw" in vfs["backing"]["mount_options"]
     assert run["config"]["repeat"] == REPEAT and run["config"]["cache"] == "both"
-    assert [layer["files"] for layer in run["workload"]["layers"]] == [1 + 3]  # busybox + passwd, group, hostname
+    (layer,) = run["workload"]["layers"]  # busybox: one layer holding /bin/busybox
+    assert layer["files"] >= 1 and layer["bytes"] >= os.path.getsize("/bin/busybox") and len(layer["sha256"]) == 64
     assert set(run["execdrivers"]) == {"oci", "native"}
 
 
