@@ -32,4 +32,4 @@ __all__ = [
 ]
 
 # Built-in drivers register themselves on import (after the names above exist).
-# from . import vfs  # noqa: E402,F401
+# from . import vfs

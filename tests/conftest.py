@@ -38,7 +38,8 @@ def no_leaks() -> Iterator[None]:
     before = (_our_mounts(), _loop_devices(), _our_processes())
     yield
     after = (_our_mounts(), _loop_devices(), _our_processes())
-    leaked = [f"{kind}: {sorted(a - b)}" for kind, b, a in zip(("mounts", "loop devices", "processes"), before, after, strict=True) if a - b]
+    kinds = ("mounts", "loop devices", "processes")
+    leaked = [f"{kind}: {sorted(a - b)}" for kind, b, a in zip(kinds, before, after, strict=True) if a - b]
     if leaked:
         pytest.fail("tests leaked " + "; ".join(leaked), pytrace=False)
 
