@@ -48,7 +48,7 @@ def parse(text: str) -> Reference:
     if "@" in text:
         text, digest = text.split("@", 1)
         if not _DIGEST_RE.match(digest):
-            raise InvalidReference(f"invalid digest in reference {original!r}: {digest!r}")
+            raise InvalidReference(original, f"invalid digest {digest!r}")
     registry = DEFAULT_REGISTRY
     first, sep, rest = text.partition("/")
     if sep and ("." in first or ":" in first or first == "localhost"):
@@ -59,13 +59,11 @@ def parse(text: str) -> Reference:
     if colon > last_slash:
         text, tag = text[:colon], text[colon + 1 :]
         if not _TAG_RE.match(tag):
-            raise InvalidReference(f"invalid tag in reference {original!r}: {tag!r}")
+            raise InvalidReference(original, f"invalid tag {tag!r}")
     if registry == DEFAULT_REGISTRY and "/" not in text:
         text = f"library/{text}"
     if not _REPO_RE.match(text):
-        raise InvalidReference(
-            f"invalid repository name in {original!r}: lowercase letters, digits and separators . _ - / only"
-        )
+        raise InvalidReference(original, "repository names are lowercase letters, digits and separators . _ - /")
     if tag is None and digest is None:
         tag = "latest"
     return Reference(registry, text, tag, digest)
