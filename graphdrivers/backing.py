@@ -100,7 +100,9 @@ class LoopFilesystem:
     def __enter__(self) -> LoopFilesystem:
         return self.create()
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self.destroy()
 
 
