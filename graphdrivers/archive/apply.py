@@ -399,25 +399,25 @@ class _Applier:
             self._file(entry, parent, pfd, base, wpath, reader)
 
     def _hide_below(self, dirpath: str, dfd: int) -> None:
-        for name in sorted(os.listdir(dfd)):
+        """Stash every entry below `dirpath` that this archive did not write, at any depth;
+        a directory the archive wrote into (even implicitly) stays, minus its old entries."""
+        with os.scandir(dfd) as it:
+            children = sorted((e.name, e.is_dir(follow_symlinks=False), e.is_symlink()) for e in it)
+        for name, is_dir, is_link in children:
             if self.journal.is_journal(dirpath, name):
                 continue
             child = f"{dirpath}/{name}" if dirpath else name
-            if child in self.applied:
-                if child in self.applied_parents:
-                    try:
-                        cfd = os.open(name, _O_DIR, dir_fd=dfd)
-                    except NotADirectoryError:
-                        continue
+            if child in self.applied or child in self.applied_parents:
+                if is_dir:
+                    cfd = os.open(name, _O_DIR, dir_fd=dfd)
                     try:
                         self._hide_below(child, cfd)
                     finally:
                         os.close(cfd)
                 continue
             self.journal.touch(dirpath, dfd)
-            st = os.lstat(name, dir_fd=dfd)
-            if stat.S_ISDIR(st.st_mode) or stat.S_ISLNK(st.st_mode):
-                self._invalidate()
+            if is_dir or is_link:
+                self._invalidate()  # cached fds may lead through it
             self.journal.stash(child, dfd, name)
 
     # -- the end -----------------------------------------------------------------------
