@@ -4,8 +4,8 @@ Why not `tarfile` in stream mode: it treats a stream that simply stops (or turns
 garbage) between two members as a normal end of archive, and a layer must never be
 half-applied silently. This reader knows its exact position, insists on the
 end-of-archive block, refuses what a layer cannot contain (sparse files, volume
-headers), and is faster because it does only what a layer needs. Header fields are
-headers are decoded here directly (ustar, GNU and v7 blocks, checksum verified).
+headers), and is faster because it does only what a layer needs. Header blocks (ustar,
+GNU, v7) are decoded here directly, checksum verified.
 """
 
 from __future__ import annotations
@@ -20,9 +20,9 @@ from ..errors import UnsafeArchive
 
 BLOCK = 512
 _ZERO_BLOCK = bytes(BLOCK)
-_MAX_META = 1 << 20
-_SMALL = 1 << 18
-_ADLER_MOD = 65521  # a PAX or GNU long-name header larger than this is not a real layer's
+_MAX_META = 1 << 20  # a PAX or GNU long-name header larger than this is not a real layer's
+_SMALL = 1 << 18  # file data up to this size is read in one piece
+_ADLER_MOD = 65521
 
 REG = b"0"
 LNK = b"1"
@@ -42,7 +42,7 @@ _XATTR = "SCHILY.xattr."
 
 @dataclass(slots=True)
 class Entry:
-    """One member of the archive; the data of a regular file follows via `TarReader.read_into`."""
+    """One member of the archive; a regular file's data follows via `TarReader.read_chunks`."""
 
     name: str
     type: bytes
