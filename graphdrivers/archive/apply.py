@@ -9,7 +9,7 @@ from typing import IO
 
 from ..errors import DriverStateError, UnsafeArchive
 from . import tarread
-from .journal import Journal
+from .journal import JOURNAL_PREFIX, Journal
 from .resolve import PATH_MAX, DirCache, clean_name, split
 from .tarread import Entry, TarReader
 
@@ -53,6 +53,7 @@ def apply_layer(
         raise ValueError(f"whiteouts must be one of {WHITEOUT_MODES}, not {whiteouts!r}")
     cache = DirCache(root)
     try:
+        _refuse_interrupted(root, cache.root_fd)
         journal = Journal(cache)
         applier = _Applier(cache, journal, whiteouts, allow_devices)
         try:
@@ -81,6 +82,21 @@ def apply_layer(
         return applier.applied_bytes
     finally:
         cache.close()
+
+
+def _refuse_interrupted(root: str, root_fd: int) -> None:
+    """A journal directory left behind means an apply was killed half way: the layer holds
+    part of an archive, and only its owner can decide to throw it away."""
+    fd = os.open(".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC, dir_fd=root_fd)
+    try:
+        left = sorted(name for name in os.listdir(fd) if name.startswith(JOURNAL_PREFIX))
+    finally:
+        os.close(fd)
+    if left:
+        raise DriverStateError(
+            f"{root} holds {left[0]!r}: an earlier apply to it was interrupted, so it is half-applied; "
+            "remove the layer and apply its archive again"
+        )
 
 
 def _show(name: str) -> str:
