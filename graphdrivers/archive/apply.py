@@ -19,6 +19,7 @@ WHITEOUT_META_PREFIX = ".wh..wh."
 OPAQUE = ".wh..wh..opq"
 WHITEOUT_MODES = ("delete", "overlay", "aufs")
 OVERLAY_OPAQUE_XATTR = "trusted.overlay.opaque"
+_OVERLAY_PRIVATE = ("trusted.overlay.", "user.overlay.")
 
 # errors that mean "this archive does not fit this tree" rather than "the disk failed"
 _ARCHIVE_ERRNOS = {
@@ -491,7 +492,11 @@ def _umask() -> int:
 
 
 def _set_xattrs(target: int | str, xattrs: dict[str, bytes], *, follow_symlinks: bool = True) -> None:
+    """Set the archive's xattrs, except overlayfs' own: an archive must not plant a
+    redirect, origin or metacopy that an overlay mount of this directory would follow."""
     for key, value in xattrs.items():
+        if key.startswith(_OVERLAY_PRIVATE):
+            continue
         try:
             os.setxattr(target, key, value, follow_symlinks=follow_symlinks)
         except OSError as exc:
