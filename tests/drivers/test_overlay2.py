@@ -15,8 +15,9 @@ import pytest
 
 import graphdrivers
 from graphdrivers import mountutil, naivediff
+from graphdrivers.backing import LoopFilesystem
 from graphdrivers.driver import Change
-from graphdrivers.errors import DriverError, DriverNotSupported, UnsafeArchive
+from graphdrivers.errors import DriverError, DriverNotSupported, QuotaNotSupported, UnsafeArchive
 from graphdrivers.overlay2 import driver as overlay2
 from graphdrivers.overlay2.driver import Overlay2Driver
 
@@ -335,3 +336,39 @@ def test_unsafe_hard_link_is_still_refused_and_changes_nothing(driver: Overlay2D
         with pytest.raises(UnsafeArchive):
             driver.apply_diff("top", "bottom", _Pipe(_link_tar(target)))
         assert os.listdir(os.path.join(driver.home, "top", "diff")) == []
+
+
+def test_size_limit_with_xfs_project_quotas(tmp_path) -> None:
+    try:
+        fs = LoopFilesystem(str(tmp_path / "xfs"), "xfs", 1 << 30, mount_options="prjquota").create()
+    except OSError as exc:
+        if exc.errno != errno.EINVAL:
+            raise
+        pytest.skip("this kernel cannot mount xfs with prjquota (built without CONFIG_XFS_QUOTA)")
+    try:
+        root = os.path.join(fs.mountpoint, "root")
+        d = graphdrivers.get_driver("overlay2", root=root)
+        try:
+            assert ("Size Limits", "project quotas") in d.status()
+            d.create("base")
+            write(os.path.join(d.home, "base", "diff", "f"), b"base")
+            d.create_read_write("limited", "base", storage_opt={"size": "8M"})
+            with mounted(d, "limited") as path:
+                write(os.path.join(path, "small"), b"s" * (4 << 20))
+                with pytest.raises(OSError) as info:
+                    write(os.path.join(path, "big"), b"b" * (16 << 20))
+                assert info.value.errno == errno.EDQUOT
+                assert read(os.path.join(path, "f")) == b"base"
+            with mounted(d, "base") as path:  # no limit on the parent
+                write(os.path.join(path, "big"), b"b" * (16 << 20))
+        finally:
+            d.cleanup()
+    finally:
+        fs.destroy()
+
+
+def test_size_limit_on_ext4_without_prjquota_says_why(driver: Overlay2Driver, root: str) -> None:
+    with pytest.raises(QuotaNotSupported, match="prjquota"):
+        driver.create_read_write("limited", storage_opt={"size": "8M"})
+    assert not driver.exists("limited")
+    assert sorted(os.listdir(driver.home)) == ["l"]
