@@ -27,7 +27,7 @@ from typing import IO
 
 from .. import archive, fsmagic, mountutil
 from ..driver import Change, Driver
-from ..errors import DriverError, DriverNotSupported, LayerNotFound, UnsafeArchive
+from ..errors import DriverError, DriverNotSupported, InvalidLayerId, LayerNotFound, UnsafeArchive
 from ..projectquota import ProjectQuota
 from . import changes as overlay_changes
 from . import copyup, mounting
@@ -40,6 +40,7 @@ LINK_LENGTH = 26
 # Fixed, so that the native diff is always right: a redirect or metacopy-only upper
 # entry cannot be expressed in a layer tar.
 BASE_OPTIONS = "index=off,redirect_dir=off,metacopy=off"
+RESERVED = {LINK_DIR, "backingFsBlockDev"}
 BACKING_FS = {fsmagic.EXT4_MAGIC, fsmagic.XFS_MAGIC, fsmagic.BTRFS_MAGIC}
 
 
@@ -117,6 +118,8 @@ class Overlay2Driver(Driver):
         return os.path.isdir(self._diff_dir(id))
 
     def _create(self, id: str, parent: str | None, *, size: int | None, read_write: bool) -> None:
+        if id in RESERVED:
+            raise InvalidLayerId(id)  # the name of one of the driver's own entries in its home
         tmp = os.path.join(self.home, TMP_PREFIX + id)
         link_path = None
         try:

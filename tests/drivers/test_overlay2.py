@@ -17,7 +17,13 @@ import graphdrivers
 from graphdrivers import mountutil, naivediff
 from graphdrivers.backing import LoopFilesystem
 from graphdrivers.driver import Change
-from graphdrivers.errors import DriverError, DriverNotSupported, QuotaNotSupported, UnsafeArchive
+from graphdrivers.errors import (
+    DriverError,
+    DriverNotSupported,
+    InvalidLayerId,
+    QuotaNotSupported,
+    UnsafeArchive,
+)
 from graphdrivers.overlay2 import driver as overlay2
 from graphdrivers.overlay2.driver import Overlay2Driver
 
@@ -87,6 +93,14 @@ def test_layout_and_short_links(driver: Overlay2Driver) -> None:
     driver.remove("child")
     assert not os.path.lexists(f"{home}/l/{child_link}")
     assert sorted(os.listdir(home)) == ["base", "grandchild", "l"]
+
+
+def test_the_links_dir_is_not_a_layer_id(driver: Overlay2Driver) -> None:
+    driver.create("base")
+    with pytest.raises(InvalidLayerId):
+        driver.create("l", "base")
+    assert not driver.exists("l")
+    assert len(os.listdir(os.path.join(driver.home, "l"))) == 1
 
 
 def test_layer_without_parent_is_its_diff_dir(driver: Overlay2Driver) -> None:
