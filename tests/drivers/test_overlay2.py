@@ -103,6 +103,16 @@ def test_the_links_dir_is_not_a_layer_id(driver: Overlay2Driver) -> None:
     assert len(os.listdir(os.path.join(driver.home, "l"))) == 1
 
 
+def test_failed_create_leaves_nothing(driver: Overlay2Driver) -> None:
+    driver.create("base")
+    os.unlink(os.path.join(driver.home, "base", "link"))  # a damaged parent
+    before = sorted(os.listdir(driver.home)), sorted(os.listdir(os.path.join(driver.home, "l")))
+    with pytest.raises(DriverError, match="has no link file"):
+        driver.create("child", "base")
+    assert not driver.exists("child")
+    assert (sorted(os.listdir(driver.home)), sorted(os.listdir(os.path.join(driver.home, "l")))) == before
+
+
 def test_layer_without_parent_is_its_diff_dir(driver: Overlay2Driver) -> None:
     driver.create_read_write("alone")
     with mounted(driver, "alone") as path:
