@@ -25,6 +25,7 @@ import errno
 import json
 import os
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeVar
@@ -39,6 +40,7 @@ T = TypeVar("T")
 
 BASE = ".base"
 TXN_RECORD_SIZE = 512
+BUSY_WAIT = 2.0  # seconds a remove waits for a busy device before failing or deferring
 MAX_DEVICE_ID = (1 << 24) - 1  # dm-thin device ids are 24 bits
 
 
@@ -420,6 +422,8 @@ class DeviceSet:
             self._retry_deferred()
             info = self.devices[layer_id]
             busy = self.pool.busy(info.device_id)
+            if busy is not None and not self.settings.deferred_deletion:
+                busy = self._busy(info.device_id)
             if busy is not None:
                 if not self.settings.deferred_deletion:
                     raise LayerInUse(layer_id, busy)
@@ -428,6 +432,16 @@ class DeviceSet:
                 self._deferred.add(layer_id)
                 return
             self._delete_now(layer_id, info)
+
+    def _busy(self, device_id: int) -> str | None:
+        """Why the device is busy, after waiting up to BUSY_WAIT for it to stop being so:
+        a container started while the layer was mounted holds a copy of the mount for
+        as long as its mount namespace lives (milliseconds, usually), as Docker's
+        devicemapper retried a busy removal."""
+        deadline = time.monotonic() + BUSY_WAIT
+        while (busy := self.pool.busy(device_id)) is not None and time.monotonic() < deadline:
+            time.sleep(0.005)
+        return busy
 
     def _delete_now(self, layer_id: str, info: DeviceInfo) -> None:
         self._open_txn("delete", layer_id, info.device_id)
