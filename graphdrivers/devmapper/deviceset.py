@@ -342,14 +342,12 @@ class DeviceSet:
 
     def _check_free_space(self) -> None:
         pct = self.settings.min_free_percent
-
-        def short() -> list[tuple[str, int, int]]:
-            return [(kind, free, total) for kind, free, total in self.pool.free_space() if free * 100 < total * pct]
-
-        if not short():
+        if all(free * 100 >= total * pct for _, free, total in self.pool.free_space()):
             return
         self.pool.settle()  # space that removed layers are still releasing counts as free
-        for kind, free, total in short():
+        for kind, free, total in self.pool.free_space():
+            if free * 100 >= total * pct:
+                continue
             raise ThinPoolFull(
                 f"devmapper: thin pool {self.pool.name} has {human_size(free)} of {human_size(total)} {kind} "
                 f"free ({human_size(total - free)} used), less than the minimum {pct}% "
@@ -453,6 +451,8 @@ class DeviceSet:
         self._close_txn()
 
     def _retry_deferred(self) -> None:
+        if not self._deferred:
+            return
         for layer_id in list(self._deferred):
             info = self.devices[layer_id]
             if self.pool.busy(info.device_id) is None:
