@@ -8,10 +8,10 @@ import stat
 import tarfile
 
 import pytest
-from archive_tools import build_tar, member, snapshot, stream
 
 from graphdrivers.archive import apply_layer
 from graphdrivers.errors import UnsafeArchive
+from tests.unit.archive_tools import build_tar, member, snapshot, stream
 
 T = 1_600_000_000
 
@@ -254,3 +254,34 @@ def test_apply_on_a_loop_mounted_btrfs(make_backing) -> None:
     good = build_tar([member("etc/passwd", data=b"new"), member(".wh.gone"), member("etc/.wh..wh..opq")])
     apply_layer(root, stream(good))
     assert os.listdir(root) == ["etc"] and os.listdir(f"{root}/etc") == ["passwd"]
+
+
+def test_more_directories_than_the_fd_cache_holds(root: str) -> None:
+    """Evicting cached directory fds mid-entry must never redirect a write elsewhere."""
+    members = [member("first/f", data=b"shared")]
+    for i in range(600):
+        members.append(member(f"d{i}/file", data=str(i).encode()))
+        members.append(member(f"d{i}/link", tarfile.LNKTYPE, linkname="first/f"))
+    apply_layer(root, stream(build_tar(members)))
+    assert os.lstat(f"{root}/first/f").st_nlink == 601
+    for i in range(600):
+        assert sorted(os.listdir(f"{root}/d{i}")) == ["file", "link"]
+        assert open(f"{root}/d{i}/file", "rb").read() == str(i).encode()
+
+
+def test_opaque_hides_old_entries_at_any_depth(root: str) -> None:
+    """A directory the archive re-declares or writes into stays, but not what it held before."""
+    os.makedirs(f"{root}/o/sub")
+    os.makedirs(f"{root}/o/x")
+    os.makedirs(f"{root}/o/gone/deep")
+    for name in ("o/sub/old", "o/x/old", "o/old"):
+        open(f"{root}/{name}", "w").close()
+    os.symlink("/o/sub", f"{root}/o/link")
+    apply_layer(root, stream(build_tar([
+        member("o/sub", tarfile.DIRTYPE, mode=0o700),  # declared again, nothing written below
+        member("o/x/y", data=b"y"),  # written into an old directory that is not declared
+        member("o/.wh..wh..opq"),
+    ])))
+    assert sorted(os.listdir(f"{root}/o")) == ["sub", "x"]
+    assert os.listdir(f"{root}/o/sub") == []
+    assert os.listdir(f"{root}/o/x") == ["y"]
