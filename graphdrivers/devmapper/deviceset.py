@@ -191,7 +191,7 @@ class DeviceSet:
                 raise DriverStateError(f"{self.metadata_dir} holds layers but no base device metadata")
             self._create_base()
             return
-        fs, found_uuid = self._with_active(base, lambda path: fsutil.read_uuid(path))
+        fs, found_uuid = self._with_active(base, fsutil.read_uuid)
         want_uuid = stored.get("base_device_uuid")
         if want_uuid and want_uuid != found_uuid:
             raise DriverStateError(
