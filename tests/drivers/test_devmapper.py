@@ -59,8 +59,9 @@ def test_snapshots_share_blocks_until_written(make_driver):
         d.put(layer)
 
 
-def test_snapshot_of_a_mounted_parent_sees_its_unflushed_writes(make_driver):
-    d = make_driver()
+@pytest.mark.parametrize("options", [{}, {"dm.fs": "ext4", "dm.basesize": "64M"}], ids=["xfs", "ext4"])
+def test_snapshot_of_a_mounted_parent_sees_its_unflushed_writes(make_driver, options):
+    d = make_driver(**options)
     d.create("parent")
     rootfs = d.get("parent")
     with open(os.path.join(rootfs, "fresh"), "w") as f:
