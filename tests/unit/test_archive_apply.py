@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import stat
+import struct
 import tarfile
 
 import pytest
@@ -285,3 +286,25 @@ def test_opaque_hides_old_entries_at_any_depth(root: str) -> None:
     assert sorted(os.listdir(f"{root}/o")) == ["sub", "x"]
     assert os.listdir(f"{root}/o/sub") == []
     assert os.listdir(f"{root}/o/x") == ["y"]
+
+
+def test_setgid_parent_and_default_acl_do_not_leak_into_modes(root: str) -> None:
+    """Entries created in a set-gid directory or under a default ACL still get exactly the
+    archive's owner and mode (the fast paths that trust open(2)/mkdir(2) must not apply)."""
+    os.mkdir(f"{root}/sg")
+    os.chown(f"{root}/sg", 0, 777)
+    os.chmod(f"{root}/sg", 0o2775)
+    os.mkdir(f"{root}/acl")
+    # default ACL u::rwx,g::---,o::--- in the kernel's xattr format (version 2; tag, perm, id)
+    acl = struct.pack("<I", 2) + b"".join(struct.pack("<HHI", tag, perm, 0xFFFFFFFF)
+                                          for tag, perm in ((0x01, 7), (0x04, 0), (0x20, 0)))
+    os.setxattr(f"{root}/acl", "system.posix_acl_default", acl)
+    apply_layer(root, stream(build_tar([
+        member("sg/f", data=b"1", mode=0o644),
+        member("sg/d", tarfile.DIRTYPE, mode=0o755),
+        member("acl/f", data=b"2", mode=0o644),
+        member("acl/d", tarfile.DIRTYPE, mode=0o755),
+    ])))
+    for path, mode in (("sg/f", 0o644), ("sg/d", 0o755), ("acl/f", 0o644), ("acl/d", 0o755)):
+        st = os.lstat(f"{root}/{path}")
+        assert (stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid) == (mode, 0, 0), path
