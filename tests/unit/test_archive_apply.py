@@ -11,7 +11,7 @@ import tarfile
 import pytest
 
 from graphdrivers.archive import apply_layer
-from graphdrivers.errors import UnsafeArchive
+from graphdrivers.errors import DriverStateError, UnsafeArchive
 from tests.unit.archive_tools import build_tar, member, snapshot, stream
 
 T = 1_600_000_000
@@ -308,3 +308,36 @@ def test_setgid_parent_and_default_acl_do_not_leak_into_modes(root: str) -> None
     for path, mode in (("sg/f", 0o644), ("sg/d", 0o755), ("acl/f", 0o644), ("acl/d", 0o755)):
         st = os.lstat(f"{root}/{path}")
         assert (stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid) == (mode, 0, 0), path
+
+
+def test_a_layer_left_by_an_interrupted_apply_is_refused(root: str) -> None:
+    """A killed apply leaves its journal; applying more on top would hide that it is half done."""
+    os.mkdir(f"{root}/.strata-apply-0123456789abcdef")
+    with pytest.raises(DriverStateError, match="interrupted"):
+        apply_layer(root, stream(build_tar([member("f", data=b"")])))
+    assert os.listdir(root) == [".strata-apply-0123456789abcdef"]
+
+
+def test_no_file_descriptor_leaks(root: str) -> None:
+    def open_fds() -> int:
+        return len(os.listdir("/proc/self/fd"))
+
+    os.makedirs(f"{root}/o/old")
+    before = open_fds()
+    members = [member(f"d{i}/f", data=b"x") for i in range(600)]
+    members += [member("o/.wh..wh..opq"), member("d1", data=b"dir replaced by a file")]
+    apply_layer(root, stream(build_tar(members)))
+    with pytest.raises(UnsafeArchive):
+        apply_layer(root, stream(build_tar([member("d2", data=b"again"), member("../x", data=b"")])))
+    for mode in ("overlay", "aufs"):
+        apply_layer(root, stream(build_tar([member("o/.wh..wh..opq"), member("o/.wh.gone")])), whiteouts=mode)
+    assert open_fds() == before
+
+
+def test_the_callers_stream_is_read_to_the_end_and_left_open(root: str, tmp_path) -> None:
+    path = tmp_path / "layer.tar"
+    path.write_bytes(build_tar([member("f", data=b"x" * 5000)]) + bytes(4096))  # trailing padding
+    with open(path, "rb") as f:
+        assert apply_layer(root, f) == 5000
+        assert not f.closed
+        assert f.read() == b""
