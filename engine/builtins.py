@@ -1,0 +1,17 @@
+"""The one place built-in job handlers are installed: each module here has `register(engine)`."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from . import containerjobs, images
+
+if TYPE_CHECKING:
+    from .engine import Engine
+
+MODULES = [images, containerjobs]
+
+
+def install(engine: Engine) -> None:
+    for module in MODULES:
+        module.register(engine)

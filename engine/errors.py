@@ -1,0 +1,69 @@
+"""Typed engine errors: a caller (CLI, API, tests) can tell what went wrong without a traceback.
+
+Every error a job raises becomes status 1 and one line on the job's stderr; Python callers
+that run a job with `check=True` get the typed exception itself.
+"""
+
+from __future__ import annotations
+
+
+class EngineError(Exception):
+    """Base of every engine error; `status` is the exit status a job reports for it."""
+
+    status = 1
+
+
+class NoSuchJob(EngineError):
+    """A job was named that no handler is registered for (like a shell's 'command not found')."""
+
+    status = 127
+
+    def __init__(self, name: str) -> None:
+        super().__init__(f"no such job: {name}")
+        self.name = name
+
+
+class UsageError(EngineError):
+    """The job's arguments are wrong (missing, extra, malformed)."""
+
+    status = 2
+
+
+class NoSuchImage(EngineError):
+    def __init__(self, ref: str) -> None:
+        super().__init__(f"no such image: {ref}")
+        self.ref = ref
+
+
+class NoSuchContainer(EngineError):
+    def __init__(self, ref: str) -> None:
+        super().__init__(f"no such container: {ref}")
+        self.ref = ref
+
+
+class Conflict(EngineError):
+    """The request contradicts the current state (a name taken, an ambiguous prefix...)."""
+
+
+class InvalidReference(EngineError):
+    def __init__(self, ref: str, reason: str) -> None:
+        super().__init__(f"invalid reference {ref!r}: {reason}")
+        self.ref = ref
+        self.reason = reason
+
+
+class ImageInUse(Conflict):
+    """rmi of an image that a container or a child image still needs."""
+
+
+class InvalidArchive(EngineError):
+    """An image archive is malformed, incomplete, or fails digest verification."""
+
+
+class EngineLocked(EngineError):
+    """Another engine process holds the root's lock."""
+
+    def __init__(self, root: str, detail: str = "") -> None:
+        msg = f"engine root {root} is in use by another strata process"
+        super().__init__(msg + (f" ({detail})" if detail else ""))
+        self.root = root
