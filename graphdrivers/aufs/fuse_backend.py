@@ -138,8 +138,10 @@ def detach(mountpoint: str) -> None:
 
 
 def is_dead_mount(mountpoint: str) -> bool:
+    """ENOTCONN: its FUSE process is gone. statfs always reaches the process (a stat may
+    be answered from the kernel's attribute cache)."""
     try:
-        os.stat(mountpoint)
+        os.statvfs(mountpoint)
     except OSError as exc:
         return exc.errno == errno.ENOTCONN
     return False

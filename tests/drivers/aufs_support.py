@@ -1,4 +1,5 @@
-"""Shared pieces of the aufs tests: a driver on its own ext4 and branch-level helpers."""
+"""Shared pieces of the aufs tests: a FUSE-backed driver on its own ext4 (the backend
+that runs on every kernel) and branch-level helpers."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ def make_root(make_backing, size: int = 1 << 30) -> str:
 
 @pytest.fixture
 def aufs(make_backing) -> Iterator[AufsDriver]:
-    d = graphdrivers.get_driver("aufs", root=make_root(make_backing))
+    d = graphdrivers.get_driver("aufs", root=make_root(make_backing), options={"aufs.backend": "fuse"})
     assert isinstance(d, AufsDriver)
     yield d
     d.cleanup()
