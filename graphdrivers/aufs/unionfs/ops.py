@@ -56,6 +56,9 @@ class UnionOperations(pyfuse3.Operations):
     # -- attributes --------------------------------------------------------------------
 
     def _attr(self, node: Node) -> pyfuse3.EntryAttributes:
+        read_only = node.entry.branch > 0 and not node.unlinked
+        if read_only and node.attr is not None:
+            return node.attr  # type: ignore[return-value]
         st = node.st if node.unlinked else self.u.stat(node)
         assert st is not None
         a = pyfuse3.EntryAttributes()
@@ -76,6 +79,8 @@ class UnionOperations(pyfuse3.Operations):
         timeout = RO_TIMEOUT if node.entry.branch else RW_TIMEOUT
         a.attr_timeout = timeout
         a.entry_timeout = timeout
+        if read_only:
+            node.attr = a
         return a
 
     @_fuse_errors
