@@ -26,7 +26,6 @@ from ..errors import DriverError
 READY_TIMEOUT = 60.0  # seconds a mount may take to answer (a loaded machine, 130 branches)
 EXIT_TIMEOUT = 10.0
 READ_AHEAD_KB = 4096
-FUSE_TYPE = "fuse.strata-aufs"
 _PACKAGE_PARENT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 

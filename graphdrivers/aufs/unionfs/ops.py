@@ -14,6 +14,8 @@ import functools
 import itertools
 import os
 import stat
+import sys
+import traceback
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
@@ -31,7 +33,9 @@ T = TypeVar("T")
 
 
 def _fuse_errors(fn: Callable[..., Coroutine[Any, Any, T]]) -> Callable[..., Coroutine[Any, Any, T]]:
-    """OSError from a branch becomes the same errno for the caller."""
+    """OSError from a branch becomes the same errno for the caller. Any other exception
+    is a bug: it is logged and answered with EIO, because pyfuse3 would otherwise end
+    the whole mount (a container's rootfs) over one failed request."""
 
     @functools.wraps(fn)
     async def wrapper(*args: Any) -> T:
@@ -39,6 +43,11 @@ def _fuse_errors(fn: Callable[..., Coroutine[Any, Any, T]]) -> Callable[..., Cor
             return await fn(*args)
         except OSError as exc:
             raise pyfuse3.FUSEError(exc.errno or errno.EIO) from None
+        except pyfuse3.FUSEError:
+            raise
+        except Exception:
+            traceback.print_exc(file=sys.stderr)
+            raise pyfuse3.FUSEError(errno.EIO) from None
 
     return wrapper
 
