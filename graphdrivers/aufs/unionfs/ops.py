@@ -289,7 +289,10 @@ class UnionOperations(pyfuse3.Operations):
         node = self.u.get(inode)
         if flags & (os.O_WRONLY | os.O_RDWR | os.O_TRUNC):
             self.u.copy_up(node)
-        fd = os.open(self.u.real(node), flags & ~_OPEN_STRIP)
+        flags &= ~_OPEN_STRIP
+        if node.entry.branch:
+            flags |= os.O_NOATIME  # reading through a union must not touch a read-only layer
+        fd = os.open(self.u.real(node), flags)
         info = pyfuse3.FileInfo(fh=fd)
         if node.entry.branch:
             info.keep_cache = True  # a read-only branch cannot change: keep its page cache
