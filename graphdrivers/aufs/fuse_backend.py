@@ -88,6 +88,10 @@ class Zygote:
         except BrokenPipeError:
             raise FuseMountError(f"the FUSE zygote is gone: {self.errors()}") from None
         line = self._readline(READY_TIMEOUT)
+        if not line:
+            # no answer: a late one would be taken for the next request's, so retire this zygote
+            self.popen.kill()
+            detach(mountpoint)
         if not line.startswith("ready "):
             reason = line.removeprefix("error ") or f"no answer within {READY_TIMEOUT:.0f} s"
             raise FuseMountError(f"FUSE union for {mountpoint} did not start: {reason} {self.errors()}".strip())
