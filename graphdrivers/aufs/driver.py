@@ -187,6 +187,7 @@ class AufsDriver(Driver):
             "mnt": self._path("mnt", id),
             "parent": ancestors[0] if ancestors else "",
             "depth": str(len(ancestors) + 1),
+            "depth_limit": str(self.max_depth) if self.max_depth is not None else "none",
         }
 
     # -- native diff: a layer's branch already is its diff ----------------------------

@@ -98,7 +98,8 @@ def test_sigkill_of_the_fuse_process_is_recovered(aufs: AufsDriver) -> None:  # 
     again = graphdrivers.get_driver("aufs", root=os.path.dirname(aufs.home), options={"aufs.backend": "fuse"})
     try:
         assert mountutil.mounts_under(os.path.join(aufs.home, "mnt")) == []
-        assert again.exists("ctr")
+        again.remove("ctr")
+        assert not again.exists("ctr") and again.exists("base")
     finally:
         again.cleanup()
     aufs.cleanup()  # the first instance still holds references to dead mounts: fine too
