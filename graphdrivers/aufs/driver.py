@@ -160,7 +160,7 @@ class AufsDriver(Driver):
     def backend_description(self) -> str:
         if isinstance(self.backend, KernelBackend):
             return "kernel (aufs)"
-        return "fuse (strata-aufs over pyfuse3; not kernel aufs)"
+        return "fuse (strata-aufs; not kernel aufs)"
 
     def status(self) -> list[tuple[str, str]]:
         layers = [n for n in os.listdir(os.path.join(self.home, "layers")) if not n.startswith(".")]
