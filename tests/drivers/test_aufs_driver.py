@@ -315,3 +315,22 @@ def test_a_mount_that_cannot_start_is_a_clear_error(aufs: AufsDriver) -> None:  
     os.mkdir(os.path.join(aufs.home, "mnt", "lost"))
     with mounted(aufs, "lost") as path:  # the same zygote mounts the next one
         assert os.listdir(path) == []
+
+
+def test_apply_diff_to_a_mounted_layer_goes_through_the_union(aufs: AufsDriver) -> None:  # noqa: F811
+    aufs.create("low")
+    put_file(branch(aufs, "low", "old"), b"old")
+    aufs.create_read_write("up", "low")
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        for name, data in (("new", b"new"), (".wh.old", b"")):
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    buf.seek(0)
+    with mounted(aufs, "up") as path:
+        assert os.listdir(path) == ["old"]  # the union has indexed the directory
+        assert aufs.apply_diff("up", "low", buf) == 3
+        assert os.listdir(path) == ["new"]  # and sees the applied changes at once
+    assert sorted(os.listdir(branch(aufs, "up"))) == [".wh.old", "new"]
+    assert [str(c) for c in aufs.changes("up", "low")] == ["A /new", "D /old"]
