@@ -75,6 +75,21 @@ def chain_id(parent_chain: str | None, diff_id: str) -> str:
     return hashlib.sha256(f"sha256:{parent_chain} {diff_id}".encode()).hexdigest()
 
 
+def diff_id_of_file(path: str) -> str:
+    """The diff id of a layer file (the digest of its uncompressed tar)."""
+    digest = hashlib.sha256()
+    try:
+        with open(path, "rb") as raw:
+            stream = layerstream.decompressed(raw)
+            while chunk := stream.read(layerstream.CHUNK):
+                digest.update(chunk)
+    except (EOFError, zlib.error, zstandard.ZstdError, OSError) as exc:
+        if isinstance(exc, OSError) and exc.errno is not None:
+            raise
+        raise InvalidArchive(f"{path} cannot be decompressed: {exc}") from None
+    return "sha256:" + digest.hexdigest()
+
+
 def image_id_of(config_bytes: bytes) -> str:
     return "sha256:" + hashlib.sha256(config_bytes).hexdigest()
 
@@ -193,6 +208,18 @@ class Graph:
                 self._forget(chain)
             return self._create_layer(chain, parent, diff_id, source, progress), True
 
+    def layer_from_file(self, lease: Lease, parent: str | None, path: str, name: str | None = None,
+                        diff_id: str | None = None) -> Layer:
+        """A layer from a tar file whose diff id is not known in advance (import, commit).
+
+        The file is read twice: once for its digest (the layer's name depends on it),
+        once to apply it.
+        """
+        diff_id = diff_id or diff_id_of_file(path)
+        source = LayerSource(name=name or path, open=lambda: open(path, "rb"), size=os.path.getsize(path))
+        layer, _ = self.ensure_layer(lease, parent, diff_id, source)
+        return layer
+
     def _create_layer(self, chain: str, parent: str | None, diff_id: str, source: LayerSource,
                       progress: Progress | None) -> Layer:
         with self.db.transaction() as c:
@@ -214,8 +241,10 @@ class Graph:
         ts_out, commit = layerstream.write_tarsplit(ts_path)
         try:
             with source.open() as raw:
-                blob = layerstream.HashingReader(raw, on_bytes=progress)
-                tar = layerstream.HashingReader(layerstream.decompressed(blob))
+                kind, sniffed = layerstream.sniff(raw)
+                blob = layerstream.HashingReader(sniffed, on_bytes=progress)
+                # an uncompressed blob is the tar itself: hash its bytes once, not twice
+                tar = blob if kind == "none" else layerstream.HashingReader(layerstream.decompressor(kind, blob))
                 splitter = layerstream.TarSplitter(ts_out)
                 tar.taps.append(splitter.feed)
                 size = self.driver.apply_diff(chain, parent, tar)

@@ -10,13 +10,12 @@ import os
 import platform
 import shutil
 import tempfile
-import zlib
 from collections.abc import Iterator
 from typing import IO, TYPE_CHECKING
 
 from . import imageview, layerstream
 from .errors import InvalidArchive, InvalidReference, NoSuchImage, UsageError
-from .graph import Graph, Image, LayerSource, NewImage
+from .graph import Graph, Image, NewImage, diff_id_of_file
 from .imageload import ImagePlan, open_bundle, plan
 from .imagesave import OutImage, OutLayer, write_docker_archive
 from .job import Job
@@ -111,7 +110,7 @@ def import_(job: Job) -> int:
     with _input_path(job) as path:
         if not os.path.isfile(path):
             raise InvalidArchive(f"{path}: no such file")
-        diff_id = _diff_id_of(path)
+        diff_id = diff_id_of_file(path)
         now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
         source_name = job.args[0] if job.args[0] != "-" else "-"
         config = {
@@ -124,26 +123,11 @@ def import_(job: Job) -> int:
             "rootfs": {"type": "layers", "diff_ids": [diff_id]},
         }
         config_bytes = json.dumps(config, separators=(",", ":"), sort_keys=True).encode()
-        source = LayerSource(name=source_name, open=lambda: open(path, "rb"), size=os.path.getsize(path))
         with graph.lease() as lease:
-            layer, _ = graph.ensure_layer(lease, None, diff_id, source)
+            layer = graph.layer_from_file(lease, None, path, source_name, diff_id)
             [(image_id, _)] = graph.commit(lease, [NewImage(config_bytes, [layer], tags)])
     job.write(image_id + "\n")
     return 0
-
-
-def _diff_id_of(path: str) -> str:
-    digest = hashlib.sha256()
-    try:
-        with open(path, "rb") as raw:
-            stream = layerstream.decompressed(raw)
-            while chunk := stream.read(layerstream.CHUNK):
-                digest.update(chunk)
-    except (EOFError, zlib.error, OSError) as exc:
-        if isinstance(exc, OSError) and exc.errno is not None:
-            raise
-        raise InvalidArchive(f"{path} cannot be decompressed: {exc}") from None
-    return "sha256:" + digest.hexdigest()
 
 
 def _arch() -> str:
