@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from typing import IO, TYPE_CHECKING
 
 from . import imageview, layerstream
-from .errors import InvalidArchive, InvalidReference, NoSuchImage, UsageError
+from .errors import EngineError, InvalidArchive, InvalidReference, NoSuchImage, UsageError
 from .graph import Graph, Image, NewImage, diff_id_of_file
 from .imageload import ImagePlan, open_bundle, plan
 from .imagesave import OutImage, OutLayer, write_docker_archive
@@ -216,19 +216,23 @@ def tag(job: Job) -> int:
 
 
 def rmi(job: Job) -> int:
-    """`rmi IMAGE...` (env force=1: untag everywhere / delete despite containers)."""
+    """`rmi IMAGE...` (env force=1: untag everywhere / delete despite containers).
+
+    Like docker rmi, every image is tried; the first failure is raised at the end.
+    """
     _args(job, 1, None, "IMAGE...")
     force = job.getenv_bool("force")
-    failed = None
+    failures: list[EngineError] = []
     for ref in job.args:
         try:
             for line in job.engine.graph.delete(ref, force=force):
                 job.write(line + "\n")
-        except NoSuchImage as exc:
-            job.error_line(f"Error: {exc}")
-            failed = exc
-    if failed is not None:
-        return 1
+        except EngineError as exc:
+            if len(job.args) > 1:
+                job.error_line(f"Error: {exc}")
+            failures.append(exc)
+    if failures:
+        raise failures[0]
     return 0
 
 
@@ -236,18 +240,21 @@ def rmi(job: Job) -> int:
 
 
 def inspect(job: Job) -> int:
-    """`inspect IMAGE...`: Docker-like JSON list; missing images are errors on stderr."""
+    """`inspect IMAGE...`: Docker-like JSON list of those found; the first missing one is raised."""
     _args(job, 1, None, "IMAGE...")
     graph: Graph = job.engine.graph
-    found, status = [], 0
+    found, missing = [], []
     for ref in job.args:
         try:
             found.append(imageview.inspect(graph, graph.get_image(ref)))
         except NoSuchImage as exc:
-            job.error_line(f"Error: {exc}")
-            status = 1
+            missing.append(exc)
     job.write_json(found)
-    return status
+    if missing:
+        for exc in missing[1:]:
+            job.error_line(f"Error: {exc}")
+        raise missing[0]
+    return 0
 
 
 def history(job: Job) -> int:

@@ -18,7 +18,7 @@ import pytest
 import engine as engine_pkg
 from engine.engine import Engine
 
-from .conftest import Images, assert_clean, heavy_drivers, run
+from .conftest import Images, assert_clean, chains, heavy_drivers, run
 
 _CHILD = textwrap.dedent("""
     import os, sys, time
@@ -71,3 +71,19 @@ def test_kill_9_during_load_leaves_no_trace(driver_name: str, driver_root: str, 
         assert status == 0, err
         assert after.graph.get_image("strata/multi").id == images.multi.id
         assert len(after.graph.layers()) == 4
+
+
+def test_repair_finishes_an_rmi_that_died_before_removing_layers(vfs_engine: Engine, images: Images) -> None:
+    """rmi commits the image's deletion, then removes layers; a crash in between leaves
+    ready layers no image needs, and a layer journaled as `removing`."""
+    assert run(vfs_engine, "load", images.multi_tar)[0] == 0
+    root = vfs_engine.root
+    multi = vfs_engine.graph.get_image("strata/multi")
+    with vfs_engine.db.transaction() as c:  # what the dead rmi had done
+        vfs_engine.db.remove_entity(multi.id)
+        c.execute("UPDATE layers SET state = 'removing' WHERE chain_id = ?", (multi.top_layer,))
+    vfs_engine.close()
+    with Engine(root, "vfs") as after:
+        assert [i.id for i in after.graph.images()] == [images.busybox.id]
+        assert [la.chain_id for la in after.graph.layers()] == [multi.layers[0].chain_id]
+        assert [c for c in chains(images.multi) if after.driver.exists(c)] == [multi.layers[0].chain_id]

@@ -182,3 +182,14 @@ def test_the_100mb_multilayer_image(engine: Engine, big_images: Images) -> None:
         engine.driver.put(multi.top_layer)
     assert run(engine, "rmi", "strata/multi", "busybox")[0] == 0
     assert_clean(engine, big_images.multi)
+
+
+def test_load_reports_progress(vfs_engine: Engine, images: Images) -> None:
+    events: list[dict] = []
+    job = vfs_engine.job("load", images.multi_tar)
+    job.progress = events.append
+    assert job.run() == 0
+    loads = [e for e in events if e["action"] == "load"]
+    assert loads[-1]["current"] == loads[-1]["total"] == sum(
+        os.path.getsize(f) for f in [*images.busybox.layer_files, *images.multi.layer_files])
+    assert [e["diff_id"] for e in events if e["action"] == "layer"] == images.busybox.diff_ids + images.multi.diff_ids
