@@ -82,10 +82,32 @@ class TarBundle(Bundle):
         try:
             self.tar = tarfile.open(path, "r:*")
             self.members = {_clean(m.name): m for m in self.tar.getmembers() if m.isfile()}
+            links = [m for m in self.tar.getmembers() if m.issym() or m.islnk()]
         except tarfile.ReadError:
             raise InvalidArchive(f"{path} is not a readable image archive (not a tar, plain or compressed)") from None
         except (tarfile.TarError, EOFError, OSError) as exc:
             raise InvalidArchive(f"{path} is not a readable image archive: {exc}") from None
+        for link in links:  # docker <= 24 saves a repeated layer as a symlink to the first copy
+            target = self._link_target(link)
+            if target is not None:
+                self.members[_clean(link.name)] = target
+
+    def _link_target(self, link: tarfile.TarInfo) -> tarfile.TarInfo | None:
+        """The regular file a symlink or hard link member names, staying inside the archive."""
+        for _ in range(8):
+            if link.islnk():
+                name = _clean(link.linkname)
+            else:
+                name = posixpath.normpath(posixpath.join(posixpath.dirname(_clean(link.name)), link.linkname))
+                if name.startswith("../") or name == ".." or link.linkname.startswith("/"):
+                    return None
+            if name in self.members:
+                return self.members[name]
+            nxt = next((m for m in self.tar.getmembers() if _clean(m.name) == name and (m.issym() or m.islnk())), None)
+            if nxt is None:
+                return None
+            link = nxt
+        return None
 
     def exists(self, name: str) -> bool:
         return _clean(name) in self.members

@@ -10,6 +10,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import json
+import os
 import shutil
 import tarfile
 
@@ -100,3 +101,27 @@ def test_save_follows_the_image_spec_and_docker_load_format(vfs_engine: Engine, 
         assert all(name in names for entry in manifest_json for name in [entry["Config"], *entry["Layers"]])
         repositories = json.loads(_blob(tar, "repositories"))
         assert repositories["strata/multi"] == {"latest": images.multi.diff_ids[-1].split(":")[1]}
+
+
+@pytest.mark.parametrize("as_tar", [True, False])
+def test_docker_legacy_symlinked_layer(vfs_engine: Engine, images: Images, tmp_path, as_tar: bool) -> None:
+    """Docker <= 24 writes a layer two images share once, the second as `layer.tar -> ../<id>/layer.tar`."""
+    src = str(tmp_path / "legacy")
+    with tarfile.open(images.archive("legacy.tar", [images.busybox, images.multi], "legacy")) as tf:
+        tf.extractall(src, filter="data")
+    manifest = json.load(open(f"{src}/manifest.json"))
+    first = manifest[1]["Layers"][0].split("/")[0]
+    other = "f" * 64
+    os.mkdir(f"{src}/{other}")
+    os.symlink(f"../{first}/layer.tar", f"{src}/{other}/layer.tar")
+    manifest[1]["Layers"][0] = f"{other}/layer.tar"
+    json.dump(manifest, open(f"{src}/manifest.json", "w"))
+    path = src
+    if as_tar:
+        path = str(tmp_path / "legacy-symlinked.tar")
+        with tarfile.open(path, "w") as tf:
+            for name in sorted(os.listdir(src)):
+                tf.add(f"{src}/{name}", name)
+    status, _, err = run(vfs_engine, "load", path)
+    assert status == 0, err
+    assert vfs_engine.graph.get_image("strata/multi").id == images.multi.id
