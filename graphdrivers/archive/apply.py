@@ -7,7 +7,7 @@ import os
 import stat
 from typing import IO
 
-from ..errors import UnsafeArchive
+from ..errors import DriverStateError, UnsafeArchive
 from . import tarread
 from .journal import Journal
 from .resolve import PATH_MAX, DirCache, clean_name, split
@@ -58,6 +58,7 @@ def apply_layer(
         try:
             reader = TarReader(stream)
             for entry in reader.entries():
+                cache.release()  # between entries nobody holds a cached fd
                 try:
                     applier.apply(entry, reader)
                 except OSError as exc:
@@ -67,8 +68,14 @@ def apply_layer(
                     raise
             journal.commit()
             applier.finish()
-        except BaseException:
-            journal.rollback()
+        except BaseException as exc:
+            try:
+                journal.rollback()
+            except Exception as undo:
+                raise DriverStateError(
+                    f"applying the layer to {root} failed ({exc}) and undoing it failed too ({undo}); "
+                    f"the replaced entries are kept in {os.path.join(root, journal.name)}"
+                ) from exc
             raise
         return applier.applied_bytes
     finally:
@@ -94,6 +101,9 @@ class _Applier:
         self.applied: set[str] = set()  # paths this archive wrote (kept by an opaque marker)
         self.applied_parents: set[str] = {""}  # directories with such paths below them
         self.dir_times: list[tuple[str, int, int]] = []
+        self.euid, self.egid = os.geteuid(), os.getegid()
+        self.umask_or_setid = _umask() | 0o7000
+        self._creation_info: dict[str, tuple[int, bool]] = {}
 
     # -- bookkeeping -------------------------------------------------------------------
 
@@ -133,11 +143,16 @@ class _Applier:
             self.cache.put(path, pfd)
         return pfd
 
+    def _invalidate(self) -> None:
+        """A directory or symlink was replaced or removed: forget what was learnt by path."""
+        self.cache.clear()
+        self._creation_info.clear()
+
     def _replace(self, parent: str, pfd: int, name: str, path: str) -> int:
         """Move the existing `name` out of the way (journaled); returns a valid parent fd."""
         st = os.lstat(name, dir_fd=pfd)
         if stat.S_ISDIR(st.st_mode) or stat.S_ISLNK(st.st_mode):
-            self.cache.clear()  # cached fds may lead through it
+            self._invalidate()  # cached fds may lead through it
             pfd = self.cache.get(parent)
         self.journal.stash(path, pfd, name)
         return pfd
@@ -171,26 +186,50 @@ class _Applier:
             self._special(entry, parent, pfd, base, path)
 
     def _file(self, entry: Entry, parent: str, pfd: int, base: str, path: str, reader: TarReader) -> None:
+        gid_new, plain = self._creation(parent, pfd)
+        # open(2) can give the final mode at once when nothing alters it afterwards: no umask
+        # bits to clear, no default ACL, no set-id bits (chown clears them), no ACL xattrs
+        exact = plain and not entry.mode & self.umask_or_setid and not entry.xattrs
+        mode = entry.mode if exact else 0o600
         try:
-            fd = os.open(base, _O_FILE, 0o600, dir_fd=pfd)
+            fd = os.open(base, _O_FILE, mode, dir_fd=pfd)
         except FileExistsError:
             pfd = self._replace(parent, pfd, base, path)
-            fd = os.open(base, _O_FILE, 0o600, dir_fd=pfd)
+            fd = os.open(base, _O_FILE, mode, dir_fd=pfd)
         self.journal.created(path)
         try:
             if entry.size:
                 for chunk in reader.read_chunks(entry.size):
-                    view = memoryview(chunk)
-                    while view:
-                        view = view[os.write(fd, view) :]
-            os.fchown(fd, entry.uid, entry.gid)
-            os.fchmod(fd, entry.mode)
+                    written = os.write(fd, chunk)
+                    if written < len(chunk):
+                        view = memoryview(chunk)[written:]
+                        while view:
+                            view = view[os.write(fd, view) :]
+            if entry.uid != self.euid or entry.gid != gid_new:
+                os.fchown(fd, entry.uid, entry.gid)
             if entry.xattrs:
-                _set_xattrs(fd, entry.xattrs)
+                _set_xattrs(fd, entry.xattrs)  # after chown, which drops security.capability
+            if not exact:
+                os.fchmod(fd, entry.mode)  # after chown and xattrs, which can change the mode
             os.utime(fd, ns=(entry.atime_ns, entry.mtime_ns))
         finally:
             os.close(fd)
         self.applied_bytes += entry.size
+
+    def _creation(self, parent: str, pfd: int) -> tuple[int, bool]:
+        """(gid a new file in `parent` gets, whether open(2)'s mode is exact there: False
+        under a default ACL). Cached per directory until directory attributes change."""
+        info = self._creation_info.get(parent)
+        if info is None:
+            st = os.fstat(pfd)
+            gid = st.st_gid if st.st_mode & stat.S_ISGID else self.egid
+            try:
+                os.getxattr(f"/proc/self/fd/{pfd}", "system.posix_acl_default")
+                has_default_acl = True
+            except OSError:
+                has_default_acl = False  # ENODATA, or no ACL support at all
+            info = self._creation_info[parent] = (gid, not has_default_acl)
+        return info
 
     def _dir(self, entry: Entry, parent: str, pfd: int, base: str, path: str) -> None:
         try:
@@ -205,19 +244,20 @@ class _Applier:
         fd = os.open(base, _O_DIR, dir_fd=pfd)
         self.cache.put(path, fd)
         os.fchown(fd, entry.uid, entry.gid)
-        os.fchmod(fd, entry.mode)
         if entry.xattrs:
             _set_xattrs(fd, entry.xattrs)
+        os.fchmod(fd, entry.mode)
         self.dir_times.append((path, entry.atime_ns, entry.mtime_ns))
 
     def _dir_attrs(self, path: str, entry: Entry, fd: int, *, cache: bool) -> None:
         """A directory over an existing directory: its attributes only (journaled)."""
+        self._creation_info.clear()  # its set-gid bit or default ACL may change
         try:
             self.journal.save_attrs(path, fd)
             os.fchown(fd, entry.uid, entry.gid)
-            os.fchmod(fd, entry.mode)
             if entry.xattrs:
                 _set_xattrs(fd, entry.xattrs)
+            os.fchmod(fd, entry.mode)
         except BaseException:
             os.close(fd)
             raise
@@ -281,10 +321,10 @@ class _Applier:
     def _node_attrs(self, entry: Entry, pfd: int, base: str, *, chmod: bool) -> None:
         """Attributes of an entry we cannot open (symlink, fifo, device), set through its parent."""
         os.chown(base, entry.uid, entry.gid, dir_fd=pfd, follow_symlinks=False)
-        if chmod:
-            os.chmod(base, entry.mode, dir_fd=pfd)  # a node we just made: not a symlink
         if entry.xattrs:
             _set_xattrs(f"/proc/self/fd/{pfd}/{base}", entry.xattrs, follow_symlinks=False)
+        if chmod:
+            os.chmod(base, entry.mode, dir_fd=pfd)  # a node we just made: not a symlink
         os.utime(base, ns=(entry.atime_ns, entry.mtime_ns), dir_fd=pfd, follow_symlinks=False)
 
     # -- whiteouts ---------------------------------------------------------------------
@@ -366,7 +406,7 @@ class _Applier:
             self.journal.touch(dirpath, dfd)
             st = os.lstat(name, dir_fd=dfd)
             if stat.S_ISDIR(st.st_mode) or stat.S_ISLNK(st.st_mode):
-                self.cache.clear()
+                self._invalidate()
             self.journal.stash(child, dfd, name)
 
     # -- the end -----------------------------------------------------------------------
@@ -386,6 +426,15 @@ class _Applier:
                 pass  # deleted again by a later whiteout
         if not root_done and not self.journal.touched(""):
             os.utime(self.cache.root, ns=self.journal.root_times)  # only our journal came and went
+
+
+def _umask() -> int:
+    """The process umask, read without the set-and-restore race of os.umask()."""
+    with open("/proc/self/status", "rb") as status:
+        for line in status:
+            if line.startswith(b"Umask:"):
+                return int(line.split()[1], 8)
+    return 0o777  # unknown: never trust open(2)'s mode
 
 
 def _set_xattrs(target: int | str, xattrs: dict[str, bytes], *, follow_symlinks: bool = True) -> None:

@@ -254,3 +254,16 @@ def test_apply_on_a_loop_mounted_btrfs(make_backing) -> None:
     good = build_tar([member("etc/passwd", data=b"new"), member(".wh.gone"), member("etc/.wh..wh..opq")])
     apply_layer(root, stream(good))
     assert os.listdir(root) == ["etc"] and os.listdir(f"{root}/etc") == ["passwd"]
+
+
+def test_more_directories_than_the_fd_cache_holds(root: str) -> None:
+    """Evicting cached directory fds mid-entry must never redirect a write elsewhere."""
+    members = [member("first/f", data=b"shared")]
+    for i in range(600):
+        members.append(member(f"d{i}/file", data=str(i).encode()))
+        members.append(member(f"d{i}/link", tarfile.LNKTYPE, linkname="first/f"))
+    apply_layer(root, stream(build_tar(members)))
+    assert os.lstat(f"{root}/first/f").st_nlink == 601
+    for i in range(600):
+        assert sorted(os.listdir(f"{root}/d{i}")) == ["file", "link"]
+        assert open(f"{root}/d{i}/file", "rb").read() == str(i).encode()

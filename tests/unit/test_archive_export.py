@@ -3,9 +3,11 @@ through apply_layer exactly, driver whiteout formats, and streams that stop clea
 
 from __future__ import annotations
 
+import errno
 import io
 import os
 import stat
+import subprocess
 import tarfile
 import threading
 
@@ -157,3 +159,57 @@ def test_round_trip_on_xfs(make_backing) -> None:
     with export_paths(src, naivediff.changes(src, None)) as s:
         apply_layer(dst, s)
     assert without_root_and_times_of(snapshot(dst)) == without_root_and_times_of(snapshot(src))
+
+
+def test_apply_matches_gnu_tar_extraction(tmp_path) -> None:
+    """A tar written by GNU tar (with xattrs) lands exactly as GNU tar itself extracts it."""
+    src, ours, theirs = (str(tmp_path / n) for n in ("src", "ours", "theirs"))
+    for d in (src, ours, theirs):
+        os.mkdir(d)
+    _tree(src)
+    layer = str(tmp_path / "layer.tar")
+    subprocess.run(["tar", "-C", src, "--xattrs", "--xattrs-include=*", "--format=pax", "-cf", layer, "."], check=True)
+    subprocess.run(["tar", "-C", theirs, "--xattrs", "--xattrs-include=*", "--numeric-owner", "-p", "-xf", layer],
+                   check=True)
+    with open(layer, "rb") as f:
+        apply_layer(ours, f)
+    assert snapshot(ours) == snapshot(theirs)
+
+
+def test_disk_full_leaves_the_layer_unchanged(make_backing) -> None:
+    """ENOSPC half way (after replacing and deleting entries) is an OSError, fully undone."""
+    fs = make_backing("ext4", 64 << 20)
+    root = f"{fs.mountpoint}/layer"
+    os.makedirs(f"{root}/etc")
+    with open(f"{root}/etc/conf", "wb") as f:
+        f.write(b"old")
+    os.mkdir(f"{root}/gone")
+    before = snapshot(root)
+    big = tarfile.TarInfo("big")
+    big.size = 128 << 20
+    head = b"".join(tarfile.TarInfo(name).tobuf(tarfile.PAX_FORMAT) for name in ("etc/conf", ".wh.gone"))
+
+    class Zeros(io.RawIOBase):
+        """A tar whose last member streams 128 MiB of zeros: more than the disk holds."""
+
+        def __init__(self) -> None:
+            self.parts = [head, big.tobuf(tarfile.PAX_FORMAT)]
+            self.left = big.size
+
+        def readable(self) -> bool:
+            return True
+
+        def readinto(self, b) -> int:
+            if self.parts:
+                part = self.parts.pop(0)
+                b[: len(part)] = part
+                return len(part)
+            n = min(len(b), self.left)
+            b[:n] = bytes(n)
+            self.left -= n
+            return n
+
+    with pytest.raises(OSError) as raised:
+        apply_layer(root, io.BufferedReader(Zeros()))
+    assert raised.value.errno in (errno.ENOSPC, errno.EDQUOT)
+    assert snapshot(root) == before
