@@ -89,6 +89,7 @@ class DeviceSet:
             self._recover()
             self._used_ids = {info.device_id for info in self.devices.values()}
             self._setup_base(stored)
+            self._retry_deferred()
             self._save_deviceset()
         except BaseException:
             os.close(self._txn_fd)
@@ -148,6 +149,8 @@ class DeviceSet:
             raise DriverStateError(f"{self.home}/transaction-metadata is not valid JSON: {exc}") from None
 
     def _recover(self) -> None:
+        for point in mountutil.mounts_under(self.mnt_dir):  # left by a process that died
+            mountutil.umount_retry(point)
         txn = self._read_txn()
         if txn and txn["open_transaction_id"] > txn["transaction_id"]:
             layer, device_id = txn["device_hash"], int(txn["device_id"])
@@ -176,8 +179,6 @@ class DeviceSet:
             known = {info.device_id for info in self.devices.values()}
             for orphan in pool_ids - known:
                 self.pool.delete(orphan)
-        for point in mountutil.mounts_under(self.mnt_dir):  # left by a process that died
-            mountutil.umount_retry(point)
 
     # -- the base device ---------------------------------------------------------------
 
@@ -232,7 +233,7 @@ class DeviceSet:
         self.pool.create_thin(info.device_id, info.size)
 
         def format_device(path: str) -> None:
-            fsutil.mkfs(info.fs, path, self.settings.mkfs_args)
+            fsutil.mkfs(info.fs, path, self.settings.mkfs_args if info.fs == self.settings.fs else ())
             self._with_mounted(path, info.fs, lambda mnt: os.makedirs(os.path.join(mnt, "rootfs"), exist_ok=True))
 
         self._with_active(info, format_device)
@@ -250,7 +251,7 @@ class DeviceSet:
     def _with_mounted(self, device_path: str, fs: str, fn: Callable[[str], T]) -> T:
         mnt = os.path.join(self.mnt_dir, ".setup")
         os.makedirs(mnt, exist_ok=True)
-        mountutil.mount(device_path, mnt, fs, 0, fsutil.mount_options(fs, self.settings.mount_options))
+        mountutil.mount(device_path, mnt, fs, 0, self.mount_options(fs))
         try:
             return fn(mnt)
         finally:
@@ -266,6 +267,11 @@ class DeviceSet:
             self._with_active(info, lambda path: self._with_mounted(path, "xfs", fsutil.grow_mounted))
         else:
             self._with_active(info, fsutil.grow_unmounted)
+
+    def mount_options(self, fs: str) -> str:
+        """Mount data for a device holding `fs`: dm.mountopt applies to devices of dm.fs
+        (the options are filesystem-specific), plus what every snapshot needs."""
+        return fsutil.mount_options(fs, self.settings.mount_options if fs == self.settings.fs else "")
 
     # -- transactions ------------------------------------------------------------------
 

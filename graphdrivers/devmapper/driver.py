@@ -161,9 +161,9 @@ class DevmapperDriver(Driver):
             os.mkdir(mnt)
         except FileExistsError:
             pass
-        data = fsutil.mount_options(info.fs, self.opts["dm.mountopt"])
-        if mount_label:
-            data = f"{data},context={mount_label!r}" if data else f"context={mount_label!r}"
+        data = self.devices.mount_options(info.fs)
+        if mount_label:  # SELinux, as Docker's label.FormatMountLabel
+            data = f'{data},context="{mount_label}"' if data else f'context="{mount_label}"'
         active = self.pool.activate(info.device_id, info.size)
         try:
             mountutil.mount(active.path, mnt, info.fs, 0, data or None)
