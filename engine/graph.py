@@ -208,6 +208,16 @@ class Graph:
                 self._forget(chain)
             return self._create_layer(chain, parent, diff_id, source, progress), True
 
+    def pin(self, lease: Lease, layers: Iterable[Layer]) -> None:
+        """Pin existing layers (an image's, for a commit on top of it) for the lease's life."""
+        for layer in layers:
+            with self._layer_lock(layer.chain_id):
+                if self.layer(layer.chain_id) is None:
+                    raise NoSuchImage(f"layer {layer.chain_id[:12]} (it was removed)")
+                with self._lock:
+                    self._pins[layer.chain_id] += 1
+                    lease.chains.append(layer.chain_id)
+
     def layer_from_file(self, lease: Lease, parent: str | None, path: str, name: str | None = None,
                         diff_id: str | None = None) -> Layer:
         """A layer from a tar file whose diff id is not known in advance (import, commit).

@@ -97,3 +97,14 @@ def test_a_second_engine_process_is_refused(vfs_engine: Engine) -> None:
     assert result.returncode == 1
     assert result.stderr == f"strata: engine root {vfs_engine.root} is in use by another strata process " \
                             f"(pid {os.getpid()})\n"
+
+
+def test_a_pinned_layer_outlives_its_image(vfs_engine: Engine, images: Images) -> None:
+    """What a commit on top of an image relies on: its layers stay while the lease is held."""
+    assert run(vfs_engine, "load", images.busybox_tar)[0] == 0
+    image = vfs_engine.graph.get_image("busybox")
+    with vfs_engine.graph.lease() as lease:
+        vfs_engine.graph.pin(lease, image.layers)
+        assert run(vfs_engine, "rmi", "busybox")[0] == 0
+        assert vfs_engine.driver.exists(image.top_layer)
+    assert not vfs_engine.driver.exists(image.top_layer)  # collected when the lease ended
