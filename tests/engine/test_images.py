@@ -84,6 +84,7 @@ def test_present_layers_are_not_applied_again(engine: Engine, images: Images) ->
 def test_rmi_removes_only_unshared_layers(engine: Engine, images: Images) -> None:
     assert run(engine, "load", images.multi_tar)[0] == 0
     base = chain_id(None, images.busybox.diff_ids[0])
+    assert engine.graph.layer_users(base) == sorted([images.busybox.id, images.multi.id])
     status, out, _ = run(engine, "rmi", "strata/multi")
     assert status == 0
     assert out == f"Untagged: strata/multi:latest\nDeleted: {images.multi.id}\n"
