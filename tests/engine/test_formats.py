@@ -16,6 +16,7 @@ import tarfile
 
 import pytest
 
+from engine import testimages
 from engine.engine import Engine
 
 from .conftest import Images, run
@@ -125,3 +126,41 @@ def test_docker_legacy_symlinked_layer(vfs_engine: Engine, images: Images, tmp_p
     status, _, err = run(vfs_engine, "load", path)
     assert status == 0, err
     assert vfs_engine.graph.get_image("strata/multi").id == images.multi.id
+
+
+def test_a_multi_platform_oci_index_loads_this_machines_image(vfs_engine: Engine, images: Images, tmp_path) -> None:
+    layout = testimages.write(str(tmp_path / "oci"), [images.busybox], "oci-dir", "gzip")
+    index = json.load(open(f"{layout}/index.json"))
+    [amd64] = index["manifests"]
+    amd64["platform"] = {"architecture": _arch(), "os": "linux"}
+    other = {"mediaType": amd64["mediaType"], "digest": "sha256:" + "0" * 64, "size": 10,
+             "platform": {"architecture": "s390x" if _arch() != "s390x" else "arm64", "os": "linux"}}
+    nested = json.dumps({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json",
+                         "manifests": [other, amd64]}).encode()
+    digest = hashlib.sha256(nested).hexdigest()
+    open(f"{layout}/blobs/sha256/{digest}", "wb").write(nested)
+    index["manifests"] = [{"mediaType": "application/vnd.oci.image.index.v1+json", "digest": f"sha256:{digest}",
+                           "size": len(nested)}]
+    json.dump(index, open(f"{layout}/index.json", "w"))
+    status, out, err = run(vfs_engine, "load", layout)
+    assert status == 0, err
+    assert out == "Loaded image: busybox:latest\n"  # the name annotated on the chosen manifest
+    assert vfs_engine.graph.get_image("busybox").id == images.busybox.id
+
+
+def test_an_image_without_layers(vfs_engine: Engine, tmp_path) -> None:
+    empty = testimages.from_layers(["scratch:empty"], [])
+    path = testimages.write(str(tmp_path / "empty.tar"), [empty])
+    assert run(vfs_engine, "load", path)[0] == 0
+    image = vfs_engine.graph.get_image("scratch:empty")
+    assert image.layers == [] and image.top_layer is None
+    [doc] = json.loads(run(vfs_engine, "inspect", "scratch:empty")[1])
+    assert doc["RootFS"]["Layers"] == [] and doc["Size"] == 0
+    with open(tmp_path / "again.tar", "wb") as f:
+        assert vfs_engine.job("save", "scratch:empty", stdout=f).run() == 0
+    assert run(vfs_engine, "rmi", "scratch:empty")[0] == 0
+    assert run(vfs_engine, "load", str(tmp_path / "again.tar"))[1] == "Loaded image: scratch:empty\n"
+
+
+def _arch() -> str:
+    return {"x86_64": "amd64", "aarch64": "arm64"}.get(os.uname().machine, os.uname().machine)
