@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import shutil
 from collections.abc import Mapping
 from typing import IO
 
@@ -30,6 +31,7 @@ class Engine:
         self.driver: graphdrivers.Driver | None = None
         self.db: GraphDB | None = None
         try:
+            _clear_spool(os.path.join(self.root, "tmp"))
             self.driver = graphdrivers.get_driver(driver, root=self.root, options=options)
             home = os.path.join(self.root, "image", self.driver.name)
             os.makedirs(home, mode=0o700, exist_ok=True)
@@ -78,6 +80,13 @@ class Engine:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _clear_spool(tmpdir: str) -> None:
+    """Spool files (stdin archives, commit diffs) a killed engine left; we hold the lock."""
+    if os.path.isdir(tmpdir):
+        shutil.rmtree(tmpdir)
+    os.makedirs(tmpdir, mode=0o700)
 
 
 def _lock_root(root: str) -> int:

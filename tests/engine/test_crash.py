@@ -25,7 +25,7 @@ _CHILD = textwrap.dedent("""
     from engine.engine import Engine
     root, driver, archive, when, first_bytes, last_diff = sys.argv[1:]
     engine = Engine(root, driver)
-    job = engine.job("load", archive)
+    job = engine.job("load", stdin=open(archive, "rb"))  # spooled to <root>/tmp first
     def on_progress(event):
         hit = (when == "mid-layer" and event.get("action") == "load" and event["current"] > int(first_bytes)) or (
             when == "layers-done" and event.get("action") == "layer" and event["diff_id"] == last_diff)
@@ -64,9 +64,11 @@ def test_kill_9_during_load_leaves_no_trace(driver_name: str, driver_root: str, 
     states = sorted(state for (state,) in db.execute("SELECT state FROM layers"))
     db.close()
     assert states == (["creating", "ready", "ready"] if when == "mid-layer" else ["ready"] * 3)
+    assert len(os.listdir(os.path.join(driver_root, "tmp"))) == 1  # the spooled archive
 
     with Engine(driver_root, driver_name) as after:  # the lock died with the process
         assert_clean(after, images.busybox, images.multi)
+        assert os.listdir(os.path.join(driver_root, "tmp")) == []
         status, _, err = run(after, "load", archive)
         assert status == 0, err
         assert after.graph.get_image("strata/multi").id == images.multi.id
