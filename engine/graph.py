@@ -90,6 +90,17 @@ def diff_id_of_file(path: str) -> str:
     return "sha256:" + digest.hexdigest()
 
 
+def _verify(source: LayerSource, diff_id: str, blob: layerstream.HashingReader,
+            tar: layerstream.HashingReader) -> None:
+    if source.digest is not None and blob.digest() != source.digest:
+        raise InvalidArchive(f"layer {source.name}: digest {blob.digest()} does not match {source.digest}")
+    if source.size is not None and blob.count != source.size:
+        raise InvalidArchive(f"layer {source.name}: {blob.count} bytes, the manifest says {source.size}")
+    if tar.digest() != diff_id:
+        raise InvalidArchive(f"layer {source.name}: content digest {tar.digest()} does not match "
+                             f"the config's diff id {diff_id}")
+
+
 def image_id_of(config_bytes: bytes) -> str:
     return "sha256:" + hashlib.sha256(config_bytes).hexdigest()
 
@@ -247,8 +258,19 @@ class Graph:
 
     def _apply(self, chain: str, parent: str | None, diff_id: str, source: LayerSource,
                progress: Progress | None) -> int:
-        ts_path = self.tarsplit_path(chain)
-        ts_out, commit = layerstream.write_tarsplit(ts_path)
+        """Stream the blob into the driver while hashing it and recording its tar-split."""
+        ts_out, commit = layerstream.write_tarsplit(self.tarsplit_path(chain))
+        try:
+            blob, tar, size = self._stream(chain, parent, source, ts_out, progress)
+            _verify(source, diff_id, blob, tar)
+        except BaseException:
+            ts_out.close()
+            raise
+        commit()
+        return int(size) if size is not None else 0
+
+    def _stream(self, chain: str, parent: str | None, source: LayerSource, ts_out: IO[bytes],
+                progress: Progress | None) -> tuple[layerstream.HashingReader, layerstream.HashingReader, int]:
         try:
             with source.open() as raw:
                 kind, sniffed = layerstream.sniff(raw)
@@ -258,32 +280,16 @@ class Graph:
                 splitter = layerstream.TarSplitter(ts_out)
                 tar.taps.append(splitter.feed)
                 size = self.driver.apply_diff(chain, parent, tar)
-                tar.drain()
+                tar.drain()  # tar readers stop at the end-of-archive blocks; the digest needs all
                 blob.drain()
                 splitter.close()
+                return blob, tar, size
         except UnsafeArchive as exc:
-            ts_out.close()
             raise InvalidArchive(f"layer {source.name} is refused: {exc}") from None
         except (OSError, EOFError, tarfile.TarError, zstandard.ZstdError, zlib.error, ValueError) as exc:
-            ts_out.close()
             if isinstance(exc, OSError) and exc.errno is not None:
                 raise  # a real I/O failure (disk full...), not bad input
             raise InvalidArchive(f"layer {source.name} is not a readable tar: {exc}") from None
-        except BaseException:
-            ts_out.close()
-            raise
-        if source.digest is not None and blob.digest() != source.digest:
-            ts_out.close()
-            raise InvalidArchive(f"layer {source.name}: digest {blob.digest()} does not match {source.digest}")
-        if source.size is not None and blob.count != source.size:
-            ts_out.close()
-            raise InvalidArchive(f"layer {source.name}: {blob.count} bytes, the manifest says {source.size}")
-        if tar.digest() != diff_id:
-            ts_out.close()
-            raise InvalidArchive(f"layer {source.name}: content digest {tar.digest()} does not match "
-                                 f"the config's diff id {diff_id}")
-        commit()
-        return int(size) if size is not None else 0
 
     def _forget(self, chain: str) -> None:
         """Remove every trace of a layer (driver layer, tar-split, row); journaled."""

@@ -200,9 +200,7 @@ def _verified_stream(chunks: Iterator[bytes], total: int, diff_id: str, chain: s
                                      "(its files changed in the driver)")
             yield chunk
 
-    from .imagesave import chunks_stream
-
-    return chunks_stream(checked())
+    return layerstream.stream_of(checked())
 
 
 # -- tag, rmi ------------------------------------------------------------------------------

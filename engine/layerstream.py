@@ -377,3 +377,8 @@ class IterStream(io.RawIOBase):
         buf[:n] = self.left[:n]
         self.left = self.left[n:]
         return n
+
+
+def stream_of(chunks: Iterator[bytes]) -> IO[bytes]:
+    """A buffered readable stream over byte chunks (what tarfile.addfile wants)."""
+    return io.BufferedReader(IterStream(chunks), CHUNK)
