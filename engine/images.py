@@ -288,6 +288,7 @@ def info(job: Job) -> int:
     _args(job, 0, 0, "")
     engine = job.engine
     data = {
+        **_host_facts(),
         "Containers": engine.db.count("container"),
         "Images": engine.db.count("image"),
         "Layers": len(engine.graph.layers()),
@@ -302,5 +303,18 @@ def info(job: Job) -> int:
              f"Storage Driver: {data['Driver']}"]
     lines += [f" {key}: {value}" for key, value in data["DriverStatus"]]
     lines.append(f"Docker Root Dir: {data['DockerRootDir']}")
+    lines += [f"Kernel Version: {data['KernelVersion']}", f"Operating System: {data['OperatingSystem']}",
+              f"CPUs: {data['NCPU']}", f"Total Memory: {imageview.size(data['MemTotal'])}"]
     job.write("\n".join(lines) + "\n")
     return 0
+
+
+def _host_facts() -> dict[str, object]:
+    """The machine rows of docker info: results depend on them, so info reports them."""
+    os_name = "Linux"
+    with contextlib.suppress(OSError), open("/etc/os-release", encoding="utf-8") as f:
+        for line in f:
+            if line.startswith("PRETTY_NAME="):
+                os_name = line.split("=", 1)[1].strip().strip('"')
+    return {"KernelVersion": os.uname().release, "OperatingSystem": os_name, "NCPU": os.cpu_count() or 1,
+            "MemTotal": os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")}

@@ -169,6 +169,7 @@ def test_images_tree_history_info(engine: Engine, images: Images) -> None:
     assert [list(r) for r in engine.driver.status()] == info["DriverStatus"]
     text = run(engine, "info")[1]
     assert f"Storage Driver: {engine.driver.name}\n" in text and f"Docker Root Dir: {engine.root}\n" in text
+    assert f"Kernel Version: {os.uname().release}\n" in text and info["NCPU"] == os.cpu_count()
 
 
 @pytest.mark.parametrize("driver_name", heavy_drivers())
