@@ -295,6 +295,8 @@ def info(job: Job) -> int:
         "Driver": engine.driver.name,
         "DriverStatus": [list(row) for row in engine.driver.status()],
         "DockerRootDir": engine.root,
+        "ExecutionDriver": engine.containers.exec_name,
+        "ExecutionDriverStatus": [list(row) for row in engine.containers.execdriver.status()],
     }
     if job.getenv_bool("json"):
         job.write_json(data)
@@ -302,6 +304,8 @@ def info(job: Job) -> int:
     lines = [f"Containers: {data['Containers']}", f"Images: {data['Images']}", f"Layers: {data['Layers']}",
              f"Storage Driver: {data['Driver']}"]
     lines += [f" {key}: {value}" for key, value in data["DriverStatus"]]
+    lines.append(f"Execution Driver: {data['ExecutionDriver']}")
+    lines += [f" {key}: {value}" for key, value in data["ExecutionDriverStatus"] if key != "Execution Driver"]
     lines.append(f"Docker Root Dir: {data['DockerRootDir']}")
     lines += [f"Kernel Version: {data['KernelVersion']}", f"Operating System: {data['OperatingSystem']}",
               f"CPUs: {data['NCPU']}", f"Total Memory: {imageview.size(data['MemTotal'])}"]

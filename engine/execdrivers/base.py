@@ -1,0 +1,370 @@
+"""What every execdriver shares: the process spec, the handle, and the monitor process.
+
+A container's process must outlive the engine process that started it (`strata run -d`
+returns; an engine can be killed), and its exit status must still be known afterwards.
+So the engine forks a small *monitor* (Docker's later containerd-shim): it puts the
+container's stdout/stderr straight on the log files (no copying through the engine, so
+nothing is lost), starts the container's process as its child, waits for it and writes
+the exit status to `<state_dir>/exit`. Any engine, the one that started the container or
+a new one on the same root, waits by polling a pidfd of the monitor and reads that file.
+
+The monitor is a fork of the engine, not a new interpreter: starting Python again would
+cost more than the whole container start.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import select
+import signal
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, NoReturn
+
+from . import linux
+from .errors import ExecError
+
+DEFAULT_PATH = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+EXIT_FILE = "exit"
+PID_FILE = "pid"
+SYNC_FD = 3  # in the monitor and the container's first process: the start-report pipe
+
+# Exit statuses with Docker's meanings.
+STATUS_CANNOT_INVOKE = 126
+STATUS_NOT_FOUND = 127
+STATUS_LOST = 255
+
+
+@dataclass
+class ProcessSpec:
+    """What to run and where: everything both execdrivers need, nothing driver-specific."""
+
+    rootfs: str
+    args: list[str]
+    env: list[str] = field(default_factory=lambda: [DEFAULT_PATH])
+    cwd: str = "/"
+    user: str = ""
+    hostname: str = ""
+    network: str = "none"  # "none": a new network namespace with only lo; "host": the host's
+
+    def validate(self) -> None:
+        if not self.args:
+            raise ExecError("no command given to run")
+        if self.network not in ("none", "host"):
+            raise ExecError(f"unknown network mode {self.network!r} (known: none, host)")
+        if not os.path.isabs(self.cwd):
+            raise ExecError(f"the working directory must be absolute, got {self.cwd!r}")
+        if not os.path.isdir(self.rootfs):
+            raise ExecError(f"rootfs {self.rootfs!r} is not a directory")
+        for item in self.env:
+            if "=" not in item:
+                raise ExecError(f"environment entries must be KEY=VALUE, got {item!r}")
+
+    def env_dict(self) -> dict[str, str]:
+        return dict(item.split("=", 1) for item in self.env)
+
+
+@dataclass(frozen=True)
+class ExitStatus:
+    """How the container's process ended: `code` as a shell reports it (128+N for signal N)."""
+
+    code: int
+    finished_at: float
+    error: str = ""
+
+
+def _proc_start_time(pid: int) -> int | None:
+    """The process's start time in clock ticks since boot: tells a pid from a reused one."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            raw = f.read()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    return int(raw[raw.rindex(b")") + 2 :].split()[19])
+
+
+def _write_atomic(path: str, data: bytes) -> None:
+    tmp = f"{path}.tmp"
+    with open(tmp, "wb") as f:
+        f.write(data)
+    os.rename(tmp, path)
+
+
+def read_exit(state_dir: str) -> ExitStatus | None:
+    try:
+        with open(os.path.join(state_dir, EXIT_FILE), "rb") as f:
+            raw = json.loads(f.read())
+    except FileNotFoundError:
+        return None
+    return ExitStatus(int(raw["code"]), float(raw["finished_at"]), raw.get("error", ""))
+
+
+def status_code(wait_status: int) -> int:
+    if os.WIFSIGNALED(wait_status):
+        return 128 + os.WTERMSIG(wait_status)
+    return os.WEXITSTATUS(wait_status)
+
+
+def report_start_error(message: str, code: int) -> NoReturn:
+    """In the container's first process, before exec: tell the engine why, and exit."""
+    with contextlib.suppress(OSError):
+        os.write(SYNC_FD, b"error " + message.replace("\n", " ").encode(errors="replace")[:3000] + b"\n")
+    with contextlib.suppress(OSError):
+        os.write(2, f"strata: {message}\n".encode(errors="replace"))
+    os._exit(code)
+
+
+def exec_process(args: list[str], env: dict[str, str]) -> NoReturn:
+    """execvp in the container's environment; a failure becomes Docker's 127/126 status."""
+    for sig in (signal.SIGPIPE, signal.SIGXFSZ):  # Python ignores these; exec would keep that
+        signal.signal(sig, signal.SIG_DFL)
+    try:
+        os.execvpe(args[0], args, env)
+    except FileNotFoundError:
+        report_start_error(f'exec: "{args[0]}": executable file not found in $PATH', STATUS_NOT_FOUND)
+    except OSError as exc:
+        report_start_error(f'exec: "{args[0]}": {exc.strerror}', STATUS_CANNOT_INVOKE)
+
+
+@dataclass
+class MonitorInfo:
+    """What an engine persists to find a running container again."""
+
+    monitor_pid: int
+    monitor_start: int | None
+    pid: int | None  # the container's first process, host pid (None until known)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"monitor_pid": self.monitor_pid, "monitor_start": self.monitor_start, "pid": self.pid}
+
+    @classmethod
+    def from_json(cls, raw: Mapping[str, Any]) -> MonitorInfo:
+        return cls(int(raw["monitor_pid"]), raw.get("monitor_start"), raw.get("pid"))
+
+
+def spawn_monitor(
+    state_dir: str,
+    stdout_path: str,
+    stderr_path: str,
+    start_child: Callable[[], NoReturn],
+    *,
+    new_pid_namespace: bool = False,
+    on_exit: Callable[[int], tuple[int, str]] | None = None,
+) -> tuple[int, int, str]:
+    """Fork the monitor; it forks `start_child` and waits for it.
+
+    Returns (monitor pid, child pid, start error). The call returns once the child has
+    exec'd (the sync pipe is close-on-exec) or reported why it could not.
+    `on_exit(code) -> (code, error)` runs in the monitor after the child ended, before the
+    exit file is written (the OCI driver turns runtime failures into Docker's statuses).
+    """
+    read_end, write_end = os.pipe2(os.O_CLOEXEC)
+    monitor = os.fork()
+    if monitor == 0:
+        _monitor_main(state_dir, stdout_path, stderr_path, write_end, start_child, new_pid_namespace, on_exit)
+    os.close(write_end)
+    chunks = []
+    while chunk := os.read(read_end, 65536):
+        chunks.append(chunk)
+    os.close(read_end)
+    report = b"".join(chunks).decode(errors="replace")
+    lines = report.splitlines()
+    pids = [int(line[4:]) for line in lines if line.startswith("pid ")]
+    errors = [line[6:] for line in lines if line.startswith("error ")]
+    if not pids:
+        os.waitpid(monitor, 0)
+        raise ExecError(f"the container monitor failed before starting the process: {report or 'no report'}")
+    return monitor, pids[0], "; ".join(errors)
+
+
+def _monitor_main(
+    state_dir: str,
+    stdout_path: str,
+    stderr_path: str,
+    write_end: int,
+    start_child: Callable[[], NoReturn],
+    new_pid_namespace: bool,
+    on_exit: Callable[[int], tuple[int, str]] | None,
+) -> NoReturn:
+    try:
+        try:
+            child = _monitor_setup(stdout_path, stderr_path, write_end, start_child, new_pid_namespace)
+        except BaseException as exc:  # before the child exists: tell the engine, which raises
+            os.write(write_end, f"fatal {exc}\n".encode(errors="replace"))
+            return
+        os.write(SYNC_FD, b"pid %d\n" % child)
+        os.close(SYNC_FD)
+        _, wait_status = os.waitpid(child, 0)
+        code, error = status_code(wait_status), ""
+        if on_exit is not None:
+            code, error = on_exit(code)
+        record = {"code": code, "finished_at": time.time(), "error": error}
+        _write_atomic(os.path.join(state_dir, EXIT_FILE), json.dumps(record).encode())
+    finally:
+        os._exit(0)
+
+
+def _monitor_setup(
+    stdout_path: str, stderr_path: str, write_end: int, start_child: Callable[[], NoReturn], new_pid_namespace: bool
+) -> int:
+    """Detach, put the log files on fds 1 and 2, fork the child; returns its pid."""
+    os.setsid()  # no terminal signals; survives the engine's process group
+    linux.set_process_name("strata-monitor")
+    null = os.open("/dev/null", os.O_RDWR)
+    out = os.open(stdout_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o640)
+    err = os.open(stderr_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o640)
+    os.dup2(null, 0)
+    os.dup2(out, 1)
+    os.dup2(err, 2)
+    os.dup2(write_end, SYNC_FD, inheritable=False)
+    os.closerange(SYNC_FD + 1, os.sysconf("SC_OPEN_MAX"))
+    if new_pid_namespace:
+        linux.unshare(linux.CLONE_NEWPID)
+    child = os.fork()
+    if child == 0:
+        try:
+            start_child()
+        except BaseException as exc:  # anything before exec: report, never return
+            report_start_error(str(exc) or type(exc).__name__, STATUS_CANNOT_INVOKE)
+    return child
+
+
+class Handle:
+    """A started container process: wait for it, signal it, read how it ended.
+
+    Works the same in the engine that started it (the monitor is its child, reaped here)
+    and in a later engine that only knows the persisted `MonitorInfo`.
+    """
+
+    def __init__(self, driver: ExecDriver, container_id: str, state_dir: str, info: MonitorInfo, *, child: bool):
+        self.driver = driver
+        self.id = container_id
+        self.state_dir = state_dir
+        self.info = info
+        self._child = child
+        self._exit: ExitStatus | None = None
+        self.start_error = ""  # why the process could not be exec'd, when the driver knows at start
+
+    @property
+    def monitor_pid(self) -> int:
+        return self.info.monitor_pid
+
+    def _monitor_alive(self) -> bool:
+        if self._child:
+            with contextlib.suppress(ChildProcessError):
+                if os.waitpid(self.info.monitor_pid, os.WNOHANG)[0] == 0:
+                    return True
+                self._child = False
+            return False
+        start = _proc_start_time(self.info.monitor_pid)
+        return start is not None and start == self.info.monitor_start and not _is_zombie(self.info.monitor_pid)
+
+    def pid(self, timeout: float = 5.0) -> int | None:
+        """The container's first process (host pid), or None once it has ended."""
+        if self.info.pid is None:
+            self.info.pid = self.driver.container_pid(self, timeout)
+        return self.info.pid
+
+    def running(self) -> bool:
+        return self.exit_status() is None
+
+    def exit_status(self) -> ExitStatus | None:
+        """How it ended, or None while it runs; never blocks."""
+        if self._exit is None and not self._monitor_alive():
+            self._exit = self._collect()
+        return self._exit
+
+    def wait(self, timeout: float | None = None) -> ExitStatus | None:
+        """Block until the process ends (None if `timeout` seconds pass first)."""
+        if self._exit is not None:
+            return self._exit
+        try:
+            fd = os.pidfd_open(self.info.monitor_pid)
+        except ProcessLookupError:
+            fd = None
+        if fd is not None:
+            try:
+                if self._child or _proc_start_time(self.info.monitor_pid) == self.info.monitor_start:
+                    poller = select.poll()
+                    poller.register(fd, select.POLLIN)
+                    if not poller.poll(None if timeout is None else max(0, int(timeout * 1000))):
+                        return None
+            finally:
+                os.close(fd)
+        if self._child:
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(self.info.monitor_pid, 0)
+            self._child = False
+        self._exit = self._collect()
+        return self._exit
+
+    def _collect(self) -> ExitStatus:
+        status = read_exit(self.state_dir)
+        if status is not None:
+            return status
+        return ExitStatus(STATUS_LOST, time.time(), "exit status lost: the container's monitor process died")
+
+    def kill(self, sig: int = signal.SIGKILL) -> None:
+        """Signal the container's first process (as `docker kill` does)."""
+        if self.exit_status() is not None:
+            raise ExecError(f"container {self.id} is not running")
+        pid = self.pid()
+        if pid is None:
+            raise ExecError(f"container {self.id} is not running")
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            raise ExecError(f"container {self.id} is not running") from None
+
+
+def _is_zombie(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            raw = f.read()
+    except FileNotFoundError:
+        return True
+    return raw[raw.rindex(b")") + 2 : raw.rindex(b")") + 3] == b"Z"
+
+
+class ExecDriver(ABC):
+    """Base of the execdrivers: `start` a ProcessSpec, `attach` to one a past engine started."""
+
+    name: ClassVar[str]
+
+    def __init__(self, root: str, options: Mapping[str, str] | None = None) -> None:
+        self.root = root
+        self.options = dict(options or {})
+
+    @abstractmethod
+    def start(self, container_id: str, spec: ProcessSpec, state_dir: str, stdout_path: str, stderr_path: str) -> Handle:
+        """Start the process; returns once it runs (or has failed, seen at wait)."""
+
+    def attach(self, container_id: str, state_dir: str, info: MonitorInfo) -> Handle:
+        return Handle(self, container_id, state_dir, info, child=False)
+
+    @abstractmethod
+    def container_pid(self, handle: Handle, timeout: float) -> int | None:
+        """Find the container's first process once it exists."""
+
+    def release(self, container_id: str, state_dir: str) -> None:  # noqa: B027 - optional hook
+        """Remove what the runtime keeps about an ended container (OCI state directories)."""
+
+    @abstractmethod
+    def status(self) -> list[tuple[str, str]]:
+        """Rows `info` shows under Execution Driver."""
+
+    def _new_handle(self, container_id: str, state_dir: str, monitor: int, pid: int | None) -> Handle:
+        info = MonitorInfo(monitor, _proc_start_time(monitor), pid)
+        return Handle(self, container_id, state_dir, info, child=True)
+
+
+def prepare_state_dir(state_dir: str, *extra: str) -> None:
+    """A fresh state directory: an old exit or pid file would be taken for this run's."""
+    os.makedirs(state_dir, exist_ok=True)
+    for name in (EXIT_FILE, PID_FILE, *extra):
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(os.path.join(state_dir, name))

@@ -1,0 +1,222 @@
+"""The `oci` execdriver: an OCI bundle (config.json) run by runc or crun.
+
+The bundle lives in the container's state directory; its root is the driver's mount of the
+container layer. The runtime runs in the foreground under the monitor (`runc run`), so
+its exit status is the container's (128+N for signal N) and it removes its own state when
+the container ends. Runtime errors go to `runtime.log` in the bundle, not the container's
+stderr; a start failure (no pid file was written) becomes Docker's status 127 or 126 with
+the runtime's message.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import subprocess
+import time
+from collections.abc import Mapping
+from typing import Any, NoReturn
+
+from graphdrivers import mountutil as mu
+
+from . import cgroups, linux, users
+from .base import PID_FILE, STATUS_CANNOT_INVOKE, STATUS_NOT_FOUND, ExecDriver, Handle, ProcessSpec, prepare_state_dir
+from .base import spawn_monitor as _spawn_monitor
+from .errors import ExecError, RuntimeNotSupported
+from .native import sane_rlimits
+
+RUNTIMES = ("runc", "crun")
+RUNTIME_LOG = "runtime.log"
+
+MASKED_PATHS = [
+    "/proc/acpi", "/proc/asound", "/proc/kcore", "/proc/keys", "/proc/latency_stats", "/proc/timer_list",
+    "/proc/timer_stats", "/proc/sched_debug", "/sys/firmware", "/proc/scsi",
+]  # fmt: skip
+READONLY_PATHS = ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"]
+
+
+def bundle_config(spec: ProcessSpec, user: users.User, env: Mapping[str, str]) -> dict[str, Any]:
+    """The OCI runtime-spec config.json for `spec` (Docker's defaults, minus cgroup limits)."""
+    caps = list(linux.DEFAULT_CAPABILITIES)
+    namespaces = [{"type": t} for t in ("pid", "ipc", "uts", "mount")]
+    if spec.network == "none":
+        namespaces.append({"type": "network"})  # a new one: the runtime brings up only lo
+    nosuid_noexec_nodev = ["nosuid", "noexec", "nodev"]
+    process_user: dict[str, Any] = {"uid": user.uid, "gid": user.gid}
+    if user.additional_gids:
+        process_user["additionalGids"] = list(user.additional_gids)
+    return {
+        "ociVersion": "1.0.2",
+        "process": {
+            "terminal": False,
+            "user": process_user,
+            "args": list(spec.args),
+            "env": [f"{k}={v}" for k, v in env.items()],
+            "cwd": spec.cwd,
+            "capabilities": {"bounding": caps, "effective": caps, "permitted": caps},
+            "rlimits": [{"type": "RLIMIT_NOFILE", "soft": soft, "hard": hard} for _, soft, hard in sane_rlimits()],
+            "noNewPrivileges": False,
+        },
+        "root": {"path": os.path.abspath(spec.rootfs), "readonly": False},
+        "hostname": spec.hostname,
+        "mounts": [
+            {"destination": "/proc", "type": "proc", "source": "proc", "options": nosuid_noexec_nodev},
+            {
+                "destination": "/dev",
+                "type": "tmpfs",
+                "source": "tmpfs",
+                "options": ["nosuid", "strictatime", "mode=755", "size=65536k"],
+            },
+            {
+                "destination": "/dev/pts",
+                "type": "devpts",
+                "source": "devpts",
+                "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620"],
+            },
+            {
+                "destination": "/dev/shm",
+                "type": "tmpfs",
+                "source": "shm",
+                "options": [*nosuid_noexec_nodev, "mode=1777", "size=65536k"],
+            },
+            {"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue", "options": nosuid_noexec_nodev},
+            {"destination": "/sys", "type": "sysfs", "source": "sysfs", "options": [*nosuid_noexec_nodev, "ro"]},
+        ],
+        "linux": {
+            "namespaces": namespaces,
+            "resources": {"devices": [{"allow": False, "access": "rwm"}]},
+            "maskedPaths": MASKED_PATHS,
+            "readonlyPaths": READONLY_PATHS,
+        },
+    }
+
+
+def process_env(spec: ProcessSpec, user: users.User) -> dict[str, str]:
+    env = spec.env_dict()
+    env.setdefault("HOME", user.home)
+    if spec.hostname:
+        env.setdefault("HOSTNAME", spec.hostname)
+    return env
+
+
+class OciDriver(ExecDriver):
+    name = "oci"
+
+    def __init__(self, root: str, options: Mapping[str, str] | None = None) -> None:
+        super().__init__(root, options)
+        wanted = self.options.get("exec.runtime", "runc")
+        if wanted not in RUNTIMES:
+            raise RuntimeNotSupported(f"OCI runtime {wanted!r}", f"known runtimes are {', '.join(RUNTIMES)}")
+        path = shutil.which(wanted) or shutil.which(wanted, path="/usr/sbin:/sbin")
+        if path is None:
+            raise RuntimeNotSupported(f"OCI runtime {wanted!r}", f"no {wanted} executable on PATH")
+        self.runtime = wanted
+        self.runtime_path = path
+        self.layout = cgroups.detect()
+        # crun 1.8 on a hybrid host with cgroup2 controllers: run it where cgroup2 is hidden.
+        self.hide_cgroup2 = wanted == "crun" and self.layout.crun_needs_hidden_cgroup2
+        self.state_root = os.path.join(root, wanted)
+        self._version: str | None = None
+
+    def runtime_command(self, *args: str, log: str | None = None) -> list[str]:
+        cmd = [self.runtime_path, "--root", self.state_root]
+        if log is not None:
+            cmd += ["--log", log, "--log-format", "json"]
+        return [*cmd, *args]
+
+    def enter_runtime_namespace(self) -> None:
+        """In a child about to exec the runtime: apply the crun workaround when it is needed."""
+        if self.hide_cgroup2:
+            linux.unshare(linux.CLONE_NEWNS)
+            linux.mount(None, "/", None, mu.MS_REC | mu.MS_PRIVATE)
+            linux.umount(cgroups.UNIFIED, mu.MNT_DETACH)
+
+    def start(self, container_id: str, spec: ProcessSpec, state_dir: str, stdout_path: str, stderr_path: str) -> Handle:
+        spec.validate()
+        user = users.resolve(spec.rootfs, spec.user)
+        prepare_state_dir(state_dir, RUNTIME_LOG)
+        with open(os.path.join(state_dir, "config.json"), "w") as f:
+            json.dump(bundle_config(spec, user, process_env(spec, user)), f)
+        log = os.path.join(state_dir, RUNTIME_LOG)
+        pid_file = os.path.join(state_dir, PID_FILE)
+        cmd = self.runtime_command("run", "--bundle", state_dir, "--pid-file", pid_file, container_id, log=log)
+        os.makedirs(self.state_root, exist_ok=True)
+
+        def start_child() -> NoReturn:
+            self.enter_runtime_namespace()
+            os.execv(cmd[0], cmd)
+
+        def on_exit(code: int) -> tuple[int, str]:
+            if os.path.exists(pid_file):
+                return code, ""
+            error = runtime_errors(log) or f"{self.runtime} exited with status {code} before starting the process"
+            not_found = "not found" in error or "no such file" in error.lower()
+            return (STATUS_NOT_FOUND if not_found else STATUS_CANNOT_INVOKE), error
+
+        monitor, _runtime_pid, error = _spawn_monitor(state_dir, stdout_path, stderr_path, start_child, on_exit=on_exit)
+        handle = self._new_handle(container_id, state_dir, monitor, None)
+        handle.start_error = error
+        return handle
+
+    def container_pid(self, handle: Handle, timeout: float) -> int | None:
+        """The runtime writes the pid file once the process runs; wait for it (or the end)."""
+        path = os.path.join(handle.state_dir, PID_FILE)
+        deadline = time.monotonic() + timeout
+        while True:
+            with contextlib.suppress(FileNotFoundError, ValueError):
+                with open(path) as f:
+                    return int(f.read().strip())
+            if handle.exit_status() is not None:
+                return None
+            if time.monotonic() > deadline:
+                raise ExecError(f"{self.runtime} did not report the pid of container {handle.id} in {timeout}s")
+            time.sleep(0.002)
+
+    def release(self, container_id: str, state_dir: str) -> None:
+        """A runtime killed with its container leaves state behind: `delete --force` it."""
+        if not os.path.isdir(os.path.join(self.state_root, container_id)):
+            return
+        result = subprocess.run(
+            self.runtime_command("delete", "--force", container_id),
+            capture_output=True,
+            text=True,
+            preexec_fn=self.enter_runtime_namespace if self.hide_cgroup2 else None,
+        )
+        if result.returncode != 0 and os.path.isdir(os.path.join(self.state_root, container_id)):
+            raise ExecError(f"{self.runtime} delete {container_id} failed: {result.stderr.strip()}")
+
+    def version(self) -> str:
+        if self._version is None:
+            out = subprocess.run([self.runtime_path, "--version"], capture_output=True, text=True).stdout
+            self._version = out.splitlines()[0] if out else self.runtime
+        return self._version
+
+    def status(self) -> list[tuple[str, str]]:
+        rows = [
+            ("Execution Driver", "oci"),
+            ("Runtime", f"{self.runtime} ({self.runtime_path}): {self.version()}"),
+            ("Cgroup layout", self.layout.describe()),
+        ]
+        if self.hide_cgroup2:
+            rows.append(
+                (
+                    "Runtime workaround",
+                    f"crun runs in a private mount namespace without {cgroups.UNIFIED}: crun 1.8 refuses hybrid "
+                    "layouts whose cgroup2 has controllers; containers get cgroup v1 only",
+                )
+            )
+        return rows
+
+
+def runtime_errors(log_path: str) -> str:
+    """The error messages of a runtime's JSON log, joined."""
+    messages = []
+    with contextlib.suppress(FileNotFoundError), open(log_path, encoding="utf-8", errors="replace") as f:
+        for line in f:
+            with contextlib.suppress(ValueError):
+                entry = json.loads(line)
+                if entry.get("level") in ("error", "fatal"):
+                    messages.append(str(entry.get("msg", "")))
+    return "; ".join(messages)
