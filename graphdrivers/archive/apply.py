@@ -66,8 +66,9 @@ def apply_layer(
                         reason = f"{exc.strerror} ({_describe(exc)})"
                         raise UnsafeArchive(f"cannot apply {_show(entry.name)}: {reason}") from exc
                     raise
+            applier.finish()  # while the journal can still undo everything
             journal.commit()
-            applier.finish()
+            applier.finish_root()
         except BaseException as exc:
             try:
                 journal.rollback()
@@ -98,9 +99,13 @@ class _Applier:
         self.whiteouts = whiteouts
         self.allow_devices = allow_devices
         self.applied_bytes = 0
-        self.applied: set[str] = set()  # paths this archive wrote (kept by an opaque marker)
+        # paths this archive wrote, which an opaque marker keeps; the sets are built from the
+        # log only when a marker needs them (most layers have none)
+        self._applied_log: list[str] = []
+        self.applied: set[str] = set()
         self.applied_parents: set[str] = {""}  # directories with such paths below them
         self.dir_times: list[tuple[str, int, int]] = []
+        self.root_times: tuple[int, int] | None = None  # from a "./" entry
         self.euid, self.egid = os.geteuid(), os.getegid()
         self.umask_or_setid = _umask() | 0o7000
         self._creation_info: dict[str, tuple[int, bool]] = {}
@@ -108,11 +113,16 @@ class _Applier:
     # -- bookkeeping -------------------------------------------------------------------
 
     def _mark(self, path: str) -> None:
-        self.applied.add(path)
-        parent = split(path)[0]
-        while parent not in self.applied_parents:
-            self.applied_parents.add(parent)
-            parent = split(parent)[0]
+        self._applied_log.append(path)
+
+    def _sync_applied(self) -> None:
+        for path in self._applied_log:
+            self.applied.add(path)
+            parent = split(path)[0]
+            while parent not in self.applied_parents:
+                self.applied_parents.add(parent)
+                parent = split(parent)[0]
+        self._applied_log.clear()
 
     def _parent(self, parent: str) -> int:
         """fd of directory `parent`, creating missing ones (0755, root-owned) like Docker."""
@@ -374,6 +384,7 @@ class _Applier:
         pfd = self._parent(parent)
         walk_fd = os.open(".", _O_DIR, dir_fd=pfd)
         try:
+            self._sync_applied()
             self._hide_below(parent, walk_fd)
             if self.whiteouts == "overlay":
                 self.journal.save_attrs(parent, walk_fd)
@@ -388,44 +399,48 @@ class _Applier:
             self._file(entry, parent, pfd, base, wpath, reader)
 
     def _hide_below(self, dirpath: str, dfd: int) -> None:
-        for name in sorted(os.listdir(dfd)):
+        """Stash every entry below `dirpath` that this archive did not write, at any depth;
+        a directory the archive wrote into (even implicitly) stays, minus its old entries."""
+        with os.scandir(dfd) as it:
+            children = sorted((e.name, e.is_dir(follow_symlinks=False), e.is_symlink()) for e in it)
+        for name, is_dir, is_link in children:
             if self.journal.is_journal(dirpath, name):
                 continue
             child = f"{dirpath}/{name}" if dirpath else name
-            if child in self.applied:
-                if child in self.applied_parents:
-                    try:
-                        cfd = os.open(name, _O_DIR, dir_fd=dfd)
-                    except NotADirectoryError:
-                        continue
+            if child in self.applied or child in self.applied_parents:
+                if is_dir:
+                    cfd = os.open(name, _O_DIR, dir_fd=dfd)
                     try:
                         self._hide_below(child, cfd)
                     finally:
                         os.close(cfd)
                 continue
             self.journal.touch(dirpath, dfd)
-            st = os.lstat(name, dir_fd=dfd)
-            if stat.S_ISDIR(st.st_mode) or stat.S_ISLNK(st.st_mode):
-                self._invalidate()
+            if is_dir or is_link:
+                self._invalidate()  # cached fds may lead through it
             self.journal.stash(child, dfd, name)
 
     # -- the end -----------------------------------------------------------------------
 
     def finish(self) -> None:
-        """Directory times last (creating entries changed them), then the root's."""
-        root_done = False
+        """Directory times last (creating entries changed them); the root's after commit."""
         for path, atime, mtime in self.dir_times:
             if not path:
-                os.utime(self.cache.root, ns=(atime, mtime))
-                root_done = True
+                self.root_times = (atime, mtime)
                 continue
             parent, base = split(path)
             try:
                 os.utime(base, ns=(atime, mtime), dir_fd=self.cache.get(parent), follow_symlinks=False)
             except (FileNotFoundError, NotADirectoryError):
                 pass  # deleted again by a later whiteout
-        if not root_done and not self.journal.touched(""):
-            os.utime(self.cache.root, ns=self.journal.root_times)  # only our journal came and went
+
+    def finish_root(self) -> None:
+        """The root's times: the archive's, else the old ones unless its entries changed
+        (removing the journal directory touched it too)."""
+        if self.root_times is not None:
+            os.utime(self.cache.root, ns=self.root_times)
+        elif not self.journal.touched(""):
+            os.utime(self.cache.root, ns=self.journal.root_times)
 
 
 def _umask() -> int:

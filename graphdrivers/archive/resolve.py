@@ -58,6 +58,21 @@ def clean_name(name: str, what: str = "name") -> str:
     `..` is applied lexically, as Docker does; one that would climb above the root is an
     attack, not something to clamp silently.
     """
+    short = name[2:] if name.startswith("./") else name
+    if (  # the common case, already clean: no empty, "." or ".." component, nothing odd
+        short
+        and len(short) < PATH_MAX // 4
+        and short[0] != "/"
+        and short[-1] != "/"
+        and "\0" not in short
+        and "//" not in short
+        and "/./" not in short
+        and "/../" not in short
+        and not short.startswith(("./", "../"))
+        and not short.endswith(("/.", "/.."))
+        and short not in (".", "..")
+    ):
+        return short
     if "\0" in name:
         raise UnsafeArchive(f"{what} {name!r} contains a NUL byte")
     if len(name) * 4 >= PATH_MAX and len(os.fsencode(name)) >= PATH_MAX:  # a UTF-8 char is <= 4 bytes

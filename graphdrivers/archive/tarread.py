@@ -4,12 +4,13 @@ Why not `tarfile` in stream mode: it treats a stream that simply stops (or turns
 garbage) between two members as a normal end of archive, and a layer must never be
 half-applied silently. This reader knows its exact position, insists on the
 end-of-archive block, refuses what a layer cannot contain (sparse files, volume
-headers), and is faster because it does only what a layer needs. Header fields are
-headers are decoded here directly (ustar, GNU and v7 blocks, checksum verified).
+headers), and is faster because it does only what a layer needs. Header blocks (ustar,
+GNU, v7) are decoded here directly, checksum verified.
 """
 
 from __future__ import annotations
 
+import struct
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -19,9 +20,9 @@ from ..errors import UnsafeArchive
 
 BLOCK = 512
 _ZERO_BLOCK = bytes(BLOCK)
-_MAX_META = 1 << 20
-_SMALL = 1 << 18
-_ADLER_MOD = 65521  # a PAX or GNU long-name header larger than this is not a real layer's
+_MAX_META = 1 << 20  # a PAX or GNU long-name header larger than this is not a real layer's
+_SMALL = 1 << 18  # file data up to this size is read in one piece
+_ADLER_MOD = 65521
 
 REG = b"0"
 LNK = b"1"
@@ -41,7 +42,7 @@ _XATTR = "SCHILY.xattr."
 
 @dataclass(slots=True)
 class Entry:
-    """One member of the archive; the data of a regular file follows via `TarReader.read_into`."""
+    """One member of the archive; a regular file's data follows via `TarReader.read_chunks`."""
 
     name: str
     type: bytes
@@ -99,26 +100,30 @@ def _check_block(buf: bytes, start: int) -> tuple[bytes, int]:
     return buf[156:157], size
 
 
+_FIELDS = struct.Struct("100s8s8s8s12s12s8x1s100s6s2x64x8s8s155s")
+
+
 def _member(buf: bytes, start: int, kind: bytes, size: int) -> Entry:
     """Decode the member fields of a checked ustar/GNU/v7 header block."""
-    name = _text(buf[0:100])
-    if buf[345] and buf[257:263] == b"ustar\0":
-        name = _text(buf[345:500]) + "/" + name  # the POSIX prefix field
-    mtime_ns = _number(buf[136:148], "mtime", start) * 1_000_000_000
+    name, mode, uid, gid, _, mtime, _, link, magic, major, minor, prefix = _FIELDS.unpack_from(buf)
+    name = _text(name)
+    if prefix[0] and magic == b"ustar\0":
+        name = _text(prefix) + "/" + name  # the POSIX prefix field
+    mtime_ns = _number(mtime, "mtime", start) * 1_000_000_000
     entry = Entry(
         name,
         kind,
         size,
-        _number(buf[100:108], "mode", start) & 0o7777,
-        _number(buf[108:116], "uid", start),
-        _number(buf[116:124], "gid", start),
+        _number(mode, "mode", start) & 0o7777,
+        _number(uid, "uid", start),
+        _number(gid, "gid", start),
         mtime_ns,
         mtime_ns,
-        _text(buf[157:257]) if buf[157] else "",
+        _text(link) if link[0] else "",
     )
     if kind in (CHR, BLK):
-        entry.devmajor = _number(buf[329:337], "devmajor", start)
-        entry.devminor = _number(buf[337:345], "devminor", start)
+        entry.devmajor = _number(major, "devmajor", start)
+        entry.devminor = _number(minor, "devminor", start)
     elif kind == b"\0":
         entry.aregtype = True
         if name.endswith("/"):

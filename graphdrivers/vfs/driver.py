@@ -66,7 +66,7 @@ class VfsDriver(Driver):
 
     def _create(self, id: str, parent: str | None, *, size: int | None, read_write: bool) -> None:
         tmp = os.path.join(self.dir, _CREATING + id)
-        if os.path.lexists(tmp):  # a crashed create of the same id while we were running
+        if os.path.lexists(tmp):  # what an earlier failed create of this id could not delete
             shutil.rmtree(tmp)
         try:
             os.mkdir(tmp, 0o700)

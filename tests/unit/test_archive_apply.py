@@ -267,3 +267,21 @@ def test_more_directories_than_the_fd_cache_holds(root: str) -> None:
     for i in range(600):
         assert sorted(os.listdir(f"{root}/d{i}")) == ["file", "link"]
         assert open(f"{root}/d{i}/file", "rb").read() == str(i).encode()
+
+
+def test_opaque_hides_old_entries_at_any_depth(root: str) -> None:
+    """A directory the archive re-declares or writes into stays, but not what it held before."""
+    os.makedirs(f"{root}/o/sub")
+    os.makedirs(f"{root}/o/x")
+    os.makedirs(f"{root}/o/gone/deep")
+    for name in ("o/sub/old", "o/x/old", "o/old"):
+        open(f"{root}/{name}", "w").close()
+    os.symlink("/o/sub", f"{root}/o/link")
+    apply_layer(root, stream(build_tar([
+        member("o/sub", tarfile.DIRTYPE, mode=0o700),  # declared again, nothing written below
+        member("o/x/y", data=b"y"),  # written into an old directory that is not declared
+        member("o/.wh..wh..opq"),
+    ])))
+    assert sorted(os.listdir(f"{root}/o")) == ["sub", "x"]
+    assert os.listdir(f"{root}/o/sub") == []
+    assert os.listdir(f"{root}/o/x") == ["y"]

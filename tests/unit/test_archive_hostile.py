@@ -204,3 +204,14 @@ def test_device_nodes_are_allowed_by_default(place) -> None:
     root, _ = place
     _check(place, build_tar([member("dev/null", tarfile.CHRTYPE, mode=0o666, dev=(1, 3))]), refused=False)
     assert os.lstat(f"{root}/dev/null").st_rdev == os.makedev(1, 3)
+
+
+def test_write_and_hard_link_through_absolute_in_layer_symlink(place) -> None:
+    """etc-link -> /etc is the layer's /etc, never the host's."""
+    root, _ = place
+    data = build_tar([member("etc-link/newfile", data=b"inside"),
+                      member("h", tarfile.LNKTYPE, linkname="etc-link/passwd")])
+    _check(place, data, refused=False)
+    assert open(f"{root}/etc/newfile", "rb").read() == b"inside"
+    assert os.lstat(f"{root}/h").st_ino == os.lstat(f"{root}/etc/passwd").st_ino
+    assert not os.path.exists("/etc/newfile")
