@@ -268,10 +268,13 @@ def history(job: Job) -> int:
 
 
 def images(job: Job) -> int:
-    """`images` table; env tree=1 for the ancestry tree, json=1 for JSON."""
+    """`images` table; env tree=1 for the ancestry tree, json=1 for JSON, all=1 to include
+    intermediate images (untagged parents of other images), which docker also hides."""
     _args(job, 0, 0, "")
     graph: Graph = job.engine.graph
     all_images = graph.images()
+    if not job.getenv_bool("all") and not job.getenv_bool("tree"):
+        all_images = [i for i in all_images if i.tags or not job.engine.db.children_of(i.id)]
     if job.getenv_bool("json"):
         job.write_json([{"Id": i.id, "RepoTags": i.tags, "ParentId": i.parent or "", "Size": i.size,
                          "Created": i.config.get("created", ""), "Layers": [la.chain_id for la in i.layers]}

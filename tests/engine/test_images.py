@@ -106,6 +106,8 @@ def test_tags_and_rmi_rules(engine: Engine, images: Images) -> None:
         engine.graph.delete(images.busybox.id, force=True)
     assert engine.graph.delete("busybox") == ["Untagged: busybox:latest"]
     assert engine.graph.get_image(images.busybox.id).tags == []
+    assert images.busybox.id[7:19] not in run(engine, "images")[1]  # an intermediate image now
+    assert images.busybox.id[7:19] in run(engine, "images", all="1")[1]
     with pytest.raises(NoSuchImage):
         engine.graph.get_image("busybox")
     status, _, err = run(engine, "tag", "nope", "x")
