@@ -101,6 +101,18 @@ def _verify(source: LayerSource, diff_id: str, blob: layerstream.HashingReader,
                              f"the config's diff id {diff_id}")
 
 
+def _checked(chunks: Iterator[bytes], total: int, layer: Layer) -> Iterator[bytes]:
+    digest = hashlib.sha256()
+    seen = 0
+    for chunk in chunks:
+        digest.update(chunk)
+        seen += len(chunk)
+        if seen >= total and "sha256:" + digest.hexdigest() != layer.diff_id:
+            raise InvalidArchive(f"layer {layer.chain_id[:12]} no longer matches its diff id {layer.diff_id} "
+                                 "(its files changed in the driver)")
+        yield chunk
+
+
 def image_id_of(config_bytes: bytes) -> str:
     return "sha256:" + hashlib.sha256(config_bytes).hexdigest()
 
@@ -354,6 +366,25 @@ class Graph:
             if not done:
                 return removed
             removed += done
+
+    def layer_tar_size(self, layer: Layer) -> int:
+        """Length of the layer's original tar (a tar or HTTP header needs it before the data)."""
+        ts_path = self.tarsplit_path(layer.chain_id)
+        if not os.path.exists(ts_path):
+            raise InvalidArchive(f"layer {layer.chain_id[:12]} has no tar-split; it cannot be exported")
+        return layerstream.tarsplit_size(ts_path)
+
+    @contextlib.contextmanager
+    def open_layer_tar(self, layer: Layer) -> Iterator[IO[bytes]]:
+        """The layer's original tar, byte for byte (for save and push), read from the mounted
+        layer; it fails before its last byte if the result is not the layer's diff id."""
+        total = self.layer_tar_size(layer)
+        path = self.driver.get(layer.chain_id)
+        try:
+            chunks = layerstream.reassemble(self.tarsplit_path(layer.chain_id), path)
+            yield layerstream.stream_of(_checked(chunks, total, layer))
+        finally:
+            self.driver.put(layer.chain_id)
 
     def layers(self) -> list[Layer]:
         rows = self.db.query("SELECT chain_id, diff_id, size, parent FROM layers WHERE state = 'ready' "

@@ -197,3 +197,18 @@ def test_load_reports_progress(vfs_engine: Engine, images: Images) -> None:
     assert loads[-1]["current"] == loads[-1]["total"] == sum(
         os.path.getsize(f) for f in [*images.busybox.layer_files, *images.multi.layer_files])
     assert [e["diff_id"] for e in events if e["action"] == "layer"] == images.busybox.diff_ids + images.multi.diff_ids
+
+
+def test_save_refuses_a_layer_whose_files_changed(vfs_engine: Engine, images: Images, tmp_path) -> None:
+    assert run(vfs_engine, "load", images.busybox_tar)[0] == 0
+    image = vfs_engine.graph.get_image("busybox")
+    path = vfs_engine.driver.get(image.top_layer)
+    try:
+        with open(os.path.join(path, "etc/passwd"), "r+b") as f:  # same length, other bytes
+            f.write(b"ROOT")
+    finally:
+        vfs_engine.driver.put(image.top_layer)
+    with open(tmp_path / "out.tar", "wb") as f:
+        job = vfs_engine.job("save", "busybox", stdout=f)
+        assert job.run() == 1
+    assert "no longer matches its diff id" in job.stderr.getvalue().decode()
