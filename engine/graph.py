@@ -38,7 +38,7 @@ from graphdrivers import Driver
 from graphdrivers.errors import LayerNotFound, UnsafeArchive
 
 from . import layerstream
-from .errors import Conflict, ImageInUse, InvalidArchive, InvalidReference, NoSuchImage
+from .errors import Conflict, EngineError, ImageInUse, InvalidArchive, InvalidReference, NoSuchImage
 from .graphdb import TAGS, GraphDB
 from .reference import image_hex, normalize_tag
 
@@ -223,13 +223,16 @@ class Graph:
                 self._pins[chain] += 1
                 lease.chains.append(chain)
             existing = self.layer(chain)
-            if existing is not None and self.driver.exists(chain):
-                if progress is not None and source.size:
-                    progress(source.size)
-                return existing, False
-            if existing is not None:  # the driver lost it: forget the row and apply again
-                self._forget(chain)
-            return self._create_layer(chain, parent, diff_id, source, progress), True
+            if existing is None:
+                return self._create_layer(chain, parent, diff_id, source, progress), True
+            if not self.driver.exists(chain):
+                users = ", ".join(u[7:19] for u in self.layer_users(chain)) or "none"
+                raise EngineError(f"layer {chain[:12]} is recorded but missing from the {self.driver.name} driver "
+                                  f"(removed behind the engine's back); remove the images using it ({users}) "
+                                  "and load again")
+            if progress is not None and source.size:
+                progress(source.size)
+            return existing, False
 
     def pin(self, lease: Lease, layers: Iterable[Layer]) -> None:
         """Pin existing layers (an image's, for a commit on top of it) for the lease's life."""

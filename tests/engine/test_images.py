@@ -212,3 +212,14 @@ def test_save_refuses_a_layer_whose_files_changed(vfs_engine: Engine, images: Im
         job = vfs_engine.job("save", "busybox", stdout=f)
         assert job.run() == 1
     assert "no longer matches its diff id" in job.stderr.getvalue().decode()
+
+
+def test_a_layer_lost_by_the_driver_is_reported_and_recoverable(vfs_engine: Engine, images: Images) -> None:
+    assert run(vfs_engine, "load", images.busybox_tar)[0] == 0
+    top = vfs_engine.graph.get_image("busybox").top_layer
+    vfs_engine.driver.remove(top)  # behind the engine's back
+    status, _, err = run(vfs_engine, "load", images.multi_tar)
+    assert status == 1 and "missing from the vfs driver" in err and images.busybox.id[7:19] in err
+    assert run(vfs_engine, "rmi", "busybox")[0] == 0
+    assert run(vfs_engine, "load", images.multi_tar)[0] == 0
+    assert vfs_engine.driver.exists(top)
