@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import io
 import os
 import sys
 from collections.abc import Iterator
@@ -38,6 +39,7 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("file", metavar="FILE", help="tar file (plain, gzip or zstd), or - for stdin")
     c.add_argument("name", metavar="REPOSITORY[:TAG]", nargs="?")
     c = sub.add_parser("images", help="list images")
+    c.add_argument("-a", "--all", action="store_true", help="include intermediate images")
     c.add_argument("--tree", action="store_true", help="show the image ancestry")
     c.add_argument("--json", action="store_true", help="JSON output")
     c = sub.add_parser("tag", help="name an image")
@@ -85,7 +87,7 @@ def _job(engine: Engine, ns: argparse.Namespace) -> tuple[Job, str | None]:
         args = [ns.file] + ([ns.name] if ns.name else [])
         return engine.job("import", *args, stdin=sys.stdin.buffer, stdout=out, stderr=err), None
     if cmd == "images":
-        env = {"tree": str(ns.tree), "json": str(ns.json)}
+        env = {"tree": str(ns.tree), "json": str(ns.json), "all": str(ns.all)}
         return engine.job("images", env=env, stdout=out, stderr=err), None
     if cmd == "tag":
         return engine.job("tag", ns.source, ns.target, stdout=out, stderr=err), None
@@ -123,9 +125,14 @@ def _progress(job: Job, enabled: bool) -> Iterator[None]:
 
 
 def _run(job: Job, output: str | None, progress: bool) -> int:
-    if output is None:
+    if output is None and progress:
+        real, job.stdout = job.stdout, io.BytesIO()  # print results after the bar is gone
         with _progress(job, progress):
-            return job.run()
+            status = job.run()
+        real.write(job.stdout.getvalue())
+        return status
+    if output is None:
+        return job.run()
     tmp = f"{output}.tmp-{os.getpid()}"
     try:
         with open(tmp, "wb") as f:
