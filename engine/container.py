@@ -81,7 +81,7 @@ class Container:
         d = self.dir_of(containers_dir, self.id)
         tmp = os.path.join(d, CONFIG_FILE + ".tmp")
         with open(tmp, "w") as f:
-            json.dump(asdict(self), f)
+            f.write(json.dumps(asdict(self)))  # one write: json.dump writes piecemeal
         os.rename(tmp, os.path.join(d, CONFIG_FILE))
 
     @classmethod

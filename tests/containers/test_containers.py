@@ -16,7 +16,7 @@ from engine.errors import Conflict, NoSuchContainer, NoSuchImage, UsageError
 from graphdrivers import mountutil
 from graphdrivers.driver import Change
 
-from .conftest import job, make_engine, strata, strata_popen
+from .conftest import heavy_drivers, job, make_engine, strata, strata_popen
 
 WRITER = "echo new > /tmp/new; mkdir -p /data/sub; echo b > /data/sub/f; rm /etc/motd; chmod 600 /etc/group"
 WRITER_CHANGES = [
@@ -211,7 +211,7 @@ def test_logs_follow_streams_until_exit(tmp_path, exec_name, busybox_tar):
 # -- faults: the engine dies while a container runs ------------------------------------------
 
 
-@pytest.mark.parametrize("driver_name", ["vfs"])  # + a copy-on-write driver where one has landed
+@pytest.mark.parametrize("driver_name", heavy_drivers())
 def test_engine_killed_while_container_runs(driver_name, driver_root, exec_name, busybox_tar):
     make_engine(driver_root, driver_name, exec_name, busybox_tar).close()
     cli = strata_popen(driver_root, driver_name, exec_name, "run", "--name", "victim", "busybox", "sh", "-c",
