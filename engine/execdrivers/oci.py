@@ -1,11 +1,11 @@
 """The `oci` execdriver: an OCI bundle (config.json) run by runc or crun.
 
 The bundle lives in the container's state directory; its root is the driver's mount of the
-container layer. The runtime runs in the foreground under the monitor (`runc run`), so
-its exit status is the container's (128+N for signal N) and it removes its own state when
-the container ends. Runtime errors go to `runtime.log` in the bundle, not the container's
-stderr; a start failure (no pid file was written) becomes Docker's status 127 or 126 with
-the runtime's message.
+container layer. The runtime runs in the foreground (`runc run`) under a `/bin/sh`
+monitor, so its exit status is the container's (128+N for signal N) and it removes its
+own state when the container ends. Runtime errors go to `runtime.log` in the bundle; a
+start failure (the runtime wrote no pid file) becomes Docker's status 127 or 126 with the
+runtime's message.
 """
 
 from __future__ import annotations
