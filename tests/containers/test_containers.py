@@ -176,6 +176,8 @@ def test_ps_inspect_names_and_refusals(vfs_engine: Engine):
     with pytest.raises(UsageError):
         store.create("busybox", ["true"], network="bridge")
     assert len(store.ids()) == 1  # none of the refused creates left anything
+    status, _, err = job(vfs_engine, "rmi", "busybox")
+    assert status != 0 and b"being used by container" in err  # the image a container needs stays
     assert job(vfs_engine, "rm", "web", force="1")[0] == 0
     with pytest.raises(NoSuchContainer):
         store.get("web")
