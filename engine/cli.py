@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import io
 import os
 import sys
 from collections.abc import Iterator
@@ -123,9 +124,14 @@ def _progress(job: Job, enabled: bool) -> Iterator[None]:
 
 
 def _run(job: Job, output: str | None, progress: bool) -> int:
-    if output is None:
+    if output is None and progress:
+        real, job.stdout = job.stdout, io.BytesIO()  # print results after the bar is gone
         with _progress(job, progress):
-            return job.run()
+            status = job.run()
+        real.write(job.stdout.getvalue())
+        return status
+    if output is None:
+        return job.run()
     tmp = f"{output}.tmp-{os.getpid()}"
     try:
         with open(tmp, "wb") as f:

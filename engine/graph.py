@@ -75,6 +75,32 @@ def chain_id(parent_chain: str | None, diff_id: str) -> str:
     return hashlib.sha256(f"sha256:{parent_chain} {diff_id}".encode()).hexdigest()
 
 
+def diff_id_of_file(path: str) -> str:
+    """The diff id of a layer file (the digest of its uncompressed tar)."""
+    digest = hashlib.sha256()
+    try:
+        with open(path, "rb") as raw:
+            stream = layerstream.decompressed(raw)
+            while chunk := stream.read(layerstream.CHUNK):
+                digest.update(chunk)
+    except (EOFError, zlib.error, zstandard.ZstdError, OSError) as exc:
+        if isinstance(exc, OSError) and exc.errno is not None:
+            raise
+        raise InvalidArchive(f"{path} cannot be decompressed: {exc}") from None
+    return "sha256:" + digest.hexdigest()
+
+
+def _verify(source: LayerSource, diff_id: str, blob: layerstream.HashingReader,
+            tar: layerstream.HashingReader) -> None:
+    if source.digest is not None and blob.digest() != source.digest:
+        raise InvalidArchive(f"layer {source.name}: digest {blob.digest()} does not match {source.digest}")
+    if source.size is not None and blob.count != source.size:
+        raise InvalidArchive(f"layer {source.name}: {blob.count} bytes, the manifest says {source.size}")
+    if tar.digest() != diff_id:
+        raise InvalidArchive(f"layer {source.name}: content digest {tar.digest()} does not match "
+                             f"the config's diff id {diff_id}")
+
+
 def image_id_of(config_bytes: bytes) -> str:
     return "sha256:" + hashlib.sha256(config_bytes).hexdigest()
 
@@ -193,6 +219,28 @@ class Graph:
                 self._forget(chain)
             return self._create_layer(chain, parent, diff_id, source, progress), True
 
+    def pin(self, lease: Lease, layers: Iterable[Layer]) -> None:
+        """Pin existing layers (an image's, for a commit on top of it) for the lease's life."""
+        for layer in layers:
+            with self._layer_lock(layer.chain_id):
+                if self.layer(layer.chain_id) is None:
+                    raise NoSuchImage(f"layer {layer.chain_id[:12]} (it was removed)")
+                with self._lock:
+                    self._pins[layer.chain_id] += 1
+                    lease.chains.append(layer.chain_id)
+
+    def layer_from_file(self, lease: Lease, parent: str | None, path: str, name: str | None = None,
+                        diff_id: str | None = None) -> Layer:
+        """A layer from a tar file whose diff id is not known in advance (import, commit).
+
+        The file is read twice: once for its digest (the layer's name depends on it),
+        once to apply it.
+        """
+        diff_id = diff_id or diff_id_of_file(path)
+        source = LayerSource(name=name or path, open=lambda: open(path, "rb"), size=os.path.getsize(path))
+        layer, _ = self.ensure_layer(lease, parent, diff_id, source)
+        return layer
+
     def _create_layer(self, chain: str, parent: str | None, diff_id: str, source: LayerSource,
                       progress: Progress | None) -> Layer:
         with self.db.transaction() as c:
@@ -210,41 +258,38 @@ class Graph:
 
     def _apply(self, chain: str, parent: str | None, diff_id: str, source: LayerSource,
                progress: Progress | None) -> int:
-        ts_path = self.tarsplit_path(chain)
-        ts_out, commit = layerstream.write_tarsplit(ts_path)
+        """Stream the blob into the driver while hashing it and recording its tar-split."""
+        ts_out, commit = layerstream.write_tarsplit(self.tarsplit_path(chain))
         try:
-            with source.open() as raw:
-                blob = layerstream.HashingReader(raw, on_bytes=progress)
-                tar = layerstream.HashingReader(layerstream.decompressed(blob))
-                splitter = layerstream.TarSplitter(ts_out)
-                tar.taps.append(splitter.feed)
-                size = self.driver.apply_diff(chain, parent, tar)
-                tar.drain()
-                blob.drain()
-                splitter.close()
-        except UnsafeArchive as exc:
-            ts_out.close()
-            raise InvalidArchive(f"layer {source.name} is refused: {exc}") from None
-        except (OSError, EOFError, tarfile.TarError, zstandard.ZstdError, zlib.error, ValueError) as exc:
-            ts_out.close()
-            if isinstance(exc, OSError) and exc.errno is not None:
-                raise  # a real I/O failure (disk full...), not bad input
-            raise InvalidArchive(f"layer {source.name} is not a readable tar: {exc}") from None
+            blob, tar, size = self._stream(chain, parent, source, ts_out, progress)
+            _verify(source, diff_id, blob, tar)
         except BaseException:
             ts_out.close()
             raise
-        if source.digest is not None and blob.digest() != source.digest:
-            ts_out.close()
-            raise InvalidArchive(f"layer {source.name}: digest {blob.digest()} does not match {source.digest}")
-        if source.size is not None and blob.count != source.size:
-            ts_out.close()
-            raise InvalidArchive(f"layer {source.name}: {blob.count} bytes, the manifest says {source.size}")
-        if tar.digest() != diff_id:
-            ts_out.close()
-            raise InvalidArchive(f"layer {source.name}: content digest {tar.digest()} does not match "
-                                 f"the config's diff id {diff_id}")
         commit()
         return int(size) if size is not None else 0
+
+    def _stream(self, chain: str, parent: str | None, source: LayerSource, ts_out: IO[bytes],
+                progress: Progress | None) -> tuple[layerstream.HashingReader, layerstream.HashingReader, int]:
+        try:
+            with source.open() as raw:
+                kind, sniffed = layerstream.sniff(raw)
+                blob = layerstream.HashingReader(sniffed, on_bytes=progress)
+                # an uncompressed blob is the tar itself: hash its bytes once, not twice
+                tar = blob if kind == "none" else layerstream.HashingReader(layerstream.decompressor(kind, blob))
+                splitter = layerstream.TarSplitter(ts_out)
+                tar.taps.append(splitter.feed)
+                size = self.driver.apply_diff(chain, parent, tar)
+                tar.drain()  # tar readers stop at the end-of-archive blocks; the digest needs all
+                blob.drain()
+                splitter.close()
+                return blob, tar, size
+        except UnsafeArchive as exc:
+            raise InvalidArchive(f"layer {source.name} is refused: {exc}") from None
+        except (OSError, EOFError, tarfile.TarError, zstandard.ZstdError, zlib.error, ValueError) as exc:
+            if isinstance(exc, OSError) and exc.errno is not None:
+                raise  # a real I/O failure (disk full...), not bad input
+            raise InvalidArchive(f"layer {source.name} is not a readable tar: {exc}") from None
 
     def _forget(self, chain: str) -> None:
         """Remove every trace of a layer (driver layer, tar-split, row); journaled."""

@@ -10,13 +10,12 @@ import os
 import platform
 import shutil
 import tempfile
-import zlib
 from collections.abc import Iterator
 from typing import IO, TYPE_CHECKING
 
 from . import imageview, layerstream
-from .errors import InvalidArchive, InvalidReference, NoSuchImage, UsageError
-from .graph import Graph, Image, LayerSource, NewImage
+from .errors import EngineError, InvalidArchive, InvalidReference, NoSuchImage, UsageError
+from .graph import Graph, Image, NewImage, diff_id_of_file
 from .imageload import ImagePlan, open_bundle, plan
 from .imagesave import OutImage, OutLayer, write_docker_archive
 from .job import Job
@@ -111,7 +110,7 @@ def import_(job: Job) -> int:
     with _input_path(job) as path:
         if not os.path.isfile(path):
             raise InvalidArchive(f"{path}: no such file")
-        diff_id = _diff_id_of(path)
+        diff_id = diff_id_of_file(path)
         now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
         source_name = job.args[0] if job.args[0] != "-" else "-"
         config = {
@@ -124,26 +123,11 @@ def import_(job: Job) -> int:
             "rootfs": {"type": "layers", "diff_ids": [diff_id]},
         }
         config_bytes = json.dumps(config, separators=(",", ":"), sort_keys=True).encode()
-        source = LayerSource(name=source_name, open=lambda: open(path, "rb"), size=os.path.getsize(path))
         with graph.lease() as lease:
-            layer, _ = graph.ensure_layer(lease, None, diff_id, source)
+            layer = graph.layer_from_file(lease, None, path, source_name, diff_id)
             [(image_id, _)] = graph.commit(lease, [NewImage(config_bytes, [layer], tags)])
     job.write(image_id + "\n")
     return 0
-
-
-def _diff_id_of(path: str) -> str:
-    digest = hashlib.sha256()
-    try:
-        with open(path, "rb") as raw:
-            stream = layerstream.decompressed(raw)
-            while chunk := stream.read(layerstream.CHUNK):
-                digest.update(chunk)
-    except (EOFError, zlib.error, OSError) as exc:
-        if isinstance(exc, OSError) and exc.errno is not None:
-            raise
-        raise InvalidArchive(f"{path} cannot be decompressed: {exc}") from None
-    return "sha256:" + digest.hexdigest()
 
 
 def _arch() -> str:
@@ -216,9 +200,7 @@ def _verified_stream(chunks: Iterator[bytes], total: int, diff_id: str, chain: s
                                      "(its files changed in the driver)")
             yield chunk
 
-    from .imagesave import chunks_stream
-
-    return chunks_stream(checked())
+    return layerstream.stream_of(checked())
 
 
 # -- tag, rmi ------------------------------------------------------------------------------
@@ -232,19 +214,23 @@ def tag(job: Job) -> int:
 
 
 def rmi(job: Job) -> int:
-    """`rmi IMAGE...` (env force=1: untag everywhere / delete despite containers)."""
+    """`rmi IMAGE...` (env force=1: untag everywhere / delete despite containers).
+
+    Like docker rmi, every image is tried; the first failure is raised at the end.
+    """
     _args(job, 1, None, "IMAGE...")
     force = job.getenv_bool("force")
-    failed = None
+    failures: list[EngineError] = []
     for ref in job.args:
         try:
             for line in job.engine.graph.delete(ref, force=force):
                 job.write(line + "\n")
-        except NoSuchImage as exc:
-            job.error_line(f"Error: {exc}")
-            failed = exc
-    if failed is not None:
-        return 1
+        except EngineError as exc:
+            if len(job.args) > 1:
+                job.error_line(f"Error: {exc}")
+            failures.append(exc)
+    if failures:
+        raise failures[0]
     return 0
 
 
@@ -252,18 +238,21 @@ def rmi(job: Job) -> int:
 
 
 def inspect(job: Job) -> int:
-    """`inspect IMAGE...`: Docker-like JSON list; missing images are errors on stderr."""
+    """`inspect IMAGE...`: Docker-like JSON list of those found; the first missing one is raised."""
     _args(job, 1, None, "IMAGE...")
     graph: Graph = job.engine.graph
-    found, status = [], 0
+    found, missing = [], []
     for ref in job.args:
         try:
             found.append(imageview.inspect(graph, graph.get_image(ref)))
         except NoSuchImage as exc:
-            job.error_line(f"Error: {exc}")
-            status = 1
+            missing.append(exc)
     job.write_json(found)
-    return status
+    if missing:
+        for exc in missing[1:]:
+            job.error_line(f"Error: {exc}")
+        raise missing[0]
+    return 0
 
 
 def history(job: Job) -> int:
@@ -299,6 +288,7 @@ def info(job: Job) -> int:
     _args(job, 0, 0, "")
     engine = job.engine
     data = {
+        **_host_facts(),
         "Containers": engine.db.count("container"),
         "Images": engine.db.count("image"),
         "Layers": len(engine.graph.layers()),
@@ -317,5 +307,18 @@ def info(job: Job) -> int:
     lines.append(f"Execution Driver: {data['ExecutionDriver']}")
     lines += [f" {key}: {value}" for key, value in data["ExecutionDriverStatus"] if key != "Execution Driver"]
     lines.append(f"Docker Root Dir: {data['DockerRootDir']}")
+    lines += [f"Kernel Version: {data['KernelVersion']}", f"Operating System: {data['OperatingSystem']}",
+              f"CPUs: {data['NCPU']}", f"Total Memory: {imageview.size(data['MemTotal'])}"]
     job.write("\n".join(lines) + "\n")
     return 0
+
+
+def _host_facts() -> dict[str, object]:
+    """The machine rows of docker info: results depend on them, so info reports them."""
+    os_name = "Linux"
+    with contextlib.suppress(OSError), open("/etc/os-release", encoding="utf-8") as f:
+        for line in f:
+            if line.startswith("PRETTY_NAME="):
+                os_name = line.split("=", 1)[1].strip().strip('"')
+    return {"KernelVersion": os.uname().release, "OperatingSystem": os_name, "NCPU": os.cpu_count() or 1,
+            "MemTotal": os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")}

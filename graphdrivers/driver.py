@@ -240,10 +240,10 @@ class Driver(ABC):
 
         try:
             found = naivediff.changes(layer_dir, parent_dir)
+            return naivediff.export_stream(layer_dir, found, on_close=release)
         except BaseException:
             release()
             raise
-        return naivediff.export_stream(layer_dir, found, on_close=release)
 
     def diff_size(self, id: str, parent: str | None = None) -> int:
         with self._mounted(id) as layer_dir, self._mounted(parent) as parent_dir:
@@ -277,7 +277,7 @@ class Driver(ABC):
     def _unmount(self, id: str) -> None:
         """Undo `_mount` (last reference)."""
 
-    def _cleanup(self) -> None:  # noqa: B027 -- optional hook; most drivers have nothing to tear down
+    def _cleanup(self) -> None:  # noqa: B027 -- optional hook, most drivers need none
         """Driver-wide teardown after every layer is unmounted (pools, backing mounts)."""
 
 

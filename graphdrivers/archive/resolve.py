@@ -58,9 +58,24 @@ def clean_name(name: str, what: str = "name") -> str:
     `..` is applied lexically, as Docker does; one that would climb above the root is an
     attack, not something to clamp silently.
     """
+    short = name[2:] if name.startswith("./") else name
+    if (  # the common case, already clean: no empty, "." or ".." component, nothing odd
+        short
+        and len(short) < PATH_MAX // 4
+        and short[0] != "/"
+        and short[-1] != "/"
+        and "\0" not in short
+        and "//" not in short
+        and "/./" not in short
+        and "/../" not in short
+        and not short.startswith(("./", "../"))
+        and not short.endswith(("/.", "/.."))
+        and short not in (".", "..")
+    ):
+        return short
     if "\0" in name:
         raise UnsafeArchive(f"{what} {name!r} contains a NUL byte")
-    if len(os.fsencode(name)) >= PATH_MAX:
+    if len(name) * 4 >= PATH_MAX and len(os.fsencode(name)) >= PATH_MAX:  # a UTF-8 char is <= 4 bytes
         raise UnsafeArchive(f"{what} of {len(os.fsencode(name))} bytes is longer than PATH_MAX ({PATH_MAX})")
     parts: list[str] = []
     for part in name.split("/"):
@@ -95,6 +110,7 @@ class DirCache:
         self.root = root
         self.root_fd = os.open(root, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
         self._fds: dict[str, int] = {}
+        self._retired: list[int] = []
 
     def get(self, path: str) -> int:
         """An fd of directory `path` (resolved in the root); OSError when it is not one."""
@@ -112,14 +128,23 @@ class DirCache:
             self.clear()
         old = self._fds.pop(path, None)
         if old is not None:
-            os.close(old)
+            self._retired.append(old)
         self._fds[path] = fd
 
     def clear(self) -> None:
-        fds, self._fds = self._fds, {}
-        for fd in fds.values():
+        """Forget every cached fd. They are closed only by `release()`: a caller may still
+        hold one, and closing it would let the next open() reuse its number for another
+        directory."""
+        self._retired.extend(self._fds.values())
+        self._fds = {}
+
+    def release(self) -> None:
+        """Close the fds forgotten so far; call it when no caller holds a cached fd."""
+        retired, self._retired = self._retired, []
+        for fd in retired:
             os.close(fd)
 
     def close(self) -> None:
         self.clear()
+        self.release()
         os.close(self.root_fd)

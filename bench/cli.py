@@ -1,0 +1,133 @@
+"""The `bench` command: run, report, compare, list."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from .config import EXECDRIVERS, FULL_DEPTHS, RunConfig, quick_defaults
+from .scenarios import SCENARIOS
+from .workloads import WORKLOADS
+
+
+def _csv(choices: tuple[str, ...]):
+    def parse(text: str) -> list[str]:
+        items = [s.strip() for s in text.split(",") if s.strip()]
+        bad = [s for s in items if s not in choices]
+        if bad or not items:
+            raise argparse.ArgumentTypeError(
+                f"unknown {', '.join(bad) or 'empty list'} (choose from {', '.join(choices)})"
+            )
+        return items
+
+    return parse
+
+
+def _depths(text: str) -> tuple[int, ...]:
+    try:
+        depths = tuple(int(s) for s in text.split(",") if s.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--depths wants comma-separated integers, got {text!r}") from None
+    if not depths or any(not 1 <= d <= 127 for d in depths):
+        raise argparse.ArgumentTypeError("--depths: each depth must be between 1 and 127")
+    return depths
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
+def _non_negative(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError("must be 0 or more")
+    return value
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="bench", description="strata's graphdriver benchmark harness")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="measure drivers; writes a result directory")
+    run.add_argument("--driver", action="append", required=True, help="driver name (repeatable) or 'all'")
+    run.add_argument("--scenario", type=_csv(SCENARIOS), default=list(SCENARIOS), help="comma-separated scenarios")
+    source = run.add_mutually_exclusive_group()
+    source.add_argument("--workload", choices=WORKLOADS, default="busybox")
+    source.add_argument("--image", help="a docker save / OCI image archive to use as the workload")
+    run.add_argument("--depth", type=int, help="layers of the deep workload (1-127)")
+    run.add_argument("--depths", type=_depths, help=f"rootfs depth sweep (default {','.join(map(str, FULL_DEPTHS))})")
+    run.add_argument("--repeat", type=_positive, help="measured repetitions (default 5; --quick 3)")
+    run.add_argument("--warmup", type=_non_negative, help="unrecorded warm-up repetitions (default 1)")
+    run.add_argument("--cache", choices=("warm", "cold", "both"), default="warm")
+    run.add_argument("--backing", default="loop", help="'loop' (a fresh loop fs per driver) or a directory")
+    run.add_argument("--execdriver", action="append", choices=EXECDRIVERS, help="default: both")
+    run.add_argument("--out", help="result directory (default results/<timestamp>)")
+    run.add_argument("--scratch", help="where workload tars and loop images go (default: a new dir in $TMPDIR)")
+    run.add_argument("--quick", action="store_true", help="small sizes, few repetitions (seconds; for tests)")
+
+    report = sub.add_parser("report", help="figures and an HTML page from result directories")
+    report.add_argument("dirs", nargs="+")
+    report.add_argument("--out", required=True)
+
+    compare = sub.add_parser("compare", help="ratios of medians NEW/BASE per group, with CIs")
+    compare.add_argument("base")
+    compare.add_argument("new")
+    compare.add_argument("--fail-above", type=float, default=1.2, help="exit 1 when a group is slower than this ratio")
+
+    sub.add_parser("list", help="registered drivers: can they run here, backend, why not")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = parser().parse_args(argv)
+    if args.command == "run":
+        from .runner import Run
+
+        config = RunConfig(
+            drivers=args.driver,
+            scenarios=args.scenario,
+            workload=args.workload,
+            image=args.image,
+            depth=args.depth,
+            depths=args.depths or FULL_DEPTHS,
+            repeat=args.repeat or 5,
+            warmup=1 if args.warmup is None else args.warmup,
+            cache=args.cache,
+            backing=args.backing,
+            execdrivers=args.execdriver or list(EXECDRIVERS),
+            out=args.out or "",
+            scratch=args.scratch,
+            quick=args.quick,
+        )
+        quick_defaults(
+            config,
+            repeat_given=args.repeat is not None,
+            warmup_given=args.warmup is not None,
+            depths_given=args.depths is not None,
+        )
+        from .workloads import WorkloadError
+
+        try:
+            return Run(config, ["bench", *argv]).execute()
+        except WorkloadError as exc:
+            print(f"bench: {exc}", file=sys.stderr)
+            return 2
+    if args.command == "report":
+        from .report import report
+
+        return report(args.dirs, args.out)
+    if args.command == "compare":
+        from .compare import compare
+
+        return compare(args.base, args.new, args.fail_above)
+    from .listing import list_drivers
+
+    return list_drivers()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

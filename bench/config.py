@@ -1,0 +1,50 @@
+"""What one `bench run` does: drivers, scenarios, workload, repetitions, cache and sizes.
+
+`--quick` shrinks everything (sizes, repetitions, the depth sweep) so the tests can run
+the real harness end to end in seconds; the full defaults are what `make bench` runs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+FULL_DEPTHS = (1, 8, 32, 64, 127)
+QUICK_DEPTHS = (1, 8)
+EXECDRIVERS = ("oci", "native")
+
+
+@dataclass
+class RunConfig:
+    drivers: list[str]
+    scenarios: list[str]
+    workload: str = "busybox"
+    image: str | None = None
+    depth: int | None = None
+    depths: tuple[int, ...] = FULL_DEPTHS
+    repeat: int = 5
+    warmup: int = 1
+    cache: str = "warm"
+    backing: str = "loop"
+    execdrivers: list[str] = field(default_factory=lambda: list(EXECDRIVERS))
+    out: str = ""
+    scratch: str | None = None
+    quick: bool = False
+
+    @property
+    def cache_modes(self) -> list[str]:
+        return ["warm", "cold"] if self.cache == "both" else [self.cache]
+
+    def facts(self) -> dict[str, object]:
+        return asdict(self)
+
+
+def quick_defaults(config: RunConfig, *, repeat_given: bool, warmup_given: bool, depths_given: bool) -> RunConfig:
+    """Apply --quick's small settings to whatever the user did not set explicitly."""
+    if config.quick:
+        if not repeat_given:
+            config.repeat = 3
+        if not warmup_given:
+            config.warmup = 1
+        if not depths_given:
+            config.depths = QUICK_DEPTHS
+    return config

@@ -1,0 +1,52 @@
+"""Layers a scenario made, so they can be released and removed after each repetition,
+after a failure, or on Ctrl-C -- a benchmark must never leave a layer mounted."""
+
+from __future__ import annotations
+
+import itertools
+
+import graphdrivers
+
+_serial = itertools.count()
+
+
+class Layers:
+    def __init__(self, driver: graphdrivers.Driver, prefix: str) -> None:
+        self.driver = driver
+        self.prefix = prefix
+        self.created: list[str] = []
+        self.mounted: list[str] = []
+
+    def new_id(self, label: str) -> str:
+        return f"{self.prefix}-{label}-{next(_serial)}"
+
+    def created_layer(self, layer_id: str) -> None:
+        self.created.append(layer_id)
+
+    def got(self, layer_id: str) -> None:
+        self.mounted.append(layer_id)
+
+    def put(self, layer_id: str) -> None:
+        self.driver.put(layer_id)
+        self.mounted.remove(layer_id)
+
+    def removed(self, layer_id: str) -> None:
+        self.created.remove(layer_id)
+
+    def release(self) -> None:
+        """Put every outstanding get and remove every layer, newest first."""
+        errors = []
+        while self.mounted:
+            layer_id = self.mounted.pop()
+            try:
+                self.driver.put(layer_id)
+            except Exception as exc:
+                errors.append(f"put {layer_id}: {exc}")
+        while self.created:
+            layer_id = self.created.pop()
+            try:
+                self.driver.remove(layer_id)
+            except Exception as exc:
+                errors.append(f"remove {layer_id}: {exc}")
+        if errors:
+            raise graphdrivers.errors.DriverError("could not release benchmark layers: " + "; ".join(errors))

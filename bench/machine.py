@@ -1,0 +1,86 @@
+"""Facts about the machine and software a run was made on, for run.json.
+
+Numbers from different machines, kernels or package versions are not comparable; the
+record lets a reader (and `bench compare`) see when two runs differ in more than code.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import subprocess
+import sys
+from importlib import metadata
+
+PACKAGES = ("strata", "pandas", "pyarrow", "numpy", "matplotlib", "rich", "btrfsutil", "pyfuse3", "pytest-benchmark")
+DEBIAN_PACKAGES = ("btrfs-progs", "xfsprogs", "e2fsprogs", "fuse3", "runc", "crun", "busybox-static")
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def _memory_bytes() -> int:
+    with open("/proc/meminfo") as f:
+        for line in f:
+            if line.startswith("MemTotal:"):
+                return int(line.split()[1]) * 1024
+    return -1
+
+
+def machine() -> dict[str, object]:
+    return {
+        "hostname": platform.node(),
+        "cpu_model": _cpu_model(),
+        "cores": os.cpu_count(),
+        "memory_bytes": _memory_bytes(),
+        "kernel": platform.release(),
+        "kernel_version": platform.version(),
+        "arch": platform.machine(),
+        "os": _os_release(),
+    }
+
+
+def _os_release() -> str:
+    try:
+        with open("/etc/os-release") as f:
+            for line in f:
+                if line.startswith("PRETTY_NAME="):
+                    return line.split("=", 1)[1].strip().strip('"')
+    except OSError:
+        pass
+    return platform.system()
+
+
+def packages() -> dict[str, str]:
+    found = {"python": sys.version.split()[0]}
+    for name in PACKAGES:
+        try:
+            found[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            found[name] = "not installed"
+    proc = subprocess.run(
+        ["dpkg-query", "-W", "-f", "${Package} ${Version}\n", *DEBIAN_PACKAGES],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    for line in proc.stdout.splitlines():
+        name, _, version = line.partition(" ")
+        found[f"deb:{name}"] = version or "not installed"
+    return found
+
+
+def git_commit() -> str:
+    proc = subprocess.run(["git", "-C", REPO, "rev-parse", "HEAD"], capture_output=True, text=True, check=False)
+    commit = proc.stdout.strip() or "unknown"
+    dirty = subprocess.run(["git", "-C", REPO, "status", "--porcelain"], capture_output=True, text=True, check=False)
+    return commit + ("-dirty" if dirty.stdout.strip() else "")

@@ -1,0 +1,137 @@
+"""The results schema: tidy rows (one a measurement) in Parquet with a CSV twin, and run.json.
+
+The column list below is the contract notebooks, `bench report` and `bench compare` read;
+change it only together with SCHEMA_VERSION and the README's "Results schema" table.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import asdict, dataclass, fields
+
+import pandas as pd
+
+SCHEMA_VERSION = 1
+PARQUET, CSV, RUN_JSON = "results.parquet", "results.csv", "run.json"
+
+# column -> pandas dtype (nullable ints: a space column is empty where nothing was measured)
+COLUMNS: dict[str, str] = {
+    "run_id": "string",
+    "schema_version": "Int64",
+    "driver": "string",
+    "backend": "string",
+    "backing_fs": "string",
+    "scenario": "string",
+    "step": "string",
+    "workload": "string",
+    "layer": "Int64",
+    "depth": "Int64",
+    "files": "Int64",
+    "bytes": "Int64",
+    "cache": "string",
+    "cache_dropped": "boolean",
+    "page_cache_bytes": "Int64",
+    "repetition": "Int64",
+    "seconds": "float64",
+    "space_before": "Int64",
+    "space_after": "Int64",
+    "space_used": "Int64",
+    "space_amplification": "float64",
+    "execdriver": "string",
+    "runtime": "string",
+    "note": "string",
+}
+# what identifies a group of repetitions of the same measurement
+GROUP_KEYS = [
+    "driver",
+    "backend",
+    "backing_fs",
+    "scenario",
+    "step",
+    "workload",
+    "layer",
+    "depth",
+    "cache",
+    "execdriver",
+]
+
+
+@dataclass
+class Row:
+    run_id: str
+    driver: str
+    backend: str
+    backing_fs: str
+    scenario: str
+    step: str
+    workload: str
+    layer: int = -1
+    depth: int = 0
+    files: int | None = None
+    bytes: int | None = None
+    cache: str = "warm"
+    cache_dropped: bool = False
+    page_cache_bytes: int | None = None
+    repetition: int = 0
+    seconds: float = math.nan
+    space_before: int | None = None
+    space_after: int | None = None
+    space_used: int | None = None
+    space_amplification: float = math.nan
+    execdriver: str = ""
+    runtime: str = ""
+    note: str = ""
+    schema_version: int = SCHEMA_VERSION
+
+    def with_space(self, before: int, after: int) -> Row:
+        self.space_before, self.space_after, self.space_used = before, after, after - before
+        if self.bytes:
+            self.space_amplification = (after - before) / self.bytes
+        return self
+
+
+assert {f.name for f in fields(Row)} == set(COLUMNS), "Row and COLUMNS must list the same columns"
+
+
+def frame(rows: list[Row]) -> pd.DataFrame:
+    df = pd.DataFrame([asdict(r) for r in rows], columns=list(COLUMNS))
+    return df.astype(COLUMNS)
+
+
+def write(directory: str, rows: list[Row], run: dict[str, object]) -> None:
+    os.makedirs(directory, exist_ok=True)
+    df = frame(rows)
+    df.to_parquet(os.path.join(directory, PARQUET), index=False)
+    df.to_csv(os.path.join(directory, CSV), index=False)
+    with open(os.path.join(directory, RUN_JSON), "w") as f:
+        json.dump(run, f, indent=2, sort_keys=True, default=str)
+        f.write("\n")
+
+
+class ResultsError(Exception):
+    """A directory does not hold bench results of a schema this version reads."""
+
+
+def load(directories: list[str]) -> pd.DataFrame:
+    """All rows of one or more result directories (one run each), checked against the schema."""
+    frames = []
+    for d in directories:
+        path = os.path.join(d, PARQUET)
+        if not os.path.exists(path):
+            raise ResultsError(f"{d}: no {PARQUET} (not a bench result directory)")
+        df = pd.read_parquet(path)
+        versions = set(df["schema_version"].dropna().astype(int)) if len(df) else {SCHEMA_VERSION}
+        if versions != {SCHEMA_VERSION}:
+            raise ResultsError(f"{d}: schema version {sorted(versions)}, this bench reads {SCHEMA_VERSION}")
+        missing = set(COLUMNS) - set(df.columns)
+        if missing:
+            raise ResultsError(f"{d}: {PARQUET} lacks columns {sorted(missing)}")
+        frames.append(df.astype(COLUMNS))
+    return pd.concat(frames, ignore_index=True) if frames else frame([])
+
+
+def load_run(directory: str) -> dict[str, object]:
+    with open(os.path.join(directory, RUN_JSON)) as f:
+        return json.load(f)

@@ -1,0 +1,209 @@
+"""`bench run`: every driver in turn on its own backing filesystem, every scenario, results.
+
+Isolation rules: a driver that cannot be built, or a scenario that fails, is recorded in
+run.json and warned about, and the run goes on with the rest. Ctrl-C (SIGINT) or SIGTERM
+stops the run, tears down what is mounted (with the signals held off during teardown so
+a second Ctrl-C cannot interrupt it), writes the rows gathered so far, and exits 130.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import os
+import secrets
+import shutil
+import signal
+import sys
+import tempfile
+import time
+import traceback
+from collections.abc import Callable, Iterator
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+import graphdrivers
+
+from . import machine, results, workloads
+from .config import RunConfig
+from .results import Row
+from .sandbox import Sandbox, backend_of
+from .scenarios import SCENARIOS, Context, layer_create, rootfs, steps_per_driver
+from .scenarios import exec as exec_scenario
+from .table import plain_text, rich_table, summary
+
+SCENARIO_RUNNERS: dict[str, Callable[[Context], None]] = {
+    "layer-create": layer_create.run,
+    "rootfs": rootfs.run,
+    "exec": exec_scenario.run,
+}
+assert tuple(SCENARIO_RUNNERS) == SCENARIOS
+
+EXIT_OK, EXIT_DRIVER_FAILED, EXIT_INTERRUPTED = 0, 1, 130
+
+
+@contextlib.contextmanager
+def signals_held() -> Iterator[None]:
+    """Hold SIGINT/SIGTERM off during teardown; a pending one is delivered afterwards."""
+    held = {signal.SIGINT, signal.SIGTERM}
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+
+def _sigterm_as_interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def expand_drivers(names: list[str]) -> list[str]:
+    if "all" in names:
+        return graphdrivers.registered()
+    return list(dict.fromkeys(names))
+
+
+def new_run_id() -> str:
+    return dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ") + "-" + secrets.token_hex(2)
+
+
+class Run:
+    def __init__(self, config: RunConfig, argv: list[str], console: Console | None = None) -> None:
+        self.config = config
+        self.argv = argv
+        self.console = console or Console(stderr=True)
+        self.run_id = new_run_id()
+        self.rows: list[Row] = []
+        self.warnings: list[str] = []
+        self.drivers: dict[str, dict[str, object]] = {}
+        self.facts: dict[str, object] = {}
+        self.started = time.time()
+        self.out = config.out or os.path.join("results", self.run_id.split("-")[0])
+
+    def warn(self, message: str) -> None:
+        self.warnings.append(message)
+        self.console.print(f"[bold yellow]warning:[/] {message}", highlight=False)
+
+    def execute(self) -> int:
+        old_term = signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
+        scratch = self.config.scratch or tempfile.mkdtemp(prefix="strata-bench-")
+        os.makedirs(scratch, exist_ok=True)
+        interrupted = False
+        try:
+            workload = workloads.build(
+                self.config.workload,
+                os.path.join(scratch, "workload"),
+                quick=self.config.quick,
+                depth=self.config.depth,
+                image=self.config.image,
+            )
+            self.facts["workload"] = workload.facts()
+            with Progress(
+                TextColumn("{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeElapsedColumn(),
+                console=self.console,
+                transient=False,
+            ) as progress:
+                for name in expand_drivers(self.config.drivers):
+                    self._driver(name, workload, scratch, progress)
+        except KeyboardInterrupt:
+            interrupted = True
+            self.warn("interrupted: everything mounted was torn down; rows so far are written")
+        finally:
+            with signals_held():
+                shutil.rmtree(scratch, ignore_errors=True)
+                self._write(interrupted)
+            signal.signal(signal.SIGTERM, old_term)
+        if interrupted:
+            return EXIT_INTERRUPTED
+        self._print_table()
+        failed = [n for n, d in self.drivers.items() if d["status"] != "ok"]
+        return EXIT_DRIVER_FAILED if failed else EXIT_OK
+
+    def _driver(self, name: str, workload: workloads.Workload, scratch: str, progress: Progress) -> None:
+        record: dict[str, object] = {"status": "ok", "errors": []}
+        self.drivers[name] = record
+        errors: list[str] = record["errors"]  # type: ignore[assignment]
+        sandbox = Sandbox(name, scratch, self.config.backing, self.run_id)
+        try:
+            try:
+                driver = sandbox.open()
+            except Exception as exc:
+                record["status"] = "failed"
+                errors.append(f"setup: {type(exc).__name__}: {exc}")
+                self.warn(f"driver {name} failed to start and is left out: {exc}")
+                return
+            status = driver.status()
+            backend = backend_of(status, name)
+            record.update(status_rows=[list(r) for r in status], backend=backend, backing=sandbox.facts())
+            for scenario in self.config.scenarios:
+                task = progress.add_task(f"{name:<10} {scenario:<12}", total=steps_per_driver(self.config, scenario))
+                ctx = Context(
+                    self.run_id,
+                    self.config,
+                    sandbox,
+                    driver,
+                    backend,
+                    workload,
+                    os.path.join(scratch, "workload"),
+                    advance=lambda t=task: progress.advance(t),
+                )
+                try:
+                    SCENARIO_RUNNERS[scenario](ctx)
+                except Exception as exc:
+                    record["status"] = "partial" if record["status"] == "ok" else record["status"]
+                    errors.append(f"{scenario}: {type(exc).__name__}: {exc}")
+                    record.setdefault("tracebacks", []).append(traceback.format_exc())  # type: ignore[union-attr]
+                    self.warn(f"driver {name}, scenario {scenario} failed: {type(exc).__name__}: {exc}")
+                finally:
+                    self.rows.extend(ctx.rows)
+                    for message in ctx.warnings:
+                        self.warn(message)
+                    if "execdrivers" in ctx.facts:
+                        self.facts["execdrivers"] = ctx.facts["execdrivers"]
+            if record["status"] == "partial" and not any(r.driver == name for r in self.rows):
+                record["status"] = "failed"
+        finally:
+            with signals_held():
+                try:
+                    sandbox.close()
+                except Exception as exc:
+                    record["status"] = "failed"
+                    errors.append(f"teardown: {type(exc).__name__}: {exc}")
+                    self.warn(f"driver {name}: teardown failed: {exc}")
+
+    def run_json(self, interrupted: bool) -> dict[str, object]:
+        return {
+            "schema_version": results.SCHEMA_VERSION,
+            "run_id": self.run_id,
+            "command_line": " ".join(self.argv),
+            "argv": self.argv,
+            "started": dt.datetime.fromtimestamp(self.started, dt.UTC).isoformat(),
+            "finished": dt.datetime.now(dt.UTC).isoformat(),
+            "duration_seconds": round(time.time() - self.started, 3),
+            "interrupted": interrupted,
+            "git_commit": machine.git_commit(),
+            "machine": machine.machine(),
+            "packages": machine.packages(),
+            "config": self.config.facts(),
+            "drivers": self.drivers,
+            "warnings": self.warnings,
+            **self.facts,
+        }
+
+    def _write(self, interrupted: bool) -> None:
+        results.write(self.out, self.rows, self.run_json(interrupted))
+
+    def _print_table(self) -> None:
+        stats = summary(results.frame(self.rows))
+        if stats.empty:
+            self.console.print("no measurements were made", style="bold red")
+            return
+        out = Console(file=sys.stdout, width=max(Console().width, 200))
+        out.print(rich_table(stats))
+        with open(os.path.join(self.out, "summary.txt"), "w") as f:
+            f.write(plain_text(stats) + "\n")
+        self.console.print(f"results: {self.out}", highlight=False)

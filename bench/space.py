@@ -1,0 +1,38 @@
+"""Used space of a backing filesystem, measured after its dirty data reached the disk.
+
+Space amplification (bytes the filesystem used for a layer / bytes of file data in it) is
+only meaningful when delayed allocation and btrfs' lazy subvolume cleanup have settled,
+so `used_bytes` syncs the filesystem first (and waits for deleted btrfs subvolumes).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import os
+import subprocess
+
+_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+
+
+def syncfs(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        if _libc.syncfs(fd) != 0:
+            err = ctypes.get_errno()
+            raise OSError(err, f"syncfs({path}): {os.strerror(err)}")
+    finally:
+        os.close(fd)
+
+
+def settle(path: str, fstype: str) -> None:
+    """Let freed space from earlier removals show up before the next measurement."""
+    if fstype == "btrfs":
+        subprocess.run(["btrfs", "subvolume", "sync", path], capture_output=True, check=False)
+    syncfs(path)
+
+
+def used_bytes(path: str) -> int:
+    syncfs(path)
+    st = os.statvfs(path)
+    return (st.f_blocks - st.f_bfree) * st.f_frsize

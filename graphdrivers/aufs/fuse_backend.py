@@ -1,0 +1,195 @@
+"""Mounting unions with the FUSE filesystem: one `fuse_main` process per mount.
+
+Starting Python and importing pyfuse3 + trio costs ~130 ms of CPU, more than a whole
+`get` should take, so the backend starts one zygote (`fuse_main --zygote`, the same
+interpreter) on first use and asks it to fork a process per mount. The backend tracks
+each mount process through a pidfd (it is the zygote's child, reaped by the kernel), so
+`unmount` can wait for it to exit, and works whether the process is alive or was killed:
+a dead FUSE daemon leaves a mount that answers ENOTCONN, which unmounts like any other.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import select
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+
+from .. import mountutil
+from ..errors import DriverError
+
+READY_TIMEOUT = 60.0  # seconds a mount may take to answer (a loaded machine, 130 branches)
+EXIT_TIMEOUT = 10.0
+FUSE_TYPE = "fuse.strata-aufs"
+_PACKAGE_PARENT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+class FuseMountError(DriverError):
+    """The FUSE process could not mount or serve a union."""
+
+
+class MountProcess:
+    """The process serving one mount, watched through a pidfd (no pid-reuse races)."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.pidfd = os.pidfd_open(pid)
+
+    def wait(self, timeout: float) -> bool:
+        """Whether the process has exited within `timeout` seconds."""
+        ready, _, _ = select.select([self.pidfd], [], [], timeout)
+        return bool(ready)
+
+    def kill(self) -> None:
+        try:
+            signal.pidfd_send_signal(self.pidfd, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.wait(EXIT_TIMEOUT)
+
+    def close(self) -> None:
+        os.close(self.pidfd)
+
+
+class Zygote:
+    """`fuse_main --zygote`: forks a mount process per request; its stderr goes to an unlinked temp file."""
+
+    def __init__(self) -> None:
+        self.stderr = tempfile.TemporaryFile()
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (_PACKAGE_PARENT, env.get("PYTHONPATH", "")) if p)
+        self.popen = subprocess.Popen(
+            [sys.executable, "-m", "graphdrivers.aufs.fuse_main", "--zygote"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self.stderr,
+            env=env,
+            bufsize=0,
+            start_new_session=True,  # a terminal's ^C must not kill mounts the driver still owns
+        )
+
+    def alive(self) -> bool:
+        return self.popen.poll() is None
+
+    def errors(self) -> str:
+        self.stderr.seek(0)
+        return self.stderr.read().decode(errors="replace").strip()[-2000:]
+
+    def request(self, mountpoint: str, branches: list[str]) -> MountProcess:
+        """Have a process mount the union; return once the mount answers."""
+        assert self.popen.stdin is not None
+        try:
+            self.popen.stdin.write(json.dumps({"mountpoint": mountpoint, "branches": branches}).encode() + b"\n")
+        except BrokenPipeError:
+            raise FuseMountError(f"the FUSE zygote is gone: {self.errors()}") from None
+        line = self._readline(READY_TIMEOUT)
+        if not line.startswith("ready "):
+            reason = line.removeprefix("error ") or f"no answer within {READY_TIMEOUT:.0f} s"
+            raise FuseMountError(f"FUSE union for {mountpoint} did not start: {reason} {self.errors()}".strip())
+        proc = MountProcess(int(line.split()[1]))
+        try:
+            os.stat(mountpoint)  # answered by the new process's loop: the mount is live
+        except OSError as exc:
+            proc.kill()
+            proc.close()
+            detach(mountpoint)
+            raise FuseMountError(
+                f"FUSE union at {mountpoint} does not answer ({exc.strerror}): {self.errors()}"
+            ) from None
+        return proc
+
+    def _readline(self, timeout: float) -> str:
+        assert self.popen.stdout is not None
+        fd = self.popen.stdout.fileno()
+        data = b""
+        while not data.endswith(b"\n"):
+            ready, _, _ = select.select([fd], [], [], timeout)
+            chunk = os.read(fd, 4096) if ready else b""
+            if not chunk:
+                break
+            data += chunk
+        return data.decode(errors="replace").strip()
+
+    def stop(self) -> None:
+        """End of input stops the zygote; mounts it started are not affected."""
+        for stream in (self.popen.stdin, self.popen.stdout):
+            if stream is not None:
+                stream.close()
+        try:
+            self.popen.wait(EXIT_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            self.popen.kill()
+            self.popen.wait()
+        self.stderr.close()
+
+
+def detach(mountpoint: str) -> None:
+    """Unmount, lazily if busy; a mount whose daemon died (ENOTCONN) goes the same way."""
+    try:
+        mountutil.umount_retry(mountpoint, attempts=25)
+    except OSError as exc:
+        if exc.errno not in (errno.EINVAL, errno.ENOENT):
+            mountutil.umount(mountpoint, mountutil.MNT_DETACH)
+
+
+def is_dead_mount(mountpoint: str) -> bool:
+    """ENOTCONN: its FUSE process is gone. statfs always reaches the process (a stat may
+    be answered from the kernel's attribute cache)."""
+    try:
+        os.statvfs(mountpoint)
+    except OSError as exc:
+        return exc.errno == errno.ENOTCONN
+    return False
+
+
+class FuseBackend:
+    name = "fuse"
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()  # one request at a time: answers come back on one pipe
+        self._zygote: Zygote | None = None
+        self._procs: dict[str, MountProcess] = {}
+
+    def mount(self, mountpoint: str, branches: list[str]) -> None:
+        with self._lock:
+            if self._zygote is not None and not self._zygote.alive():
+                self._zygote.stop()
+                self._zygote = None
+            if self._zygote is None:
+                self._zygote = Zygote()
+            self._procs[mountpoint] = self._zygote.request(mountpoint, branches)
+
+    def unmount(self, mountpoint: str) -> None:
+        with self._lock:
+            proc = self._procs.pop(mountpoint, None)
+        detach(mountpoint)
+        if proc is not None:
+            if not proc.wait(EXIT_TIMEOUT):
+                proc.kill()  # lazily detached while busy: its users get ENOTCONN, nothing leaks
+            proc.close()
+
+    def process(self, mountpoint: str) -> MountProcess | None:
+        """The process serving `mountpoint` (tests kill it to simulate a crash)."""
+        return self._procs.get(mountpoint)
+
+    def close(self) -> None:
+        with self._lock:
+            zygote, self._zygote = self._zygote, None
+            left = list(self._procs)
+        for mountpoint in left:
+            self.unmount(mountpoint)
+        if zygote is not None:
+            zygote.stop()
+
+    @staticmethod
+    def recover(mount_root: str) -> list[str]:
+        """Detach mounts under `mount_root` whose FUSE process is gone; returns them."""
+        stale = [p for p in mountutil.mounts_under(mount_root) if p != mount_root and is_dead_mount(p)]
+        for point in stale:
+            mountutil.umount(point, mountutil.MNT_DETACH)
+        return stale

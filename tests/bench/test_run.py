@@ -1,0 +1,237 @@
+"""`bench run` end to end: the schema, run.json, what each scenario records, cache modes,
+failure isolation, and that nothing stays mounted (after a run and after Ctrl-C)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pandas as pd
+
+from bench import cache, results
+from bench.config import QUICK_DEPTHS
+from graphdrivers import loopdev, mountutil
+
+from .conftest import REPO, QuickRun, bench
+
+REPEAT = 3  # --quick
+
+
+def _rows(run: QuickRun) -> pd.DataFrame:
+    return pd.read_parquet(os.path.join(run.out, results.PARQUET))
+
+
+def test_schema_parquet_and_csv_twin(quick_run: QuickRun) -> None:
+    df = _rows(quick_run)
+    assert list(df.columns) == list(results.COLUMNS)
+    assert (df["schema_version"] == results.SCHEMA_VERSION).all()
+    assert df["run_id"].nunique() == 1
+    csv = pd.read_csv(os.path.join(quick_run.out, results.CSV))
+    assert list(csv.columns) == list(results.COLUMNS)
+    assert len(csv) == len(df)
+    assert set(df["scenario"]) == {"layer-create", "rootfs", "exec"}
+    assert set(df["driver"]) == {"vfs"} and set(df["backing_fs"]) == {"ext4"}
+    measured = df[df["seconds"].notna()]
+    assert (measured["seconds"] > 0).all()
+    assert (measured["repetition"] >= 0).all()  # warm-ups are not recorded
+
+
+def test_run_json_records_machine_backing_and_software(quick_run: QuickRun) -> None:
+    run = results.load_run(quick_run.out)
+    assert run["schema_version"] == results.SCHEMA_VERSION
+    assert run["run_id"] == _rows(quick_run)["run_id"].iloc[0]
+    assert run["command_line"].startswith("bench run --driver vfs --quick")
+    assert run["interrupted"] is False and run["started"] < run["finished"]
+    machine = run["machine"]
+    assert machine["cores"] == os.cpu_count() and machine["memory_bytes"] > 0
+    assert machine["kernel"] == os.uname().release and machine["cpu_model"]
+    assert len(run["git_commit"]) >= 40
+    assert run["packages"]["pandas"] == pd.__version__
+    vfs = run["drivers"]["vfs"]
+    assert vfs["status"] == "ok" and vfs["errors"] == []
+    assert "Backing Filesystem" in dict(vfs["status_rows"])
+    assert vfs["backing"]["fstype"] == "ext4" and vfs["backing"]["kind"] == "loop"
+    assert "rw" in vfs["backing"]["mount_options"]
+    assert run["config"]["repeat"] == REPEAT and run["config"]["cache"] == "both"
+    (layer,) = run["workload"]["layers"]  # busybox: one layer holding /bin/busybox
+    assert layer["files"] >= 1 and layer["bytes"] >= os.path.getsize("/bin/busybox") and len(layer["sha256"]) == 64
+    assert set(run["execdrivers"]) == {"oci", "native"}
+
+
+def test_layer_create_rows_per_layer_and_chain_with_space(quick_run: QuickRun) -> None:
+    df = _rows(quick_run)
+    lc = df[df["scenario"] == "layer-create"]
+    for cache_mode in ("warm", "cold"):
+        sub = lc[lc["cache"] == cache_mode]
+        for step in ("create", "apply_diff", "create+apply_diff"):
+            assert len(sub[(sub["step"] == step) & (sub["layer"] == 0)]) == REPEAT
+            assert len(sub[(sub["step"] == f"chain:{step}") & (sub["layer"] == -1)]) == REPEAT
+        chain = sub[sub["step"] == "chain:create+apply_diff"]
+        assert (chain["bytes"] > 1_000_000).all()  # /bin/busybox is in it
+        assert (chain["space_used"] >= chain["bytes"] * 0.9).all()  # vfs stores every byte
+        assert (chain["space_amplification"] == chain["space_used"] / chain["bytes"]).all()
+        together = sub[sub["step"] == "create+apply_diff"]["seconds"].to_numpy()
+        apart = (
+            sub[sub["step"] == "create"]["seconds"].to_numpy() + sub[sub["step"] == "apply_diff"]["seconds"].to_numpy()
+        )
+        assert (abs(together - apart) < 1e-9).all()
+
+
+def test_rootfs_rows_exist_for_each_depth(quick_run: QuickRun) -> None:
+    df = _rows(quick_run)
+    rf = df[df["scenario"] == "rootfs"]
+    assert sorted(rf["depth"].unique()) == list(QUICK_DEPTHS)
+    for depth in QUICK_DEPTHS:
+        for step in ("create_read_write", "get", "create_read_write+get", "put", "remove"):
+            for cache_mode in ("warm", "cold"):
+                sel = rf[(rf["depth"] == depth) & (rf["step"] == step) & (rf["cache"] == cache_mode)]
+                assert sorted(sel["repetition"]) == list(range(REPEAT))
+
+
+def test_cold_rows_dropped_caches_and_warm_rows_did_not(quick_run: QuickRun) -> None:
+    df = _rows(quick_run)
+    assert df[df["cache"] == "cold"]["cache_dropped"].all()
+    assert not df[(df["cache"] == "warm") & df["seconds"].notna()]["cache_dropped"].any()
+    assert (df[df["seconds"].notna()]["page_cache_bytes"] > 0).all()
+
+
+def test_drop_evicts_a_file_from_the_page_cache(make_backing) -> None:
+    """What --cache cold relies on: after cache.drop() a file just read is not resident."""
+    fs = make_backing("ext4", 64 << 20)
+    path = os.path.join(fs.mountpoint, "data")
+    with open(path, "wb") as f:
+        f.write(os.urandom(4 << 20))
+    with open(path, "rb") as f:
+        f.read()
+
+    def resident_pages() -> int:
+        out = subprocess.run(["fincore", "-n", "-b", "-o", "PAGES", path], capture_output=True, text=True, check=True)
+        return int(out.stdout.split()[0])
+
+    assert resident_pages() > 0
+    cache.drop()
+    assert resident_pages() == 0
+
+
+def test_exec_rows_are_numbers_or_say_why_not(quick_run: QuickRun) -> None:
+    df = _rows(quick_run)
+    ex = df[df["scenario"] == "exec"]
+    for step in ("first_read_bottom", "first_write_copyup"):
+        assert len(ex[(ex["step"] == step) & ex["seconds"].notna()]) == 2 * REPEAT
+    for execdriver in ("oci", "native"):
+        rows = ex[ex["execdriver"] == execdriver]
+        assert set(rows["step"]) == {"true", "echo_first_byte"}
+        unavailable = rows["note"].str.startswith("unavailable: ")
+        assert (unavailable == rows["seconds"].isna()).all()  # never a number and a reason at once
+        if unavailable.any():
+            assert f"exec with execdriver {execdriver} unavailable" in quick_run.proc.stderr
+
+
+def test_nothing_left_mounted_after_a_run(quick_run: QuickRun) -> None:
+    assert mountutil.mounts_under(quick_run.scratch) == []
+    assert not os.path.exists(quick_run.scratch)  # workload tars and loop images are deleted too
+
+
+def test_summary_table_printed(quick_run: QuickRun) -> None:
+    assert "medians (ms)" in quick_run.proc.stdout
+    with open(os.path.join(quick_run.out, "summary.txt")) as f:
+        text = f.read()
+    assert "create_read_write+get" in text and "chain:apply_diff" in text
+
+
+def test_failing_driver_is_reported_and_the_others_still_run(tmp_path) -> None:
+    """btrfs on an ext4 --backing path cannot start; vfs after it must still be measured."""
+    out = str(tmp_path / "out")
+    backing = tmp_path / "backing"
+    backing.mkdir()
+    proc = bench(
+        "run",
+        "--driver",
+        "nosuch",
+        "--driver",
+        "btrfs",
+        "--driver",
+        "vfs",
+        "--quick",
+        "--scenario",
+        "rootfs",
+        "--depths",
+        "1",
+        "--backing",
+        str(backing),
+        "--out",
+        out,
+    )
+    assert proc.returncode == 1, proc.stderr
+    run = results.load_run(out)
+    assert run["drivers"]["nosuch"]["status"] == "failed"
+    assert "no such driver" in run["drivers"]["nosuch"]["errors"][0]
+    assert run["drivers"]["btrfs"]["status"] == "failed"
+    assert "btrfs" in run["drivers"]["btrfs"]["errors"][0]
+    assert run["drivers"]["vfs"]["status"] == "ok"
+    assert "warning: driver btrfs failed to start" in " ".join(proc.stderr.split())
+    df = pd.read_parquet(os.path.join(out, results.PARQUET))
+    assert set(df["driver"]) == {"vfs"} and len(df) == 5 * REPEAT
+    assert os.listdir(backing) == []  # the --backing path is left as it was
+
+
+def test_sigint_mid_run_unmounts_everything(tmp_path) -> None:
+    scratch, out = str(tmp_path / "scratch"), str(tmp_path / "out")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [REPO, os.environ.get("PYTHONPATH")]))}
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "bench.cli",
+            "run",
+            "--driver",
+            "vfs",
+            "--quick",
+            "--workload",
+            "deep",
+            "--depth",
+            "60",
+            "--scenario",
+            "rootfs",
+            "--depths",
+            "60",
+            "--repeat",
+            "500",
+            "--scratch",
+            scratch,
+            "--out",
+            out,
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        layers = os.path.join(scratch, "vfs", "mnt", "root", "vfs", "dir")
+        while time.monotonic() < deadline:  # wait until the driver is mounted and making layers
+            if os.path.isdir(layers) and len(os.listdir(layers)) > 20:
+                break
+            assert proc.poll() is None, proc.communicate()
+            time.sleep(0.05)
+        else:
+            raise AssertionError("the run never got going")
+        image = os.path.join(scratch, "vfs", "ext4.img")
+        assert mountutil.mounts_under(scratch) and loopdev.devices_for(image)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 130, err
+    assert "interrupted" in err
+    assert mountutil.mounts_under(scratch) == [] and loopdev.devices_for(image) == []
+    assert not os.path.exists(scratch)
+    with open(os.path.join(out, results.RUN_JSON)) as f:
+        assert json.load(f)["interrupted"] is True
