@@ -148,6 +148,8 @@ def _run(job: Job, output: str | None, progress: bool) -> int:
 def main(argv: list[str] | None = None) -> int:
     ns = _parser().parse_args(argv)
     try:
+        if ns.command == "logs" and ns.follow:
+            return containercli.follow_logs(lambda: Engine(ns.root, ns.driver, _options(ns.storage_opt)), ns.container)
         with Engine(ns.root, ns.driver, _options(ns.storage_opt)) as engine:
             job, output = _job(engine, ns)
             progress = ns.command == "load" and not ns.quiet and sys.stderr.isatty()

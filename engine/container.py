@@ -120,6 +120,8 @@ class Container:
             },
             "Image": self.image,
             "LogPath": log_path,
+            "LogPaths": {"Stdout": log_path, "Stderr": os.path.join(os.path.dirname(log_path), "stderr.log")},
+            "Monitor": self.monitor,
             "Name": "/" + self.name,
             "Driver": driver_name,
             "ExecDriver": self.execdriver_description(),

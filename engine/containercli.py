@@ -4,11 +4,17 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+from collections.abc import Callable
+from typing import IO
 
 from .engine import Engine
 from .errors import NoSuchContainer
+from .execdrivers.base import MonitorInfo, wait_for_exit
 from .job import Job
+
+FOLLOW_POLL = 0.05  # seconds between looks at the log files
 
 COMMANDS = ("create", "run", "start", "wait", "logs", "stop", "kill", "rm", "ps", "diff", "commit", "export")
 
@@ -102,3 +108,40 @@ def _all_containers(engine: Engine, refs: list[str]) -> bool:
         except NoSuchContainer:
             return False
     return True
+
+
+def follow_logs(open_engine: Callable[[], Engine], ref: str) -> int:
+    """`logs -f` without holding the engine root while it follows.
+
+    One engine process owns a root at a time; a follow that kept it would lock out every
+    other command (`stop` among them) for as long as the container runs. So the record is
+    read with the engine open, then the log files are followed and the container's
+    monitor is watched through a pidfd, with no engine.
+    """
+    with open_engine() as engine:
+        job = engine.job("container_inspect", ref, stderr=sys.stderr.buffer)
+        if job.run() != 0:
+            return job.status or 1
+        data = job.json()[0]
+    paths = data["LogPaths"]
+    monitor = data["Monitor"] if data["State"]["Running"] and data["Monitor"] else None
+    out, err = sys.stdout.buffer, sys.stderr.buffer
+    with _open_log(paths["Stdout"]) as o, _open_log(paths["Stderr"]) as e:
+        _copy(o, out)
+        _copy(e, err)
+        while monitor is not None and not wait_for_exit(MonitorInfo.from_json(monitor), FOLLOW_POLL):
+            _copy(o, out)
+            _copy(e, err)
+        _copy(o, out)
+        _copy(e, err)
+    return 0
+
+
+def _open_log(path: str) -> IO[bytes]:
+    return open(path if os.path.exists(path) else os.devnull, "rb")
+
+
+def _copy(src: IO[bytes], dst: IO[bytes]) -> None:
+    while chunk := src.read(1 << 20):
+        dst.write(chunk)
+    dst.flush()

@@ -256,6 +256,26 @@ def spawn_shell_monitor(
         raise ExecError(f"cannot start the container's monitor: {exc}") from None
 
 
+def wait_for_exit(info: MonitorInfo, timeout: float | None, *, child: bool = False) -> bool:
+    """True once the monitor has ended, False if `timeout` seconds passed first.
+
+    A pidfd works for any process, not only children, so an engine that did not start
+    the container (or a `logs -f` that holds no engine) waits the same way.
+    """
+    try:
+        fd = os.pidfd_open(info.monitor_pid)
+    except ProcessLookupError:
+        return True
+    try:
+        if not child and _proc_start_time(info.monitor_pid) != info.monitor_start:
+            return True  # that pid is another process now
+        poller = select.poll()
+        poller.register(fd, select.POLLIN)
+        return bool(poller.poll(None if timeout is None else max(0, int(timeout * 1000))))
+    finally:
+        os.close(fd)
+
+
 class Handle:
     """A started container process: wait for it, signal it, read how it ended.
 
@@ -305,19 +325,8 @@ class Handle:
         """Block until the process ends (None if `timeout` seconds pass first)."""
         if self._exit is not None:
             return self._exit
-        try:
-            fd = os.pidfd_open(self.info.monitor_pid)
-        except ProcessLookupError:
-            fd = None
-        if fd is not None:
-            try:
-                if self._child or _proc_start_time(self.info.monitor_pid) == self.info.monitor_start:
-                    poller = select.poll()
-                    poller.register(fd, select.POLLIN)
-                    if not poller.poll(None if timeout is None else max(0, int(timeout * 1000))):
-                        return None
-            finally:
-                os.close(fd)
+        if not wait_for_exit(self.info, timeout, child=self._child):
+            return None
         if self._child:
             with contextlib.suppress(ChildProcessError):
                 os.waitpid(self.info.monitor_pid, 0)

@@ -198,14 +198,19 @@ def test_crun_runs_containers(tmp_path, busybox_tar):
         assert json.loads(job(e, "info", json="1")[1])["ExecutionDriverStatus"][1][1].startswith("crun")
 
 
-def test_logs_follow_streams_until_exit(tmp_path, exec_name, busybox_tar):
+def test_logs_follow_streams_until_exit_without_holding_the_root(tmp_path, exec_name, busybox_tar):
     root = str(tmp_path / "root")
     make_engine(root, "vfs", exec_name, busybox_tar).close()
-    ran = strata(root, "vfs", exec_name, "run", "-d", "--name", "talker", "busybox", "sh", "-c",
-                 "for i in 1 2 3; do echo line$i; sleep 0.1; done; echo err >&2")  # fmt: skip
+    script = "trap 'exit 0' TERM; for i in 1 2 3; do echo line$i; sleep 0.1; done; echo err >&2; while :; do sleep 0.05; done"
+    ran = strata(root, "vfs", exec_name, "run", "-d", "--name", "talker", "busybox", "sh", "-c", script)
     assert ran.returncode == 0, ran.stderr
-    logs = strata(root, "vfs", exec_name, "logs", "-f", "talker")
-    assert (logs.stdout, logs.stderr) == (b"line1\nline2\nline3\n", b"err\n")
+    follower = strata_popen(root, "vfs", exec_name, "logs", "-f", "talker")
+    assert [follower.stdout.readline() for _ in range(3)] == [b"line1\n", b"line2\n", b"line3\n"]
+    listed = strata(root, "vfs", exec_name, "ps")  # the follower does not hold the engine root
+    assert listed.returncode == 0 and b"talker" in listed.stdout, listed.stderr
+    assert strata(root, "vfs", exec_name, "stop", "talker").returncode == 0
+    out, err = follower.communicate(timeout=60)
+    assert (follower.returncode, out, err) == (0, b"", b"err\n")
     assert strata(root, "vfs", exec_name, "wait", "talker").stdout == b"0\n"
     assert strata(root, "vfs", exec_name, "rm", "talker").returncode == 0
 
