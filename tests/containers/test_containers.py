@@ -201,7 +201,8 @@ def test_crun_runs_containers(tmp_path, busybox_tar):
 def test_logs_follow_streams_until_exit_without_holding_the_root(tmp_path, exec_name, busybox_tar):
     root = str(tmp_path / "root")
     make_engine(root, "vfs", exec_name, busybox_tar).close()
-    script = "trap 'exit 0' TERM; for i in 1 2 3; do echo line$i; sleep 0.1; done; echo err >&2; while :; do sleep 0.05; done"
+    script = "trap 'exit 0' TERM; for i in 1 2 3; do echo line$i; sleep 0.1; done; echo err >&2; "
+    script += "while :; do sleep 0.05; done"
     ran = strata(root, "vfs", exec_name, "run", "-d", "--name", "talker", "busybox", "sh", "-c", script)
     assert ran.returncode == 0, ran.stderr
     follower = strata_popen(root, "vfs", exec_name, "logs", "-f", "talker")
