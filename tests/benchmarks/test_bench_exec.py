@@ -11,7 +11,8 @@ landed), every contender running busybox `true` to its exit on the same ext4 loo
 
 `docker run --rm` is timed only when a `dockerd` binary exists on this machine; Debian's
 docker.io is not installed here, so there is no docker contender (the summary says so).
-`test_exec_summary` prints medians and ratios to the floor. Run:
+`test_exec_interleaved` also times floor, job-oci and job-native alternating round by round
+(the fair ratio on a shared machine); `test_exec_summary` prints medians and ratios. Run:
 
     .venv/bin/pytest tests/benchmarks/test_bench_exec.py --benchmark-enable -s \
         --benchmark-columns=min,median,max,rounds
@@ -24,8 +25,10 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -41,8 +44,10 @@ from graphdrivers.backing import LoopFilesystem
 ROUNDS = 15
 DRIVERS = [d for d in ("vfs", "overlay2") if d in graphdrivers.registered()]
 CONTENDERS = ["runc-floor", "job-oci", "job-native", "cli-oci", "cli-native"]
+EXECS = ("oci", "native")
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 MEDIANS: dict[tuple[str, str], float] = {}
+INTERLEAVED: dict[tuple[str, str], float] = {}
 
 
 class Setup:
@@ -52,12 +57,14 @@ class Setup:
         self.driver = driver
         self.fs = LoopFilesystem(directory, "ext4", 2 << 30).create()
         base = self.fs.mountpoint
-        self.root = os.path.join(base, "root")
         image = testimages.busybox(os.path.join(base, "image"))
-        self.image_tar = testimages.write(os.path.join(base, "busybox-image.tar"), [image])
+        image_tar = testimages.write(os.path.join(base, "busybox-image.tar"), [image])
+        # One root per execdriver: an engine process owns its root, and the interleaved
+        # rounds need both engines open at once.
+        self.roots = {name: os.path.join(base, f"root-{name}") for name in EXECS}
         self.engines: dict[str, Engine] = {}
-        with Engine(self.root, driver) as e:
-            job = e.job("load", self.image_tar)
+        for exec_name in EXECS:
+            job = self.engine(exec_name).job("load", image_tar)
             assert job.run() == 0, job.stderr.getvalue()
         self.bundle = os.path.join(base, "bundle")
         rootfs = os.path.join(self.bundle, "rootfs")
@@ -71,18 +78,12 @@ class Setup:
         self.serial = 0
 
     def engine(self, exec_name: str) -> Engine:
-        """One engine at a time holds the root: close the others first."""
         if exec_name not in self.engines:
-            for other in list(self.engines):
-                self.engines.pop(other).close()
-            self.engines[exec_name] = Engine(self.root, self.driver, {"exec.driver": exec_name})
+            self.engines[exec_name] = Engine(self.roots[exec_name], self.driver, {"exec.driver": exec_name})
         return self.engines[exec_name]
 
     def container_ids(self) -> list[str]:
-        if self.engines:
-            return next(iter(self.engines.values())).containers.ids()
-        with Engine(self.root, self.driver) as e:
-            return e.containers.ids()
+        return [i for name in EXECS for i in self.engine(name).containers.ids()]
 
     def close_engines(self) -> None:
         for e in self.engines.values():
@@ -99,10 +100,15 @@ class Setup:
         assert job.run() == 0, job.stderr.getvalue()
 
     def cli(self, exec_name: str) -> None:
-        self.close_engines()
-        cmd = [sys.executable, "-m", "engine.cli", "--root", self.root, "-s", self.driver, "-o",
+        self.close_engines()  # the command line opens the root itself
+        cmd = [sys.executable, "-m", "engine.cli", "--root", self.roots[exec_name], "-s", self.driver, "-o",
                f"exec.driver={exec_name}", "run", "--rm", "busybox", "true"]  # fmt: skip
         subprocess.run(cmd, check=True, env={**os.environ, "PYTHONPATH": REPO}, stdout=subprocess.DEVNULL)
+
+    def warm(self) -> None:
+        """Open both engines (and page in their files) before a timed loop starts."""
+        for exec_name in EXECS:
+            self.job(exec_name)
 
     def close(self) -> None:
         self.close_engines()
@@ -132,17 +138,37 @@ def test_exec(benchmark, setup: Setup, contender: str) -> None:
     assert setup.container_ids() == []  # every --rm container is gone
 
 
+def test_exec_interleaved(setup: Setup, request: pytest.FixtureRequest) -> None:
+    """The goal's ratio, measured fairly on a shared machine: floor, job-oci and job-native
+    alternate round by round, so load that comes and goes hits all three alike."""
+    rounds = 1 if request.config.getoption("benchmark_disable") else ROUNDS
+    setup.warm()
+    runs = {"runc-floor": setup.runc_floor, "job-oci": lambda: setup.job("oci")}
+    runs["job-native"] = lambda: setup.job("native")
+    times: dict[str, list[float]] = {name: [] for name in runs}
+    for _ in range(rounds):
+        for name, run in runs.items():
+            start = time.perf_counter()
+            run()
+            times[name].append(time.perf_counter() - start)
+    for name, values in times.items():
+        INTERLEAVED[(setup.driver, name)] = statistics.median(values)
+    assert setup.container_ids() == []
+
+
 def test_exec_summary(capsys) -> None:
-    """Medians and ratios to the runc floor (printed with -s when benchmarks are enabled)."""
+    """Medians and ratios to the runc floor (printed with -s; meaningful with --benchmark-enable)."""
     lines = []
     if shutil.which("dockerd") is None:
         lines.append("docker run: not measured, no dockerd on this machine")
-    for driver in DRIVERS:
-        floor = MEDIANS.get((driver, "runc-floor"))
-        for contender in CONTENDERS:
-            median = MEDIANS.get((driver, contender))
-            if median is not None and floor:
-                lines.append(f"{driver:9} {contender:11} median {median * 1000:8.1f} ms  {median / floor:5.2f}x floor")
+    for title, table in (("pytest-benchmark medians", MEDIANS), ("interleaved rounds", INTERLEAVED)):
+        lines.append(title + ":")
+        for driver in DRIVERS:
+            floor = table.get((driver, "runc-floor"))
+            for contender in CONTENDERS:
+                median = table.get((driver, contender))
+                if median is not None and floor:
+                    lines.append(f"  {driver:9} {contender:11} {median * 1000:8.1f} ms  {median / floor:5.2f}x floor")
     with capsys.disabled():
         print("\n" + "\n".join(lines))
-    assert all(m > 0 for m in MEDIANS.values())
+    assert all(m > 0 for m in [*MEDIANS.values(), *INTERLEAVED.values()])
