@@ -235,9 +235,7 @@ def _monitor_setup(
 SHELL_MONITOR = 'exit_file=$1; shift; "$@"; echo $? > "$exit_file"'
 
 
-def spawn_shell_monitor(
-    state_dir: str, stdout_path: str, stderr_path: str, argv: list[str], *, prelude: str = ""
-) -> int:
+def spawn_shell_monitor(state_dir: str, stdout_path: str, stderr_path: str, argv: list[str]) -> int:
     """posix_spawn a `sh` that runs `argv` (the runtime) with the logs as stdout/stderr, in
     a session of its own, and writes its exit status to the exit file; returns its pid."""
     flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND
@@ -246,8 +244,7 @@ def spawn_shell_monitor(
         (os.POSIX_SPAWN_OPEN, 1, stdout_path, flags, 0o640),
         (os.POSIX_SPAWN_OPEN, 2, stderr_path, flags, 0o640),
     ]
-    script = prelude + SHELL_MONITOR
-    argv = ["/bin/sh", "-c", script, "strata-monitor", os.path.join(state_dir, EXIT_FILE), *argv]
+    argv = ["/bin/sh", "-c", SHELL_MONITOR, "strata-monitor", os.path.join(state_dir, EXIT_FILE), *argv]
     try:
         return os.posix_spawn(
             "/bin/sh", argv, os.environ, file_actions=actions, setsid=True, setsigdef=(signal.SIGPIPE, signal.SIGXFSZ)
