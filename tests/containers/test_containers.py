@@ -128,6 +128,7 @@ def test_missing_command_is_127_and_leaves_a_record(vfs_engine: Engine):
     assert b"no-such-cmd" in err
     c = vfs_engine.containers.get("bad")
     assert (c.state.status, c.state.exit_code) == ("exited", 127)
+    assert "no-such-cmd" in c.state.error  # inspect shows why
 
 
 def test_100mb_output_is_kept_whole(vfs_engine: Engine, tmp_path):
