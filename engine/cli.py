@@ -153,7 +153,11 @@ def main(argv: list[str] | None = None) -> int:
         with Engine(ns.root, ns.driver, _options(ns.storage_opt)) as engine:
             job, output = _job(engine, ns)
             progress = ns.command == "load" and not ns.quiet and sys.stderr.isatty()
-            status = _run(job, output, progress)
+            if ns.command == "run" and not ns.detach:
+                with containercli.proxy_signals(job):
+                    status = _run(job, output, progress)
+            else:
+                status = _run(job, output, progress)
             sys.stdout.flush()
             return status
     except (EngineError, DriverError) as exc:

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
+import signal
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import IO
 
 from .engine import Engine
@@ -145,3 +147,34 @@ def _copy(src: IO[bytes], dst: IO[bytes]) -> None:
     while chunk := src.read(1 << 20):
         dst.write(chunk)
     dst.flush()
+
+
+PROXIED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2)
+FORCE_AFTER = 3  # interrupts: the third ^C kills a container that ignores SIGINT
+
+
+@contextlib.contextmanager
+def proxy_signals(job: Job) -> Iterator[None]:
+    """While a foreground `run` job runs, send the signals the CLI gets to its container.
+
+    As `docker run` does (sig-proxy): ^C reaches the container's process, which decides.
+    A container's pid 1 ignores signals it has no handler for, and while `run` holds the
+    engine root no other `strata` can stop it, so the third ^C sends SIGKILL. The handler
+    only queues the signal; the job's wait loop delivers it (no engine call re-entered
+    from a signal handler).
+    """
+    pending: list[int] = []
+    interrupts = 0
+
+    def forward(sig: int, _frame: object) -> None:
+        nonlocal interrupts
+        interrupts += sig == signal.SIGINT
+        pending.append(signal.SIGKILL if interrupts >= FORCE_AFTER else sig)
+
+    job.pending_signals = pending  # type: ignore[attr-defined]
+    previous = {sig: signal.signal(sig, forward) for sig in PROXIED}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

@@ -8,6 +8,7 @@ Options travel in the job's environment as Docker's engine jobs carried them: `n
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import os
 import signal
@@ -107,8 +108,13 @@ def run(job: Job) -> int:
             store.remove(store.get(c.id), force=True)
         return exc.status
     out_path, err_path = store.log_paths(c)
+    # A caller (the CLI's signal proxy) may append signals here; they go to the container.
+    pending: list[int] = getattr(job, "pending_signals", [])
     with open(out_path, "rb") as out, open(err_path, "rb") as err:
         while handle.wait(FOLLOW_POLL) is None:
+            while pending:
+                with contextlib.suppress(EngineError):
+                    handle.kill(pending.pop(0))
             _copy(out, job.stdout)
             _copy(err, job.stderr)
         status = store.wait(c)  # records the end (and removes the container when --rm)

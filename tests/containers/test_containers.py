@@ -6,7 +6,9 @@ from __future__ import annotations
 import io
 import json
 import os
+import signal
 import tarfile
+import threading
 import time
 
 import pytest
@@ -295,3 +297,42 @@ def test_stop_sends_sigterm_first(vfs_engine: Engine):
         time.sleep(0.02)
     assert vfs_engine.containers.stop(c, timeout=30).code == 0
     assert open(out_path, "rb").read() == b"ready\nbye\n"
+
+
+def test_cli_run_forwards_signals_to_the_container(tmp_path, exec_name, busybox_tar):
+    root = str(tmp_path / "root")
+    make_engine(root, "vfs", exec_name, busybox_tar).close()
+    script = "trap 'echo got INT; exit 130' INT; echo ready; while :; do sleep 0.05; done"
+    cli = strata_popen(root, "vfs", exec_name, "run", "--rm", "busybox", "sh", "-c", script)
+    assert cli.stdout.readline() == b"ready\n"
+    cli.send_signal(signal.SIGINT)  # ^C
+    out, err = cli.communicate(timeout=60)
+    assert (cli.returncode, out) == (130, b"got INT\n"), err
+
+    cli = strata_popen(root, "vfs", exec_name, "run", "--rm", "busybox", "sh", "-c", "echo ready; sleep 60")
+    assert cli.stdout.readline() == b"ready\n"
+    for _ in range(3):  # pid 1 ignores SIGINT: the third ^C kills it
+        cli.send_signal(signal.SIGINT)
+        time.sleep(0.1)
+    out, err = cli.communicate(timeout=60)
+    assert cli.returncode == 137, err
+    with make_engine(root, "vfs", exec_name) as e:
+        assert e.containers.ids() == []
+
+
+def test_parallel_run_jobs_in_one_engine(vfs_engine: Engine):
+    """serveapi runs jobs in threads: runs started side by side keep their own output and status."""
+    results: list[tuple[int, int, bytes]] = []
+
+    def worker(i: int) -> None:
+        for k in range(2):
+            status, out, _ = job(vfs_engine, "run", "busybox", "sh", "-c", f"echo {i}-{k}; exit {i}", rm="1")
+            results.append((i, status, out))
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert sorted(results) == sorted((i, i, f"{i}-{k}\n".encode()) for i in range(4) for k in range(2))
+    assert vfs_engine.containers.ids() == []
