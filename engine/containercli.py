@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator
 from typing import IO
 
 from .engine import Engine
-from .errors import NoSuchContainer
+from .errors import EngineError, NoSuchContainer
 from .execdrivers.base import MonitorInfo, wait_for_exit
 from .job import Job
 
@@ -75,6 +75,8 @@ def job_for(engine: Engine, ns: argparse.Namespace) -> tuple[Job, str | None] | 
         return engine.job("container_inspect", *ns.images, stdout=out, stderr=err), None
     if cmd not in COMMANDS:
         return None
+    if (cmd == "run" and ns.detach) or cmd == "start":
+        _refuse_detached_on_process_bound_mounts(engine)
     if cmd in ("create", "run"):
         env = {"env": json.dumps(ns.env), "workdir": ns.workdir, "user": ns.user, "name": ns.name,
                "hostname": ns.hostname, "network": ns.network, "rm": str(ns.rm),
@@ -100,6 +102,28 @@ def job_for(engine: Engine, ns: argparse.Namespace) -> tuple[Job, str | None] | 
         env = {"message": ns.message, "author": ns.author}
         return engine.job("commit", *args, env=env, stdout=out, stderr=err), None
     return engine.job("export", ns.container, stdout=out, stderr=err), ns.output
+
+
+def process_bound_mounts(driver: object) -> str | None:
+    """Why this driver's mounts die with the process that made them (None: they do not).
+
+    A FUSE-backed union (aufs without the kernel module) is served by daemons the driver
+    instance owns and stops on cleanup; kernel mounts stay valid in a running container's
+    own mount namespace when the engine process unmounts its copy.
+    """
+    describe = getattr(driver, "backend_description", None)
+    if callable(describe) and "fuse" in str(describe()).lower():
+        return f"the {getattr(driver, 'name', '?')} driver serves container filesystems through FUSE daemons"
+    return None
+
+
+def _refuse_detached_on_process_bound_mounts(engine: Engine) -> None:
+    reason = process_bound_mounts(engine.driver)
+    if reason is not None:
+        raise EngineError(
+            f"{reason} that stop when this command exits, so a detached container would lose its "
+            "filesystem: run it in the foreground (without -d), or from a long-lived engine process"
+        )
 
 
 def _all_containers(engine: Engine, refs: list[str]) -> bool:

@@ -13,6 +13,8 @@ import time
 
 import pytest
 
+import graphdrivers
+from engine.containercli import process_bound_mounts
 from engine.engine import Engine
 from engine.errors import Conflict, NoSuchContainer, NoSuchImage, UsageError
 from graphdrivers import mountutil
@@ -336,3 +338,19 @@ def test_parallel_run_jobs_in_one_engine(vfs_engine: Engine):
         t.join(120)
     assert sorted(results) == sorted((i, i, f"{i}-{k}\n".encode()) for i in range(4) for k in range(2))
     assert vfs_engine.containers.ids() == []
+
+
+@pytest.mark.parametrize("driver_name", [d for d in graphdrivers.registered() if d == "aufs"])
+def test_detached_containers_are_refused_where_mounts_die_with_the_cli(driver_name, driver_root, busybox_tar):
+    """aufs on FUSE: the rootfs is served by this process's daemons; -d would leave a dead mount."""
+    with make_engine(driver_root, driver_name, "oci", busybox_tar) as e:
+        reason = process_bound_mounts(e.driver)
+    ran = strata(driver_root, driver_name, "oci", "run", "-d", "--name", "bg", "busybox", "true")
+    if reason is None:  # kernel aufs: mounts outlive the command
+        assert ran.returncode == 0, ran.stderr
+        assert strata(driver_root, driver_name, "oci", "rm", "-f", "bg").returncode == 0
+        return
+    assert ran.returncode == 1 and b"FUSE" in ran.stderr
+    assert strata(driver_root, driver_name, "oci", "ps", "-a", "-q").stdout == b""  # nothing was created
+    fg = strata(driver_root, driver_name, "oci", "run", "--rm", "busybox", "sh", "-c", "sleep 0.3; cat /etc/hostname")
+    assert (fg.returncode, fg.stdout) == (0, b"strata\n"), fg.stderr
