@@ -39,6 +39,7 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("file", metavar="FILE", help="tar file (plain, gzip or zstd), or - for stdin")
     c.add_argument("name", metavar="REPOSITORY[:TAG]", nargs="?")
     c = sub.add_parser("images", help="list images")
+    c.add_argument("-a", "--all", action="store_true", help="include intermediate images")
     c.add_argument("--tree", action="store_true", help="show the image ancestry")
     c.add_argument("--json", action="store_true", help="JSON output")
     c = sub.add_parser("tag", help="name an image")
@@ -86,7 +87,7 @@ def _job(engine: Engine, ns: argparse.Namespace) -> tuple[Job, str | None]:
         args = [ns.file] + ([ns.name] if ns.name else [])
         return engine.job("import", *args, stdin=sys.stdin.buffer, stdout=out, stderr=err), None
     if cmd == "images":
-        env = {"tree": str(ns.tree), "json": str(ns.json)}
+        env = {"tree": str(ns.tree), "json": str(ns.json), "all": str(ns.all)}
         return engine.job("images", env=env, stdout=out, stderr=err), None
     if cmd == "tag":
         return engine.job("tag", ns.source, ns.target, stdout=out, stderr=err), None

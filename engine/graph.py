@@ -38,7 +38,7 @@ from graphdrivers import Driver
 from graphdrivers.errors import LayerNotFound, UnsafeArchive
 
 from . import layerstream
-from .errors import Conflict, ImageInUse, InvalidArchive, InvalidReference, NoSuchImage
+from .errors import Conflict, EngineError, ImageInUse, InvalidArchive, InvalidReference, NoSuchImage
 from .graphdb import TAGS, GraphDB
 from .reference import image_hex, normalize_tag
 
@@ -99,6 +99,18 @@ def _verify(source: LayerSource, diff_id: str, blob: layerstream.HashingReader,
     if tar.digest() != diff_id:
         raise InvalidArchive(f"layer {source.name}: content digest {tar.digest()} does not match "
                              f"the config's diff id {diff_id}")
+
+
+def _checked(chunks: Iterator[bytes], total: int, layer: Layer) -> Iterator[bytes]:
+    digest = hashlib.sha256()
+    seen = 0
+    for chunk in chunks:
+        digest.update(chunk)
+        seen += len(chunk)
+        if seen >= total and "sha256:" + digest.hexdigest() != layer.diff_id:
+            raise InvalidArchive(f"layer {layer.chain_id[:12]} no longer matches its diff id {layer.diff_id} "
+                                 "(its files changed in the driver)")
+        yield chunk
 
 
 def image_id_of(config_bytes: bytes) -> str:
@@ -211,13 +223,16 @@ class Graph:
                 self._pins[chain] += 1
                 lease.chains.append(chain)
             existing = self.layer(chain)
-            if existing is not None and self.driver.exists(chain):
-                if progress is not None and source.size:
-                    progress(source.size)
-                return existing, False
-            if existing is not None:  # the driver lost it: forget the row and apply again
-                self._forget(chain)
-            return self._create_layer(chain, parent, diff_id, source, progress), True
+            if existing is None:
+                return self._create_layer(chain, parent, diff_id, source, progress), True
+            if not self.driver.exists(chain):
+                users = ", ".join(u[7:19] for u in self.layer_users(chain)) or "none"
+                raise EngineError(f"layer {chain[:12]} is recorded but missing from the {self.driver.name} driver "
+                                  f"(removed behind the engine's back); remove the images using it ({users}) "
+                                  "and load again")
+            if progress is not None and source.size:
+                progress(source.size)
+            return existing, False
 
     def pin(self, lease: Lease, layers: Iterable[Layer]) -> None:
         """Pin existing layers (an image's, for a commit on top of it) for the lease's life."""
@@ -354,6 +369,25 @@ class Graph:
             if not done:
                 return removed
             removed += done
+
+    def layer_tar_size(self, layer: Layer) -> int:
+        """Length of the layer's original tar (a tar or HTTP header needs it before the data)."""
+        ts_path = self.tarsplit_path(layer.chain_id)
+        if not os.path.exists(ts_path):
+            raise InvalidArchive(f"layer {layer.chain_id[:12]} has no tar-split; it cannot be exported")
+        return layerstream.tarsplit_size(ts_path)
+
+    @contextlib.contextmanager
+    def open_layer_tar(self, layer: Layer) -> Iterator[IO[bytes]]:
+        """The layer's original tar, byte for byte (for save and push), read from the mounted
+        layer; it fails before its last byte if the result is not the layer's diff id."""
+        total = self.layer_tar_size(layer)
+        path = self.driver.get(layer.chain_id)
+        try:
+            chunks = layerstream.reassemble(self.tarsplit_path(layer.chain_id), path)
+            yield layerstream.stream_of(_checked(chunks, total, layer))
+        finally:
+            self.driver.put(layer.chain_id)
 
     def layers(self) -> list[Layer]:
         rows = self.db.query("SELECT chain_id, diff_id, size, parent FROM layers WHERE state = 'ready' "

@@ -4,16 +4,15 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import hashlib
 import json
 import os
 import platform
 import shutil
 import tempfile
 from collections.abc import Iterator
-from typing import IO, TYPE_CHECKING
+from typing import TYPE_CHECKING
 
-from . import imageview, layerstream
+from . import imageview
 from .errors import EngineError, InvalidArchive, InvalidReference, NoSuchImage, UsageError
 from .graph import Graph, Image, NewImage, diff_id_of_file
 from .imageload import ImagePlan, open_bundle, plan
@@ -170,37 +169,7 @@ def _tag_of(ref: str) -> str | None:
 
 def _out_layer(graph: Graph, image: Image, index: int) -> OutLayer:
     layer = image.layers[index]
-    ts_path = graph.tarsplit_path(layer.chain_id)
-    if not os.path.exists(ts_path):
-        raise InvalidArchive(f"layer {layer.chain_id[:12]} of {image.short_id} has no tar-split; cannot save it")
-    total = layerstream.tarsplit_size(ts_path)
-
-    @contextlib.contextmanager
-    def opener() -> Iterator[IO[bytes]]:
-        path = graph.driver.get(layer.chain_id)
-        try:
-            yield _verified_stream(layerstream.reassemble(ts_path, path), total, layer.diff_id, layer.chain_id)
-        finally:
-            graph.driver.put(layer.chain_id)
-
-    return OutLayer(layer.diff_id, total, opener)
-
-
-def _verified_stream(chunks: Iterator[bytes], total: int, diff_id: str, chain: str) -> IO[bytes]:
-    """The reassembled tar; fails before its last byte is handed out if it is not the original."""
-
-    def checked() -> Iterator[bytes]:
-        digest = hashlib.sha256()
-        seen = 0
-        for chunk in chunks:
-            digest.update(chunk)
-            seen += len(chunk)
-            if seen >= total and "sha256:" + digest.hexdigest() != diff_id:
-                raise InvalidArchive(f"layer {chain[:12]} no longer matches its diff id {diff_id} "
-                                     "(its files changed in the driver)")
-            yield chunk
-
-    return layerstream.stream_of(checked())
+    return OutLayer(layer.diff_id, graph.layer_tar_size(layer), lambda: graph.open_layer_tar(layer))
 
 
 # -- tag, rmi ------------------------------------------------------------------------------
@@ -268,10 +237,13 @@ def history(job: Job) -> int:
 
 
 def images(job: Job) -> int:
-    """`images` table; env tree=1 for the ancestry tree, json=1 for JSON."""
+    """`images` table; env tree=1 for the ancestry tree, json=1 for JSON, all=1 to include
+    intermediate images (untagged parents of other images), which docker also hides."""
     _args(job, 0, 0, "")
     graph: Graph = job.engine.graph
     all_images = graph.images()
+    if not job.getenv_bool("all") and not job.getenv_bool("tree"):
+        all_images = [i for i in all_images if i.tags or not job.engine.db.children_of(i.id)]
     if job.getenv_bool("json"):
         job.write_json([{"Id": i.id, "RepoTags": i.tags, "ParentId": i.parent or "", "Size": i.size,
                          "Created": i.config.get("created", ""), "Layers": [la.chain_id for la in i.layers]}

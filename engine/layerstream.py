@@ -230,10 +230,12 @@ class TarSplitter:
             self._state, self._need = ("meta", padded) if padded else ("header", BLOCK)
             return
         name = self._entry_name(block)
+        # PAX sparse files store a map before the data: the payload is not the file's bytes
+        sparse = any(key.startswith(b"GNU.sparse") for key in self._pax)
         self._pax, self._longname = {}, None
         if kind in _NO_DATA_TYPES or size == 0:
             return
-        if kind not in _REG_TYPES:  # unknown or sparse: keep the payload verbatim
+        if kind not in _REG_TYPES or sparse:  # unknown or sparse: keep the payload verbatim
             self._state, self._need = "raw", padded
             return
         self._flush_raw()

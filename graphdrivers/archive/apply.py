@@ -9,7 +9,7 @@ from typing import IO
 
 from ..errors import DriverStateError, UnsafeArchive
 from . import tarread
-from .journal import Journal
+from .journal import JOURNAL_PREFIX, Journal
 from .resolve import PATH_MAX, DirCache, clean_name, split
 from .tarread import Entry, TarReader
 
@@ -53,6 +53,7 @@ def apply_layer(
         raise ValueError(f"whiteouts must be one of {WHITEOUT_MODES}, not {whiteouts!r}")
     cache = DirCache(root)
     try:
+        _refuse_interrupted(root, cache.root_fd)
         journal = Journal(cache)
         applier = _Applier(cache, journal, whiteouts, allow_devices)
         try:
@@ -83,6 +84,21 @@ def apply_layer(
         cache.close()
 
 
+def _refuse_interrupted(root: str, root_fd: int) -> None:
+    """A journal directory left behind means an apply was killed half way: the layer holds
+    part of an archive, and only its owner can decide to throw it away."""
+    fd = os.open(".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC, dir_fd=root_fd)
+    try:
+        left = sorted(name for name in os.listdir(fd) if name.startswith(JOURNAL_PREFIX))
+    finally:
+        os.close(fd)
+    if left:
+        raise DriverStateError(
+            f"{root} holds {left[0]!r}: an earlier apply to it was interrupted, so it is half-applied; "
+            "remove the layer and apply its archive again"
+        )
+
+
 def _show(name: str) -> str:
     """A name for an error message: hostile names can be kilobytes long."""
     return repr(name) if len(name) <= 160 else repr(name[:150]) + f"... ({len(name)} characters)"
@@ -108,7 +124,7 @@ class _Applier:
         self.root_times: tuple[int, int] | None = None  # from a "./" entry
         self.euid, self.egid = os.geteuid(), os.getegid()
         self.umask_or_setid = _umask() | 0o7000
-        self._creation_info: dict[str, tuple[int, bool]] = {}
+        self._creation_info: dict[str, tuple[int, bool, bool]] = {}
 
     # -- bookkeeping -------------------------------------------------------------------
 
@@ -196,7 +212,7 @@ class _Applier:
             self._special(entry, parent, pfd, base, path)
 
     def _file(self, entry: Entry, parent: str, pfd: int, base: str, path: str, reader: TarReader) -> None:
-        gid_new, plain = self._creation(parent, pfd)
+        gid_new, plain, _ = self._creation(parent, pfd)
         # open(2) can give the final mode at once when nothing alters it afterwards: no umask
         # bits to clear, no default ACL, no set-id bits (chown clears them), no ACL xattrs
         exact = plain and not entry.mode & self.umask_or_setid and not entry.xattrs
@@ -226,9 +242,10 @@ class _Applier:
             os.close(fd)
         self.applied_bytes += entry.size
 
-    def _creation(self, parent: str, pfd: int) -> tuple[int, bool]:
-        """(gid a new file in `parent` gets, whether open(2)'s mode is exact there: False
-        under a default ACL). Cached per directory until directory attributes change."""
+    def _creation(self, parent: str, pfd: int) -> tuple[int, bool, bool]:
+        """(gid a new entry in `parent` gets, whether the creating call's mode is exact there
+        -- not under a default ACL --, whether `parent` is set-gid). Cached per directory
+        until directory attributes change."""
         info = self._creation_info.get(parent)
         if info is None:
             st = os.fstat(pfd)
@@ -238,25 +255,31 @@ class _Applier:
                 has_default_acl = True
             except OSError:
                 has_default_acl = False  # ENODATA, or no ACL support at all
-            info = self._creation_info[parent] = (gid, not has_default_acl)
+            info = self._creation_info[parent] = (gid, not has_default_acl, bool(st.st_mode & stat.S_ISGID))
         return info
 
     def _dir(self, entry: Entry, parent: str, pfd: int, base: str, path: str) -> None:
+        gid_new, plain, setgid_parent = self._creation(parent, pfd)
+        # as for files, but a set-gid parent also hands its set-gid bit to a new directory
+        exact = plain and not setgid_parent and not entry.mode & self.umask_or_setid and not entry.xattrs
+        mode = entry.mode if exact else 0o700
         try:
-            os.mkdir(base, 0o700, dir_fd=pfd)
+            os.mkdir(base, mode, dir_fd=pfd)
         except FileExistsError:
             if stat.S_ISDIR(os.lstat(base, dir_fd=pfd).st_mode):
                 self._dir_attrs(path, entry, os.open(base, _O_DIR, dir_fd=pfd), cache=True)
                 return
             pfd = self._replace(parent, pfd, base, path)
-            os.mkdir(base, 0o700, dir_fd=pfd)
+            os.mkdir(base, mode, dir_fd=pfd)
         self.journal.created(path)
         fd = os.open(base, _O_DIR, dir_fd=pfd)
         self.cache.put(path, fd)
-        os.fchown(fd, entry.uid, entry.gid)
+        if entry.uid != self.euid or entry.gid != gid_new:
+            os.fchown(fd, entry.uid, entry.gid)
         if entry.xattrs:
             _set_xattrs(fd, entry.xattrs)
-        os.fchmod(fd, entry.mode)
+        if not exact:
+            os.fchmod(fd, entry.mode)
         self.dir_times.append((path, entry.atime_ns, entry.mtime_ns))
 
     def _dir_attrs(self, path: str, entry: Entry, fd: int, *, cache: bool) -> None:

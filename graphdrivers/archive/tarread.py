@@ -60,17 +60,14 @@ class Entry:
 
 
 def _number(field: bytes, what: str, start: int) -> int:
-    """A numeric header field: octal text, or GNU base-256 when the top bit is set."""
+    """A numeric header field: octal text, or GNU base-256 when the top bit is set. The hot
+    paths inline `int(field.rstrip(b"\\0 "), 8)` and come here only when that fails."""
     if field[0] & 0x80:
         value = int.from_bytes(field[1:], "big")
         return value - 256 ** (len(field) - 1) if field[0] == 0xFF else value
-    try:
-        return int(field.rstrip(b"\0 "), 8)  # the usual "0000644\0"; int() skips leading spaces
-    except ValueError:
-        pass  # empty, or junk after a NUL
     nul = field.find(0)
     if nul >= 0:
-        field = field[:nul]
+        field = field[:nul]  # junk after the terminating NUL is ignored, as tar does
     try:
         return int(field, 8) if field.strip() else 0  # int() ignores surrounding spaces
     except ValueError:
@@ -84,7 +81,10 @@ def _text(field: bytes) -> str:
 
 def _check_block(buf: bytes, start: int) -> tuple[bytes, int]:
     """(typeflag, size) of a header block whose checksum is right."""
-    expected = _number(buf[148:156], "checksum", start)
+    try:
+        expected = int(buf[148:156].rstrip(b"\0 "), 8)
+    except ValueError:
+        expected = _number(buf[148:156], "checksum", start)
     # The checksum is the byte sum with the field itself counted as 8 spaces. adler32's low
     # half is that sum modulo 65521, ten times faster than sum(); a block sums to at most
     # 130560, so the true sum is one of two candidates.
@@ -94,7 +94,10 @@ def _check_block(buf: bytes, start: int) -> tuple[bytes, int]:
         signed = unsigned - 256 * sum(1 for b in buf[:148] + buf[156:] if b > 127)  # some old writers
         if expected != signed:
             raise UnsafeArchive(f"not a valid tar header at byte {start}: bad checksum")
-    size = _number(buf[124:136], "size", start)
+    try:
+        size = int(buf[124:136].rstrip(b"\0 "), 8)
+    except ValueError:
+        size = _number(buf[124:136], "size", start)
     if size < 0:
         raise UnsafeArchive(f"negative size in the tar header at byte {start}")
     return buf[156:157], size
@@ -106,24 +109,28 @@ _FIELDS = struct.Struct("100s8s8s8s12s12s8x1s100s6s2x64x8s8s155s")
 def _member(buf: bytes, start: int, kind: bytes, size: int) -> Entry:
     """Decode the member fields of a checked ustar/GNU/v7 header block."""
     name, mode, uid, gid, _, mtime, _, link, magic, major, minor, prefix = _FIELDS.unpack_from(buf)
+    try:
+        mode_n = int(mode.rstrip(b"\0 "), 8)
+        uid_n = int(uid.rstrip(b"\0 "), 8)
+        gid_n = int(gid.rstrip(b"\0 "), 8)
+        mtime_n = int(mtime.rstrip(b"\0 "), 8)
+    except ValueError:  # base-256, empty or odd fields
+        mode_n = _number(mode, "mode", start)
+        uid_n = _number(uid, "uid", start)
+        gid_n = _number(gid, "gid", start)
+        mtime_n = _number(mtime, "mtime", start)
+    if uid_n < 0 or gid_n < 0:
+        raise UnsafeArchive(f"negative owner in the tar header at byte {start}")
     name = _text(name)
     if prefix[0] and magic == b"ustar\0":
         name = _text(prefix) + "/" + name  # the POSIX prefix field
-    mtime_ns = _number(mtime, "mtime", start) * 1_000_000_000
-    entry = Entry(
-        name,
-        kind,
-        size,
-        _number(mode, "mode", start) & 0o7777,
-        _number(uid, "uid", start),
-        _number(gid, "gid", start),
-        mtime_ns,
-        mtime_ns,
-        _text(link) if link[0] else "",
-    )
+    mtime_ns = mtime_n * 1_000_000_000
+    entry = Entry(name, kind, size, mode_n & 0o7777, uid_n, gid_n, mtime_ns, mtime_ns, _text(link) if link[0] else "")
     if kind in (CHR, BLK):
         entry.devmajor = _number(major, "devmajor", start)
         entry.devminor = _number(minor, "devminor", start)
+        if entry.devmajor < 0 or entry.devminor < 0:
+            raise UnsafeArchive(f"negative device number in the tar header at byte {start}")
     elif kind == b"\0":
         entry.aregtype = True
         if name.endswith("/"):
@@ -131,15 +138,15 @@ def _member(buf: bytes, start: int, kind: bytes, size: int) -> Entry:
     return entry
 
 
-def _parse_time_ns(text: str, key: str) -> int:
+def _parse_time_ns(value: bytes, key: str) -> int:
     """PAX times are decimal seconds with an optional fraction: keep every nanosecond."""
-    if text.isdigit():
-        return int(text) * 1_000_000_000
-    sign = -1 if text.startswith("-") else 1
-    whole, _, frac = text.lstrip("-").partition(".")
+    whole, _, frac = value.partition(b".")
+    sign = 1
+    if whole.startswith(b"-"):
+        sign, whole = -1, whole[1:]
     if not whole.isdigit() or (frac and not frac.isdigit()):
-        raise UnsafeArchive(f"bad PAX {key} value {text!r}")
-    return sign * (int(whole) * 1_000_000_000 + int((frac + "000000000")[:9]))
+        raise UnsafeArchive(f"bad PAX {key} value {value!r}")
+    return sign * (int(whole) * 1_000_000_000 + (int(frac[:9].ljust(9, b"0")) if frac else 0))
 
 
 def _parse_pax(data: bytes) -> dict[str, bytes]:
@@ -165,7 +172,7 @@ def _parse_pax(data: bytes) -> dict[str, bytes]:
 
 
 class TarReader:
-    """Iterate `entries()`; after each regular file, its data is read with `read_into`
+    """Iterate `entries()`; after each regular file, its data is read with `read_chunks`
     (or skipped automatically when the next entry is requested)."""
 
     def __init__(self, stream: IO[bytes]) -> None:
@@ -269,7 +276,9 @@ class TarReader:
             entry.linkname = link
         atime_ns: int | None = None
         for key, value in records.items():
-            if key.startswith(_XATTR):
+            if key == "mtime":
+                entry.mtime_ns = _parse_time_ns(value, key)
+            elif key.startswith(_XATTR):
                 entry.xattrs[key[len(_XATTR) :]] = value
             elif key == "path":
                 entry.name = value.decode("utf-8", "surrogateescape")
@@ -279,10 +288,8 @@ class TarReader:
                 if not value.isdigit():
                     raise UnsafeArchive(f"bad PAX {key} value {value!r} for {entry.name!r}")
                 setattr(entry, key, int(value))
-            elif key == "mtime":
-                entry.mtime_ns = _parse_time_ns(value.decode("ascii", "replace"), key)
             elif key == "atime":
-                atime_ns = _parse_time_ns(value.decode("ascii", "replace"), key)
+                atime_ns = _parse_time_ns(value, key)
             elif key.startswith("GNU.sparse"):
                 raise UnsafeArchive(f"sparse member {entry.name!r} is not supported in a layer")
         entry.atime_ns = entry.mtime_ns if atime_ns is None else atime_ns

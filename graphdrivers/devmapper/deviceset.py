@@ -191,7 +191,7 @@ class DeviceSet:
                 raise DriverStateError(f"{self.metadata_dir} holds layers but no base device metadata")
             self._create_base()
             return
-        fs, found_uuid = self._with_active(base, lambda path: fsutil.read_uuid(path))
+        fs, found_uuid = self._with_active(base, fsutil.read_uuid)
         want_uuid = stored.get("base_device_uuid")
         if want_uuid and want_uuid != found_uuid:
             raise DriverStateError(
@@ -253,7 +253,13 @@ class DeviceSet:
     def _with_mounted(self, device_path: str, fs: str, fn: Callable[[str], T]) -> T:
         mnt = os.path.join(self.mnt_dir, ".setup")
         os.makedirs(mnt, exist_ok=True)
-        mountutil.mount(device_path, mnt, fs, 0, self.mount_options(fs))
+        flags, data = self.mount_options(fs)
+        try:
+            mountutil.mount(device_path, mnt, fs, flags, data)
+        except OSError as exc:
+            if exc.errno == errno.EINVAL and self.settings.mount_options and fs == self.settings.fs:
+                raise InvalidOption(f"dm.mountopt {self.settings.mount_options!r}: {exc}") from None
+            raise
         try:
             return fn(mnt)
         finally:
@@ -270,7 +276,7 @@ class DeviceSet:
         else:
             self._with_active(info, fsutil.grow_unmounted)
 
-    def mount_options(self, fs: str) -> str:
+    def mount_options(self, fs: str) -> tuple[int, str]:
         """Mount data for a device holding `fs`: dm.mountopt applies to devices of dm.fs
         (the options are filesystem-specific), plus what every snapshot needs."""
         return fsutil.mount_options(fs, self.settings.mount_options if fs == self.settings.fs else "")

@@ -20,7 +20,7 @@ from graphdrivers.archive import apply_layer
 from graphdrivers.backing import LoopFilesystem
 
 FILES = 1000
-ROUNDS = 15
+ROUNDS = 30
 
 
 @pytest.fixture(scope="module")

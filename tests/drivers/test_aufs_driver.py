@@ -21,6 +21,7 @@ from graphdrivers.aufs import kernel_backend
 from graphdrivers.aufs.driver import AufsDriver, ChainTooDeep
 from graphdrivers.errors import DriverNotSupported, InvalidOption
 
+from ..conformance.treeutil import mounted
 from .aufs_support import aufs, branch, make_root, put_file  # noqa: F401  (aufs is a fixture)
 
 NO_AUFS = "the kernel has no aufs (not in /proc/filesystems)"
@@ -97,7 +98,8 @@ def test_sigkill_of_the_fuse_process_is_recovered(aufs: AufsDriver) -> None:  # 
     again = graphdrivers.get_driver("aufs", root=os.path.dirname(aufs.home), options={"aufs.backend": "fuse"})
     try:
         assert mountutil.mounts_under(os.path.join(aufs.home, "mnt")) == []
-        assert again.exists("ctr")
+        again.remove("ctr")
+        assert not again.exists("ctr") and again.exists("base")
     finally:
         again.cleanup()
     aufs.cleanup()  # the first instance still holds references to dead mounts: fine too
@@ -265,3 +267,14 @@ def test_busybox_script_in_a_union_rootfs(aufs: AufsDriver, make_backing, tmp_pa
     assert {n: v for n, v in o_diff.items() if v != ("whiteout",)} == {
         n: v for n, v in diff.items() if v != ("whiteout",)
     }
+
+
+def test_a_mount_that_cannot_start_is_a_clear_error(aufs: AufsDriver) -> None:  # noqa: F811
+    aufs.create("lost")
+    os.rmdir(os.path.join(aufs.home, "mnt", "lost"))  # nowhere to mount
+    with pytest.raises(graphdrivers.errors.DriverError, match=r"did not start.*lost"):
+        aufs.get("lost")
+    assert aufs.refcount("lost") == 0
+    os.mkdir(os.path.join(aufs.home, "mnt", "lost"))
+    with mounted(aufs, "lost") as path:  # the same zygote mounts the next one
+        assert os.listdir(path) == []

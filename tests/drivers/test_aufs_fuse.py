@@ -220,10 +220,12 @@ def test_owners_and_permissions_as_root_and_as_a_user(union: str) -> None:
     assert (st.st_uid, st.st_gid) == (1000, 1000)
 
 
-def test_big_reads_of_a_lower_file(aufs: AufsDriver) -> None:  # noqa: F811
+def test_big_reads_of_a_lower_file_leave_it_untouched(aufs: AufsDriver) -> None:  # noqa: F811
     aufs.create("big")
     data = os.urandom(3 << 20) + b"tail"
-    put_file(branch(aufs, "big", "blob"), data)
+    blob = branch(aufs, "big", "blob")
+    put_file(blob, data)
+    os.utime(blob, ns=(1_000_000_000, MTIME))  # an atime older than mtime: relatime would update it
     aufs.create_read_write("over", "big")
     path = aufs.get("over")
     try:
@@ -233,3 +235,4 @@ def test_big_reads_of_a_lower_file(aufs: AufsDriver) -> None:  # noqa: F811
             assert f.read() == b"tail"
     finally:
         aufs.put("over")
+    assert os.lstat(blob).st_atime_ns == 1_000_000_000, "reading through the union touched the lower layer"

@@ -59,8 +59,9 @@ def test_snapshots_share_blocks_until_written(make_driver):
         d.put(layer)
 
 
-def test_snapshot_of_a_mounted_parent_sees_its_unflushed_writes(make_driver):
-    d = make_driver()
+@pytest.mark.parametrize("options", [{}, {"dm.fs": "ext4", "dm.basesize": "64M"}], ids=["xfs", "ext4"])
+def test_snapshot_of_a_mounted_parent_sees_its_unflushed_writes(make_driver, options):
+    d = make_driver(**options)
     d.create("parent")
     rootfs = d.get("parent")
     with open(os.path.join(rootfs, "fresh"), "w") as f:
@@ -283,3 +284,29 @@ def test_a_small_parentless_layer_gets_a_device_of_its_own_size(make_driver):
     st = os.statvfs(d.get("mid"))
     assert 300 * MB < st.f_blocks * st.f_frsize <= 400 * MB
     d.put("mid")
+
+
+def _mount_flags(point: str) -> set[str]:
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            fields = line.split()
+            if fields[4] == point:
+                return set(fields[5].split(",")) | set(line.split(" - ")[1].split()[2].split(","))
+    raise AssertionError(f"{point} is not mounted")
+
+
+def test_mount_options_split_into_flags_and_data(make_driver):
+    d = make_driver(**{"dm.fs": "ext4", "dm.basesize": "64M", "dm.mountopt": "noatime,nodev,data=journal"})
+    d.create("l")
+    d.get("l")
+    flags = _mount_flags(d.metadata("l")["MountPoint"])
+    assert {"noatime", "nodev", "data=journal"} <= flags
+    d.put("l")
+
+
+def test_a_mount_option_the_kernel_refuses_is_an_invalid_option(make_driver):
+    with pytest.raises(InvalidOption, match=r"dm\.mountopt 'bogus=1'"):
+        make_driver(**{"dm.mountopt": "bogus=1"})
+    d = make_driver()  # nothing half-made is left in the way
+    d.create("l")
+    assert d.exists("l")

@@ -16,16 +16,25 @@ from .conftest import Images
 REPO = os.path.dirname(os.path.dirname(engine_pkg.__file__))
 
 
-@pytest.fixture
-def strata(tmp_path):
-    root = str(tmp_path / "root")
-
-    def call(*args: str, stdin: bytes | None = None, driver: str = "vfs") -> subprocess.CompletedProcess:
+def _caller(root: str, default_driver: str):
+    def call(*args: str, stdin: bytes | None = None, driver: str = default_driver) -> subprocess.CompletedProcess:
         return subprocess.run([sys.executable, "-m", "engine.cli", "--root", root, "--driver", driver, *args],
                               input=stdin, capture_output=True, env={**os.environ, "PYTHONPATH": REPO}, timeout=120)
 
     call.root = root  # type: ignore[attr-defined]
+    call.driver = default_driver  # type: ignore[attr-defined]
     return call
+
+
+@pytest.fixture
+def strata(driver_name: str, driver_root: str):
+    """The CLI on a root of every registered driver."""
+    return _caller(driver_root, driver_name)
+
+
+@pytest.fixture
+def strata_vfs(tmp_path):
+    return _caller(str(tmp_path / "root"), "vfs")
 
 
 def _ok(result: subprocess.CompletedProcess) -> str:
@@ -48,13 +57,14 @@ def test_the_image_commands(strata, images: Images, tmp_path) -> None:
     tree = _ok(strata("images", "--tree"))
     assert tree.startswith("└─" + images.busybox.id[7:19]) and "  └─" + images.multi.id[7:19] in tree
     [doc] = json.loads(_ok(strata("inspect", "strata/multi")))
-    assert doc["Id"] == images.multi.id and doc["GraphDriver"]["Name"] == "vfs"
+    assert doc["Id"] == images.multi.id and doc["GraphDriver"]["Name"] == strata.driver
     assert _ok(strata("tag", "busybox", "copy:1")) == ""
     assert _ok(strata("rmi", "copy:1")) == "Untagged: copy:1\n"
     history = _ok(strata("history", "strata/multi")).splitlines()
     assert history[0].split()[:2] == ["IMAGE", "CREATED"] and len(history) == 5
     info = _ok(strata("info"))
-    assert "Images: 2\n" in info and "Storage Driver: vfs\n" in info and f"Docker Root Dir: {strata.root}" in info
+    assert "Images: 2\n" in info and f"Storage Driver: {strata.driver}\n" in info
+    assert f"Docker Root Dir: {strata.root}" in info
     saved = str(tmp_path / "out" / "saved.tar")
     os.makedirs(os.path.dirname(saved))
     assert _ok(strata("save", "-o", saved, "strata/multi")) == ""
@@ -67,19 +77,19 @@ def test_the_image_commands(strata, images: Images, tmp_path) -> None:
     assert json.loads(_ok(strata("inspect", "imported:latest")))[0]["Id"] == image_id
 
 
-def test_user_errors_are_one_line(strata, images: Images, tmp_path) -> None:
-    _fails(strata("inspect", "nothing"), "no such image: nothing")
-    _fails(strata("rmi", "nothing"), "no such image: nothing")
-    _fails(strata("tag", "nothing", "x"), "no such image: nothing")
-    _fails(strata("load", "-i", str(tmp_path / "missing.tar")), "no such file")
-    _fails(strata("-o", "bogus", "images"), "-o expects KEY=VALUE")
-    _fails(strata("-o", "vfs.nothing=1", "images"), "unknown option 'vfs.nothing'")
-    _fails(strata("images", driver="nodriver"), "no such driver")
+def test_user_errors_are_one_line(strata_vfs, images: Images, tmp_path) -> None:
+    _fails(strata_vfs("inspect", "nothing"), "no such image: nothing")
+    _fails(strata_vfs("rmi", "nothing"), "no such image: nothing")
+    _fails(strata_vfs("tag", "nothing", "x"), "no such image: nothing")
+    _fails(strata_vfs("load", "-i", str(tmp_path / "missing.tar")), "no such file")
+    _fails(strata_vfs("-o", "bogus", "images"), "-o expects KEY=VALUE")
+    _fails(strata_vfs("-o", "vfs.nothing=1", "images"), "unknown option 'vfs.nothing'")
+    _fails(strata_vfs("images", driver="nodriver"), "no such driver")
     save_to = str(tmp_path / "never.tar")
-    _fails(strata("save", "-o", save_to, "nothing"), "no such image")
+    _fails(strata_vfs("save", "-o", save_to, "nothing"), "no such image")
     assert not os.path.exists(save_to)
     corrupt = tmp_path / "corrupt.tar"
     corrupt.write_bytes(open(images.busybox_tar, "rb").read()[:-20000])
-    result = strata("load", "-i", str(corrupt))
+    result = strata_vfs("load", "-i", str(corrupt))
     assert result.returncode == 1 and "Traceback" not in result.stderr.decode()
-    assert _ok(strata("images")).splitlines()[1:] == []
+    assert _ok(strata_vfs("images")).splitlines()[1:] == []

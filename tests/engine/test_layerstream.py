@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import io
+import subprocess
 import tarfile
 
 import pytest
@@ -109,3 +110,27 @@ def test_any_flat_tar_round_trips(tmp_path_factory, entries, fmt, chunk) -> None
     for name, data in entries:
         (work / name).write_bytes(data)
     assert b"".join(layerstream.reassemble(ts_path, str(work))) == raw
+
+
+@pytest.mark.parametrize("fmt", ["posix", "gnu"])
+def test_sparse_members_are_kept_verbatim(tmp_path, fmt: str) -> None:
+    """GNU tar's sparse encodings store a map before the data; tar-split must not treat that
+    payload as the file's bytes (the layer holds the expanded file)."""
+    src = tmp_path / "src"
+    src.mkdir()
+    with open(src / "holes", "wb") as f:
+        f.seek(1 << 20)
+        f.write(b"end")
+    archive = tmp_path / "sparse.tar"
+    subprocess.run(["tar", "--sparse", f"--format={fmt}", "-cf", str(archive), "-C", str(src), "holes"], check=True)
+    raw = archive.read_bytes()
+    ts_path = str(tmp_path / "t.tarsplit")
+    out, commit = layerstream.write_tarsplit(ts_path)
+    splitter = layerstream.TarSplitter(out)
+    splitter.feed(raw)
+    splitter.close()
+    commit()
+    layer = tmp_path / "layer"
+    layer.mkdir()
+    subprocess.run(["tar", "-xf", str(archive), "-C", str(layer)], check=True)
+    assert b"".join(layerstream.reassemble(ts_path, str(layer))) == raw

@@ -93,6 +93,9 @@ REFUSED: dict[str, Callable[[str], list]] = {
     "symlink-loop": lambda s: [member("loop", tarfile.SYMTYPE, linkname="loop"), member("loop/x", data=b"")],
     "file-as-parent": lambda s: [member("etc/passwd/x", data=b"")],
     "regular-file-as-root": lambda s: [member(".", data=b"")],
+    "pax-negative-uid": lambda s: [member("x", data=b"", pax={"uid": "-5"})],
+    "pax-bad-mtime": lambda s: [member("x", data=b"", pax={"mtime": "soon"})],
+    "gnu-sparse-member": lambda s: [member("x", data=b"", pax={"GNU.sparse.size": "1000"})],
 }
 
 
