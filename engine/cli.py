@@ -149,10 +149,16 @@ def _run(job: Job, output: str | None, progress: bool) -> int:
 def main(argv: list[str] | None = None) -> int:
     ns = _parser().parse_args(argv)
     try:
+        if ns.command == "logs" and ns.follow:
+            return containercli.follow_logs(lambda: Engine(ns.root, ns.driver, _options(ns.storage_opt)), ns.container)
         with Engine(ns.root, ns.driver, _options(ns.storage_opt)) as engine:
             job, output = _job(engine, ns)
             progress = ns.command == "load" and not ns.quiet and sys.stderr.isatty()
-            status = _run(job, output, progress)
+            if ns.command == "run" and not ns.detach:
+                with containercli.proxy_signals(job):
+                    status = _run(job, output, progress)
+            else:
+                status = _run(job, output, progress)
             sys.stdout.flush()
             return status
     except (EngineError, DriverError) as exc:
