@@ -3,7 +3,7 @@
 # and run. See README.md.
 
 APT_PACKAGES := btrfs-progs xfsprogs e2fsprogs util-linux fuse3 libfuse3-dev pkg-config \
-	libbtrfsutil-dev busybox-static runc crun docker-registry apache2-utils gcc python3-dev
+	libbtrfsutil-dev busybox-static runc crun docker-registry apache2-utils gcc python3-dev python3-venv
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -29,8 +29,9 @@ $(BIN)/.installed: pyproject.toml
 lint: $(BIN)/.installed
 	$(BIN)/ruff check .
 
+# pytest's own exit status decides; "no tests collected" (5) is a failure like any other.
 test: deps $(BIN)/.installed lint
-	$(BIN)/pytest
+	$(BIN)/pytest $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .benchmarks

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from . import images
+from . import containerjobs, images
 
 if TYPE_CHECKING:
     from .engine import Engine
 
-MODULES = [images]
+MODULES = [images, containerjobs]
 
 
 def install(engine: Engine) -> None:

@@ -16,6 +16,7 @@ from typing import Any
 from graphdrivers import DEFAULT_ROOT
 from graphdrivers.errors import DriverError
 
+from . import containercli
 from .engine import Engine
 from .errors import EngineError
 from .job import Job
@@ -52,6 +53,7 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--json", action="store_true")
     c = sub.add_parser("info", help="engine and storage driver facts")
     c.add_argument("--json", action="store_true")
+    containercli.add_parsers(sub)
     return p
 
 
@@ -70,6 +72,9 @@ def _job(engine: Engine, ns: argparse.Namespace) -> tuple[Job, str | None]:
     out = sys.stdout.buffer
     err = sys.stderr.buffer
     cmd = ns.command
+    container_job = containercli.job_for(engine, ns)
+    if container_job is not None:
+        return container_job
     if cmd == "load":
         return engine.job("load", ns.input, stdin=sys.stdin.buffer, stdout=out, stderr=err), None
     if cmd == "save":

@@ -29,18 +29,21 @@ class Engine:
         self.handlers: dict[str, Handler] = {}
         self.driver: graphdrivers.Driver | None = None
         self.db: GraphDB | None = None
+        options = dict(options or {})
+        # `exec.*` options choose the execdriver and runtime; the rest are the graphdriver's.
+        self.exec_options = {k: options.pop(k) for k in list(options) if k.startswith("exec.")}
         try:
             self.driver = graphdrivers.get_driver(driver, root=self.root, options=options)
             home = os.path.join(self.root, "image", self.driver.name)
             os.makedirs(home, mode=0o700, exist_ok=True)
             self.db = GraphDB(os.path.join(home, "graph.db"))
             self.graph = Graph(home, self.driver, self.db)
+            from . import builtins
+
+            builtins.install(self)
         except BaseException:
             self.close()
             raise
-        from . import builtins
-
-        builtins.install(self)
 
     def register(self, name: str, handler: Handler) -> None:
         if name in self.handlers:

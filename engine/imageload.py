@@ -82,6 +82,8 @@ class TarBundle(Bundle):
         try:
             self.tar = tarfile.open(path, "r:*")
             self.members = {_clean(m.name): m for m in self.tar.getmembers() if m.isfile()}
+        except tarfile.ReadError:
+            raise InvalidArchive(f"{path} is not a readable image archive (not a tar, plain or compressed)") from None
         except (tarfile.TarError, EOFError, OSError) as exc:
             raise InvalidArchive(f"{path} is not a readable image archive: {exc}") from None
 

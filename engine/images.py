@@ -305,6 +305,8 @@ def info(job: Job) -> int:
         "Driver": engine.driver.name,
         "DriverStatus": [list(row) for row in engine.driver.status()],
         "DockerRootDir": engine.root,
+        "ExecutionDriver": engine.containers.exec_name,
+        "ExecutionDriverStatus": [list(row) for row in engine.containers.execdriver.status()],
     }
     if job.getenv_bool("json"):
         job.write_json(data)
@@ -312,6 +314,8 @@ def info(job: Job) -> int:
     lines = [f"Containers: {data['Containers']}", f"Images: {data['Images']}", f"Layers: {data['Layers']}",
              f"Storage Driver: {data['Driver']}"]
     lines += [f" {key}: {value}" for key, value in data["DriverStatus"]]
+    lines.append(f"Execution Driver: {data['ExecutionDriver']}")
+    lines += [f" {key}: {value}" for key, value in data["ExecutionDriverStatus"] if key != "Execution Driver"]
     lines.append(f"Docker Root Dir: {data['DockerRootDir']}")
     job.write("\n".join(lines) + "\n")
     return 0

@@ -106,7 +106,7 @@ class Job:
         except (EngineError, DriverError) as exc:
             self.error = exc
             self.status = getattr(exc, "status", 1) if isinstance(exc, EngineError) else 1
-            self.error_line(f"Error: {exc}")
+            self.error_line("Error: " + " ".join(str(exc).split("\n")))
             if check:
                 raise
         except Exception as exc:

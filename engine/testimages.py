@@ -196,3 +196,16 @@ def write(path: str, images: list[BuiltImage], layout: str = "docker", compressi
     else:
         raise ValueError(f"unknown layout {layout!r}")
     return path
+
+
+def from_layers(tags: list[str], layer_files: list[str], parent: str | None = None) -> BuiltImage:
+    """An image of the given layer tars (any content: tests build hostile ones this way)."""
+    diff_ids = []
+    for path in layer_files:
+        digest = hashlib.sha256()
+        with open(path, "rb") as f:
+            while chunk := f.read(1 << 20):
+                digest.update(chunk)
+        diff_ids.append("sha256:" + digest.hexdigest())
+    config = _config(diff_ids, [f"layer {os.path.basename(p)}" for p in layer_files], ["sh"])
+    return BuiltImage(list(tags), config, list(layer_files), parent, diff_ids)

@@ -33,7 +33,9 @@ __all__ = [
 
 # Built-in drivers register themselves on import (after the names above exist).
 from . import (
+    aufs,  # noqa: F401
     btrfs,  # noqa: F401
+    devmapper,  # noqa: F401
     overlay2,  # noqa: F401
     vfs,  # noqa: F401
 )

@@ -277,7 +277,7 @@ class Driver(ABC):
     def _unmount(self, id: str) -> None:
         """Undo `_mount` (last reference)."""
 
-    def _cleanup(self) -> None:  # noqa: B027 -- optional hook; most drivers have nothing to tear down
+    def _cleanup(self) -> None:  # noqa: B027 -- optional hook, most drivers need none
         """Driver-wide teardown after every layer is unmounted (pools, backing mounts)."""
 
 

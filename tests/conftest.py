@@ -4,7 +4,6 @@ name on the filesystem it asks for, and a session-wide check that nothing leaked
 from __future__ import annotations
 
 import os
-import subprocess
 import tempfile
 from collections.abc import Iterator
 
@@ -17,27 +16,69 @@ from graphdrivers.backing import LoopFilesystem
 BACKING_SIZE = 8 << 30  # sparse: costs only what is written
 
 
-def _our_mounts() -> set[str]:
-    tmp = os.path.realpath(tempfile.gettempdir())
-    return {p for p, _, _ in mountutil.mount_table() if p.startswith(tmp + "/") or p.startswith("/run/strata")}
+# Every process this session starts inherits this variable, so the leak check can tell
+# our helper processes (FUSE servers, registries, daemons) from those of other test runs
+# on the same machine.
+SESSION_MARK = "STRATA_TEST_SESSION"
 
 
-def _loop_devices() -> set[str]:
-    return {f"/dev/{n}" for n in os.listdir("/sys/block") if n.startswith("loop") and loopdev.backing_file(n)}
+def _ours(path: str | None, roots: tuple[str, ...]) -> bool:
+    return path is not None and any(path == r or path.startswith(r + "/") for r in roots)
 
 
-def _our_processes() -> set[str]:
-    out = subprocess.run(["ps", "-eo", "pid,args"], capture_output=True, text=True, check=True).stdout
-    keys = ("graphdrivers", "pyfuse3", "strata daemon", "docker-registry")
-    return {line.strip() for line in out.splitlines()[1:] if any(k in line for k in keys) and "pytest" not in line}
+def _our_mounts(roots: tuple[str, ...]) -> set[str]:
+    return {p for p, _, _ in mountutil.mount_table() if _ours(p, roots)}
+
+
+def _loop_devices(roots: tuple[str, ...]) -> set[str]:
+    found = set()
+    for name in os.listdir("/sys/block"):
+        if name.startswith("loop") and _ours(loopdev.backing_file(name), roots):
+            found.add(f"/dev/{name}")
+    return found
+
+
+def _our_processes(mark: str) -> set[str]:
+    found = set()
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        if int(pid) == os.getpid():
+            continue
+        try:
+            with open(f"/proc/{pid}/environ", "rb") as f:
+                env = f.read().split(b"\0")
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                args = f.read().replace(b"\0", b" ").decode(errors="replace").strip()
+        except OSError:  # gone, or a kernel thread
+            continue
+        if f"{SESSION_MARK}={mark}".encode() in env:
+            found.add(f"{pid} {args}")
+    return found
 
 
 @pytest.fixture(scope="session", autouse=True)
-def no_leaks() -> Iterator[None]:
-    """Fail the run if a test left a mount, a loop device or a helper process behind."""
-    before = (_our_mounts(), _loop_devices(), _our_processes())
+def no_leaks(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Fail the run if a test left a mount, a loop device or a helper process behind.
+
+    Only what this session made counts (other test runs may share the machine): temporary
+    directories are confined to this session's base temp dir (TMPDIR and tempfile point
+    there), mounts and loop devices are looked for under it and /run/strata, and
+    processes are recognised by the session mark in their environment.
+    """
+    session_tmp = tmp_path_factory.mktemp("tmp", numbered=False)
+    roots = (os.path.realpath(session_tmp.parent), "/run/strata")
+    mark = f"{os.getpid()}-{session_tmp.parent.name}"
+    saved = (os.environ.get("TMPDIR"), os.environ.get(SESSION_MARK), tempfile.tempdir)
+    os.environ["TMPDIR"] = tempfile.tempdir = str(session_tmp)
+    os.environ[SESSION_MARK] = mark
+    before = (_our_mounts(roots), _loop_devices(roots), _our_processes(mark))
     yield
-    after = (_our_mounts(), _loop_devices(), _our_processes())
+    after = (_our_mounts(roots), _loop_devices(roots), _our_processes(mark))
+    for key, value in (("TMPDIR", saved[0]), (SESSION_MARK, saved[1])):
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+    tempfile.tempdir = saved[2]
     kinds = ("mounts", "loop devices", "processes")
     leaked = [f"{kind}: {sorted(a - b)}" for kind, b, a in zip(kinds, before, after, strict=True) if a - b]
     if leaked:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from ..errors import EngineError
 
-class ExecError(Exception):
+
+class ExecError(EngineError):
     """The execdriver could not do what was asked; the message says what and why."""
 
     status = 125

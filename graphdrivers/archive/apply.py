@@ -62,7 +62,8 @@ def apply_layer(
                     applier.apply(entry, reader)
                 except OSError as exc:
                     if exc.errno in _ARCHIVE_ERRNOS:
-                        raise UnsafeArchive(f"cannot apply {entry.name!r}: {exc.strerror} ({_describe(exc)})") from exc
+                        reason = f"{exc.strerror} ({_describe(exc)})"
+                        raise UnsafeArchive(f"cannot apply {_show(entry.name)}: {reason}") from exc
                     raise
             journal.commit()
             applier.finish()
@@ -72,6 +73,11 @@ def apply_layer(
         return applier.applied_bytes
     finally:
         cache.close()
+
+
+def _show(name: str) -> str:
+    """A name for an error message: hostile names can be kilobytes long."""
+    return repr(name) if len(name) <= 160 else repr(name[:150]) + f"... ({len(name)} characters)"
 
 
 def _describe(exc: OSError) -> str:

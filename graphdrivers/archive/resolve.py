@@ -60,7 +60,7 @@ def clean_name(name: str, what: str = "name") -> str:
     """
     if "\0" in name:
         raise UnsafeArchive(f"{what} {name!r} contains a NUL byte")
-    if len(os.fsencode(name)) >= PATH_MAX:
+    if len(name) * 4 >= PATH_MAX and len(os.fsencode(name)) >= PATH_MAX:  # a UTF-8 char is <= 4 bytes
         raise UnsafeArchive(f"{what} of {len(os.fsencode(name))} bytes is longer than PATH_MAX ({PATH_MAX})")
     parts: list[str] = []
     for part in name.split("/"):

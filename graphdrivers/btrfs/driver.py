@@ -9,6 +9,10 @@ Layout under `<root>/btrfs/`:
   subvolumes/.tmp-<id>   a layer being created (renamed into place when complete; a crash
                          leaves only these, and the next start deletes them)
   quotas/<id>            the layer's `size` limit in bytes, when it has one
+
+A `size` caps the bytes the layer's subvolume references (its qgroup's max_rfer), data
+shared with the parent included, as in Docker: it is a limit on the layer's whole
+filesystem, not on what it adds.
 """
 
 from __future__ import annotations
@@ -79,6 +83,9 @@ class BtrfsDriver(Driver):
                 qgroup.limit_referenced(tmp, size)
                 with open(self._quota_file(id), "w", encoding="ascii") as f:
                     f.write(str(size))
+            elif parent is not None and self._size_limit(parent) is not None:
+                # The kernel copies the source's limit to a snapshot; a size is per layer.
+                qgroup.limit_referenced(tmp, qgroup.NO_LIMIT)
             os.rename(tmp, self._path(id))
         except BaseException:
             self._delete_subvolume(tmp)
@@ -113,10 +120,10 @@ class BtrfsDriver(Driver):
         except btrfsutil.BtrfsUtilError as exc:
             if exc.errno == errno.ENOENT:
                 return
-            if exc.errno != errno.EPERM:
+            if exc.errno not in (errno.EROFS, errno.EPERM):
                 raise DriverError(f"btrfs: cannot delete subvolume {path}: {exc}") from exc
-            # A nested read-only snapshot refuses deletion of its contents: make every
-            # subvolume below writable, then retry.
+            # A read-only subvolume with subvolumes inside cannot have them unlinked:
+            # make every subvolume below writable, then retry.
             for sub, _ in btrfsutil.SubvolumeIterator(path):
                 btrfsutil.set_subvolume_read_only(os.path.join(path, sub), False)
             btrfsutil.set_subvolume_read_only(path, False)

@@ -17,6 +17,7 @@ _BTRFS_IOCTL_MAGIC = 0x94
 
 QUOTA_CTL_ENABLE = 1
 QGROUP_LIMIT_MAX_RFER = 1 << 0
+NO_LIMIT = (1 << 64) - 1  # the kernel's CLEAR_VALUE: drop the limit
 
 
 def _ioc(direction: int, nr: int, size: int) -> int:
@@ -87,7 +88,8 @@ def enable_quota(path: str) -> None:
 
 
 def limit_referenced(subvolume: str, size: int) -> None:
-    """Cap the bytes the subvolume `subvolume` may reference (qgroup 0/<its id>)."""
+    """Cap the bytes the subvolume `subvolume` may reference (qgroup 0/<its id>);
+    `NO_LIMIT` removes the cap."""
     args = _QgroupLimitArgs(qgroupid=0)  # 0: the subvolume the descriptor is on
     args.lim.flags = QGROUP_LIMIT_MAX_RFER
     args.lim.max_rfer = size

@@ -12,6 +12,8 @@ Layout under `<root>/overlay2/`:
                   deleted on the next start
 
 A layer without a parent needs no union: `get` returns its diff dir, as Docker does.
+One driver instance owns a home at a time: starting one unmounts what it finds mounted
+there (the previous owner crashed or was killed).
 """
 
 from __future__ import annotations
@@ -22,11 +24,12 @@ import shutil
 from collections.abc import Mapping
 from typing import IO
 
-from .. import fsmagic, mountutil
+from .. import archive, fsmagic, mountutil
 from ..driver import Change, Driver
-from ..errors import DriverError, DriverNotSupported, LayerNotFound
+from ..errors import DriverError, DriverNotSupported, LayerNotFound, UnsafeArchive
 from . import changes as overlay_changes
-from . import mounting
+from . import copyup, mounting
+from .replay import Replayable
 
 LINK_DIR = "l"
 TMP_PREFIX = ".tmp-"
@@ -121,6 +124,8 @@ class Overlay2Driver(Driver):
                 if parent_link is None:
                     raise DriverError(f"overlay2: parent layer {parent!r} has no link file ({self._dir(parent)})")
                 _write(os.path.join(tmp, "lower"), ":".join([f"{LINK_DIR}/{parent_link}", *self._lowers(parent)]))
+                # Before the child exists: a parent with children is never mounted writable.
+                _write(os.path.join(self._dir(parent), "committed"), "")
             link_path = os.path.join(self.links, link)
             os.symlink(os.path.join("..", id, "diff"), link_path)
             os.rename(tmp, self._dir(id))
@@ -129,8 +134,6 @@ class Overlay2Driver(Driver):
                 os.unlink(link_path)
             shutil.rmtree(tmp, ignore_errors=True)
             raise
-        if parent is not None:
-            _write(os.path.join(self._dir(parent), "committed"), "")
 
     def _remove(self, id: str) -> None:
         link = self._read(id, "link")
@@ -144,6 +147,7 @@ class Overlay2Driver(Driver):
         shutil.rmtree(doomed)
 
     def _mount(self, id: str, mount_label: str) -> str:
+        """Overlay-mount a layer with a parent; `mount_label` is ignored (no SELinux here)."""
         lowers = self._lowers(id)
         if not lowers:
             return self._diff_dir(id)
@@ -164,9 +168,9 @@ class Overlay2Driver(Driver):
         return merged
 
     def _unmount(self, id: str) -> None:
-        merged = os.path.join(self._dir(id), "merged")
-        if self._lowers(id) and mountutil.is_mountpoint(merged):
-            mountutil.umount_retry(merged)
+        """Only called after a `_mount` of this instance, so a layer with lowers is mounted."""
+        if self._lowers(id):
+            mountutil.umount_retry(os.path.join(self._dir(id), "merged"))
 
     # -- native diff ---------------------------------------------------------------------
 
@@ -178,23 +182,40 @@ class Overlay2Driver(Driver):
     def diff(self, id: str, parent: str | None = None) -> IO[bytes]:
         if not self._native(id, parent):
             return super().diff(id, parent)
-        from .. import archive  # the archive package is loaded by the first diff
-
         return archive.export_dir(self._diff_dir(id), whiteouts="overlay")
 
     def diff_size(self, id: str, parent: str | None = None) -> int:
         if not self._native(id, parent):
             return super().diff_size(id, parent)
-        from .. import archive
-
         return archive.dir_diff_size(self._diff_dir(id), whiteouts="overlay")
 
     def apply_diff(self, id: str, parent: str | None, stream: IO[bytes]) -> int:
         if not self._native(id, parent):
             return super().apply_diff(id, parent, stream)
-        from .. import archive
-
-        return archive.apply_layer(self._diff_dir(id), stream, whiteouts="overlay")
+        if not self._lowers(id):
+            # With nothing below, a whiteout hides nothing: apply it as a deletion instead
+            # of leaving a 0/0 device in a layer that `get` shows without an overlay.
+            return archive.apply_layer(self._diff_dir(id), stream, whiteouts="delete")
+        diff_dir = self._diff_dir(id)
+        replayable = Replayable(stream)
+        try:
+            try:
+                return archive.apply_layer(diff_dir, replayable, whiteouts="overlay")  # type: ignore[arg-type]
+            except UnsafeArchive:
+                # The diff dir was left untouched. A hard link to a file of a lower layer
+                # is refused there: copy such targets up (as the kernel would) and retry.
+                replayable.rewind()
+                made = copyup.copy_up(diff_dir, self._lower_dirs(id), copyup.missing_link_targets(replayable))
+                if not made:
+                    raise
+            replayable.rewind()
+            try:
+                return archive.apply_layer(diff_dir, replayable, whiteouts="overlay")  # type: ignore[arg-type]
+            except BaseException:
+                copyup.undo(made)
+                raise
+        finally:
+            replayable.close()
 
     def _native(self, id: str, parent: str | None) -> bool:
         if not self.exists(id):

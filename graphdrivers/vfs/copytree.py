@@ -55,7 +55,8 @@ def current_umask() -> int:
 
 
 def copy_tree(src: str, dst: str, method: str = COPY_RANGE) -> None:
-    """Copy the tree at `src` to the new directory `dst` (which must not exist).
+    """Copy the tree at `src` into `dst`, an empty directory the caller made (so it can
+    prepare it first, e.g. with a project quota); `dst` ends with `src`'s attributes.
 
     `method` is COPY_RANGE (copy_file_range, falling back to bytes where the kernel
     cannot) or COPY_FULL (read/write byte copies only). On failure `dst` is left partly
@@ -63,7 +64,6 @@ def copy_tree(src: str, dst: str, method: str = COPY_RANGE) -> None:
     """
     walk = _Walk(method=method, umask=current_umask())
     root_st = os.lstat(src)
-    os.mkdir(dst, 0o700)
     walk.dirs.append((src, dst, root_st))
     _copy_dir(src, dst, walk)
     for s, d, st in reversed(walk.dirs):

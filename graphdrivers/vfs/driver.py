@@ -19,6 +19,7 @@ from collections.abc import Mapping
 from ..driver import Driver
 from ..errors import InvalidOption, LayerNotFound
 from ..mountutil import fs_type
+from ..projectquota import ProjectQuota
 from .copytree import COPY_FULL, COPY_RANGE, copy_tree
 
 _CREATING = ".creating-"
@@ -44,6 +45,11 @@ class VfsDriver(Driver):
         os.chmod(self.dir, 0o700)  # also clears a setgid bit inherited from above
         self.backing_fs = fs_type(self.dir)
         self._remove_leftovers()
+        self.quota = ProjectQuota(home)
+        self.supports_quota = self.quota.unsupported is None
+        if self.supports_quota:
+            for name in os.listdir(self.dir):
+                self.quota.note_used(self._path(name))
 
     def _remove_leftovers(self) -> None:
         for name in os.listdir(self.dir):
@@ -63,9 +69,11 @@ class VfsDriver(Driver):
         if os.path.lexists(tmp):  # a crashed create of the same id while we were running
             shutil.rmtree(tmp)
         try:
+            os.mkdir(tmp, 0o700)
+            if size is not None:
+                self.quota.limit(tmp, size)
             if parent is None:
-                os.mkdir(tmp, 0o755)
-                os.chmod(tmp, 0o755)  # whatever the umask
+                os.chmod(tmp, 0o755)
             else:
                 copy_tree(self._path(parent), tmp, self.copy_method)
             os.rename(tmp, self._path(id))
@@ -92,7 +100,8 @@ class VfsDriver(Driver):
             if self.copy_method == COPY_RANGE
             else "full (read/write byte copies)"
         )
-        return [("Backing Filesystem", self.backing_fs), ("Copy", copy)]
+        quota = "project quotas" if self.supports_quota else f"none ({self.quota.unsupported})"
+        return [("Backing Filesystem", self.backing_fs), ("Copy", copy), ("Size Limits", quota)]
 
     def metadata(self, id: str) -> dict[str, str]:
         if not self.exists(id):
@@ -100,7 +109,7 @@ class VfsDriver(Driver):
         return {"path": self._path(id)}
 
     def quota_unsupported_reason(self) -> str:
-        return f"vfs layers are plain directories on {self.backing_fs} and vfs sets no per-directory quota there"
+        return self.quota.unsupported or ""
 
 
 def factory(home: str, options: Mapping[str, str]) -> VfsDriver:

@@ -121,3 +121,38 @@ def test_cp_a_reflink_never(benchmark, bench: Bench) -> None:
         subprocess.run(["cp", "-a", "--reflink=never", bench.parent, target], check=True)
 
     _run(benchmark, cp, lambda: os.path.join(bench.scratch, bench.fresh("cp")), shutil.rmtree)
+
+
+@pytest.mark.benchmark(group="vfs-apply")
+def test_vfs_apply_diff(benchmark, bench: Bench) -> None:
+    vfs = bench.drivers["copy_file_range"]
+
+    def make() -> str:
+        layer = bench.fresh("applied")
+        vfs.create(layer)
+        return layer
+
+    def apply(layer: str) -> int:
+        with open(bench.tar, "rb") as stream:
+            return vfs.apply_diff(layer, None, stream)
+
+    _run(benchmark, apply, make, vfs.remove)
+    vfs.create("check-apply")
+    with open(bench.tar, "rb") as stream:
+        size = vfs.apply_diff("check-apply", None, stream)
+    with tarfile.open(bench.tar) as tar:
+        assert size == sum(m.size for m in tar.getmembers() if m.isfile())
+    vfs.remove("check-apply")
+
+
+@pytest.mark.benchmark(group="vfs-apply")
+def test_gnu_tar_x(benchmark, bench: Bench) -> None:
+    def make() -> str:
+        target = os.path.join(bench.scratch, bench.fresh("tar"))
+        os.mkdir(target)
+        return target
+
+    def untar(target: str) -> None:
+        subprocess.run(["tar", "-x", "-f", bench.tar, "-C", target], check=True)
+
+    _run(benchmark, untar, make, shutil.rmtree)

@@ -24,7 +24,7 @@ class Images:
     dir: str
 
     def archive(self, name: str, images: list[BuiltImage], layout: str = "docker", compression: str = "gzip") -> str:
-        path = os.path.join(self.dir, name)
+        path = os.path.join(self.dir, "archive-" + name)
         if not os.path.exists(path):
             testimages.write(path, images, layout, compression)
         return path

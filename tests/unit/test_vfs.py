@@ -8,14 +8,17 @@ no half-made layer after a failure or a crash.
 
 from __future__ import annotations
 
+import errno
 import os
 import socket
 import stat
 import struct
+from collections.abc import Iterator
 
 import pytest
 
 import graphdrivers
+from graphdrivers.backing import LoopFilesystem
 from graphdrivers.vfs import VfsDriver
 
 # A file capability (security.capability, VFS_CAP_REVISION_2, effective): cap_net_raw.
@@ -173,3 +176,83 @@ def test_crash_leftovers_are_removed_at_start(ext4_root: str) -> None:
     again = VfsDriver(os.path.join(ext4_root, "vfs"))
     assert sorted(os.listdir(again.dir)) == ["keep", "x-creating"]
     assert again.exists("keep") and again.exists("x-creating")
+
+
+@pytest.fixture
+def xfs_prjquota(tmp_path) -> Iterator[str]:
+    """A vfs root on xfs mounted with project quotas, where vfs can enforce `size`."""
+    try:
+        fs = LoopFilesystem(str(tmp_path / "xfs"), "xfs", 1 << 30, mount_options="prjquota").create()
+    except OSError as exc:
+        if exc.errno != errno.EINVAL:
+            raise
+        pytest.skip("this kernel cannot mount xfs with prjquota (built without CONFIG_XFS_QUOTA)")
+    try:
+        root = os.path.join(fs.mountpoint, "root")
+        os.mkdir(root)
+        yield root
+    finally:
+        fs.destroy()
+
+
+def _fill(path: str, limit: int) -> None:
+    """Write up to twice `limit` bytes into `path`; the kernel must refuse it on the way."""
+    chunk = b"q" * (1 << 20)
+    with open(path, "wb") as f:
+        for _ in range(2 * limit // len(chunk)):
+            f.write(chunk)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def test_size_limit_with_xfs_project_quotas(xfs_prjquota: str) -> None:
+    d = graphdrivers.get_driver("vfs", root=xfs_prjquota)
+    assert dict(d.status())["Size Limits"] == "project quotas"
+    d.create_read_write("limited", storage_opt={"size": "32M"})
+    path = d.get("limited")
+    with open(os.path.join(path, "fits"), "wb") as f:
+        f.write(bytes(16 << 20))
+    with pytest.raises(OSError) as info:
+        _fill(os.path.join(path, "too-much"), 32 << 20)
+    assert info.value.errno in (errno.EDQUOT, errno.ENOSPC)
+    os.unlink(os.path.join(path, "too-much"))
+    d.put("limited")
+    # A child copies its parent's 16 MB: under a 24M limit that leaves room for 8 MB only.
+    d.create("child", "limited", storage_opt={"size": "24M"})
+    with pytest.raises(OSError) as info:
+        _fill(os.path.join(d.get("child"), "more"), 12 << 20)
+    assert info.value.errno in (errno.EDQUOT, errno.ENOSPC)
+    d.put("child")
+    # A child too big for its limit is refused, and leaves nothing.
+    with pytest.raises(OSError) as info:
+        d.create("cramped", "limited", storage_opt={"size": "8M"})
+    assert info.value.errno in (errno.EDQUOT, errno.ENOSPC)
+    assert not d.exists("cramped") and sorted(os.listdir(d.dir)) == ["child", "limited"]
+    # Layers without a limit are not limited, and limits survive a new driver instance.
+    d.create("free", "limited")
+    _write_big(os.path.join(d.get("free"), "big"), 64 << 20)
+    d.put("free")
+    d.cleanup()
+    again = graphdrivers.get_driver("vfs", root=xfs_prjquota)
+    again.create("another", storage_opt={"size": "8M"})
+    with pytest.raises(OSError):
+        _fill(os.path.join(again.get("limited"), "still-limited"), 32 << 20)
+    again.cleanup()
+
+
+def _write_big(path: str, size: int) -> None:
+    with open(path, "wb") as f:
+        f.write(bytes(size))
+        os.fsync(f.fileno())
+
+
+def test_no_size_limit_without_project_quotas(make_backing) -> None:
+    for fstype, why in (("ext4", "prjquota"), ("xfs", "prjquota"), ("btrfs", "btrfs")):
+        root = os.path.join(make_backing(fstype).mountpoint, "root")
+        d = graphdrivers.get_driver("vfs", root=root)
+        with pytest.raises(graphdrivers.errors.QuotaNotSupported) as info:
+            d.create("x", storage_opt={"size": "1G"})
+        assert fstype in info.value.reason and why in info.value.reason
+        assert not d.exists("x")
+        assert dict(d.status())["Size Limits"].startswith("none")
+        assert not os.path.exists(os.path.join(root, "vfs", "backingFsBlockDev"))

@@ -1,0 +1,326 @@
+"""The HTTP plumbing of serveapi: requests with bounded bodies, JSON and streamed replies,
+connection hijacking (what `docker attach`/`run` use), over unix and TCP sockets.
+
+Written on the standard library's http.server: the API is a control plane with a few
+concurrent clients, and a thread per connection keeps streaming and hijacking simple.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+import socket
+import socketserver
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler
+from typing import IO, Any
+from urllib.parse import parse_qs, urlsplit
+
+MAX_JSON_BODY = 4 << 20
+API_VERSION_RE = re.compile(r"^/v(\d+\.\d+)(/.*)$")
+
+
+class ApiError(Exception):
+    """An error reply in Docker's form: `{"message": ...}` with an HTTP status."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+class ChunkedReader(io.RawIOBase):
+    """Decodes a `Transfer-Encoding: chunked` body (the Go client streams uploads so)."""
+
+    def __init__(self, raw: IO[bytes]) -> None:
+        self.raw = raw
+        self.left = 0
+        self.done = False
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        if self.done:
+            return 0
+        if self.left == 0:
+            line = self.raw.readline(1024)
+            try:
+                self.left = int(line.split(b";")[0].strip(), 16)
+            except ValueError:
+                raise ApiError(400, "malformed chunked request body") from None
+            if self.left == 0:
+                while self.raw.readline(1024) not in (b"\r\n", b"\n", b""):
+                    pass
+                self.done = True
+                return 0
+        n = min(len(buffer), self.left)
+        data = self.raw.read(n)
+        if not data:
+            raise ApiError(400, "request body ended inside a chunk")
+        buffer[: len(data)] = data
+        self.left -= len(data)
+        if self.left == 0:
+            self.raw.readline(8)
+        return len(data)
+
+
+class LimitedReader(io.RawIOBase):
+    def __init__(self, raw: IO[bytes], length: int) -> None:
+        self.raw = raw
+        self.left = length
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        if self.left <= 0:
+            return 0
+        data = self.raw.read(min(len(buffer), self.left))
+        buffer[: len(data)] = data
+        self.left -= len(data)
+        return len(data)
+
+
+@dataclass
+class Request:
+    method: str
+    path: str
+    query: dict[str, list[str]]
+    headers: Any
+    body: IO[bytes]
+    api_version: str | None
+    handler: BaseHTTPRequestHandler
+    params: dict[str, str] = field(default_factory=dict)
+
+    def arg(self, name: str, default: str | None = None) -> str | None:
+        values = self.query.get(name)
+        return values[-1] if values else default
+
+    def args(self, name: str) -> list[str]:
+        return self.query.get(name, [])
+
+    def flag(self, name: str, default: bool = False) -> bool:
+        value = self.arg(name)
+        if value is None:
+            return default
+        return value.lower() not in ("", "0", "false", "no")
+
+    def int_arg(self, name: str, default: int | None = None) -> int | None:
+        value = self.arg(name)
+        if value in (None, ""):
+            return default
+        try:
+            return int(value)
+        except ValueError:
+            raise ApiError(400, f"query parameter {name!r} must be an integer, got {value!r}") from None
+
+    def json_arg(self, name: str) -> Any:
+        value = self.arg(name)
+        if not value:
+            return None
+        try:
+            return json.loads(value)
+        except ValueError:
+            raise ApiError(400, f"query parameter {name!r} is not valid JSON") from None
+
+    def json(self, *, required: bool = True) -> Any:
+        data = self.body.read(MAX_JSON_BODY + 1)
+        if len(data) > MAX_JSON_BODY:
+            raise ApiError(413, f"request body over {MAX_JSON_BODY} bytes")
+        if not data.strip():
+            if required:
+                raise ApiError(400, "request body is empty; expected JSON")
+            return None
+        try:
+            return json.loads(data)
+        except ValueError as exc:
+            raise ApiError(400, f"malformed JSON in request body: {exc}") from None
+
+
+@dataclass
+class Reply:
+    """What a route returns: a JSON value, bytes, a stream of chunks, or a hijack."""
+
+    status: int = 200
+    body: Any = None
+    content_type: str = "application/json"
+    stream: Iterable[bytes] | None = None
+    hijack: Callable[[socket.socket, IO[bytes]], None] | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+Route = Callable[[Request], Reply]
+
+
+class Router:
+    def __init__(self) -> None:
+        self.routes: list[tuple[str, re.Pattern[str], Route]] = []
+
+    def add(self, method: str, pattern: str, func: Route) -> None:
+        # {name} matches one path segment; {name:path} may span several (image names have "/").
+        regex = re.compile("^" + re.sub(r"\{(\w+)(:path)?\}",
+                                        lambda m: f"(?P<{m.group(1)}>{'.+' if m.group(2) else '[^/]+'})",
+                                        pattern) + "$")
+        self.routes.append((method, regex, func))
+
+    def route(self, method: str, pattern: str) -> Callable[[Route], Route]:
+        def deco(func: Route) -> Route:
+            self.add(method, pattern, func)
+            return func
+        return deco
+
+    def match(self, method: str, path: str) -> tuple[Route, dict[str, str]]:
+        allowed = False
+        for m, regex, func in self.routes:
+            found = regex.match(path)
+            if found:
+                if m == method or (method == "HEAD" and m == "GET"):
+                    return func, found.groupdict()
+                allowed = True
+        if allowed:
+            raise ApiError(405, f"method {method} not allowed on {path}")
+        raise ApiError(404, f"page not found: {method} {path}")
+
+
+def make_handler(router: Router, server_headers: dict[str, str],
+                 error_status: Callable[[Exception], tuple[int, str] | None]) -> type[BaseHTTPRequestHandler]:
+    """A request handler class bound to `router`; `error_status` maps domain errors to HTTP."""
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+        server_version = "strata"
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+        def _dispatch(self) -> None:
+            split = urlsplit(self.path)
+            path, version = split.path, None
+            found = API_VERSION_RE.match(path)
+            if found:
+                version, path = found.group(1), found.group(2)
+            body = self._body()
+            if body is None:
+                return
+            request = Request(self.command, path, parse_qs(split.query, keep_blank_values=True), self.headers,
+                              body, version, self)
+            try:
+                func, request.params = router.match(self.command, path)
+                reply = func(request)
+            except ApiError as exc:
+                reply = Reply(exc.status, {"message": exc.message})
+            except Exception as exc:
+                mapped = error_status(exc)
+                if mapped is None:
+                    reply = Reply(500, {"message": f"internal error: {type(exc).__name__}: {exc}"})
+                else:
+                    reply = Reply(mapped[0], {"message": mapped[1]})
+            self._send(reply)
+            # Drain what the route did not read, so the connection can be reused.
+            try:
+                while body.read(1 << 16):
+                    pass
+            except (ApiError, OSError):
+                self.close_connection = True
+
+        def _body(self) -> IO[bytes] | None:
+            if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
+                return io.BufferedReader(ChunkedReader(self.rfile))
+            try:
+                length = int(self.headers.get("Content-Length") or 0)
+            except ValueError:
+                self._send(Reply(400, {"message": "malformed Content-Length"}))
+                self.close_connection = True
+                return None
+            ctype = self.headers.get("Content-Type", "")
+            if length > MAX_JSON_BODY and ("json" in ctype or not ctype):
+                self._send(Reply(413, {"message": f"request body of {length} bytes is over the {MAX_JSON_BODY}"
+                                                  " byte limit for this endpoint"}))
+                self.close_connection = True
+                return None
+            return io.BufferedReader(LimitedReader(self.rfile, length))
+
+        def _headers(self, reply: Reply) -> None:
+            for key, value in {**server_headers, **reply.headers}.items():
+                self.send_header(key, value)
+
+        def _send(self, reply: Reply) -> None:
+            if reply.hijack is not None:
+                upgrade = self.headers.get("Upgrade", "").lower() == "tcp"
+                if upgrade:
+                    self.send_response(101, "UPGRADED")
+                    self.send_header("Connection", "Upgrade")
+                    self.send_header("Upgrade", "tcp")
+                else:
+                    self.send_response(200)
+                self.send_header("Content-Type", reply.content_type)
+                self._headers(reply)
+                self.end_headers()
+                self.wfile.flush()
+                self.close_connection = True
+                reply.hijack(self.connection, self.rfile)
+                return
+            if reply.stream is not None:
+                self.send_response(reply.status)
+                self.send_header("Content-Type", reply.content_type)
+                self.send_header("Transfer-Encoding", "chunked")
+                self._headers(reply)
+                self.end_headers()
+                try:
+                    for chunk in reply.stream:
+                        if chunk:
+                            self.wfile.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+                            self.wfile.flush()
+                    self.wfile.write(b"0\r\n\r\n")
+                except (BrokenPipeError, ConnectionResetError):
+                    self.close_connection = True
+                finally:
+                    close = getattr(reply.stream, "close", None)
+                    if close:
+                        close()
+                return
+            if reply.body is None:
+                payload = b""
+            elif isinstance(reply.body, bytes | bytearray):
+                payload = bytes(reply.body)
+            else:
+                payload = json.dumps(reply.body).encode() + b"\n"
+            self.send_response(reply.status)
+            if payload or reply.status not in (204, 304):
+                self.send_header("Content-Type", reply.content_type)
+            self.send_header("Content-Length", str(len(payload)))
+            self._headers(reply)
+            self.end_headers()
+            if self.command != "HEAD":
+                self.wfile.write(payload)
+
+        do_GET = do_POST = do_PUT = do_DELETE = do_HEAD = _dispatch
+
+    return Handler
+
+
+class UnixServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
+    daemon_threads = True
+
+    def get_request(self) -> tuple[socket.socket, Any]:
+        conn, _ = self.socket.accept()
+        return conn, ("unix", 0)
+
+
+class TCPServer(socketserver.ThreadingMixIn, socketserver.TCPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+
+def json_lines(items: Iterable[Any]) -> Iterator[bytes]:
+    """The progress-message stream format of pull/push/load: one JSON object a line."""
+    for item in items:
+        yield json.dumps(item).encode() + b"\r\n"
+
+
+def status_text(code: int) -> str:
+    return HTTPStatus(code).phrase

@@ -1,0 +1,141 @@
+"""A container's record: its config and state, persisted as JSON beside its logs.
+
+`<root>/containers/<id>/config.v2.json` (written atomically) is the truth about a
+container; `stdout.log` / `stderr.log` are its output and `exec/` is the execdriver's
+state (the monitor's exit file, the OCI bundle). A new engine rebuilds everything it
+knows about containers from these files.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+CONFIG_FILE = "config.v2.json"
+
+CREATED = "created"
+RUNNING = "running"
+EXITED = "exited"
+
+
+def now_iso() -> str:
+    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def iso(ts: float) -> str:
+    return dt.datetime.fromtimestamp(ts, dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+@dataclass
+class State:
+    status: str = CREATED
+    pid: int = 0
+    exit_code: int = 0
+    error: str = ""
+    started_at: str = ""
+    finished_at: str = ""
+
+    @property
+    def running(self) -> bool:
+        return self.status == RUNNING
+
+
+@dataclass
+class Container:
+    id: str
+    name: str
+    created: str
+    image: str  # image id
+    image_ref: str  # what the user asked for (`Config.Image`)
+    args: list[str]  # the full command: entrypoint + cmd
+    env: list[str]
+    workdir: str
+    user: str
+    hostname: str
+    network: str = "none"
+    auto_remove: bool = False
+    layer: str = ""  # the driver's read-write layer (the container id)
+    parent_layer: str | None = None  # what `diff` compares against: the init layer or the image's top
+    init_layer: str | None = None  # mount points the image lacked (/proc, /dev, /sys)
+    execdriver: str = "oci"
+    exec_options: dict[str, str] = field(default_factory=dict)
+    state: State = field(default_factory=State)
+    monitor: dict[str, Any] | None = None  # execdrivers.MonitorInfo as JSON while it runs
+    rootfs: str | None = None  # where the layer was mounted when the process started
+
+    # -- files -------------------------------------------------------------------------
+
+    @staticmethod
+    def dir_of(containers_dir: str, container_id: str) -> str:
+        return os.path.join(containers_dir, container_id)
+
+    def paths(self, containers_dir: str) -> tuple[str, str, str, str]:
+        """(its directory, stdout log, stderr log, execdriver state directory)."""
+        d = self.dir_of(containers_dir, self.id)
+        return d, os.path.join(d, "stdout.log"), os.path.join(d, "stderr.log"), os.path.join(d, "exec")
+
+    def save(self, containers_dir: str) -> None:
+        d = self.dir_of(containers_dir, self.id)
+        tmp = os.path.join(d, CONFIG_FILE + ".tmp")
+        with open(tmp, "w") as f:
+            json.dump(asdict(self), f)
+        os.rename(tmp, os.path.join(d, CONFIG_FILE))
+
+    @classmethod
+    def load(cls, containers_dir: str, container_id: str) -> Container:
+        with open(os.path.join(cls.dir_of(containers_dir, container_id), CONFIG_FILE)) as f:
+            raw = json.load(f)
+        raw["state"] = State(**raw["state"])
+        return cls(**raw)
+
+    # -- views -------------------------------------------------------------------------
+
+    @property
+    def short_id(self) -> str:
+        return self.id[:12]
+
+    def inspect(self, driver_name: str, driver_data: dict[str, str], log_path: str) -> dict[str, Any]:
+        """Docker's `inspect` shape, for the fields strata has."""
+        s = self.state
+        return {
+            "Id": self.id,
+            "Created": self.created,
+            "Path": self.args[0] if self.args else "",
+            "Args": self.args[1:],
+            "State": {
+                "Status": s.status,
+                "Running": s.running,
+                "Paused": False,
+                "Restarting": False,
+                "OOMKilled": False,
+                "Dead": False,
+                "Pid": s.pid if s.running else 0,
+                "ExitCode": s.exit_code,
+                "Error": s.error,
+                "StartedAt": s.started_at or "0001-01-01T00:00:00Z",
+                "FinishedAt": s.finished_at or "0001-01-01T00:00:00Z",
+            },
+            "Image": self.image,
+            "LogPath": log_path,
+            "Name": "/" + self.name,
+            "Driver": driver_name,
+            "ExecDriver": self.execdriver_description(),
+            "HostConfig": {"NetworkMode": self.network, "AutoRemove": self.auto_remove},
+            "GraphDriver": {"Name": driver_name, "Data": driver_data},
+            "Config": {
+                "Hostname": self.hostname,
+                "User": self.user,
+                "Env": self.env,
+                "Cmd": self.args,
+                "Image": self.image_ref,
+                "WorkingDir": self.workdir,
+            },
+        }
+
+    def execdriver_description(self) -> str:
+        if self.execdriver == "oci":
+            return f"oci ({self.exec_options.get('exec.runtime', 'runc')})"
+        return self.execdriver

@@ -1,0 +1,1 @@
+"""Registry access: references and the OCI distribution API client."""

@@ -1,0 +1,230 @@
+"""The aufs graphdriver: a layer is a branch, a mount is the union of a layer's branches.
+
+Layout under `<root>/aufs`, as Docker's aufs driver had it:
+  diff/<id>    the layer's own files (its branch), whiteouts included
+  layers/<id>  its ancestors, nearest first, one a line; written last, so it marks a
+               complete layer
+  mnt/<id>     where the union is mounted
+The union is the kernel's aufs when the kernel has it, otherwise strata's FUSE union
+filesystem (`aufs.backend=kernel|fuse`); status() and metadata() always say which.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+from collections.abc import Mapping
+from typing import IO, Any
+
+from .. import archive, mountutil, naivediff
+from ..driver import Change, Driver, validate_id
+from ..errors import DriverError, DriverNotSupported, InvalidOption, LayerNotFound
+from . import kernel_backend
+from .fuse_backend import FuseBackend, detach, is_dead_mount
+from .kernel_backend import KernelBackend
+from .native_changes import branch_changes
+
+REMOVING = "-removing"
+BACKENDS = ("kernel", "fuse")
+
+
+class ChainTooDeep(DriverError):
+    """The backend cannot stack this many branches."""
+
+
+def _parse_backend(value: str) -> str:
+    if value not in BACKENDS:
+        raise InvalidOption(f"aufs.backend must be one of {', '.join(BACKENDS)}, not {value!r}")
+    return value
+
+
+class AufsDriver(Driver):
+    name = "aufs"
+    option_parsers: Mapping[str, Any] = {"aufs.backend": _parse_backend}
+
+    def __init__(self, home: str, options: Mapping[str, str] | None = None) -> None:
+        super().__init__(home, options)
+        has_aufs = kernel_backend.available()
+        chosen = self.options.get("aufs.backend") or ("kernel" if has_aufs else "fuse")
+        if chosen == "kernel" and not has_aufs:
+            raise DriverNotSupported("aufs", "the kernel has no aufs (not in /proc/filesystems); use aufs.backend=fuse")
+        if chosen == "fuse" and not os.path.exists("/dev/fuse"):
+            raise DriverNotSupported("aufs", "the FUSE backend needs /dev/fuse (modprobe fuse)")
+        if chosen == "fuse" and importlib.util.find_spec("pyfuse3") is None:
+            raise DriverNotSupported("aufs", "the FUSE backend needs the pyfuse3 package")
+        self.backend: KernelBackend | FuseBackend = KernelBackend() if chosen == "kernel" else FuseBackend()
+        self.max_depth = kernel_backend.MAX_BRANCHES if chosen == "kernel" else None
+        for sub in ("diff", "layers", "mnt"):
+            os.makedirs(os.path.join(home, sub), mode=0o700, exist_ok=True)
+        self._recover()
+
+    # -- layout ------------------------------------------------------------------------
+
+    def _path(self, kind: str, layer_id: str) -> str:
+        return os.path.join(self.home, kind, layer_id)
+
+    def ancestors(self, layer_id: str) -> list[str]:
+        """The layer's ancestors, nearest first."""
+        validate_id(layer_id)
+        try:
+            with open(self._path("layers", layer_id), encoding="utf-8") as f:
+                return [line.strip() for line in f if line.strip()]
+        except FileNotFoundError:
+            raise LayerNotFound(layer_id) from None
+
+    def branches(self, layer_id: str) -> list[str]:
+        return [self._path("diff", i) for i in [layer_id, *self.ancestors(layer_id)]]
+
+    def _recover(self) -> None:
+        """Finish removals a crash interrupted; detach mounts whose FUSE process died."""
+        for sub in ("layers", "diff", "mnt"):
+            for name in os.listdir(os.path.join(self.home, sub)):
+                if name.endswith(REMOVING):
+                    path = os.path.join(self.home, sub, name)
+                    if sub == "mnt" and mountutil.is_mountpoint(path):
+                        detach(path)
+                    _delete(path)
+        FuseBackend.recover(os.path.join(self.home, "mnt"))
+
+    # -- hooks -------------------------------------------------------------------------
+
+    def _exists(self, id: str) -> bool:
+        return os.path.exists(self._path("layers", id))
+
+    def _create(self, id: str, parent: str | None, *, size: int | None, read_write: bool) -> None:
+        ancestors = [parent, *self.ancestors(parent)] if parent else []
+        if self.max_depth is not None and len(ancestors) + 1 > self.max_depth:
+            raise ChainTooDeep(
+                f"cannot create layer {id!r}: a chain of {len(ancestors) + 1} layers exceeds the "
+                f"{self.max_depth} branches kernel aufs can stack (CONFIG_AUFS_BRANCH_MAX_127)"
+            )
+        made = []
+        try:
+            for sub in ("diff", "mnt"):
+                os.mkdir(self._path(sub, id), 0o755)
+                made.append(self._path(sub, id))
+            os.chmod(self._path("diff", id), 0o755)  # exact, whatever the umask
+            tmp = self._path("layers", f".{id}.tmp")
+            with open(tmp, "w", encoding="utf-8") as f:
+                f.write("".join(f"{a}\n" for a in ancestors))
+            os.rename(tmp, self._path("layers", id))
+        except BaseException:
+            for path in made:
+                _delete(path)
+            try:
+                os.unlink(self._path("layers", f".{id}.tmp"))
+            except FileNotFoundError:
+                pass
+            raise
+
+    def _remove(self, id: str) -> None:
+        mnt = self._path("mnt", id)
+        if mountutil.is_mountpoint(mnt):  # left by a crashed process
+            detach(mnt)
+        # renaming first makes the removal atomic to readers; startup deletes leftovers
+        renamed = []
+        for sub in ("layers", "diff", "mnt"):
+            src = self._path(sub, id)
+            if os.path.lexists(src):
+                os.rename(src, src + REMOVING)
+                renamed.append(src + REMOVING)
+        for path in renamed:
+            _delete(path)
+
+    def _mount(self, id: str, mount_label: str) -> str:
+        mnt = self._path("mnt", id)
+        if mountutil.is_mountpoint(mnt):
+            detach(mnt)  # a stale mount of an earlier instance; ours must be the live one
+        branches = self.branches(id)
+        if isinstance(self.backend, KernelBackend):
+            self.backend.mount(mnt, branches, mount_label)
+        else:
+            self.backend.mount(mnt, branches)
+        return mnt
+
+    def _unmount(self, id: str) -> None:
+        self.backend.unmount(self._path("mnt", id))
+
+    def _cleanup(self) -> None:
+        self.backend.close()
+        for point in mountutil.mounts_under(os.path.join(self.home, "mnt")):
+            if point != os.path.realpath(os.path.join(self.home, "mnt")):
+                detach(point)
+
+    # -- facts -------------------------------------------------------------------------
+
+    def backend_description(self) -> str:
+        if isinstance(self.backend, KernelBackend):
+            return "kernel (aufs)"
+        return "fuse (strata-aufs over pyfuse3; not kernel aufs)"
+
+    def status(self) -> list[tuple[str, str]]:
+        layers = [n for n in os.listdir(os.path.join(self.home, "layers")) if not n.startswith(".")]
+        depth = (
+            f"{self.max_depth} branches (kernel aufs)"
+            if self.max_depth is not None
+            else "none (FUSE backend; tested to 130 layers)"
+        )
+        stale = [p for p in mountutil.mounts_under(os.path.join(self.home, "mnt")) if is_dead_mount(p)]
+        return [
+            ("Root Dir", self.home),
+            ("Backing Filesystem", mountutil.fs_type(self.home)),
+            ("Backend", self.backend_description()),
+            ("Dirs", str(len(layers))),
+            ("Depth Limit", depth),
+            ("Stale Mounts", str(len(stale))),
+        ]
+
+    def metadata(self, id: str) -> dict[str, str]:
+        ancestors = self.ancestors(id)
+        return {
+            "backend": self.backend.name,
+            "diff": self._path("diff", id),
+            "mnt": self._path("mnt", id),
+            "parent": ancestors[0] if ancestors else "",
+            "depth": str(len(ancestors) + 1),
+        }
+
+    # -- native diff: a layer's branch already is its diff ----------------------------
+
+    def _is_own_parent(self, id: str, parent: str | None) -> bool:
+        ancestors = self.ancestors(id)
+        return parent == (ancestors[0] if ancestors else None)
+
+    def changes(self, id: str, parent: str | None = None) -> list[Change]:
+        if not self._is_own_parent(id, parent):
+            return super().changes(id, parent)
+        lower = [self._path("diff", a) for a in self.ancestors(id)]
+        return [Change(path, kind) for path, kind in branch_changes(self._path("diff", id), lower)]
+
+    def diff(self, id: str, parent: str | None = None) -> IO[bytes]:
+        if not self._is_own_parent(id, parent):
+            return super().diff(id, parent)
+        return archive.export_dir(self._path("diff", id), whiteouts="aufs")
+
+    def diff_size(self, id: str, parent: str | None = None) -> int:
+        if not self._is_own_parent(id, parent):
+            return super().diff_size(id, parent)
+        return archive.dir_diff_size(self._path("diff", id), whiteouts="aufs")
+
+    def apply_diff(self, id: str, parent: str | None, stream: IO[bytes]) -> int:
+        """Extract straight into the branch, keeping `.wh.` entries as aufs whiteouts.
+
+        A mounted layer is written through its mount instead (whiteouts then delete), so
+        the union's index sees every change.
+        """
+        if not self.exists(id):
+            raise LayerNotFound(id)
+        if self.refcount(id):
+            with self._mounted(id) as path:
+                assert path is not None
+                return naivediff.apply(path, stream)
+        return archive.apply_layer(self._path("diff", id), stream, whiteouts="aufs")
+
+
+def _delete(path: str) -> None:
+    if os.path.isdir(path) and not os.path.islink(path):
+        shutil.rmtree(path)
+    elif os.path.lexists(path):
+        os.unlink(path)

@@ -1,0 +1,73 @@
+"""Fault injection: `kill -9` of a real engine process in the middle of a load.
+
+The next engine on the same root must find no half image and no orphan layer. The child
+process is stopped at a precise point through the load job's public progress events.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+import engine as engine_pkg
+from engine.engine import Engine
+
+from .conftest import Images, assert_clean, heavy_drivers, run
+
+_CHILD = textwrap.dedent("""
+    import os, sys, time
+    from engine.engine import Engine
+    root, driver, archive, when, first_bytes, last_diff = sys.argv[1:]
+    engine = Engine(root, driver)
+    job = engine.job("load", archive)
+    def on_progress(event):
+        hit = (when == "mid-layer" and event.get("action") == "load" and event["current"] > int(first_bytes)) or (
+            when == "layers-done" and event.get("action") == "layer" and event["diff_id"] == last_diff)
+        if hit:
+            print("READY", flush=True)
+            time.sleep(600)
+    job.progress = on_progress
+    job.run()
+    print("FINISHED", flush=True)
+""")
+
+
+@pytest.mark.parametrize("driver_name", heavy_drivers())
+@pytest.mark.parametrize("when", ["mid-layer", "layers-done"])
+def test_kill_9_during_load_leaves_no_trace(driver_name: str, driver_root: str, images: Images, when: str) -> None:
+    archive = images.multi_tar
+    layer_sizes = [os.path.getsize(f) for f in images.multi.layer_files]
+    # progress counts busybox's layer twice (applied for busybox, found present for multi);
+    # one byte more and the third layer (many small files) is being applied
+    first_bytes = 2 * layer_sizes[0] + layer_sizes[1] + 1
+    repo = os.path.dirname(os.path.dirname(engine_pkg.__file__))
+    env = {**os.environ, "PYTHONPATH": repo}
+    child = subprocess.Popen(
+        [sys.executable, "-c", _CHILD, driver_root, driver_name, archive, when, str(first_bytes),
+         images.multi.diff_ids[-1]],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        line = child.stdout.readline()
+        assert line == "READY\n", line + child.stderr.read()
+    finally:
+        child.send_signal(signal.SIGKILL)
+        child.wait()
+    assert child.returncode == -signal.SIGKILL
+    # the dead process did leave work behind: journaled layers, in the driver too
+    db = sqlite3.connect(os.path.join(driver_root, "image", driver_name, "graph.db"))
+    states = sorted(state for (state,) in db.execute("SELECT state FROM layers"))
+    db.close()
+    assert states == (["creating", "ready", "ready"] if when == "mid-layer" else ["ready"] * 3)
+
+    with Engine(driver_root, driver_name) as after:  # the lock died with the process
+        assert_clean(after, images.busybox, images.multi)
+        status, _, err = run(after, "load", archive)
+        assert status == 0, err
+        assert after.graph.get_image("strata/multi").id == images.multi.id
+        assert len(after.graph.layers()) == 4
