@@ -28,6 +28,9 @@ def syncfs(path: str) -> None:
 def settle(path: str, fstype: str) -> None:
     """Let freed space from earlier removals show up before the next measurement."""
     if fstype == "btrfs":
+        # Commit first: the cleaner frees deleted subvolumes only after a transaction commit,
+        # so `subvolume sync` alone would wait for the next periodic commit (30 s).
+        subprocess.run(["btrfs", "filesystem", "sync", path], capture_output=True, check=False)
         subprocess.run(["btrfs", "subvolume", "sync", path], capture_output=True, check=False)
     syncfs(path)
 
