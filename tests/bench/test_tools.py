@@ -80,7 +80,7 @@ def test_workloads_are_deterministic(tmp_path) -> None:
 
 def test_mixed_workload_matches_its_documented_shape(tmp_path) -> None:
     w = workloads.build("mixed", str(tmp_path), quick=True)
-    assert [layer.files for layer in w.layers] == [150, 60, 3 + 10, 10 + 5]
+    assert [layer.files for layer in w.layers] == [150, 60, 3 + 10, 2 + 5]
     with tarfile.open(w.layers[3].path) as tar:
         assert len([m for m in tar if os.path.basename(m.name).startswith(".wh.")]) == 10
     deep = workloads.build("deep", str(tmp_path / "deep"), quick=True, depth=5)
