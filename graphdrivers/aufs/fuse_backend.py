@@ -1,11 +1,11 @@
 """Mounting unions with the FUSE filesystem: one `fuse_main` process per mount.
 
-Starting Python and importing pyfuse3 + trio costs ~130 ms, more than a whole `get`
-should take, so the backend keeps one spare process that has already paid it: `mount`
-hands the spare its request and starts the next spare once the mount answers. The
-processes are ordinary children (same interpreter, reaped with `wait`), and `unmount`
-works whether the process is alive or was killed: a dead FUSE daemon leaves a mount
-that answers ENOTCONN, which unmounts like any other.
+Starting Python and importing pyfuse3 + trio costs ~130 ms of CPU, more than a whole
+`get` should take, so the backend starts one zygote (`fuse_main --zygote`, the same
+interpreter) on first use and asks it to fork a process per mount. The backend tracks
+each mount process through a pidfd (it is the zygote's child, reaped by the kernel), so
+`unmount` can wait for it to exit, and works whether the process is alive or was killed:
+a dead FUSE daemon leaves a mount that answers ENOTCONN, which unmounts like any other.
 """
 
 from __future__ import annotations
@@ -14,16 +14,16 @@ import errno
 import json
 import os
 import select
+import signal
 import subprocess
 import sys
 import tempfile
 import threading
-from typing import IO
 
 from .. import mountutil
 from ..errors import DriverError
 
-READY_TIMEOUT = 30.0  # seconds a mount may take to answer (a loaded machine, 130 branches)
+READY_TIMEOUT = 60.0  # seconds a mount may take to answer (a loaded machine, 130 branches)
 EXIT_TIMEOUT = 10.0
 FUSE_TYPE = "fuse.strata-aufs"
 _PACKAGE_PARENT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -33,82 +33,99 @@ class FuseMountError(DriverError):
     """The FUSE process could not mount or serve a union."""
 
 
-class FuseProcess:
-    """A `fuse_main` child and the unlinked temp file that collects its stderr."""
+class MountProcess:
+    """The process serving one mount, watched through a pidfd (no pid-reuse races)."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.pidfd = os.pidfd_open(pid)
+
+    def wait(self, timeout: float) -> bool:
+        """Whether the process has exited within `timeout` seconds."""
+        ready, _, _ = select.select([self.pidfd], [], [], timeout)
+        return bool(ready)
+
+    def kill(self) -> None:
+        try:
+            signal.pidfd_send_signal(self.pidfd, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.wait(EXIT_TIMEOUT)
+
+    def close(self) -> None:
+        os.close(self.pidfd)
+
+
+class Zygote:
+    """`fuse_main --zygote`: forks a mount process per request; its stderr goes to an unlinked temp file."""
 
     def __init__(self) -> None:
-        self.stderr: IO[bytes] = tempfile.TemporaryFile()
+        self.stderr = tempfile.TemporaryFile()
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(p for p in (_PACKAGE_PARENT, env.get("PYTHONPATH", "")) if p)
         self.popen = subprocess.Popen(
-            [sys.executable, "-m", "graphdrivers.aufs.fuse_main", "--serve"],
+            [sys.executable, "-m", "graphdrivers.aufs.fuse_main", "--zygote"],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=self.stderr,
             env=env,
+            bufsize=0,
             start_new_session=True,  # a terminal's ^C must not kill mounts the driver still owns
-            close_fds=True,
         )
 
-    @property
-    def pid(self) -> int:
-        return self.popen.pid
+    def alive(self) -> bool:
+        return self.popen.poll() is None
 
     def errors(self) -> str:
         self.stderr.seek(0)
         return self.stderr.read().decode(errors="replace").strip()[-2000:]
 
-    def request(self, mountpoint: str, branches: list[str]) -> None:
-        """Send the mount request; return once the kernel mount exists and answers."""
-        assert self.popen.stdin is not None and self.popen.stdout is not None
+    def request(self, mountpoint: str, branches: list[str]) -> MountProcess:
+        """Have a process mount the union; return once the mount answers."""
+        assert self.popen.stdin is not None
         try:
             self.popen.stdin.write(json.dumps({"mountpoint": mountpoint, "branches": branches}).encode() + b"\n")
-            self.popen.stdin.close()
         except BrokenPipeError:
-            pass  # it died; the read below reports why
-        ready, _, _ = select.select([self.popen.stdout], [], [], READY_TIMEOUT)
-        line = self.popen.stdout.readline() if ready else b""
-        self.popen.stdout.close()
-        if line != b"ready\n":
-            self.kill()
-            detail = self.errors() or (f"no answer within {READY_TIMEOUT:.0f} s" if not ready else "it exited")
-            raise FuseMountError(f"FUSE union for {mountpoint} did not start: {detail}")
+            raise FuseMountError(f"the FUSE zygote is gone: {self.errors()}") from None
+        line = self._readline(READY_TIMEOUT)
+        if not line.startswith("ready "):
+            reason = line.removeprefix("error ") or f"no answer within {READY_TIMEOUT:.0f} s"
+            raise FuseMountError(f"FUSE union for {mountpoint} did not start: {reason} {self.errors()}".strip())
+        proc = MountProcess(int(line.split()[1]))
         try:
-            os.stat(mountpoint)  # answered by the process's own loop: the mount is live
+            os.stat(mountpoint)  # answered by the new process's loop: the mount is live
         except OSError as exc:
-            self.kill()
+            proc.kill()
+            proc.close()
             detach(mountpoint)
-            detail = f"({exc.strerror}): {self.errors()}"
-            raise FuseMountError(f"FUSE union at {mountpoint} does not answer {detail}") from None
+            raise FuseMountError(
+                f"FUSE union at {mountpoint} does not answer ({exc.strerror}): {self.errors()}"
+            ) from None
+        return proc
 
-    def wait(self, timeout: float) -> bool:
-        try:
-            self.popen.wait(timeout)
-            return True
-        except subprocess.TimeoutExpired:
-            return False
+    def _readline(self, timeout: float) -> str:
+        assert self.popen.stdout is not None
+        fd = self.popen.stdout.fileno()
+        data = b""
+        while not data.endswith(b"\n"):
+            ready, _, _ = select.select([fd], [], [], timeout)
+            chunk = os.read(fd, 4096) if ready else b""
+            if not chunk:
+                break
+            data += chunk
+        return data.decode(errors="replace").strip()
 
-    def kill(self) -> None:
-        if self.popen.poll() is None:
-            self.popen.kill()
-        self.popen.wait()
-        self.close()
-
-    def close(self) -> None:
-        for stream in (self.popen.stdin, self.popen.stdout, self.stderr):
-            if stream is not None and not stream.closed:
+    def stop(self) -> None:
+        """End of input stops the zygote; mounts it started are not affected."""
+        for stream in (self.popen.stdin, self.popen.stdout):
+            if stream is not None:
                 stream.close()
-
-    def retire(self) -> None:
-        """Stop a spare that never got a request (end of input makes it exit)."""
-        if self.popen.stdin is not None and not self.popen.stdin.closed:
-            try:
-                self.popen.stdin.close()
-            except BrokenPipeError:
-                pass
-        if not self.wait(EXIT_TIMEOUT):
-            self.kill()
-        self.close()
+        try:
+            self.popen.wait(EXIT_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            self.popen.kill()
+            self.popen.wait()
+        self.stderr.close()
 
 
 def detach(mountpoint: str) -> None:
@@ -132,22 +149,18 @@ class FuseBackend:
     name = "fuse"
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._spare: FuseProcess | None = None
-        self._procs: dict[str, FuseProcess] = {}
+        self._lock = threading.Lock()  # one request at a time: answers come back on one pipe
+        self._zygote: Zygote | None = None
+        self._procs: dict[str, MountProcess] = {}
 
     def mount(self, mountpoint: str, branches: list[str]) -> None:
         with self._lock:
-            proc, self._spare = self._spare, None
-        if proc is None or proc.popen.poll() is not None:
-            if proc is not None:
-                proc.close()
-            proc = FuseProcess()
-        proc.request(mountpoint, branches)
-        with self._lock:
-            self._procs[mountpoint] = proc
-            if self._spare is None:
-                self._spare = FuseProcess()
+            if self._zygote is not None and not self._zygote.alive():
+                self._zygote.stop()
+                self._zygote = None
+            if self._zygote is None:
+                self._zygote = Zygote()
+            self._procs[mountpoint] = self._zygote.request(mountpoint, branches)
 
     def unmount(self, mountpoint: str) -> None:
         with self._lock:
@@ -158,17 +171,18 @@ class FuseBackend:
                 proc.kill()  # lazily detached while busy: its users get ENOTCONN, nothing leaks
             proc.close()
 
-    def process(self, mountpoint: str) -> FuseProcess | None:
+    def process(self, mountpoint: str) -> MountProcess | None:
+        """The process serving `mountpoint` (tests kill it to simulate a crash)."""
         return self._procs.get(mountpoint)
 
     def close(self) -> None:
         with self._lock:
-            spare, self._spare = self._spare, None
+            zygote, self._zygote = self._zygote, None
             left = list(self._procs)
-        if spare is not None:
-            spare.retire()
         for mountpoint in left:
             self.unmount(mountpoint)
+        if zygote is not None:
+            zygote.stop()
 
     @staticmethod
     def recover(mount_root: str) -> list[str]:

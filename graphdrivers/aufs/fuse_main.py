@@ -4,12 +4,12 @@ A process of its own per mount means a crash of the filesystem cannot take the e
 with it, and killing it is a clean way to simulate one. Two ways to run it:
 
 - `fuse_main MOUNTPOINT RW_BRANCH [RO_BRANCH ...]`: mount and serve until unmounted.
-- `fuse_main --serve`: a pre-started spare. It imports pyfuse3 and trio (most of the
-  start-up time), then waits for one JSON line on stdin, `{"mountpoint": ..., "branches":
-  [...]}`, and serves that mount; end of input without a request means "not needed".
-
-Either way it prints `ready` on stdout once the kernel mount exists, or an error on
-stderr and exits 1.
+- `fuse_main --zygote`: the driver's mount server. Starting Python and importing
+  pyfuse3 + trio costs ~130 ms of CPU, more than a whole `get` should take, so the
+  zygote pays it once and forks one child per request. A request is one JSON line on
+  stdin, `{"mountpoint": ..., "branches": [...]}`; the child that serves it answers
+  `ready <pid>` (or `error <reason>`) on stdout. End of input stops the zygote; the
+  mounts it started live on until they are unmounted.
 """
 
 from __future__ import annotations
@@ -40,15 +40,13 @@ MOUNT_OPTIONS = frozenset(
 
 
 def serve(mountpoint: str, branches: list[str]) -> None:
+    """Mount, say `ready <pid>` on stdout, serve until unmounted."""
     os.umask(0)  # modes come from the callers' requests, exactly
     union = Union(branches)
     pyfuse3.init(UnionOperations(union), mountpoint, set(MOUNT_OPTIONS))
     try:
-        sys.stdout.write("ready\n")
-        sys.stdout.flush()
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, 1)
-        os.close(devnull)
+        os.write(1, f"ready {os.getpid()}\n".encode())
+        _to_devnull(1)
         trio.run(pyfuse3.main)
     except BaseException:
         pyfuse3.close(unmount=True)
@@ -56,23 +54,59 @@ def serve(mountpoint: str, branches: list[str]) -> None:
     pyfuse3.close(unmount=False)  # the driver's umount ended the loop
 
 
+def _to_devnull(fd: int) -> None:
+    devnull = os.open(os.devnull, os.O_RDWR)
+    os.dup2(devnull, fd)
+    os.close(devnull)
+
+
+def zygote() -> int:
+    """Fork a serving child per request line; children are reaped by the kernel."""
+    signal.signal(signal.SIGCHLD, signal.SIG_IGN)
+    for line in sys.stdin.buffer:
+        try:
+            request = json.loads(line)
+            mountpoint, branches = request["mountpoint"], list(request["branches"])
+            pid = os.fork()
+        except Exception as exc:
+            os.write(1, f"error {exc}\n".encode())
+            continue
+        if pid == 0:
+            _child(mountpoint, branches)
+    return 0
+
+
+def _child(mountpoint: str, branches: list[str]) -> None:
+    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    _to_devnull(0)  # the request pipe belongs to the zygote
+    code = 0
+    try:
+        serve(mountpoint, branches)
+    except BaseException as exc:
+        message = f"cannot serve {mountpoint}: {exc}".replace("\n", " ")
+        try:
+            os.write(1, f"error {message}\n".encode())
+        except OSError:
+            pass
+        print(f"strata-aufs: {message}", file=sys.stderr)
+        code = 1
+    finally:
+        sys.stderr.flush()
+        os._exit(code)  # never return into the zygote's loop
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m graphdrivers.aufs.fuse_main", description=__doc__.split("\n")[0])
-    parser.add_argument("--serve", action="store_true", help="wait for one mount request (JSON) on stdin")
+    parser.add_argument("--zygote", action="store_true", help="fork a mount per JSON request line on stdin")
     parser.add_argument("mountpoint", nargs="?")
     parser.add_argument("branches", nargs="*", help="writable branch first, then read-only ones, nearest first")
     args = parser.parse_args(argv)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # only an unmount (or a kill) ends a mount
-    if args.serve:
-        line = sys.stdin.readline()
-        if not line.strip():
-            return 0
-        request = json.loads(line)
-        mountpoint, branches = request["mountpoint"], request["branches"]
-    else:
-        if not args.mountpoint or not args.branches:
-            parser.error("give a mount point and at least the writable branch, or --serve")
-        mountpoint, branches = args.mountpoint, args.branches
+    if args.zygote:
+        return zygote()
+    if not args.mountpoint or not args.branches:
+        parser.error("give a mount point and at least the writable branch, or --zygote")
+    mountpoint, branches = args.mountpoint, args.branches
     try:
         serve(mountpoint, branches)
     except Exception as exc:

@@ -23,16 +23,22 @@ def branch_changes(branch: str, lower: list[str]) -> list[tuple[str, str]]:
     roots = [os.fsencode(b) for b in lower]
     top = os.fsencode(branch)
     out: list[tuple[str, str]] = []
-    _compare(top, roots, b"", list(range(len(roots))), out)
+    _compare(top, roots, b"", list(range(len(roots))), False, out)
     out.sort()
     return out
 
 
 def _compare(
-    top: bytes, roots: list[bytes], rel: bytes, old_dirs: list[int] | None, out: list[tuple[str, str]]
+    top: bytes,
+    roots: list[bytes],
+    rel: bytes,
+    old_dirs: list[int] | None,
+    hides_lower: bool,
+    out: list[tuple[str, str]],
 ) -> bool:
     """Changes below directory `rel` of the branch; `old_dirs` are the lower branches
-    whose directories make up the parent's view of it (None: the parent has none)."""
+    whose directories make up the parent's view of it (None: the parent has none), and
+    `hides_lower` says an opaque directory above already hides everything lower."""
     old = build_listing(roots, rel, old_dirs) if old_dirs else {}
     start = len(out)
     opaque = False
@@ -64,12 +70,12 @@ def _compare(
         if naivediff._differs(os.fsdecode(new_full), new_st, os.fsdecode(old_full), old_st):
             out.append((os.fsdecode(path), "C"))
             if new_is_dir:
-                _compare(top, roots, path, entry.dirs, out)
-        elif new_is_dir and _compare(top, roots, path, entry.dirs, out):
+                _compare(top, roots, path, entry.dirs, hides_lower or opaque, out)
+        elif new_is_dir and _compare(top, roots, path, entry.dirs, hides_lower or opaque, out):
             out.append((os.fsdecode(path), "C"))
     present = set(names)
     for name in old:
-        if name not in present and (opaque or name in whiteouts):
+        if name not in present and (hides_lower or opaque or name in whiteouts):
             out.append((os.fsdecode(rel + b"/" + name), "D"))
     return len(out) > start
 

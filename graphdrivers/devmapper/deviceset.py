@@ -25,6 +25,7 @@ import errno
 import json
 import os
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeVar
@@ -39,6 +40,7 @@ T = TypeVar("T")
 
 BASE = ".base"
 TXN_RECORD_SIZE = 512
+BUSY_WAIT = 2.0  # seconds a remove waits for a busy device before failing or deferring
 MAX_DEVICE_ID = (1 << 24) - 1  # dm-thin device ids are 24 bits
 
 
@@ -89,6 +91,7 @@ class DeviceSet:
             self._recover()
             self._used_ids = {info.device_id for info in self.devices.values()}
             self._setup_base(stored)
+            self._retry_deferred()
             self._save_deviceset()
         except BaseException:
             os.close(self._txn_fd)
@@ -148,6 +151,8 @@ class DeviceSet:
             raise DriverStateError(f"{self.home}/transaction-metadata is not valid JSON: {exc}") from None
 
     def _recover(self) -> None:
+        for point in mountutil.mounts_under(self.mnt_dir):  # left by a process that died
+            mountutil.umount_retry(point)
         txn = self._read_txn()
         if txn and txn["open_transaction_id"] > txn["transaction_id"]:
             layer, device_id = txn["device_hash"], int(txn["device_id"])
@@ -176,8 +181,6 @@ class DeviceSet:
             known = {info.device_id for info in self.devices.values()}
             for orphan in pool_ids - known:
                 self.pool.delete(orphan)
-        for point in mountutil.mounts_under(self.mnt_dir):  # left by a process that died
-            mountutil.umount_retry(point)
 
     # -- the base device ---------------------------------------------------------------
 
@@ -232,7 +235,7 @@ class DeviceSet:
         self.pool.create_thin(info.device_id, info.size)
 
         def format_device(path: str) -> None:
-            fsutil.mkfs(info.fs, path, self.settings.mkfs_args)
+            fsutil.mkfs(info.fs, path, self.settings.mkfs_args if info.fs == self.settings.fs else ())
             self._with_mounted(path, info.fs, lambda mnt: os.makedirs(os.path.join(mnt, "rootfs"), exist_ok=True))
 
         self._with_active(info, format_device)
@@ -250,7 +253,7 @@ class DeviceSet:
     def _with_mounted(self, device_path: str, fs: str, fn: Callable[[str], T]) -> T:
         mnt = os.path.join(self.mnt_dir, ".setup")
         os.makedirs(mnt, exist_ok=True)
-        mountutil.mount(device_path, mnt, fs, 0, fsutil.mount_options(fs, self.settings.mount_options))
+        mountutil.mount(device_path, mnt, fs, 0, self.mount_options(fs))
         try:
             return fn(mnt)
         finally:
@@ -266,6 +269,11 @@ class DeviceSet:
             self._with_active(info, lambda path: self._with_mounted(path, "xfs", fsutil.grow_mounted))
         else:
             self._with_active(info, fsutil.grow_unmounted)
+
+    def mount_options(self, fs: str) -> str:
+        """Mount data for a device holding `fs`: dm.mountopt applies to devices of dm.fs
+        (the options are filesystem-specific), plus what every snapshot needs."""
+        return fsutil.mount_options(fs, self.settings.mount_options if fs == self.settings.fs else "")
 
     # -- transactions ------------------------------------------------------------------
 
@@ -334,14 +342,12 @@ class DeviceSet:
 
     def _check_free_space(self) -> None:
         pct = self.settings.min_free_percent
-
-        def short() -> list[tuple[str, int, int]]:
-            return [(kind, free, total) for kind, free, total in self.pool.free_space() if free * 100 < total * pct]
-
-        if not short():
+        if all(free * 100 >= total * pct for _, free, total in self.pool.free_space()):
             return
         self.pool.settle()  # space that removed layers are still releasing counts as free
-        for kind, free, total in short():
+        for kind, free, total in self.pool.free_space():
+            if free * 100 >= total * pct:
+                continue
             raise ThinPoolFull(
                 f"devmapper: thin pool {self.pool.name} has {human_size(free)} of {human_size(total)} {kind} "
                 f"free ({human_size(total - free)} used), less than the minimum {pct}% "
@@ -414,6 +420,8 @@ class DeviceSet:
             self._retry_deferred()
             info = self.devices[layer_id]
             busy = self.pool.busy(info.device_id)
+            if busy is not None and not self.settings.deferred_deletion:
+                busy = self._busy(info.device_id)
             if busy is not None:
                 if not self.settings.deferred_deletion:
                     raise LayerInUse(layer_id, busy)
@@ -422,6 +430,16 @@ class DeviceSet:
                 self._deferred.add(layer_id)
                 return
             self._delete_now(layer_id, info)
+
+    def _busy(self, device_id: int) -> str | None:
+        """Why the device is busy, after waiting up to BUSY_WAIT for it to stop being so:
+        a container started while the layer was mounted holds a copy of the mount for
+        as long as its mount namespace lives (milliseconds, usually), as Docker's
+        devicemapper retried a busy removal."""
+        deadline = time.monotonic() + BUSY_WAIT
+        while (busy := self.pool.busy(device_id)) is not None and time.monotonic() < deadline:
+            time.sleep(0.005)
+        return busy
 
     def _delete_now(self, layer_id: str, info: DeviceInfo) -> None:
         self._open_txn("delete", layer_id, info.device_id)
@@ -433,6 +451,8 @@ class DeviceSet:
         self._close_txn()
 
     def _retry_deferred(self) -> None:
+        if not self._deferred:
+            return
         for layer_id in list(self._deferred):
             info = self.devices[layer_id]
             if self.pool.busy(info.device_id) is None:

@@ -161,17 +161,25 @@ class DevmapperDriver(Driver):
             os.mkdir(mnt)
         except FileExistsError:
             pass
-        data = fsutil.mount_options(info.fs, self.opts["dm.mountopt"])
-        if mount_label:
-            data = f"{data},context={mount_label!r}" if data else f"context={mount_label!r}"
-        active = self.pool.activate(info.device_id, info.size)
-        try:
-            mountutil.mount(active.path, mnt, info.fs, 0, data or None)
-        except BaseException:
+        data = self.devices.mount_options(info.fs)
+        if mount_label:  # SELinux, as Docker's label.FormatMountLabel
+            data = f'{data},context="{mount_label}"' if data else f'context="{mount_label}"'
+        for attempt in (1, 2):
+            active = self.pool.activate(info.device_id, info.size)
+            try:
+                mountutil.mount(active.path, mnt, info.fs, 0, data or None)
+            except OSError:
+                active.release()
+                self.pool.deactivate(info.device_id)
+                if attempt == 1 and getattr(active, "shared", False):
+                    continue  # the shared loop device went away meanwhile: attach a new one
+                raise
+            except BaseException:
+                active.release()
+                self.pool.deactivate(info.device_id)
+                raise
             active.release()
-            self.pool.deactivate(info.device_id)
-            raise
-        active.release()
+            break
         rootfs = os.path.join(mnt, "rootfs")
         if not os.path.isdir(rootfs):  # a device made outside strata: as Docker, create it
             os.mkdir(rootfs, 0o755)

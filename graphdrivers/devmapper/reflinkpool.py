@@ -17,6 +17,7 @@ import errno
 import fcntl
 import os
 import platform
+from dataclasses import dataclass
 
 from .. import loopdev, mountutil
 from ..backing import MKFS
@@ -62,6 +63,17 @@ def can_reflink(directory: str) -> bool:
         for path in (probe, copy):
             if os.path.exists(path):
                 os.unlink(path)
+
+
+@dataclass
+class _Shared:
+    """A loop device already attached to a device file (see ReflinkPool.activate)."""
+
+    path: str
+    shared: bool = True
+
+    def release(self) -> None:
+        """Not ours to release: its other user keeps it attached."""
 
 
 class ReflinkPool(ThinPool):
@@ -139,6 +151,17 @@ class ReflinkPool(ThinPool):
         return f"its device is still attached to {', '.join(devices)}" if devices else None
 
     def activate(self, device_id: int, size: int) -> ActiveDevice:
+        """A loop device for the device file: a new one, or the one still attached to it.
+
+        A loop device outlives our umount while a copy of the mount lives on in another
+        mount namespace (a container started meanwhile copies every mount). Its
+        filesystem is still live there; mounting the same block device again shares that
+        superblock, where attaching a second loop device would run two filesystems on one
+        file and the old one's eventual unmount would overwrite the new one's log.
+        """
+        attached = loopdev.devices_for(self.path(device_id))
+        if attached:
+            return _Shared(attached[0])
         return loopdev.attach(self.path(device_id))
 
     def deactivate(self, device_id: int) -> None:

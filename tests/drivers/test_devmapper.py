@@ -14,6 +14,8 @@ from graphdrivers.devmapper import dmthinpool, fsutil
 from graphdrivers.devmapper.pool import ThinPoolFull
 from graphdrivers.errors import DriverNotSupported, DriverStateError, InvalidOption, LayerInUse
 
+from .dmutil import still_attached
+
 MB = 1 << 20
 
 
@@ -192,7 +194,7 @@ def test_own_pool_image_when_the_root_cannot_reflink(make_backing, make_driver):
     d.put("img")
     d.cleanup()
     assert not mountutil.mounts_under(root)
-    assert not loopdev.devices_for(image)
+    assert not still_attached([image])
 
     d = make_driver(root)
     assert open(os.path.join(d.get("img"), "f")).read() == "kept"
@@ -258,7 +260,7 @@ def test_cleanup_leaves_no_mount_or_loop_device(make_driver, xfs_root):
     files = [d.pool.path(d.devices.get(f"l{i}").device_id) for i in range(3)]
     d.cleanup()
     assert not mountutil.mounts_under(xfs_root)
-    assert not any(loopdev.devices_for(f) for f in files)
+    assert not still_attached(files)
 
 
 def test_a_small_parentless_layer_gets_a_device_of_its_own_size(make_driver):

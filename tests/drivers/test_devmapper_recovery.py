@@ -18,6 +18,7 @@ import textwrap
 import pytest
 
 import graphdrivers
+from graphdrivers import mountutil
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -104,6 +105,47 @@ def test_kill_mid_transaction_leaves_consistent_metadata(xfs_root, op, step, sur
             d.create("victim", "img")  # the id is free again
         assert open(os.path.join(d.get("victim"), "inherited")).read() == "from img"
         d.put("victim")
+        _assert_consistent(d)
+    finally:
+        d.cleanup()
+
+
+def test_kill_with_a_mounted_layer_then_restart(xfs_root):
+    d = graphdrivers.get_driver("devmapper", root=xfs_root)
+    d.create("img")
+    d.cleanup()
+    script = textwrap.dedent(
+        """
+        import sys, time
+        import graphdrivers
+        d = graphdrivers.get_driver("devmapper", root=sys.argv[1])
+        with open(d.get("img") + "/during", "w") as f:
+            f.write("written before the kill")
+        print("mounted", flush=True)
+        time.sleep(60)
+        """
+    )
+    child = subprocess.Popen(
+        [sys.executable, "-c", script, xfs_root],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": REPO},
+    )
+    try:
+        assert child.stdout is not None
+        assert child.stdout.readline().strip() == "mounted"
+        child.send_signal(signal.SIGKILL)
+    finally:
+        child.wait(timeout=30)
+    mnt = os.path.join(xfs_root, "devmapper", "mnt", "img")
+    assert mountutil.is_mountpoint(mnt)  # the dead process's mount outlives it
+
+    d = graphdrivers.get_driver("devmapper", root=xfs_root)
+    try:
+        assert not mountutil.is_mountpoint(mnt)  # a new instance unmounts what it left
+        assert open(os.path.join(d.get("img"), "during")).read() == "written before the kill"
+        d.put("img")
+        d.remove("img")
         _assert_consistent(d)
     finally:
         d.cleanup()
