@@ -36,6 +36,10 @@ def settle(path: str, fstype: str) -> None:
 
 
 def used_bytes(path: str) -> int:
+    # A global sync first: drivers that keep a filesystem inside an image file on the
+    # backing fs (devmapper's loop devices) only reach the backing fs when that inner
+    # filesystem is written back; syncfs then flushes the backing fs itself.
+    os.sync()
     syncfs(path)
     st = os.statvfs(path)
     return (st.f_blocks - st.f_bfree) * st.f_frsize

@@ -11,7 +11,7 @@ import os
 
 from ..layers import Layers
 from ..workloads import Layer, pad_layer
-from . import Context, clock, first_regular_file, repetitions
+from . import Context, bottom_file, clock, repetitions
 
 SCENARIO = "rootfs"
 
@@ -37,9 +37,9 @@ def build_image(ctx: Context, layers: Layers, stack: list[Layer]) -> str:
 
 def run(ctx: Context) -> None:
     driver = ctx.driver
-    bottom_file = first_regular_file(ctx.workload.layers[0].path)
     for depth in ctx.config.depths:
         stack = image_layers(ctx, depth)
+        probe = bottom_file([layer.path for layer in stack])
         files, size = sum(la.files for la in stack), sum(la.bytes for la in stack)
         image = Layers(driver, f"rf{depth}")
         try:
@@ -54,7 +54,7 @@ def run(ctx: Context) -> None:
                     container.created_layer(cid)
                     path = driver.get(cid)
                     container.got(cid)
-                    os.stat(os.path.join(path, bottom_file))
+                    os.stat(os.path.join(path, probe))
                     os.listdir(path)
                     t2 = clock()
                     container.put(cid)

@@ -107,3 +107,17 @@ def test_bad_image_is_a_clear_error(tmp_path) -> None:
     proc = bench("run", "--driver", "vfs", "--image", str(bad), "--out", str(tmp_path / "out"))
     assert proc.returncode == 2
     assert "neither manifest.json" in proc.stderr
+
+
+def test_bottom_file_survives_the_whiteouts_above_it(tmp_path) -> None:
+    """rootfs reads a bottom-layer file to prove the rootfs is usable; it must not be deleted."""
+    from bench.scenarios import bottom_file
+
+    mixed = [layer.path for layer in workloads.build("mixed", str(tmp_path / "m"), quick=True).layers]
+    with tarfile.open(mixed[0]) as tar:
+        first = next(m.name for m in tar if m.isreg())
+    assert bottom_file(mixed[:1]) == first
+    survivor = bottom_file(mixed)  # the config layer deletes the first 10 base files
+    assert survivor != first and survivor.startswith("usr/lib/")
+    deep = [layer.path for layer in workloads.build("deep", str(tmp_path / "d"), quick=True, depth=3).layers]
+    assert bottom_file(deep) == "deep/000/f1"  # layer 1 deletes deep/000/f0
