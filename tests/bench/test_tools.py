@@ -8,6 +8,7 @@ import shutil
 import tarfile
 
 import pandas as pd
+import pytest
 
 from bench import imagearchive, results, workloads
 
@@ -87,12 +88,13 @@ def test_mixed_workload_matches_its_documented_shape(tmp_path) -> None:
     assert len(deep.layers) == 5
 
 
-def test_image_archive_layers_become_the_workload(tmp_path) -> None:
-    """--image: a docker save archive's layers, in order, decompressed."""
+@pytest.mark.parametrize(("layout", "compression"), [("docker", "gzip"), ("legacy", "gzip"), ("oci-tar", "zstd")])
+def test_image_archive_layers_become_the_workload(tmp_path, layout: str, compression: str) -> None:
+    """--image: a docker save archive's or OCI layout's layers, in order, decompressed."""
     from engine import testimages
 
     _base, multi = testimages.multilayer(str(tmp_path / "build"), small_files=20, big_size=1 << 20)
-    archive = testimages.write(str(tmp_path / "multi.tar"), [multi])
+    archive = testimages.write(str(tmp_path / "multi.tar"), [multi], layout=layout, compression=compression)
     w = imagearchive.workload_from_image(archive, str(tmp_path / "wl"))
     assert len(w.layers) == len(multi.layer_files)
     for layer, original in zip(w.layers, multi.layer_files, strict=True):
