@@ -41,12 +41,10 @@ def run(ctx: Context) -> None:
         stack = image_layers(ctx, depth)
         probe = bottom_file([layer.path for layer in stack])
         files, size = sum(la.files for la in stack), sum(la.bytes for la in stack)
-        image = Layers(driver, f"rf{depth}")
-        try:
+        with Layers(driver, f"rf{depth}") as image:
             top = build_image(ctx, image, stack)
             for rep in repetitions(ctx):
-                container = Layers(driver, f"rf{depth}c")
-                try:
+                with Layers(driver, f"rf{depth}c") as container:
                     cid = container.new_id("c")
                     t0 = clock()
                     driver.create_read_write(cid, top)
@@ -62,8 +60,6 @@ def run(ctx: Context) -> None:
                     driver.remove(cid)
                     t4 = clock()
                     container.removed(cid)
-                finally:
-                    container.release()
                 if rep.measured:
                     common = {"depth": depth, "files": files, "bytes": size, **rep.columns()}
                     ctx.row(SCENARIO, "create_read_write", seconds=t1 - t0, **common)
@@ -71,5 +67,3 @@ def run(ctx: Context) -> None:
                     ctx.row(SCENARIO, "create_read_write+get", seconds=t2 - t0, **common)
                     ctx.row(SCENARIO, "put", seconds=t3 - t2, **common)
                     ctx.row(SCENARIO, "remove", seconds=t4 - t3, **common)
-        finally:
-            image.release()

@@ -123,3 +123,21 @@ def test_bottom_file_survives_the_whiteouts_above_it(tmp_path) -> None:
     assert survivor != first and survivor.startswith("usr/lib/")
     deep = [layer.path for layer in workloads.build("deep", str(tmp_path / "d"), quick=True, depth=3).layers]
     assert bottom_file(deep) == "deep/000/f1"  # layer 1 deletes deep/000/f0
+
+
+def test_a_release_error_never_masks_ctrl_c(make_backing) -> None:
+    """Cleanup after Ctrl-C must not turn the interrupt into a driver failure."""
+    import graphdrivers
+    from bench.layers import Layers
+
+    fs = make_backing("ext4", 64 << 20)
+    driver = graphdrivers.get_driver("vfs", root=os.path.join(fs.mountpoint, "root"))
+    try:
+        with pytest.raises(KeyboardInterrupt) as caught, Layers(driver, "t") as layers:
+            layers.created_layer("never-made")  # its remove will fail with LayerNotFound
+            raise KeyboardInterrupt
+        assert "never-made" in " ".join(caught.value.__notes__)
+        with pytest.raises(graphdrivers.errors.DriverError, match="never-made"), Layers(driver, "t") as layers:
+            layers.created_layer("never-made")
+    finally:
+        driver.cleanup()
