@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from . import containerjobs, images
+from . import containerjobs, images, registryjobs
 
 if TYPE_CHECKING:
     from .engine import Engine
 
-MODULES = [images, containerjobs]
+MODULES = [images, containerjobs, registryjobs]
 
 
 def install(engine: Engine) -> None:
