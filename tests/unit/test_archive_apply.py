@@ -8,10 +8,10 @@ import stat
 import tarfile
 
 import pytest
-from archive_tools import build_tar, member, snapshot, stream
 
 from graphdrivers.archive import apply_layer
 from graphdrivers.errors import UnsafeArchive
+from tests.unit.archive_tools import build_tar, member, snapshot, stream
 
 T = 1_600_000_000
 

@@ -9,10 +9,10 @@ import tarfile
 from collections.abc import Callable
 
 import pytest
-from archive_tools import build_tar, member, snapshot, stream
 
 from graphdrivers.archive import apply_layer
 from graphdrivers.errors import UnsafeArchive
+from tests.unit.archive_tools import build_tar, member, snapshot, stream
 
 T = 1_500_000_000
 

@@ -8,10 +8,10 @@ import shutil
 import subprocess
 
 import pytest
-from archive_tools import snapshot, without_root_and_times_of
 
 from graphdrivers import naivediff
 from graphdrivers.driver import Change
+from tests.unit.archive_tools import snapshot, without_root_and_times_of
 
 T = 1_600_000_000 * 10**9
 
