@@ -5,11 +5,12 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from . import containerjobs, images, registryjobs
+from .api import server
 
 if TYPE_CHECKING:
     from .engine import Engine
 
-MODULES = [images, containerjobs, registryjobs]
+MODULES = [images, containerjobs, registryjobs, server]
 
 
 def install(engine: Engine) -> None:
