@@ -22,7 +22,6 @@ from typing import IO, TYPE_CHECKING
 from . import layerstream
 from .errors import InvalidArchive, UsageError
 from .graph import Graph, LayerSource, NewImage
-from .imagesave import chunks_stream
 from .job import Job
 from .reference import normalize_tag
 from .registry import reference
@@ -177,7 +176,7 @@ def push(job: Job) -> int:
         mount_from = _mount_source(job, layer.diff_id, ref)
         path = graph.driver.get(layer.chain_id)
         try:
-            stream = chunks_stream(layerstream.reassemble(ts_path, path))
+            stream = layerstream.stream_of(layerstream.reassemble(ts_path, path))
             outcome = client.upload_blob(ref.repository, layer.diff_id, stream, size, mount_from=mount_from)
         finally:
             graph.driver.put(layer.chain_id)
