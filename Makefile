@@ -34,5 +34,15 @@ lint: $(BIN)/.installed
 test: deps $(BIN)/.installed lint
 	$(BIN)/pytest $(PYTEST_ARGS)
 
+# The benchmark harness on the default workload (README "Benchmarks"); DRIVER=all compares
+# every registered driver side by side. Results go to results/<timestamp>/.
+bench: deps $(BIN)/.installed
+	$(BIN)/bench run --driver $(DRIVER) $(BENCH_ARGS)
+
+# Driver regression benchmarks: saved under .benchmarks/ and compared with the last saved run.
+bench-regress: deps $(BIN)/.installed
+	$(BIN)/pytest tests/benchmarks/test_bench_regress_drivers.py --benchmark-enable \
+		--benchmark-autosave --benchmark-compare --benchmark-columns=median,iqr,rounds --benchmark-group-by=group
+
 clean:
 	rm -rf $(VENV) .pytest_cache .benchmarks

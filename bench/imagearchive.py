@@ -80,6 +80,7 @@ class _Prefixed:
 def workload_from_image(image: str, directory: str) -> Workload:
     if not os.path.isfile(image):
         raise WorkloadError(f"--image {image}: no such file")
+    os.makedirs(directory, exist_ok=True)
     try:
         with tarfile.open(image) as tar:
             layers: list[Layer] = []

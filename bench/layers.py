@@ -4,6 +4,7 @@ after a failure, or on Ctrl-C -- a benchmark must never leave a layer mounted.""
 from __future__ import annotations
 
 import itertools
+from types import TracebackType
 
 import graphdrivers
 
@@ -50,3 +51,18 @@ class Layers:
                 errors.append(f"remove {layer_id}: {exc}")
         if errors:
             raise graphdrivers.errors.DriverError("could not release benchmark layers: " + "; ".join(errors))
+
+    def __enter__(self) -> Layers:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        """Release; a release error is raised only when nothing else is already propagating
+        (it must never mask a failure or a Ctrl-C), otherwise it is attached as a note."""
+        try:
+            self.release()
+        except graphdrivers.errors.DriverError as err:
+            if exc is None:
+                raise
+            exc.add_note(str(err))

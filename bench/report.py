@@ -22,10 +22,13 @@ from .table import summary
 
 
 def label_runs(df: pd.DataFrame) -> pd.DataFrame:
-    """Tell apart the same driver measured in different runs."""
+    """Name each series `driver/backend` when the backend is not the driver itself (so FUSE
+    aufs is never shown as kernel aufs), and tell apart the same driver from different runs."""
+    df = df.copy()
+    backend = df["backend"].fillna("").str.split().str[0].fillna("")
+    df["driver"] = df["driver"].where((backend == df["driver"]) | (backend == ""), df["driver"] + "/" + backend)
     per_driver = df.groupby("driver")["run_id"].nunique()
     if (per_driver > 1).any():
-        df = df.copy()
         df["driver"] = df["driver"] + " @" + df["run_id"]
     return df
 
@@ -43,7 +46,8 @@ def _bars(ax: plt.Axes, stats: pd.DataFrame, xkey: str, title: str) -> None:
         pos = np.arange(len(xs)) + (i - (len(drivers) - 1) / 2) * width
         ax.bar(pos, med, width, yerr=np.nan_to_num(err), capsize=3, label=driver)
     ax.set_xticks(np.arange(len(xs)), xs, rotation=30, ha="right", fontsize=8)
-    ax.set_ylabel("ms (median, 95% CI)")
+    ax.set_yscale("log")  # steps range from microseconds to seconds
+    ax.set_ylabel("ms (median, 95% CI; log scale)")
     ax.set_title(title)
     ax.legend(fontsize=8)
 

@@ -206,4 +206,11 @@ class Run:
         out.print(rich_table(stats))
         with open(os.path.join(self.out, "summary.txt"), "w") as f:
             f.write(plain_text(stats) + "\n")
+        wide = stats[stats["wide"]]
+        if len(wide):
+            self.console.print(
+                f"[bold yellow]warning:[/] {len(wide)} of {len(stats)} groups have a spread too wide to compare "
+                "(IQR or 95% CI wider than half the median): rerun with more --repeat on a quieter machine",
+                highlight=False,
+            )
         self.console.print(f"results: {self.out}", highlight=False)

@@ -28,11 +28,18 @@ def syncfs(path: str) -> None:
 def settle(path: str, fstype: str) -> None:
     """Let freed space from earlier removals show up before the next measurement."""
     if fstype == "btrfs":
+        # Commit first: the cleaner frees deleted subvolumes only after a transaction commit,
+        # so `subvolume sync` alone would wait for the next periodic commit (30 s).
+        subprocess.run(["btrfs", "filesystem", "sync", path], capture_output=True, check=False)
         subprocess.run(["btrfs", "subvolume", "sync", path], capture_output=True, check=False)
     syncfs(path)
 
 
 def used_bytes(path: str) -> int:
+    # A global sync first: drivers that keep a filesystem inside an image file on the
+    # backing fs (devmapper's loop devices) only reach the backing fs when that inner
+    # filesystem is written back; syncfs then flushes the backing fs itself.
+    os.sync()
     syncfs(path)
     st = os.statvfs(path)
     return (st.f_blocks - st.f_bfree) * st.f_frsize

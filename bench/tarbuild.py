@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import tarfile
 from dataclasses import dataclass, field
+from typing import IO
 
 MTIME = 1_600_000_000  # a fixed timestamp: archives must not depend on when they were made
 
@@ -60,7 +61,11 @@ class LayerBuilder:
         self.files -= 1  # a marker, not a file the layer adds
 
     def write(self, dest: str) -> None:
-        with open(dest, "wb") as out, tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        with open(dest, "wb") as out:
+            self.write_to(out)
+
+    def write_to(self, out: IO[bytes]) -> None:
+        with tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as tar:
             for path, kind, payload, mode in self.entries:
                 info = tarfile.TarInfo(path)
                 info.mtime, info.mode, info.uid, info.gid = MTIME, mode, 0, 0

@@ -176,7 +176,7 @@ def mixed(directory: str, quick: bool, seed: int = SEED) -> Workload:
     layers.append(_finish(app, directory, "mixed-2-app"))
 
     conf = LayerBuilder()
-    for j in range(20 // (2 if quick else 1)):
+    for j in range(20 // scale):
         conf.file(f"etc/app/c{j:02d}.conf", rng.randbytes(rng.randrange(64, 1025)))
     for path in base_files[:10]:
         conf.whiteout(path)

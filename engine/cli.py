@@ -17,7 +17,7 @@ from typing import Any
 from graphdrivers import DEFAULT_ROOT
 from graphdrivers.errors import DriverError
 
-from . import containercli
+from . import containercli, registrycli
 from .engine import Engine
 from .errors import EngineError
 from .job import Job
@@ -56,6 +56,7 @@ def _parser() -> argparse.ArgumentParser:
     c = sub.add_parser("info", help="engine and storage driver facts")
     c.add_argument("--json", action="store_true")
     containercli.add_parsers(sub)
+    registrycli.add_parsers(sub)
     return p
 
 
@@ -74,9 +75,10 @@ def _job(engine: Engine, ns: argparse.Namespace) -> tuple[Job, str | None]:
     out = sys.stdout.buffer
     err = sys.stderr.buffer
     cmd = ns.command
-    container_job = containercli.job_for(engine, ns)
-    if container_job is not None:
-        return container_job
+    for module in (containercli, registrycli):
+        found = module.job_for(engine, ns)
+        if found is not None:
+            return found
     if cmd == "load":
         return engine.job("load", ns.input, stdin=sys.stdin.buffer, stdout=out, stderr=err), None
     if cmd == "save":
@@ -149,10 +151,16 @@ def _run(job: Job, output: str | None, progress: bool) -> int:
 def main(argv: list[str] | None = None) -> int:
     ns = _parser().parse_args(argv)
     try:
+        if ns.command == "logs" and ns.follow:
+            return containercli.follow_logs(lambda: Engine(ns.root, ns.driver, _options(ns.storage_opt)), ns.container)
         with Engine(ns.root, ns.driver, _options(ns.storage_opt)) as engine:
             job, output = _job(engine, ns)
             progress = ns.command == "load" and not ns.quiet and sys.stderr.isatty()
-            status = _run(job, output, progress)
+            if ns.command == "run" and not ns.detach:
+                with containercli.proxy_signals(job):
+                    status = _run(job, output, progress)
+            else:
+                status = _run(job, output, progress)
             sys.stdout.flush()
             return status
     except (EngineError, DriverError) as exc:

@@ -95,10 +95,31 @@ def steps_per_driver(config: RunConfig, scenario: str) -> int:
     return per * len(config.depths) if scenario == "rootfs" else per
 
 
-def first_regular_file(tar_path: str) -> str:
-    """The first regular file of a layer tar (the bottom-layer file the scenarios read)."""
+WHITEOUT, OPAQUE = ".wh.", ".wh..wh..opq"
+
+
+def _deleted_by(tar_path: str) -> list[str]:
+    """Paths a layer tar deletes from below: whiteout targets and opaque directories."""
+    deleted = []
     with tarfile.open(tar_path) as tar:
         for member in tar:
-            if member.isreg() and not member.name.rsplit("/", 1)[-1].startswith(".wh."):
-                return member.name.lstrip("./")
-    raise ValueError(f"{tar_path} has no regular file")
+            head, _, name = member.name.strip("./").rpartition("/")
+            if name == OPAQUE:
+                deleted.append(head)
+            elif name.startswith(WHITEOUT):
+                deleted.append(f"{head}/{name[len(WHITEOUT) :]}" if head else name[len(WHITEOUT) :])
+    return deleted
+
+
+def bottom_file(stack: list[str]) -> str:
+    """A regular file of the bottom layer that is still visible at the top of `stack` (layer
+    tars, bottom first): the file the scenarios read to prove a rootfs is usable."""
+    deleted = [path for tar_path in stack[1:] for path in _deleted_by(tar_path)]
+    with tarfile.open(stack[0]) as tar:
+        for member in tar:
+            name = member.name.strip("./")
+            if not member.isreg() or name.rsplit("/", 1)[-1].startswith(WHITEOUT):
+                continue
+            if not any(name == d or name.startswith(d.rstrip("/") + "/") or not d for d in deleted):
+                return name
+    raise ValueError(f"no file of {stack[0]} survives the layers above it")

@@ -74,37 +74,33 @@ def run(ctx: Context) -> None:
     stack = _stack(ctx)
     files, size = sum(la.files for la in stack), sum(la.bytes for la in stack)
     runners = _runners(ctx)
-    image = Layers(driver, "ex")
     try:
-        top = build_image(ctx, image, stack)
-        for rep in repetitions(ctx):
-            container = Layers(driver, "exc")
-            try:
-                cid = container.new_id("c")
-                driver.create_read_write(cid, top)
-                container.created_layer(cid)
-                path = driver.get(cid)
-                container.got(cid)
-                read_s, write_s = _first_touch(path)
-                common = {"depth": len(stack), "files": files, "bytes": size, **rep.columns()}
-                if rep.measured:
-                    ctx.row(SCENARIO, "first_read_bottom", seconds=read_s, **common)
-                    ctx.row(SCENARIO, "first_write_copyup", seconds=write_s, **common)
-                for name, runner in runners.items():
-                    true_s, echo_s = _exec_times(runner, path)
+        with Layers(driver, "ex") as image:
+            top = build_image(ctx, image, stack)
+            for rep in repetitions(ctx):
+                with Layers(driver, "exc") as container:
+                    cid = container.new_id("c")
+                    driver.create_read_write(cid, top)
+                    container.created_layer(cid)
+                    path = driver.get(cid)
+                    container.got(cid)
+                    read_s, write_s = _first_touch(path)
+                    common = {"depth": len(stack), "files": files, "bytes": size, **rep.columns()}
                     if rep.measured:
-                        ctx.row(SCENARIO, "true", seconds=true_s, execdriver=name, runtime=runner.runtime, **common)
-                        ctx.row(
-                            SCENARIO,
-                            "echo_first_byte",
-                            seconds=echo_s,
-                            execdriver=name,
-                            runtime=runner.runtime,
-                            **common,
-                        )
-            finally:
-                container.release()
+                        ctx.row(SCENARIO, "first_read_bottom", seconds=read_s, **common)
+                        ctx.row(SCENARIO, "first_write_copyup", seconds=write_s, **common)
+                    for name, runner in runners.items():
+                        true_s, echo_s = _exec_times(runner, path)
+                        if rep.measured:
+                            ctx.row(SCENARIO, "true", seconds=true_s, execdriver=name, runtime=runner.runtime, **common)
+                            ctx.row(
+                                SCENARIO,
+                                "echo_first_byte",
+                                seconds=echo_s,
+                                execdriver=name,
+                                runtime=runner.runtime,
+                                **common,
+                            )
     finally:
-        image.release()
         for runner in runners.values():
             runner.close()

@@ -13,8 +13,7 @@ SCENARIO = "layer-create"
 def run(ctx: Context) -> None:
     driver, mnt = ctx.driver, ctx.sandbox.mountpoint
     for rep in repetitions(ctx):
-        layers = Layers(driver, f"lc{rep.index}{rep.cache[0]}")
-        try:
+        with Layers(driver, f"lc{rep.index}{rep.cache[0]}") as layers:
             settle(mnt, ctx.sandbox.backing_fs)
             chain_before = used_bytes(mnt)
             total_create = total_apply = 0.0
@@ -50,5 +49,3 @@ def run(ctx: Context) -> None:
                 ctx.row(SCENARIO, "chain:create+apply_diff", seconds=total_create + total_apply, **common).with_space(
                     chain_before, chain_after
                 )
-        finally:
-            layers.release()

@@ -11,7 +11,7 @@ import os
 
 from ..layers import Layers
 from ..workloads import Layer, pad_layer
-from . import Context, clock, first_regular_file, repetitions
+from . import Context, bottom_file, clock, repetitions
 
 SCENARIO = "rootfs"
 
@@ -37,16 +37,14 @@ def build_image(ctx: Context, layers: Layers, stack: list[Layer]) -> str:
 
 def run(ctx: Context) -> None:
     driver = ctx.driver
-    bottom_file = first_regular_file(ctx.workload.layers[0].path)
     for depth in ctx.config.depths:
         stack = image_layers(ctx, depth)
+        probe = bottom_file([layer.path for layer in stack])
         files, size = sum(la.files for la in stack), sum(la.bytes for la in stack)
-        image = Layers(driver, f"rf{depth}")
-        try:
+        with Layers(driver, f"rf{depth}") as image:
             top = build_image(ctx, image, stack)
             for rep in repetitions(ctx):
-                container = Layers(driver, f"rf{depth}c")
-                try:
+                with Layers(driver, f"rf{depth}c") as container:
                     cid = container.new_id("c")
                     t0 = clock()
                     driver.create_read_write(cid, top)
@@ -54,7 +52,7 @@ def run(ctx: Context) -> None:
                     container.created_layer(cid)
                     path = driver.get(cid)
                     container.got(cid)
-                    os.stat(os.path.join(path, bottom_file))
+                    os.stat(os.path.join(path, probe))
                     os.listdir(path)
                     t2 = clock()
                     container.put(cid)
@@ -62,8 +60,6 @@ def run(ctx: Context) -> None:
                     driver.remove(cid)
                     t4 = clock()
                     container.removed(cid)
-                finally:
-                    container.release()
                 if rep.measured:
                     common = {"depth": depth, "files": files, "bytes": size, **rep.columns()}
                     ctx.row(SCENARIO, "create_read_write", seconds=t1 - t0, **common)
@@ -71,5 +67,3 @@ def run(ctx: Context) -> None:
                     ctx.row(SCENARIO, "create_read_write+get", seconds=t2 - t0, **common)
                     ctx.row(SCENARIO, "put", seconds=t3 - t2, **common)
                     ctx.row(SCENARIO, "remove", seconds=t4 - t3, **common)
-        finally:
-            image.release()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import io
 import os
 import stat
 from typing import IO
@@ -18,6 +19,7 @@ WHITEOUT_META_PREFIX = ".wh..wh."
 OPAQUE = ".wh..wh..opq"
 WHITEOUT_MODES = ("delete", "overlay", "aufs")
 OVERLAY_OPAQUE_XATTR = "trusted.overlay.opaque"
+_OVERLAY_PRIVATE = ("trusted.overlay.", "user.overlay.")
 
 # errors that mean "this archive does not fit this tree" rather than "the disk failed"
 _ARCHIVE_ERRNOS = {
@@ -51,13 +53,14 @@ def apply_layer(
     """
     if whiteouts not in WHITEOUT_MODES:
         raise ValueError(f"whiteouts must be one of {WHITEOUT_MODES}, not {whiteouts!r}")
+    buffered = _buffered(stream)
     cache = DirCache(root)
     try:
         _refuse_interrupted(root, cache.root_fd)
         journal = Journal(cache)
         applier = _Applier(cache, journal, whiteouts, allow_devices)
         try:
-            reader = TarReader(stream)
+            reader = TarReader(buffered)
             for entry in reader.entries():
                 cache.release()  # between entries nobody holds a cached fd
                 try:
@@ -82,6 +85,19 @@ def apply_layer(
         return applier.applied_bytes
     finally:
         cache.close()
+        if buffered is not stream:
+            buffered.detach()  # the caller's stream stays open: closing it is the caller's job
+
+
+def _buffered(stream: IO[bytes]) -> IO[bytes]:
+    """`stream` behind a 1 MiB buffer: a layer is read 512 bytes at a time, and a small
+    buffer (8 KiB for open(); none for a pipe) would cost a read(2) every few entries."""
+    if isinstance(stream, io.BytesIO) or not hasattr(stream, "readinto"):
+        return stream
+    try:
+        return io.BufferedReader(stream, 1 << 20)  # type: ignore[arg-type]
+    except (AttributeError, OSError, ValueError):  # not file-like enough: read it directly
+        return stream
 
 
 def _refuse_interrupted(root: str, root_fd: int) -> None:
@@ -476,7 +492,11 @@ def _umask() -> int:
 
 
 def _set_xattrs(target: int | str, xattrs: dict[str, bytes], *, follow_symlinks: bool = True) -> None:
+    """Set the archive's xattrs, except overlayfs' own: an archive must not plant a
+    redirect, origin or metacopy that an overlay mount of this directory would follow."""
     for key, value in xattrs.items():
+        if key.startswith(_OVERLAY_PRIVATE):
+            continue
         try:
             os.setxattr(target, key, value, follow_symlinks=follow_symlinks)
         except OSError as exc:

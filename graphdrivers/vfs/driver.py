@@ -52,9 +52,11 @@ class VfsDriver(Driver):
                 self.quota.note_used(self._path(name))
 
     def _remove_leftovers(self) -> None:
+        """Best effort: what cannot be deleted now (an immutable file, say) is not a layer
+        and must not keep the driver from starting; the next start tries again."""
         for name in os.listdir(self.dir):
             if name.startswith((_CREATING, _REMOVING)):
-                shutil.rmtree(os.path.join(self.dir, name))
+                shutil.rmtree(os.path.join(self.dir, name), ignore_errors=True)
 
     def _path(self, id: str) -> str:
         return os.path.join(self.dir, id)

@@ -129,6 +129,9 @@ def test_exec_rows_are_numbers_or_say_why_not(quick_run: QuickRun) -> None:
         assert (unavailable == rows["seconds"].isna()).all()  # never a number and a reason at once
         if unavailable.any():
             assert f"exec with execdriver {execdriver} unavailable" in quick_run.proc.stderr
+        else:
+            assert len(rows) == 2 * 2 * REPEAT and (rows["seconds"] > 0).all()
+            assert rows["runtime"].str.len().min() > 0  # which runtime ran it (runc version, or native)
 
 
 def test_nothing_left_mounted_after_a_run(quick_run: QuickRun) -> None:

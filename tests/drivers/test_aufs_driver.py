@@ -21,7 +21,7 @@ from graphdrivers.aufs import kernel_backend
 from graphdrivers.aufs.driver import AufsDriver, ChainTooDeep
 from graphdrivers.errors import DriverNotSupported, InvalidOption
 
-from ..conformance.treeutil import mounted
+from ..conformance.treeutil import mounted, tree
 from .aufs_support import aufs, branch, make_root, put_file  # noqa: F401  (aufs is a fixture)
 
 NO_AUFS = "the kernel has no aufs (not in /proc/filesystems)"
@@ -140,7 +140,7 @@ def test_kernel_backend_stacks_branches(make_backing) -> None:
 
 # -- a real program in a union rootfs --------------------------------------------------
 
-APPLETS = ("sh", "echo", "cat", "mv", "rm", "ln", "chmod", "mkdir", "ls", "touch", "cp")
+APPLETS = ("sh", "echo", "cat", "mv", "rm", "ln", "chmod", "chown", "mkdir", "ls", "touch", "cp")
 
 SCRIPT = """
 set -e
@@ -200,20 +200,21 @@ def _busybox_layer(root: str) -> None:
     put_file(f"{root}/opt/tool/bin", b"#!/bin/sh\n", 0o755)
 
 
-def _run_script(driver: Driver, base_tar: bytes) -> tuple[list[Change], dict[str, tuple]]:
-    """Apply the busybox layer, run SCRIPT in a container layer over it; its changes and diff."""
+def _run_script(driver: Driver, base_tar: bytes, script: str) -> tuple[list[Change], dict[str, tuple], dict]:
+    """Apply the busybox layer, run `script` in a container layer over it; its output,
+    changes, diff and final tree."""
     driver.create("busybox")
     driver.apply_diff("busybox", None, io.BytesIO(base_tar))
     driver.create_read_write("ctr", "busybox")
     path = driver.get("ctr")
     try:
-        out = subprocess.run(["chroot", path, "/bin/sh", "-c", SCRIPT], capture_output=True, text=True, timeout=60)
+        out = subprocess.run(["chroot", path, "/bin/sh", "-c", script], capture_output=True, text=True, timeout=60)
+        assert out.returncode == 0, out.stderr
+        final = tree(path)
     finally:
         driver.put("ctr")
-    assert out.returncode == 0, out.stderr
-    assert out.stdout == "strata\nappended\ndeep\n"
     with contextlib.closing(driver.diff("ctr", "busybox")) as stream:
-        return driver.changes("ctr", "busybox"), _tar_summary(stream.read())
+        return driver.changes("ctr", "busybox"), _tar_summary(stream.read()), {"stdout": out.stdout, "tree": final}
 
 
 def _tar_summary(data: bytes) -> dict[str, tuple]:
@@ -243,7 +244,8 @@ def _busybox_tar(tmp_path) -> bytes:
 
 def test_busybox_script_in_a_union_rootfs(aufs: AufsDriver, make_backing, tmp_path) -> None:  # noqa: F811
     base_tar = _busybox_tar(tmp_path)
-    changes, diff = _run_script(aufs, base_tar)
+    changes, diff, seen = _run_script(aufs, base_tar, SCRIPT)
+    assert seen["stdout"] == "strata\nappended\ndeep\n"
     assert [str(c) for c in changes] == EXPECTED_CHANGES
     assert changes == Driver.changes(aufs, "ctr", "busybox"), "native changes differ from the generic comparison"
     assert {n for n, v in diff.items() if v == ("whiteout",)} == {
@@ -255,15 +257,50 @@ def test_busybox_script_in_a_union_rootfs(aufs: AufsDriver, make_backing, tmp_pa
     up = branch(aufs, "ctr")
     assert os.lstat(f"{up}/new").st_ino == os.lstat(f"{up}/new-link").st_ino
     assert os.lstat(f"{up}/etc/passwd").st_mode & 0o777 == 0o600
+    _same_as_overlay2(make_backing, base_tar, SCRIPT, changes, diff, seen)
+
+
+TRICKY_SCRIPT = """
+set -e
+mkdir /x; echo 1 > /x/f; mv /x /y; ls /y
+mv /etc/data /etc/data2
+mkdir -p /q/r; echo z > /q/r/z; mv /q /etc/data2/q
+rm -rf /etc/data2/q/r; mkdir /etc/data2/q/r
+echo x >> /var/lib/old/file; mv /var/lib/old/file /var/f
+chmod 751 /var; chown 1:2 /var/f
+cp -a /bin/busybox /bb2
+: > /opt/tool/bin
+ln -s /etc/hostname /sl; cat /sl
+mkdir /d; touch /d/a; rm -rf /d
+rm /etc/passwd; mkdir /etc/passwd; echo in > /etc/passwd/in
+rm -rf /etc; mkdir /etc; echo new > /etc/hostname
+mv /etc/hostname /etc/hn; ln /etc/hn /etc/hn2; rm /etc/hn
+rm /bin/ls; ln -s busybox /bin/ls
+"""
+
+
+def test_renames_recreations_and_links_agree_with_the_generic_diff(aufs: AufsDriver, make_backing, tmp_path) -> None:  # noqa: F811
+    base_tar = _busybox_tar(tmp_path)
+    changes, diff, seen = _run_script(aufs, base_tar, TRICKY_SCRIPT)
+    assert seen["stdout"] == "f\nstrata\n"
+    assert changes == Driver.changes(aufs, "ctr", "busybox")
+    assert sorted(os.listdir(os.path.join(aufs.get("ctr"), "etc"))) == ["hn2"]
+    aufs.put("ctr")
+    _same_as_overlay2(make_backing, base_tar, TRICKY_SCRIPT, changes, diff, seen)
+
+
+def _same_as_overlay2(make_backing, base_tar: bytes, script: str, changes, diff, seen) -> None:
+    """The same script over the same layers on overlay2: same tree, changes and diff entries."""
     if "overlay2" not in graphdrivers.registered():
         return
     overlay = graphdrivers.get_driver("overlay2", root=make_root(make_backing))
     try:
-        o_changes, o_diff = _run_script(overlay, base_tar)
+        o_changes, o_diff, o_seen = _run_script(overlay, base_tar, script)
     finally:
         overlay.cleanup()
+    assert o_seen == seen
     assert o_changes == changes
-    # the same entries; overlay marks the recreated directory by deleting what it hid
+    # whiteouts may differ in form (overlay also marks some new directories opaque)
     assert {n: v for n, v in o_diff.items() if v != ("whiteout",)} == {
         n: v for n, v in diff.items() if v != ("whiteout",)
     }
@@ -278,3 +315,22 @@ def test_a_mount_that_cannot_start_is_a_clear_error(aufs: AufsDriver) -> None:  
     os.mkdir(os.path.join(aufs.home, "mnt", "lost"))
     with mounted(aufs, "lost") as path:  # the same zygote mounts the next one
         assert os.listdir(path) == []
+
+
+def test_apply_diff_to_a_mounted_layer_goes_through_the_union(aufs: AufsDriver) -> None:  # noqa: F811
+    aufs.create("low")
+    put_file(branch(aufs, "low", "old"), b"old")
+    aufs.create_read_write("up", "low")
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        for name, data in (("new", b"new"), (".wh.old", b"")):
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    buf.seek(0)
+    with mounted(aufs, "up") as path:
+        assert os.listdir(path) == ["old"]  # the union has indexed the directory
+        assert aufs.apply_diff("up", "low", buf) == 3
+        assert os.listdir(path) == ["new"]  # and sees the applied changes at once
+    assert sorted(os.listdir(branch(aufs, "up"))) == [".wh.old", "new"]
+    assert [str(c) for c in aufs.changes("up", "low")] == ["A /new", "D /old"]

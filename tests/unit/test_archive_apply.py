@@ -332,3 +332,12 @@ def test_no_file_descriptor_leaks(root: str) -> None:
     for mode in ("overlay", "aufs"):
         apply_layer(root, stream(build_tar([member("o/.wh..wh..opq"), member("o/.wh.gone")])), whiteouts=mode)
     assert open_fds() == before
+
+
+def test_the_callers_stream_is_read_to_the_end_and_left_open(root: str, tmp_path) -> None:
+    path = tmp_path / "layer.tar"
+    path.write_bytes(build_tar([member("f", data=b"x" * 5000)]) + bytes(4096))  # trailing padding
+    with open(path, "rb") as f:
+        assert apply_layer(root, f) == 5000
+        assert not f.closed
+        assert f.read() == b""

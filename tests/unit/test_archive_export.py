@@ -89,14 +89,18 @@ def test_overlay_upper_dir_export(tmp_path) -> None:
     os.mknod(f"{upper}/etc/gone", stat.S_IFCHR, os.makedev(0, 0))
     os.mknod(f"{upper}/etc/realdev", stat.S_IFCHR, os.makedev(1, 3))
     os.setxattr(f"{upper}/etc/opaque", "trusted.overlay.opaque", b"y")
+    os.setxattr(f"{upper}/etc", "trusted.overlay.impure", b"y")  # overlayfs bookkeeping
     with open(f"{upper}/etc/opaque/new", "wb") as f:
         f.write(b"12345")
+    os.setxattr(f"{upper}/etc/opaque/new", "trusted.overlay.origin", b"\x00\xfb")
+    os.setxattr(f"{upper}/etc/opaque/new", "user.kept", b"layer content")
     with export_dir(upper, whiteouts="overlay") as s:
         data = s.read()
     assert _names(data) == ["etc", "etc/.wh.gone", "etc/opaque", "etc/opaque/.wh..wh..opq", "etc/opaque/new",
                             "etc/realdev"]
     with tarfile.open(fileobj=io.BytesIO(data)) as tar:
         assert not any("overlay" in k for m in tar.getmembers() for k in m.pax_headers)
+        assert tar.getmember("etc/opaque/new").pax_headers["SCHILY.xattr.user.kept"] == "layer content"
     assert dir_diff_size(upper, whiteouts="overlay") == 5
     lower = str(tmp_path / "lower")
     os.makedirs(f"{lower}/etc/opaque")

@@ -218,3 +218,14 @@ def test_write_and_hard_link_through_absolute_in_layer_symlink(place) -> None:
     assert open(f"{root}/etc/newfile", "rb").read() == b"inside"
     assert os.lstat(f"{root}/h").st_ino == os.lstat(f"{root}/etc/passwd").st_ino
     assert not os.path.exists("/etc/newfile")
+
+
+@pytest.mark.parametrize("mode", ["delete", "overlay", "aufs"])
+def test_overlayfs_private_xattrs_are_not_planted(place, mode: str) -> None:
+    """trusted.overlay.redirect/metacopy would make an overlay mount look elsewhere."""
+    root, _ = place
+    data = build_tar([member("f", data=b"x", xattrs={"trusted.overlay.redirect": b"/etc/passwd",
+                                                     "trusted.overlay.metacopy": b"",
+                                                     "user.overlay.opaque": b"y", "user.fine": b"1"})])
+    apply_layer(root, stream(data), whiteouts=mode)
+    assert os.listxattr(f"{root}/f") == ["user.fine"]

@@ -1,0 +1,143 @@
+"""`bench report`, `bench compare` and `bench list` on real results, and the workloads."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import tarfile
+
+import pandas as pd
+import pytest
+
+from bench import imagearchive, results, workloads
+
+from .conftest import QuickRun, bench
+
+
+def test_report_draws_figures_and_an_index(quick_run: QuickRun, tmp_path) -> None:
+    out = tmp_path / "report"
+    proc = bench("report", quick_run.out, "--out", str(out))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    pngs = sorted(p.name for p in out.glob("*.png"))
+    assert pngs == [
+        "rootfs_vs_depth.png",
+        "scenario_exec.png",
+        "scenario_layer-create.png",
+        "scenario_rootfs.png",
+        "space_amplification.png",
+    ]
+    for png in pngs:
+        assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    page = (out / "index.html").read_text()
+    assert all(f'src="{p}"' in page for p in pngs)
+    assert "create_read_write+get" in page and results.load_run(quick_run.out)["run_id"] in page
+
+
+def test_compare_passes_on_equal_runs_and_fails_on_a_real_slowdown(quick_run: QuickRun, tmp_path) -> None:
+    same = bench("compare", quick_run.out, quick_run.out)
+    assert same.returncode == 0, same.stdout
+    assert "1.00" in same.stdout
+    slower = tmp_path / "slower"
+    shutil.copytree(quick_run.out, slower)
+    df = pd.read_parquet(slower / results.PARQUET)
+    df.loc[df["step"] == "create_read_write+get", "seconds"] *= 3
+    df.to_parquet(slower / results.PARQUET, index=False)
+    proc = bench("compare", quick_run.out, str(slower), "--fail-above", "1.2")
+    assert proc.returncode == 1, proc.stdout
+    assert "SLOWER" in proc.stdout and "got slower than 1.2x" in proc.stdout
+    assert bench("compare", quick_run.out, str(slower), "--fail-above", "5").returncode == 0
+
+
+def test_compare_and_report_refuse_a_non_result_directory(tmp_path) -> None:
+    proc = bench("compare", str(tmp_path), str(tmp_path))
+    assert proc.returncode == 2 and "not a bench result directory" in proc.stdout
+
+
+def test_list_shows_every_registered_driver() -> None:
+    import graphdrivers
+
+    proc = bench("list")
+    assert proc.returncode == 0, proc.stderr
+    for name in graphdrivers.registered():
+        assert name in proc.stdout
+    vfs_line = next(line for line in proc.stdout.splitlines() if " vfs " in line)
+    assert "yes" in vfs_line
+
+
+def _digests(w: workloads.Workload) -> list[str]:
+    return [layer.sha256 for layer in w.layers]
+
+
+def test_workloads_are_deterministic(tmp_path) -> None:
+    for name in ("small-files", "deep", "mixed"):
+        a = workloads.build(name, str(tmp_path / f"{name}-a"), quick=True)
+        b = workloads.build(name, str(tmp_path / f"{name}-b"), quick=True)
+        assert _digests(a) == _digests(b)
+        for layer in a.layers:
+            with open(layer.path, "rb") as f:
+                assert hashlib.sha256(f.read()).hexdigest() == layer.sha256
+
+
+def test_mixed_workload_matches_its_documented_shape(tmp_path) -> None:
+    w = workloads.build("mixed", str(tmp_path), quick=True)
+    assert [layer.files for layer in w.layers] == [150, 60, 3 + 10, 2 + 5]
+    with tarfile.open(w.layers[3].path) as tar:
+        assert len([m for m in tar if os.path.basename(m.name).startswith(".wh.")]) == 10
+    deep = workloads.build("deep", str(tmp_path / "deep"), quick=True, depth=5)
+    assert len(deep.layers) == 5
+
+
+@pytest.mark.parametrize(("layout", "compression"), [("docker", "gzip"), ("legacy", "gzip"), ("oci-tar", "zstd")])
+def test_image_archive_layers_become_the_workload(tmp_path, layout: str, compression: str) -> None:
+    """--image: a docker save archive's or OCI layout's layers, in order, decompressed."""
+    from engine import testimages
+
+    _base, multi = testimages.multilayer(str(tmp_path / "build"), small_files=20, big_size=1 << 20)
+    archive = testimages.write(str(tmp_path / "multi.tar"), [multi], layout=layout, compression=compression)
+    w = imagearchive.workload_from_image(archive, str(tmp_path / "wl"))
+    assert len(w.layers) == len(multi.layer_files)
+    for layer, original in zip(w.layers, multi.layer_files, strict=True):
+        with open(original, "rb") as f:
+            assert layer.sha256 == hashlib.sha256(f.read()).hexdigest()
+
+
+def test_bad_image_is_a_clear_error(tmp_path) -> None:
+    bad = tmp_path / "bad.tar"
+    with tarfile.open(bad, "w") as tar:
+        tar.add(__file__, arcname="hello.py")
+    proc = bench("run", "--driver", "vfs", "--image", str(bad), "--out", str(tmp_path / "out"))
+    assert proc.returncode == 2
+    assert "neither manifest.json" in proc.stderr
+
+
+def test_bottom_file_survives_the_whiteouts_above_it(tmp_path) -> None:
+    """rootfs reads a bottom-layer file to prove the rootfs is usable; it must not be deleted."""
+    from bench.scenarios import bottom_file
+
+    mixed = [layer.path for layer in workloads.build("mixed", str(tmp_path / "m"), quick=True).layers]
+    with tarfile.open(mixed[0]) as tar:
+        first = next(m.name for m in tar if m.isreg())
+    assert bottom_file(mixed[:1]) == first
+    survivor = bottom_file(mixed)  # the config layer deletes the first 10 base files
+    assert survivor != first and survivor.startswith("usr/lib/")
+    deep = [layer.path for layer in workloads.build("deep", str(tmp_path / "d"), quick=True, depth=3).layers]
+    assert bottom_file(deep) == "deep/000/f1"  # layer 1 deletes deep/000/f0
+
+
+def test_a_release_error_never_masks_ctrl_c(make_backing) -> None:
+    """Cleanup after Ctrl-C must not turn the interrupt into a driver failure."""
+    import graphdrivers
+    from bench.layers import Layers
+
+    fs = make_backing("ext4", 64 << 20)
+    driver = graphdrivers.get_driver("vfs", root=os.path.join(fs.mountpoint, "root"))
+    try:
+        with pytest.raises(KeyboardInterrupt) as caught, Layers(driver, "t") as layers:
+            layers.created_layer("never-made")  # its remove will fail with LayerNotFound
+            raise KeyboardInterrupt
+        assert "never-made" in " ".join(caught.value.__notes__)
+        with pytest.raises(graphdrivers.errors.DriverError, match="never-made"), Layers(driver, "t") as layers:
+            layers.created_layer("never-made")
+    finally:
+        driver.cleanup()
