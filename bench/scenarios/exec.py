@@ -9,6 +9,7 @@ repetition gets a fresh container layer, so each first touch really is the first
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 
 from .. import execadapter
 from ..layers import Layers
@@ -69,7 +70,7 @@ def _runners(ctx: Context) -> dict[str, execadapter.Runner]:
     return runners
 
 
-def run(ctx: Context) -> None:
+def run(ctx: Context) -> Iterator[None]:
     driver = ctx.driver
     stack = _stack(ctx)
     files, size = sum(la.files for la in stack), sum(la.bytes for la in stack)
@@ -101,6 +102,7 @@ def run(ctx: Context) -> None:
                                 runtime=runner.runtime,
                                 **common,
                             )
+                yield  # one repetition done: the runner may run another driver's now
     finally:
         for runner in runners.values():
             runner.close()
