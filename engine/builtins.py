@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from . import containerjobs, images
+from . import containerjobs, images, registryjobs
+from .api import server
 
 if TYPE_CHECKING:
     from .engine import Engine
 
-MODULES = [images, containerjobs]
+MODULES = [images, containerjobs, registryjobs, server]
 
 
 def install(engine: Engine) -> None:

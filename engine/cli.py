@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import io
 import os
 import sys
 from collections.abc import Iterator
@@ -16,7 +17,7 @@ from typing import Any
 from graphdrivers import DEFAULT_ROOT
 from graphdrivers.errors import DriverError
 
-from . import containercli
+from . import containercli, registrycli
 from .engine import Engine
 from .errors import EngineError
 from .job import Job
@@ -38,6 +39,7 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("file", metavar="FILE", help="tar file (plain, gzip or zstd), or - for stdin")
     c.add_argument("name", metavar="REPOSITORY[:TAG]", nargs="?")
     c = sub.add_parser("images", help="list images")
+    c.add_argument("-a", "--all", action="store_true", help="include intermediate images")
     c.add_argument("--tree", action="store_true", help="show the image ancestry")
     c.add_argument("--json", action="store_true", help="JSON output")
     c = sub.add_parser("tag", help="name an image")
@@ -54,6 +56,7 @@ def _parser() -> argparse.ArgumentParser:
     c = sub.add_parser("info", help="engine and storage driver facts")
     c.add_argument("--json", action="store_true")
     containercli.add_parsers(sub)
+    registrycli.add_parsers(sub)
     return p
 
 
@@ -72,9 +75,10 @@ def _job(engine: Engine, ns: argparse.Namespace) -> tuple[Job, str | None]:
     out = sys.stdout.buffer
     err = sys.stderr.buffer
     cmd = ns.command
-    container_job = containercli.job_for(engine, ns)
-    if container_job is not None:
-        return container_job
+    for module in (containercli, registrycli):
+        found = module.job_for(engine, ns)
+        if found is not None:
+            return found
     if cmd == "load":
         return engine.job("load", ns.input, stdin=sys.stdin.buffer, stdout=out, stderr=err), None
     if cmd == "save":
@@ -85,7 +89,7 @@ def _job(engine: Engine, ns: argparse.Namespace) -> tuple[Job, str | None]:
         args = [ns.file] + ([ns.name] if ns.name else [])
         return engine.job("import", *args, stdin=sys.stdin.buffer, stdout=out, stderr=err), None
     if cmd == "images":
-        env = {"tree": str(ns.tree), "json": str(ns.json)}
+        env = {"tree": str(ns.tree), "json": str(ns.json), "all": str(ns.all)}
         return engine.job("images", env=env, stdout=out, stderr=err), None
     if cmd == "tag":
         return engine.job("tag", ns.source, ns.target, stdout=out, stderr=err), None
@@ -123,9 +127,14 @@ def _progress(job: Job, enabled: bool) -> Iterator[None]:
 
 
 def _run(job: Job, output: str | None, progress: bool) -> int:
-    if output is None:
+    if output is None and progress:
+        real, job.stdout = job.stdout, io.BytesIO()  # print results after the bar is gone
         with _progress(job, progress):
-            return job.run()
+            status = job.run()
+        real.write(job.stdout.getvalue())
+        return status
+    if output is None:
+        return job.run()
     tmp = f"{output}.tmp-{os.getpid()}"
     try:
         with open(tmp, "wb") as f:
@@ -142,10 +151,16 @@ def _run(job: Job, output: str | None, progress: bool) -> int:
 def main(argv: list[str] | None = None) -> int:
     ns = _parser().parse_args(argv)
     try:
+        if ns.command == "logs" and ns.follow:
+            return containercli.follow_logs(lambda: Engine(ns.root, ns.driver, _options(ns.storage_opt)), ns.container)
         with Engine(ns.root, ns.driver, _options(ns.storage_opt)) as engine:
             job, output = _job(engine, ns)
             progress = ns.command == "load" and not ns.quiet and sys.stderr.isatty()
-            status = _run(job, output, progress)
+            if ns.command == "run" and not ns.detach:
+                with containercli.proxy_signals(job):
+                    status = _run(job, output, progress)
+            else:
+                status = _run(job, output, progress)
             sys.stdout.flush()
             return status
     except (EngineError, DriverError) as exc:

@@ -81,7 +81,7 @@ class Container:
         d = self.dir_of(containers_dir, self.id)
         tmp = os.path.join(d, CONFIG_FILE + ".tmp")
         with open(tmp, "w") as f:
-            json.dump(asdict(self), f)
+            f.write(json.dumps(asdict(self)))  # one write: json.dump writes piecemeal
         os.rename(tmp, os.path.join(d, CONFIG_FILE))
 
     @classmethod
@@ -120,6 +120,8 @@ class Container:
             },
             "Image": self.image,
             "LogPath": log_path,
+            "LogPaths": {"Stdout": log_path, "Stderr": os.path.join(os.path.dirname(log_path), "stderr.log")},
+            "Monitor": self.monitor,
             "Name": "/" + self.name,
             "Driver": driver_name,
             "ExecDriver": self.execdriver_description(),

@@ -8,6 +8,7 @@ Options travel in the job's environment as Docker's engine jobs carried them: `n
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import os
 import signal
@@ -17,7 +18,7 @@ from typing import IO, TYPE_CHECKING
 from .container import Container
 from .containers import Containers, ContainerStartError
 from .errors import EngineError, UsageError
-from .imageview import ago, parse_time
+from .imageview import parse_time
 from .job import Job
 
 if TYPE_CHECKING:
@@ -107,8 +108,13 @@ def run(job: Job) -> int:
             store.remove(store.get(c.id), force=True)
         return exc.status
     out_path, err_path = store.log_paths(c)
+    # A caller (the CLI's signal proxy) may append signals here; they go to the container.
+    pending: list[int] = getattr(job, "pending_signals", [])
     with open(out_path, "rb") as out, open(err_path, "rb") as err:
         while handle.wait(FOLLOW_POLL) is None:
+            while pending:
+                with contextlib.suppress(EngineError):
+                    handle.kill(pending.pop(0))
             _copy(out, job.stdout)
             _copy(err, job.stderr)
         status = store.wait(c)  # records the end (and removes the container when --rm)
@@ -202,13 +208,36 @@ def rm(job: Job) -> int:
     return status
 
 
+def human_duration(seconds: float) -> str:
+    """Docker's HumanDuration: "3 seconds", "About a minute", "5 minutes", "2 hours"..."""
+    if seconds < 1:
+        return "Less than a second"
+    if seconds < 60:
+        return f"{int(seconds)} second{'s' if int(seconds) != 1 else ''}"
+    minutes = seconds / 60
+    if minutes < 2:
+        return "About a minute"
+    if minutes < 60:
+        return f"{int(minutes)} minutes"
+    hours = minutes / 60
+    if hours < 2:
+        return "About an hour"
+    if hours < 48:
+        return f"{int(hours)} hours"
+    return f"{int(hours / 24)} days"
+
+
+def _since(text: str, now: dt.datetime) -> str:
+    when = parse_time(text)
+    return human_duration((now - when).total_seconds()) if when else ""
+
+
 def _status_text(c: Container, now: dt.datetime) -> str:
     s = c.state
     if s.running:
-        started = parse_time(s.started_at)
-        return "Up " + (ago(s.started_at, now).removesuffix(" ago") if started else "")
+        return f"Up {_since(s.started_at, now)}"
     if s.status == "exited":
-        return f"Exited ({s.exit_code}) {ago(s.finished_at, now)}"
+        return f"Exited ({s.exit_code}) {_since(s.finished_at, now)} ago"
     return "Created"
 
 
@@ -230,7 +259,7 @@ def ps(job: Job) -> int:
     for c in found:
         command = " ".join(c.args)
         command = f'"{command[:17]}…"' if len(command) > 20 else f'"{command}"'
-        rows.append((c.short_id, c.image_ref, command, ago(c.created, now), _status_text(c, now), c.name))
+        rows.append((c.short_id, c.image_ref, command, f"{_since(c.created, now)} ago", _status_text(c, now), c.name))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     job.write("".join("   ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip() + "\n" for r in rows))
     return 0

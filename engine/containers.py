@@ -232,11 +232,8 @@ class Containers:
             if c.id in self._mounted:
                 self._mounted.discard(c.id)
                 self.driver.put(c.layer)
-            elif c.rootfs and mountutil.is_mountpoint(c.rootfs) and not self._rootfs_in_use(c):
+            elif c.rootfs and not c.state.running and mountutil.is_mountpoint(c.rootfs):
                 mountutil.umount_retry(c.rootfs)  # left by an engine that died
-
-    def _rootfs_in_use(self, c: Container) -> bool:
-        return c.state.running
 
     # -- start, wait, signals ------------------------------------------------------------
 
@@ -266,6 +263,10 @@ class Containers:
             c.save(self.dir)
         if handle.start_error:  # known at once (native): report like Docker's start does
             status = self.wait(c)
+            with self._lock:
+                if os.path.isdir(c.paths(self.dir)[0]):  # (unless --rm removed it already)
+                    c.state.error = handle.start_error
+                    c.save(self.dir)
             raise ContainerStartError(handle.start_error, status.code)
         return handle
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import shutil
 from collections.abc import Mapping
 from typing import IO
 
@@ -33,6 +34,7 @@ class Engine:
         # `exec.*` options choose the execdriver and runtime; the rest are the graphdriver's.
         self.exec_options = {k: options.pop(k) for k in list(options) if k.startswith("exec.")}
         try:
+            _clear_spool(os.path.join(self.root, "tmp"))
             self.driver = graphdrivers.get_driver(driver, root=self.root, options=options)
             home = os.path.join(self.root, "image", self.driver.name)
             os.makedirs(home, mode=0o700, exist_ok=True)
@@ -81,6 +83,13 @@ class Engine:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _clear_spool(tmpdir: str) -> None:
+    """Spool files (stdin archives, commit diffs) a killed engine left; we hold the lock."""
+    if os.path.isdir(tmpdir):
+        shutil.rmtree(tmpdir)
+    os.makedirs(tmpdir, mode=0o700)
 
 
 def _lock_root(root: str) -> int:

@@ -38,7 +38,7 @@ from graphdrivers import Driver
 from graphdrivers.errors import LayerNotFound, UnsafeArchive
 
 from . import layerstream
-from .errors import Conflict, ImageInUse, InvalidArchive, InvalidReference, NoSuchImage
+from .errors import Conflict, EngineError, ImageInUse, InvalidArchive, InvalidReference, NoSuchImage
 from .graphdb import TAGS, GraphDB
 from .reference import image_hex, normalize_tag
 
@@ -73,6 +73,44 @@ def chain_id(parent_chain: str | None, diff_id: str) -> str:
     if parent_chain is None:
         return diff_id.split(":", 1)[1]
     return hashlib.sha256(f"sha256:{parent_chain} {diff_id}".encode()).hexdigest()
+
+
+def diff_id_of_file(path: str) -> str:
+    """The diff id of a layer file (the digest of its uncompressed tar)."""
+    digest = hashlib.sha256()
+    try:
+        with open(path, "rb") as raw:
+            stream = layerstream.decompressed(raw)
+            while chunk := stream.read(layerstream.CHUNK):
+                digest.update(chunk)
+    except (EOFError, zlib.error, zstandard.ZstdError, OSError) as exc:
+        if isinstance(exc, OSError) and exc.errno is not None:
+            raise
+        raise InvalidArchive(f"{path} cannot be decompressed: {exc}") from None
+    return "sha256:" + digest.hexdigest()
+
+
+def _verify(source: LayerSource, diff_id: str, blob: layerstream.HashingReader,
+            tar: layerstream.HashingReader) -> None:
+    if source.digest is not None and blob.digest() != source.digest:
+        raise InvalidArchive(f"layer {source.name}: digest {blob.digest()} does not match {source.digest}")
+    if source.size is not None and blob.count != source.size:
+        raise InvalidArchive(f"layer {source.name}: {blob.count} bytes, the manifest says {source.size}")
+    if tar.digest() != diff_id:
+        raise InvalidArchive(f"layer {source.name}: content digest {tar.digest()} does not match "
+                             f"the config's diff id {diff_id}")
+
+
+def _checked(chunks: Iterator[bytes], total: int, layer: Layer) -> Iterator[bytes]:
+    digest = hashlib.sha256()
+    seen = 0
+    for chunk in chunks:
+        digest.update(chunk)
+        seen += len(chunk)
+        if seen >= total and "sha256:" + digest.hexdigest() != layer.diff_id:
+            raise InvalidArchive(f"layer {layer.chain_id[:12]} no longer matches its diff id {layer.diff_id} "
+                                 "(its files changed in the driver)")
+        yield chunk
 
 
 def image_id_of(config_bytes: bytes) -> str:
@@ -185,13 +223,38 @@ class Graph:
                 self._pins[chain] += 1
                 lease.chains.append(chain)
             existing = self.layer(chain)
-            if existing is not None and self.driver.exists(chain):
-                if progress is not None and source.size:
-                    progress(source.size)
-                return existing, False
-            if existing is not None:  # the driver lost it: forget the row and apply again
-                self._forget(chain)
-            return self._create_layer(chain, parent, diff_id, source, progress), True
+            if existing is None:
+                return self._create_layer(chain, parent, diff_id, source, progress), True
+            if not self.driver.exists(chain):
+                users = ", ".join(u[7:19] for u in self.layer_users(chain)) or "none"
+                raise EngineError(f"layer {chain[:12]} is recorded but missing from the {self.driver.name} driver "
+                                  f"(removed behind the engine's back); remove the images using it ({users}) "
+                                  "and load again")
+            if progress is not None and source.size:
+                progress(source.size)
+            return existing, False
+
+    def pin(self, lease: Lease, layers: Iterable[Layer]) -> None:
+        """Pin existing layers (an image's, for a commit on top of it) for the lease's life."""
+        for layer in layers:
+            with self._layer_lock(layer.chain_id):
+                if self.layer(layer.chain_id) is None:
+                    raise NoSuchImage(f"layer {layer.chain_id[:12]} (it was removed)")
+                with self._lock:
+                    self._pins[layer.chain_id] += 1
+                    lease.chains.append(layer.chain_id)
+
+    def layer_from_file(self, lease: Lease, parent: str | None, path: str, name: str | None = None,
+                        diff_id: str | None = None) -> Layer:
+        """A layer from a tar file whose diff id is not known in advance (import, commit).
+
+        The file is read twice: once for its digest (the layer's name depends on it),
+        once to apply it.
+        """
+        diff_id = diff_id or diff_id_of_file(path)
+        source = LayerSource(name=name or path, open=lambda: open(path, "rb"), size=os.path.getsize(path))
+        layer, _ = self.ensure_layer(lease, parent, diff_id, source)
+        return layer
 
     def _create_layer(self, chain: str, parent: str | None, diff_id: str, source: LayerSource,
                       progress: Progress | None) -> Layer:
@@ -210,41 +273,38 @@ class Graph:
 
     def _apply(self, chain: str, parent: str | None, diff_id: str, source: LayerSource,
                progress: Progress | None) -> int:
-        ts_path = self.tarsplit_path(chain)
-        ts_out, commit = layerstream.write_tarsplit(ts_path)
+        """Stream the blob into the driver while hashing it and recording its tar-split."""
+        ts_out, commit = layerstream.write_tarsplit(self.tarsplit_path(chain))
         try:
-            with source.open() as raw:
-                blob = layerstream.HashingReader(raw, on_bytes=progress)
-                tar = layerstream.HashingReader(layerstream.decompressed(blob))
-                splitter = layerstream.TarSplitter(ts_out)
-                tar.taps.append(splitter.feed)
-                size = self.driver.apply_diff(chain, parent, tar)
-                tar.drain()
-                blob.drain()
-                splitter.close()
-        except UnsafeArchive as exc:
-            ts_out.close()
-            raise InvalidArchive(f"layer {source.name} is refused: {exc}") from None
-        except (OSError, EOFError, tarfile.TarError, zstandard.ZstdError, zlib.error, ValueError) as exc:
-            ts_out.close()
-            if isinstance(exc, OSError) and exc.errno is not None:
-                raise  # a real I/O failure (disk full...), not bad input
-            raise InvalidArchive(f"layer {source.name} is not a readable tar: {exc}") from None
+            blob, tar, size = self._stream(chain, parent, source, ts_out, progress)
+            _verify(source, diff_id, blob, tar)
         except BaseException:
             ts_out.close()
             raise
-        if source.digest is not None and blob.digest() != source.digest:
-            ts_out.close()
-            raise InvalidArchive(f"layer {source.name}: digest {blob.digest()} does not match {source.digest}")
-        if source.size is not None and blob.count != source.size:
-            ts_out.close()
-            raise InvalidArchive(f"layer {source.name}: {blob.count} bytes, the manifest says {source.size}")
-        if tar.digest() != diff_id:
-            ts_out.close()
-            raise InvalidArchive(f"layer {source.name}: content digest {tar.digest()} does not match "
-                                 f"the config's diff id {diff_id}")
         commit()
         return int(size) if size is not None else 0
+
+    def _stream(self, chain: str, parent: str | None, source: LayerSource, ts_out: IO[bytes],
+                progress: Progress | None) -> tuple[layerstream.HashingReader, layerstream.HashingReader, int]:
+        try:
+            with source.open() as raw:
+                kind, sniffed = layerstream.sniff(raw)
+                blob = layerstream.HashingReader(sniffed, on_bytes=progress)
+                # an uncompressed blob is the tar itself: hash its bytes once, not twice
+                tar = blob if kind == "none" else layerstream.HashingReader(layerstream.decompressor(kind, blob))
+                splitter = layerstream.TarSplitter(ts_out)
+                tar.taps.append(splitter.feed)
+                size = self.driver.apply_diff(chain, parent, tar)
+                tar.drain()  # tar readers stop at the end-of-archive blocks; the digest needs all
+                blob.drain()
+                splitter.close()
+                return blob, tar, size
+        except UnsafeArchive as exc:
+            raise InvalidArchive(f"layer {source.name} is refused: {exc}") from None
+        except (OSError, EOFError, tarfile.TarError, zstandard.ZstdError, zlib.error, ValueError) as exc:
+            if isinstance(exc, OSError) and exc.errno is not None:
+                raise  # a real I/O failure (disk full...), not bad input
+            raise InvalidArchive(f"layer {source.name} is not a readable tar: {exc}") from None
 
     def _forget(self, chain: str) -> None:
         """Remove every trace of a layer (driver layer, tar-split, row); journaled."""
@@ -309,6 +369,25 @@ class Graph:
             if not done:
                 return removed
             removed += done
+
+    def layer_tar_size(self, layer: Layer) -> int:
+        """Length of the layer's original tar (a tar or HTTP header needs it before the data)."""
+        ts_path = self.tarsplit_path(layer.chain_id)
+        if not os.path.exists(ts_path):
+            raise InvalidArchive(f"layer {layer.chain_id[:12]} has no tar-split; it cannot be exported")
+        return layerstream.tarsplit_size(ts_path)
+
+    @contextlib.contextmanager
+    def open_layer_tar(self, layer: Layer) -> Iterator[IO[bytes]]:
+        """The layer's original tar, byte for byte (for save and push), read from the mounted
+        layer; it fails before its last byte if the result is not the layer's diff id."""
+        total = self.layer_tar_size(layer)
+        path = self.driver.get(layer.chain_id)
+        try:
+            chunks = layerstream.reassemble(self.tarsplit_path(layer.chain_id), path)
+            yield layerstream.stream_of(_checked(chunks, total, layer))
+        finally:
+            self.driver.put(layer.chain_id)
 
     def layers(self) -> list[Layer]:
         rows = self.db.query("SELECT chain_id, diff_id, size, parent FROM layers WHERE state = 'ready' "

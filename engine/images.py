@@ -4,19 +4,17 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import hashlib
 import json
 import os
 import platform
 import shutil
 import tempfile
-import zlib
 from collections.abc import Iterator
-from typing import IO, TYPE_CHECKING
+from typing import TYPE_CHECKING
 
-from . import imageview, layerstream
-from .errors import InvalidArchive, InvalidReference, NoSuchImage, UsageError
-from .graph import Graph, Image, LayerSource, NewImage
+from . import imageview
+from .errors import EngineError, InvalidArchive, InvalidReference, NoSuchImage, UsageError
+from .graph import Graph, Image, NewImage, diff_id_of_file
 from .imageload import ImagePlan, open_bundle, plan
 from .imagesave import OutImage, OutLayer, write_docker_archive
 from .job import Job
@@ -111,7 +109,7 @@ def import_(job: Job) -> int:
     with _input_path(job) as path:
         if not os.path.isfile(path):
             raise InvalidArchive(f"{path}: no such file")
-        diff_id = _diff_id_of(path)
+        diff_id = diff_id_of_file(path)
         now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
         source_name = job.args[0] if job.args[0] != "-" else "-"
         config = {
@@ -124,26 +122,11 @@ def import_(job: Job) -> int:
             "rootfs": {"type": "layers", "diff_ids": [diff_id]},
         }
         config_bytes = json.dumps(config, separators=(",", ":"), sort_keys=True).encode()
-        source = LayerSource(name=source_name, open=lambda: open(path, "rb"), size=os.path.getsize(path))
         with graph.lease() as lease:
-            layer, _ = graph.ensure_layer(lease, None, diff_id, source)
+            layer = graph.layer_from_file(lease, None, path, source_name, diff_id)
             [(image_id, _)] = graph.commit(lease, [NewImage(config_bytes, [layer], tags)])
     job.write(image_id + "\n")
     return 0
-
-
-def _diff_id_of(path: str) -> str:
-    digest = hashlib.sha256()
-    try:
-        with open(path, "rb") as raw:
-            stream = layerstream.decompressed(raw)
-            while chunk := stream.read(layerstream.CHUNK):
-                digest.update(chunk)
-    except (EOFError, zlib.error, OSError) as exc:
-        if isinstance(exc, OSError) and exc.errno is not None:
-            raise
-        raise InvalidArchive(f"{path} cannot be decompressed: {exc}") from None
-    return "sha256:" + digest.hexdigest()
 
 
 def _arch() -> str:
@@ -186,39 +169,7 @@ def _tag_of(ref: str) -> str | None:
 
 def _out_layer(graph: Graph, image: Image, index: int) -> OutLayer:
     layer = image.layers[index]
-    ts_path = graph.tarsplit_path(layer.chain_id)
-    if not os.path.exists(ts_path):
-        raise InvalidArchive(f"layer {layer.chain_id[:12]} of {image.short_id} has no tar-split; cannot save it")
-    total = layerstream.tarsplit_size(ts_path)
-
-    @contextlib.contextmanager
-    def opener() -> Iterator[IO[bytes]]:
-        path = graph.driver.get(layer.chain_id)
-        try:
-            yield _verified_stream(layerstream.reassemble(ts_path, path), total, layer.diff_id, layer.chain_id)
-        finally:
-            graph.driver.put(layer.chain_id)
-
-    return OutLayer(layer.diff_id, total, opener)
-
-
-def _verified_stream(chunks: Iterator[bytes], total: int, diff_id: str, chain: str) -> IO[bytes]:
-    """The reassembled tar; fails before its last byte is handed out if it is not the original."""
-
-    def checked() -> Iterator[bytes]:
-        digest = hashlib.sha256()
-        seen = 0
-        for chunk in chunks:
-            digest.update(chunk)
-            seen += len(chunk)
-            if seen >= total and "sha256:" + digest.hexdigest() != diff_id:
-                raise InvalidArchive(f"layer {chain[:12]} no longer matches its diff id {diff_id} "
-                                     "(its files changed in the driver)")
-            yield chunk
-
-    from .imagesave import chunks_stream
-
-    return chunks_stream(checked())
+    return OutLayer(layer.diff_id, graph.layer_tar_size(layer), lambda: graph.open_layer_tar(layer))
 
 
 # -- tag, rmi ------------------------------------------------------------------------------
@@ -232,19 +183,23 @@ def tag(job: Job) -> int:
 
 
 def rmi(job: Job) -> int:
-    """`rmi IMAGE...` (env force=1: untag everywhere / delete despite containers)."""
+    """`rmi IMAGE...` (env force=1: untag everywhere / delete despite containers).
+
+    Like docker rmi, every image is tried; the first failure is raised at the end.
+    """
     _args(job, 1, None, "IMAGE...")
     force = job.getenv_bool("force")
-    failed = None
+    failures: list[EngineError] = []
     for ref in job.args:
         try:
             for line in job.engine.graph.delete(ref, force=force):
                 job.write(line + "\n")
-        except NoSuchImage as exc:
-            job.error_line(f"Error: {exc}")
-            failed = exc
-    if failed is not None:
-        return 1
+        except EngineError as exc:
+            if len(job.args) > 1:
+                job.error_line(f"Error: {exc}")
+            failures.append(exc)
+    if failures:
+        raise failures[0]
     return 0
 
 
@@ -252,18 +207,21 @@ def rmi(job: Job) -> int:
 
 
 def inspect(job: Job) -> int:
-    """`inspect IMAGE...`: Docker-like JSON list; missing images are errors on stderr."""
+    """`inspect IMAGE...`: Docker-like JSON list of those found; the first missing one is raised."""
     _args(job, 1, None, "IMAGE...")
     graph: Graph = job.engine.graph
-    found, status = [], 0
+    found, missing = [], []
     for ref in job.args:
         try:
             found.append(imageview.inspect(graph, graph.get_image(ref)))
         except NoSuchImage as exc:
-            job.error_line(f"Error: {exc}")
-            status = 1
+            missing.append(exc)
     job.write_json(found)
-    return status
+    if missing:
+        for exc in missing[1:]:
+            job.error_line(f"Error: {exc}")
+        raise missing[0]
+    return 0
 
 
 def history(job: Job) -> int:
@@ -279,10 +237,13 @@ def history(job: Job) -> int:
 
 
 def images(job: Job) -> int:
-    """`images` table; env tree=1 for the ancestry tree, json=1 for JSON."""
+    """`images` table; env tree=1 for the ancestry tree, json=1 for JSON, all=1 to include
+    intermediate images (untagged parents of other images), which docker also hides."""
     _args(job, 0, 0, "")
     graph: Graph = job.engine.graph
     all_images = graph.images()
+    if not job.getenv_bool("all") and not job.getenv_bool("tree"):
+        all_images = [i for i in all_images if i.tags or not job.engine.db.children_of(i.id)]
     if job.getenv_bool("json"):
         job.write_json([{"Id": i.id, "RepoTags": i.tags, "ParentId": i.parent or "", "Size": i.size,
                          "Created": i.config.get("created", ""), "Layers": [la.chain_id for la in i.layers]}
@@ -299,6 +260,7 @@ def info(job: Job) -> int:
     _args(job, 0, 0, "")
     engine = job.engine
     data = {
+        **_host_facts(),
         "Containers": engine.db.count("container"),
         "Images": engine.db.count("image"),
         "Layers": len(engine.graph.layers()),
@@ -317,5 +279,18 @@ def info(job: Job) -> int:
     lines.append(f"Execution Driver: {data['ExecutionDriver']}")
     lines += [f" {key}: {value}" for key, value in data["ExecutionDriverStatus"] if key != "Execution Driver"]
     lines.append(f"Docker Root Dir: {data['DockerRootDir']}")
+    lines += [f"Kernel Version: {data['KernelVersion']}", f"Operating System: {data['OperatingSystem']}",
+              f"CPUs: {data['NCPU']}", f"Total Memory: {imageview.size(data['MemTotal'])}"]
     job.write("\n".join(lines) + "\n")
     return 0
+
+
+def _host_facts() -> dict[str, object]:
+    """The machine rows of docker info: results depend on them, so info reports them."""
+    os_name = "Linux"
+    with contextlib.suppress(OSError), open("/etc/os-release", encoding="utf-8") as f:
+        for line in f:
+            if line.startswith("PRETTY_NAME="):
+                os_name = line.split("=", 1)[1].strip().strip('"')
+    return {"KernelVersion": os.uname().release, "OperatingSystem": os_name, "NCPU": os.cpu_count() or 1,
+            "MemTotal": os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")}

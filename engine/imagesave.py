@@ -19,7 +19,7 @@ import io
 import json
 import os
 import tarfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import IO
 
@@ -213,9 +213,3 @@ def _compress(raw: bytes, compression: str) -> bytes:
     if compression == "zstd":
         return zstandard.ZstdCompressor(level=1).compress(raw)
     return raw
-
-
-def chunks_stream(chunks: Iterator[bytes]) -> IO[bytes]:
-    from .layerstream import IterStream
-
-    return io.BufferedReader(IterStream(chunks), 1 << 20)

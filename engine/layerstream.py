@@ -99,20 +99,28 @@ class _Prefixed(io.RawIOBase):
         return len(data)
 
 
-def decompressed(stream: IO[bytes]) -> IO[bytes]:
-    """The uncompressed tar inside a layer blob: plain, gzip or zstd, detected by magic."""
+def sniff(stream: IO[bytes]) -> tuple[str, IO[bytes]]:
+    """The compression of a layer blob ("none", "gzip", "zstd") and the blob, head put back."""
     head = b""
     while len(head) < 4:
         more = stream.read(4 - len(head))
         if not more:
             break
         head += more
-    joined = io.BufferedReader(_Prefixed(head, stream), CHUNK)
-    if head.startswith(_GZIP_MAGIC):
-        return gzip.GzipFile(fileobj=joined, mode="rb")  # type: ignore[return-value]
-    if head.startswith(_ZSTD_MAGIC):
-        return zstandard.ZstdDecompressor().stream_reader(joined, read_across_frames=True)  # type: ignore[return-value]
-    return joined
+    return compression_of(head), io.BufferedReader(_Prefixed(head, stream), CHUNK)
+
+
+def decompressor(kind: str, blob: IO[bytes]) -> IO[bytes]:
+    if kind == "gzip":
+        return gzip.GzipFile(fileobj=blob, mode="rb")  # type: ignore[return-value]
+    if kind == "zstd":
+        return zstandard.ZstdDecompressor().stream_reader(blob, read_across_frames=True)  # type: ignore[return-value]
+    return blob
+
+
+def decompressed(stream: IO[bytes]) -> IO[bytes]:
+    """The uncompressed tar inside a layer blob: plain, gzip or zstd, detected by magic."""
+    return decompressor(*sniff(stream))
 
 
 def compression_of(head: bytes) -> str:
@@ -222,10 +230,12 @@ class TarSplitter:
             self._state, self._need = ("meta", padded) if padded else ("header", BLOCK)
             return
         name = self._entry_name(block)
+        # PAX sparse files store a map before the data: the payload is not the file's bytes
+        sparse = any(key.startswith(b"GNU.sparse") for key in self._pax)
         self._pax, self._longname = {}, None
         if kind in _NO_DATA_TYPES or size == 0:
             return
-        if kind not in _REG_TYPES:  # unknown or sparse: keep the payload verbatim
+        if kind not in _REG_TYPES or sparse:  # unknown or sparse: keep the payload verbatim
             self._state, self._need = "raw", padded
             return
         self._flush_raw()
@@ -369,3 +379,8 @@ class IterStream(io.RawIOBase):
         buf[:n] = self.left[:n]
         self.left = self.left[n:]
         return n
+
+
+def stream_of(chunks: Iterator[bytes]) -> IO[bytes]:
+    """A buffered readable stream over byte chunks (what tarfile.addfile wants)."""
+    return io.BufferedReader(IterStream(chunks), CHUNK)

@@ -240,10 +240,10 @@ class Driver(ABC):
 
         try:
             found = naivediff.changes(layer_dir, parent_dir)
+            return naivediff.export_stream(layer_dir, found, on_close=release)
         except BaseException:
             release()
             raise
-        return naivediff.export_stream(layer_dir, found, on_close=release)
 
     def diff_size(self, id: str, parent: str | None = None) -> int:
         with self._mounted(id) as layer_dir, self._mounted(parent) as parent_dir:

@@ -127,12 +127,19 @@ def attach(backing_file: str, *, read_only: bool = False, autoclear: bool = True
 
 
 def backing_file(device: str) -> str | None:
+    """The file behind a loop device, or None when it has none (or is detached meanwhile:
+    other processes attach and detach loop devices concurrently, and reading the sysfs
+    attribute of one going away fails with ENODEV or ENXIO)."""
     name = os.path.basename(device)
     try:
         with open(f"/sys/block/{name}/loop/backing_file", encoding="utf-8") as f:
             return f.read().strip()
     except (FileNotFoundError, NotADirectoryError):
         return None
+    except OSError as exc:
+        if exc.errno in (errno.ENODEV, errno.ENXIO):
+            return None
+        raise
 
 
 def devices_for(path: str) -> list[str]:

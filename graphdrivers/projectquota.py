@@ -18,6 +18,7 @@ import fcntl
 import os
 import stat
 import struct
+import threading
 
 from .mountutil import fs_type
 
@@ -75,6 +76,7 @@ class ProjectQuota:
         self.device = os.path.join(home, "backingFsBlockDev")
         self.unsupported: str | None = None
         self._next = 0
+        self._lock = threading.Lock()  # layers are created from several threads at once
         try:
             self._probe()
         except OSError as exc:
@@ -115,12 +117,14 @@ class ProjectQuota:
 
     def note_used(self, path: str) -> None:
         """Record an existing directory's project id, so new layers never share it."""
-        self._next = max(self._next, get_project(path) + 1)
+        with self._lock:
+            self._next = max(self._next, get_project(path) + 1)
 
     def limit(self, path: str, size: int) -> int:
         """Give the empty directory `path` a new project limited to `size` bytes; its id."""
-        project = self._next
-        self._next += 1
+        with self._lock:
+            project = self._next
+            self._next += 1
         self._set_limit(project, size)
         set_project(path, project)
         return project

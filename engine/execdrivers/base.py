@@ -2,20 +2,21 @@
 
 A container's process must outlive the engine process that started it (`strata run -d`
 returns; an engine can be killed), and its exit status must still be known afterwards.
-So the engine forks a small *monitor* (Docker's later containerd-shim): it puts the
-container's stdout/stderr straight on the log files (no copying through the engine, so
-nothing is lost), starts the container's process as its child, waits for it and writes
-the exit status to `<state_dir>/exit`. Any engine, the one that started the container or
-a new one on the same root, waits by polling a pidfd of the monitor and reads that file.
+So the engine starts a small *monitor* (Docker's later containerd-shim) in a session of
+its own: it puts the container's stdout/stderr straight on the log files (no copying
+through the engine, so nothing is lost), starts the container's process (or the OCI
+runtime) as its child, waits for it and writes the exit status to `<state_dir>/exit`.
+Any engine, the one that started the container or a new one on the same root, waits by
+polling a pidfd of the monitor and reads that file.
 
-The monitor is a fork of the engine, not a new interpreter: starting Python again would
-cost more than the whole container start.
+For the native driver the monitor is a fork of the engine (it must set up namespaces
+before exec); for the OCI driver it is `/bin/sh` started with posix_spawn, which is
+cheaper than forking a large Python process. Neither starts a new interpreter.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import select
 import signal
@@ -87,20 +88,23 @@ def _proc_start_time(pid: int) -> int | None:
     return int(raw[raw.rindex(b")") + 2 :].split()[19])
 
 
-def _write_atomic(path: str, data: bytes) -> None:
-    tmp = f"{path}.tmp"
-    with open(tmp, "wb") as f:
-        f.write(data)
-    os.rename(tmp, path)
-
-
 def read_exit(state_dir: str) -> ExitStatus | None:
+    """The monitor's record: the exit code as text; the file's mtime is when it ended.
+
+    Readers look only after the monitor has exited, so the file is complete (a monitor
+    killed while writing it leaves something unparsable: reported as lost).
+    """
+    path = os.path.join(state_dir, EXIT_FILE)
     try:
-        with open(os.path.join(state_dir, EXIT_FILE), "rb") as f:
-            raw = json.loads(f.read())
+        with open(path, "rb") as f:
+            raw = f.read()
+            finished = os.fstat(f.fileno()).st_mtime
     except FileNotFoundError:
         return None
-    return ExitStatus(int(raw["code"]), float(raw["finished_at"]), raw.get("error", ""))
+    try:
+        return ExitStatus(int(raw.strip()), finished)
+    except ValueError:
+        return ExitStatus(STATUS_LOST, finished, f"the monitor's exit record is unreadable: {raw[:100]!r}")
 
 
 def status_code(wait_status: int) -> int:
@@ -153,19 +157,16 @@ def spawn_monitor(
     start_child: Callable[[], NoReturn],
     *,
     new_pid_namespace: bool = False,
-    on_exit: Callable[[int], tuple[int, str]] | None = None,
 ) -> tuple[int, int, str]:
     """Fork the monitor; it forks `start_child` and waits for it.
 
     Returns (monitor pid, child pid, start error). The call returns once the child has
     exec'd (the sync pipe is close-on-exec) or reported why it could not.
-    `on_exit(code) -> (code, error)` runs in the monitor after the child ended, before the
-    exit file is written (the OCI driver turns runtime failures into Docker's statuses).
     """
     read_end, write_end = os.pipe2(os.O_CLOEXEC)
     monitor = os.fork()
     if monitor == 0:
-        _monitor_main(state_dir, stdout_path, stderr_path, write_end, start_child, new_pid_namespace, on_exit)
+        _monitor_main(state_dir, stdout_path, stderr_path, write_end, start_child, new_pid_namespace)
     os.close(write_end)
     chunks = []
     while chunk := os.read(read_end, 65536):
@@ -188,7 +189,6 @@ def _monitor_main(
     write_end: int,
     start_child: Callable[[], NoReturn],
     new_pid_namespace: bool,
-    on_exit: Callable[[int], tuple[int, str]] | None,
 ) -> NoReturn:
     try:
         try:
@@ -199,11 +199,8 @@ def _monitor_main(
         os.write(SYNC_FD, b"pid %d\n" % child)
         os.close(SYNC_FD)
         _, wait_status = os.waitpid(child, 0)
-        code, error = status_code(wait_status), ""
-        if on_exit is not None:
-            code, error = on_exit(code)
-        record = {"code": code, "finished_at": time.time(), "error": error}
-        _write_atomic(os.path.join(state_dir, EXIT_FILE), json.dumps(record).encode())
+        with open(os.path.join(state_dir, EXIT_FILE), "wb") as f:
+            f.write(b"%d\n" % status_code(wait_status))
     finally:
         os._exit(0)
 
@@ -231,6 +228,49 @@ def _monitor_setup(
         except BaseException as exc:  # anything before exec: report, never return
             report_start_error(str(exc) or type(exc).__name__, STATUS_CANNOT_INVOKE)
     return child
+
+
+# The OCI runtime's monitor is a shell, not a fork of the engine: spawning /bin/sh costs
+# one vfork+exec, while forking a large Python process copies its page tables twice.
+SHELL_MONITOR = 'exit_file=$1; shift; "$@"; echo $? > "$exit_file"'
+
+
+def spawn_shell_monitor(state_dir: str, stdout_path: str, stderr_path: str, argv: list[str]) -> int:
+    """posix_spawn a `sh` that runs `argv` (the runtime) with the logs as stdout/stderr, in
+    a session of its own, and writes its exit status to the exit file; returns its pid."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND
+    actions = [
+        (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
+        (os.POSIX_SPAWN_OPEN, 1, stdout_path, flags, 0o640),
+        (os.POSIX_SPAWN_OPEN, 2, stderr_path, flags, 0o640),
+    ]
+    argv = ["/bin/sh", "-c", SHELL_MONITOR, "strata-monitor", os.path.join(state_dir, EXIT_FILE), *argv]
+    try:
+        return os.posix_spawn(
+            "/bin/sh", argv, os.environ, file_actions=actions, setsid=True, setsigdef=(signal.SIGPIPE, signal.SIGXFSZ)
+        )
+    except OSError as exc:
+        raise ExecError(f"cannot start the container's monitor: {exc}") from None
+
+
+def wait_for_exit(info: MonitorInfo, timeout: float | None, *, child: bool = False) -> bool:
+    """True once the monitor has ended, False if `timeout` seconds passed first.
+
+    A pidfd works for any process, not only children, so an engine that did not start
+    the container (or a `logs -f` that holds no engine) waits the same way.
+    """
+    try:
+        fd = os.pidfd_open(info.monitor_pid)
+    except ProcessLookupError:
+        return True
+    try:
+        if not child and _proc_start_time(info.monitor_pid) != info.monitor_start:
+            return True  # that pid is another process now
+        poller = select.poll()
+        poller.register(fd, select.POLLIN)
+        return bool(poller.poll(None if timeout is None else max(0, int(timeout * 1000))))
+    finally:
+        os.close(fd)
 
 
 class Handle:
@@ -282,19 +322,8 @@ class Handle:
         """Block until the process ends (None if `timeout` seconds pass first)."""
         if self._exit is not None:
             return self._exit
-        try:
-            fd = os.pidfd_open(self.info.monitor_pid)
-        except ProcessLookupError:
-            fd = None
-        if fd is not None:
-            try:
-                if self._child or _proc_start_time(self.info.monitor_pid) == self.info.monitor_start:
-                    poller = select.poll()
-                    poller.register(fd, select.POLLIN)
-                    if not poller.poll(None if timeout is None else max(0, int(timeout * 1000))):
-                        return None
-            finally:
-                os.close(fd)
+        if not wait_for_exit(self.info, timeout, child=self._child):
+            return None
         if self._child:
             with contextlib.suppress(ChildProcessError):
                 os.waitpid(self.info.monitor_pid, 0)
@@ -304,9 +333,9 @@ class Handle:
 
     def _collect(self) -> ExitStatus:
         status = read_exit(self.state_dir)
-        if status is not None:
-            return status
-        return ExitStatus(STATUS_LOST, time.time(), "exit status lost: the container's monitor process died")
+        if status is None:
+            return ExitStatus(STATUS_LOST, time.time(), "exit status lost: the container's monitor process died")
+        return self.driver.interpret(self, status)
 
     def kill(self, sig: int = signal.SIGKILL) -> None:
         """Signal the container's first process (as `docker kill` does)."""
@@ -349,6 +378,10 @@ class ExecDriver(ABC):
     @abstractmethod
     def container_pid(self, handle: Handle, timeout: float) -> int | None:
         """Find the container's first process once it exists."""
+
+    def interpret(self, handle: Handle, status: ExitStatus) -> ExitStatus:
+        """The exit status as users see it (the OCI driver maps runtime failures to 126/127)."""
+        return status
 
     def release(self, container_id: str, state_dir: str) -> None:  # noqa: B027 - optional hook
         """Remove what the runtime keeps about an ended container (OCI state directories)."""

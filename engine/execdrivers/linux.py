@@ -21,9 +21,7 @@ CLONE_NEWPID = 0x20000000
 CLONE_NEWNET = 0x40000000
 
 PR_SET_NAME = 15
-PR_SET_PDEATHSIG = 1
 PR_CAPBSET_DROP = 24
-PR_SET_CHILD_SUBREAPER = 36
 
 _SYS_PIVOT_ROOT = 155  # x86_64
 _SYS_CAPSET = 126
@@ -91,10 +89,6 @@ def pivot_root(new_root: str, put_old: str) -> None:
 def sethostname(name: str) -> None:
     raw = name.encode()
     _check(_libc.sethostname(raw, len(raw)), f"sethostname({name!r})")
-
-
-def prctl(option: int, arg: int = 0) -> None:
-    _check(_libc.prctl(option, arg, 0, 0, 0), f"prctl({option}, {arg})")
 
 
 def set_process_name(name: str) -> None:

@@ -1,11 +1,11 @@
 """The `oci` execdriver: an OCI bundle (config.json) run by runc or crun.
 
 The bundle lives in the container's state directory; its root is the driver's mount of the
-container layer. The runtime runs in the foreground under the monitor (`runc run`), so
-its exit status is the container's (128+N for signal N) and it removes its own state when
-the container ends. Runtime errors go to `runtime.log` in the bundle, not the container's
-stderr; a start failure (no pid file was written) becomes Docker's status 127 or 126 with
-the runtime's message.
+container layer. The runtime runs in the foreground (`runc run`) under a `/bin/sh`
+monitor, so its exit status is the container's (128+N for signal N) and it removes its
+own state when the container ends. Runtime errors go to `runtime.log` in the bundle; a
+start failure (the runtime wrote no pid file) becomes Docker's status 127 or 126 with the
+runtime's message.
 """
 
 from __future__ import annotations
@@ -17,13 +17,22 @@ import shutil
 import subprocess
 import time
 from collections.abc import Mapping
-from typing import Any, NoReturn
+from typing import Any
 
 from graphdrivers import mountutil as mu
 
 from . import cgroups, linux, users
-from .base import PID_FILE, STATUS_CANNOT_INVOKE, STATUS_NOT_FOUND, ExecDriver, Handle, ProcessSpec, prepare_state_dir
-from .base import spawn_monitor as _spawn_monitor
+from .base import (
+    PID_FILE,
+    STATUS_CANNOT_INVOKE,
+    STATUS_NOT_FOUND,
+    ExecDriver,
+    ExitStatus,
+    Handle,
+    ProcessSpec,
+    prepare_state_dir,
+    spawn_shell_monitor,
+)
 from .errors import ExecError, RuntimeNotSupported
 from .native import sane_rlimits
 
@@ -138,27 +147,25 @@ class OciDriver(ExecDriver):
         user = users.resolve(spec.rootfs, spec.user)
         prepare_state_dir(state_dir, RUNTIME_LOG)
         with open(os.path.join(state_dir, "config.json"), "w") as f:
-            json.dump(bundle_config(spec, user, process_env(spec, user)), f)
+            f.write(json.dumps(bundle_config(spec, user, process_env(spec, user))))  # one write, not dump's many
         log = os.path.join(state_dir, RUNTIME_LOG)
         pid_file = os.path.join(state_dir, PID_FILE)
         cmd = self.runtime_command("run", "--bundle", state_dir, "--pid-file", pid_file, container_id, log=log)
         os.makedirs(self.state_root, exist_ok=True)
+        if self.hide_cgroup2:  # crun 1.8 on a hybrid host: a mount namespace without cgroup2
+            hide = f'umount -l {cgroups.UNIFIED} 2>/dev/null; exec "$@"'
+            cmd = ["unshare", "--mount", "--propagation", "private", "/bin/sh", "-c", hide, "crun", *cmd]
+        monitor = spawn_shell_monitor(state_dir, stdout_path, stderr_path, cmd)
+        return self._new_handle(container_id, state_dir, monitor, None)
 
-        def start_child() -> NoReturn:
-            self.enter_runtime_namespace()
-            os.execv(cmd[0], cmd)
-
-        def on_exit(code: int) -> tuple[int, str]:
-            if os.path.exists(pid_file):
-                return code, ""
-            error = runtime_errors(log) or f"{self.runtime} exited with status {code} before starting the process"
-            not_found = "not found" in error or "no such file" in error.lower()
-            return (STATUS_NOT_FOUND if not_found else STATUS_CANNOT_INVOKE), error
-
-        monitor, _runtime_pid, error = _spawn_monitor(state_dir, stdout_path, stderr_path, start_child, on_exit=on_exit)
-        handle = self._new_handle(container_id, state_dir, monitor, None)
-        handle.start_error = error
-        return handle
+    def interpret(self, handle: Handle, status: ExitStatus) -> ExitStatus:
+        """A runtime that failed before the process ran (no pid file): Docker's 127 or 126."""
+        if status.code == 0 or os.path.exists(os.path.join(handle.state_dir, PID_FILE)):
+            return status
+        log = os.path.join(handle.state_dir, RUNTIME_LOG)
+        error = runtime_errors(log) or f"{self.runtime} exited with status {status.code} before starting the process"
+        not_found = "not found" in error or "no such file" in error.lower()
+        return ExitStatus(STATUS_NOT_FOUND if not_found else STATUS_CANNOT_INVOKE, status.finished_at, error)
 
     def container_pid(self, handle: Handle, timeout: float) -> int | None:
         """The runtime writes the pid file once the process runs; wait for it (or the end)."""

@@ -7,6 +7,7 @@ for registries marked insecure or on loopback.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import ipaddress
 import json
@@ -34,9 +35,9 @@ MAX_MANIFEST = 4 << 20
 class RegistryError(EngineError):
     """The registry refused a request or answered with something we cannot use."""
 
-    def __init__(self, message: str, status: int | None = None) -> None:
+    def __init__(self, message: str, http_status: int | None = None) -> None:
         super().__init__(message)
-        self.status = status
+        self.http_status = http_status
 
 
 class DigestMismatch(RegistryError):
@@ -79,6 +80,20 @@ def _registry_error(resp: requests.Response, what: str) -> RegistryError:
         detail = resp.text[:200]
     return RegistryError(f"{what}: registry answered {resp.status_code} {resp.reason}{': ' + detail if detail else ''}",
                          resp.status_code)
+
+
+class _Sized:
+    """A readable of known length, so requests sends Content-Length and streams the body."""
+
+    def __init__(self, data: IO[bytes], size: int) -> None:
+        self.data = data
+        self.size = size
+
+    def __len__(self) -> int:
+        return self.size
+
+    def read(self, n: int = -1) -> bytes:
+        return self.data.read(n)
 
 
 _CHALLENGE_RE = re.compile(r'(\w+)="([^"]*)"')
@@ -232,6 +247,16 @@ class RegistryClient:
             raise DigestMismatch(f"blob of {repo} should be {digest} but its content hashes to {actual}")
         return size
 
+    @contextlib.contextmanager
+    def open_blob(self, repo: str, digest: str) -> Iterator[IO[bytes]]:
+        """The blob as a raw stream; the caller verifies its digest as it reads (no buffering here)."""
+        resp = self._request("GET", f"/v2/{repo}/blobs/{digest}", scope=f"repository:{repo}:pull", stream=True)
+        if resp.status_code != 200:
+            raise _registry_error(resp, f"blob {digest} of {repo}")
+        with resp:
+            resp.raw.decode_content = False
+            yield resp.raw
+
     def upload_blob(
         self, repo: str, digest: str, data: IO[bytes], size: int, *, mount_from: str | None = None,
         chunk_size: int | None = None,
@@ -262,11 +287,10 @@ class RegistryClient:
                 offset += len(chunk)
             body: Any = b""
         else:
-            body = data
+            body = _Sized(data, size)
         sep = "&" if "?" in location else "?"
         resp = self._request("PUT", f"{location}{sep}digest={digest}", scope=scope, data=body,
-                             headers={"Content-Type": "application/octet-stream",
-                                      "Content-Length": str(0 if chunk_size else size)})
+                             headers={"Content-Type": "application/octet-stream"})
         if resp.status_code != 201:
             raise _registry_error(resp, f"finishing upload of {digest} to {repo}")
         return "uploaded"

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import errno
+import io
 import os
 import stat
 from typing import IO
 
-from ..errors import UnsafeArchive
+from ..errors import DriverStateError, UnsafeArchive
 from . import tarread
-from .journal import Journal
+from .journal import JOURNAL_PREFIX, Journal
 from .resolve import PATH_MAX, DirCache, clean_name, split
 from .tarread import Entry, TarReader
 
@@ -18,6 +19,7 @@ WHITEOUT_META_PREFIX = ".wh..wh."
 OPAQUE = ".wh..wh..opq"
 WHITEOUT_MODES = ("delete", "overlay", "aufs")
 OVERLAY_OPAQUE_XATTR = "trusted.overlay.opaque"
+_OVERLAY_PRIVATE = ("trusted.overlay.", "user.overlay.")
 
 # errors that mean "this archive does not fit this tree" rather than "the disk failed"
 _ARCHIVE_ERRNOS = {
@@ -51,13 +53,16 @@ def apply_layer(
     """
     if whiteouts not in WHITEOUT_MODES:
         raise ValueError(f"whiteouts must be one of {WHITEOUT_MODES}, not {whiteouts!r}")
+    buffered = _buffered(stream)
     cache = DirCache(root)
     try:
+        _refuse_interrupted(root, cache.root_fd)
         journal = Journal(cache)
         applier = _Applier(cache, journal, whiteouts, allow_devices)
         try:
-            reader = TarReader(stream)
+            reader = TarReader(buffered)
             for entry in reader.entries():
+                cache.release()  # between entries nobody holds a cached fd
                 try:
                     applier.apply(entry, reader)
                 except OSError as exc:
@@ -65,14 +70,49 @@ def apply_layer(
                         reason = f"{exc.strerror} ({_describe(exc)})"
                         raise UnsafeArchive(f"cannot apply {_show(entry.name)}: {reason}") from exc
                     raise
+            applier.finish()  # while the journal can still undo everything
             journal.commit()
-            applier.finish()
-        except BaseException:
-            journal.rollback()
+            applier.finish_root()
+        except BaseException as exc:
+            try:
+                journal.rollback()
+            except Exception as undo:
+                raise DriverStateError(
+                    f"applying the layer to {root} failed ({exc}) and undoing it failed too ({undo}); "
+                    f"the replaced entries are kept in {os.path.join(root, journal.name)}"
+                ) from exc
             raise
         return applier.applied_bytes
     finally:
         cache.close()
+        if buffered is not stream:
+            buffered.detach()  # the caller's stream stays open: closing it is the caller's job
+
+
+def _buffered(stream: IO[bytes]) -> IO[bytes]:
+    """`stream` behind a 1 MiB buffer: a layer is read 512 bytes at a time, and a small
+    buffer (8 KiB for open(); none for a pipe) would cost a read(2) every few entries."""
+    if isinstance(stream, io.BytesIO) or not hasattr(stream, "readinto"):
+        return stream
+    try:
+        return io.BufferedReader(stream, 1 << 20)  # type: ignore[arg-type]
+    except (AttributeError, OSError, ValueError):  # not file-like enough: read it directly
+        return stream
+
+
+def _refuse_interrupted(root: str, root_fd: int) -> None:
+    """A journal directory left behind means an apply was killed half way: the layer holds
+    part of an archive, and only its owner can decide to throw it away."""
+    fd = os.open(".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC, dir_fd=root_fd)
+    try:
+        left = sorted(name for name in os.listdir(fd) if name.startswith(JOURNAL_PREFIX))
+    finally:
+        os.close(fd)
+    if left:
+        raise DriverStateError(
+            f"{root} holds {left[0]!r}: an earlier apply to it was interrupted, so it is half-applied; "
+            "remove the layer and apply its archive again"
+        )
 
 
 def _show(name: str) -> str:
@@ -91,18 +131,30 @@ class _Applier:
         self.whiteouts = whiteouts
         self.allow_devices = allow_devices
         self.applied_bytes = 0
-        self.applied: set[str] = set()  # paths this archive wrote (kept by an opaque marker)
+        # paths this archive wrote, which an opaque marker keeps; the sets are built from the
+        # log only when a marker needs them (most layers have none)
+        self._applied_log: list[str] = []
+        self.applied: set[str] = set()
         self.applied_parents: set[str] = {""}  # directories with such paths below them
         self.dir_times: list[tuple[str, int, int]] = []
+        self.root_times: tuple[int, int] | None = None  # from a "./" entry
+        self.euid, self.egid = os.geteuid(), os.getegid()
+        self.umask_or_setid = _umask() | 0o7000
+        self._creation_info: dict[str, tuple[int, bool, bool]] = {}
 
     # -- bookkeeping -------------------------------------------------------------------
 
     def _mark(self, path: str) -> None:
-        self.applied.add(path)
-        parent = split(path)[0]
-        while parent not in self.applied_parents:
-            self.applied_parents.add(parent)
-            parent = split(parent)[0]
+        self._applied_log.append(path)
+
+    def _sync_applied(self) -> None:
+        for path in self._applied_log:
+            self.applied.add(path)
+            parent = split(path)[0]
+            while parent not in self.applied_parents:
+                self.applied_parents.add(parent)
+                parent = split(parent)[0]
+        self._applied_log.clear()
 
     def _parent(self, parent: str) -> int:
         """fd of directory `parent`, creating missing ones (0755, root-owned) like Docker."""
@@ -133,11 +185,16 @@ class _Applier:
             self.cache.put(path, pfd)
         return pfd
 
+    def _invalidate(self) -> None:
+        """A directory or symlink was replaced or removed: forget what was learnt by path."""
+        self.cache.clear()
+        self._creation_info.clear()
+
     def _replace(self, parent: str, pfd: int, name: str, path: str) -> int:
         """Move the existing `name` out of the way (journaled); returns a valid parent fd."""
         st = os.lstat(name, dir_fd=pfd)
         if stat.S_ISDIR(st.st_mode) or stat.S_ISLNK(st.st_mode):
-            self.cache.clear()  # cached fds may lead through it
+            self._invalidate()  # cached fds may lead through it
             pfd = self.cache.get(parent)
         self.journal.stash(path, pfd, name)
         return pfd
@@ -171,53 +228,85 @@ class _Applier:
             self._special(entry, parent, pfd, base, path)
 
     def _file(self, entry: Entry, parent: str, pfd: int, base: str, path: str, reader: TarReader) -> None:
+        gid_new, plain, _ = self._creation(parent, pfd)
+        # open(2) can give the final mode at once when nothing alters it afterwards: no umask
+        # bits to clear, no default ACL, no set-id bits (chown clears them), no ACL xattrs
+        exact = plain and not entry.mode & self.umask_or_setid and not entry.xattrs
+        mode = entry.mode if exact else 0o600
         try:
-            fd = os.open(base, _O_FILE, 0o600, dir_fd=pfd)
+            fd = os.open(base, _O_FILE, mode, dir_fd=pfd)
         except FileExistsError:
             pfd = self._replace(parent, pfd, base, path)
-            fd = os.open(base, _O_FILE, 0o600, dir_fd=pfd)
+            fd = os.open(base, _O_FILE, mode, dir_fd=pfd)
         self.journal.created(path)
         try:
             if entry.size:
                 for chunk in reader.read_chunks(entry.size):
-                    view = memoryview(chunk)
-                    while view:
-                        view = view[os.write(fd, view) :]
-            os.fchown(fd, entry.uid, entry.gid)
-            os.fchmod(fd, entry.mode)
+                    written = os.write(fd, chunk)
+                    if written < len(chunk):
+                        view = memoryview(chunk)[written:]
+                        while view:
+                            view = view[os.write(fd, view) :]
+            if entry.uid != self.euid or entry.gid != gid_new:
+                os.fchown(fd, entry.uid, entry.gid)
             if entry.xattrs:
-                _set_xattrs(fd, entry.xattrs)
+                _set_xattrs(fd, entry.xattrs)  # after chown, which drops security.capability
+            if not exact:
+                os.fchmod(fd, entry.mode)  # after chown and xattrs, which can change the mode
             os.utime(fd, ns=(entry.atime_ns, entry.mtime_ns))
         finally:
             os.close(fd)
         self.applied_bytes += entry.size
 
+    def _creation(self, parent: str, pfd: int) -> tuple[int, bool, bool]:
+        """(gid a new entry in `parent` gets, whether the creating call's mode is exact there
+        -- not under a default ACL --, whether `parent` is set-gid). Cached per directory
+        until directory attributes change."""
+        info = self._creation_info.get(parent)
+        if info is None:
+            st = os.fstat(pfd)
+            gid = st.st_gid if st.st_mode & stat.S_ISGID else self.egid
+            try:
+                os.getxattr(f"/proc/self/fd/{pfd}", "system.posix_acl_default")
+                has_default_acl = True
+            except OSError:
+                has_default_acl = False  # ENODATA, or no ACL support at all
+            info = self._creation_info[parent] = (gid, not has_default_acl, bool(st.st_mode & stat.S_ISGID))
+        return info
+
     def _dir(self, entry: Entry, parent: str, pfd: int, base: str, path: str) -> None:
+        gid_new, plain, setgid_parent = self._creation(parent, pfd)
+        # as for files, but a set-gid parent also hands its set-gid bit to a new directory
+        exact = plain and not setgid_parent and not entry.mode & self.umask_or_setid and not entry.xattrs
+        mode = entry.mode if exact else 0o700
         try:
-            os.mkdir(base, 0o700, dir_fd=pfd)
+            os.mkdir(base, mode, dir_fd=pfd)
         except FileExistsError:
             if stat.S_ISDIR(os.lstat(base, dir_fd=pfd).st_mode):
                 self._dir_attrs(path, entry, os.open(base, _O_DIR, dir_fd=pfd), cache=True)
                 return
             pfd = self._replace(parent, pfd, base, path)
-            os.mkdir(base, 0o700, dir_fd=pfd)
+            os.mkdir(base, mode, dir_fd=pfd)
         self.journal.created(path)
         fd = os.open(base, _O_DIR, dir_fd=pfd)
         self.cache.put(path, fd)
-        os.fchown(fd, entry.uid, entry.gid)
-        os.fchmod(fd, entry.mode)
+        if entry.uid != self.euid or entry.gid != gid_new:
+            os.fchown(fd, entry.uid, entry.gid)
         if entry.xattrs:
             _set_xattrs(fd, entry.xattrs)
+        if not exact:
+            os.fchmod(fd, entry.mode)
         self.dir_times.append((path, entry.atime_ns, entry.mtime_ns))
 
     def _dir_attrs(self, path: str, entry: Entry, fd: int, *, cache: bool) -> None:
         """A directory over an existing directory: its attributes only (journaled)."""
+        self._creation_info.clear()  # its set-gid bit or default ACL may change
         try:
             self.journal.save_attrs(path, fd)
             os.fchown(fd, entry.uid, entry.gid)
-            os.fchmod(fd, entry.mode)
             if entry.xattrs:
                 _set_xattrs(fd, entry.xattrs)
+            os.fchmod(fd, entry.mode)
         except BaseException:
             os.close(fd)
             raise
@@ -281,10 +370,10 @@ class _Applier:
     def _node_attrs(self, entry: Entry, pfd: int, base: str, *, chmod: bool) -> None:
         """Attributes of an entry we cannot open (symlink, fifo, device), set through its parent."""
         os.chown(base, entry.uid, entry.gid, dir_fd=pfd, follow_symlinks=False)
-        if chmod:
-            os.chmod(base, entry.mode, dir_fd=pfd)  # a node we just made: not a symlink
         if entry.xattrs:
             _set_xattrs(f"/proc/self/fd/{pfd}/{base}", entry.xattrs, follow_symlinks=False)
+        if chmod:
+            os.chmod(base, entry.mode, dir_fd=pfd)  # a node we just made: not a symlink
         os.utime(base, ns=(entry.atime_ns, entry.mtime_ns), dir_fd=pfd, follow_symlinks=False)
 
     # -- whiteouts ---------------------------------------------------------------------
@@ -334,6 +423,7 @@ class _Applier:
         pfd = self._parent(parent)
         walk_fd = os.open(".", _O_DIR, dir_fd=pfd)
         try:
+            self._sync_applied()
             self._hide_below(parent, walk_fd)
             if self.whiteouts == "overlay":
                 self.journal.save_attrs(parent, walk_fd)
@@ -348,48 +438,65 @@ class _Applier:
             self._file(entry, parent, pfd, base, wpath, reader)
 
     def _hide_below(self, dirpath: str, dfd: int) -> None:
-        for name in sorted(os.listdir(dfd)):
+        """Stash every entry below `dirpath` that this archive did not write, at any depth;
+        a directory the archive wrote into (even implicitly) stays, minus its old entries."""
+        with os.scandir(dfd) as it:
+            children = sorted((e.name, e.is_dir(follow_symlinks=False), e.is_symlink()) for e in it)
+        for name, is_dir, is_link in children:
             if self.journal.is_journal(dirpath, name):
                 continue
             child = f"{dirpath}/{name}" if dirpath else name
-            if child in self.applied:
-                if child in self.applied_parents:
-                    try:
-                        cfd = os.open(name, _O_DIR, dir_fd=dfd)
-                    except NotADirectoryError:
-                        continue
+            if child in self.applied or child in self.applied_parents:
+                if is_dir:
+                    cfd = os.open(name, _O_DIR, dir_fd=dfd)
                     try:
                         self._hide_below(child, cfd)
                     finally:
                         os.close(cfd)
                 continue
             self.journal.touch(dirpath, dfd)
-            st = os.lstat(name, dir_fd=dfd)
-            if stat.S_ISDIR(st.st_mode) or stat.S_ISLNK(st.st_mode):
-                self.cache.clear()
+            if is_dir or is_link:
+                self._invalidate()  # cached fds may lead through it
             self.journal.stash(child, dfd, name)
 
     # -- the end -----------------------------------------------------------------------
 
     def finish(self) -> None:
-        """Directory times last (creating entries changed them), then the root's."""
-        root_done = False
+        """Directory times last (creating entries changed them); the root's after commit."""
         for path, atime, mtime in self.dir_times:
             if not path:
-                os.utime(self.cache.root, ns=(atime, mtime))
-                root_done = True
+                self.root_times = (atime, mtime)
                 continue
             parent, base = split(path)
             try:
                 os.utime(base, ns=(atime, mtime), dir_fd=self.cache.get(parent), follow_symlinks=False)
             except (FileNotFoundError, NotADirectoryError):
                 pass  # deleted again by a later whiteout
-        if not root_done and not self.journal.touched(""):
-            os.utime(self.cache.root, ns=self.journal.root_times)  # only our journal came and went
+
+    def finish_root(self) -> None:
+        """The root's times: the archive's, else the old ones unless its entries changed
+        (removing the journal directory touched it too)."""
+        if self.root_times is not None:
+            os.utime(self.cache.root, ns=self.root_times)
+        elif not self.journal.touched(""):
+            os.utime(self.cache.root, ns=self.journal.root_times)
+
+
+def _umask() -> int:
+    """The process umask, read without the set-and-restore race of os.umask()."""
+    with open("/proc/self/status", "rb") as status:
+        for line in status:
+            if line.startswith(b"Umask:"):
+                return int(line.split()[1], 8)
+    return 0o777  # unknown: never trust open(2)'s mode
 
 
 def _set_xattrs(target: int | str, xattrs: dict[str, bytes], *, follow_symlinks: bool = True) -> None:
+    """Set the archive's xattrs, except overlayfs' own: an archive must not plant a
+    redirect, origin or metacopy that an overlay mount of this directory would follow."""
     for key, value in xattrs.items():
+        if key.startswith(_OVERLAY_PRIVATE):
+            continue
         try:
             os.setxattr(target, key, value, follow_symlinks=follow_symlinks)
         except OSError as exc:

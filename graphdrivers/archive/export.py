@@ -21,6 +21,9 @@ from .tarread import BLOCK
 
 AUFS_META = {".wh..wh.plnk", ".wh..wh.aufs", ".wh..wh.orph"}
 _OPAQUE_XATTRS = {OVERLAY_OPAQUE_XATTR: b"y", "user.overlay.opaque": b"y"}
+# overlayfs keeps its own bookkeeping in these (opaque, origin, impure, redirect, metacopy):
+# meaningful only inside that upper directory, never layer content
+_OVERLAY_XATTR_PREFIXES = ("trusted.overlay.", "user.overlay.")
 _CHUNK = 1 << 20
 
 
@@ -51,8 +54,9 @@ class _TarWriter:
         info.mtime = 0
         self._header(info)
 
-    def entry(self, name: str, full: str, st: os.stat_result, *, skip_xattrs: Iterable[str] = ()) -> None:
-        """Write the entry `name` from the file `full` (already lstat'ed as `st`)."""
+    def entry(self, name: str, full: str, st: os.stat_result, *, skip_xattrs: tuple[str, ...] = ()) -> None:
+        """Write the entry `name` from the file `full` (already lstat'ed as `st`), leaving
+        out the xattrs whose names start with one of `skip_xattrs`."""
         info = tarfile.TarInfo(name)
         mode = st.st_mode
         info.mode = stat.S_IMODE(mode)
@@ -63,8 +67,8 @@ class _TarWriter:
         if nanos:
             info.pax_headers["mtime"] = f"{seconds}.{nanos:09d}"
         xattrs = read_xattrs(full, follow_symlinks=False)
-        for key in skip_xattrs:
-            xattrs.pop(key, None)
+        if skip_xattrs:
+            xattrs = {k: v for k, v in xattrs.items() if not k.startswith(skip_xattrs)}
         for key in sorted(xattrs):
             info.pax_headers["SCHILY.xattr." + key] = xattrs[key].decode("utf-8", "surrogateescape")
         data = None
@@ -187,7 +191,7 @@ def export_dir(root: str, *, whiteouts: str, on_close: Callable[[], None] | None
                 tar.whiteout(rel)
             else:
                 assert st is not None
-                tar.entry(rel, full, st, skip_xattrs=_OPAQUE_XATTRS if whiteouts == "overlay" else ())
+                tar.entry(rel, full, st, skip_xattrs=_OVERLAY_XATTR_PREFIXES if whiteouts == "overlay" else ())
         tar.finish()
 
     return writer_stream(write, on_close)

@@ -129,6 +129,7 @@ class Journal:
     def rollback(self) -> None:
         """Undo every recorded step, newest first, then restore directory times."""
         self.cache.clear()  # the cached fds may point anywhere now
+        self.cache.release()
         root_fd = self.cache.root_fd
         for kind, path, extra in reversed(self._steps):
             if kind == "new":

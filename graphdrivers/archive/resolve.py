@@ -14,13 +14,12 @@ from __future__ import annotations
 import ctypes
 import errno
 import os
-import platform
 
 from ..errors import UnsafeArchive
 
 PATH_MAX = 4096
 
-_SYS_OPENAT2 = {"x86_64": 437, "aarch64": 437, "armv7l": 437, "ppc64le": 437, "s390x": 437, "riscv64": 437}
+_SYS_OPENAT2 = 437  # one number on every architecture: syscalls added since 5.1 share a table
 _RESOLVE_NO_MAGICLINKS = 0x02
 _RESOLVE_IN_ROOT = 0x10
 
@@ -39,7 +38,7 @@ def openat2_in_root(root_fd: int, path: str | bytes, flags: int) -> int:
     raw = os.fsencode(path)
     while True:
         fd = _syscall(
-            ctypes.c_long(_SYS_OPENAT2.get(platform.machine(), 437)),
+            ctypes.c_long(_SYS_OPENAT2),
             ctypes.c_int(root_fd),
             ctypes.c_char_p(raw),
             ctypes.byref(how),
@@ -58,6 +57,21 @@ def clean_name(name: str, what: str = "name") -> str:
     `..` is applied lexically, as Docker does; one that would climb above the root is an
     attack, not something to clamp silently.
     """
+    short = name[2:] if name.startswith("./") else name
+    if (  # the common case, already clean: no empty, "." or ".." component, nothing odd
+        short
+        and len(short) < PATH_MAX // 4
+        and short[0] != "/"
+        and short[-1] != "/"
+        and "\0" not in short
+        and "//" not in short
+        and "/./" not in short
+        and "/../" not in short
+        and not short.startswith(("./", "../"))
+        and not short.endswith(("/.", "/.."))
+        and short not in (".", "..")
+    ):
+        return short
     if "\0" in name:
         raise UnsafeArchive(f"{what} {name!r} contains a NUL byte")
     if len(name) * 4 >= PATH_MAX and len(os.fsencode(name)) >= PATH_MAX:  # a UTF-8 char is <= 4 bytes
@@ -95,6 +109,7 @@ class DirCache:
         self.root = root
         self.root_fd = os.open(root, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
         self._fds: dict[str, int] = {}
+        self._retired: list[int] = []
 
     def get(self, path: str) -> int:
         """An fd of directory `path` (resolved in the root); OSError when it is not one."""
@@ -112,14 +127,23 @@ class DirCache:
             self.clear()
         old = self._fds.pop(path, None)
         if old is not None:
-            os.close(old)
+            self._retired.append(old)
         self._fds[path] = fd
 
     def clear(self) -> None:
-        fds, self._fds = self._fds, {}
-        for fd in fds.values():
+        """Forget every cached fd. They are closed only by `release()`: a caller may still
+        hold one, and closing it would let the next open() reuse its number for another
+        directory."""
+        self._retired.extend(self._fds.values())
+        self._fds = {}
+
+    def release(self) -> None:
+        """Close the fds forgotten so far; call it when no caller holds a cached fd."""
+        retired, self._retired = self._retired, []
+        for fd in retired:
             os.close(fd)
 
     def close(self) -> None:
         self.clear()
+        self.release()
         os.close(self.root_fd)

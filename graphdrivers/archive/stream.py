@@ -9,6 +9,7 @@ writer's next write fail with EPIPE, the thread ends, and only then `on_close` r
 
 from __future__ import annotations
 
+import fcntl
 import io
 import os
 import threading
@@ -59,9 +60,7 @@ def writer_stream(write: Callable[[BinaryIO], None], on_close: Callable[[], None
     """Run `write(file)` in a thread; return the readable end of what it writes."""
     read_fd, write_fd = os.pipe2(os.O_CLOEXEC)
     try:
-        import fcntl
-
-        fcntl.fcntl(write_fd, 1031, PIPE_BUFFER)  # F_SETPIPE_SZ: fewer wake-ups per layer
+        fcntl.fcntl(write_fd, fcntl.F_SETPIPE_SZ, PIPE_BUFFER)  # fewer wake-ups per layer
     except OSError:
         pass  # over the per-user pipe limit: the default size works too
     state: dict = {}

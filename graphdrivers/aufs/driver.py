@@ -160,7 +160,7 @@ class AufsDriver(Driver):
     def backend_description(self) -> str:
         if isinstance(self.backend, KernelBackend):
             return "kernel (aufs)"
-        return "fuse (strata-aufs over pyfuse3; not kernel aufs)"
+        return "fuse (strata-aufs; not kernel aufs)"
 
     def status(self) -> list[tuple[str, str]]:
         layers = [n for n in os.listdir(os.path.join(self.home, "layers")) if not n.startswith(".")]
@@ -187,6 +187,7 @@ class AufsDriver(Driver):
             "mnt": self._path("mnt", id),
             "parent": ancestors[0] if ancestors else "",
             "depth": str(len(ancestors) + 1),
+            "depth_limit": str(self.max_depth) if self.max_depth is not None else "none",
         }
 
     # -- native diff: a layer's branch already is its diff ----------------------------

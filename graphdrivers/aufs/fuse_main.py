@@ -35,6 +35,8 @@ MOUNT_OPTIONS = frozenset(
         f"subtype={FSNAME}",  # the mount table type is fuse.strata-aufs, so stale mounts are recognisable
         "suid",  # a container rootfs needs setuid binaries and device nodes
         "dev",
+        # no max_read: pyfuse3 cannot tell libfuse's init about it (the mount would fail);
+        # libfuse 3 negotiates 1 MiB requests (max_write, max_pages) by itself
     }
 )
 

@@ -51,10 +51,14 @@ class BtrfsDriver(Driver):
     # -- startup -------------------------------------------------------------------------
 
     def _remove_half_created(self) -> None:
-        """Delete what a create interrupted by a crash left (only `.tmp-*` subvolumes)."""
+        """Delete what a create interrupted by a crash left: `.tmp-*` subvolumes, and
+        size records of layers that never came to exist."""
         for entry in os.listdir(self.subvolumes):
             if entry.startswith(TMP_PREFIX):
                 self._delete_subvolume(os.path.join(self.subvolumes, entry))
+        for entry in os.listdir(self.quotas):
+            if not self._exists(entry):
+                os.unlink(self._quota_file(entry))
 
     # -- paths ---------------------------------------------------------------------------
 
@@ -73,6 +77,8 @@ class BtrfsDriver(Driver):
         if size is not None:
             self._check_size(size)
         tmp = os.path.join(self.subvolumes, TMP_PREFIX + id)
+        if os.path.lexists(tmp):  # a create of this id that failed and could not clean up
+            self._delete_subvolume(tmp)
         if parent is None:
             btrfsutil.create_subvolume(tmp)
         else:

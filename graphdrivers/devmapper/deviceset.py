@@ -40,6 +40,7 @@ T = TypeVar("T")
 
 BASE = ".base"
 TXN_RECORD_SIZE = 512
+FULL_SLACK = 16 << 20  # a pool with less free than this (or 1%) is full for error reporting
 BUSY_WAIT = 2.0  # seconds a remove waits for a busy device before failing or deferring
 MAX_DEVICE_ID = (1 << 24) - 1  # dm-thin device ids are 24 bits
 
@@ -191,7 +192,7 @@ class DeviceSet:
                 raise DriverStateError(f"{self.metadata_dir} holds layers but no base device metadata")
             self._create_base()
             return
-        fs, found_uuid = self._with_active(base, lambda path: fsutil.read_uuid(path))
+        fs, found_uuid = self._with_active(base, fsutil.read_uuid)
         want_uuid = stored.get("base_device_uuid")
         if want_uuid and want_uuid != found_uuid:
             raise DriverStateError(
@@ -253,7 +254,13 @@ class DeviceSet:
     def _with_mounted(self, device_path: str, fs: str, fn: Callable[[str], T]) -> T:
         mnt = os.path.join(self.mnt_dir, ".setup")
         os.makedirs(mnt, exist_ok=True)
-        mountutil.mount(device_path, mnt, fs, 0, self.mount_options(fs))
+        flags, data = self.mount_options(fs)
+        try:
+            mountutil.mount(device_path, mnt, fs, flags, data)
+        except OSError as exc:
+            if exc.errno == errno.EINVAL and self.settings.mount_options and fs == self.settings.fs:
+                raise InvalidOption(f"dm.mountopt {self.settings.mount_options!r}: {exc}") from None
+            raise
         try:
             return fn(mnt)
         finally:
@@ -270,7 +277,7 @@ class DeviceSet:
         else:
             self._with_active(info, fsutil.grow_unmounted)
 
-    def mount_options(self, fs: str) -> str:
+    def mount_options(self, fs: str) -> tuple[int, str]:
         """Mount data for a device holding `fs`: dm.mountopt applies to devices of dm.fs
         (the options are filesystem-specific), plus what every snapshot needs."""
         return fsutil.mount_options(fs, self.settings.mount_options if fs == self.settings.fs else "")
@@ -390,29 +397,36 @@ class DeviceSet:
                     info.fs = "ext4" if info.fs == "xfs" and size < fsutil.XFS_MIN_SIZE else info.fs
                     self._make_formatted(info)
                 else:
-                    try:
-                        self.pool.create_snap(device_id, origin.device_id, origin_mountpoint)
-                    except OSError as exc:
-                        raise self._pool_error(exc, layer_id) from exc
+                    self.pool.create_snap(device_id, origin.device_id, origin_mountpoint)
                 if size is not None and size > info.size:
                     self._grow(info, size)
                 self._save_metadata(layer_id, info)
-            except BaseException:
+            except BaseException as exc:
+                full = self._out_of_space(exc)  # judged before the rollback frees space
                 self._rollback(layer_id, device_id)
+                if full is not None:
+                    lines = str(exc).splitlines()
+                    cause = next((line for line in lines if "error" in line.lower()), lines[0] if lines else "")
+                    raise ThinPoolFull(
+                        f"devmapper: thin pool {self.pool.name} ran out of space while creating the device of "
+                        f"{layer_id!r} ({cause.strip()}); {full}. Nothing was created."
+                    ) from exc
                 raise
             self._close_txn()
             self.devices[layer_id] = info
 
-    def _pool_error(self, exc: OSError, layer_id: str) -> Exception:
+    def _out_of_space(self, exc: BaseException) -> str | None:
+        """The pool's numbers when `exc` came from the pool running out of space (ENOSPC
+        from the clone, or I/O errors of a device whose pool is full), else None."""
+        if not isinstance(exc, (OSError, fsutil.FilesystemError)):
+            return None
         usage = self.pool.usage()
+        nearly_full = usage.data_available < max(usage.data_total // 100, FULL_SLACK)
+        if not (nearly_full or (isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT))):
+            return None
         return (
-            ThinPoolFull(
-                f"devmapper: could not create the device of {layer_id!r} in thin pool {self.pool.name}: "
-                f"{exc.strerror} (data {human_size(usage.data_used)} used of {human_size(usage.data_total)}, "
-                f"{human_size(usage.data_available)} available)"
-            )
-            if exc.errno in (errno.ENOSPC, errno.EDQUOT)
-            else exc
+            f"data {human_size(usage.data_used)} used of {human_size(usage.data_total)}, "
+            f"{human_size(usage.data_available)} available"
         )
 
     def delete(self, layer_id: str) -> None:

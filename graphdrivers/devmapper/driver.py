@@ -161,13 +161,13 @@ class DevmapperDriver(Driver):
             os.mkdir(mnt)
         except FileExistsError:
             pass
-        data = self.devices.mount_options(info.fs)
+        flags, data = self.devices.mount_options(info.fs)
         if mount_label:  # SELinux, as Docker's label.FormatMountLabel
             data = f'{data},context="{mount_label}"' if data else f'context="{mount_label}"'
         for attempt in (1, 2):
             active = self.pool.activate(info.device_id, info.size)
             try:
-                mountutil.mount(active.path, mnt, info.fs, 0, data or None)
+                mountutil.mount(active.path, mnt, info.fs, flags, data or None)
             except OSError:
                 active.release()
                 self.pool.deactivate(info.device_id)

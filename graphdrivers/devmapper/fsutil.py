@@ -15,6 +15,7 @@ import subprocess
 import uuid
 from collections.abc import Sequence
 
+from .. import mountutil
 from ..errors import DriverError
 
 FIFREEZE = 0xC0045877
@@ -60,14 +61,37 @@ def mkfs(fstype: str, device: str, extra_args: Sequence[str] = ()) -> None:
         raise FilesystemError(f"dm.fs {fstype!r} is not supported (use one of {', '.join(SUPPORTED_FS)})")
 
 
-def mount_options(fstype: str, user_options: str) -> str:
-    """The mount data for a thin device: `nouuid` for xfs (every snapshot shares the base's
-    UUID, and xfs refuses a second mount of a UUID), `noinit_itable` for ext4."""
-    opts = [o for o in user_options.split(",") if o]
+# mount(8)'s generic options are mount(2) flags, not filesystem data (a filesystem refuses
+# them in data with EINVAL); their opposites are the default and are dropped.
+MOUNT_FLAGS = {
+    "ro": mountutil.MS_RDONLY,
+    "nosuid": mountutil.MS_NOSUID,
+    "nodev": mountutil.MS_NODEV,
+    "noexec": mountutil.MS_NOEXEC,
+    "sync": 0x10,  # MS_SYNCHRONOUS
+    "dirsync": 0x80,  # MS_DIRSYNC
+    "noatime": mountutil.MS_NOATIME,
+    "nodiratime": 0x800,  # MS_NODIRATIME
+    "relatime": 1 << 21,  # MS_RELATIME
+    "strictatime": 1 << 24,  # MS_STRICTATIME
+}
+DEFAULT_OPTIONS = {"rw", "suid", "dev", "exec", "async", "atime", "diratime", "defaults"}
+
+
+def mount_options(fstype: str, user_options: str) -> tuple[int, str]:
+    """(mount flags, filesystem data) for a thin device: the user's options split as
+    mount(8) does, plus `nouuid` for xfs (every snapshot shares the base's UUID, and xfs
+    refuses a second mount of a UUID) and `noinit_itable` for ext4."""
+    flags, data = 0, []
+    for opt in (o.strip() for o in user_options.split(",")):
+        if opt in MOUNT_FLAGS:
+            flags |= MOUNT_FLAGS[opt]
+        elif opt and opt not in DEFAULT_OPTIONS:
+            data.append(opt)
     needed = {"xfs": "nouuid", "ext4": "noinit_itable"}.get(fstype)
-    if needed and needed not in opts:
-        opts.append(needed)
-    return ",".join(opts)
+    if needed and needed not in data:
+        data.append(needed)
+    return flags, ",".join(data)
 
 
 def read_uuid(device: str) -> tuple[str, str]:

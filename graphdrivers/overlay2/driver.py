@@ -6,6 +6,7 @@ Layout under `<root>/overlay2/`:
   <id>/lower      `l/<short>:l/<short>...`, its ancestors nearest first (absent: no parent)
   <id>/work       overlay's work dir, <id>/merged the mount point (only with a parent)
   <id>/committed  present once a child exists: the layer is then mounted read-only
+  backingFsBlockDev  a device node for quotactl(2), when project quotas are on
   l/<short>       symlink to `../<id>/diff`, so that 128+ lower dirs fit in one page of
                   mount options
   .tmp-<id>       a layer being created, .del-<id> one being removed: what a crash leaves,
@@ -26,7 +27,8 @@ from typing import IO
 
 from .. import archive, fsmagic, mountutil
 from ..driver import Change, Driver
-from ..errors import DriverError, DriverNotSupported, LayerNotFound, UnsafeArchive
+from ..errors import DriverError, DriverNotSupported, InvalidLayerId, LayerNotFound, UnsafeArchive
+from ..projectquota import ProjectQuota
 from . import changes as overlay_changes
 from . import copyup, mounting
 from .replay import Replayable
@@ -38,6 +40,7 @@ LINK_LENGTH = 26
 # Fixed, so that the native diff is always right: a redirect or metacopy-only upper
 # entry cannot be expressed in a layer tar.
 BASE_OPTIONS = "index=off,redirect_dir=off,metacopy=off"
+RESERVED = {LINK_DIR, "backingFsBlockDev"}
 BACKING_FS = {fsmagic.EXT4_MAGIC, fsmagic.XFS_MAGIC, fsmagic.BTRFS_MAGIC}
 
 
@@ -55,6 +58,13 @@ class Overlay2Driver(Driver):
         self.links = os.path.join(home, LINK_DIR)
         os.makedirs(self.links, mode=0o700, exist_ok=True)
         self._recover()
+        # `size` as Docker's overlay2 does it: a project quota on the layer directory.
+        self.quota = ProjectQuota(home)
+        self.supports_quota = self.quota.unsupported is None
+        if self.supports_quota:
+            for entry in os.listdir(home):
+                if os.path.isdir(self._diff_dir(entry)):
+                    self.quota.note_used(self._dir(entry))
 
     # -- startup -------------------------------------------------------------------------
 
@@ -108,10 +118,14 @@ class Overlay2Driver(Driver):
         return os.path.isdir(self._diff_dir(id))
 
     def _create(self, id: str, parent: str | None, *, size: int | None, read_write: bool) -> None:
+        if id in RESERVED:
+            raise InvalidLayerId(id)  # the name of one of the driver's own entries in its home
         tmp = os.path.join(self.home, TMP_PREFIX + id)
         link_path = None
         try:
             os.mkdir(tmp, 0o700)
+            if size is not None:
+                self.quota.limit(tmp, size)  # inherited by diff/ and work/, made next
             os.mkdir(os.path.join(tmp, "diff"), 0o755)
             link = new_link()
             while os.path.lexists(os.path.join(self.links, link)):
@@ -225,13 +239,14 @@ class Overlay2Driver(Driver):
     # -- facts ---------------------------------------------------------------------------
 
     def quota_unsupported_reason(self) -> str:
-        return "overlay2 per-layer sizes need xfs project quotas, which strata's overlay2 does not implement"
+        return self.quota.unsupported or ""
 
     def status(self) -> list[tuple[str, str]]:
         return [
             ("Backing Filesystem", self.backing_fs),
             ("Supports d_type", "true"),
             ("Native Overlay Diff", "true"),
+            ("Size Limits", "project quotas" if self.supports_quota else f"none ({self.quota.unsupported})"),
             ("Mount Options", BASE_OPTIONS),
         ]
 

@@ -52,9 +52,11 @@ class VfsDriver(Driver):
                 self.quota.note_used(self._path(name))
 
     def _remove_leftovers(self) -> None:
+        """Best effort: what cannot be deleted now (an immutable file, say) is not a layer
+        and must not keep the driver from starting; the next start tries again."""
         for name in os.listdir(self.dir):
             if name.startswith((_CREATING, _REMOVING)):
-                shutil.rmtree(os.path.join(self.dir, name))
+                shutil.rmtree(os.path.join(self.dir, name), ignore_errors=True)
 
     def _path(self, id: str) -> str:
         return os.path.join(self.dir, id)
@@ -66,7 +68,7 @@ class VfsDriver(Driver):
 
     def _create(self, id: str, parent: str | None, *, size: int | None, read_write: bool) -> None:
         tmp = os.path.join(self.dir, _CREATING + id)
-        if os.path.lexists(tmp):  # a crashed create of the same id while we were running
+        if os.path.lexists(tmp):  # what an earlier failed create of this id could not delete
             shutil.rmtree(tmp)
         try:
             os.mkdir(tmp, 0o700)

@@ -31,7 +31,7 @@ from graphdrivers.backing import LoopFilesystem
 from graphdrivers.devmapper.reflinkpool import clone
 
 CREATE_ROUNDS = 60
-MOUNT_ROUNDS = 25
+MOUNT_ROUNDS = 40
 
 
 class Bench:

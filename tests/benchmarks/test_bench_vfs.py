@@ -28,7 +28,7 @@ from graphdrivers.backing import LoopFilesystem
 
 SMALL_FILES = 1000
 BIG_FILE = 100 << 20
-ROUNDS = 7
+ROUNDS = 15
 
 
 def _small_tree(path: str) -> None:

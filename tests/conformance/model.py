@@ -7,8 +7,8 @@ mount shows and what the layer's mount shows, in the form Docker's ChangesDirs g
   too);
 - "D" for a path that exists only in the parent, reported once at the top of a deleted
   subtree: only when its parent directory is a directory in both layers;
-- "C" for a path in both whose type, mode, owner or content (bytes, symlink target)
-  differs -- a directory's size and mtime are not a change;
+- "C" for a path in both whose type, mode, owner, user.* xattrs or content (bytes,
+  symlink target) differs -- a directory's size and mtime are not a change;
 - "C" for every directory (other than "/") holding a change below it, unless it is
   already "A" or "C".
 
@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import os
 import shutil
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from graphdrivers import Change
 
@@ -37,9 +37,10 @@ class Node:
     gid: int = 0
     data: bytes | str | None = None
     version: int = 0
+    xattrs: tuple[tuple[str, bytes], ...] = ()
 
     def entry(self) -> Entry:
-        return Entry(self.kind, self.mode, self.uid, self.gid, self.data)
+        return Entry(self.kind, self.mode, self.uid, self.gid, self.data, self.xattrs)
 
 
 def _parent(path: str) -> str:
@@ -55,7 +56,13 @@ def expected_changes(old: dict[str, Node], new: dict[str, Node]) -> list[Change]
         before = old.get(path)
         if before is None:
             found[path] = "A"
-        elif before.kind != node.kind or before.mode != node.mode or (before.uid, before.gid) != (node.uid, node.gid):
+        elif (before.kind, before.mode, before.uid, before.gid, before.xattrs) != (
+            node.kind,
+            node.mode,
+            node.uid,
+            node.gid,
+            node.xattrs,
+        ):
             found[path] = "C"
         elif node.kind != "dir" and before.version != node.version:
             found[path] = "C"
@@ -150,12 +157,17 @@ class FsModel:
             self._drop(found)
         elif kind == "chmod" and node.kind != "symlink":
             os.chmod(real, op[2])
-            self.nodes[found] = Node(node.kind, op[2], node.uid, node.gid, node.data, node.version)
+            self.nodes[found] = replace(node, mode=op[2])
+        elif kind == "setxattr" and node.kind != "symlink":
+            name, value = op[2]
+            os.setxattr(real, name, value)
+            xattrs = tuple(sorted({**dict(node.xattrs), name: value}.items()))
+            self.nodes[found] = replace(node, xattrs=xattrs)
         elif kind == "chown":
             os.chown(real, op[2], op[2], follow_symlinks=False)
             if node.kind != "symlink" and node.mode & 0o6000:
                 os.chmod(real, node.mode)  # chown clears setuid/setgid; keep the model's mode
-            self.nodes[found] = Node(node.kind, node.mode, op[2], op[2], node.data, node.version)
+            self.nodes[found] = replace(node, uid=op[2], gid=op[2])
 
     def _write(self, real: str, path: str, node: Node | None) -> None:
         v = self._next()
@@ -165,10 +177,11 @@ class FsModel:
             node = None
         with open(real, "wb") as f:
             f.write(data)
-        mode, uid, gid = (node.mode, node.uid, node.gid) if node else (0o644, 0, 0)
         if node is None:
-            os.chmod(real, mode)
-        self.nodes[path] = Node("file", mode, uid, gid, data, v)
+            os.chmod(real, 0o644)
+            self.nodes[path] = Node("file", 0o644, data=data, version=v)
+        else:  # rewriting a file keeps its mode, owner and xattrs
+            self.nodes[path] = replace(node, data=data, version=v)
 
     def entries(self) -> dict[str, Entry]:
         return {p: n.entry() for p, n in self.nodes.items() if p != "/"}

@@ -12,7 +12,10 @@ import os
 import shutil
 import tarfile
 
+import pytest
+
 from graphdrivers import Change, Driver
+from graphdrivers.errors import InvalidLayerId, LayerNotFound, UnsafeArchive
 
 from .treeutil import mounted, read, tree, umask, write
 
@@ -59,7 +62,13 @@ def _big_upper(path: str) -> None:
     os.unlink(os.path.join(path, "d2", "s2", "f222"))
     os.mkdir(os.path.join(path, "d2", "s2", "f222"))  # a file replaced by a directory
     write(os.path.join(path, "hardlink"), b"through the hard link\n")
+    os.link(os.path.join(path, "new", "n1"), os.path.join(path, "new", "n1-link"))
+    os.setxattr(os.path.join(path, "d4", "s4", "f440"), "user.strata", b"kept")
     os.chmod(os.path.join(path, "d3"), 0o750)
+
+
+def _same_inode(root: str, a: str, b: str) -> bool:
+    return os.lstat(os.path.join(root, a)).st_ino == os.lstat(os.path.join(root, b)).st_ino
 
 
 def test_diff_apply_round_trip(driver: Driver) -> None:
@@ -72,8 +81,15 @@ def test_diff_apply_round_trip(driver: Driver) -> None:
     with mounted(driver, "upper") as upper, mounted(driver, "applied") as result:
         want = tree(upper)
         assert tree(result) == want
+        for path, e in want.items():  # file times travel too (whole seconds at least)
+            if e.kind == "file":
+                assert os.lstat(result + path).st_mtime_ns // 10**9 == os.lstat(upper + path).st_mtime_ns // 10**9
+        assert os.getxattr(os.path.join(result, "d4", "s4", "f440"), "user.strata") == b"kept"
+        # Hard links stay links (a union's copy-up may have split the base's pair: then split).
+        assert _same_inode(result, "new/n1", "new/n1-link")
+        assert _same_inode(result, "hardlink", "d0/s0/f1") == _same_inode(upper, "hardlink", "d0/s0/f1")
     assert driver.changes("applied", "base") == driver.changes("upper", "base")
-    # The base is untouched by all of it.
+    # A full export (no parent) rebuilds the base in an empty layer.
     driver.create("base-again", None)
     with contextlib.closing(driver.diff("base")) as stream:
         full = driver.apply_diff("base-again", None, stream)
@@ -260,3 +276,38 @@ def test_whiteouts_and_opaque_directories_over_lower_layers(driver: Driver) -> N
         "A /h/link",
         "A /h/sym",
     )
+
+
+def test_unsafe_archive_is_refused_and_changes_nothing(driver: Driver) -> None:
+    _layer(driver, "lower", None, lambda p: write(os.path.join(p, "etc/passwd"), b"root"))
+    driver.create("victim", "lower")
+    with mounted(driver, "victim") as path:
+        before = tree(path)
+    hostile = _tar(
+        ("fine", "file", b"would be fine"),
+        ("etc/.wh.passwd", "file", b""),
+        ("../../escaped", "file", b"outside the layer"),
+    )
+    with pytest.raises(UnsafeArchive):
+        driver.apply_diff("victim", "lower", hostile)
+    with mounted(driver, "victim") as path:
+        assert tree(path) == before
+    assert driver.changes("victim", "lower") == []
+
+
+def test_diff_calls_on_unknown_layers(driver: Driver) -> None:
+    driver.create("known")
+    for call in (
+        lambda: driver.changes("nope"),
+        lambda: driver.changes("known", "nope"),
+        lambda: driver.diff_size("nope"),
+        lambda: driver.diff("nope"),
+        lambda: driver.diff("known", "nope"),
+        lambda: driver.apply_diff("nope", None, _tar()),
+    ):
+        with pytest.raises(LayerNotFound):
+            call()
+    with pytest.raises(InvalidLayerId):
+        driver.changes("../known")
+    # Nothing was left mounted by the failed calls: the layer can go.
+    driver.remove("known")

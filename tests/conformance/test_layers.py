@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import stat
+import threading
 
 import pytest
 
@@ -209,3 +210,34 @@ def test_status_and_metadata(driver: Driver, base: str) -> None:
     assert isinstance(meta, dict) and all(isinstance(k, str) and isinstance(v, str) for k, v in meta.items())
     with pytest.raises(graphdrivers.errors.LayerNotFound):
         driver.metadata("no-such-layer")
+
+
+def test_concurrent_get_put(driver: Driver, base: str) -> None:
+    """Reference counts are thread-safe: many threads mounting and releasing one layer."""
+    errors: list[BaseException] = []
+
+    def worker() -> None:
+        try:
+            for _ in range(25):
+                path = driver.get(base)
+                assert read(os.path.join(path, "file")) == BASE_BYTES
+                driver.put(base)
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    with pytest.raises(graphdrivers.LayerNotMounted):
+        driver.put(base)  # every get was matched: nothing is held
+    driver.remove(base)
+
+
+def test_id_reused_after_remove_is_a_new_layer(driver: Driver, base: str) -> None:
+    driver.remove(base)
+    driver.create(base)
+    with mounted(driver, base) as path:
+        assert os.listdir(path) == []

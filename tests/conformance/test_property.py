@@ -28,6 +28,7 @@ ops = st.one_of(
     st.tuples(st.just("chmod"), paths, st.sampled_from([0o600, 0o644, 0o700, 0o755, 0o4755, 0o1777])),
     st.tuples(st.just("chown"), paths, st.sampled_from([0, 1, 1000])),
     st.tuples(st.just("symlink"), paths),
+    st.tuples(st.just("setxattr"), paths, st.sampled_from([("user.a", b"1"), ("user.a", b"2"), ("user.b", b"")])),
 )
 # Directories first in most layers, so deeper paths get a chance to exist.
 layer_ops = st.lists(ops, min_size=1, max_size=10)

@@ -21,7 +21,8 @@ class Entry:
     """One path of a tree: its type, permission bits, owner and payload.
 
     `data` is the file's bytes, a symlink's target, a device's rdev, or None for
-    directories and fifos.
+    directories and fifos. `xattrs` are the user.* extended attributes, sorted (other
+    namespaces may hold a filesystem's or a security module's own attributes).
     """
 
     kind: str
@@ -29,6 +30,7 @@ class Entry:
     uid: int
     gid: int
     data: bytes | str | int | None = None
+    xattrs: tuple[tuple[str, bytes], ...] = ()
 
 
 def _kind(mode: int) -> str:
@@ -57,7 +59,14 @@ def entry(path: str) -> Entry:
         data = os.readlink(path)
     elif kind in ("chardev", "blockdev"):
         data = st.st_rdev
-    return Entry(kind, stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid, data)
+    return Entry(kind, stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid, data, user_xattrs(path, kind))
+
+
+def user_xattrs(path: str, kind: str) -> tuple[tuple[str, bytes], ...]:
+    if kind == "symlink":  # Linux allows no user.* attributes on symlinks
+        return ()
+    names = sorted(n for n in os.listxattr(path, follow_symlinks=False) if n.startswith("user."))
+    return tuple((n, os.getxattr(path, n, follow_symlinks=False)) for n in names)
 
 
 def tree(root: str) -> dict[str, Entry]:

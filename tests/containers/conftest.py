@@ -80,9 +80,3 @@ def strata_popen(root: str, driver: str, exec_name: str, *args: str) -> subproce
     cmd = [sys.executable, "-m", "engine.cli", "--root", root, "-s", driver, *opts, *args]
     env = {**os.environ, "PYTHONPATH": REPO}
     return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
-
-
-def monitors() -> list[str]:
-    """strata monitor processes still alive (zombies the sandbox's init does not reap excluded)."""
-    out = subprocess.run(["ps", "-eo", "pid,stat,comm"], capture_output=True, text=True, check=True).stdout
-    return [line for line in out.splitlines() if "strata-monitor" in line and "Z" not in line.split()[1]]

@@ -6,17 +6,21 @@ from __future__ import annotations
 import io
 import json
 import os
+import signal
 import tarfile
+import threading
 import time
 
 import pytest
 
+import graphdrivers
+from engine.containercli import process_bound_mounts
 from engine.engine import Engine
 from engine.errors import Conflict, NoSuchContainer, NoSuchImage, UsageError
 from graphdrivers import mountutil
 from graphdrivers.driver import Change
 
-from .conftest import job, make_engine, strata, strata_popen
+from .conftest import heavy_drivers, job, make_engine, strata, strata_popen
 
 WRITER = "echo new > /tmp/new; mkdir -p /data/sub; echo b > /data/sub/f; rm /etc/motd; chmod 600 /etc/group"
 WRITER_CHANGES = [
@@ -128,6 +132,7 @@ def test_missing_command_is_127_and_leaves_a_record(vfs_engine: Engine):
     assert b"no-such-cmd" in err
     c = vfs_engine.containers.get("bad")
     assert (c.state.status, c.state.exit_code) == ("exited", 127)
+    assert "no-such-cmd" in c.state.error  # inspect shows why
 
 
 def test_100mb_output_is_kept_whole(vfs_engine: Engine, tmp_path):
@@ -176,6 +181,8 @@ def test_ps_inspect_names_and_refusals(vfs_engine: Engine):
     with pytest.raises(UsageError):
         store.create("busybox", ["true"], network="bridge")
     assert len(store.ids()) == 1  # none of the refused creates left anything
+    status, _, err = job(vfs_engine, "rmi", "busybox")
+    assert status != 0 and b"being used by container" in err  # the image a container needs stays
     assert job(vfs_engine, "rm", "web", force="1")[0] == 0
     with pytest.raises(NoSuchContainer):
         store.get("web")
@@ -196,14 +203,20 @@ def test_crun_runs_containers(tmp_path, busybox_tar):
         assert json.loads(job(e, "info", json="1")[1])["ExecutionDriverStatus"][1][1].startswith("crun")
 
 
-def test_logs_follow_streams_until_exit(tmp_path, exec_name, busybox_tar):
+def test_logs_follow_streams_until_exit_without_holding_the_root(tmp_path, exec_name, busybox_tar):
     root = str(tmp_path / "root")
     make_engine(root, "vfs", exec_name, busybox_tar).close()
-    ran = strata(root, "vfs", exec_name, "run", "-d", "--name", "talker", "busybox", "sh", "-c",
-                 "for i in 1 2 3; do echo line$i; sleep 0.1; done; echo err >&2")  # fmt: skip
+    script = "trap 'exit 0' TERM; for i in 1 2 3; do echo line$i; sleep 0.1; done; echo err >&2; "
+    script += "while :; do sleep 0.05; done"
+    ran = strata(root, "vfs", exec_name, "run", "-d", "--name", "talker", "busybox", "sh", "-c", script)
     assert ran.returncode == 0, ran.stderr
-    logs = strata(root, "vfs", exec_name, "logs", "-f", "talker")
-    assert (logs.stdout, logs.stderr) == (b"line1\nline2\nline3\n", b"err\n")
+    follower = strata_popen(root, "vfs", exec_name, "logs", "-f", "talker")
+    assert [follower.stdout.readline() for _ in range(3)] == [b"line1\n", b"line2\n", b"line3\n"]
+    listed = strata(root, "vfs", exec_name, "ps")  # the follower does not hold the engine root
+    assert listed.returncode == 0 and b"talker" in listed.stdout, listed.stderr
+    assert strata(root, "vfs", exec_name, "stop", "talker").returncode == 0
+    out, err = follower.communicate(timeout=60)
+    assert (follower.returncode, out, err) == (0, b"", b"err\n")
     assert strata(root, "vfs", exec_name, "wait", "talker").stdout == b"0\n"
     assert strata(root, "vfs", exec_name, "rm", "talker").returncode == 0
 
@@ -211,7 +224,7 @@ def test_logs_follow_streams_until_exit(tmp_path, exec_name, busybox_tar):
 # -- faults: the engine dies while a container runs ------------------------------------------
 
 
-@pytest.mark.parametrize("driver_name", ["vfs"])  # + a copy-on-write driver where one has landed
+@pytest.mark.parametrize("driver_name", heavy_drivers())
 def test_engine_killed_while_container_runs(driver_name, driver_root, exec_name, busybox_tar):
     make_engine(driver_root, driver_name, exec_name, busybox_tar).close()
     cli = strata_popen(driver_root, driver_name, exec_name, "run", "--name", "victim", "busybox", "sh", "-c",
@@ -286,3 +299,58 @@ def test_stop_sends_sigterm_first(vfs_engine: Engine):
         time.sleep(0.02)
     assert vfs_engine.containers.stop(c, timeout=30).code == 0
     assert open(out_path, "rb").read() == b"ready\nbye\n"
+
+
+def test_cli_run_forwards_signals_to_the_container(tmp_path, exec_name, busybox_tar):
+    root = str(tmp_path / "root")
+    make_engine(root, "vfs", exec_name, busybox_tar).close()
+    script = "trap 'echo got INT; exit 130' INT; echo ready; while :; do sleep 0.05; done"
+    cli = strata_popen(root, "vfs", exec_name, "run", "--rm", "busybox", "sh", "-c", script)
+    assert cli.stdout.readline() == b"ready\n"
+    cli.send_signal(signal.SIGINT)  # ^C
+    out, err = cli.communicate(timeout=60)
+    assert (cli.returncode, out) == (130, b"got INT\n"), err
+
+    cli = strata_popen(root, "vfs", exec_name, "run", "--rm", "busybox", "sh", "-c", "echo ready; sleep 60")
+    assert cli.stdout.readline() == b"ready\n"
+    for _ in range(3):  # pid 1 ignores SIGINT: the third ^C kills it
+        cli.send_signal(signal.SIGINT)
+        time.sleep(0.1)
+    out, err = cli.communicate(timeout=60)
+    assert cli.returncode == 137, err
+    with make_engine(root, "vfs", exec_name) as e:
+        assert e.containers.ids() == []
+
+
+def test_parallel_run_jobs_in_one_engine(vfs_engine: Engine):
+    """serveapi runs jobs in threads: runs started side by side keep their own output and status."""
+    results: list[tuple[int, int, bytes]] = []
+
+    def worker(i: int) -> None:
+        for k in range(2):
+            status, out, _ = job(vfs_engine, "run", "busybox", "sh", "-c", f"echo {i}-{k}; exit {i}", rm="1")
+            results.append((i, status, out))
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert sorted(results) == sorted((i, i, f"{i}-{k}\n".encode()) for i in range(4) for k in range(2))
+    assert vfs_engine.containers.ids() == []
+
+
+@pytest.mark.parametrize("driver_name", [d for d in graphdrivers.registered() if d == "aufs"])
+def test_detached_containers_are_refused_where_mounts_die_with_the_cli(driver_name, driver_root, busybox_tar):
+    """aufs on FUSE: the rootfs is served by this process's daemons; -d would leave a dead mount."""
+    with make_engine(driver_root, driver_name, "oci", busybox_tar) as e:
+        reason = process_bound_mounts(e.driver)
+    ran = strata(driver_root, driver_name, "oci", "run", "-d", "--name", "bg", "busybox", "true")
+    if reason is None:  # kernel aufs: mounts outlive the command
+        assert ran.returncode == 0, ran.stderr
+        assert strata(driver_root, driver_name, "oci", "rm", "-f", "bg").returncode == 0
+        return
+    assert ran.returncode == 1 and b"FUSE" in ran.stderr
+    assert strata(driver_root, driver_name, "oci", "ps", "-a", "-q").stdout == b""  # nothing was created
+    fg = strata(driver_root, driver_name, "oci", "run", "--rm", "busybox", "sh", "-c", "sleep 0.3; cat /etc/hostname")
+    assert (fg.returncode, fg.stdout) == (0, b"strata\n"), fg.stderr

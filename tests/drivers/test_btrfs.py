@@ -126,11 +126,14 @@ def test_interrupted_create_is_removed_on_start(driver: BtrfsDriver, btrfs_root:
     driver.create("base")
     with mounted(driver, "base") as path:
         btrfsutil.create_snapshot(path, os.path.join(driver.home, "subvolumes", ".tmp-half"))
+    write(os.path.join(driver.home, "quotas", "half"), b"1048576")
     again = graphdrivers.get_driver("btrfs", root=btrfs_root)
     try:
         assert sorted(os.listdir(os.path.join(driver.home, "subvolumes"))) == ["base"]
+        assert os.listdir(os.path.join(driver.home, "quotas")) == []
         assert not again.exists("half") and again.exists("base")
         again.create("half", "base")  # the id is usable again
+        assert "Size" not in again.metadata("half")
     finally:
         again.cleanup()
 

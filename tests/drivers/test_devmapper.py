@@ -59,8 +59,9 @@ def test_snapshots_share_blocks_until_written(make_driver):
         d.put(layer)
 
 
-def test_snapshot_of_a_mounted_parent_sees_its_unflushed_writes(make_driver):
-    d = make_driver()
+@pytest.mark.parametrize("options", [{}, {"dm.fs": "ext4", "dm.basesize": "64M"}], ids=["xfs", "ext4"])
+def test_snapshot_of_a_mounted_parent_sees_its_unflushed_writes(make_driver, options):
+    d = make_driver(**options)
     d.create("parent")
     rootfs = d.get("parent")
     with open(os.path.join(rootfs, "fresh"), "w") as f:
@@ -283,3 +284,67 @@ def test_a_small_parentless_layer_gets_a_device_of_its_own_size(make_driver):
     st = os.statvfs(d.get("mid"))
     assert 300 * MB < st.f_blocks * st.f_frsize <= 400 * MB
     d.put("mid")
+
+
+def _mount_flags(point: str) -> set[str]:
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            fields = line.split()
+            if fields[4] == point:
+                return set(fields[5].split(",")) | set(line.split(" - ")[1].split()[2].split(","))
+    raise AssertionError(f"{point} is not mounted")
+
+
+def test_mount_options_split_into_flags_and_data(make_driver):
+    d = make_driver(**{"dm.fs": "ext4", "dm.basesize": "64M", "dm.mountopt": "noatime,nodev,data=journal"})
+    d.create("l")
+    d.get("l")
+    flags = _mount_flags(d.metadata("l")["MountPoint"])
+    assert {"noatime", "nodev", "data=journal"} <= flags
+    d.put("l")
+
+
+def test_a_mount_option_the_kernel_refuses_is_an_invalid_option(make_driver):
+    with pytest.raises(InvalidOption, match=r"dm\.mountopt 'bogus=1'"):
+        make_driver(**{"dm.mountopt": "bogus=1"})
+    d = make_driver()  # nothing half-made is left in the way
+    d.create("l")
+    assert d.exists("l")
+
+
+def test_a_pool_that_fills_up_during_create_leaves_no_half_device(make_backing, make_driver):
+    fs = make_backing("xfs", 512 * MB)
+    root = os.path.join(fs.mountpoint, "root")
+    os.mkdir(root)
+    d = make_driver(root, **{"dm.fs": "ext4", "dm.basesize": "32M", "dm.min_free_space": "0%"})
+    d.create("img")
+    fd = os.open(os.path.join(root, "filler"), os.O_CREAT | os.O_WRONLY, 0o600)
+    try:  # take every free block of the pool's filesystem
+        for chunk in (MB, 4096):
+            while True:
+                try:
+                    os.posix_fallocate(fd, os.fstat(fd).st_size, chunk)
+                except OSError as exc:
+                    assert exc.errno == errno.ENOSPC
+                    break
+    finally:
+        os.close(fd)
+    # A snapshot needs almost no space, but growing it makes resize2fs write through the
+    # device into the full pool; sooner or later that fails.
+    for i in range(6):
+        devices, metadata = set(os.listdir(d.pool.dir)), set(os.listdir(d.devices.metadata_dir))
+        try:
+            d.create(f"grown{i}", "img", storage_opt={"size": "400M"})
+        except ThinPoolFull as exc:
+            assert "ran out of space" in str(exc) and "available" in str(exc)
+            assert not d.exists(f"grown{i}")
+            assert set(os.listdir(d.pool.dir)) == devices
+            assert set(os.listdir(d.devices.metadata_dir)) == metadata
+            assert not mountutil.mounts_under(d.devices.mnt_dir)
+            break
+    else:
+        pytest.fail("six grown devices fit in a full pool")
+    os.unlink(os.path.join(root, "filler"))
+    fsutil.syncfs(root)  # xfs frees the filler's blocks in the background
+    d.create("after", "img", storage_opt={"size": "400M"})  # with space back, it works
+    assert d.exists("after")

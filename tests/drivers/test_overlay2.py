@@ -15,8 +15,15 @@ import pytest
 
 import graphdrivers
 from graphdrivers import mountutil, naivediff
+from graphdrivers.backing import LoopFilesystem
 from graphdrivers.driver import Change
-from graphdrivers.errors import DriverError, DriverNotSupported, UnsafeArchive
+from graphdrivers.errors import (
+    DriverError,
+    DriverNotSupported,
+    InvalidLayerId,
+    QuotaNotSupported,
+    UnsafeArchive,
+)
 from graphdrivers.overlay2 import driver as overlay2
 from graphdrivers.overlay2.driver import Overlay2Driver
 
@@ -86,6 +93,24 @@ def test_layout_and_short_links(driver: Overlay2Driver) -> None:
     driver.remove("child")
     assert not os.path.lexists(f"{home}/l/{child_link}")
     assert sorted(os.listdir(home)) == ["base", "grandchild", "l"]
+
+
+def test_the_links_dir_is_not_a_layer_id(driver: Overlay2Driver) -> None:
+    driver.create("base")
+    with pytest.raises(InvalidLayerId):
+        driver.create("l", "base")
+    assert not driver.exists("l")
+    assert len(os.listdir(os.path.join(driver.home, "l"))) == 1
+
+
+def test_failed_create_leaves_nothing(driver: Overlay2Driver) -> None:
+    driver.create("base")
+    os.unlink(os.path.join(driver.home, "base", "link"))  # a damaged parent
+    before = sorted(os.listdir(driver.home)), sorted(os.listdir(os.path.join(driver.home, "l")))
+    with pytest.raises(DriverError, match="has no link file"):
+        driver.create("child", "base")
+    assert not driver.exists("child")
+    assert (sorted(os.listdir(driver.home)), sorted(os.listdir(os.path.join(driver.home, "l")))) == before
 
 
 def test_layer_without_parent_is_its_diff_dir(driver: Overlay2Driver) -> None:
@@ -335,3 +360,39 @@ def test_unsafe_hard_link_is_still_refused_and_changes_nothing(driver: Overlay2D
         with pytest.raises(UnsafeArchive):
             driver.apply_diff("top", "bottom", _Pipe(_link_tar(target)))
         assert os.listdir(os.path.join(driver.home, "top", "diff")) == []
+
+
+def test_size_limit_with_xfs_project_quotas(tmp_path) -> None:
+    try:
+        fs = LoopFilesystem(str(tmp_path / "xfs"), "xfs", 1 << 30, mount_options="prjquota").create()
+    except OSError as exc:
+        if exc.errno != errno.EINVAL:
+            raise
+        pytest.skip("this kernel cannot mount xfs with prjquota (built without CONFIG_XFS_QUOTA)")
+    try:
+        root = os.path.join(fs.mountpoint, "root")
+        d = graphdrivers.get_driver("overlay2", root=root)
+        try:
+            assert ("Size Limits", "project quotas") in d.status()
+            d.create("base")
+            write(os.path.join(d.home, "base", "diff", "f"), b"base")
+            d.create_read_write("limited", "base", storage_opt={"size": "8M"})
+            with mounted(d, "limited") as path:
+                write(os.path.join(path, "small"), b"s" * (4 << 20))
+                with pytest.raises(OSError) as info:
+                    write(os.path.join(path, "big"), b"b" * (16 << 20))
+                assert info.value.errno == errno.EDQUOT
+                assert read(os.path.join(path, "f")) == b"base"
+            with mounted(d, "base") as path:  # no limit on the parent
+                write(os.path.join(path, "big"), b"b" * (16 << 20))
+        finally:
+            d.cleanup()
+    finally:
+        fs.destroy()
+
+
+def test_size_limit_on_ext4_without_prjquota_says_why(driver: Overlay2Driver, root: str) -> None:
+    with pytest.raises(QuotaNotSupported, match="prjquota"):
+        driver.create_read_write("limited", storage_opt={"size": "8M"})
+    assert not driver.exists("limited")
+    assert sorted(os.listdir(driver.home)) == ["l"]

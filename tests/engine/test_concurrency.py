@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tarfile
 import threading
 
 import pytest
@@ -97,3 +98,38 @@ def test_a_second_engine_process_is_refused(vfs_engine: Engine) -> None:
     assert result.returncode == 1
     assert result.stderr == f"strata: engine root {vfs_engine.root} is in use by another strata process " \
                             f"(pid {os.getpid()})\n"
+
+
+def test_a_pinned_layer_outlives_its_image(vfs_engine: Engine, images: Images) -> None:
+    """What a commit on top of an image relies on: its layers stay while the lease is held."""
+    assert run(vfs_engine, "load", images.busybox_tar)[0] == 0
+    image = vfs_engine.graph.get_image("busybox")
+    with vfs_engine.graph.lease() as lease:
+        vfs_engine.graph.pin(lease, image.layers)
+        assert run(vfs_engine, "rmi", "busybox")[0] == 0
+        assert vfs_engine.driver.exists(image.top_layer)
+    assert not vfs_engine.driver.exists(image.top_layer)  # collected when the lease ended
+
+
+@pytest.mark.parametrize("driver_name", heavy_drivers())
+def test_a_failing_load_beside_a_good_one_sharing_its_base(engine: Engine, images: Images, tmp_path) -> None:
+    bad = str(tmp_path / "bad.tar")
+    with open(images.multi_tar, "rb") as f:
+        data = bytearray(f.read())
+    top = images.multi.diff_ids[-1].split(":")[1]
+    with tarfile.open(images.multi_tar) as tf:  # damage the data of the last layer's marker file
+        member = tf.getmember(f"blobs/sha256/{top}")
+        with tarfile.open(fileobj=tf.extractfile(member)) as layer:
+            inner = next(m for m in layer if m.isfile() and m.size > 0)
+    data[member.offset_data + inner.offset_data] ^= 0xFF
+    open(bad, "wb").write(data)
+    results: list[int] = []
+    for _ in range(3):
+        results.clear()
+        errors = _in_threads(lambda: results.append(engine.job("load", bad).run()),
+                             lambda: results.append(engine.job("load", images.busybox_tar).run()))
+        assert errors == [] and sorted(results) == [0, 1]
+        assert [i.id for i in engine.graph.images()] == [images.busybox.id]
+        _assert_consistent(engine)
+        assert run(engine, "rmi", "busybox")[0] == 0
+        assert engine.graph.layers() == []

@@ -152,3 +152,19 @@ def test_not_an_archive(vfs_engine: Engine, tmp_path) -> None:
     _load_fails(vfs_engine, str(empty), "neither a docker save archive")
     _load_fails(vfs_engine, str(tmp_path / "nothing-here"), "no such file")
     shutil.rmtree(empty)
+
+
+def test_a_manifest_path_outside_the_layout_is_refused(vfs_engine: Engine, images: Images, tmp_path) -> None:
+    """Names resolve inside the layout (`..` stops at its root); a symlink out is refused."""
+    docker = _extract(images.busybox_tar, str(tmp_path / "x"))
+    shutil.copy(images.busybox.layer_files[0], tmp_path / "outside.tar")
+    path = os.path.join(docker, "manifest.json")
+    manifest = json.load(open(path))
+    manifest[0]["Layers"] = ["../outside.tar"]
+    json.dump(manifest, open(path, "w"))
+    _load_fails(vfs_engine, docker, "missing from the archive")
+    os.symlink("../outside.tar", os.path.join(docker, "escape.tar"))
+    manifest[0]["Layers"] = ["escape.tar"]
+    json.dump(manifest, open(path, "w"))
+    _load_fails(vfs_engine, docker, "outside the image layout")
+    assert_clean(vfs_engine, images.busybox)

@@ -18,14 +18,14 @@ import pytest
 import engine as engine_pkg
 from engine.engine import Engine
 
-from .conftest import Images, assert_clean, heavy_drivers, run
+from .conftest import Images, assert_clean, chains, heavy_drivers, run
 
 _CHILD = textwrap.dedent("""
     import os, sys, time
     from engine.engine import Engine
     root, driver, archive, when, first_bytes, last_diff = sys.argv[1:]
     engine = Engine(root, driver)
-    job = engine.job("load", archive)
+    job = engine.job("load", stdin=open(archive, "rb"))  # spooled to <root>/tmp first
     def on_progress(event):
         hit = (when == "mid-layer" and event.get("action") == "load" and event["current"] > int(first_bytes)) or (
             when == "layers-done" and event.get("action") == "layer" and event["diff_id"] == last_diff)
@@ -64,10 +64,28 @@ def test_kill_9_during_load_leaves_no_trace(driver_name: str, driver_root: str, 
     states = sorted(state for (state,) in db.execute("SELECT state FROM layers"))
     db.close()
     assert states == (["creating", "ready", "ready"] if when == "mid-layer" else ["ready"] * 3)
+    assert len(os.listdir(os.path.join(driver_root, "tmp"))) == 1  # the spooled archive
 
     with Engine(driver_root, driver_name) as after:  # the lock died with the process
         assert_clean(after, images.busybox, images.multi)
+        assert os.listdir(os.path.join(driver_root, "tmp")) == []
         status, _, err = run(after, "load", archive)
         assert status == 0, err
         assert after.graph.get_image("strata/multi").id == images.multi.id
         assert len(after.graph.layers()) == 4
+
+
+def test_repair_finishes_an_rmi_that_died_before_removing_layers(vfs_engine: Engine, images: Images) -> None:
+    """rmi commits the image's deletion, then removes layers; a crash in between leaves
+    ready layers no image needs, and a layer journaled as `removing`."""
+    assert run(vfs_engine, "load", images.multi_tar)[0] == 0
+    root = vfs_engine.root
+    multi = vfs_engine.graph.get_image("strata/multi")
+    with vfs_engine.db.transaction() as c:  # what the dead rmi had done
+        vfs_engine.db.remove_entity(multi.id)
+        c.execute("UPDATE layers SET state = 'removing' WHERE chain_id = ?", (multi.top_layer,))
+    vfs_engine.close()
+    with Engine(root, "vfs") as after:
+        assert [i.id for i in after.graph.images()] == [images.busybox.id]
+        assert [la.chain_id for la in after.graph.layers()] == [multi.layers[0].chain_id]
+        assert [c for c in chains(images.multi) if after.driver.exists(c)] == [multi.layers[0].chain_id]

@@ -84,6 +84,7 @@ def test_present_layers_are_not_applied_again(engine: Engine, images: Images) ->
 def test_rmi_removes_only_unshared_layers(engine: Engine, images: Images) -> None:
     assert run(engine, "load", images.multi_tar)[0] == 0
     base = chain_id(None, images.busybox.diff_ids[0])
+    assert engine.graph.layer_users(base) == sorted([images.busybox.id, images.multi.id])
     status, out, _ = run(engine, "rmi", "strata/multi")
     assert status == 0
     assert out == f"Untagged: strata/multi:latest\nDeleted: {images.multi.id}\n"
@@ -105,6 +106,8 @@ def test_tags_and_rmi_rules(engine: Engine, images: Images) -> None:
         engine.graph.delete(images.busybox.id, force=True)
     assert engine.graph.delete("busybox") == ["Untagged: busybox:latest"]
     assert engine.graph.get_image(images.busybox.id).tags == []
+    assert images.busybox.id[7:19] not in run(engine, "images")[1]  # an intermediate image now
+    assert images.busybox.id[7:19] in run(engine, "images", all="1")[1]
     with pytest.raises(NoSuchImage):
         engine.graph.get_image("busybox")
     status, _, err = run(engine, "tag", "nope", "x")
@@ -168,6 +171,7 @@ def test_images_tree_history_info(engine: Engine, images: Images) -> None:
     assert [list(r) for r in engine.driver.status()] == info["DriverStatus"]
     text = run(engine, "info")[1]
     assert f"Storage Driver: {engine.driver.name}\n" in text and f"Docker Root Dir: {engine.root}\n" in text
+    assert f"Kernel Version: {os.uname().release}\n" in text and info["NCPU"] == os.cpu_count()
 
 
 @pytest.mark.parametrize("driver_name", heavy_drivers())
@@ -182,3 +186,40 @@ def test_the_100mb_multilayer_image(engine: Engine, big_images: Images) -> None:
         engine.driver.put(multi.top_layer)
     assert run(engine, "rmi", "strata/multi", "busybox")[0] == 0
     assert_clean(engine, big_images.multi)
+
+
+def test_load_reports_progress(vfs_engine: Engine, images: Images) -> None:
+    events: list[dict] = []
+    job = vfs_engine.job("load", images.multi_tar)
+    job.progress = events.append
+    assert job.run() == 0
+    loads = [e for e in events if e["action"] == "load"]
+    assert loads[-1]["current"] == loads[-1]["total"] == sum(
+        os.path.getsize(f) for f in [*images.busybox.layer_files, *images.multi.layer_files])
+    assert [e["diff_id"] for e in events if e["action"] == "layer"] == images.busybox.diff_ids + images.multi.diff_ids
+
+
+def test_save_refuses_a_layer_whose_files_changed(vfs_engine: Engine, images: Images, tmp_path) -> None:
+    assert run(vfs_engine, "load", images.busybox_tar)[0] == 0
+    image = vfs_engine.graph.get_image("busybox")
+    path = vfs_engine.driver.get(image.top_layer)
+    try:
+        with open(os.path.join(path, "etc/passwd"), "r+b") as f:  # same length, other bytes
+            f.write(b"ROOT")
+    finally:
+        vfs_engine.driver.put(image.top_layer)
+    with open(tmp_path / "out.tar", "wb") as f:
+        job = vfs_engine.job("save", "busybox", stdout=f)
+        assert job.run() == 1
+    assert "no longer matches its diff id" in job.stderr.getvalue().decode()
+
+
+def test_a_layer_lost_by_the_driver_is_reported_and_recoverable(vfs_engine: Engine, images: Images) -> None:
+    assert run(vfs_engine, "load", images.busybox_tar)[0] == 0
+    top = vfs_engine.graph.get_image("busybox").top_layer
+    vfs_engine.driver.remove(top)  # behind the engine's back
+    status, _, err = run(vfs_engine, "load", images.multi_tar)
+    assert status == 1 and "missing from the vfs driver" in err and images.busybox.id[7:19] in err
+    assert run(vfs_engine, "rmi", "busybox")[0] == 0
+    assert run(vfs_engine, "load", images.multi_tar)[0] == 0
+    assert vfs_engine.driver.exists(top)

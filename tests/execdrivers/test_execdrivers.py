@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
 import time
 
 import pytest
@@ -22,10 +21,30 @@ class Ran:
         self.code, self.stdout, self.stderr, self.error = code, stdout, stderr, error
 
 
+MONITORS: list[int] = []  # every monitor this module started: none may outlive it
+
+
 def start(driver: ExecDriver, rootfs: str, tmp_path, args: list[str], **spec):
-    state = str(tmp_path / f"state{len(os.listdir(tmp_path))}")
-    handle = driver.start("ctr1", ProcessSpec(rootfs, args, **spec), state, f"{state}.out", f"{state}.err")
+    n = len(os.listdir(tmp_path))
+    state = str(tmp_path / f"state{n}")
+    name = f"{tmp_path.name[-20:]}-{n}"  # unique, like the engine's ids: runtimes keep per-id cgroups
+    handle = driver.start(name, ProcessSpec(rootfs, args, **spec), state, f"{state}.out", f"{state}.err")
+    MONITORS.append(handle.monitor_pid)
     return handle, f"{state}.out", f"{state}.err"
+
+
+def _runtime_log(handle) -> str:
+    path = os.path.join(handle.state_dir, "runtime.log")
+    return open(path).read()[-2000:] if os.path.exists(path) else ""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            raw = f.read()
+    except FileNotFoundError:
+        return False
+    return raw[raw.rindex(b")") + 2 : raw.rindex(b")") + 3] != b"Z"
 
 
 def run(driver: ExecDriver, rootfs: str, tmp_path, args: list[str], **spec) -> Ran:
@@ -42,8 +61,8 @@ def test_echo_and_exit_code(execdriver, busybox_rootfs, tmp_path):
 
 
 def test_sigkill_is_137_and_sigterm_reaches_a_handler(execdriver, busybox_rootfs, tmp_path):
-    handle, _, _ = start(execdriver, busybox_rootfs, tmp_path, ["sleep", "60"])
-    assert handle.running()
+    handle, _, err = start(execdriver, busybox_rootfs, tmp_path, ["sleep", "60"])
+    assert handle.running(), (handle.exit_status(), open(err).read(), _runtime_log(handle))
     handle.kill(signal.SIGKILL)
     assert handle.wait(timeout=30).code == 137
     assert not handle.running()
@@ -66,7 +85,8 @@ def test_100mb_of_output_is_kept_whole(execdriver, busybox_rootfs, tmp_path):
     ran_handle, out, err = start(
         execdriver, busybox_rootfs, tmp_path, ["sh", "-c", f"head -c {size} /dev/zero; head -c 1000 /dev/zero >&2"]
     )
-    assert ran_handle.wait(timeout=120).code == 0
+    status = ran_handle.wait(timeout=120)
+    assert status.code == 0, (status, open(err).read()[-2000:], _runtime_log(ran_handle))
     assert os.path.getsize(out) == size
     assert os.path.getsize(err) == 1000
     with open(out, "rb") as f:
@@ -149,7 +169,7 @@ def test_a_new_driver_attaches_to_a_running_container(execdriver, busybox_rootfs
     handle, _, _ = start(execdriver, busybox_rootfs, tmp_path, ["sh", "-c", "sleep 60"])
     info = handle.info.to_json()
     again = get_execdriver(execdriver.name, execdriver.root, execdriver.options)
-    other = again.attach("ctr1", handle.state_dir, type(handle.info).from_json(info))
+    other = again.attach(handle.id, handle.state_dir, type(handle.info).from_json(info))
     assert other.running()
     other.kill(signal.SIGKILL)
     assert other.wait(timeout=30).code == 137
@@ -174,7 +194,5 @@ def test_unknown_driver_and_runtime_are_clear_errors(tmp_path):
 
 def test_no_monitor_or_container_outlives_the_tests(busybox_rootfs):
     """Runs last in this module: every container above has been waited for."""
-    out = subprocess.run(["ps", "-eo", "pid,stat,comm"], capture_output=True, text=True, check=True).stdout
-    alive = [line for line in out.splitlines() if "strata-monitor" in line and "Z" not in line.split()[1]]
-    assert alive == []
+    assert MONITORS and [pid for pid in MONITORS if _alive(pid)] == []
     assert not [p for p in open("/proc/self/mountinfo").read().splitlines() if busybox_rootfs in p]

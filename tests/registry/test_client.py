@@ -106,7 +106,7 @@ def test_errors_are_typed(registry: RegistryServer) -> None:
     client = RegistryClient(registry.host)
     with pytest.raises(RegistryError, match="not found") as info:
         client.get_manifest("strata/missing", "v1")
-    assert info.value.status == 404
+    assert info.value.http_status == 404
 
 
 def test_corrupted_blob_is_refused(registry: RegistryServer) -> None:
@@ -130,7 +130,7 @@ def test_basic_auth(auth_registry: RegistryServer) -> None:
     wrong = RegistryClient(auth_registry.host, Credentials("alice", "wrong"))
     with pytest.raises(RegistryError) as info:
         wrong.ping()
-    assert info.value.status == 401
+    assert info.value.http_status == 401
     alice = RegistryClient(auth_registry.host, Credentials("alice", "s3cret"))
     alice.ping()
     _push_image(alice, "strata/private", "v1", b"secret layer")

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import os
 import stat
+import struct
 import tarfile
 
 import pytest
 
 from graphdrivers.archive import apply_layer
-from graphdrivers.errors import UnsafeArchive
+from graphdrivers.errors import DriverStateError, UnsafeArchive
 from tests.unit.archive_tools import build_tar, member, snapshot, stream
 
 T = 1_600_000_000
@@ -254,3 +255,89 @@ def test_apply_on_a_loop_mounted_btrfs(make_backing) -> None:
     good = build_tar([member("etc/passwd", data=b"new"), member(".wh.gone"), member("etc/.wh..wh..opq")])
     apply_layer(root, stream(good))
     assert os.listdir(root) == ["etc"] and os.listdir(f"{root}/etc") == ["passwd"]
+
+
+def test_more_directories_than_the_fd_cache_holds(root: str) -> None:
+    """Evicting cached directory fds mid-entry must never redirect a write elsewhere."""
+    members = [member("first/f", data=b"shared")]
+    for i in range(600):
+        members.append(member(f"d{i}/file", data=str(i).encode()))
+        members.append(member(f"d{i}/link", tarfile.LNKTYPE, linkname="first/f"))
+    apply_layer(root, stream(build_tar(members)))
+    assert os.lstat(f"{root}/first/f").st_nlink == 601
+    for i in range(600):
+        assert sorted(os.listdir(f"{root}/d{i}")) == ["file", "link"]
+        assert open(f"{root}/d{i}/file", "rb").read() == str(i).encode()
+
+
+def test_opaque_hides_old_entries_at_any_depth(root: str) -> None:
+    """A directory the archive re-declares or writes into stays, but not what it held before."""
+    os.makedirs(f"{root}/o/sub")
+    os.makedirs(f"{root}/o/x")
+    os.makedirs(f"{root}/o/gone/deep")
+    for name in ("o/sub/old", "o/x/old", "o/old"):
+        open(f"{root}/{name}", "w").close()
+    os.symlink("/o/sub", f"{root}/o/link")
+    apply_layer(root, stream(build_tar([
+        member("o/sub", tarfile.DIRTYPE, mode=0o700),  # declared again, nothing written below
+        member("o/x/y", data=b"y"),  # written into an old directory that is not declared
+        member("o/.wh..wh..opq"),
+    ])))
+    assert sorted(os.listdir(f"{root}/o")) == ["sub", "x"]
+    assert os.listdir(f"{root}/o/sub") == []
+    assert os.listdir(f"{root}/o/x") == ["y"]
+
+
+def test_setgid_parent_and_default_acl_do_not_leak_into_modes(root: str) -> None:
+    """Entries created in a set-gid directory or under a default ACL still get exactly the
+    archive's owner and mode (the fast paths that trust open(2)/mkdir(2) must not apply)."""
+    os.mkdir(f"{root}/sg")
+    os.chown(f"{root}/sg", 0, 777)
+    os.chmod(f"{root}/sg", 0o2775)
+    os.mkdir(f"{root}/acl")
+    # default ACL u::rwx,g::---,o::--- in the kernel's xattr format (version 2; tag, perm, id)
+    acl = struct.pack("<I", 2) + b"".join(struct.pack("<HHI", tag, perm, 0xFFFFFFFF)
+                                          for tag, perm in ((0x01, 7), (0x04, 0), (0x20, 0)))
+    os.setxattr(f"{root}/acl", "system.posix_acl_default", acl)
+    apply_layer(root, stream(build_tar([
+        member("sg/f", data=b"1", mode=0o644),
+        member("sg/d", tarfile.DIRTYPE, mode=0o755),
+        member("acl/f", data=b"2", mode=0o644),
+        member("acl/d", tarfile.DIRTYPE, mode=0o755),
+    ])))
+    for path, mode in (("sg/f", 0o644), ("sg/d", 0o755), ("acl/f", 0o644), ("acl/d", 0o755)):
+        st = os.lstat(f"{root}/{path}")
+        assert (stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid) == (mode, 0, 0), path
+
+
+def test_a_layer_left_by_an_interrupted_apply_is_refused(root: str) -> None:
+    """A killed apply leaves its journal; applying more on top would hide that it is half done."""
+    os.mkdir(f"{root}/.strata-apply-0123456789abcdef")
+    with pytest.raises(DriverStateError, match="interrupted"):
+        apply_layer(root, stream(build_tar([member("f", data=b"")])))
+    assert os.listdir(root) == [".strata-apply-0123456789abcdef"]
+
+
+def test_no_file_descriptor_leaks(root: str) -> None:
+    def open_fds() -> int:
+        return len(os.listdir("/proc/self/fd"))
+
+    os.makedirs(f"{root}/o/old")
+    before = open_fds()
+    members = [member(f"d{i}/f", data=b"x") for i in range(600)]
+    members += [member("o/.wh..wh..opq"), member("d1", data=b"dir replaced by a file")]
+    apply_layer(root, stream(build_tar(members)))
+    with pytest.raises(UnsafeArchive):
+        apply_layer(root, stream(build_tar([member("d2", data=b"again"), member("../x", data=b"")])))
+    for mode in ("overlay", "aufs"):
+        apply_layer(root, stream(build_tar([member("o/.wh..wh..opq"), member("o/.wh.gone")])), whiteouts=mode)
+    assert open_fds() == before
+
+
+def test_the_callers_stream_is_read_to_the_end_and_left_open(root: str, tmp_path) -> None:
+    path = tmp_path / "layer.tar"
+    path.write_bytes(build_tar([member("f", data=b"x" * 5000)]) + bytes(4096))  # trailing padding
+    with open(path, "rb") as f:
+        assert apply_layer(root, f) == 5000
+        assert not f.closed
+        assert f.read() == b""

@@ -3,9 +3,11 @@ through apply_layer exactly, driver whiteout formats, and streams that stop clea
 
 from __future__ import annotations
 
+import errno
 import io
 import os
 import stat
+import subprocess
 import tarfile
 import threading
 
@@ -87,14 +89,18 @@ def test_overlay_upper_dir_export(tmp_path) -> None:
     os.mknod(f"{upper}/etc/gone", stat.S_IFCHR, os.makedev(0, 0))
     os.mknod(f"{upper}/etc/realdev", stat.S_IFCHR, os.makedev(1, 3))
     os.setxattr(f"{upper}/etc/opaque", "trusted.overlay.opaque", b"y")
+    os.setxattr(f"{upper}/etc", "trusted.overlay.impure", b"y")  # overlayfs bookkeeping
     with open(f"{upper}/etc/opaque/new", "wb") as f:
         f.write(b"12345")
+    os.setxattr(f"{upper}/etc/opaque/new", "trusted.overlay.origin", b"\x00\xfb")
+    os.setxattr(f"{upper}/etc/opaque/new", "user.kept", b"layer content")
     with export_dir(upper, whiteouts="overlay") as s:
         data = s.read()
     assert _names(data) == ["etc", "etc/.wh.gone", "etc/opaque", "etc/opaque/.wh..wh..opq", "etc/opaque/new",
                             "etc/realdev"]
     with tarfile.open(fileobj=io.BytesIO(data)) as tar:
         assert not any("overlay" in k for m in tar.getmembers() for k in m.pax_headers)
+        assert tar.getmember("etc/opaque/new").pax_headers["SCHILY.xattr.user.kept"] == "layer content"
     assert dir_diff_size(upper, whiteouts="overlay") == 5
     lower = str(tmp_path / "lower")
     os.makedirs(f"{lower}/etc/opaque")
@@ -157,3 +163,57 @@ def test_round_trip_on_xfs(make_backing) -> None:
     with export_paths(src, naivediff.changes(src, None)) as s:
         apply_layer(dst, s)
     assert without_root_and_times_of(snapshot(dst)) == without_root_and_times_of(snapshot(src))
+
+
+def test_apply_matches_gnu_tar_extraction(tmp_path) -> None:
+    """A tar written by GNU tar (with xattrs) lands exactly as GNU tar itself extracts it."""
+    src, ours, theirs = (str(tmp_path / n) for n in ("src", "ours", "theirs"))
+    for d in (src, ours, theirs):
+        os.mkdir(d)
+    _tree(src)
+    layer = str(tmp_path / "layer.tar")
+    subprocess.run(["tar", "-C", src, "--xattrs", "--xattrs-include=*", "--format=pax", "-cf", layer, "."], check=True)
+    subprocess.run(["tar", "-C", theirs, "--xattrs", "--xattrs-include=*", "--numeric-owner", "-p", "-xf", layer],
+                   check=True)
+    with open(layer, "rb") as f:
+        apply_layer(ours, f)
+    assert snapshot(ours) == snapshot(theirs)
+
+
+def test_disk_full_leaves_the_layer_unchanged(make_backing) -> None:
+    """ENOSPC half way (after replacing and deleting entries) is an OSError, fully undone."""
+    fs = make_backing("ext4", 64 << 20)
+    root = f"{fs.mountpoint}/layer"
+    os.makedirs(f"{root}/etc")
+    with open(f"{root}/etc/conf", "wb") as f:
+        f.write(b"old")
+    os.mkdir(f"{root}/gone")
+    before = snapshot(root)
+    big = tarfile.TarInfo("big")
+    big.size = 128 << 20
+    head = b"".join(tarfile.TarInfo(name).tobuf(tarfile.PAX_FORMAT) for name in ("etc/conf", ".wh.gone"))
+
+    class Zeros(io.RawIOBase):
+        """A tar whose last member streams 128 MiB of zeros: more than the disk holds."""
+
+        def __init__(self) -> None:
+            self.parts = [head, big.tobuf(tarfile.PAX_FORMAT)]
+            self.left = big.size
+
+        def readable(self) -> bool:
+            return True
+
+        def readinto(self, b) -> int:
+            if self.parts:
+                part = self.parts.pop(0)
+                b[: len(part)] = part
+                return len(part)
+            n = min(len(b), self.left)
+            b[:n] = bytes(n)
+            self.left -= n
+            return n
+
+    with pytest.raises(OSError) as raised:
+        apply_layer(root, io.BufferedReader(Zeros()))
+    assert raised.value.errno in (errno.ENOSPC, errno.EDQUOT)
+    assert snapshot(root) == before

@@ -93,6 +93,9 @@ REFUSED: dict[str, Callable[[str], list]] = {
     "symlink-loop": lambda s: [member("loop", tarfile.SYMTYPE, linkname="loop"), member("loop/x", data=b"")],
     "file-as-parent": lambda s: [member("etc/passwd/x", data=b"")],
     "regular-file-as-root": lambda s: [member(".", data=b"")],
+    "pax-negative-uid": lambda s: [member("x", data=b"", pax={"uid": "-5"})],
+    "pax-bad-mtime": lambda s: [member("x", data=b"", pax={"mtime": "soon"})],
+    "gnu-sparse-member": lambda s: [member("x", data=b"", pax={"GNU.sparse.size": "1000"})],
 }
 
 
@@ -204,3 +207,25 @@ def test_device_nodes_are_allowed_by_default(place) -> None:
     root, _ = place
     _check(place, build_tar([member("dev/null", tarfile.CHRTYPE, mode=0o666, dev=(1, 3))]), refused=False)
     assert os.lstat(f"{root}/dev/null").st_rdev == os.makedev(1, 3)
+
+
+def test_write_and_hard_link_through_absolute_in_layer_symlink(place) -> None:
+    """etc-link -> /etc is the layer's /etc, never the host's."""
+    root, _ = place
+    data = build_tar([member("etc-link/newfile", data=b"inside"),
+                      member("h", tarfile.LNKTYPE, linkname="etc-link/passwd")])
+    _check(place, data, refused=False)
+    assert open(f"{root}/etc/newfile", "rb").read() == b"inside"
+    assert os.lstat(f"{root}/h").st_ino == os.lstat(f"{root}/etc/passwd").st_ino
+    assert not os.path.exists("/etc/newfile")
+
+
+@pytest.mark.parametrize("mode", ["delete", "overlay", "aufs"])
+def test_overlayfs_private_xattrs_are_not_planted(place, mode: str) -> None:
+    """trusted.overlay.redirect/metacopy would make an overlay mount look elsewhere."""
+    root, _ = place
+    data = build_tar([member("f", data=b"x", xattrs={"trusted.overlay.redirect": b"/etc/passwd",
+                                                     "trusted.overlay.metacopy": b"",
+                                                     "user.overlay.opaque": b"y", "user.fine": b"1"})])
+    apply_layer(root, stream(data), whiteouts=mode)
+    assert os.listxattr(f"{root}/f") == ["user.fine"]

@@ -10,7 +10,7 @@ import subprocess
 import pytest
 
 from graphdrivers import naivediff
-from graphdrivers.driver import Change
+from graphdrivers.driver import Change, Driver
 from tests.unit.archive_tools import snapshot, without_root_and_times_of
 
 T = 1_600_000_000 * 10**9
@@ -144,3 +144,55 @@ def test_diff_apply_round_trip(base: str, tmp_path) -> None:
     assert applied == naivediff.changes_size(upper, changes)
     assert without_root_and_times_of(snapshot(target)) == without_root_and_times_of(snapshot(upper))
     assert naivediff.changes(target, upper) == []
+
+
+class _DirDriver(Driver):
+    """The smallest real driver: a layer is a full directory copy (like vfs)."""
+
+    name = "dirs-for-naivediff-test"
+
+    def status(self) -> list[tuple[str, str]]:
+        return []
+
+    def metadata(self, id: str) -> dict[str, str]:
+        return {}
+
+    def _exists(self, id: str) -> bool:
+        return os.path.isdir(os.path.join(self.home, id))
+
+    def _create(self, id: str, parent: str | None, *, size: int | None, read_write: bool) -> None:
+        if parent is None:
+            os.makedirs(os.path.join(self.home, id))
+        else:
+            _copy(os.path.join(self.home, parent), os.path.join(self.home, id))
+
+    def _remove(self, id: str) -> None:
+        shutil.rmtree(os.path.join(self.home, id))
+
+    def _mount(self, id: str, mount_label: str) -> str:
+        return os.path.join(self.home, id)
+
+    def _unmount(self, id: str) -> None:
+        pass
+
+
+def test_driver_generic_diff_uses_naivediff(tmp_path) -> None:
+    driver = _DirDriver(str(tmp_path))
+    driver.create("base")
+    base = driver.get("base")
+    _write(f"{base}/etc/a", b"a")
+    _write(f"{base}/etc/b", b"b")
+    driver.put("base")
+    driver.create("upper", "base")
+    upper = driver.get("upper")
+    os.unlink(f"{upper}/etc/a")
+    _write(f"{upper}/etc/c", b"ccc")
+    driver.put("upper")
+    assert _kinds(driver.changes("upper", "base")) == [("/etc", "C"), ("/etc/a", "D"), ("/etc/c", "A")]
+    assert driver.diff_size("upper", "base") == 3
+    driver.create("copy", "base")
+    with driver.diff("upper", "base") as stream:
+        assert driver.refcount("upper") == 1  # held until the stream is closed
+        assert driver.apply_diff("copy", "base", stream) == 3
+    assert driver.refcount("upper") == driver.refcount("base") == 0
+    assert driver.changes("copy", "upper") == []

@@ -14,6 +14,8 @@ import functools
 import itertools
 import os
 import stat
+import sys
+import traceback
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
@@ -31,7 +33,9 @@ T = TypeVar("T")
 
 
 def _fuse_errors(fn: Callable[..., Coroutine[Any, Any, T]]) -> Callable[..., Coroutine[Any, Any, T]]:
-    """OSError from a branch becomes the same errno for the caller."""
+    """OSError from a branch becomes the same errno for the caller. Any other exception
+    is a bug: it is logged and answered with EIO, because pyfuse3 would otherwise end
+    the whole mount (a container's rootfs) over one failed request."""
 
     @functools.wraps(fn)
     async def wrapper(*args: Any) -> T:
@@ -39,6 +43,11 @@ def _fuse_errors(fn: Callable[..., Coroutine[Any, Any, T]]) -> Callable[..., Cor
             return await fn(*args)
         except OSError as exc:
             raise pyfuse3.FUSEError(exc.errno or errno.EIO) from None
+        except pyfuse3.FUSEError:
+            raise
+        except Exception:
+            traceback.print_exc(file=sys.stderr)
+            raise pyfuse3.FUSEError(errno.EIO) from None
 
     return wrapper
 
@@ -56,6 +65,9 @@ class UnionOperations(pyfuse3.Operations):
     # -- attributes --------------------------------------------------------------------
 
     def _attr(self, node: Node) -> pyfuse3.EntryAttributes:
+        read_only = node.entry.branch > 0 and not node.unlinked
+        if read_only and node.attr is not None:
+            return node.attr  # type: ignore[return-value]
         st = node.st if node.unlinked else self.u.stat(node)
         assert st is not None
         a = pyfuse3.EntryAttributes()
@@ -76,6 +88,8 @@ class UnionOperations(pyfuse3.Operations):
         timeout = RO_TIMEOUT if node.entry.branch else RW_TIMEOUT
         a.attr_timeout = timeout
         a.entry_timeout = timeout
+        if read_only:
+            node.attr = a
         return a
 
     @_fuse_errors
@@ -275,7 +289,10 @@ class UnionOperations(pyfuse3.Operations):
         node = self.u.get(inode)
         if flags & (os.O_WRONLY | os.O_RDWR | os.O_TRUNC):
             self.u.copy_up(node)
-        fd = os.open(self.u.real(node), flags & ~_OPEN_STRIP)
+        flags &= ~_OPEN_STRIP
+        if node.entry.branch:
+            flags |= os.O_NOATIME  # reading through a union must not touch a read-only layer
+        fd = os.open(self.u.real(node), flags)
         info = pyfuse3.FileInfo(fh=fd)
         if node.entry.branch:
             info.keep_cache = True  # a read-only branch cannot change: keep its page cache

@@ -47,7 +47,7 @@ class Entry:
 class Node:
     """An inode of the union: one path (plus aliases for hard links), its entry, caches."""
 
-    __slots__ = ("entry", "ino", "listing", "name", "parent", "path", "st", "unlinked")
+    __slots__ = ("attr", "entry", "ino", "listing", "name", "parent", "path", "st", "unlinked")
 
     def __init__(self, ino: int, parent: Node | None, name: bytes, path: bytes, entry: Entry) -> None:
         self.ino = ino
@@ -57,6 +57,7 @@ class Node:
         self.entry = entry
         self.listing: dict[bytes, Entry] | None = None
         self.st: os.stat_result | None = None  # cached only while the node lives in a read-only branch
+        self.attr: object = None  # the FUSE attributes built from `st`, cached alike
         self.unlinked = False
 
     @property

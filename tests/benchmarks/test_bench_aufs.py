@@ -1,0 +1,174 @@
+"""aufs with the FUSE backend (strata-aufs over pyfuse3; NOT kernel aufs), side by side
+with a kernel overlay mount of the very same branches.
+
+- `get` latency of a container layer over a 5-layer chain (goal: under 100 ms);
+- sequential read of a 100 MB file of a lower layer: cold (page cache of the union and
+  of the branch dropped before each round) and warm (goal: within 2x of overlay);
+- a `find` walk that stats 10,000 files spread over the 5 layers (same goal).
+
+Run (figures are medians; FUSE/overlay ratios in the closing note of issue 4):
+    PYTHONPATH=. pytest tests/benchmarks/test_bench_aufs.py --benchmark-enable
+With benchmarks disabled (`make test`) each case runs once on a small data set.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import pytest
+
+import graphdrivers
+from graphdrivers import mountutil
+from graphdrivers.aufs.driver import AufsDriver
+from graphdrivers.backing import LoopFilesystem
+
+LAYERS = 5
+
+
+def _disabled(config: pytest.Config) -> bool:
+    return bool(config.getoption("benchmark_disable")) and not config.getoption("benchmark_enable")
+
+
+@dataclass
+class Setup:
+    driver: AufsDriver
+    container: str
+    fuse: str  # the container's union through FUSE
+    overlay: str  # an overlay mount of the same branches
+    big_size: int
+    files: int
+
+
+@pytest.fixture(scope="module")
+def setup(request: pytest.FixtureRequest) -> Iterator[Setup]:
+    small = _disabled(request.config)
+    big_size = (8 if small else 100) << 20
+    files = 500 if small else 10_000
+    base = tempfile.mkdtemp(prefix="bench-aufs-")
+    fs = LoopFilesystem(base, "ext4", 2 << 30).create()
+    driver = graphdrivers.get_driver("aufs", root=os.path.join(fs.mountpoint, "root"), options={"aufs.backend": "fuse"})
+    assert isinstance(driver, AufsDriver)
+    overlay = os.path.join(fs.mountpoint, "overlay")
+    try:
+        parent = None
+        for i in range(LAYERS):
+            layer = f"layer{i}"
+            driver.create(layer, parent)
+            diff = driver.metadata(layer)["diff"]
+            if i == 0:
+                with open(os.path.join(diff, "big"), "wb") as f:
+                    for _ in range(big_size >> 20):
+                        f.write(os.urandom(1 << 20))
+            for n in range(i, files, LAYERS):  # every layer adds its share of the tree
+                d = os.path.join(diff, "tree", f"d{n % 100:02d}")
+                os.makedirs(d, exist_ok=True)
+                with open(os.path.join(d, f"f{n}"), "wb") as f:
+                    f.write(b"x" * (n % 512))
+            parent = layer
+        driver.create_read_write("ctr", parent)
+        fuse = driver.get("ctr")
+        branches = driver.branches("ctr")
+        for sub in ("upper", "work", "merged"):
+            os.makedirs(os.path.join(overlay, sub))
+        options = f"lowerdir={':'.join(branches[1:])},upperdir={overlay}/upper,workdir={overlay}/work"
+        mountutil.mount("overlay", f"{overlay}/merged", "overlay", 0, options)
+        try:
+            yield Setup(driver, "ctr", fuse, f"{overlay}/merged", big_size, files)
+        finally:
+            mountutil.umount_retry(f"{overlay}/merged")
+            driver.put("ctr")
+    finally:
+        driver.cleanup()
+        fs.destroy()
+        os.rmdir(base)
+
+
+def _drop_cache(*paths: str) -> None:
+    for path in paths:
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        finally:
+            os.close(fd)
+
+
+def _read_all(path: str) -> int:
+    total, buf = 0, bytearray(1 << 20)
+    with open(path, "rb", buffering=0) as f:
+        while n := f.readinto(buf):
+            total += n
+    return total
+
+
+def _bench_read(benchmark, s: Setup, mount: str, *, cold: bool) -> None:
+    lower = os.path.join(s.driver.metadata("layer0")["diff"], "big")
+    target = os.path.join(mount, "big")
+    setup = (lambda: _drop_cache(target, lower)) if cold else None
+    n = benchmark.pedantic(_read_all, args=(target,), setup=setup, rounds=7, warmup_rounds=1)
+    assert n == s.big_size
+
+
+@pytest.mark.benchmark(group="aufs-seq-read-100MB-cold")
+def test_bench_read_cold_fuse(benchmark, setup: Setup) -> None:
+    _bench_read(benchmark, setup, setup.fuse, cold=True)
+
+
+@pytest.mark.benchmark(group="aufs-seq-read-100MB-cold")
+def test_bench_read_cold_overlay(benchmark, setup: Setup) -> None:
+    _bench_read(benchmark, setup, setup.overlay, cold=True)
+
+
+@pytest.mark.benchmark(group="aufs-seq-read-100MB-warm")
+def test_bench_read_warm_fuse(benchmark, setup: Setup) -> None:
+    """Lower-branch files keep their page cache across opens (keep_cache)."""
+    _bench_read(benchmark, setup, setup.fuse, cold=False)
+
+
+@pytest.mark.benchmark(group="aufs-seq-read-100MB-warm")
+def test_bench_read_warm_overlay(benchmark, setup: Setup) -> None:
+    _bench_read(benchmark, setup, setup.overlay, cold=False)
+
+
+def _walk(root: str) -> int:
+    out = subprocess.run(["find", root, "-type", "f", "-printf", "%i %s\n"], capture_output=True, check=True)
+    return out.stdout.count(b"\n")
+
+
+@pytest.mark.benchmark(group="aufs-find-stat-10k")
+def test_bench_walk_fuse(benchmark, setup: Setup) -> None:
+    n = benchmark.pedantic(_walk, args=(os.path.join(setup.fuse, "tree"),), rounds=7, warmup_rounds=1)
+    assert n == setup.files
+
+
+@pytest.mark.benchmark(group="aufs-find-stat-10k")
+def test_bench_walk_overlay(benchmark, setup: Setup) -> None:
+    n = benchmark.pedantic(_walk, args=(os.path.join(setup.overlay, "tree"),), rounds=7, warmup_rounds=1)
+    assert n == setup.files
+
+
+@pytest.mark.benchmark(group="aufs-get-5-layers")
+def test_bench_get_5_layer_chain(benchmark, setup: Setup) -> None:
+    """create_read_write once; each round mounts it (`get` returns once the mount answers)."""
+    d = setup.driver
+    d.create_read_write("get-ctr", "layer4")
+    mounted: list[str] = []
+
+    def release() -> None:
+        while mounted:
+            d.put(mounted.pop())
+
+    def get() -> str:
+        path = d.get("get-ctr")
+        mounted.append("get-ctr")
+        return path
+
+    try:
+        path = benchmark.pedantic(get, setup=release, rounds=15, warmup_rounds=1)
+        assert os.path.getsize(os.path.join(path, "big")) == setup.big_size
+    finally:
+        release()
+        d.remove("get-ctr")

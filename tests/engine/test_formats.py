@@ -1,0 +1,166 @@
+"""Every archive layout loads, and what `save` writes follows the image specs.
+
+No dockerd is installed here (and `make test` must not install one), so `save` output is
+checked against the OCI image-layout/manifest specs and the `docker load` manifest.json
+format instead of being fed to a real `docker load`.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import os
+import shutil
+import tarfile
+
+import pytest
+
+from engine import testimages
+from engine.engine import Engine
+
+from .conftest import Images, run
+
+
+@pytest.mark.parametrize(("layout", "compression"), [
+    ("docker", "none"), ("legacy", "none"), ("legacy-dir", "none"), ("docker-gz", "none"),
+    ("oci-dir", "gzip"), ("oci-tar", "zstd"), ("oci-dir", "none"),
+])
+def test_every_layout_loads_the_same_image(vfs_engine: Engine, images: Images, tmp_path, layout: str,
+                                           compression: str) -> None:
+    if layout == "legacy-dir":
+        path = str(tmp_path / "legacy")
+        with tarfile.open(images.archive("legacy.tar", [images.busybox, images.multi], "legacy")) as tf:
+            tf.extractall(path, filter="data")
+    elif layout == "docker-gz":  # `docker save | gzip` is accepted by docker load, so by us
+        path = str(tmp_path / "save.tar.gz")
+        with open(images.multi_tar, "rb") as src, gzip.open(path, "wb", compresslevel=1) as dst:
+            shutil.copyfileobj(src, dst)
+    else:
+        path = images.archive(f"{layout}-{compression}", [images.multi] if layout.startswith("oci")
+                              else [images.busybox, images.multi], layout, compression)
+    status, out, err = run(vfs_engine, "load", path)
+    assert status == 0, err
+    assert "Loaded image: strata/multi:latest\n" in out
+    image = vfs_engine.graph.get_image("strata/multi:latest")
+    assert image.id == images.multi.id
+    assert [la.diff_id for la in image.layers] == images.multi.diff_ids
+
+
+def _blob(tar: tarfile.TarFile, name: str) -> bytes:
+    f = tar.extractfile(name)
+    assert f is not None, name
+    return f.read()
+
+
+def test_save_follows_the_image_spec_and_docker_load_format(vfs_engine: Engine, images: Images, tmp_path) -> None:
+    assert run(vfs_engine, "load", images.multi_tar)[0] == 0
+    assert run(vfs_engine, "tag", "busybox", "registry.example:5000/team/busybox:1")[0] == 0
+    out = tmp_path / "saved.tar"
+    with open(out, "wb") as f:
+        job = vfs_engine.job("save", "strata/multi", "busybox", "registry.example:5000/team/busybox:1", stdout=f)
+        assert job.run() == 0
+    with tarfile.open(out) as tar:
+        for member in tar.getmembers():
+            assert not member.name.startswith("/") and ".." not in member.name.split("/")
+            assert member.isfile() or member.isdir()
+        names = set(tar.getnames())
+        # OCI image layout
+        assert json.loads(_blob(tar, "oci-layout")) == {"imageLayoutVersion": "1.0.0"}
+        index = json.loads(_blob(tar, "index.json"))
+        assert index["schemaVersion"] == 2 and index["mediaType"] == "application/vnd.oci.image.index.v1+json"
+        refs = {}
+        for desc in index["manifests"]:
+            assert desc["mediaType"] == "application/vnd.oci.image.manifest.v1+json"
+            data = _blob(tar, "blobs/sha256/" + desc["digest"].split(":")[1])
+            assert desc["digest"] == "sha256:" + hashlib.sha256(data).hexdigest() and desc["size"] == len(data)
+            refs[desc["annotations"]["io.containerd.image.name"]] = desc["annotations"][
+                "org.opencontainers.image.ref.name"]
+            manifest = json.loads(data)
+            assert manifest["schemaVersion"] == 2 and manifest["mediaType"] == desc["mediaType"]
+            config_desc = manifest["config"]
+            assert config_desc["mediaType"] == "application/vnd.oci.image.config.v1+json"
+            config = _blob(tar, "blobs/sha256/" + config_desc["digest"].split(":")[1])
+            assert config_desc["digest"] == "sha256:" + hashlib.sha256(config).hexdigest()
+            assert config_desc["size"] == len(config)
+            diff_ids = json.loads(config)["rootfs"]["diff_ids"]
+            assert [la["digest"] for la in manifest["layers"]] == diff_ids
+            for layer in manifest["layers"]:
+                assert layer["mediaType"] == "application/vnd.oci.image.layer.v1.tar"
+                blob = _blob(tar, "blobs/sha256/" + layer["digest"].split(":")[1])
+                assert layer["digest"] == "sha256:" + hashlib.sha256(blob).hexdigest() and layer["size"] == len(blob)
+        assert refs == {"docker.io/strata/multi:latest": "latest", "docker.io/library/busybox:latest": "latest",
+                        "registry.example:5000/team/busybox:1": "1"}
+        # docker load's manifest.json and repositories
+        manifest_json = json.loads(_blob(tar, "manifest.json"))
+        by_tags = {tuple(entry["RepoTags"]): entry for entry in manifest_json}
+        assert set(by_tags) == {("strata/multi:latest",), ("busybox:latest", "registry.example:5000/team/busybox:1")}
+        multi = by_tags[("strata/multi:latest",)]
+        assert multi["Config"] == "blobs/sha256/" + images.multi.id.split(":")[1]
+        assert multi["Layers"] == ["blobs/sha256/" + d.split(":")[1] for d in images.multi.diff_ids]
+        assert multi["Parent"] == images.busybox.id
+        assert all(name in names for entry in manifest_json for name in [entry["Config"], *entry["Layers"]])
+        repositories = json.loads(_blob(tar, "repositories"))
+        assert repositories["strata/multi"] == {"latest": images.multi.diff_ids[-1].split(":")[1]}
+
+
+@pytest.mark.parametrize("as_tar", [True, False])
+def test_docker_legacy_symlinked_layer(vfs_engine: Engine, images: Images, tmp_path, as_tar: bool) -> None:
+    """Docker <= 24 writes a layer two images share once, the second as `layer.tar -> ../<id>/layer.tar`."""
+    src = str(tmp_path / "legacy")
+    with tarfile.open(images.archive("legacy.tar", [images.busybox, images.multi], "legacy")) as tf:
+        tf.extractall(src, filter="data")
+    manifest = json.load(open(f"{src}/manifest.json"))
+    first = manifest[1]["Layers"][0].split("/")[0]
+    other = "f" * 64
+    os.mkdir(f"{src}/{other}")
+    os.symlink(f"../{first}/layer.tar", f"{src}/{other}/layer.tar")
+    manifest[1]["Layers"][0] = f"{other}/layer.tar"
+    json.dump(manifest, open(f"{src}/manifest.json", "w"))
+    path = src
+    if as_tar:
+        path = str(tmp_path / "legacy-symlinked.tar")
+        with tarfile.open(path, "w") as tf:
+            for name in sorted(os.listdir(src)):
+                tf.add(f"{src}/{name}", name)
+    status, _, err = run(vfs_engine, "load", path)
+    assert status == 0, err
+    assert vfs_engine.graph.get_image("strata/multi").id == images.multi.id
+
+
+def test_a_multi_platform_oci_index_loads_this_machines_image(vfs_engine: Engine, images: Images, tmp_path) -> None:
+    layout = testimages.write(str(tmp_path / "oci"), [images.busybox], "oci-dir", "gzip")
+    index = json.load(open(f"{layout}/index.json"))
+    [amd64] = index["manifests"]
+    amd64["platform"] = {"architecture": _arch(), "os": "linux"}
+    other = {"mediaType": amd64["mediaType"], "digest": "sha256:" + "0" * 64, "size": 10,
+             "platform": {"architecture": "s390x" if _arch() != "s390x" else "arm64", "os": "linux"}}
+    nested = json.dumps({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json",
+                         "manifests": [other, amd64]}).encode()
+    digest = hashlib.sha256(nested).hexdigest()
+    open(f"{layout}/blobs/sha256/{digest}", "wb").write(nested)
+    index["manifests"] = [{"mediaType": "application/vnd.oci.image.index.v1+json", "digest": f"sha256:{digest}",
+                           "size": len(nested)}]
+    json.dump(index, open(f"{layout}/index.json", "w"))
+    status, out, err = run(vfs_engine, "load", layout)
+    assert status == 0, err
+    assert out == "Loaded image: busybox:latest\n"  # the name annotated on the chosen manifest
+    assert vfs_engine.graph.get_image("busybox").id == images.busybox.id
+
+
+def test_an_image_without_layers(vfs_engine: Engine, tmp_path) -> None:
+    empty = testimages.from_layers(["scratch:empty"], [])
+    path = testimages.write(str(tmp_path / "empty.tar"), [empty])
+    assert run(vfs_engine, "load", path)[0] == 0
+    image = vfs_engine.graph.get_image("scratch:empty")
+    assert image.layers == [] and image.top_layer is None
+    [doc] = json.loads(run(vfs_engine, "inspect", "scratch:empty")[1])
+    assert doc["RootFS"]["Layers"] == [] and doc["Size"] == 0
+    with open(tmp_path / "again.tar", "wb") as f:
+        assert vfs_engine.job("save", "scratch:empty", stdout=f).run() == 0
+    assert run(vfs_engine, "rmi", "scratch:empty")[0] == 0
+    assert run(vfs_engine, "load", str(tmp_path / "again.tar"))[1] == "Loaded image: scratch:empty\n"
+
+
+def _arch() -> str:
+    return {"x86_64": "amd64", "aarch64": "arm64"}.get(os.uname().machine, os.uname().machine)
