@@ -250,6 +250,7 @@ class Run:
         out.print(rich_table(stats))
         with open(os.path.join(self.out, "summary.txt"), "w") as f:
             f.write(plain_text(stats) + "\n")
+        stats.to_csv(os.path.join(self.out, "summary.csv"), index=False)
         wide = stats[stats["wide"]]
         if len(wide):
             self.console.print(
