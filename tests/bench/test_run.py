@@ -14,6 +14,7 @@ import pandas as pd
 
 from bench import cache, results
 from bench.config import QUICK_DEPTHS
+from bench.scenarios.exec import EXEC_STEPS
 from graphdrivers import loopdev, mountutil
 
 from .conftest import REPO, QuickRun, bench
@@ -124,13 +125,13 @@ def test_exec_rows_are_numbers_or_say_why_not(quick_run: QuickRun) -> None:
         assert len(ex[(ex["step"] == step) & ex["seconds"].notna()]) == 2 * REPEAT
     for execdriver in ("oci", "native"):
         rows = ex[ex["execdriver"] == execdriver]
-        assert set(rows["step"]) == {"true", "echo_first_byte"}
+        assert set(rows["step"]) == set(EXEC_STEPS)
         unavailable = rows["note"].str.startswith("unavailable: ")
         assert (unavailable == rows["seconds"].isna()).all()  # never a number and a reason at once
         if unavailable.any():
             assert f"exec with execdriver {execdriver} unavailable" in quick_run.proc.stderr
         else:
-            assert len(rows) == 2 * 2 * REPEAT and (rows["seconds"] > 0).all()
+            assert len(rows) == len(EXEC_STEPS) * 2 * REPEAT and (rows["seconds"] > 0).all()
             assert rows["runtime"].str.len().min() > 0  # which runtime ran it (runc version, or native)
 
 
