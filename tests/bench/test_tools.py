@@ -141,3 +141,16 @@ def test_a_release_error_never_masks_ctrl_c(make_backing) -> None:
             layers.created_layer("never-made")
     finally:
         driver.cleanup()
+
+
+def test_report_over_two_runs_labels_each_run(quick_run: QuickRun, tmp_path) -> None:
+    other = tmp_path / "other"
+    shutil.copytree(quick_run.out, other)
+    df = pd.read_parquet(other / results.PARQUET)
+    df["run_id"] = "20000101T000000Z-beef"
+    df.to_parquet(other / results.PARQUET, index=False)
+    proc = bench("report", quick_run.out, str(other), "--out", str(tmp_path / "report"))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    page = (tmp_path / "report" / "index.html").read_text()
+    assert "vfs @20000101T000000Z-beef" in page
+    assert f"vfs @{results.load_run(quick_run.out)['run_id']}" in page
