@@ -109,6 +109,7 @@ def test_bad_image_is_a_clear_error(tmp_path) -> None:
     proc = bench("run", "--driver", "vfs", "--image", str(bad), "--out", str(tmp_path / "out"))
     assert proc.returncode == 2
     assert "neither manifest.json" in proc.stderr
+    assert not (tmp_path / "out").exists()
 
 
 def test_bottom_file_survives_the_whiteouts_above_it(tmp_path) -> None:
@@ -154,3 +155,16 @@ def test_report_over_two_runs_labels_each_run(quick_run: QuickRun, tmp_path) -> 
     page = (tmp_path / "report" / "index.html").read_text()
     assert "vfs @20000101T000000Z-beef" in page
     assert f"vfs @{results.load_run(quick_run.out)['run_id']}" in page
+
+
+def test_impossible_runs_are_refused_before_anything_is_set_up(tmp_path) -> None:
+    for args, message in (
+        (["--backing", str(tmp_path / "missing")], "not a directory"),
+        (["--image", str(tmp_path / "missing.tar")], "no such file"),
+        (["--depths", "0,8"], "between 1 and 127"),
+        (["--scenario", "layer-create,boot"], "unknown boot"),
+    ):
+        proc = bench("run", "--driver", "vfs", "--out", str(tmp_path / "out"), *args)
+        assert proc.returncode == 2, (args, proc.stderr)
+        assert message in proc.stderr
+    assert not (tmp_path / "out").exists()
