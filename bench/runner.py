@@ -244,6 +244,12 @@ class Run:
         }
 
     def _write(self, interrupted: bool) -> None:
+        stats = summary(results.frame(self.rows))
+        self.facts["statistics"] = {
+            "groups": len(stats),
+            "measured_groups": int((stats["n"] > 0).sum()) if len(stats) else 0,
+            "wide_groups": int(stats["wide"].sum()) if len(stats) else 0,
+        }
         results.write(self.out, self.rows, self.run_json(interrupted))
 
     def _print_table(self) -> None:

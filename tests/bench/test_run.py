@@ -61,6 +61,8 @@ def test_run_json_records_machine_backing_and_software(quick_run: QuickRun) -> N
     (layer,) = run["workload"]["layers"]  # busybox: one layer holding /bin/busybox
     assert layer["files"] >= 1 and layer["bytes"] >= os.path.getsize("/bin/busybox") and len(layer["sha256"]) == 64
     assert set(run["execdrivers"]) == {"oci", "native"}
+    stats = run["statistics"]
+    assert stats["groups"] >= stats["measured_groups"] > 0 and 0 <= stats["wide_groups"] <= stats["measured_groups"]
 
 
 def test_layer_create_rows_per_layer_and_chain_with_space(quick_run: QuickRun) -> None:
