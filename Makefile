@@ -3,7 +3,8 @@
 # and run. See README.md.
 
 APT_PACKAGES := btrfs-progs xfsprogs e2fsprogs util-linux fuse3 libfuse3-dev pkg-config \
-	libbtrfsutil-dev busybox-static runc crun docker-registry apache2-utils gcc python3-dev python3-venv
+	libbtrfsutil-dev busybox-static runc crun docker-registry apache2-utils gcc python3-dev python3-venv \
+	skopeo
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin

@@ -19,10 +19,8 @@ import platform
 from collections.abc import Iterator
 from typing import IO, TYPE_CHECKING
 
-from . import layerstream
 from .errors import InvalidArchive, UsageError
 from .graph import Graph, LayerSource, NewImage
-from .imagesave import chunks_stream
 from .job import Job
 from .reference import normalize_tag
 from .registry import reference
@@ -172,15 +170,10 @@ def push(job: Job) -> int:
     job.write(f"The push refers to repository [{ref.registry}/{ref.repository}]\n")
     descriptors = []
     for layer in image.layers:
-        ts_path = graph.tarsplit_path(layer.chain_id)
-        size = layerstream.tarsplit_size(ts_path)
+        size = graph.layer_tar_size(layer)
         mount_from = _mount_source(job, layer.diff_id, ref)
-        path = graph.driver.get(layer.chain_id)
-        try:
-            stream = chunks_stream(layerstream.reassemble(ts_path, path))
+        with graph.open_layer_tar(layer) as stream:
             outcome = client.upload_blob(ref.repository, layer.diff_id, stream, size, mount_from=mount_from)
-        finally:
-            graph.driver.put(layer.chain_id)
         _remember(job, layer.diff_id, ref)
         job.write(f"{layer.diff_id[7:19]}: {_PUSHED[outcome]}\n")
         descriptors.append({"mediaType": MEDIA_OCI_LAYER, "digest": layer.diff_id, "size": size})

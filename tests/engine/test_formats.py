@@ -12,6 +12,7 @@ import hashlib
 import json
 import os
 import shutil
+import subprocess
 import tarfile
 
 import pytest
@@ -164,3 +165,47 @@ def test_an_image_without_layers(vfs_engine: Engine, tmp_path) -> None:
 
 def _arch() -> str:
     return {"x86_64": "amd64", "aarch64": "arm64"}.get(os.uname().machine, os.uname().machine)
+
+
+# -- a second implementation: skopeo (containers/image, what podman uses) ---------------------
+# No dockerd here, so the docker-archive format is cross-checked with skopeo (apt, installed
+# by the Makefile): it reads what `save` writes, verifying every digest, and writes
+# docker-archive, OCI layout and OCI archive images that `load` must read.
+
+
+def _skopeo(*args: str) -> str:
+    result = subprocess.run(["skopeo", "--insecure-policy", *args], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def test_skopeo_reads_what_save_writes(vfs_engine: Engine, images: Images, tmp_path) -> None:
+    assert run(vfs_engine, "load", images.multi_tar)[0] == 0
+    saved = str(tmp_path / "saved.tar")
+    with open(saved, "wb") as f:
+        assert vfs_engine.job("save", "strata/multi", "busybox", stdout=f).run() == 0
+    for tag, image in (("strata/multi:latest", images.multi), ("busybox:latest", images.busybox)):
+        config = json.loads(_skopeo("inspect", "--config", f"docker-archive:{saved}:{tag}"))
+        assert config["rootfs"]["diff_ids"] == image.diff_ids
+        out = tmp_path / tag.replace("/", "_")
+        _skopeo("copy", f"docker-archive:{saved}:{tag}", f"dir:{out}")  # reads and digests every blob
+        assert sorted(p.name for p in out.iterdir() if len(p.name) == 64) == sorted(
+            {d.split(":")[1] for d in image.diff_ids} | {image.id.split(":")[1]})
+
+
+@pytest.mark.parametrize("dest", ["docker-archive", "oci", "oci-archive"])
+def test_load_reads_what_skopeo_writes(vfs_engine: Engine, images: Images, tmp_path, dest: str) -> None:
+    target = str(tmp_path / ("skopeo.tar" if dest.endswith("archive") else "skopeo-oci"))
+    _skopeo("copy", f"docker-archive:{images.multi_tar}:strata/multi:latest", f"{dest}:{target}:strata/multi:latest")
+    status, out, err = run(vfs_engine, "load", target)
+    assert status == 0, err
+    [image] = vfs_engine.graph.images()
+    assert [la.diff_id for la in image.layers] == images.multi.diff_ids
+    if dest == "docker-archive":  # the config travels unchanged: same image id, same tag
+        assert (image.id, out) == (images.multi.id, "Loaded image: strata/multi:latest\n")
+    path = vfs_engine.driver.get(image.top_layer)
+    try:
+        assert os.path.getsize(os.path.join(path, "bin/busybox")) == os.path.getsize("/bin/busybox")
+        assert not os.path.lexists(os.path.join(path, "etc/motd"))
+    finally:
+        vfs_engine.driver.put(image.top_layer)

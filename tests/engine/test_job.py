@@ -64,3 +64,13 @@ def test_a_second_engine_on_the_root_is_refused(vfs_engine: Engine) -> None:
     vfs_engine.close()
     again = Engine(vfs_engine.root, "vfs")  # the lock went with the first engine
     again.close()
+
+
+def test_the_driver_is_selected_as_graphdrivers_does(tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("DOCKER_DRIVER", "vfs")
+    with Engine(str(tmp_path / "a")) as engine:
+        assert engine.driver.name == "vfs"
+        assert engine.driver.home == str(tmp_path / "a" / "vfs")
+    monkeypatch.delenv("DOCKER_DRIVER")
+    with Engine(str(tmp_path / "a")) as engine:  # prior storage: the root already holds vfs layers
+        assert engine.driver.name == "vfs"
