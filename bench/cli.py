@@ -73,7 +73,7 @@ def parser() -> argparse.ArgumentParser:
     report.add_argument("dirs", nargs="+")
     report.add_argument("--out", required=True)
 
-    compare = sub.add_parser("compare", help="ratios of medians NEW/BASE per group, with CIs")
+    compare = sub.add_parser("compare", help="median ratios NEW/BASE per group with CIs; warns when the runs differ")
     compare.add_argument("base")
     compare.add_argument("new")
     compare.add_argument("--fail-above", type=float, default=1.2, help="exit 1 when a group is slower than this ratio")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 import tarfile
@@ -43,7 +44,11 @@ def test_compare_passes_on_equal_runs_and_fails_on_a_real_slowdown(quick_run: Qu
     df = pd.read_parquet(slower / results.PARQUET)
     df.loc[df["step"] == "create_read_write+get", "seconds"] *= 3
     df.to_parquet(slower / results.PARQUET, index=False)
+    run = results.load_run(str(slower))
+    run["machine"]["kernel"] = "0.0.0-other"
+    (slower / results.RUN_JSON).write_text(json.dumps(run))
     proc = bench("compare", quick_run.out, str(slower), "--fail-above", "1.2")
+    assert "differ in more than the code: machine.kernel" in proc.stdout
     assert proc.returncode == 1, proc.stdout
     assert "SLOWER" in proc.stdout and "got slower than 1.2x" in proc.stdout
     assert bench("compare", quick_run.out, str(slower), "--fail-above", "5").returncode == 0
