@@ -104,7 +104,7 @@ class Run:
         scratch = self.config.scratch or tempfile.mkdtemp(prefix="strata-bench-")
         os.makedirs(scratch, exist_ok=True)
         interrupted = False
-        try:
+        try:  # a workload that cannot be built is a usage error: no result directory
             workload = workloads.build(
                 self.config.workload,
                 os.path.join(scratch, "workload"),
@@ -112,7 +112,12 @@ class Run:
                 depth=self.config.depth,
                 image=self.config.image,
             )
-            self.facts["workload"] = workload.facts()
+        except BaseException:
+            shutil.rmtree(scratch, ignore_errors=True)
+            signal.signal(signal.SIGTERM, old_term)
+            raise
+        self.facts["workload"] = workload.facts()
+        try:
             with Progress(
                 TextColumn("{task.description}"),
                 BarColumn(),
@@ -239,6 +244,12 @@ class Run:
         }
 
     def _write(self, interrupted: bool) -> None:
+        stats = summary(results.frame(self.rows))
+        self.facts["statistics"] = {
+            "groups": len(stats),
+            "measured_groups": int((stats["n"] > 0).sum()) if len(stats) else 0,
+            "wide_groups": int(stats["wide"].sum()) if len(stats) else 0,
+        }
         results.write(self.out, self.rows, self.run_json(interrupted))
 
     def _print_table(self) -> None:

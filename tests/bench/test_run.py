@@ -61,6 +61,8 @@ def test_run_json_records_machine_backing_and_software(quick_run: QuickRun) -> N
     (layer,) = run["workload"]["layers"]  # busybox: one layer holding /bin/busybox
     assert layer["files"] >= 1 and layer["bytes"] >= os.path.getsize("/bin/busybox") and len(layer["sha256"]) == 64
     assert set(run["execdrivers"]) == {"oci", "native"}
+    stats = run["statistics"]
+    assert stats["groups"] >= stats["measured_groups"] > 0 and 0 <= stats["wide_groups"] <= stats["measured_groups"]
 
 
 def test_layer_create_rows_per_layer_and_chain_with_space(quick_run: QuickRun) -> None:
@@ -148,18 +150,21 @@ def test_summary_table_printed(quick_run: QuickRun) -> None:
 
 
 def test_failing_driver_is_reported_and_the_others_still_run(tmp_path) -> None:
-    """btrfs on an ext4 --backing path cannot start; vfs after it must still be measured."""
+    """btrfs on an ext4 --backing path cannot start; vfs (set up before it, on the same
+    path) and overlay2 (after it) must still be measured."""
     out = str(tmp_path / "out")
     backing = tmp_path / "backing"
     backing.mkdir()
     proc = bench(
         "run",
         "--driver",
+        "vfs",
+        "--driver",
         "nosuch",
         "--driver",
         "btrfs",
         "--driver",
-        "vfs",
+        "overlay2",
         "--quick",
         "--scenario",
         "rootfs",
@@ -176,10 +181,10 @@ def test_failing_driver_is_reported_and_the_others_still_run(tmp_path) -> None:
     assert "no such driver" in run["drivers"]["nosuch"]["errors"][0]
     assert run["drivers"]["btrfs"]["status"] == "failed"
     assert "btrfs" in run["drivers"]["btrfs"]["errors"][0]
-    assert run["drivers"]["vfs"]["status"] == "ok"
+    assert run["drivers"]["vfs"]["status"] == "ok" and run["drivers"]["overlay2"]["status"] == "ok"
     assert "warning: driver btrfs failed to start" in " ".join(proc.stderr.split())
     df = pd.read_parquet(os.path.join(out, results.PARQUET))
-    assert set(df["driver"]) == {"vfs"} and len(df) == 5 * REPEAT
+    assert set(df["driver"]) == {"vfs", "overlay2"} and len(df) == 2 * 5 * REPEAT
     assert os.listdir(backing) == []  # the --backing path is left as it was
 
 
