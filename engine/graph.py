@@ -23,7 +23,6 @@ import contextlib
 import hashlib
 import json
 import os
-import sqlite3
 import tarfile
 import threading
 import time
@@ -419,9 +418,8 @@ class Graph:
                                   [(image_id, i, layer.chain_id) for i, layer in enumerate(new.layers)])
             for new in images:  # second pass: a parent may come later in the same archive
                 image_id = image_id_of(new.config_bytes)
-                parent = new.parent if new.parent is not None else _prefix_parent(c, image_id, new.layers)
-                if parent is not None and parent != image_id and self.db.entity_kind(parent) == "image":
-                    self.db.add_edge(image_id, "parent", parent, replace=True)
+                if new.parent is not None and new.parent != image_id and self.db.entity_kind(new.parent) == "image":
+                    self.db.add_edge(image_id, "parent", new.parent, replace=True)
                 moved = []
                 for tag in new.tags:
                     old = self.db.add_edge(TAGS, tag, image_id, replace=True)
@@ -524,21 +522,3 @@ class Graph:
         history = image.config.get("history") or [{} for _ in image.layers]
         for entry in history:
             yield entry, (None if entry.get("empty_layer") else next(layers, None))
-
-
-def _prefix_parent(c: sqlite3.Connection, image_id: str, layers: list[Layer]) -> str | None:
-    """The image whose layers are the longest proper prefix of `layers`, if one is stored.
-
-    An archive may name no Parent (docker load refuses a Parent whose history is not the
-    child's minus one entry, so `save` leaves such relations out, and pulled images have
-    none); the layer chain still says which image this one was built on.
-    """
-    for k in range(len(layers) - 1, 0, -1):
-        row = c.execute(
-            "SELECT il.image_id FROM image_layers il WHERE il.chain_id = ? AND il.position = ? AND il.image_id != ?"
-            " AND NOT EXISTS (SELECT 1 FROM image_layers x WHERE x.image_id = il.image_id AND x.position = ?)"
-            " ORDER BY il.image_id LIMIT 1",
-            (layers[k - 1].chain_id, k - 1, image_id, k)).fetchone()
-        if row is not None:
-            return row[0]
-    return None

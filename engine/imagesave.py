@@ -89,6 +89,7 @@ def write_docker_archive(out: IO[bytes], images: list[OutImage], *, legacy: bool
     with tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT) as tar:
         w = _Writer(tar)
         manifest, repositories, index = [], {}, []
+        ids = {image.id for image in images}
         for image in images:
             hexid = image.id.split(":", 1)[1]
             if legacy:
@@ -123,8 +124,7 @@ def write_docker_archive(out: IO[bytes], images: list[OutImage], *, legacy: bool
                                                "org.opencontainers.image.ref.name": tag.rpartition(":")[2]}
                     index.append(desc)
             entry: dict[str, object] = {"Config": config_name, "RepoTags": image.tags or None, "Layers": layer_names}
-            parent = next((i for i in images if i.id == image.parent), None)
-            if parent is not None and _docker_accepts_parent(image, parent):
+            if image.parent in ids:
                 entry["Parent"] = image.parent
             manifest.append(entry)
             for tag in image.tags:
@@ -213,13 +213,3 @@ def _compress(raw: bytes, compression: str) -> bytes:
     if compression == "zstd":
         return zstandard.ZstdCompressor(level=1).compress(raw)
     return raw
-
-
-def _docker_accepts_parent(image: OutImage, parent: OutImage) -> bool:
-    """`docker load` rejects a Parent whose history is not the child's minus its last entry
-    ("is not a valid parent"); such a relation is left out rather than break the archive."""
-    child_history = json.loads(image.config_bytes).get("history") or []
-    parent_history = json.loads(parent.config_bytes).get("history") or []
-    if not child_history and not parent_history:
-        return True
-    return len(child_history) == len(parent_history) + 1 and child_history[:-1] == parent_history
