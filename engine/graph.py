@@ -513,7 +513,16 @@ class Graph:
             image = self.get_image(image_id)
             self.db.remove_entity(image_id)
             lines.append(f"Deleted: {image_id}")
-        self.collect(reversed([layer.chain_id for layer in image.layers]))
+            chains = [layer.chain_id for layer in image.layers]
+            # as docker rmi does: untagged parents nothing else needs go too
+            parent = image.parent
+            while parent is not None and not self.db.tags_of(parent) and not self.db.children_of(parent) \
+                    and not self.db.users_of_image(parent):
+                above = self.get_image(parent)
+                self.db.remove_entity(parent)
+                lines.append(f"Deleted: {parent}")
+                parent = above.parent
+        self.collect(reversed(chains))
         return lines
 
     def history_of(self, image: Image) -> Iterator[tuple[dict[str, Any], Layer | None]]:

@@ -64,13 +64,13 @@ def load(job: Job) -> int:
             results = _apply_plans(job, graph, plans)
         finally:
             bundle.close()
+    tagged = any(p.tags for p in plans)
     for (image_id, moved), p in zip(results, plans, strict=True):
         for old in moved:
             job.error_line(f"The image {', '.join(p.tags)} already existed; the old image {old} lost that tag")
-        if p.tags:
-            for t in p.tags:
-                job.write(f"Loaded image: {t}\n")
-        else:
+        for t in p.tags:
+            job.write(f"Loaded image: {t}\n")
+        if not tagged:  # as docker load: ids only when the archive names no image
             job.write(f"Loaded image ID: {image_id}\n")
     return 0
 

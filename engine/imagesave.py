@@ -89,7 +89,7 @@ def write_docker_archive(out: IO[bytes], images: list[OutImage], *, legacy: bool
     with tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT) as tar:
         w = _Writer(tar)
         manifest, repositories, index = [], {}, []
-        ids = {image.id for image in images}
+        configs = {image.id: image.config_bytes for image in images}
         for image in images:
             hexid = image.id.split(":", 1)[1]
             if legacy:
@@ -124,7 +124,7 @@ def write_docker_archive(out: IO[bytes], images: list[OutImage], *, legacy: bool
                                                "org.opencontainers.image.ref.name": tag.rpartition(":")[2]}
                     index.append(desc)
             entry: dict[str, object] = {"Config": config_name, "RepoTags": image.tags or None, "Layers": layer_names}
-            if image.parent in ids:
+            if image.parent in configs and docker_valid_parent(image.config_bytes, configs[image.parent]):
                 entry["Parent"] = image.parent
             manifest.append(entry)
             for tag in image.tags:
@@ -137,6 +137,16 @@ def write_docker_archive(out: IO[bytes], images: list[OutImage], *, legacy: bool
         w.file("manifest.json", _json(manifest))
         if repositories:
             w.file("repositories", _json(repositories))
+
+
+def docker_valid_parent(child_config: bytes, parent_config: bytes) -> bool:
+    """Docker's rule for a Parent link (moby checkValidParent): the child is its parent plus
+    exactly one history step. `docker load` fails on any other Parent, so none is written."""
+    child = json.loads(child_config).get("history") or []
+    parent = json.loads(parent_config).get("history") or []
+    if not child and not parent:
+        return True
+    return len(child) - len(parent) == 1 and child[: len(parent)] == parent
 
 
 def _full_name(tag: str) -> str:

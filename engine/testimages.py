@@ -37,6 +37,9 @@ class BuiltImage:
     layer_files: list[str]
     parent: str | None = None
     diff_ids: list[str] = field(default_factory=list)
+    # untagged images between the parent and this one, oldest first, written with it (as
+    # `docker save` of a classic build has them: each image is its parent plus one step)
+    intermediates: list[BuiltImage] = field(default_factory=list)
 
     @property
     def id(self) -> str:
@@ -124,7 +127,7 @@ def _config(diff_ids: list[str], history: list[str], cmd: list[str]) -> bytes:
     return json.dumps(config, separators=(",", ":"), sort_keys=True).encode()
 
 
-def _busybox_layer(workdir: str) -> tuple[str, str]:
+def _busybox_layer(workdir: str, salt: str) -> tuple[str, str]:
     path = os.path.join(workdir, "busybox.tar")
     applets = subprocess.run([BUSYBOX, "--list-full"], capture_output=True, text=True, check=True).stdout.split()
     layer = _Layer(path)
@@ -140,20 +143,23 @@ def _busybox_layer(workdir: str) -> tuple[str, str]:
     layer.file("etc/group", _GROUP)
     layer.file("etc/hostname", b"strata\n")
     layer.file("etc/motd", b"strata test image\n")
+    if salt:  # a layer no other image shares (a store that has busybox must still apply it)
+        layer.file("etc/strata-salt", salt.encode() + b"\n")
     return path, layer.close()
 
 
-def busybox(workdir: str) -> BuiltImage:
+def busybox(workdir: str, salt: str = "") -> BuiltImage:
     """`busybox:latest`: one layer."""
     os.makedirs(workdir, exist_ok=True)
-    path, diff_id = _busybox_layer(workdir)
+    path, diff_id = _busybox_layer(workdir, salt)
     config = _config([diff_id], ["/bin/sh -c #(nop) ADD busybox-static /"], ["sh"])
     return BuiltImage(["busybox:latest"], config, [path], None, [diff_id])
 
 
-def multilayer(workdir: str, *, small_files: int = 1000, big_size: int = 100 << 20) -> tuple[BuiltImage, BuiltImage]:
+def multilayer(workdir: str, *, small_files: int = 1000, big_size: int = 100 << 20,
+               salt: str = "") -> tuple[BuiltImage, BuiltImage]:
     """(busybox, `strata/multi:latest`): busybox + small files + a big file + deletions."""
-    base = busybox(workdir)
+    base = busybox(workdir, salt)
     small = _Layer(os.path.join(workdir, "small.tar"))
     small.dir("data")
     small.dir("data/small")
@@ -174,12 +180,17 @@ def multilayer(workdir: str, *, small_files: int = 1000, big_size: int = 100 << 
     deletes.file("data/DELETED", b"data/small/0000 data/small/0001 etc/motd\n")
     delete_id = deletes.close()
     diff_ids = [*base.diff_ids, small_id, big_id, delete_id]
-    config = _config(diff_ids, ["/bin/sh -c #(nop) ADD busybox-static /",
-                                f"/bin/sh -c for i in $(seq {small_files}); do ...; done",
-                                f"/bin/sh -c head -c {big_size} /dev/urandom > /data/big.bin",
-                                "/bin/sh -c rm /data/small/0000 /data/small/0001 /etc/motd"], ["sh"])
+    history = ["/bin/sh -c #(nop) ADD busybox-static /",
+               f"/bin/sh -c for i in $(seq {small_files}); do ...; done",
+               f"/bin/sh -c head -c {big_size} /dev/urandom > /data/big.bin",
+               "/bin/sh -c rm /data/small/0000 /data/small/0001 /etc/motd"]
     files = [*base.layer_files, small.path, big.path, deletes.path]
-    multi = BuiltImage(["strata/multi:latest"], config, files, base.id, diff_ids)
+    steps, parent = [], base.id
+    for n in range(2, len(diff_ids)):
+        step = BuiltImage([], _config(diff_ids[:n], history[:n], ["sh"]), files[:n], parent, diff_ids[:n])
+        steps.append(step)
+        parent = step.id
+    multi = BuiltImage(["strata/multi:latest"], _config(diff_ids, history, ["sh"]), files, parent, diff_ids, steps)
     return base, multi
 
 
@@ -187,8 +198,9 @@ def write(path: str, images: list[BuiltImage], layout: str = "docker", compressi
     """Write `images` as a `docker` (Docker 25+), `legacy` (Docker 1.10-24) save archive, or
     as an `oci-dir` / `oci-tar` image layout (one image, layers compressed)."""
     if layout in ("docker", "legacy"):
+        expanded = list({i.id: i for image in images for i in (*image.intermediates, image)}.values())
         with open(path, "wb") as out:
-            write_docker_archive(out, [i.out() for i in images], legacy=layout == "legacy")
+            write_docker_archive(out, [i.out() for i in expanded], legacy=layout == "legacy")
     elif layout in ("oci-dir", "oci-tar"):
         if len(images) != 1:
             raise ValueError("an OCI layout is written for one image")

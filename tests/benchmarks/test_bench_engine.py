@@ -5,9 +5,10 @@ deletions), per driver, beside reference points measured in the same run.
   the backing filesystem it registered for; every round loads into a root that holds
   none of the layers (the previous round's images are removed in untimed setup).
 - `docker load` of the same archive, only when a Docker daemon answers on
-  /var/run/docker.sock. This machine has no dockerd (and the tests do not install one),
-  so the comparison group then holds ours and the floor below, and says so in
-  extra_info.
+  /var/run/docker.sock (the tests never install one; without it the group holds ours and
+  the floor below, and says so in extra_info). The daemon may be shared, so the image is
+  salted (its layers are nobody else's) and tagged uniquely, and only that is removed
+  between rounds.
 - the floor: GNU `tar -x` of the same three layer tars into one directory on the same
   filesystem, with no digests, no whiteouts and no bookkeeping.
 
@@ -19,6 +20,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -49,10 +51,14 @@ NOTE = "docker load measured side by side" if DOCKER else \
     "no dockerd on this machine: strata load is reported beside the tar -x floor only"
 
 
+SALT = f"bench-engine-{os.getpid()}-{time.time_ns()}"
+
+
 @pytest.fixture(scope="module")
 def archive(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, testimages.BuiltImage]:
     work = str(tmp_path_factory.mktemp("bench-engine-image"))
-    base, multi = testimages.multilayer(work)
+    base, multi = testimages.multilayer(work, salt=SALT)
+    base.tags, multi.tags = [f"strata-bench/busybox:{SALT}"], [f"strata-bench/multi:{SALT}"]
     return testimages.write(os.path.join(work, "multi-save.tar"), [base, multi]), multi
 
 
@@ -64,16 +70,16 @@ def backing(request: pytest.FixtureRequest, tmp_path) -> Iterator[str]:
 
 def _engine_load(benchmark, root: str, driver: str, path: str, multi: testimages.BuiltImage) -> None:
     with Engine(root, driver) as engine:
-        def reset() -> None:  # children first: a parent image cannot go while its child exists
-            for image in sorted(engine.graph.images(), key=lambda i: -len(i.layers)):
-                engine.graph.delete(image.id, force=True)
+        def reset() -> None:  # the top image first: removing it prunes its untagged parents
+            while images := engine.graph.images():
+                engine.graph.delete(max(images, key=lambda i: len(i.layers)).id, force=True)
             assert engine.graph.layers() == []
 
         def load() -> None:
             engine.job("load", path).run(check=True)
 
         benchmark.pedantic(load, setup=reset, rounds=ROUNDS, warmup_rounds=1)
-        assert engine.graph.get_image("strata/multi").id == multi.id
+        assert engine.graph.get_image(multi.tags[0]).id == multi.id
     benchmark.extra_info.update(driver=driver, note=NOTE)
 
 
@@ -110,11 +116,15 @@ if DOCKER:
     def test_docker_load(benchmark, archive) -> None:
         path, _ = archive
 
-        def reset() -> None:
-            subprocess.run(["docker", "rmi", "-f", "strata/multi:latest", "busybox:latest"], capture_output=True)
+        def reset() -> None:  # rmi prunes the untagged steps, and only this run's layers exist
+            subprocess.run(["docker", "rmi", f"strata-bench/multi:{SALT}", f"strata-bench/busybox:{SALT}"],
+                           capture_output=True)
 
         def load() -> None:
             subprocess.run(["docker", "load", "-i", path], check=True, capture_output=True)
 
-        benchmark.pedantic(load, setup=reset, rounds=ROUNDS, warmup_rounds=1)
-        benchmark.extra_info.update(note=NOTE)
+        try:
+            benchmark.pedantic(load, setup=reset, rounds=ROUNDS, warmup_rounds=1)
+        finally:
+            reset()
+        benchmark.extra_info.update(driver="overlay2 (dockerd)", note=NOTE)

@@ -30,6 +30,11 @@ class Images:
         return path
 
     @property
+    def chain(self) -> list[BuiltImage]:
+        """Every image the multi archive holds: busybox, the untagged steps, strata/multi."""
+        return [self.busybox, *self.multi.intermediates, self.multi]
+
+    @property
     def busybox_tar(self) -> str:
         return self.archive("busybox.tar", [self.busybox])
 

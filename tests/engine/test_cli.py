@@ -63,13 +63,14 @@ def test_the_image_commands(strata, images: Images, tmp_path) -> None:
     history = _ok(strata("history", "strata/multi")).splitlines()
     assert history[0].split()[:2] == ["IMAGE", "CREATED"] and len(history) == 5
     info = _ok(strata("info"))
-    assert "Images: 2\n" in info and f"Storage Driver: {strata.driver}\n" in info
+    assert "Images: 4\n" in info  # busybox, two untagged steps, strata/multi
+    assert f"Storage Driver: {strata.driver}\n" in info
     assert f"Docker Root Dir: {strata.root}" in info
     saved = str(tmp_path / "out" / "saved.tar")
     os.makedirs(os.path.dirname(saved))
     assert _ok(strata("save", "-o", saved, "strata/multi")) == ""
     assert os.listdir(os.path.dirname(saved)) == ["saved.tar"]  # no temp file left behind
-    assert _ok(strata("rmi", "strata/multi")).endswith(f"Deleted: {images.multi.id}\n")
+    assert f"Deleted: {images.multi.id}\n" in _ok(strata("rmi", "strata/multi"))
     with open(saved, "rb") as f:  # load from stdin
         assert _ok(strata("load", stdin=f.read())) == "Loaded image: strata/multi:latest\n"
     with open(images.busybox.layer_files[0], "rb") as f:

@@ -17,6 +17,10 @@ from engine.errors import InvalidArchive
 from .conftest import Images, assert_clean
 
 
+def _multi(manifest: list[dict]) -> dict:
+    return next(entry for entry in manifest if entry["RepoTags"] == ["strata/multi:latest"])
+
+
 def _load_fails(engine: Engine, path: str, match: str) -> None:
     job = engine.job("load", path)
     assert job.run() == 1
@@ -63,7 +67,7 @@ def test_a_blob_whose_digest_does_not_match(vfs_engine: Engine, images: Images, 
 def test_a_layer_whose_content_does_not_match_the_config(vfs_engine: Engine, images: Images, tmp_path) -> None:
     legacy = _extract(images.archive("legacy.tar", [images.busybox, images.multi], "legacy"), str(tmp_path / "x"))
     manifest = json.load(open(os.path.join(legacy, "manifest.json")))
-    _flip_data_byte(os.path.join(legacy, manifest[1]["Layers"][1]))
+    _flip_data_byte(os.path.join(legacy, _multi(manifest)["Layers"][1]))
     _load_fails(vfs_engine, legacy, "does not match the config's diff id")
     assert_clean(vfs_engine, images.busybox, images.multi)  # the good first image is not kept either
 
@@ -72,7 +76,7 @@ def test_a_layer_whose_content_does_not_match_the_config(vfs_engine: Engine, ima
 def test_a_truncated_layer(vfs_engine: Engine, images: Images, tmp_path, compression: str) -> None:
     if compression == "none":
         legacy = _extract(images.archive("legacy.tar", [images.busybox, images.multi], "legacy"), str(tmp_path / "x"))
-        layer = os.path.join(legacy, json.load(open(os.path.join(legacy, "manifest.json")))[1]["Layers"][1])
+        layer = os.path.join(legacy, _multi(json.load(open(os.path.join(legacy, "manifest.json"))))["Layers"][1])
         os.truncate(layer, os.path.getsize(layer) // 2)
         _load_fails(vfs_engine, legacy, "layer")
     else:
@@ -86,7 +90,7 @@ def test_a_truncated_layer(vfs_engine: Engine, images: Images, tmp_path, compres
 def test_a_manifest_naming_a_missing_blob(vfs_engine: Engine, images: Images, tmp_path) -> None:
     docker = _extract(images.multi_tar, str(tmp_path / "x"))
     manifest = json.load(open(os.path.join(docker, "manifest.json")))
-    os.unlink(os.path.join(docker, manifest[1]["Layers"][2]))
+    os.unlink(os.path.join(docker, _multi(manifest)["Layers"][3]))
     _load_fails(vfs_engine, docker, "missing from the archive")
     assert_clean(vfs_engine, images.multi)
 
@@ -110,11 +114,11 @@ def test_malformed_manifests(vfs_engine: Engine, images: Images, tmp_path, damag
     if damage == "not json":
         open(path, "w").write("{not json")
     elif damage == "no layers":
-        del manifest[1]["Layers"]
+        del _multi(manifest)["Layers"]
     elif damage == "count":
-        manifest[1]["Layers"].pop()
+        _multi(manifest)["Layers"].pop()
     elif damage == "config":
-        open(os.path.join(docker, manifest[1]["Config"]), "ab").write(b" ")
+        open(os.path.join(docker, _multi(manifest)["Config"]), "ab").write(b" ")
     if damage != "not json":
         json.dump(manifest, open(path, "w"))
     _load_fails(vfs_engine, docker, expected)

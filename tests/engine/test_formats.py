@@ -19,6 +19,7 @@ import pytest
 
 from engine import testimages
 from engine.engine import Engine
+from engine.imagesave import docker_valid_parent
 
 from .conftest import Images, run
 
@@ -59,7 +60,9 @@ def test_save_follows_the_image_spec_and_docker_load_format(vfs_engine: Engine, 
     assert run(vfs_engine, "tag", "busybox", "registry.example:5000/team/busybox:1")[0] == 0
     out = tmp_path / "saved.tar"
     with open(out, "wb") as f:
-        job = vfs_engine.job("save", "strata/multi", "busybox", "registry.example:5000/team/busybox:1", stdout=f)
+        steps = [i.id for i in images.multi.intermediates]  # named by id: saved untagged
+        job = vfs_engine.job("save", "strata/multi", "busybox", "registry.example:5000/team/busybox:1", *steps,
+                             stdout=f)
         assert job.run() == 0
     with tarfile.open(out) as tar:
         for member in tar.getmembers():
@@ -75,8 +78,9 @@ def test_save_follows_the_image_spec_and_docker_load_format(vfs_engine: Engine, 
             assert desc["mediaType"] == "application/vnd.oci.image.manifest.v1+json"
             data = _blob(tar, "blobs/sha256/" + desc["digest"].split(":")[1])
             assert desc["digest"] == "sha256:" + hashlib.sha256(data).hexdigest() and desc["size"] == len(data)
-            refs[desc["annotations"]["io.containerd.image.name"]] = desc["annotations"][
-                "org.opencontainers.image.ref.name"]
+            if "annotations" in desc:  # the untagged steps have no name
+                refs[desc["annotations"]["io.containerd.image.name"]] = desc["annotations"][
+                    "org.opencontainers.image.ref.name"]
             manifest = json.loads(data)
             assert manifest["schemaVersion"] == 2 and manifest["mediaType"] == desc["mediaType"]
             config_desc = manifest["config"]
@@ -94,12 +98,17 @@ def test_save_follows_the_image_spec_and_docker_load_format(vfs_engine: Engine, 
                         "registry.example:5000/team/busybox:1": "1"}
         # docker load's manifest.json and repositories
         manifest_json = json.loads(_blob(tar, "manifest.json"))
-        by_tags = {tuple(entry["RepoTags"]): entry for entry in manifest_json}
-        assert set(by_tags) == {("strata/multi:latest",), ("busybox:latest", "registry.example:5000/team/busybox:1")}
+        by_tags = {tuple(entry["RepoTags"] or [entry["Config"]]): entry for entry in manifest_json}
+        assert set(by_tags) == {("strata/multi:latest",), ("busybox:latest", "registry.example:5000/team/busybox:1"),
+                                *((f"blobs/sha256/{s.split(':')[1]}",) for s in steps)}
         multi = by_tags[("strata/multi:latest",)]
         assert multi["Config"] == "blobs/sha256/" + images.multi.id.split(":")[1]
         assert multi["Layers"] == ["blobs/sha256/" + d.split(":")[1] for d in images.multi.diff_ids]
-        assert multi["Parent"] == images.busybox.id
+        # docker load accepts a Parent only one history step away (moby's checkValidParent)
+        assert multi["Parent"] == steps[-1]
+        assert [by_tags[(f"blobs/sha256/{s.split(':')[1]}",)]["Parent"] for s in steps] == [images.busybox.id,
+                                                                                            steps[0]]
+        assert "Parent" not in by_tags[("busybox:latest", "registry.example:5000/team/busybox:1")]
         assert all(name in names for entry in manifest_json for name in [entry["Config"], *entry["Layers"]])
         repositories = json.loads(_blob(tar, "repositories"))
         assert repositories["strata/multi"] == {"latest": images.multi.diff_ids[-1].split(":")[1]}
@@ -112,11 +121,12 @@ def test_docker_legacy_symlinked_layer(vfs_engine: Engine, images: Images, tmp_p
     with tarfile.open(images.archive("legacy.tar", [images.busybox, images.multi], "legacy")) as tf:
         tf.extractall(src, filter="data")
     manifest = json.load(open(f"{src}/manifest.json"))
-    first = manifest[1]["Layers"][0].split("/")[0]
+    multi = next(entry for entry in manifest if entry["RepoTags"] == ["strata/multi:latest"])
+    first = multi["Layers"][0].split("/")[0]
     other = "f" * 64
     os.mkdir(f"{src}/{other}")
     os.symlink(f"../{first}/layer.tar", f"{src}/{other}/layer.tar")
-    manifest[1]["Layers"][0] = f"{other}/layer.tar"
+    multi["Layers"][0] = f"{other}/layer.tar"
     json.dump(manifest, open(f"{src}/manifest.json", "w"))
     path = src
     if as_tar:
@@ -209,3 +219,43 @@ def test_load_reads_what_skopeo_writes(vfs_engine: Engine, images: Images, tmp_p
         assert not os.path.lexists(os.path.join(path, "etc/motd"))
     finally:
         vfs_engine.driver.put(image.top_layer)
+
+
+def test_only_docker_valid_parents_are_written(images: Images) -> None:
+    chain = images.chain
+    assert docker_valid_parent(chain[1].config_bytes, chain[0].config_bytes)  # one step
+    assert not docker_valid_parent(chain[3].config_bytes, chain[0].config_bytes)  # three steps
+    assert not docker_valid_parent(chain[0].config_bytes, chain[1].config_bytes)
+
+
+# A real `docker save` (Docker 20.10.24, Debian's docker.io): `docker import` of a tiny rootfs,
+# then `docker build` adding a COPY layer and an ENV step; gzip'd (docker load takes that too).
+# Docker 20.10 writes the legacy layout and stores the shared layer once, as a symlink.
+DOCKER_FIXTURE = os.path.join(os.path.dirname(__file__), "data", "docker-20.10-save.tar.gz")
+FIXTURE_TWO = "sha256:32248a301a4f853792243e0a70c42735cd2e3cb0af45d521938b9615a74d1266"
+FIXTURE_BASE = "sha256:b8bcd029f8818f3a5b371f64d2da320cb767c7e920271138a56184cd486bbe0b"
+
+
+def test_an_archive_docker_saved_loads_and_saves_back(vfs_engine: Engine, tmp_path) -> None:
+    status, out, err = run(vfs_engine, "load", DOCKER_FIXTURE)
+    assert status == 0, err
+    assert out == "Loaded image: strata-fixture/two:1\nLoaded image: strata-fixture/base:1\n"
+    two = vfs_engine.graph.get_image("strata-fixture/two:1")
+    assert two.id == FIXTURE_TWO and vfs_engine.graph.get_image("strata-fixture/base:1").id == FIXTURE_BASE
+    assert two.config["docker_version"] == "20.10.24+dfsg1" and "STRATA_FIXTURE=1" in two.config["config"]["Env"]
+    path = vfs_engine.driver.get(two.top_layer)
+    try:
+        assert open(os.path.join(path, "hello.txt")).read() == "hello from a layer docker imported\n"
+        assert open(os.path.join(path, "data/added.txt")).read() == "added by docker build COPY\n"
+        assert os.readlink(os.path.join(path, "bin/passwd-link")) == "/etc/passwd"
+    finally:
+        vfs_engine.driver.put(two.top_layer)
+    saved = str(tmp_path / "again.tar")  # what docker load took back (checked by hand: same id)
+    with open(saved, "wb") as f:
+        assert vfs_engine.job("save", "strata-fixture/two:1", stdout=f).run() == 0
+    with tarfile.open(DOCKER_FIXTURE) as original, tarfile.open(saved) as ours:
+        [entry] = json.loads(_blob(ours, "manifest.json"))
+        docker_layers = [_blob(original, name) for name in
+                         next(e for e in json.loads(_blob(original, "manifest.json")) if e["RepoTags"] ==
+                              ["strata-fixture/two:1"])["Layers"]]
+        assert [_blob(ours, name) for name in entry["Layers"]] == docker_layers  # byte for byte
