@@ -34,9 +34,12 @@ def _layer_names(tar: tarfile.TarFile, image: str) -> list[str]:
     names = set(tar.getnames())
     if "manifest.json" in names:
         manifest = json.load(_member(tar, "manifest.json", image))
-        if not manifest or "Layers" not in manifest[0]:
+        with_layers = [entry for entry in manifest if entry.get("Layers")]
+        if not with_layers:
             raise WorkloadError(f"{image}: manifest.json has no image with Layers")
-        return list(manifest[0]["Layers"])
+        # An archive of a classic image chain also holds its untagged parent steps, whose
+        # layers are prefixes of the top image's: the deepest image is the workload.
+        return list(max(with_layers, key=lambda entry: len(entry["Layers"]))["Layers"])
     if "index.json" in names:
         index = json.load(_member(tar, "index.json", image))
         digest = index["manifests"][0]["digest"]
