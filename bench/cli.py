@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from .config import EXECDRIVERS, FULL_DEPTHS, RunConfig, quick_defaults
@@ -72,7 +73,7 @@ def parser() -> argparse.ArgumentParser:
     report.add_argument("dirs", nargs="+")
     report.add_argument("--out", required=True)
 
-    compare = sub.add_parser("compare", help="ratios of medians NEW/BASE per group, with CIs")
+    compare = sub.add_parser("compare", help="median ratios NEW/BASE per group with CIs; warns when the runs differ")
     compare.add_argument("base")
     compare.add_argument("new")
     compare.add_argument("--fail-above", type=float, default=1.2, help="exit 1 when a group is slower than this ratio")
@@ -81,10 +82,27 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+def _run_precondition(args: argparse.Namespace) -> str | None:
+    """What makes this `bench run` impossible before anything is set up, or None."""
+    from .cache import DROP_CACHES
+
+    if args.backing != "loop" and not os.path.isdir(args.backing):
+        return f"--backing {args.backing}: not a directory (give 'loop' or an existing directory)"
+    if args.cache != "warm" and not os.access(DROP_CACHES, os.W_OK):
+        return f"--cache {args.cache} needs to write {DROP_CACHES} (run as root), or use --cache warm"
+    if args.image is not None and not os.path.isfile(args.image):
+        return f"--image {args.image}: no such file"
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parser().parse_args(argv)
     if args.command == "run":
+        problem = _run_precondition(args)
+        if problem:
+            print(f"bench: {problem}", file=sys.stderr)
+            return 2
         from .runner import Run
 
         config = RunConfig(
@@ -116,6 +134,8 @@ def main(argv: list[str] | None = None) -> int:
         except WorkloadError as exc:
             print(f"bench: {exc}", file=sys.stderr)
             return 2
+        except KeyboardInterrupt:  # while the workload was being built: nothing to clean up
+            return 130
     if args.command == "report":
         from .report import report
 

@@ -45,6 +45,31 @@ def ratios(base: pd.DataFrame, new: pd.DataFrame, fail_above: float) -> pd.DataF
     return pd.DataFrame(out, columns=[*KEYS, "base_median", "new_median", "ratio", "ci_low", "ci_high", "regressed"])
 
 
+def context_differences(base: dict, new: dict) -> list[str]:
+    """What besides the code differs between two runs (machine, software, settings)."""
+    checks = [
+        ("machine", "cpu_model"),
+        ("machine", "cores"),
+        ("machine", "memory_bytes"),
+        ("machine", "kernel"),
+        ("config", "workload"),
+        ("config", "image"),
+        ("config", "quick"),
+        ("config", "backing"),
+        ("config", "repeat"),
+        ("config", "warmup"),
+    ]
+    out = []
+    for section, key in checks:
+        a, b = base.get(section, {}).get(key), new.get(section, {}).get(key)
+        if a != b:
+            out.append(f"{section}.{key}: {a!r} -> {b!r}")
+    for name in sorted(set(base.get("packages", {})) & set(new.get("packages", {}))):
+        if base["packages"][name] != new["packages"][name]:
+            out.append(f"package {name}: {base['packages'][name]} -> {new['packages'][name]}")
+    return out
+
+
 def compare(base_dir: str, new_dir: str, fail_above: float) -> int:
     try:
         base, new = results.load([base_dir]), results.load([new_dir])
@@ -75,6 +100,8 @@ def compare(base_dir: str, new_dir: str, fail_above: float) -> int:
             "[bold red]SLOWER[/]" if r.regressed else "",
         )
     Console(width=200).print(t)
+    for difference in context_differences(results.load_run(base_dir), results.load_run(new_dir)):
+        print(f"warning: the runs differ in more than the code: {difference}")
     regressed = table[table["regressed"]]
     if len(regressed):
         print(f"{len(regressed)} group(s) got slower than {fail_above}x beyond noise")

@@ -1,7 +1,9 @@
-"""`bench run`: every driver in turn on its own backing filesystem, every scenario, results.
+"""`bench run`: every driver on its own backing filesystem, every scenario, results.
 
-Isolation rules: a driver that cannot be built, or a scenario that fails, is recorded in
-run.json and warned about, and the run goes on with the rest. Ctrl-C (SIGINT) or SIGTERM
+All drivers are set up first; each scenario then runs on all of them interleaved, one
+repetition per driver in turn, so a burst of load from elsewhere on the machine does not
+fall on one driver only. Isolation rules: a driver that cannot be built, or a scenario
+that fails, is recorded in run.json and warned about, and the run goes on with the rest. Ctrl-C (SIGINT) or SIGTERM
 stops the run, tears down what is mounted (with the signals held off during teardown so
 a second Ctrl-C cannot interrupt it), writes the rows gathered so far, and exits 130.
 """
@@ -19,6 +21,7 @@ import tempfile
 import time
 import traceback
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -33,7 +36,7 @@ from .scenarios import SCENARIOS, Context, layer_create, rootfs, steps_per_drive
 from .scenarios import exec as exec_scenario
 from .table import plain_text, rich_table, summary
 
-SCENARIO_RUNNERS: dict[str, Callable[[Context], None]] = {
+SCENARIO_RUNNERS: dict[str, Callable[[Context], Iterator[None]]] = {
     "layer-create": layer_create.run,
     "rootfs": rootfs.run,
     "exec": exec_scenario.run,
@@ -41,6 +44,17 @@ SCENARIO_RUNNERS: dict[str, Callable[[Context], None]] = {
 assert tuple(SCENARIO_RUNNERS) == SCENARIOS
 
 EXIT_OK, EXIT_DRIVER_FAILED, EXIT_INTERRUPTED = 0, 1, 130
+
+
+@dataclass
+class _Open:
+    """A driver that started, with its sandbox and its run.json record."""
+
+    name: str
+    sandbox: Sandbox
+    driver: graphdrivers.Driver
+    backend: str
+    record: dict[str, object]
 
 
 @contextlib.contextmanager
@@ -90,7 +104,7 @@ class Run:
         scratch = self.config.scratch or tempfile.mkdtemp(prefix="strata-bench-")
         os.makedirs(scratch, exist_ok=True)
         interrupted = False
-        try:
+        try:  # a workload that cannot be built is a usage error: no result directory
             workload = workloads.build(
                 self.config.workload,
                 os.path.join(scratch, "workload"),
@@ -98,7 +112,12 @@ class Run:
                 depth=self.config.depth,
                 image=self.config.image,
             )
-            self.facts["workload"] = workload.facts()
+        except BaseException:
+            shutil.rmtree(scratch, ignore_errors=True)
+            signal.signal(signal.SIGTERM, old_term)
+            raise
+        self.facts["workload"] = workload.facts()
+        try:
             with Progress(
                 TextColumn("{task.description}"),
                 BarColumn(),
@@ -107,8 +126,7 @@ class Run:
                 console=self.console,
                 transient=False,
             ) as progress:
-                for name in expand_drivers(self.config.drivers):
-                    self._driver(name, workload, scratch, progress)
+                self._drivers(workload, scratch, progress)
         except KeyboardInterrupt:
             interrupted = True
             self.warn("interrupted: everything mounted was torn down; rows so far are written")
@@ -123,57 +141,88 @@ class Run:
         failed = [n for n, d in self.drivers.items() if d["status"] != "ok"]
         return EXIT_DRIVER_FAILED if failed else EXIT_OK
 
-    def _driver(self, name: str, workload: workloads.Workload, scratch: str, progress: Progress) -> None:
-        record: dict[str, object] = {"status": "ok", "errors": []}
-        self.drivers[name] = record
-        errors: list[str] = record["errors"]  # type: ignore[assignment]
-        sandbox = Sandbox(name, scratch, self.config.backing, self.run_id)
+    def _drivers(self, workload: workloads.Workload, scratch: str, progress: Progress) -> None:
+        """Open every driver, run each scenario on all of them interleaved, close them all."""
+        opened: list[_Open] = []
         try:
-            try:
-                driver = sandbox.open()
-            except Exception as exc:
-                record["status"] = "failed"
-                errors.append(f"setup: {type(exc).__name__}: {exc}")
-                self.warn(f"driver {name} failed to start and is left out: {exc}")
-                return
-            status = driver.status()
-            backend = backend_of(status, name)
-            record.update(status_rows=[list(r) for r in status], backend=backend, backing=sandbox.facts())
-            for scenario in self.config.scenarios:
-                task = progress.add_task(f"{name:<10} {scenario:<12}", total=steps_per_driver(self.config, scenario))
-                ctx = Context(
-                    self.run_id,
-                    self.config,
-                    sandbox,
-                    driver,
-                    backend,
-                    workload,
-                    os.path.join(scratch, "workload"),
-                    advance=lambda t=task: progress.advance(t),
-                )
+            for name in expand_drivers(self.config.drivers):
+                record: dict[str, object] = {"status": "ok", "errors": []}
+                self.drivers[name] = record
+                sandbox = Sandbox(name, scratch, self.config.backing, self.run_id)
                 try:
-                    SCENARIO_RUNNERS[scenario](ctx)
+                    driver = sandbox.open()
+                    status = driver.status()
                 except Exception as exc:
-                    record["status"] = "partial" if record["status"] == "ok" else record["status"]
-                    errors.append(f"{scenario}: {type(exc).__name__}: {exc}")
-                    record.setdefault("tracebacks", []).append(traceback.format_exc())  # type: ignore[union-attr]
-                    self.warn(f"driver {name}, scenario {scenario} failed: {type(exc).__name__}: {exc}")
-                finally:
-                    self.rows.extend(ctx.rows)
-                    for message in ctx.warnings:
-                        self.warn(message)
-                    if "execdrivers" in ctx.facts:
-                        self.facts["execdrivers"] = ctx.facts["execdrivers"]
-            if record["status"] == "partial" and not any(r.driver == name for r in self.rows):
-                record["status"] = "failed"
+                    with signals_held():
+                        sandbox.close()
+                    record["status"] = "failed"
+                    record["errors"].append(f"setup: {type(exc).__name__}: {exc}")  # type: ignore[attr-defined]
+                    self.warn(f"driver {name} failed to start and is left out: {exc}")
+                    continue
+                backend = backend_of(status, name)
+                record.update(status_rows=[list(r) for r in status], backend=backend, backing=sandbox.facts())
+                opened.append(_Open(name, sandbox, driver, backend, record))
+            for scenario in self.config.scenarios:
+                self._interleave(scenario, opened, workload, scratch, progress)
         finally:
             with signals_held():
-                try:
-                    sandbox.close()
-                except Exception as exc:
-                    record["status"] = "failed"
-                    errors.append(f"teardown: {type(exc).__name__}: {exc}")
-                    self.warn(f"driver {name}: teardown failed: {exc}")
+                for o in opened:
+                    try:
+                        o.sandbox.close()
+                    except Exception as exc:
+                        self._fail(o, "teardown", exc)
+            for o in opened:
+                if o.record["status"] == "partial" and not any(r.driver == o.name for r in self.rows):
+                    o.record["status"] = "failed"
+
+    def _interleave(
+        self, scenario: str, opened: list[_Open], workload: workloads.Workload, scratch: str, progress: Progress
+    ) -> None:
+        """One repetition per driver in turn, so load from the rest of the machine falls on
+        every driver alike; a driver whose scenario fails drops out, the others go on."""
+        running: dict[str, tuple[_Open, Iterator[None]]] = {}
+        contexts: list[Context] = []
+        for o in opened:
+            task = progress.add_task(f"{o.name:<10} {scenario:<12}", total=steps_per_driver(self.config, scenario))
+            ctx = Context(
+                self.run_id,
+                self.config,
+                o.sandbox,
+                o.driver,
+                o.backend,
+                workload,
+                os.path.join(scratch, "workload"),
+                advance=lambda t=task: progress.advance(t),
+            )
+            contexts.append(ctx)
+            running[o.name] = (o, SCENARIO_RUNNERS[scenario](ctx))
+        try:
+            while running:
+                for name, (o, steps) in list(running.items()):
+                    try:
+                        next(steps)
+                    except StopIteration:
+                        del running[name]
+                    except Exception as exc:
+                        del running[name]
+                        self._fail(o, scenario, exc)
+        finally:
+            for _, steps in running.values():  # interrupted: release what they hold
+                steps.close()  # type: ignore[attr-defined]
+            for ctx in contexts:
+                self.rows.extend(ctx.rows)
+                for message in ctx.warnings:
+                    self.warn(message)
+                if "execdrivers" in ctx.facts:
+                    self.facts["execdrivers"] = ctx.facts["execdrivers"]
+
+    def _fail(self, o: _Open, what: str, exc: Exception) -> None:
+        o.record["status"] = "failed" if what == "teardown" else "partial"
+        o.record["errors"].append(f"{what}: {type(exc).__name__}: {exc}")  # type: ignore[attr-defined]
+        o.record.setdefault("tracebacks", []).append(  # type: ignore[attr-defined]
+            "".join(traceback.format_exception(exc))
+        )
+        self.warn(f"driver {o.name}, {what} failed: {type(exc).__name__}: {exc}")
 
     def run_json(self, interrupted: bool) -> dict[str, object]:
         return {
@@ -195,6 +244,12 @@ class Run:
         }
 
     def _write(self, interrupted: bool) -> None:
+        stats = summary(results.frame(self.rows))
+        self.facts["statistics"] = {
+            "groups": len(stats),
+            "measured_groups": int((stats["n"] > 0).sum()) if len(stats) else 0,
+            "wide_groups": int(stats["wide"].sum()) if len(stats) else 0,
+        }
         results.write(self.out, self.rows, self.run_json(interrupted))
 
     def _print_table(self) -> None:
@@ -206,6 +261,7 @@ class Run:
         out.print(rich_table(stats))
         with open(os.path.join(self.out, "summary.txt"), "w") as f:
             f.write(plain_text(stats) + "\n")
+        stats.to_csv(os.path.join(self.out, "summary.csv"), index=False)
         wide = stats[stats["wide"]]
         if len(wide):
             self.console.print(

@@ -8,6 +8,7 @@ under PATH. `close()` always unmounts everything, whatever state `open()` reache
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 
@@ -104,4 +105,6 @@ class Sandbox:
             elif self.root and os.path.isdir(self.root):
                 for point in mountutil.mounts_under(self.root):
                     mountutil.umount_retry(point)
-                shutil.rmtree(os.path.dirname(self.root), ignore_errors=True)
+                shutil.rmtree(self.root, ignore_errors=True)
+                with contextlib.suppress(OSError):  # the run's directory, once its last driver is gone
+                    os.rmdir(os.path.dirname(self.root))

@@ -13,7 +13,6 @@ import hashlib
 import math
 import os
 import random
-import shutil
 import tarfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -221,7 +220,3 @@ def build(name: str, directory: str, *, quick: bool, depth: int | None = None, i
     if name not in makers:
         raise WorkloadError(f"unknown workload {name!r} (known: {', '.join(WORKLOADS)})")
     return makers[name]()
-
-
-def remove(directory: str) -> None:
-    shutil.rmtree(directory, ignore_errors=True)

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from . import containerjobs, images, registryjobs
-from .api import server
+from . import api, containerjobs, images, registryjobs
 
 if TYPE_CHECKING:
     from .engine import Engine
 
-MODULES = [images, containerjobs, registryjobs, server]
+MODULES = [images, containerjobs, registryjobs, api]
 
 
 def install(engine: Engine) -> None:

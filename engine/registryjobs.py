@@ -24,15 +24,11 @@ from .graph import Graph, LayerSource, NewImage
 from .job import Job
 from .reference import normalize_tag
 from .registry import reference
-from .registry.client import (
-    MEDIA_OCI_MANIFEST,
-    Credentials,
-    Manifest,
-    RegistryClient,
-)
+from .registry.protocol import MEDIA_OCI_MANIFEST, Credentials, Manifest
 
 if TYPE_CHECKING:
     from .engine import Engine
+    from .registry.client import RegistryClient
 
 MEDIA_OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
 MEDIA_OCI_LAYER = "application/vnd.oci.image.layer.v1.tar"
@@ -53,6 +49,8 @@ def register(engine: Engine) -> None:
 
 
 def _client(job: Job, registry: str) -> RegistryClient:
+    from .registry.client import RegistryClient  # HTTP stack loaded only by the jobs that talk to a registry
+
     user, password = job.getenv("username"), job.getenv("password")
     credentials = Credentials(user, password or "") if user else None
     return RegistryClient(registry, credentials, insecure=job.getenv_bool("insecure"))

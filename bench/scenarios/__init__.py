@@ -1,7 +1,9 @@
 """The three scenarios of `bench run`, and the context and repetition loop they share.
 
 Each scenario runs `warmup` unrecorded repetitions and then `repeat` recorded ones per
-cache mode, every repetition on fresh layers, and appends tidy rows to `ctx.rows`.
+cache mode, every repetition on fresh layers, and appends tidy rows to `ctx.rows`. A
+scenario is a generator that yields after each repetition (with nothing of that
+repetition left mounted), so the runner can interleave drivers repetition by repetition.
 """
 
 from __future__ import annotations

@@ -3,6 +3,8 @@ with the backing filesystem's used space (synced) before and after each layer an
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 from ..layers import Layers
 from ..space import settle, used_bytes
 from . import Context, clock, repetitions
@@ -10,7 +12,7 @@ from . import Context, clock, repetitions
 SCENARIO = "layer-create"
 
 
-def run(ctx: Context) -> None:
+def run(ctx: Context) -> Iterator[None]:
     driver, mnt = ctx.driver, ctx.sandbox.mountpoint
     for rep in repetitions(ctx):
         with Layers(driver, f"lc{rep.index}{rep.cache[0]}") as layers:
@@ -49,3 +51,4 @@ def run(ctx: Context) -> None:
                 ctx.row(SCENARIO, "chain:create+apply_diff", seconds=total_create + total_apply, **common).with_space(
                     chain_before, chain_after
                 )
+        yield  # one repetition done: the runner may run another driver's now

@@ -8,6 +8,7 @@ d; it is built once per depth (untimed) and every repetition gets a fresh contai
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 
 from ..layers import Layers
 from ..workloads import Layer, pad_layer
@@ -35,7 +36,7 @@ def build_image(ctx: Context, layers: Layers, stack: list[Layer]) -> str:
     return parent
 
 
-def run(ctx: Context) -> None:
+def run(ctx: Context) -> Iterator[None]:
     driver = ctx.driver
     for depth in ctx.config.depths:
         stack = image_layers(ctx, depth)
@@ -67,3 +68,4 @@ def run(ctx: Context) -> None:
                     ctx.row(SCENARIO, "create_read_write+get", seconds=t2 - t0, **common)
                     ctx.row(SCENARIO, "put", seconds=t3 - t2, **common)
                     ctx.row(SCENARIO, "remove", seconds=t4 - t3, **common)
+                yield  # one repetition done: the runner may run another driver's now

@@ -18,7 +18,7 @@ from graphdrivers.errors import DriverError, InvalidLayerId, LayerNotFound
 from ..engine import Engine
 from ..errors import Conflict, EngineError, InvalidArchive, InvalidReference, NoSuchContainer, NoSuchImage, UsageError
 from ..job import Job
-from ..registry.client import RegistryError
+from ..registry.protocol import RegistryError
 from . import routes_containers, routes_images, routes_system
 from .http import Router, TCPServer, UnixServer, make_handler
 
@@ -132,8 +132,3 @@ def serveapi(job: Job) -> int:
     job.stdout.flush()
     server.serve()
     return 0
-
-
-def register(engine: Engine) -> None:
-    engine.api = None
-    engine.register("serveapi", serveapi)

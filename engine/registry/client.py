@@ -18,47 +18,17 @@ from typing import IO, Any
 
 import requests
 
-from ..errors import EngineError
-
-MEDIA_OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
-MEDIA_OCI_INDEX = "application/vnd.oci.image.index.v1+json"
-MEDIA_DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
-MEDIA_DOCKER_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
-MANIFEST_TYPES = (MEDIA_OCI_MANIFEST, MEDIA_DOCKER_MANIFEST)
-INDEX_TYPES = (MEDIA_OCI_INDEX, MEDIA_DOCKER_LIST)
-ACCEPT = ", ".join((*MANIFEST_TYPES, *INDEX_TYPES))
-
-CHUNK = 1 << 20
-MAX_MANIFEST = 4 << 20
-
-
-class RegistryError(EngineError):
-    """The registry refused a request or answered with something we cannot use."""
-
-    def __init__(self, message: str, http_status: int | None = None) -> None:
-        super().__init__(message)
-        self.http_status = http_status
-
-
-class DigestMismatch(RegistryError):
-    pass
-
-
-@dataclass
-class Credentials:
-    username: str
-    password: str
-
-
-@dataclass
-class Manifest:
-    media_type: str
-    body: bytes
-    digest: str
-
-    @property
-    def json(self) -> dict[str, Any]:
-        return json.loads(self.body)
+from .protocol import (
+    ACCEPT,
+    CHUNK,
+    INDEX_TYPES,
+    MANIFEST_TYPES,
+    MAX_MANIFEST,
+    Credentials,
+    DigestMismatch,
+    Manifest,
+    RegistryError,
+)
 
 
 def _is_loopback(host: str) -> bool:

@@ -14,6 +14,7 @@ import pandas as pd
 
 from bench import cache, results
 from bench.config import QUICK_DEPTHS
+from bench.scenarios.exec import EXEC_STEPS
 from graphdrivers import loopdev, mountutil
 
 from .conftest import REPO, QuickRun, bench
@@ -60,6 +61,8 @@ def test_run_json_records_machine_backing_and_software(quick_run: QuickRun) -> N
     (layer,) = run["workload"]["layers"]  # busybox: one layer holding /bin/busybox
     assert layer["files"] >= 1 and layer["bytes"] >= os.path.getsize("/bin/busybox") and len(layer["sha256"]) == 64
     assert set(run["execdrivers"]) == {"oci", "native"}
+    stats = run["statistics"]
+    assert stats["groups"] >= stats["measured_groups"] > 0 and 0 <= stats["wide_groups"] <= stats["measured_groups"]
 
 
 def test_layer_create_rows_per_layer_and_chain_with_space(quick_run: QuickRun) -> None:
@@ -124,13 +127,13 @@ def test_exec_rows_are_numbers_or_say_why_not(quick_run: QuickRun) -> None:
         assert len(ex[(ex["step"] == step) & ex["seconds"].notna()]) == 2 * REPEAT
     for execdriver in ("oci", "native"):
         rows = ex[ex["execdriver"] == execdriver]
-        assert set(rows["step"]) == {"true", "echo_first_byte"}
+        assert set(rows["step"]) == set(EXEC_STEPS)
         unavailable = rows["note"].str.startswith("unavailable: ")
         assert (unavailable == rows["seconds"].isna()).all()  # never a number and a reason at once
         if unavailable.any():
             assert f"exec with execdriver {execdriver} unavailable" in quick_run.proc.stderr
         else:
-            assert len(rows) == 2 * 2 * REPEAT and (rows["seconds"] > 0).all()
+            assert len(rows) == len(EXEC_STEPS) * 2 * REPEAT and (rows["seconds"] > 0).all()
             assert rows["runtime"].str.len().min() > 0  # which runtime ran it (runc version, or native)
 
 
@@ -147,18 +150,21 @@ def test_summary_table_printed(quick_run: QuickRun) -> None:
 
 
 def test_failing_driver_is_reported_and_the_others_still_run(tmp_path) -> None:
-    """btrfs on an ext4 --backing path cannot start; vfs after it must still be measured."""
+    """btrfs on an ext4 --backing path cannot start; vfs (set up before it, on the same
+    path) and overlay2 (after it) must still be measured."""
     out = str(tmp_path / "out")
     backing = tmp_path / "backing"
     backing.mkdir()
     proc = bench(
         "run",
         "--driver",
+        "vfs",
+        "--driver",
         "nosuch",
         "--driver",
         "btrfs",
         "--driver",
-        "vfs",
+        "overlay2",
         "--quick",
         "--scenario",
         "rootfs",
@@ -175,10 +181,10 @@ def test_failing_driver_is_reported_and_the_others_still_run(tmp_path) -> None:
     assert "no such driver" in run["drivers"]["nosuch"]["errors"][0]
     assert run["drivers"]["btrfs"]["status"] == "failed"
     assert "btrfs" in run["drivers"]["btrfs"]["errors"][0]
-    assert run["drivers"]["vfs"]["status"] == "ok"
+    assert run["drivers"]["vfs"]["status"] == "ok" and run["drivers"]["overlay2"]["status"] == "ok"
     assert "warning: driver btrfs failed to start" in " ".join(proc.stderr.split())
     df = pd.read_parquet(os.path.join(out, results.PARQUET))
-    assert set(df["driver"]) == {"vfs"} and len(df) == 5 * REPEAT
+    assert set(df["driver"]) == {"vfs", "overlay2"} and len(df) == 2 * 5 * REPEAT
     assert os.listdir(backing) == []  # the --backing path is left as it was
 
 

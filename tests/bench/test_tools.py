@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 import tarfile
@@ -43,7 +44,11 @@ def test_compare_passes_on_equal_runs_and_fails_on_a_real_slowdown(quick_run: Qu
     df = pd.read_parquet(slower / results.PARQUET)
     df.loc[df["step"] == "create_read_write+get", "seconds"] *= 3
     df.to_parquet(slower / results.PARQUET, index=False)
+    run = results.load_run(str(slower))
+    run["machine"]["kernel"] = "0.0.0-other"
+    (slower / results.RUN_JSON).write_text(json.dumps(run))
     proc = bench("compare", quick_run.out, str(slower), "--fail-above", "1.2")
+    assert "differ in more than the code: machine.kernel" in proc.stdout
     assert proc.returncode == 1, proc.stdout
     assert "SLOWER" in proc.stdout and "got slower than 1.2x" in proc.stdout
     assert bench("compare", quick_run.out, str(slower), "--fail-above", "5").returncode == 0
@@ -109,6 +114,7 @@ def test_bad_image_is_a_clear_error(tmp_path) -> None:
     proc = bench("run", "--driver", "vfs", "--image", str(bad), "--out", str(tmp_path / "out"))
     assert proc.returncode == 2
     assert "neither manifest.json" in proc.stderr
+    assert not (tmp_path / "out").exists()
 
 
 def test_bottom_file_survives_the_whiteouts_above_it(tmp_path) -> None:
@@ -141,3 +147,29 @@ def test_a_release_error_never_masks_ctrl_c(make_backing) -> None:
             layers.created_layer("never-made")
     finally:
         driver.cleanup()
+
+
+def test_report_over_two_runs_labels_each_run(quick_run: QuickRun, tmp_path) -> None:
+    other = tmp_path / "other"
+    shutil.copytree(quick_run.out, other)
+    df = pd.read_parquet(other / results.PARQUET)
+    df["run_id"] = "20000101T000000Z-beef"
+    df.to_parquet(other / results.PARQUET, index=False)
+    proc = bench("report", quick_run.out, str(other), "--out", str(tmp_path / "report"))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    page = (tmp_path / "report" / "index.html").read_text()
+    assert "vfs @20000101T000000Z-beef" in page
+    assert f"vfs @{results.load_run(quick_run.out)['run_id']}" in page
+
+
+def test_impossible_runs_are_refused_before_anything_is_set_up(tmp_path) -> None:
+    for args, message in (
+        (["--backing", str(tmp_path / "missing")], "not a directory"),
+        (["--image", str(tmp_path / "missing.tar")], "no such file"),
+        (["--depths", "0,8"], "between 1 and 127"),
+        (["--scenario", "layer-create,boot"], "unknown boot"),
+    ):
+        proc = bench("run", "--driver", "vfs", "--out", str(tmp_path / "out"), *args)
+        assert proc.returncode == 2, (args, proc.stderr)
+        assert message in proc.stderr
+    assert not (tmp_path / "out").exists()

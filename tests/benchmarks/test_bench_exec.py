@@ -56,13 +56,21 @@ class Setup:
     def __init__(self, directory: str, driver: str) -> None:
         self.driver = driver
         self.fs = LoopFilesystem(directory, "ext4", 2 << 30).create()
+        self.engines: dict[str, Engine] = {}
+        try:
+            self._prepare()
+        except BaseException:  # a half-made setup must not leave its filesystem mounted
+            self.close_engines()
+            self.fs.destroy()
+            raise
+
+    def _prepare(self) -> None:
         base = self.fs.mountpoint
         image = testimages.busybox(os.path.join(base, "image"))
         image_tar = testimages.write(os.path.join(base, "busybox-image.tar"), [image])
         # One root per execdriver: an engine process owns its root, and the interleaved
         # rounds need both engines open at once.
         self.roots = {name: os.path.join(base, f"root-{name}") for name in EXECS}
-        self.engines: dict[str, Engine] = {}
         for exec_name in EXECS:
             job = self.engine(exec_name).job("load", image_tar)
             assert job.run() == 0, job.stderr.getvalue()

@@ -10,15 +10,14 @@ import os
 import pytest
 
 from engine.registry import reference
-from engine.registry.client import (
+from engine.registry.client import RegistryClient, _is_loopback
+from engine.registry.protocol import (
     MEDIA_OCI_INDEX,
     MEDIA_OCI_MANIFEST,
     Credentials,
     DigestMismatch,
     Manifest,
-    RegistryClient,
     RegistryError,
-    _is_loopback,
 )
 from tests.support.registry_server import RegistryServer
 

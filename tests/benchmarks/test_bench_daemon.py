@@ -1,0 +1,85 @@
+"""`docker run --rm --network none busybox true` through strata's daemon, beside the same
+through a real dockerd with the same storage driver when one answers on
+/var/run/docker.sock (Debian's docker.io; the tests do not install it, so without it the
+group holds strata alone and says so in extra_info).
+
+Both daemons are driven by the same docker CLI, so the difference is the daemon's. Rounds
+alternate between the contenders to spread the shared machine's load over both.
+
+Run: PYTHONPATH=$PWD /work/venv/bin/pytest tests/benchmarks/test_bench_daemon.py --benchmark-enable -s
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import subprocess
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from engine import testimages
+from graphdrivers.backing import LoopFilesystem
+from tests.api.conftest import Daemon, start_daemon
+
+DRIVER = "overlay2"
+ROUNDS = 15
+DOCKERD = "unix:///var/run/docker.sock"
+
+
+def _docker(host: str, *args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "DOCKER_HOST": host}
+    return subprocess.run(["docker", *args], env=env, capture_output=True, timeout=120)
+
+
+def _dockerd_driver() -> str | None:
+    """The storage driver of a dockerd answering on the default socket, if any."""
+    if not os.path.exists("/var/run/docker.sock"):
+        return None
+    done = _docker(DOCKERD, "info", "--format", "{{.Driver}}")
+    return done.stdout.decode().strip() if done.returncode == 0 else None
+
+
+@pytest.fixture(scope="module")
+def contenders(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+    work = tmp_path_factory.mktemp("bench-daemon")
+    image = testimages.write(str(work / "busybox.tar"), [testimages.busybox(str(work / "build"))])
+    fs = LoopFilesystem(str(work / "backing"), "ext4", 2 << 30).create()
+    daemon: Daemon | None = None
+    try:
+        root = os.path.join(fs.mountpoint, "root")
+        os.makedirs(root)
+        daemon = start_daemon(root, DRIVER)
+        hosts = {"strata": daemon.host}
+        if _dockerd_driver() == DRIVER:
+            hosts["dockerd"] = DOCKERD
+        for host in hosts.values():
+            assert _docker(host, "load", "-i", image).returncode == 0
+        yield hosts
+    finally:
+        if daemon is not None:
+            daemon.stop()
+        fs.destroy()
+
+
+def test_docker_run_rm_true(benchmark, contenders: dict[str, str], request: pytest.FixtureRequest) -> None:
+    rounds = 1 if request.config.getoption("benchmark_disable") else ROUNDS
+    times: dict[str, list[float]] = {name: [] for name in contenders}
+    for _ in range(rounds):
+        for name, host in contenders.items():
+            start = time.perf_counter()
+            done = _docker(host, "run", "--rm", "--network", "none", "busybox", "true")
+            times[name].append(time.perf_counter() - start)
+            assert done.returncode == 0, done.stderr.decode()
+    medians = {name: statistics.median(values) for name, values in times.items()}
+    benchmark.extra_info.update({f"{name}_median_s": m for name, m in medians.items()})
+    if "dockerd" in medians:
+        benchmark.extra_info["strata_over_dockerd"] = medians["strata"] / medians["dockerd"]
+    else:
+        benchmark.extra_info["note"] = "no dockerd with the same driver on /var/run/docker.sock"
+    print("\ndocker run --rm busybox true, medians:",
+          ", ".join(f"{n} {m * 1000:.1f} ms" for n, m in medians.items()),
+          f"(strata/dockerd {medians['strata'] / medians['dockerd']:.2f})" if "dockerd" in medians else "")
+    benchmark.pedantic(lambda: _docker(contenders["strata"], "run", "--rm", "--network", "none", "busybox", "true"),
+                       rounds=1, iterations=1)
