@@ -198,7 +198,8 @@ def write(path: str, images: list[BuiltImage], layout: str = "docker", compressi
     """Write `images` as a `docker` (Docker 25+), `legacy` (Docker 1.10-24) save archive, or
     as an `oci-dir` / `oci-tar` image layout (one image, layers compressed)."""
     if layout in ("docker", "legacy"):
-        expanded = list({i.id: i for image in images for i in (*image.intermediates, image)}.values())
+        # the images asked for first (tools read manifest.json's first entry), then their steps
+        expanded = list({i.id: i for i in [*images, *(s for image in images for s in image.intermediates)]}.values())
         with open(path, "wb") as out:
             write_docker_archive(out, [i.out() for i in expanded], legacy=layout == "legacy")
     elif layout in ("oci-dir", "oci-tar"):

@@ -201,7 +201,8 @@ def test_load_reports_progress(vfs_engine: Engine, images: Images) -> None:
     loads = [e for e in events if e["action"] == "load"]
     assert loads[-1]["current"] == loads[-1]["total"] == sum(
         os.path.getsize(f) for image in images.chain for f in image.layer_files)
-    assert [e["diff_id"] for e in events if e["action"] == "layer"] == [d for i in images.chain for d in i.diff_ids]
+    in_archive_order = [images.busybox, images.multi, *images.multi.intermediates]
+    assert [e["diff_id"] for e in events if e["action"] == "layer"] == [d for i in in_archive_order for d in i.diff_ids]
 
 
 def test_save_refuses_a_layer_whose_files_changed(vfs_engine: Engine, images: Images, tmp_path) -> None:
