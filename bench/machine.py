@@ -12,6 +12,8 @@ import subprocess
 import sys
 from importlib import metadata
 
+from engine import host
+
 PACKAGES = ("strata", "pandas", "pyarrow", "numpy", "matplotlib", "rich", "btrfsutil", "pyfuse3", "pytest-benchmark")
 DEBIAN_PACKAGES = ("btrfs-progs", "xfsprogs", "e2fsprogs", "fuse3", "runc", "crun", "busybox-static")
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -45,19 +47,9 @@ def machine() -> dict[str, object]:
         "kernel": platform.release(),
         "kernel_version": platform.version(),
         "arch": platform.machine(),
-        "os": _os_release(),
+        "os": host.os_name(),
     }
 
-
-def _os_release() -> str:
-    try:
-        with open("/etc/os-release") as f:
-            for line in f:
-                if line.startswith("PRETTY_NAME="):
-                    return line.split("=", 1)[1].strip().strip('"')
-    except OSError:
-        pass
-    return platform.system()
 
 
 def packages() -> dict[str, str]:

@@ -12,7 +12,7 @@ import tempfile
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
-from . import imageview
+from . import host, imageview
 from .errors import EngineError, InvalidArchive, InvalidReference, NoSuchImage, UsageError
 from .graph import Graph, Image, NewImage, diff_id_of_file
 from .imageload import ImagePlan, open_bundle, plan
@@ -260,7 +260,7 @@ def info(job: Job) -> int:
     _args(job, 0, 0, "")
     engine = job.engine
     data = {
-        **_host_facts(),
+        **host.facts(),
         "Containers": engine.db.count("container"),
         "Images": engine.db.count("image"),
         "Layers": len(engine.graph.layers()),
@@ -283,14 +283,3 @@ def info(job: Job) -> int:
               f"CPUs: {data['NCPU']}", f"Total Memory: {imageview.size(data['MemTotal'])}"]
     job.write("\n".join(lines) + "\n")
     return 0
-
-
-def _host_facts() -> dict[str, object]:
-    """The machine rows of docker info: results depend on them, so info reports them."""
-    os_name = "Linux"
-    with contextlib.suppress(OSError), open("/etc/os-release", encoding="utf-8") as f:
-        for line in f:
-            if line.startswith("PRETTY_NAME="):
-                os_name = line.split("=", 1)[1].strip().strip('"')
-    return {"KernelVersion": os.uname().release, "OperatingSystem": os_name, "NCPU": os.cpu_count() or 1,
-            "MemTotal": os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")}

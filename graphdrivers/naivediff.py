@@ -14,6 +14,7 @@ from collections.abc import Callable
 from typing import IO, TYPE_CHECKING
 
 from . import archive
+from .archive.export import regular_bytes
 from .archive.journal import read_xattrs
 
 if TYPE_CHECKING:
@@ -120,20 +121,7 @@ def _same_content(a: str, b: str) -> bool:
 def changes_size(layer_dir: str, changes: list[Change]) -> int:
     """Bytes of regular-file data of the added and changed paths (hard links once), which
     is what `apply` of the exported diff returns."""
-    seen: set[tuple[int, int]] = set()
-    total = 0
-    for change in changes:
-        if change.kind == "D":
-            continue
-        st = os.lstat(os.path.join(layer_dir, change.path.lstrip("/")))
-        if not stat.S_ISREG(st.st_mode):
-            continue
-        if st.st_nlink > 1:
-            if (st.st_dev, st.st_ino) in seen:
-                continue
-            seen.add((st.st_dev, st.st_ino))
-        total += st.st_size
-    return total
+    return regular_bytes(os.lstat(os.path.join(layer_dir, c.path.lstrip("/"))) for c in changes if c.kind != "D")
 
 
 def export_stream(layer_dir: str, changes: list[Change], on_close: Callable[[], None]) -> IO[bytes]:

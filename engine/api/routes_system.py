@@ -6,7 +6,7 @@ import hashlib
 import os
 import platform
 
-from .. import __version__
+from .. import __version__, host
 from ..engine import Engine
 from .http import Reply, Request, Router
 
@@ -43,7 +43,6 @@ def add_routes(router: Router, engine: Engine) -> None:
         containers = store.list(include_stopped=True)
         running = sum(1 for c in containers if c.state.running)
         execdriver = store.execdriver
-        mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
         return Reply(200, {
             "ID": hashlib.sha256(engine.root.encode()).hexdigest()[:32],
             "Containers": len(containers),
@@ -63,9 +62,9 @@ def add_routes(router: Router, engine: Engine) -> None:
             "NFd": len(os.listdir("/proc/self/fd")),
             "OomKillDisable": False, "NGoroutines": 0, "SystemTime": "", "LoggingDriver": "json-file",
             "CgroupDriver": "none", "CgroupVersion": "1", "NEventsListener": 0,
-            "KernelVersion": platform.release(), "OperatingSystem": _os_name(), "OSVersion": "", "OSType": "linux",
+            **host.facts(), "OSVersion": "", "OSType": "linux",
             "Architecture": platform.machine(), "IndexServerAddress": "", "RegistryConfig": None,
-            "NCPU": os.cpu_count() or 1, "MemTotal": mem, "GenericResources": None, "HttpProxy": "",
+            "GenericResources": None, "HttpProxy": "",
             "HttpsProxy": "", "NoProxy": "", "Name": platform.node(), "Labels": [], "ExperimentalBuild": False,
             "ServerVersion": __version__, "Runtimes": {}, "DefaultRuntime": store.exec_name,
             "Swarm": {"LocalNodeState": "inactive", "ControlAvailable": False, "NodeID": "", "NodeAddr": "",
@@ -90,14 +89,3 @@ def add_routes(router: Router, engine: Engine) -> None:
             "Volumes": [],
             "BuildCache": [],
         })
-
-
-def _os_name() -> str:
-    try:
-        with open("/etc/os-release") as f:
-            for line in f:
-                if line.startswith("PRETTY_NAME="):
-                    return line.split("=", 1)[1].strip().strip('"')
-    except OSError:
-        pass
-    return "Linux"

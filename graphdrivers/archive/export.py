@@ -199,10 +199,16 @@ def export_dir(root: str, *, whiteouts: str, on_close: Callable[[], None] | None
 
 def dir_diff_size(root: str, *, whiteouts: str) -> int:
     """Bytes of regular-file data `export_dir` would carry (hard links once)."""
+    return regular_bytes(st for kind, _rel, _full, st in _walk_layer(root, whiteouts) if kind == "entry")
+
+
+def regular_bytes(stats: Iterable[os.stat_result | None]) -> int:
+    """Bytes of regular-file data among `stats`, a hard-linked file counted once: what a
+    layer tar of those entries carries, and what applying it returns."""
     seen: set[tuple[int, int]] = set()
     total = 0
-    for kind, _rel, _full, st in _walk_layer(root, whiteouts):
-        if kind != "entry" or st is None or not stat.S_ISREG(st.st_mode):
+    for st in stats:
+        if st is None or not stat.S_ISREG(st.st_mode):
             continue
         if st.st_nlink > 1:
             if (st.st_dev, st.st_ino) in seen:
