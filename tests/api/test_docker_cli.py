@@ -55,3 +55,28 @@ def test_errors_keep_the_daemon_serving(daemon: Daemon) -> None:
     bad = daemon.docker("rm", "not-a-container")
     assert bad.returncode == 1 and b"no such container" in bad.stderr.lower()
     assert daemon.docker("version").returncode == 0
+
+
+@pytest.mark.parametrize("driver_name", ["overlay2"])
+def test_socket_mode_and_clean_shutdown(daemon: Daemon, busybox_tar: str) -> None:
+    """The socket is 0660 root-owned; SIGTERM stops running containers and releases mounts."""
+    import os
+    import stat
+
+    from engine.engine import Engine
+    from graphdrivers import mountutil
+
+    st = os.stat(daemon.socket)
+    assert stat.S_ISSOCK(st.st_mode) and stat.S_IMODE(st.st_mode) == 0o660 and st.st_uid == 0
+    assert daemon.docker("load", "-i", busybox_tar).returncode == 0
+    started = daemon.docker("run", "-d", "--name", "sleeper", "busybox", "sleep", "300")
+    assert started.returncode == 0, started.stderr.decode()
+    assert mountutil.mounts_under(os.path.join(daemon.root, daemon.driver)) != []
+    assert daemon.stop() == 0
+    assert not os.path.exists(daemon.socket)
+    assert mountutil.mounts_under(os.path.join(daemon.root, daemon.driver)) == []
+    with Engine(daemon.root, daemon.driver) as engine:
+        sleeper = engine.containers.get("sleeper")
+        # sleep is PID 1 of its namespace and ignores SIGTERM, so the SIGKILL after the
+        # shutdown timeout ends it, as `docker stop` would.
+        assert sleeper.state.status == "exited" and sleeper.state.exit_code == 137
