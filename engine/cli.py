@@ -28,6 +28,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--root", default=os.environ.get("STRATA_ROOT", DEFAULT_ROOT), help="engine root directory")
     p.add_argument("--driver", "-s", default=None, help="storage driver (default: $DOCKER_DRIVER, prior, best)")
     p.add_argument("-o", "--storage-opt", action="append", default=[], metavar="KEY=VALUE", help="driver option")
+    p.add_argument("-H", "--host", dest="client_host", default=None,
+                   help="a running strata daemon (unix:///path, tcp://ADDR:PORT; default $STRATA_HOST) "
+                   "that `run` goes through as a thin client")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     c = sub.add_parser("load", help="load images from a docker save archive or an OCI layout")
     c.add_argument("-i", "--input", default="-", help="archive file or OCI layout directory (default: stdin)")
@@ -150,6 +153,10 @@ def _run(job: Job, output: str | None, progress: bool) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     ns = _parser().parse_args(argv)
+    if ns.client_host:  # main.py sends `-H HOST run` to the client before this parser runs
+        print("strata: -H/--host is for `run` (a client of the daemon); other commands open --root directly, "
+              "or use the docker CLI with DOCKER_HOST", file=sys.stderr)
+        return 2
     try:
         if ns.command == "logs" and ns.follow:
             return containercli.follow_logs(lambda: Engine(ns.root, ns.driver, _options(ns.storage_opt)), ns.container)
@@ -171,4 +178,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from .main import main as entry
+
+    sys.exit(entry())

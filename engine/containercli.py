@@ -11,6 +11,7 @@ import sys
 from collections.abc import Callable, Iterator
 from typing import IO
 
+from . import containerargs
 from .engine import Engine
 from .errors import EngineError, NoSuchContainer
 from .execdrivers.base import MonitorInfo, wait_for_exit
@@ -23,18 +24,7 @@ COMMANDS = ("create", "run", "start", "wait", "logs", "stop", "kill", "rm", "ps"
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
     for name, help_text in (("create", "create a container"), ("run", "create and start a container")):
-        c = sub.add_parser(name, help=help_text)
-        if name == "run":
-            c.add_argument("-d", "--detach", action="store_true", help="print the id and leave it running")
-        c.add_argument("--rm", action="store_true", help="remove the container when it exits")
-        c.add_argument("-e", "--env", action="append", default=[], metavar="KEY=VALUE")
-        c.add_argument("-w", "--workdir", default="")
-        c.add_argument("-u", "--user", default="", metavar="USER[:GROUP]")
-        c.add_argument("--name", default="")
-        c.add_argument("--hostname", default="")
-        c.add_argument("--net", "--network", dest="network", default="none", choices=("none", "host"))
-        c.add_argument("image", metavar="IMAGE")
-        c.add_argument("args", nargs=argparse.REMAINDER, metavar="COMMAND")
+        containerargs.add_create_arguments(sub.add_parser(name, help=help_text), run=name == "run")
     c = sub.add_parser("start", help="start containers")
     c.add_argument("containers", nargs="+", metavar="CONTAINER")
     c = sub.add_parser("wait", help="wait for containers to stop; print their exit codes")

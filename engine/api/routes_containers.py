@@ -19,7 +19,7 @@ from . import jobio, mux
 from .http import ApiError, Reply, Request, Router
 from .routes_images import unix_time
 
-POLL = 0.02  # seconds between looks at a container that has not started yet
+POLL = 0.005  # seconds between looks at a container that has not started yet
 ATTACH_DRAIN_TIMEOUT = 30.0  # how long wait lets attach streams finish copying output
 RAW_STREAM = "application/vnd.docker.raw-stream"
 KIND = {"C": 0, "A": 1, "D": 2}
