@@ -1,23 +1,87 @@
-"""The options of `create` and `run`, shared by the engine's CLI and the daemon client.
+"""The options of `create` and `run`, declared once for the engine's CLI and the daemon client.
 
-Kept free of engine imports: the client (`strata -H HOST run`) must start in a few
-milliseconds, so it parses the same options without loading the engine.
+The client (`strata -H HOST run`) must start in a few milliseconds, and importing argparse
+(with dataclasses or typing) costs several, so the options are a table that argparse reads
+for the CLI and `parse_run` reads for the client, with the same meaning (a test checks it).
 """
 
 from __future__ import annotations
 
-import argparse
+from types import SimpleNamespace
+
+TYPE_CHECKING = False  # typing's own constant costs an import of typing (~4 ms) at start
+
+if TYPE_CHECKING:  # the client parses without argparse (and the regex engine it loads)
+    import argparse
+
+# (flags, destination, kind, default, help): kind is "flag", "value" or "append".
+OPTIONS: tuple[tuple[tuple[str, ...], str, str, object, str], ...] = (
+    (("-d", "--detach"), "detach", "flag", False, "print the id and leave it running (run only)"),
+    (("--rm",), "rm", "flag", False, "remove the container when it exits"),
+    (("-e", "--env"), "env", "append", None, "KEY=VALUE for the container's environment"),
+    (("-w", "--workdir"), "workdir", "value", "", "working directory inside the container"),
+    (("-u", "--user"), "user", "value", "", "USER[:GROUP] to run as"),
+    (("--name",), "name", "value", "", "the container's name"),
+    (("--hostname",), "hostname", "value", "", "the container's hostname"),
+    (("--net", "--network"), "network", "value", "none", "none (loopback only) or host"),
+)
+NETWORKS = ("none", "host")
 
 
 def add_create_arguments(c: argparse.ArgumentParser, *, run: bool) -> None:
-    if run:
-        c.add_argument("-d", "--detach", action="store_true", help="print the id and leave it running")
-    c.add_argument("--rm", action="store_true", help="remove the container when it exits")
-    c.add_argument("-e", "--env", action="append", default=[], metavar="KEY=VALUE")
-    c.add_argument("-w", "--workdir", default="")
-    c.add_argument("-u", "--user", default="", metavar="USER[:GROUP]")
-    c.add_argument("--name", default="")
-    c.add_argument("--hostname", default="")
-    c.add_argument("--net", "--network", dest="network", default="none", choices=("none", "host"))
+    import argparse
+
+    for flags, dest, kind, default, help_text in OPTIONS:
+        if dest == "detach" and not run:
+            continue
+        if kind == "flag":
+            c.add_argument(*flags, dest=dest, action="store_true", help=help_text)
+        elif kind == "append":
+            c.add_argument(*flags, dest=dest, action="append", default=[], help=help_text)
+        else:
+            c.add_argument(*flags, dest=dest, default=default, help=help_text,
+                           choices=NETWORKS if dest == "network" else None)
     c.add_argument("image", metavar="IMAGE")
     c.add_argument("args", nargs=argparse.REMAINDER, metavar="COMMAND")
+
+
+class UsageError(Exception):
+    """Arguments `parse_run` cannot take; the message says which."""
+
+
+def parse_run(argv: list[str]) -> SimpleNamespace:
+    """`run`'s arguments as argparse would read them with `add_create_arguments`: options
+    (`-e X`, `-eX`, `--env=X`) up to the image, everything after it is the command."""
+    table = {flag: (dest, kind) for flags, dest, kind, _default, _help in OPTIONS for flag in flags}
+    values: dict[str, object] = {dest: ([] if kind == "append" else default)
+                                 for _flags, dest, kind, default, _help in OPTIONS}
+    i = 0
+    while i < len(argv) and argv[i].startswith("-") and argv[i] != "-":
+        word = argv[i]
+        if word == "--":
+            i += 1
+            break
+        flag, has_value, inline = word.partition("=") if word.startswith("--") else (word[:2], False, word[2:])
+        if flag not in table:
+            raise UsageError(f"unknown option {word!r} (see strata run --help)")
+        dest, kind = table[flag]
+        if kind == "flag":
+            if has_value or inline:
+                raise UsageError(f"option {flag} takes no value")
+            values[dest] = True
+            i += 1
+            continue
+        if not (has_value or inline):
+            if i + 1 >= len(argv):
+                raise UsageError(f"option {flag} needs a value")
+            inline, i = argv[i + 1], i + 1
+        if dest == "network" and inline not in NETWORKS:
+            raise UsageError(f"--network must be one of {', '.join(NETWORKS)}, not {inline!r}")
+        if kind == "append":
+            values[dest].append(inline)  # type: ignore[union-attr]
+        else:
+            values[dest] = inline
+        i += 1
+    if i >= len(argv):
+        raise UsageError("run needs an IMAGE (strata -H HOST run [OPTIONS] IMAGE [COMMAND...])")
+    return SimpleNamespace(image=argv[i], args=argv[i + 1 :], **values)

@@ -52,3 +52,21 @@ def test_client_errors(daemon: Daemon) -> None:
     other = subprocess.run([sys.executable, "-m", "engine.main", "-H", daemon.host, "images"], env=env,
                            capture_output=True, timeout=60)
     assert other.returncode == 2 and b"-H/--host is for `run`" in other.stderr
+
+
+def test_run_arguments_parse_as_the_cli_parses_them() -> None:
+    """The client's parser and argparse (the engine's CLI) read the same table alike."""
+    import argparse
+
+    from engine import containerargs
+
+    parser = argparse.ArgumentParser()
+    containerargs.add_create_arguments(parser, run=True)
+    for argv in (["busybox"], ["--rm", "-d", "busybox", "true"],
+                 ["-e", "A=1", "-eB=2", "--env=C=3", "--name=x", "-w", "/t", "--net", "host", "img", "sh", "-c", "-e"],
+                 ["-u", "1:2", "--hostname", "h", "--", "img", "--rm"]):
+        assert vars(containerargs.parse_run(argv)) == vars(parser.parse_args(argv)), argv
+    for bad, message in ((["--bogus", "img"], "unknown option"), (["--rm"], "needs an IMAGE"),
+                         (["--net", "bridge", "img"], "must be one of"), (["-e"], "needs a value")):
+        with pytest.raises(containerargs.UsageError, match=message):
+            containerargs.parse_run(bad)
