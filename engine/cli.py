@@ -28,7 +28,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--root", default=os.environ.get("STRATA_ROOT", DEFAULT_ROOT), help="engine root directory")
     p.add_argument("--driver", "-s", default=None, help="storage driver (default: $DOCKER_DRIVER, prior, best)")
     p.add_argument("-o", "--storage-opt", action="append", default=[], metavar="KEY=VALUE", help="driver option")
-    p.add_argument("-H", "--host", dest="client_host", default=None,
+    p.add_argument("-H", "--host", dest="client_host", default=None, metavar="HOST",
                    help="a running strata daemon (unix:///path, tcp://ADDR:PORT; default $STRATA_HOST) "
                    "that `run` goes through as a thin client")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
