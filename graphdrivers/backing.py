@@ -104,12 +104,3 @@ class LoopFilesystem:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.destroy()
-
-
-def make_filesystem(directory: str, fstype: str, size: int = DEFAULT_SIZE, **kwargs: object) -> LoopFilesystem:
-    """Create and mount a backing filesystem; call `.destroy()` on the result to remove it."""
-    return LoopFilesystem(directory, fstype, size, **kwargs).create()  # type: ignore[arg-type]
-
-
-def destroy_filesystem(fs: LoopFilesystem) -> None:
-    fs.destroy()

@@ -15,7 +15,6 @@ import socketserver
 import sys
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler
 from typing import IO, Any
 from urllib.parse import parse_qs, urlsplit
@@ -329,7 +328,3 @@ def json_lines(items: Iterable[Any]) -> Iterator[bytes]:
     """The progress-message stream format of pull/push/load: one JSON object a line."""
     for item in items:
         yield json.dumps(item).encode() + b"\r\n"
-
-
-def status_text(code: int) -> str:
-    return HTTPStatus(code).phrase

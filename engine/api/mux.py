@@ -27,15 +27,3 @@ def stdout_frame(data: bytes) -> bytes:
 
 def stderr_frame(data: bytes) -> bytes:
     return frame(STDERR, data)
-
-
-def decode(data: bytes) -> tuple[bytes, bytes]:
-    """(stdout, stderr) of a whole multiplexed stream; for tests and tools."""
-    out, err = bytearray(), bytearray()
-    i = 0
-    while i + 8 <= len(data):
-        stream, size = struct.unpack(">BxxxI", data[i : i + 8])
-        payload = data[i + 8 : i + 8 + size]
-        (out if stream == STDOUT else err).extend(payload)
-        i += 8 + size
-    return bytes(out), bytes(err)
