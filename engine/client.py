@@ -48,11 +48,14 @@ class _Connection:
         self.file = self.sock.makefile("rb")
         self.headers: dict[str, str] = {}
 
-    def send(self, method: str, path: str, body: Any = None) -> int:
-        """Send a request and read the status line and headers; returns the status."""
+    def send(self, method: str, path: str, body: Any = None, *, upgrade: bool = False) -> int:
+        """Send a request and read the status line and headers; returns the status.
+
+        `upgrade` asks for the connection to be hijacked (attach), as the docker CLI does."""
         payload = b"" if body is None else json.dumps(body).encode()
+        connection = "Connection: Upgrade\r\nUpgrade: tcp" if upgrade else "Connection: close"
         head = (f"{method} {API}{path} HTTP/1.1\r\nHost: strata\r\nContent-Type: application/json\r\n"
-                f"Content-Length: {len(payload)}\r\nConnection: Upgrade\r\nUpgrade: tcp\r\n\r\n")
+                f"Content-Length: {len(payload)}\r\n{connection}\r\n\r\n")
         self.sock.sendall(head.encode() + payload)
         status_line = self.file.readline()
         try:
@@ -127,7 +130,8 @@ def run(host: str, argv: list[str]) -> int:
         attach = _Connection(host)
         waiter = _Connection(host)
         try:
-            if attach.send("POST", f"/containers/{cid}/attach?stream=1&stdout=1&stderr=1") not in (101, 200):
+            status = attach.send("POST", f"/containers/{cid}/attach?stream=1&stdout=1&stderr=1", upgrade=True)
+            if status not in (101, 200):
                 raise ClientError(attach.json().get("message", "attach failed"))
             if waiter.send("POST", f"/containers/{cid}/wait?condition={'removed' if ns.rm else 'next-exit'}") != 200:
                 raise ClientError(waiter.json().get("message", "wait failed"))

@@ -142,7 +142,7 @@ def logs(job: Job) -> int:
         _copy(out, job.stdout)
         _copy(err, job.stderr)
         while follow and store.refresh(c).state.running:
-            handle = store._handle(c)
+            handle = store.handle(c)
             if handle is not None:
                 handle.wait(FOLLOW_POLL)
             else:

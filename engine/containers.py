@@ -270,7 +270,9 @@ class Containers:
             raise ContainerStartError(handle.start_error, status.code)
         return handle
 
-    def _handle(self, c: Container) -> Handle | None:
+    def handle(self, c: Container) -> Handle | None:
+        """The running process of `c` (re-attached after an engine restart), or None; waiting on
+        it does not record the end, which `wait`/`refresh` do."""
         with self._lock:
             handle = self._handles.get(c.id)
             if handle is None and c.state.running and c.monitor is not None:
@@ -283,7 +285,7 @@ class Containers:
         """`c` with its state brought up to date (a process that ended is marked exited)."""
         if not c.state.running:
             return c
-        handle = self._handle(c)
+        handle = self.handle(c)
         status = handle.exit_status() if handle is not None else None
         if handle is None or status is not None:
             self._finish(c, status)
@@ -292,7 +294,7 @@ class Containers:
     def wait(self, c: Container, timeout: float | None = None) -> ExitStatus:
         """Block until the container's process ends; its exit status (stored if it had ended)."""
         if c.state.running:
-            handle = self._handle(c)
+            handle = self.handle(c)
             status = handle.wait(timeout) if handle is not None else None
             if status is None and handle is not None:
                 raise EngineError(f"container {c.short_id} still runs after {timeout}s")
@@ -324,7 +326,7 @@ class Containers:
 
     def kill(self, c: Container, sig: int = signal.SIGKILL) -> None:
         c = self.refresh(c)
-        handle = self._handle(c)
+        handle = self.handle(c)
         if not c.state.running or handle is None:
             raise Conflict(f"container {c.short_id} is not running")
         try:
@@ -337,7 +339,7 @@ class Containers:
         c = self.refresh(c)
         if not c.state.running:
             return ExitStatus(c.state.exit_code, 0.0, c.state.error)
-        handle = self._handle(c)
+        handle = self.handle(c)
         assert handle is not None
         with contextlib.suppress(execdrivers.ExecError):
             handle.kill(signal.SIGTERM)
@@ -442,7 +444,7 @@ class Containers:
             raise NoSuchContainer(c.id)
         data = c.inspect(self.driver.name, _safe_metadata(self.driver, c.layer), self.log_paths(c)[0])
         if c.state.running and not data["State"]["Pid"]:
-            handle = self._handle(c)
+            handle = self.handle(c)
             with contextlib.suppress(execdrivers.ExecError):
                 data["State"]["Pid"] = (handle.pid() if handle else None) or 0
         return data

@@ -3,6 +3,7 @@ name on the filesystem it asks for, and a session-wide check that nothing leaked
 
 from __future__ import annotations
 
+import errno
 import os
 import tempfile
 from collections.abc import Iterator
@@ -97,6 +98,27 @@ def make_backing(tmp_path_factory: pytest.TempPathFactory) -> Iterator:
 
     yield make
     for fs in reversed(made):
+        fs.destroy()
+
+
+@pytest.fixture
+def xfs_prjquota(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """An empty root on xfs mounted with project quotas, where vfs and overlay2 enforce `size`.
+
+    Skips only when the kernel refuses the mount option (built without CONFIG_XFS_QUOTA).
+    """
+    directory = str(tmp_path_factory.mktemp("backing-xfs-prjquota"))
+    try:
+        fs = LoopFilesystem(directory, "xfs", 1 << 30, mount_options="prjquota").create()
+    except OSError as exc:
+        if exc.errno != errno.EINVAL:
+            raise
+        pytest.skip("this kernel cannot mount xfs with prjquota (built without CONFIG_XFS_QUOTA)")
+    try:
+        root = os.path.join(fs.mountpoint, "root")
+        os.mkdir(root)
+        yield root
+    finally:
         fs.destroy()
 
 

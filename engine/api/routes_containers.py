@@ -112,7 +112,7 @@ def add_routes(router: Router, engine: Engine) -> None:
         def body() -> Iterator[bytes]:
             try:
                 current = _await_start(c) if condition != "not-running" else c
-                handle = store._handle(current) if current.state.running else None
+                handle = store.handle(current) if current.state.running else None
                 if handle is not None:
                     handle.wait(None)  # the process ended; its output may still be in flight
                 attachments.drained(c.id, ATTACH_DRAIN_TIMEOUT)
@@ -165,7 +165,7 @@ def add_routes(router: Router, engine: Engine) -> None:
         """Copy the container's output as frames until its process ends, without recording the
         end: that is the wait endpoint's job (it alone sees the exit code of an --rm container)."""
         out_path, err_path = store.log_paths(c)
-        handle = store._handle(c)
+        handle = store.handle(c)
         with _open(out_path) as out, _open(err_path) as err:
             while True:
                 ended = handle is None or handle.wait(0.05) is not None

@@ -301,7 +301,7 @@ class Handle:
                 self._child = False
             return False
         start = _proc_start_time(self.info.monitor_pid)
-        return start is not None and start == self.info.monitor_start and not _is_zombie(self.info.monitor_pid)
+        return start is not None and start == self.info.monitor_start and process_alive(self.info.monitor_pid)
 
     def pid(self, timeout: float = 5.0) -> int | None:
         """The container's first process (host pid), or None once it has ended."""
@@ -350,13 +350,14 @@ class Handle:
             raise ExecError(f"container {self.id} is not running") from None
 
 
-def _is_zombie(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
+    """The process exists and is not a zombie (this sandbox's init may never reap one)."""
     try:
         with open(f"/proc/{pid}/stat", "rb") as f:
             raw = f.read()
     except FileNotFoundError:
-        return True
-    return raw[raw.rindex(b")") + 2 : raw.rindex(b")") + 3] == b"Z"
+        return False
+    return raw[raw.rindex(b")") + 2 : raw.rindex(b")") + 3] != b"Z"
 
 
 class ExecDriver(ABC):

@@ -17,6 +17,7 @@ import graphdrivers
 from engine.containercli import process_bound_mounts
 from engine.engine import Engine
 from engine.errors import Conflict, NoSuchContainer, NoSuchImage, UsageError
+from engine.execdrivers.base import process_alive
 from graphdrivers import mountutil
 from graphdrivers.driver import Change
 
@@ -35,13 +36,6 @@ WRITER_CHANGES = [
 ]
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            raw = f.read()
-    except FileNotFoundError:
-        return False
-    return raw[raw.rindex(b")") + 2 : raw.rindex(b")") + 3] != b"Z"
 
 
 def _tar_names(data: bytes) -> set[str]:
@@ -279,11 +273,11 @@ def test_rm_force_kills_a_container_a_dead_engine_left_running(tmp_path, exec_na
     with make_engine(root, "vfs", exec_name) as e:
         c = e.containers.get("orphan")
         monitor = c.monitor["monitor_pid"]
-        assert c.state.running and _pid_alive(monitor)
+        assert c.state.running and process_alive(monitor)
         assert job(e, "rm", "orphan", force="1")[0] == 0
         assert e.containers.ids() == []
     deadline = time.monotonic() + 5
-    while _pid_alive(monitor):
+    while process_alive(monitor):
         assert time.monotonic() < deadline
         time.sleep(0.02)
 

@@ -15,7 +15,6 @@ import pytest
 
 import graphdrivers
 from graphdrivers import mountutil, naivediff
-from graphdrivers.backing import LoopFilesystem
 from graphdrivers.driver import Change
 from graphdrivers.errors import (
     DriverError,
@@ -362,33 +361,23 @@ def test_unsafe_hard_link_is_still_refused_and_changes_nothing(driver: Overlay2D
         assert os.listdir(os.path.join(driver.home, "top", "diff")) == []
 
 
-def test_size_limit_with_xfs_project_quotas(tmp_path) -> None:
+def test_size_limit_with_xfs_project_quotas(xfs_prjquota: str) -> None:
+    d = graphdrivers.get_driver("overlay2", root=xfs_prjquota)
     try:
-        fs = LoopFilesystem(str(tmp_path / "xfs"), "xfs", 1 << 30, mount_options="prjquota").create()
-    except OSError as exc:
-        if exc.errno != errno.EINVAL:
-            raise
-        pytest.skip("this kernel cannot mount xfs with prjquota (built without CONFIG_XFS_QUOTA)")
-    try:
-        root = os.path.join(fs.mountpoint, "root")
-        d = graphdrivers.get_driver("overlay2", root=root)
-        try:
-            assert ("Size Limits", "project quotas") in d.status()
-            d.create("base")
-            write(os.path.join(d.home, "base", "diff", "f"), b"base")
-            d.create_read_write("limited", "base", storage_opt={"size": "8M"})
-            with mounted(d, "limited") as path:
-                write(os.path.join(path, "small"), b"s" * (4 << 20))
-                with pytest.raises(OSError) as info:
-                    write(os.path.join(path, "big"), b"b" * (16 << 20))
-                assert info.value.errno == errno.EDQUOT
-                assert read(os.path.join(path, "f")) == b"base"
-            with mounted(d, "base") as path:  # no limit on the parent
+        assert ("Size Limits", "project quotas") in d.status()
+        d.create("base")
+        write(os.path.join(d.home, "base", "diff", "f"), b"base")
+        d.create_read_write("limited", "base", storage_opt={"size": "8M"})
+        with mounted(d, "limited") as path:
+            write(os.path.join(path, "small"), b"s" * (4 << 20))
+            with pytest.raises(OSError) as info:
                 write(os.path.join(path, "big"), b"b" * (16 << 20))
-        finally:
-            d.cleanup()
+            assert info.value.errno == errno.EDQUOT
+            assert read(os.path.join(path, "f")) == b"base"
+        with mounted(d, "base") as path:  # no limit on the parent
+            write(os.path.join(path, "big"), b"b" * (16 << 20))
     finally:
-        fs.destroy()
+        d.cleanup()
 
 
 def test_size_limit_on_ext4_without_prjquota_says_why(driver: Overlay2Driver, root: str) -> None:

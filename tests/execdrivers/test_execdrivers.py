@@ -12,7 +12,7 @@ import time
 import pytest
 
 from engine.execdrivers import ExecDriver, ExecError, ProcessSpec, get_execdriver
-from engine.execdrivers.base import STATUS_NOT_FOUND
+from engine.execdrivers.base import STATUS_NOT_FOUND, process_alive
 from engine.execdrivers.cgroups import detect
 
 
@@ -38,13 +38,6 @@ def _runtime_log(handle) -> str:
     return open(path).read()[-2000:] if os.path.exists(path) else ""
 
 
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            raw = f.read()
-    except FileNotFoundError:
-        return False
-    return raw[raw.rindex(b")") + 2 : raw.rindex(b")") + 3] != b"Z"
 
 
 def run(driver: ExecDriver, rootfs: str, tmp_path, args: list[str], **spec) -> Ran:
@@ -194,5 +187,5 @@ def test_unknown_driver_and_runtime_are_clear_errors(tmp_path):
 
 def test_no_monitor_or_container_outlives_the_tests(busybox_rootfs):
     """Runs last in this module: every container above has been waited for."""
-    assert MONITORS and [pid for pid in MONITORS if _alive(pid)] == []
+    assert MONITORS and [pid for pid in MONITORS if process_alive(pid)] == []
     assert not [p for p in open("/proc/self/mountinfo").read().splitlines() if busybox_rootfs in p]

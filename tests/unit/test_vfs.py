@@ -13,12 +13,10 @@ import os
 import socket
 import stat
 import struct
-from collections.abc import Iterator
 
 import pytest
 
 import graphdrivers
-from graphdrivers.backing import LoopFilesystem
 from graphdrivers.vfs import VfsDriver
 
 # A file capability (security.capability, VFS_CAP_REVISION_2, effective): cap_net_raw.
@@ -176,23 +174,6 @@ def test_crash_leftovers_are_removed_at_start(ext4_root: str) -> None:
     again = VfsDriver(os.path.join(ext4_root, "vfs"))
     assert sorted(os.listdir(again.dir)) == ["keep", "x-creating"]
     assert again.exists("keep") and again.exists("x-creating")
-
-
-@pytest.fixture
-def xfs_prjquota(tmp_path) -> Iterator[str]:
-    """A vfs root on xfs mounted with project quotas, where vfs can enforce `size`."""
-    try:
-        fs = LoopFilesystem(str(tmp_path / "xfs"), "xfs", 1 << 30, mount_options="prjquota").create()
-    except OSError as exc:
-        if exc.errno != errno.EINVAL:
-            raise
-        pytest.skip("this kernel cannot mount xfs with prjquota (built without CONFIG_XFS_QUOTA)")
-    try:
-        root = os.path.join(fs.mountpoint, "root")
-        os.mkdir(root)
-        yield root
-    finally:
-        fs.destroy()
 
 
 def _fill(path: str, limit: int) -> None:
