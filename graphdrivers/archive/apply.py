@@ -6,6 +6,7 @@ import errno
 import io
 import os
 import stat
+from collections.abc import Callable
 from typing import IO
 
 from ..errors import DriverStateError, UnsafeArchive
@@ -39,8 +40,16 @@ _O_FILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 _O_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
+CopyUp = Callable[[str], list[str]]
+
+
 def apply_layer(
-    root: str, stream: IO[bytes], *, whiteouts: str = "delete", allow_devices: bool = True
+    root: str,
+    stream: IO[bytes],
+    *,
+    whiteouts: str = "delete",
+    allow_devices: bool = True,
+    copy_up: CopyUp | None = None,
 ) -> int:
     """Extract the uncompressed layer tar `stream` into `root`; returns the bytes of
     regular-file data written (hard links not counted).
@@ -50,6 +59,11 @@ def apply_layer(
     `trusted.overlay.opaque=y`), "aufs" keeps the `.wh.` entries as files. Nothing is ever
     written outside `root`. On any error -- `UnsafeArchive` for a hostile or malformed
     archive, `OSError` for the disk -- `root` is left exactly as it was.
+
+    `copy_up(target)` lets a union driver apply into a layer's own directory a hard link
+    whose target lives in a lower layer (what a naive diff of a union produces): it copies
+    the target up into `root`, as the union would on link(2), and returns the paths it made
+    (relative to `root`, parents first), which the journal then undoes with the rest.
     """
     if whiteouts not in WHITEOUT_MODES:
         raise ValueError(f"whiteouts must be one of {WHITEOUT_MODES}, not {whiteouts!r}")
@@ -58,7 +72,7 @@ def apply_layer(
     try:
         _refuse_interrupted(root, cache.root_fd)
         journal = Journal(cache)
-        applier = _Applier(cache, journal, whiteouts, allow_devices)
+        applier = _Applier(cache, journal, whiteouts, allow_devices, copy_up)
         try:
             reader = TarReader(buffered)
             for entry in reader.entries():
@@ -125,8 +139,11 @@ def _describe(exc: OSError) -> str:
 
 
 class _Applier:
-    def __init__(self, cache: DirCache, journal: Journal, whiteouts: str, allow_devices: bool) -> None:
+    def __init__(
+        self, cache: DirCache, journal: Journal, whiteouts: str, allow_devices: bool, copy_up: CopyUp | None
+    ) -> None:
         self.cache = cache
+        self.copy_up = copy_up
         self.journal = journal
         self.whiteouts = whiteouts
         self.allow_devices = allow_devices
@@ -339,9 +356,7 @@ class _Applier:
             tfd = self.cache.get(tparent)
             os.lstat(tbase, dir_fd=tfd)
         except (FileNotFoundError, NotADirectoryError):
-            raise UnsafeArchive(
-                f"hard link {entry.name!r} -> {entry.linkname!r}: the target does not exist in the layer"
-            ) from None
+            tfd = self._copied_up(entry, target)
         try:
             os.link(tbase, base, src_dir_fd=tfd, dst_dir_fd=pfd, follow_symlinks=False)
         except FileExistsError:
@@ -349,6 +364,34 @@ class _Applier:
             tfd = self.cache.get(tparent)
             os.link(tbase, base, src_dir_fd=tfd, dst_dir_fd=pfd, follow_symlinks=False)
         self.journal.created(path)
+
+    def _copied_up(self, entry: Entry, target: str) -> int:
+        """The fd of the target's directory once the driver copied the target up from below."""
+        missing = UnsafeArchive(
+            f"hard link {entry.name!r} -> {entry.linkname!r}: the target does not exist in the layer"
+            + (" nor below it" if self.copy_up is not None else "")
+        )
+        if self.copy_up is None:
+            raise missing
+        tparent, tbase = split(target)
+        ancestor = ""  # the copy adds entries to the deepest existing ancestor: keep its times
+        for part in tparent.split("/") if tparent else []:
+            candidate = f"{ancestor}/{part}" if ancestor else part
+            try:
+                self.cache.get(candidate)
+            except (FileNotFoundError, NotADirectoryError):
+                break
+            ancestor = candidate
+        self.journal.touch(ancestor, self.cache.get(ancestor))
+        for path in self.copy_up(target):
+            self.journal.created(path)
+        self._invalidate()
+        try:
+            tfd = self.cache.get(tparent)
+            os.lstat(tbase, dir_fd=tfd)
+        except (FileNotFoundError, NotADirectoryError):
+            raise missing from None
+        return tfd
 
     def _special(self, entry: Entry, parent: str, pfd: int, base: str, path: str) -> None:
         if entry.type == tarread.FIFO:

@@ -12,21 +12,20 @@ filesystem (`aufs.backend=kernel|fuse`); status() and metadata() always say whic
 from __future__ import annotations
 
 import importlib.util
-import io
 import os
 import shutil
-import tempfile
 from collections.abc import Mapping
 from typing import IO, Any
 
 from .. import archive, mountutil, naivediff
 from ..driver import Change, Driver, validate_id
-from ..errors import DriverError, DriverNotSupported, InvalidOption, LayerNotFound, UnsafeArchive
+from ..errors import DriverError, DriverNotSupported, InvalidOption, LayerNotFound
 from . import kernel_backend
 from .fuse_backend import FuseBackend, detach, is_dead_mount
 from .kernel_backend import KernelBackend
-from .linkup import copy_up_link_targets, link_targets, undo
+from .linkup import copy_up_link_target
 from .native_changes import branch_changes
+from .unionfs.tree import Union
 
 REMOVING = "-removing"
 BACKENDS = ("kernel", "fuse")
@@ -215,9 +214,8 @@ class AufsDriver(Driver):
     def apply_diff(self, id: str, parent: str | None, stream: IO[bytes]) -> int:
         """Extract straight into the branch, keeping `.wh.` entries as aufs whiteouts.
 
-        A tar that hard-links a file of a lower layer is refused by the branch alone;
-        then the targets are copied up (as the union would on `link`) and it is applied
-        again. A mounted layer is written through its union instead (whiteouts delete),
+        A hard link to a file of a lower layer copies that file up first, as the union
+        would on `link`. A mounted layer is written through its union instead (whiteouts delete),
         so the union's index sees every change.
         """
         if not self.exists(id):
@@ -229,55 +227,12 @@ class AufsDriver(Driver):
         branch = self._path("diff", id)
         if not self.ancestors(id):  # nothing below to hide: a whiteout is just a deletion
             return archive.apply_layer(branch, stream, whiteouts="delete")
-        replayable = _Replayable(stream)
-        try:
-            try:
-                return archive.apply_layer(branch, replayable, whiteouts="aufs")
-            except UnsafeArchive:
-                replayable.rewind()  # the branch was left as it was
-                made = copy_up_link_targets(self.branches(id), link_targets(replayable))
-                if not made:
-                    raise
-            replayable.rewind()
-            try:
-                return archive.apply_layer(branch, replayable, whiteouts="aufs")
-            except BaseException:
-                undo(made)
-                raise
-        finally:
-            replayable.close()
+        def copy_up(target: str) -> list[str]:
+            # A fresh (lazily indexed) union: the branch has changed since the apply began.
+            made = copy_up_link_target(Union(self.branches(id)), branch, target)
+            return [os.path.relpath(path, branch) for path in made]
 
-
-class _Replayable(io.RawIOBase):
-    """A stream read once from its source and kept in an unlinked temp file, so a refused
-    apply can be retried another way from the start."""
-
-    def __init__(self, source: IO[bytes]) -> None:
-        self._source: IO[bytes] | None = source
-        self._spool = tempfile.TemporaryFile()
-        self._replaying = False
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: Any) -> int:
-        if self._replaying:
-            return self._spool.readinto(buffer)
-        assert self._source is not None
-        data = self._source.read(len(buffer))
-        self._spool.write(data)
-        buffer[: len(data)] = data
-        return len(data)
-
-    def rewind(self) -> None:
-        if not self._replaying and self._source is not None:
-            shutil.copyfileobj(self._source, self._spool)  # the rest the first try never read
-        self._replaying = True
-        self._spool.seek(0)
-
-    def close(self) -> None:
-        self._spool.close()
-        super().close()
+        return archive.apply_layer(branch, stream, whiteouts="aufs", copy_up=copy_up)
 
 
 def _delete(path: str) -> None:

@@ -1,8 +1,8 @@
 """Copying files of lower layers up into a layer's diff dir, as overlayfs does.
 
 A layer tar may hard-link to a file that lives in a lower layer (the naive diff of a
-union produces such tars). The diff dir alone has no such file, so before applying the
-tar natively the targets are copied up: the file and any missing parent directories,
+union produces such tars). The diff dir alone has no such file, so while the tar is
+applied natively such a target is copied up: the file and any missing parent directories,
 with data, mode, owner, times and xattrs (overlay's own xattrs excepted), which leaves
 the union's view unchanged.
 """
@@ -12,33 +12,27 @@ from __future__ import annotations
 import os
 import shutil
 import stat
-import tarfile
-from typing import IO
 
 from .changes import OVERLAY_XATTR_PREFIXES, LowerView
-
-
-def missing_link_targets(stream: IO[bytes]) -> set[str]:
-    """Targets of hard links in the tar that are not entries of the tar itself."""
-    names: set[str] = set()
-    targets: set[str] = set()
-    with tarfile.open(fileobj=stream, mode="r|") as tar:  # type: ignore[call-overload]
-        for member in tar:
-            names.add(_clean(member.name))
-            if member.islnk():
-                targets.add(_clean(member.linkname))
-    return {t for t in targets - names if t}
-
-
-def _clean(name: str) -> str:
-    cleaned = os.path.normpath("/" + name).lstrip("/")
-    return "" if cleaned in (".", "") else cleaned
 
 
 def copy_up(upper: str, lowers: list[str], targets: set[str]) -> list[str]:
     """Copy each regular-file target the lower stack shows (and the upper lacks) into
     `upper`; returns the paths made, parents first, so a caller can undo them."""
     made: list[str] = []
+    try:
+        _copy_up(upper, lowers, targets, made)
+    except BaseException:  # leave nothing half made
+        for path in reversed(made):
+            if os.path.isdir(path):
+                shutil.rmtree(path, ignore_errors=True)
+            elif os.path.lexists(path):
+                os.unlink(path)
+        raise
+    return made
+
+
+def _copy_up(upper: str, lowers: list[str], targets: set[str], made: list[str]) -> None:
     dirs: list[tuple[str, os.stat_result]] = []
     for target in sorted(targets):
         *parents, name = target.split("/")
@@ -50,8 +44,8 @@ def copy_up(upper: str, lowers: list[str], targets: set[str]) -> list[str]:
                 break
             if not os.path.lexists(here):
                 os.mkdir(here)
-                _copy_attrs(found[0], here, found[1])
                 made.append(here)
+                _copy_attrs(found[0], here, found[1])
                 dirs.append((here, found[1]))
             elif not os.path.isdir(here):
                 break
@@ -60,12 +54,11 @@ def copy_up(upper: str, lowers: list[str], targets: set[str]) -> list[str]:
             found = view.lookup(name)
             dest = os.path.join(here, name)
             if found is not None and stat.S_ISREG(found[1].st_mode) and not os.path.lexists(dest):
+                made.append(dest)
                 shutil.copyfile(found[0], dest)
                 _copy_attrs(found[0], dest, found[1])
-                made.append(dest)
     for path, st in reversed(dirs):  # directory times last: making their children moved them
         os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
-    return made
 
 
 def _copy_attrs(source: str, dest: str, st: os.stat_result) -> None:
@@ -75,11 +68,3 @@ def _copy_attrs(source: str, dest: str, st: os.stat_result) -> None:
         if not name.startswith(OVERLAY_XATTR_PREFIXES):
             os.setxattr(dest, name, os.getxattr(source, name))
     os.utime(dest, ns=(st.st_atime_ns, st.st_mtime_ns))
-
-
-def undo(made: list[str]) -> None:
-    for path in reversed(made):
-        if os.path.isdir(path):
-            os.rmdir(path)
-        else:
-            os.unlink(path)

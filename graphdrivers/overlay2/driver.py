@@ -27,11 +27,10 @@ from typing import IO
 
 from .. import archive, fsmagic, mountutil
 from ..driver import Change, Driver
-from ..errors import DriverError, DriverNotSupported, InvalidLayerId, LayerNotFound, UnsafeArchive
+from ..errors import DriverError, DriverNotSupported, InvalidLayerId, LayerNotFound
 from ..projectquota import ProjectQuota
 from . import changes as overlay_changes
 from . import copyup, mounting
-from .replay import Replayable
 
 LINK_DIR = "l"
 TMP_PREFIX = ".tmp-"
@@ -211,25 +210,13 @@ class Overlay2Driver(Driver):
             # of leaving a 0/0 device in a layer that `get` shows without an overlay.
             return archive.apply_layer(self._diff_dir(id), stream, whiteouts="delete")
         diff_dir = self._diff_dir(id)
-        replayable = Replayable(stream)
-        try:
-            try:
-                return archive.apply_layer(diff_dir, replayable, whiteouts="overlay")  # type: ignore[arg-type]
-            except UnsafeArchive:
-                # The diff dir was left untouched. A hard link to a file of a lower layer
-                # is refused there: copy such targets up (as the kernel would) and retry.
-                replayable.rewind()
-                made = copyup.copy_up(diff_dir, self._lower_dirs(id), copyup.missing_link_targets(replayable))
-                if not made:
-                    raise
-            replayable.rewind()
-            try:
-                return archive.apply_layer(diff_dir, replayable, whiteouts="overlay")  # type: ignore[arg-type]
-            except BaseException:
-                copyup.undo(made)
-                raise
-        finally:
-            replayable.close()
+        lowers = self._lower_dirs(id)
+
+        def copy_up(target: str) -> list[str]:
+            # A hard link to a file of a lower layer: copy it up first, as the kernel would.
+            return [os.path.relpath(path, diff_dir) for path in copyup.copy_up(diff_dir, lowers, {target})]
+
+        return archive.apply_layer(diff_dir, stream, whiteouts="overlay", copy_up=copy_up)
 
     def _native(self, id: str, parent: str | None) -> bool:
         if not self.exists(id):

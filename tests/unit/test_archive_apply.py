@@ -4,6 +4,7 @@ all three storage modes, and writing through in-layer symlinks."""
 from __future__ import annotations
 
 import os
+import shutil
 import stat
 import struct
 import tarfile
@@ -341,3 +342,58 @@ def test_the_callers_stream_is_read_to_the_end_and_left_open(root: str, tmp_path
         assert apply_layer(root, f) == 5000
         assert not f.closed
         assert f.read() == b""
+
+
+def _lower_copier(root: str, lower: str, calls: list[str]):
+    """A copy_up hook as a union driver has one: copies `target` (and missing parents) from
+    `lower` into `root`, returning what it made, parents first."""
+
+    def copy_up(target: str) -> list[str]:
+        calls.append(target)
+        made, here = [], ""
+        for part in target.split("/")[:-1]:
+            here = os.path.join(here, part)
+            if not os.path.exists(os.path.join(root, here)):
+                os.mkdir(os.path.join(root, here))
+                made.append(here)
+        if os.path.exists(os.path.join(lower, target)):
+            shutil.copy2(os.path.join(lower, target), os.path.join(root, target))
+            made.append(target)
+        return made
+
+    return copy_up
+
+
+def test_hard_link_to_a_lower_file_is_copied_up_through_the_hook(tmp_path) -> None:
+    root, lower = str(tmp_path / "upper"), str(tmp_path / "lower")
+    os.makedirs(os.path.join(lower, "d"))
+    with open(os.path.join(lower, "d", "kept"), "wb") as f:
+        f.write(b"lower data")
+    os.mkdir(root)
+    calls: list[str] = []
+    tar = build_tar([member("e/link", tarfile.LNKTYPE, linkname="d/kept")])
+    with pytest.raises(UnsafeArchive, match="does not exist in the layer"):
+        apply_layer(root, stream(tar))  # no hook: refused, as before
+    apply_layer(root, stream(tar), copy_up=_lower_copier(root, lower, calls))
+    assert calls == ["d/kept"]
+    st_kept, st_link = os.stat(os.path.join(root, "d", "kept")), os.stat(os.path.join(root, "e", "link"))
+    assert (st_kept.st_ino, st_kept.st_nlink) == (st_link.st_ino, 2)
+    with open(os.path.join(root, "e", "link"), "rb") as f:
+        assert f.read() == b"lower data"
+
+
+def test_a_failed_apply_undoes_what_the_hook_copied_up(tmp_path) -> None:
+    root, lower = str(tmp_path / "upper"), str(tmp_path / "lower")
+    os.makedirs(os.path.join(lower, "d"))
+    with open(os.path.join(lower, "d", "kept"), "wb") as f:
+        f.write(b"x")
+    os.mkdir(root)
+    os.utime(root, ns=(T * 10**9, T * 10**9))
+    before = snapshot(root)
+    tar = build_tar([member("link", tarfile.LNKTYPE, linkname="d/kept"),
+                     member("nowhere", tarfile.LNKTYPE, linkname="missing/file")])
+    calls: list[str] = []
+    with pytest.raises(UnsafeArchive, match="nor below it"):
+        apply_layer(root, stream(tar), copy_up=_lower_copier(root, lower, calls))
+    assert calls == ["d/kept", "missing/file"]
+    assert snapshot(root) == before
