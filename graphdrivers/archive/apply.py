@@ -104,9 +104,13 @@ def apply_layer(
 
 
 def _buffered(stream: IO[bytes]) -> IO[bytes]:
-    """`stream` behind a 1 MiB buffer: a layer is read 512 bytes at a time, and a small
-    buffer (8 KiB for open(); none for a pipe) would cost a read(2) every few entries."""
-    if isinstance(stream, io.BytesIO) or not hasattr(stream, "readinto"):
+    """A file or pipe behind a 1 MiB buffer: a layer is read 512 bytes at a time, and a
+    small buffer (8 KiB for open(); none for a pipe) would cost a read(2) every few
+    entries. A stream made in Python (a decompressor, a hashing reader) is read as it is:
+    its reads cost no system call, and another buffer in front would only copy the data."""
+    try:
+        stream.fileno()
+    except (AttributeError, OSError, ValueError):  # io.UnsupportedOperation is both of the last two
         return stream
     try:
         return io.BufferedReader(stream, 1 << 20)  # type: ignore[arg-type]
