@@ -2,7 +2,7 @@
 # apt packages strata's tests and drivers need (quickly skipped when present), build .venv
 # and run. See README.md.
 
-APT_PACKAGES := btrfs-progs xfsprogs e2fsprogs util-linux fuse3 libfuse3-dev pkg-config \
+APT_PACKAGES := btrfs-progs xfsprogs e2fsprogs util-linux pkg-config \
 	libbtrfsutil-dev busybox-static runc crun docker-registry apache2-utils gcc python3-dev python3-venv \
 	skopeo
 PYTHON ?= python3

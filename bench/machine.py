@@ -14,8 +14,8 @@ from importlib import metadata
 
 from engine import host
 
-PACKAGES = ("strata", "pandas", "pyarrow", "numpy", "matplotlib", "rich", "btrfsutil", "pyfuse3", "pytest-benchmark")
-DEBIAN_PACKAGES = ("btrfs-progs", "xfsprogs", "e2fsprogs", "fuse3", "runc", "crun", "busybox-static")
+PACKAGES = ("strata", "pandas", "pyarrow", "numpy", "matplotlib", "rich", "btrfsutil", "pytest-benchmark")
+DEBIAN_PACKAGES = ("btrfs-progs", "xfsprogs", "e2fsprogs", "runc", "crun", "busybox-static")
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 

@@ -1,7 +1,7 @@
 """strata's storage layer: the driver contract, selection, and the built-in drivers.
 
 Importing the package registers every built-in driver; a driver's heavy dependencies
-(btrfsutil, pyfuse3, ...) load only when that driver is built.
+(btrfsutil, ...) load only when that driver is built.
 """
 
 from . import errors

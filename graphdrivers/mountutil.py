@@ -27,9 +27,18 @@ MS_SHARED = 0x100000
 MNT_FORCE = 0x1
 MNT_DETACH = 0x2
 
+MOUNT_ATTR_RDONLY = 0x1
+MOUNT_ATTR_NOATIME = 0x10
+_MOUNT_ATTR__ATIME = 0x70
+_SYS_OPEN_TREE = 428  # the same number on every architecture (the unified syscall table)
+_SYS_MOUNT_SETATTR = 442
+_OPEN_TREE_CLONE = 1
+_AT_EMPTY_PATH = 0x1000
+
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_char_p]
 _libc.umount2.argtypes = [ctypes.c_char_p, ctypes.c_int]
+_libc.syscall.restype = ctypes.c_long
 
 
 def _b(value: str | None) -> bytes | None:
@@ -49,6 +58,22 @@ def umount(target: str, flags: int = 0) -> None:
     if _libc.umount2(_b(target), flags) != 0:
         err = ctypes.get_errno()
         raise OSError(err, f"{os.strerror(err)}: umount {target!r}")
+
+
+def detached_view(path: str | bytes, attrs: int) -> int:
+    """A descriptor of a private, unattached bind mount of `path` with mount attributes
+    `attrs` (MOUNT_ATTR_*). Files opened beneath it carry those attributes -- read-only,
+    no atime updates -- yet it is in no mount table, and it goes away with its last user."""
+    fd = _libc.syscall(_SYS_OPEN_TREE, -100, os.fsencode(path), _OPEN_TREE_CLONE | os.O_CLOEXEC)
+    if fd < 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"{os.strerror(err)}: open_tree {os.fsdecode(path)!r}")
+    attr = (ctypes.c_uint64 * 4)(attrs, _MOUNT_ATTR__ATIME if attrs & MOUNT_ATTR_NOATIME else 0, 0, 0)
+    if _libc.syscall(_SYS_MOUNT_SETATTR, fd, b"", _AT_EMPTY_PATH, ctypes.byref(attr), ctypes.sizeof(attr)) != 0:
+        err = ctypes.get_errno()
+        os.close(fd)
+        raise OSError(err, f"{os.strerror(err)}: mount_setattr on a view of {os.fsdecode(path)!r}")
+    return fd
 
 
 def umount_retry(target: str, attempts: int = 50, delay: float = 0.02) -> None:

@@ -1,6 +1,6 @@
 """aufs: union mounts of layer branches, by the kernel's aufs or strata's FUSE union filesystem.
 
-The driver class (and pyfuse3 with it) loads only when the driver is built.
+The driver class loads only when the driver is built.
 """
 
 from __future__ import annotations

@@ -11,13 +11,12 @@ filesystem (`aufs.backend=kernel|fuse`); status() and metadata() always say whic
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import shutil
 from collections.abc import Mapping
 from typing import IO, Any
 
-from .. import archive, mountutil, naivediff
+from .. import archive, mountutil, naivediff, units
 from ..driver import Change, Driver, validate_id
 from ..errors import DriverError, DriverNotSupported, InvalidOption, LayerNotFound
 from . import kernel_backend
@@ -41,9 +40,13 @@ def _parse_backend(value: str) -> str:
     return value
 
 
+def _parse_passthrough(value: str) -> bool:
+    return units.parse_bool(value, what="aufs.fuse_passthrough")
+
+
 class AufsDriver(Driver):
     name = "aufs"
-    option_parsers: Mapping[str, Any] = {"aufs.backend": _parse_backend}
+    option_parsers: Mapping[str, Any] = {"aufs.backend": _parse_backend, "aufs.fuse_passthrough": _parse_passthrough}
 
     def __init__(self, home: str, options: Mapping[str, str] | None = None) -> None:
         super().__init__(home, options)
@@ -53,9 +56,10 @@ class AufsDriver(Driver):
             raise DriverNotSupported("aufs", "the kernel has no aufs (not in /proc/filesystems); use aufs.backend=fuse")
         if chosen == "fuse" and not os.path.exists("/dev/fuse"):
             raise DriverNotSupported("aufs", "the FUSE backend needs /dev/fuse (modprobe fuse)")
-        if chosen == "fuse" and importlib.util.find_spec("pyfuse3") is None:
-            raise DriverNotSupported("aufs", "the FUSE backend needs the pyfuse3 package")
-        self.backend: KernelBackend | FuseBackend = KernelBackend() if chosen == "kernel" else FuseBackend()
+        passthrough = self.options.get("aufs.fuse_passthrough", True)
+        self.backend: KernelBackend | FuseBackend = (
+            KernelBackend() if chosen == "kernel" else FuseBackend(passthrough=passthrough)
+        )
         self.max_depth = kernel_backend.MAX_BRANCHES if chosen == "kernel" else None
         for sub in ("diff", "layers", "mnt"):
             os.makedirs(os.path.join(home, sub), mode=0o700, exist_ok=True)
@@ -159,7 +163,7 @@ class AufsDriver(Driver):
     def backend_description(self) -> str:
         if isinstance(self.backend, KernelBackend):
             return "kernel (aufs)"
-        return "fuse (strata-aufs; not kernel aufs)"
+        return f"fuse (strata-aufs, file data {self.backend.data_path()}; not kernel aufs)"
 
     def status(self) -> list[tuple[str, str]]:
         layers = [n for n in os.listdir(os.path.join(self.home, "layers")) if not n.startswith(".")]
@@ -227,6 +231,7 @@ class AufsDriver(Driver):
         branch = self._path("diff", id)
         if not self.ancestors(id):  # nothing below to hide: a whiteout is just a deletion
             return archive.apply_layer(branch, stream, whiteouts="delete")
+
         def copy_up(target: str) -> list[str]:
             # A fresh (lazily indexed) union: the branch has changed since the apply began.
             made = copy_up_link_target(Union(self.branches(id)), branch, target)

@@ -1,7 +1,7 @@
 """Mounting unions with the FUSE filesystem: one `fuse_main` process per mount.
 
-Starting Python and importing pyfuse3 + trio costs ~130 ms of CPU, more than a whole
-`get` should take, so the backend starts one zygote (`fuse_main --zygote`, the same
+Starting Python and importing the union filesystem costs tens of milliseconds of CPU,
+much of what a whole `get` may take, so the backend starts one zygote (`fuse_main --zygote`, the same
 interpreter) on first use and asks it to fork a process per mount. The backend tracks
 each mount process through a pidfd (it is the zygote's child, reaped by the kernel), so
 `unmount` can wait for it to exit, and works whether the process is alive or was killed:
@@ -36,9 +36,10 @@ class FuseMountError(DriverError):
 class MountProcess:
     """The process serving one mount, watched through a pidfd (no pid-reuse races)."""
 
-    def __init__(self, pid: int) -> None:
+    def __init__(self, pid: int, passthrough: bool) -> None:
         self.pid = pid
         self.pidfd = os.pidfd_open(pid)
+        self.passthrough = passthrough  # the kernel passes file data through to the branches
 
     def wait(self, timeout: float) -> bool:
         """Whether the process has exited within `timeout` seconds."""
@@ -80,11 +81,12 @@ class Zygote:
         self.stderr.seek(0)
         return self.stderr.read().decode(errors="replace").strip()[-2000:]
 
-    def request(self, mountpoint: str, branches: list[str]) -> MountProcess:
+    def request(self, mountpoint: str, branches: list[str], *, passthrough: bool) -> MountProcess:
         """Have a process mount the union; return once the mount answers."""
         assert self.popen.stdin is not None
+        request = {"mountpoint": mountpoint, "branches": branches, "passthrough": passthrough}
         try:
-            self.popen.stdin.write(json.dumps({"mountpoint": mountpoint, "branches": branches}).encode() + b"\n")
+            self.popen.stdin.write(json.dumps(request).encode() + b"\n")
         except BrokenPipeError:
             raise FuseMountError(f"the FUSE zygote is gone: {self.errors()}") from None
         line = self._readline(READY_TIMEOUT)
@@ -95,7 +97,8 @@ class Zygote:
         if not line.startswith("ready "):
             reason = line.removeprefix("error ") or f"no answer within {READY_TIMEOUT:.0f} s"
             raise FuseMountError(f"FUSE union for {mountpoint} did not start: {reason} {self.errors()}".strip())
-        proc = MountProcess(int(line.split()[1]))
+        _, pid, data = line.split()
+        proc = MountProcess(int(pid), data == "passthrough")
         try:
             st = os.stat(mountpoint)  # answered by the new process's loop: the mount is live
             _raise_readahead(st.st_dev)
@@ -165,7 +168,9 @@ def is_dead_mount(mountpoint: str) -> bool:
 class FuseBackend:
     name = "fuse"
 
-    def __init__(self) -> None:
+    def __init__(self, *, passthrough: bool) -> None:
+        self.passthrough = passthrough  # asked for; a mount serves data itself where the kernel cannot
+        self.refused: bool | None = None  # did the last mount's kernel refuse passthrough? (None: no mount yet)
         self._lock = threading.Lock()  # one request at a time: answers come back on one pipe
         self._zygote: Zygote | None = None
         self._procs: dict[str, MountProcess] = {}
@@ -177,7 +182,16 @@ class FuseBackend:
                 self._zygote = None
             if self._zygote is None:
                 self._zygote = Zygote()
-            self._procs[mountpoint] = self._zygote.request(mountpoint, branches)
+            proc = self._procs[mountpoint] = self._zygote.request(mountpoint, branches, passthrough=self.passthrough)
+            self.refused = self.passthrough and not proc.passthrough
+
+    def data_path(self) -> str:
+        """How file data reaches callers, as far as mounts have shown."""
+        if not self.passthrough:
+            return "served by the FUSE process"
+        if self.refused:
+            return "served by the FUSE process (the kernel refused passthrough)"
+        return "passthrough" if self.refused is False else "passthrough where the kernel has it"
 
     def unmount(self, mountpoint: str) -> None:
         with self._lock:

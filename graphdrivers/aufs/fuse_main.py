@@ -4,12 +4,13 @@ A process of its own per mount means a crash of the filesystem cannot take the e
 with it, and killing it is a clean way to simulate one. Two ways to run it:
 
 - `fuse_main MOUNTPOINT RW_BRANCH [RO_BRANCH ...]`: mount and serve until unmounted.
-- `fuse_main --zygote`: the driver's mount server. Starting Python and importing
-  pyfuse3 + trio costs ~130 ms of CPU, more than a whole `get` should take, so the
-  zygote pays it once and forks one child per request. A request is one JSON line on
-  stdin, `{"mountpoint": ..., "branches": [...]}`; the child that serves it answers
-  `ready <pid>` (or `error <reason>`) on stdout. End of input stops the zygote; the
-  mounts it started live on until they are unmounted.
+- `fuse_main --zygote`: the driver's mount server. Starting Python and importing the
+  union costs tens of milliseconds of CPU, a good part of what a whole `get` should
+  take, so the zygote pays it once and forks one child per request. A request is one
+  JSON line on stdin, `{"mountpoint": ..., "branches": [...], "passthrough": bool}`; the
+  child that serves it answers `ready <pid> passthrough|served` (how file data moves; or
+  `error <reason>`) on stdout. End of
+  input stops the zygote; the mounts it started live on until they are unmounted.
 """
 
 from __future__ import annotations
@@ -20,40 +21,31 @@ import os
 import signal
 import sys
 
-import pyfuse3
-import trio
-
 from .unionfs.ops import UnionOperations
+from .unionfs.session import Session
 from .unionfs.tree import Union
 
+# The mount table shows source strata-aufs and type fuse.strata-aufs, so stale mounts
+# are recognisable. The mount allows setuid binaries and device nodes (a container
+# rootfs needs them) and checks modes itself (default_permissions): root in a container
+# sees normal permission semantics.
 FSNAME = "strata-aufs"
-MOUNT_OPTIONS = frozenset(
-    {
-        "default_permissions",  # the kernel checks modes and owners: root in a container sees normal semantics
-        "allow_other",
-        f"fsname={FSNAME}",
-        f"subtype={FSNAME}",  # the mount table type is fuse.strata-aufs, so stale mounts are recognisable
-        "suid",  # a container rootfs needs setuid binaries and device nodes
-        "dev",
-        # no max_read: pyfuse3 cannot tell libfuse's init about it (the mount would fail);
-        # libfuse 3 negotiates 1 MiB requests (max_write, max_pages) by itself
-    }
-)
 
 
-def serve(mountpoint: str, branches: list[str]) -> None:
-    """Mount, say `ready <pid>` on stdout, serve until unmounted."""
+def serve(mountpoint: str, branches: list[str], *, passthrough: bool = True) -> None:
+    """Mount, say `ready <pid> passthrough|served` on stdout, serve until unmounted."""
     os.umask(0)  # modes come from the callers' requests, exactly
-    union = Union(branches)
-    pyfuse3.init(UnionOperations(union), mountpoint, set(MOUNT_OPTIONS))
+    ops = UnionOperations(Union(branches))
+    session = Session(ops, mountpoint, passthrough=passthrough, fsname=FSNAME)
+    session.mount()
     try:
-        os.write(1, f"ready {os.getpid()}\n".encode())
+        data = "passthrough" if ops.passthrough is not None else "served"
+        os.write(1, f"ready {os.getpid()} {data}\n".encode())
         _to_devnull(1)
-        trio.run(pyfuse3.main)
     except BaseException:
-        pyfuse3.close(unmount=True)
+        session.abort()
         raise
-    pyfuse3.close(unmount=False)  # the driver's umount ended the loop
+    session.serve()
 
 
 def _to_devnull(fd: int) -> None:
@@ -69,21 +61,22 @@ def zygote() -> int:
         try:
             request = json.loads(line)
             mountpoint, branches = request["mountpoint"], list(request["branches"])
+            passthrough = bool(request.get("passthrough", True))
             pid = os.fork()
         except Exception as exc:
             os.write(1, f"error {exc}\n".encode())
             continue
         if pid == 0:
-            _child(mountpoint, branches)
+            _child(mountpoint, branches, passthrough)
     return 0
 
 
-def _child(mountpoint: str, branches: list[str]) -> None:
+def _child(mountpoint: str, branches: list[str], passthrough: bool) -> None:
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
     _to_devnull(0)  # the request pipe belongs to the zygote
     code = 0
     try:
-        serve(mountpoint, branches)
+        serve(mountpoint, branches, passthrough=passthrough)
     except BaseException as exc:
         message = f"cannot serve {mountpoint}: {exc}".replace("\n", " ")
         try:
@@ -100,6 +93,7 @@ def _child(mountpoint: str, branches: list[str]) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m graphdrivers.aufs.fuse_main", description=__doc__.split("\n")[0])
     parser.add_argument("--zygote", action="store_true", help="fork a mount per JSON request line on stdin")
+    parser.add_argument("--no-passthrough", action="store_true", help="serve file data through this process")
     parser.add_argument("mountpoint", nargs="?")
     parser.add_argument("branches", nargs="*", help="writable branch first, then read-only ones, nearest first")
     args = parser.parse_args(argv)
@@ -110,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("give a mount point and at least the writable branch, or --zygote")
     mountpoint, branches = args.mountpoint, args.branches
     try:
-        serve(mountpoint, branches)
+        serve(mountpoint, branches, passthrough=not args.no_passthrough)
     except Exception as exc:
         print(f"strata-aufs: cannot serve {mountpoint}: {exc}", file=sys.stderr)
         return 1

@@ -27,8 +27,7 @@ def copy_up_link_target(union: Union, branch: str, target: str) -> list[str]:
     if node.is_dir or node.entry.branch == 0:
         return []
     parts = target.split("/")
-    missing = [p for p in (os.path.join(branch, *parts[: i + 1]) for i in range(len(parts)))
-               if not os.path.lexists(p)]
+    missing = [p for p in (os.path.join(branch, *parts[: i + 1]) for i in range(len(parts))) if not os.path.lexists(p)]
     try:
         union.copy_up(node)
     except BaseException:

@@ -18,9 +18,12 @@ def make_root(make_backing, size: int = 1 << 30) -> str:
     return root
 
 
-@pytest.fixture
-def aufs(make_backing) -> Iterator[AufsDriver]:
-    d = graphdrivers.get_driver("aufs", root=make_root(make_backing), options={"aufs.backend": "fuse"})
+@pytest.fixture(params=["passthrough", "served"])
+def aufs(make_backing, request: pytest.FixtureRequest) -> Iterator[AufsDriver]:
+    """The FUSE driver both ways file data can move: passed through to the branch files
+    by the kernel, or served by the FUSE process itself."""
+    options = {"aufs.backend": "fuse", "aufs.fuse_passthrough": str(request.param == "passthrough").lower()}
+    d = graphdrivers.get_driver("aufs", root=make_root(make_backing), options=options)
     assert isinstance(d, AufsDriver)
     yield d
     d.cleanup()

@@ -1,144 +1,157 @@
-"""pyfuse3 low-level operations over a `Union`.
+"""The union's FUSE operations: each resolves inodes, lets `tree.Union` apply the aufs
+rule, and answers with attributes.
 
-Each handler is a thin translation: resolve the inode, let `tree.Union` apply the aufs
-rule, answer with attributes. Data moves with pread/pwrite on the branch file's own
-descriptor (one call per FUSE request, requests up to 1 MiB), and read-only branches are
-cached by the kernel: their files keep their page cache across opens and their entries
-and attributes are cached for an hour, since nothing can change them underneath.
+File data takes one of two ways. With passthrough (the kernel agreed at INIT), an open
+file is backed by its branch file and the kernel reads, writes and maps it directly, as
+overlayfs does: no byte crosses this process. Without it, data moves with pread/pwrite on
+the branch file (requests up to 1 MiB), and files of read-only branches keep the kernel's
+page cache across opens. Either way entries and attributes of read-only branches are
+cached for an hour, since nothing can change them underneath.
 """
 
 from __future__ import annotations
 
 import errno
-import functools
 import itertools
 import os
 import stat
 import sys
-import traceback
-from collections.abc import Callable, Coroutine
-from typing import Any, TypeVar
+from collections.abc import Iterator
 
-import pyfuse3
-
+from ... import mountutil
+from . import abi
+from .abi import Passthrough
 from .tree import Node, Union
 
-RO_TIMEOUT = 3600.0  # read-only branches never change while mounted
-RW_TIMEOUT = 1.0  # the writable branch is only changed through us, but stay modest
+RO_TIMEOUT = abi.split_time(3600.0)  # read-only branches never change while mounted
+RW_TIMEOUT = abi.split_time(1.0)  # the writable branch is only changed through us, but stay modest
 BLKSIZE = 128 * 1024  # st_blksize: invites applications to use large reads
 
+_U64 = (1 << 64) - 1
 _OPEN_STRIP = os.O_CREAT | os.O_EXCL | os.O_NOCTTY | os.O_APPEND  # the kernel resolves appends itself
 
-T = TypeVar("T")
+
+class Attributes:
+    """An inode's answer to the kernel: fuse_attr packed once, and how long it holds."""
+
+    __slots__ = ("ino", "mode", "packed", "timeout")
+
+    def __init__(self, ino: int, mode: int, packed: bytes, timeout: tuple[int, int]) -> None:
+        self.ino = ino
+        self.mode = mode
+        self.packed = packed
+        self.timeout = timeout
 
 
-def _fuse_errors(fn: Callable[..., Coroutine[Any, Any, T]]) -> Callable[..., Coroutine[Any, Any, T]]:
-    """OSError from a branch becomes the same errno for the caller. Any other exception
-    is a bug: it is logged and answered with EIO, because pyfuse3 would otherwise end
-    the whole mount (a container's rootfs) over one failed request."""
-
-    @functools.wraps(fn)
-    async def wrapper(*args: Any) -> T:
-        try:
-            return await fn(*args)
-        except OSError as exc:
-            raise pyfuse3.FUSEError(exc.errno or errno.EIO) from None
-        except pyfuse3.FUSEError:
-            raise
-        except Exception:
-            traceback.print_exc(file=sys.stderr)
-            raise pyfuse3.FUSEError(errno.EIO) from None
-
-    return wrapper
+NEGATIVE = Attributes(0, 0, bytes(abi.ATTR.size), RW_TIMEOUT)  # inode 0: the kernel caches "no such name"
 
 
-class UnionOperations(pyfuse3.Operations):
-    enable_writeback_cache = False
+class OpenInode:
+    """A kernel inode with open files: which branch file they reach, and how.
 
+    The kernel takes one backing file per inode, for all its opens at once (and reopens
+    it with each caller's flags). A read-only branch's file is reached through a no-atime,
+    read-only view; a writable branch's file directly."""
+
+    __slots__ = ("backing", "key", "opens")
+
+    def __init__(self, key: tuple[int, int], backing: int) -> None:
+        self.key = key  # (st_dev, st_ino) of the branch file
+        self.backing = backing  # backing id, 0 when the data is served here
+        self.opens = 0
+
+
+class UnionOperations:
     def __init__(self, union: Union) -> None:
-        super().__init__()
         self.u = union
+        self.passthrough: Passthrough | None = None  # the session sets it when INIT enables passthrough
+        self._passthrough_refused = False
         self._rw_fds: set[int] = set()  # descriptors opened in the writable branch
+        self._open_inodes: dict[int, OpenInode] = {}  # node id -> what its open files reach
+        self._handles: dict[int, int] = {}  # open handle -> node id
+        self._node_ids: dict[int, int] = {}  # inode -> the node id the kernel gets for it, when not the inode
+        self._views: dict[int, int] = {}  # read-only branch -> its no-atime view (mountutil.detached_view)
         self._dirs: dict[int, tuple[Node, list[bytes]]] = {}
         self._dir_handles = itertools.count(1)
 
+    def branch_root(self) -> str:
+        return os.fsdecode(self.u.rw)
+
+    def node_id(self, ino: int) -> int:
+        return self._node_ids.get(ino, ino)
+
     # -- attributes --------------------------------------------------------------------
 
-    def _attr(self, node: Node) -> pyfuse3.EntryAttributes:
+    def _attr(self, node: Node) -> Attributes:
         read_only = node.entry.branch > 0 and not node.unlinked
         if read_only and node.attr is not None:
             return node.attr  # type: ignore[return-value]
         st = node.st if node.unlinked else self.u.stat(node)
         assert st is not None
-        a = pyfuse3.EntryAttributes()
-        a.st_ino = node.ino
-        a.st_mode = st.st_mode
         dirs = node.entry.dirs
         # a merged directory's link count cannot be known cheaply; 1 means "unknown" to find(1)
-        a.st_nlink = 1 if dirs is not None and len(dirs) > 1 else (0 if node.unlinked else st.st_nlink)
-        a.st_uid = st.st_uid
-        a.st_gid = st.st_gid
-        a.st_rdev = st.st_rdev
-        a.st_size = st.st_size
-        a.st_blksize = BLKSIZE
-        a.st_blocks = st.st_blocks
-        a.st_atime_ns = st.st_atime_ns
-        a.st_mtime_ns = st.st_mtime_ns
-        a.st_ctime_ns = st.st_ctime_ns
-        timeout = RO_TIMEOUT if node.entry.branch else RW_TIMEOUT
-        a.attr_timeout = timeout
-        a.entry_timeout = timeout
+        nlink = 1 if dirs is not None and len(dirs) > 1 else (0 if node.unlinked else st.st_nlink)
+        packed = abi.ATTR.pack(
+            node.ino,
+            st.st_size,
+            st.st_blocks,
+            (st.st_atime_ns // 10**9) & _U64,  # times before 1970 travel as two's complement
+            (st.st_mtime_ns // 10**9) & _U64,
+            (st.st_ctime_ns // 10**9) & _U64,
+            st.st_atime_ns % 10**9,
+            st.st_mtime_ns % 10**9,
+            st.st_ctime_ns % 10**9,
+            st.st_mode,
+            nlink,
+            st.st_uid,
+            st.st_gid,
+            st.st_rdev & 0xFFFFFFFF,
+            BLKSIZE,
+            0,
+        )
+        a = Attributes(node.ino, st.st_mode, packed, RO_TIMEOUT if node.entry.branch else RW_TIMEOUT)
         if read_only:
             node.attr = a
         return a
 
-    @_fuse_errors
-    async def lookup(self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
+    def lookup(self, parent_inode: int, name: bytes) -> Attributes:
         node = self.u.lookup(self.u.get(parent_inode), name)
-        if node is None:
-            negative = pyfuse3.EntryAttributes()  # inode 0: the kernel caches "no such name"
-            negative.st_ino = 0
-            negative.entry_timeout = RW_TIMEOUT
-            return negative
-        return self._attr(node)
+        return NEGATIVE if node is None else self._attr(node)
 
-    async def forget(self, inode_list: Any) -> None:
-        """Inodes are kept while mounted, so their numbers stay stable."""
-
-    @_fuse_errors
-    async def getattr(self, inode: int, ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
+    def getattr(self, inode: int) -> Attributes:
         return self._attr(self.u.get(inode))
 
-    @_fuse_errors
-    async def setattr(
+    def setattr(
         self,
         inode: int,
-        attr: pyfuse3.EntryAttributes,
-        fields: pyfuse3.SetattrFields,
+        *,
         fh: int | None,
-        ctx: pyfuse3.RequestContext,
-    ) -> pyfuse3.EntryAttributes:
+        mode: int | None,
+        uid: int | None,
+        gid: int | None,
+        size: int | None,
+        atime_ns: int | None,
+        mtime_ns: int | None,
+    ) -> Attributes:
         node = self.u.get(inode)
         self.u.copy_up(node)
         # an open writable-branch descriptor also reaches files already unlinked
         target: int | bytes = fh if fh is not None and fh in self._rw_fds else self.u.real(node)
         is_link = stat.S_ISLNK(self.u.stat(node).st_mode) if not node.unlinked else False
-        if fields.update_uid or fields.update_gid:
-            uid = attr.st_uid if fields.update_uid else -1
-            gid = attr.st_gid if fields.update_gid else -1
+        if uid is not None or gid is not None:
             if isinstance(target, int):
-                os.fchown(target, uid, gid)
+                os.fchown(target, -1 if uid is None else uid, -1 if gid is None else gid)
             else:
-                os.lchown(target, uid, gid)
-        if fields.update_mode and not is_link:
-            os.chmod(target, stat.S_IMODE(attr.st_mode))
-        if fields.update_size:
-            os.truncate(target, attr.st_size)
-        if fields.update_atime or fields.update_mtime:
+                os.lchown(target, -1 if uid is None else uid, -1 if gid is None else gid)
+        if mode is not None and not is_link:
+            os.chmod(target, stat.S_IMODE(mode))
+        if size is not None:
+            os.truncate(target, size)
+        if atime_ns is not None or mtime_ns is not None:
             current = os.fstat(target) if isinstance(target, int) else os.lstat(target)
             times = (
-                attr.st_atime_ns if fields.update_atime else current.st_atime_ns,
-                attr.st_mtime_ns if fields.update_mtime else current.st_mtime_ns,
+                current.st_atime_ns if atime_ns is None else atime_ns,
+                current.st_mtime_ns if mtime_ns is None else mtime_ns,
             )
             if isinstance(target, int):
                 os.utime(target, ns=times)
@@ -149,214 +162,229 @@ class UnionOperations(pyfuse3.Operations):
             node.st = os.fstat(target)
         return self._attr(node)
 
-    @_fuse_errors
-    async def readlink(self, inode: int, ctx: pyfuse3.RequestContext) -> bytes:
+    def readlink(self, inode: int) -> bytes:
         return os.readlink(self.u.real(self.u.get(inode)))
 
-    @_fuse_errors
-    async def access(self, inode: int, mode: int, ctx: pyfuse3.RequestContext) -> bool:
-        return True  # default_permissions: the kernel checks modes itself
-
-    @_fuse_errors
-    async def statfs(self, ctx: pyfuse3.RequestContext) -> pyfuse3.StatvfsData:
+    def statfs(self) -> bytes:
         sv = os.statvfs(self.u.rw)
-        out = pyfuse3.StatvfsData()
-        for name in ("f_bsize", "f_frsize", "f_blocks", "f_bfree", "f_bavail", "f_files", "f_ffree", "f_favail"):
-            setattr(out, name, getattr(sv, name))
-        out.f_namemax = sv.f_namemax - len(b".wh.")  # room for the whiteout prefix
-        return out
+        return abi.STATFS_OUT.pack(
+            sv.f_blocks,
+            sv.f_bfree,
+            sv.f_bavail,
+            sv.f_files,
+            sv.f_ffree,
+            sv.f_bsize,
+            sv.f_namemax - len(b".wh."),  # room for the whiteout prefix
+            sv.f_frsize,
+            0,
+        )
 
     # -- directories -------------------------------------------------------------------
 
-    @_fuse_errors
-    async def opendir(self, inode: int, ctx: pyfuse3.RequestContext) -> int:
+    def opendir(self, inode: int) -> int:
         node = self.u.get(inode)
         handle = next(self._dir_handles)
         self._dirs[handle] = (node, list(self.u.listing(node)))
         return handle
 
-    @_fuse_errors
-    async def readdir(self, fh: int, start_id: int, token: pyfuse3.ReaddirToken) -> None:
+    def readdir(self, fh: int, start: int) -> Iterator[tuple[int, bytes, Attributes, int]]:
+        """(index, name, attributes, mode) from entry `start` of the listing taken at opendir."""
         node, names = self._dirs[fh]
-        for i in range(start_id, len(names)):
+        for i in range(start, len(names)):
             child = self.u.lookup(node, names[i])
-            if child is None:
-                continue  # removed since opendir
-            if not pyfuse3.readdir_reply(token, names[i], self._attr(child), i + 1):
-                break
+            if child is not None:  # else removed since opendir
+                a = self._attr(child)
+                yield i, names[i], a, a.mode
 
-    async def releasedir(self, fh: int) -> None:
+    def releasedir(self, fh: int) -> None:
         self._dirs.pop(fh, None)
 
-    async def fsyncdir(self, fh: int, datasync: bool) -> None:
-        pass
-
-    @_fuse_errors
-    async def mkdir(
-        self, parent_inode: int, name: bytes, mode: int, ctx: pyfuse3.RequestContext
-    ) -> pyfuse3.EntryAttributes:
+    def mkdir(self, parent_inode: int, name: bytes, mode: int, uid: int, gid: int) -> Attributes:
         parent = self.u.get(parent_inode)
         path, whited_out = self.u.prepare_new(parent, name)
         os.mkdir(path, stat.S_IMODE(mode))
         try:
-            self._own(path, parent, ctx, mode, is_dir=True)
+            self._own(path, parent, uid, gid, mode, is_dir=True)
         except BaseException:
             os.rmdir(path)
             raise
         return self._attr(self.u.added(parent, name, is_dir=True, whited_out=whited_out))
 
-    @_fuse_errors
-    async def rmdir(self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
+    def rmdir(self, parent_inode: int, name: bytes) -> None:
         self.u.remove(self.u.get(parent_inode), name, want_dir=True)
 
     # -- names -------------------------------------------------------------------------
 
-    def _own(self, path: bytes, parent: Node, ctx: pyfuse3.RequestContext, mode: int, *, is_dir: bool) -> None:
+    def _own(self, path: bytes, parent: Node, uid: int, gid: int, mode: int, *, is_dir: bool) -> None:
         """Give a new object the caller's owner (the group of a setgid parent) and exact mode."""
         parent_mode = self.u.stat(parent).st_mode
         setgid_parent = bool(parent_mode & stat.S_ISGID)
-        os.chown(path, ctx.uid, -1 if setgid_parent else ctx.gid, follow_symlinks=False)
+        os.chown(path, uid, -1 if setgid_parent else gid, follow_symlinks=False)
         if stat.S_ISLNK(mode):
             return
         wanted = stat.S_IMODE(mode) | (stat.S_ISGID if is_dir and setgid_parent else 0)
         if wanted & 0o7000:
             os.chmod(path, wanted)  # chown cleared setuid/setgid; mkdir ignores them
 
-    @_fuse_errors
-    async def mknod(
-        self, parent_inode: int, name: bytes, mode: int, rdev: int, ctx: pyfuse3.RequestContext
-    ) -> pyfuse3.EntryAttributes:
+    def mknod(self, parent_inode: int, name: bytes, mode: int, rdev: int, uid: int, gid: int) -> Attributes:
         parent = self.u.get(parent_inode)
         path, whited_out = self.u.prepare_new(parent, name)
         os.mknod(path, mode, rdev)
         try:
-            self._own(path, parent, ctx, mode, is_dir=False)
+            self._own(path, parent, uid, gid, mode, is_dir=False)
         except BaseException:
             os.unlink(path)
             raise
         return self._attr(self.u.added(parent, name, is_dir=False, whited_out=whited_out))
 
-    @_fuse_errors
-    async def symlink(
-        self, parent_inode: int, name: bytes, target: bytes, ctx: pyfuse3.RequestContext
-    ) -> pyfuse3.EntryAttributes:
+    def symlink(self, parent_inode: int, name: bytes, target: bytes, uid: int, gid: int) -> Attributes:
         parent = self.u.get(parent_inode)
         path, whited_out = self.u.prepare_new(parent, name)
         os.symlink(target, path)
         try:
-            self._own(path, parent, ctx, stat.S_IFLNK | 0o777, is_dir=False)
+            self._own(path, parent, uid, gid, stat.S_IFLNK | 0o777, is_dir=False)
         except BaseException:
             os.unlink(path)
             raise
         return self._attr(self.u.added(parent, name, is_dir=False, whited_out=whited_out))
 
-    @_fuse_errors
-    async def link(
-        self, inode: int, new_parent_inode: int, new_name: bytes, ctx: pyfuse3.RequestContext
-    ) -> pyfuse3.EntryAttributes:
+    def link(self, inode: int, new_parent_inode: int, new_name: bytes) -> Attributes:
         node = self.u.link(self.u.get(inode), self.u.get(new_parent_inode), new_name)
         node.st = None
         return self._attr(node)
 
-    @_fuse_errors
-    async def unlink(self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
+    def unlink(self, parent_inode: int, name: bytes) -> None:
         self.u.remove(self.u.get(parent_inode), name, want_dir=False)
 
-    @_fuse_errors
-    async def rename(
-        self,
-        parent_inode_old: int,
-        name_old: bytes,
-        parent_inode_new: int,
-        name_new: bytes,
-        flags: int,
-        ctx: pyfuse3.RequestContext,
-    ) -> None:
-        if flags & pyfuse3.RENAME_EXCHANGE:
+    def rename(self, old_parent: int, old_name: bytes, new_parent: int, new_name: bytes, flags: int) -> None:
+        if flags & abi.RENAME_EXCHANGE:
             raise OSError(errno.EINVAL, "RENAME_EXCHANGE is not supported by aufs")
         self.u.rename(
-            self.u.get(parent_inode_old),
-            name_old,
-            self.u.get(parent_inode_new),
-            name_new,
-            noreplace=bool(flags & pyfuse3.RENAME_NOREPLACE),
+            self.u.get(old_parent),
+            old_name,
+            self.u.get(new_parent),
+            new_name,
+            noreplace=bool(flags & abi.RENAME_NOREPLACE),
         )
 
     # -- files -------------------------------------------------------------------------
 
-    @_fuse_errors
-    async def open(self, inode: int, flags: int, ctx: pyfuse3.RequestContext) -> pyfuse3.FileInfo:
-        node = self.u.get(inode)
-        if flags & (os.O_WRONLY | os.O_RDWR | os.O_TRUNC):
+    def open(self, node_id: int, flags: int) -> tuple[int, int, int]:
+        """(handle, open flags, backing id) for the kernel's fuse_open_out."""
+        node = self.u.get(node_id)
+        if flags & os.O_ACCMODE != os.O_RDONLY or flags & os.O_TRUNC:
             self.u.copy_up(node)
         flags &= ~_OPEN_STRIP
         if node.entry.branch:
             flags |= os.O_NOATIME  # reading through a union must not touch a read-only layer
         fd = os.open(self.u.real(node), flags)
-        info = pyfuse3.FileInfo(fh=fd)
-        if node.entry.branch:
-            info.keep_cache = True  # a read-only branch cannot change: keep its page cache
-        else:
-            self._rw_fds.add(fd)
-            node.st = None
-        return info
+        try:
+            if not node.entry.branch:
+                node.st = None
+            return (fd, *self._opened(node_id, node, fd))
+        except BaseException:
+            os.close(fd)
+            raise
 
-    @_fuse_errors
-    async def create(
-        self, parent_inode: int, name: bytes, mode: int, flags: int, ctx: pyfuse3.RequestContext
-    ) -> tuple[pyfuse3.FileInfo, pyfuse3.EntryAttributes]:
+    def create(
+        self, parent_inode: int, name: bytes, mode: int, flags: int, uid: int, gid: int
+    ) -> tuple[Attributes, tuple[int, int, int]]:
         parent = self.u.get(parent_inode)
         path, whited_out = self.u.prepare_new(parent, name)
         fd = os.open(path, (flags & ~_OPEN_STRIP) | os.O_CREAT | os.O_EXCL, stat.S_IMODE(mode))
         try:
-            self._own(path, parent, ctx, mode, is_dir=False)
+            self._own(path, parent, uid, gid, mode, is_dir=False)
+            node = self.u.added(parent, name, is_dir=False, whited_out=whited_out)
+            return self._attr(node), (fd, *self._opened(node.ino, node, fd))
         except BaseException:
             os.close(fd)
             os.unlink(path)
             raise
-        self._rw_fds.add(fd)
-        node = self.u.added(parent, name, is_dir=False, whited_out=whited_out)
-        return pyfuse3.FileInfo(fh=fd), self._attr(node)
 
-    @_fuse_errors
-    async def read(self, fh: int, off: int, size: int) -> bytes:
-        return os.pread(fh, size, off)
+    def _opened(self, node_id: int, node: Node, fd: int) -> tuple[int, int]:
+        """Register open `fd` of kernel inode `node_id`: (open flags, backing id)."""
+        st = os.fstat(fd)
+        key = (st.st_dev, st.st_ino)
+        inode = self._open_inodes.get(node_id)
+        if inode is not None and inode.key != key:
+            # Copied up while open: this kernel inode's files stay on the lower file (as
+            # in aufs), and its backing or page cache with them. The copy gets an inode
+            # of its own, under a new node id; ESTALE makes the kernel look the name up
+            # again and open that one.
+            if self.node_id(node.ino) == node_id:
+                self._node_ids[node.ino] = self.u.new_id(node)
+            raise OSError(errno.ESTALE, "copied up while open; look the name up again")
+        if inode is None:
+            backing = self._new_backing(node) if self.passthrough and not self._passthrough_refused else 0
+            inode = self._open_inodes[node_id] = OpenInode(key, backing)
+        inode.opens += 1
+        self._handles[fd] = node_id
+        if not node.entry.branch:
+            self._rw_fds.add(fd)
+        if inode.backing:
+            return abi.FOPEN_PASSTHROUGH, inode.backing
+        return (abi.FOPEN_KEEP_CACHE if node.entry.branch else 0), 0  # a read-only branch cannot change
 
-    @_fuse_errors
-    async def write(self, fh: int, off: int, buf: bytes) -> int:
-        return os.pwrite(fh, buf, off)
+    def _new_backing(self, node: Node) -> int:
+        """A backing id for `node`'s branch file, 0 if the kernel will not take one."""
+        assert self.passthrough is not None
+        branch = node.entry.branch
+        try:
+            if branch:
+                # The kernel reopens the backing file with the caller's flags, so O_NOATIME
+                # would be lost: the file comes through a no-atime, read-only view instead.
+                fd = os.open(node.path.lstrip(b"/"), os.O_RDONLY | os.O_CLOEXEC, dir_fd=self._view(branch))
+            else:
+                fd = os.open(self.u.real(node), os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                return self.passthrough.open(fd)
+            finally:
+                os.close(fd)
+        except OSError as exc:
+            # The same holds for every file of these branches (stack depth, no read_iter,
+            # no mount API): stop asking, serve file data here.
+            print(f"strata-aufs: no passthrough ({exc}); serving file data itself", file=sys.stderr)
+            self._passthrough_refused = True
+            return 0
 
-    async def flush(self, fh: int) -> None:
-        pass
+    def _view(self, branch: int) -> int:
+        fd = self._views.get(branch)
+        if fd is None:
+            fd = self._views[branch] = mountutil.detached_view(
+                self.u.roots[branch], mountutil.MOUNT_ATTR_RDONLY | mountutil.MOUNT_ATTR_NOATIME
+            )
+        return fd
 
-    @_fuse_errors
-    async def release(self, fh: int) -> None:
+    def write(self, fh: int, offset: int, data: memoryview) -> int:
+        return os.pwrite(fh, data, offset)
+
+    def release(self, node_id: int, fh: int) -> None:
         self._rw_fds.discard(fh)
         os.close(fh)
-
-    @_fuse_errors
-    async def fsync(self, fh: int, datasync: bool) -> None:
-        (os.fdatasync if datasync else os.fsync)(fh)
+        inode_id = self._handles.pop(fh)
+        inode = self._open_inodes[inode_id]
+        inode.opens -= 1
+        if inode.opens == 0:
+            del self._open_inodes[inode_id]
+            if inode.backing:
+                assert self.passthrough is not None
+                self.passthrough.close(inode.backing)
 
     # -- extended attributes -----------------------------------------------------------
 
-    @_fuse_errors
-    async def getxattr(self, inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> bytes:
+    def getxattr(self, inode: int, name: bytes) -> bytes:
         return os.getxattr(self.u.real(self.u.get(inode)), name, follow_symlinks=False)  # ENODATA is ENOATTR
 
-    @_fuse_errors
-    async def listxattr(self, inode: int, ctx: pyfuse3.RequestContext) -> list[bytes]:
+    def listxattr(self, inode: int) -> list[bytes]:
         return [os.fsencode(n) for n in os.listxattr(self.u.real(self.u.get(inode)), follow_symlinks=False)]
 
-    @_fuse_errors
-    async def setxattr(self, inode: int, name: bytes, value: bytes, ctx: pyfuse3.RequestContext) -> None:
+    def setxattr(self, inode: int, name: bytes, value: bytes, flags: int) -> None:
         node = self.u.get(inode)
         self.u.copy_up(node)
-        os.setxattr(self.u.real(node), name, value, follow_symlinks=False)
+        os.setxattr(self.u.real(node), name, value, flags, follow_symlinks=False)
         node.st = None
 
-    @_fuse_errors
-    async def removexattr(self, inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
+    def removexattr(self, inode: int, name: bytes) -> None:
         node = self.u.get(inode)
         self.u.copy_up(node)
         os.removexattr(self.u.real(node), name, follow_symlinks=False)

@@ -21,7 +21,7 @@ import shutil
 from .. import whiteout
 from . import copyup
 
-ROOT_INODE = 1  # pyfuse3.ROOT_INODE; kept here so this module has no FUSE dependency
+ROOT_INODE = 1  # FUSE's root node id; kept here so this module has no FUSE dependency
 
 
 def _err(code: int, path: bytes = b"") -> OSError:
@@ -175,6 +175,12 @@ class Union:
         if key is not None:
             self.by_inode[key] = node
         return node
+
+    def new_id(self, node: Node) -> int:
+        """Another number that reaches `node` (as FUSE node id); its inode number stays."""
+        ino = next(self._next_ino)
+        self.nodes[ino] = node
+        return ino
 
     def get(self, ino: int) -> Node:
         try:
