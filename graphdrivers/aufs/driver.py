@@ -27,6 +27,7 @@ from .native_changes import branch_changes
 from .unionfs.tree import Union
 
 REMOVING = "-removing"
+PROBE = ".passthrough-probe"  # not a layer id (those never start with a dot)
 BACKENDS = ("kernel", "fuse")
 
 
@@ -163,6 +164,8 @@ class AufsDriver(Driver):
     def backend_description(self) -> str:
         if isinstance(self.backend, KernelBackend):
             return "kernel (aufs)"
+        if self.backend.passthrough and self.backend.refused is None:
+            self.backend.probe(self._path("mnt", PROBE))  # say what the kernel does, not what was asked
         return f"fuse (strata-aufs, file data {self.backend.data_path()}; not kernel aufs)"
 
     def status(self) -> list[tuple[str, str]]:

@@ -14,6 +14,7 @@ import errno
 import json
 import os
 import select
+import shutil
 import signal
 import subprocess
 import sys
@@ -170,7 +171,7 @@ class FuseBackend:
 
     def __init__(self, *, passthrough: bool) -> None:
         self.passthrough = passthrough  # asked for; a mount serves data itself where the kernel cannot
-        self.refused: bool | None = None  # did the last mount's kernel refuse passthrough? (None: no mount yet)
+        self.refused: bool | None = None  # did the kernel refuse passthrough? (None: no mount yet)
         self._lock = threading.Lock()  # one request at a time: answers come back on one pipe
         self._zygote: Zygote | None = None
         self._procs: dict[str, MountProcess] = {}
@@ -185,13 +186,26 @@ class FuseBackend:
             proc = self._procs[mountpoint] = self._zygote.request(mountpoint, branches, passthrough=self.passthrough)
             self.refused = self.passthrough and not proc.passthrough
 
+    def probe(self, scratch: str) -> None:
+        """Mount an empty union in `scratch` once, so data_path() can say what this kernel
+        does rather than what was asked."""
+        shutil.rmtree(scratch, ignore_errors=True)  # a probe a crash interrupted
+        branch, mnt = os.path.join(scratch, "branch"), os.path.join(scratch, "mnt")
+        os.makedirs(branch)
+        os.makedirs(mnt)
+        try:
+            self.mount(mnt, [branch])
+            self.unmount(mnt)
+        finally:
+            shutil.rmtree(scratch)
+
     def data_path(self) -> str:
         """How file data reaches callers, as far as mounts have shown."""
         if not self.passthrough:
             return "served by the FUSE process"
         if self.refused:
             return "served by the FUSE process (the kernel refused passthrough)"
-        return "passthrough" if self.refused is False else "passthrough where the kernel has it"
+        return "passthrough"
 
     def unmount(self, mountpoint: str) -> None:
         with self._lock:

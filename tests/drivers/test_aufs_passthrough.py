@@ -8,6 +8,7 @@ from __future__ import annotations
 import mmap
 import os
 
+from graphdrivers import mountutil
 from graphdrivers.aufs.driver import AufsDriver
 
 from .aufs_support import aufs, branch, put_file  # noqa: F401  (aufs is a fixture)
@@ -78,3 +79,15 @@ def test_copy_up_leaves_earlier_opens_on_the_lower_file(aufs: AufsDriver) -> Non
         assert f.read() == b"lower data\n"
     with open(branch(aufs, "ctr", "f"), "rb") as f:
         assert f.read() == b"LOwer data\nappended\n"
+
+
+def test_status_says_how_data_moves_before_any_mount(aufs: AufsDriver) -> None:  # noqa: F811
+    """A fresh driver probes the kernel with an empty union, and leaves nothing behind."""
+    backend = dict(aufs.status())["Backend"]
+    if aufs.backend.passthrough:
+        assert backend == "fuse (strata-aufs, file data passthrough; not kernel aufs)"
+    else:
+        assert backend == "fuse (strata-aufs, file data served by the FUSE process; not kernel aufs)"
+    mnt = os.path.join(aufs.home, "mnt")
+    assert os.listdir(mnt) == []
+    assert mountutil.mounts_under(mnt) == []
