@@ -69,6 +69,11 @@ def test_lookup_is_top_down_and_whiteouts_hide(union: str) -> None:
     assert _read(f"{union}/a") == b"mid a"
     assert sorted(os.listdir(union)) == ["a", "d", "etc", "opq"]
     assert sorted(os.listdir(f"{union}/d")) == ["x", "y", "z"]  # merged, no duplicates
+    # getdents itself, as ls -a sees it: "." and ".." come first, as on any kernel filesystem
+    listed = subprocess.run(["ls", "-a", "-i", "-U", f"{union}/d"], capture_output=True, text=True, check=True)
+    entries = {name: int(ino) for ino, name in (line.split() for line in listed.stdout.splitlines())}
+    assert list(entries)[:2] == [".", ".."] and sorted(entries) == [".", "..", "x", "y", "z"]
+    assert entries["."] == os.stat(f"{union}/d").st_ino and entries[".."] == os.stat(union).st_ino
     assert os.listdir(f"{union}/opq") == ["new"]
     for hidden in ("gone", ".wh.gone", ".wh..wh.plnk", "opq/old", "opq/.wh..wh..opq"):
         assert not os.path.lexists(f"{union}/{hidden}"), hidden

@@ -184,14 +184,18 @@ class UnionOperations:
     def opendir(self, inode: int) -> int:
         node = self.u.get(inode)
         handle = next(self._dir_handles)
-        self._dirs[handle] = (node, list(self.u.listing(node)))
+        self._dirs[handle] = (node, [b".", b"..", *self.u.listing(node)])
         return handle
 
     def readdir(self, fh: int, start: int) -> Iterator[tuple[int, bytes, Attributes, int]]:
-        """(index, name, attributes, mode) from entry `start` of the listing taken at opendir."""
+        """(index, name, attributes, mode) from entry `start` of the listing taken at opendir,
+        "." and ".." first, as a kernel filesystem lists them (FUSE does not add them)."""
         node, names = self._dirs[fh]
         for i in range(start, len(names)):
-            child = self.u.lookup(node, names[i])
+            if i < 2:
+                child: Node | None = node if i == 0 else (node.parent or node)
+            else:
+                child = self.u.lookup(node, names[i])
             if child is not None:  # else removed since opendir
                 a = self._attr(child)
                 yield i, names[i], a, a.mode
