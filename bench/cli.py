@@ -34,6 +34,13 @@ def _depths(text: str) -> tuple[int, ...]:
     return depths
 
 
+def _storage_opt(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or "." not in key:
+        raise argparse.ArgumentTypeError(f"--storage-opt wants DRIVER.KEY=VALUE (e.g. aufs.backend=fuse), got {text!r}")
+    return key.strip(), value.strip()
+
+
 def _positive(text: str) -> int:
     value = int(text)
     if value < 1:
@@ -68,6 +75,15 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--out", help="result directory (default results/<timestamp>)")
     run.add_argument("--scratch", help="where workload tars and loop images go (default: a new dir in $TMPDIR)")
     run.add_argument("--quick", action="store_true", help="small sizes, few repetitions (seconds; for tests)")
+    run.add_argument(
+        "-o",
+        "--storage-opt",
+        type=_storage_opt,
+        action="append",
+        default=[],
+        metavar="DRIVER.KEY=VALUE",
+        help="a driver option, for the driver its key names (e.g. aufs.fuse_passthrough=false); repeatable",
+    )
 
     report = sub.add_parser("report", help="figures and an HTML page from result directories")
     report.add_argument("dirs", nargs="+")
@@ -92,6 +108,12 @@ def _run_precondition(args: argparse.Namespace) -> str | None:
         return f"--cache {args.cache} needs to write {DROP_CACHES} (run as root), or use --cache warm"
     if args.image is not None and not os.path.isfile(args.image):
         return f"--image {args.image}: no such file"
+    from .runner import expand_drivers
+
+    running = expand_drivers(args.driver)
+    for key, _ in args.storage_opt:
+        if key.split(".", 1)[0] not in running:
+            return f"--storage-opt {key}: names no driver of this run ({', '.join(running)})"
     return None
 
 
@@ -120,6 +142,7 @@ def main(argv: list[str] | None = None) -> int:
             out=args.out or "",
             scratch=args.scratch,
             quick=args.quick,
+            storage_opts=dict(args.storage_opt),
         )
         quick_defaults(
             config,

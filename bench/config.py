@@ -29,6 +29,11 @@ class RunConfig:
     out: str = ""
     scratch: str | None = None
     quick: bool = False
+    storage_opts: dict[str, str] = field(default_factory=dict)  # "<driver>.<key>" -> value
+
+    def driver_options(self, driver: str) -> dict[str, str]:
+        """The storage options meant for `driver` (their keys start with its name)."""
+        return {k: v for k, v in self.storage_opts.items() if k.split(".", 1)[0] == driver}
 
     @property
     def cache_modes(self) -> list[str]:

@@ -148,7 +148,8 @@ class Run:
             for name in expand_drivers(self.config.drivers):
                 record: dict[str, object] = {"status": "ok", "errors": []}
                 self.drivers[name] = record
-                sandbox = Sandbox(name, scratch, self.config.backing, self.run_id)
+                options = self.config.driver_options(name)
+                sandbox = Sandbox(name, scratch, self.config.backing, self.run_id, options=options)
                 try:
                     driver = sandbox.open()
                     status = driver.status()

@@ -50,8 +50,17 @@ def backend_of(status: list[tuple[str, str]], default: str) -> str:
 
 
 class Sandbox:
-    def __init__(self, name: str, scratch: str, backing: str, run_id: str, loop_size: int = LOOP_SIZE) -> None:
+    def __init__(
+        self,
+        name: str,
+        scratch: str,
+        backing: str,
+        run_id: str,
+        loop_size: int = LOOP_SIZE,
+        options: dict[str, str] | None = None,
+    ) -> None:
         self.name = name
+        self.options = options or {}
         self.scratch = scratch
         self.backing = backing
         self.run_id = run_id
@@ -74,7 +83,7 @@ class Sandbox:
                 self.root = os.path.join(os.path.abspath(self.backing), f"strata-bench-{self.run_id}", self.name)
                 os.makedirs(self.root)
                 self.backing_fs = mountutil.fs_type(self.root)
-            self.driver = graphdrivers.get_driver(self.name, root=self.root)
+            self.driver = graphdrivers.get_driver(self.name, root=self.root, options=self.options)
         except BaseException:
             self.close()
             raise

@@ -23,7 +23,11 @@ REPEAT = 3  # --quick
 
 
 def _rows(run: QuickRun) -> pd.DataFrame:
-    return pd.read_parquet(os.path.join(run.out, results.PARQUET))
+    return _rows_at(run.out)
+
+
+def _rows_at(out: str) -> pd.DataFrame:
+    return pd.read_parquet(os.path.join(out, results.PARQUET))
 
 
 def test_schema_parquet_and_csv_twin(quick_run: QuickRun) -> None:
@@ -244,3 +248,25 @@ def test_sigint_mid_run_unmounts_everything(tmp_path) -> None:
     assert not os.path.exists(scratch)
     with open(os.path.join(out, results.RUN_JSON)) as f:
         assert json.load(f)["interrupted"] is True
+
+
+def test_storage_opts_reach_their_driver_and_name_its_backend(tmp_path) -> None:
+    """The served and the passthrough FUSE data paths are different backends in the rows."""
+    out = str(tmp_path / "out")
+    opts = ("--storage-opt", "aufs.backend=fuse", "-o", "aufs.fuse_passthrough=false")
+    proc = bench("run", "--driver", "aufs", *opts, "--quick", "--scenario", "rootfs", "--depths", "1", "--out", out)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    run = results.load_run(out)
+    assert run["config"]["storage_opts"] == {"aufs.backend": "fuse", "aufs.fuse_passthrough": "false"}
+    backend = "fuse (strata-aufs, file data served by the FUSE process; not kernel aufs)"
+    assert run["drivers"]["aufs"]["backend"] == backend
+    assert set(_rows_at(out)["backend"]) == {backend}
+
+
+def test_a_storage_opt_for_no_driver_of_the_run_is_refused(tmp_path) -> None:
+    proc = bench("run", "--driver", "vfs", "-o", "aufs.fuse_passthrough=false", "--quick", "--out", str(tmp_path))
+    assert proc.returncode == 2
+    assert "--storage-opt aufs.fuse_passthrough: names no driver of this run (vfs)" in proc.stderr
+    proc = bench("run", "--driver", "vfs", "-o", "passthrough", "--quick", "--out", str(tmp_path))
+    assert proc.returncode == 2 and "DRIVER.KEY=VALUE" in proc.stderr
+    assert os.listdir(tmp_path) == []
