@@ -82,6 +82,7 @@ INIT_OUT = struct.Struct("<IIIIHHIIHHII24x")  # ... flags2 max_stack_depth unuse
 # ino size blocks atime mtime ctime atimensec mtimensec ctimensec mode nlink uid gid rdev blksize flags
 ATTR = struct.Struct("<QQQQQQIIIIIIIIII")
 ENTRY_OUT = struct.Struct("<QQQQII")  # nodeid generation entry_valid attr_valid *_nsec, then ATTR
+ENTRY_OUT_WITH_ATTR = struct.Struct("<QQQQII" + ATTR.format[1:])  # both in one pack
 ATTR_OUT = struct.Struct("<QII")  # attr_valid attr_valid_nsec dummy, then ATTR
 GETATTR_IN = struct.Struct("<IIQ")  # getattr_flags dummy fh
 SETATTR_IN = struct.Struct("<IIQQQQQQIIIIIIII")

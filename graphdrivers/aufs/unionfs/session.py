@@ -198,13 +198,8 @@ class Session:
             stacked = True
         return 2 if stacked else 1
 
-    def _entry(self, attr: Attributes) -> bytes:
-        sec, nsec = attr.timeout
-        return abi.ENTRY_OUT.pack(self.ops.node_id(attr.ino), 0, sec, sec, nsec, nsec) + attr.packed
-
     def _lookup(self, nodeid: int, body: memoryview, uid: int, gid: int) -> bytes:
-        attr = self.ops.lookup(nodeid, _name(body))
-        return self._entry(attr)
+        return self.ops.lookup(nodeid, _name(body)).entry
 
     def _attr_reply(self, attr: Attributes) -> bytes:
         sec, nsec = attr.timeout
@@ -234,16 +229,16 @@ class Session:
 
     def _symlink(self, nodeid: int, body: memoryview, uid: int, gid: int) -> bytes:
         name, target = _names(body, 2)
-        return self._entry(self.ops.symlink(nodeid, name, target, uid, gid))
+        return self.ops.symlink(nodeid, name, target, uid, gid).entry
 
     def _mknod(self, nodeid: int, body: memoryview, uid: int, gid: int) -> bytes:
         mode, rdev, _, _ = abi.MKNOD_IN.unpack_from(body)
         name = _name(body[abi.MKNOD_IN.size :])
-        return self._entry(self.ops.mknod(nodeid, name, mode, rdev, uid, gid))
+        return self.ops.mknod(nodeid, name, mode, rdev, uid, gid).entry
 
     def _mkdir(self, nodeid: int, body: memoryview, uid: int, gid: int) -> bytes:
         mode, _ = abi.MKDIR_IN.unpack_from(body)
-        return self._entry(self.ops.mkdir(nodeid, _name(body[abi.MKDIR_IN.size :]), mode, uid, gid))
+        return self.ops.mkdir(nodeid, _name(body[abi.MKDIR_IN.size :]), mode, uid, gid).entry
 
     def _rename(self, nodeid: int, body: memoryview, uid: int, gid: int) -> None:
         (newdir,) = abi.RENAME_IN.unpack_from(body)
@@ -257,7 +252,7 @@ class Session:
 
     def _link(self, nodeid: int, body: memoryview, uid: int, gid: int) -> bytes:
         (old,) = abi.LINK_IN.unpack_from(body)
-        return self._entry(self.ops.link(old, nodeid, _name(body[abi.LINK_IN.size :])))
+        return self.ops.link(old, nodeid, _name(body[abi.LINK_IN.size :])).entry
 
     def _open(self, nodeid: int, body: memoryview, uid: int, gid: int) -> bytes:
         flags, _ = abi.OPEN_IN.unpack_from(body)
@@ -267,7 +262,7 @@ class Session:
         flags, mode, _, _ = abi.CREATE_IN.unpack_from(body)
         name = _name(body[abi.CREATE_IN.size :])
         attr, opened = self.ops.create(nodeid, name, mode, flags, uid, gid)
-        return self._entry(attr) + abi.OPEN_OUT.pack(*opened)
+        return attr.entry + abi.OPEN_OUT.pack(*opened)
 
     def _read(self, nodeid: int, body: memoryview, uid: int, gid: int) -> bytes:
         fh, offset, size, *_ = abi.READ_IN.unpack_from(body)
@@ -320,7 +315,7 @@ class Session:
         fh, offset, size, *_ = abi.READ_IN.unpack_from(body)
         out, used = [], 0
         for index, name, attr, mode in self.ops.readdir(fh, offset):
-            entry = self._entry(attr) + abi.dirent(attr.ino, index + 1, name, mode)
+            entry = attr.entry + abi.dirent(attr.ino, index + 1, name, mode)
             if used + len(entry) > size:
                 break
             out.append(entry)
