@@ -241,3 +241,24 @@ def test_big_reads_of_a_lower_file_leave_it_untouched(aufs: AufsDriver) -> None:
     finally:
         aufs.put("over")
     assert os.lstat(blob).st_atime_ns == 1_000_000_000, "reading through the union touched the lower layer"
+
+
+def test_fallocate_and_sparse_files(union: str) -> None:
+    """fallocate(2) modes and SEEK_DATA/SEEK_HOLE reach the branch file; a lower file is
+    copied up first and its layer left alone."""
+    path = f"{union}/sparse"
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        os.posix_fallocate(fd, 0, 1 << 20)
+        assert os.fstat(fd).st_size == 1 << 20 and os.fstat(fd).st_blocks >= (1 << 20) // 512
+        os.pwrite(fd, b"d" * (1 << 20), 0)  # data (allocated but unwritten extents read as holes)
+        subprocess.run(["fallocate", "--punch-hole", "--offset", "0", "--length", "65536", path], check=True)
+        assert os.lseek(fd, 0, os.SEEK_DATA) == 65536 and os.lseek(fd, 0, os.SEEK_HOLE) == 0
+        os.truncate(fd, 8 << 20)
+        os.pwrite(fd, b"x", 5 << 20)
+        assert os.lseek(fd, 2 << 20, os.SEEK_DATA) == 5 << 20
+    finally:
+        os.close(fd)
+    subprocess.run(["fallocate", "--length", "100", f"{union}/a"], check=True)  # grows a lower file
+    assert os.path.getsize(f"{union}/a") == 100 and _read(f"{union}/a").startswith(b"mid a")
+    assert os.path.getsize(_top(union, "a")) == 100

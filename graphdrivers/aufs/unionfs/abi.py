@@ -23,7 +23,7 @@ LOOKUP, FORGET, GETATTR, SETATTR, READLINK, SYMLINK = 1, 2, 3, 4, 5, 6
 MKNOD, MKDIR, UNLINK, RMDIR, RENAME, LINK, OPEN, READ, WRITE, STATFS, RELEASE = 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18
 FSYNC, SETXATTR, GETXATTR, LISTXATTR, REMOVEXATTR, FLUSH, INIT = 20, 21, 22, 23, 24, 25, 26
 OPENDIR, READDIR, RELEASEDIR, FSYNCDIR, ACCESS, CREATE, INTERRUPT = 27, 28, 29, 30, 34, 35, 36
-DESTROY, BATCH_FORGET, READDIRPLUS, RENAME2 = 38, 42, 44, 45
+DESTROY, BATCH_FORGET, FALLOCATE, READDIRPLUS, RENAME2, LSEEK = 38, 42, 43, 44, 45, 46
 NO_REPLY = frozenset({FORGET, BATCH_FORGET, INTERRUPT})
 
 # init flags (flags2 is the upper 32 bits)
@@ -99,6 +99,9 @@ READ_IN = struct.Struct("<QQIIQII")  # fh offset size read_flags lock_owner flag
 WRITE_IN = READ_IN  # fh offset size write_flags lock_owner flags padding
 WRITE_OUT = struct.Struct("<II")
 FSYNC_IN = struct.Struct("<QII")  # fh fsync_flags padding
+FALLOCATE_IN = struct.Struct("<QQQII")  # fh offset length mode padding
+LSEEK_IN = struct.Struct("<QQII")  # fh offset whence padding
+LSEEK_OUT = struct.Struct("<Q")
 SETXATTR_IN = struct.Struct("<II")  # size flags
 GETXATTR_IN = struct.Struct("<II")  # size padding
 GETXATTR_OUT = struct.Struct("<II")

@@ -11,6 +11,7 @@ cached for an hour, since nothing can change them underneath.
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import itertools
 import os
@@ -28,6 +29,8 @@ RW_TIMEOUT = abi.split_time(1.0)  # the writable branch is only changed through 
 BLKSIZE = 128 * 1024  # st_blksize: invites applications to use large reads
 
 _U64 = (1 << 64) - 1
+_libc = ctypes.CDLL(None, use_errno=True)  # fallocate(2) with its modes: os has only posix_fallocate
+_libc.fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64]
 _OPEN_STRIP = os.O_CREAT | os.O_EXCL | os.O_NOCTTY | os.O_APPEND  # the kernel resolves appends itself
 
 
@@ -378,6 +381,12 @@ class UnionOperations:
 
     def write(self, fh: int, offset: int, data: memoryview) -> int:
         return os.pwrite(fh, data, offset)
+
+    def fallocate(self, node_id: int, fh: int, mode: int, offset: int, length: int) -> None:
+        if _libc.fallocate(fh, mode, offset, length) != 0:
+            code = ctypes.get_errno()
+            raise OSError(code, os.strerror(code))
+        self.u.get(node_id).st = None
 
     def release(self, node_id: int, fh: int) -> None:
         self._rw_fds.discard(fh)

@@ -145,6 +145,8 @@ class Session:
             abi.FLUSH: _ignore,
             abi.RELEASE: self._release,
             abi.FSYNC: self._fsync,
+            abi.FALLOCATE: self._fallocate,
+            abi.LSEEK: self._lseek,
             abi.STATFS: lambda node, body, uid, gid: self.ops.statfs(),
             abi.SETXATTR: self._setxattr,
             abi.GETXATTR: self._getxattr,
@@ -279,6 +281,14 @@ class Session:
     def _fsync(self, nodeid: int, body: memoryview, uid: int, gid: int) -> None:
         fh, flags, _ = abi.FSYNC_IN.unpack_from(body)
         (os.fdatasync if flags & abi.FSYNC_FDATASYNC else os.fsync)(fh)
+
+    def _fallocate(self, nodeid: int, body: memoryview, uid: int, gid: int) -> None:
+        fh, offset, length, mode, _ = abi.FALLOCATE_IN.unpack_from(body)
+        self.ops.fallocate(nodeid, fh, mode, offset, length)
+
+    def _lseek(self, nodeid: int, body: memoryview, uid: int, gid: int) -> bytes:
+        fh, offset, whence, _ = abi.LSEEK_IN.unpack_from(body)
+        return abi.LSEEK_OUT.pack(os.lseek(fh, offset, whence))  # SEEK_DATA/SEEK_HOLE: the branch knows
 
     def _setxattr(self, nodeid: int, body: memoryview, uid: int, gid: int) -> None:
         size, flags = abi.SETXATTR_IN.unpack_from(body)
