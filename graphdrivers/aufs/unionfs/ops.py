@@ -36,7 +36,8 @@ _OPEN_STRIP = os.O_CREAT | os.O_EXCL | os.O_NOCTTY | os.O_APPEND  # the kernel r
 
 class Attributes:
     """An inode's answer to the kernel, packed once as a whole fuse_entry_out (node id,
-    how long it holds, fuse_attr): a listing of 10,000 files packs 10,000 of them."""
+    how long it holds, fuse_attr): a lookup or a listing entry costs one pack, and a node
+    of a read-only branch keeps its answer."""
 
     __slots__ = ("entry", "ino", "mode", "timeout")
 

@@ -34,7 +34,7 @@ class Session:
         self.fsname = fsname
         self.fd = -1
         self.buf = bytearray(abi.BUFFER_SIZE)
-        self._initialised = False
+        self._initialised: bool | None = None  # None until INIT came; False if it was refused
         self._handlers: dict[int, Callable[[int, memoryview, int, int], bytes | None]] = self._table()
 
     # -- connection --------------------------------------------------------------------
@@ -47,8 +47,10 @@ class Session:
         )
         mountutil.mount(self.fsname, self.mountpoint, f"fuse.{self.fsname}", 0, options)
         try:
-            while not self._initialised:
+            while self._initialised is None:
                 self._serve_one()
+            if not self._initialised:
+                raise OSError(errno.EPROTO, f"the kernel's FUSE protocol is older than 7.{abi.MIN_MINOR}")
         except BaseException:
             self.abort()
             raise
@@ -164,7 +166,8 @@ class Session:
     def _init(self, nodeid: int, body: memoryview, uid: int, gid: int) -> bytes:
         major, minor, max_readahead, flags = abi.INIT_IN.unpack_from(body)
         if major != abi.KERNEL_VERSION or minor < abi.MIN_MINOR:
-            raise OSError(errno.EPROTO, f"FUSE protocol {major}.{minor} is older than 7.{abi.MIN_MINOR}")
+            self._initialised = False
+            raise OSError(errno.EPROTO, f"FUSE protocol {major}.{minor} is not 7.{abi.MIN_MINOR} or newer")
         if flags & abi.INIT_EXT and len(body) >= abi.INIT_IN.size + 4:
             flags |= int.from_bytes(body[abi.INIT_IN.size : abi.INIT_IN.size + 4], "little") << 32
         want = flags & abi.WANTED
