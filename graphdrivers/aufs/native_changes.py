@@ -41,19 +41,9 @@ def _compare(
     `hides_lower` says an opaque directory above already hides everything lower."""
     old = build_listing(roots, rel, old_dirs) if old_dirs else {}
     start = len(out)
-    opaque = False
-    whiteouts: set[bytes] = set()
-    names: list[bytes] = []
-    with os.scandir(top + rel) as it:
-        for de in it:
-            name = de.name
-            if name[:4] == whiteout.PREFIX_B:
-                if name == whiteout.OPAQUE_B:
-                    opaque = True
-                elif name[:8] != whiteout.META_PREFIX_B:
-                    whiteouts.add(name[4:])
-                continue
-            names.append(name)
+    opaque, whited_out, entries = whiteout.read_dir(top + rel)
+    whiteouts = set(whited_out)
+    names = [de.name for de in entries]
     for name in names:
         path = rel + b"/" + name
         new_full = top + path

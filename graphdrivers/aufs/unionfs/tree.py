@@ -72,34 +72,25 @@ def build_listing(roots: list[bytes], path: bytes, dirs: list[int]) -> dict[byte
     closed: set[bytes] = set()  # a non-directory above hides every lower version
     for b in dirs:
         try:
-            it = os.scandir(roots[b] + path)
+            branch_dir = whiteout.read_dir(roots[b] + path)
         except (FileNotFoundError, NotADirectoryError):
             continue
-        opaque = False
-        whiteouts = []
-        with it:
-            for de in it:
-                name = de.name
-                if name[:4] == whiteout.PREFIX_B:
-                    if name == whiteout.OPAQUE_B:
-                        opaque = True
-                    elif name[:8] != whiteout.META_PREFIX_B:
-                        whiteouts.append(name[4:])
-                    continue
-                if name in hidden:
-                    continue
-                is_dir = de.is_dir(follow_symlinks=False)
-                e = entries.get(name)
-                if e is None:
-                    entries[name] = Entry(b, [b] if is_dir else None, False)
-                elif name not in closed:
-                    e.lower = True
-                    if is_dir and e.dirs is not None:
-                        e.dirs.append(b)
-                    else:
-                        closed.add(name)
-        hidden.update(whiteouts)
-        if opaque:
+        for de in branch_dir.entries:
+            name = de.name
+            if name in hidden:
+                continue
+            is_dir = de.is_dir(follow_symlinks=False)
+            e = entries.get(name)
+            if e is None:
+                entries[name] = Entry(b, [b] if is_dir else None, False)
+            elif name not in closed:
+                e.lower = True
+                if is_dir and e.dirs is not None:
+                    e.dirs.append(b)
+                else:
+                    closed.add(name)
+        hidden.update(branch_dir.whiteouts)
+        if branch_dir.opaque:
             break
     return entries
 
