@@ -39,7 +39,6 @@ def _disabled(config: pytest.Config) -> bool:
 @dataclass
 class Setup:
     driver: AufsDriver
-    container: str
     fuse: str  # the container's union through FUSE, file data passed through
     served: str  # the same layers through a FUSE mount that serves file data itself
     overlay: str  # an overlay mount of the first union's branches
@@ -106,7 +105,7 @@ def setup(request: pytest.FixtureRequest) -> Iterator[Setup]:
         lower_big = {fuse: first, merged: first, served: second}
         try:
             yield Setup(
-                drivers[0], "ctr", fuse, served, merged, lower_big, remount_fuse, remount_overlay, big_size, files
+                drivers[0], fuse, served, merged, lower_big, remount_fuse, remount_overlay, big_size, files
             )
         finally:
             mountutil.umount_retry(merged)

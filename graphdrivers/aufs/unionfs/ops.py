@@ -106,7 +106,7 @@ class UnionOperations:
         timeout = RO_TIMEOUT if node.entry.branch else RW_TIMEOUT
         sec, nsec = timeout
         entry = abi.ENTRY_OUT_WITH_ATTR.pack(
-            self._node_ids.get(node.ino, node.ino),
+            self.node_id(node.ino),
             0,
             sec,
             sec,
@@ -379,9 +379,6 @@ class UnionOperations:
                 self.u.roots[branch], mountutil.MOUNT_ATTR_RDONLY | mountutil.MOUNT_ATTR_NOATIME
             )
         return fd
-
-    def write(self, fh: int, offset: int, data: memoryview) -> int:
-        return os.pwrite(fh, data, offset)
 
     def fallocate(self, node_id: int, fh: int, mode: int, offset: int, length: int) -> None:
         if _libc.fallocate(fh, mode, offset, length) != 0:

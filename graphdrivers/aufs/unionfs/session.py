@@ -276,7 +276,7 @@ class Session:
     def _write(self, nodeid: int, body: memoryview, uid: int, gid: int) -> bytes:
         fh, offset, size, *_ = abi.WRITE_IN.unpack_from(body)
         data = body[abi.WRITE_IN.size : abi.WRITE_IN.size + size]
-        return abi.WRITE_OUT.pack(self.ops.write(fh, offset, data), 0)
+        return abi.WRITE_OUT.pack(os.pwrite(fh, data, offset), 0)
 
     def _release(self, nodeid: int, body: memoryview, uid: int, gid: int) -> None:
         self.ops.release(nodeid, abi.RELEASE_IN.unpack_from(body)[0])
@@ -314,21 +314,20 @@ class Session:
         return abi.OPEN_OUT.pack(self.ops.opendir(nodeid), abi.FOPEN_CACHE_DIR | abi.FOPEN_KEEP_CACHE, 0)
 
     def _readdir(self, nodeid: int, body: memoryview, uid: int, gid: int) -> bytes:
-        fh, offset, size, *_ = abi.READ_IN.unpack_from(body)
-        out, used = [], 0
-        for index, name, attr, mode in self.ops.readdir(fh, offset):
-            entry = abi.dirent(attr.ino, index + 1, name, mode)  # here the inode number, not a node id
-            if used + len(entry) > size:
-                break
-            out.append(entry)
-            used += len(entry)
-        return b"".join(out)
+        return self._listing(body, plus=False)
 
     def _readdirplus(self, nodeid: int, body: memoryview, uid: int, gid: int) -> bytes:
+        return self._listing(body, plus=True)
+
+    def _listing(self, body: memoryview, *, plus: bool) -> bytes:
+        """As many entries as fit the kernel's buffer; with `plus`, each after its
+        fuse_entry_out (the dirent itself carries the inode number, not a node id)."""
         fh, offset, size, *_ = abi.READ_IN.unpack_from(body)
         out, used = [], 0
         for index, name, attr, mode in self.ops.readdir(fh, offset):
-            entry = attr.entry + abi.dirent(attr.ino, index + 1, name, mode)
+            entry = abi.dirent(attr.ino, index + 1, name, mode)
+            if plus:
+                entry = attr.entry + entry
             if used + len(entry) > size:
                 break
             out.append(entry)
