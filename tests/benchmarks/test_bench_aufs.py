@@ -104,9 +104,7 @@ def setup(request: pytest.FixtureRequest) -> Iterator[Setup]:
         first, second = (os.path.join(d.metadata("layer0")["diff"], "big") for d in drivers)
         lower_big = {fuse: first, merged: first, served: second}
         try:
-            yield Setup(
-                drivers[0], fuse, served, merged, lower_big, remount_fuse, remount_overlay, big_size, files
-            )
+            yield Setup(drivers[0], fuse, served, merged, lower_big, remount_fuse, remount_overlay, big_size, files)
         finally:
             mountutil.umount_retry(merged)
             for d in drivers:
