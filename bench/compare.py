@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from . import results
-from .stats import bootstrap_ratio_ci
+from .stats import ratio_ci
 
 KEYS = ["driver", "backend", "scenario", "step", "workload", "layer", "depth", "cache", "execdriver"]
 
@@ -29,7 +29,7 @@ def ratios(base: pd.DataFrame, new: pd.DataFrame, fail_above: float) -> pd.DataF
             continue
         bm, nm = float(np.median(bv)), float(np.median(nv))
         ratio = nm / bm if bm > 0 else float("inf")
-        low, high = bootstrap_ratio_ci(bv, nv)
+        low, high = ratio_ci(bv, nv)
         slower = bool(ratio > fail_above and low > 1.0)
         out.append(
             {

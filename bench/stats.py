@@ -1,77 +1,143 @@
-"""Per-group statistics of the timing rows: robust (medians, IQR) and honest about noise.
+"""Per-group statistics of the timing rows: robust (medians, IQR), honest about noise.
 
-The bootstrap is seeded so the same rows always give the same intervals. A group is
-flagged `wide` when its spread makes comparisons at the median meaningless (IQR or the
-CI width above half the median); tables and reports print that warning next to it.
+Every table, figure, comparison and the notebook take their numbers from here, so there
+is one rule for what a CI is and what "too wide to compare" means. The bootstrap is
+seeded so the same rows always give the same intervals. A group is flagged `wide` when
+its median is too uncertain to compare: the 95% CI is wider than half the median. The
+IQR is not part of that rule: a broad distribution (a loaded machine, a bimodal step)
+still has a well-known median once n is large enough, and its spread is shown where it
+belongs, in the IQR, p90/p99 and the CDF figures. Tail percentiles are only reported when
+n can support them: p90 needs at least 10 values and p99 at least 100 (a percentile p
+needs n >= 1 / (1 - p), so at least one value lies beyond it); below that they are left
+empty rather than guessed.
 """
 
 from __future__ import annotations
 
+import logging
+import warnings
+
 import numpy as np
 import pandas as pd
+from scipy import stats as sps
 
 from .results import GROUP_KEYS
 
+log = logging.getLogger(__name__)
+
 BOOTSTRAP_SAMPLES = 2000
 BOOTSTRAP_SEED = 8
-WIDE_SPREAD = 0.5  # IQR or CI width as a fraction of the median
+CONFIDENCE = 0.95
+WIDE_SPREAD = 0.5  # CI width as a fraction of the median
+# percentile -> the fewest values that put at least one observation beyond it
+TAIL_PERCENTILES = {"p90": (90, 10), "p99": (99, 100)}
 
-STAT_COLUMNS = ["n", "median", "q1", "q3", "iqr", "min", "max", "ci_low", "ci_high", "wide", "note"]
+STAT_COLUMNS = [
+    "n",
+    "median",
+    "q1",
+    "q3",
+    "iqr",
+    "min",
+    "max",
+    "p90",
+    "p99",
+    "ci_low",
+    "ci_high",
+    "precision",
+    "wide",
+    "note",
+]
 
 
-def bootstrap_median_ci(values: np.ndarray, seed: int = BOOTSTRAP_SEED) -> tuple[float, float]:
-    """95% percentile-bootstrap interval of the median."""
-    n = len(values)
-    if n == 0:
-        return float("nan"), float("nan")
-    if n == 1:
-        return float(values[0]), float(values[0])
-    rng = np.random.default_rng(seed)
-    medians = np.median(values[rng.integers(0, n, size=(BOOTSTRAP_SAMPLES, n))], axis=1)
-    low, high = np.percentile(medians, [2.5, 97.5])
+def finite(values: object) -> np.ndarray:
+    """The measured values of a column or array: floats, NaN (not measured) dropped."""
+    array = np.asarray(values, dtype=float)
+    return array[np.isfinite(array)]
+
+
+def _bootstrap(samples: tuple[np.ndarray, ...], statistic, seed: int) -> tuple[float, float]:
+    """scipy's percentile bootstrap, seeded; a sample with no spread has a point interval."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", sps.DegenerateDataWarning)
+        result = sps.bootstrap(
+            samples,
+            statistic,
+            n_resamples=BOOTSTRAP_SAMPLES,
+            confidence_level=CONFIDENCE,
+            method="percentile",
+            vectorized=True,
+            rng=np.random.default_rng(seed),
+        )
+    low, high = result.confidence_interval
+    if not (np.isfinite(low) and np.isfinite(high)):  # degenerate: every resample alike
+        point = float(statistic(*samples, axis=-1))
+        return point, point
     return float(low), float(high)
 
 
-def bootstrap_ratio_ci(base: np.ndarray, new: np.ndarray, seed: int = BOOTSTRAP_SEED) -> tuple[float, float]:
+def median_ci(values: np.ndarray, seed: int = BOOTSTRAP_SEED) -> tuple[float, float]:
+    """95% percentile-bootstrap interval of the median."""
+    values = finite(values)
+    if len(values) == 0:
+        return float("nan"), float("nan")
+    if len(values) == 1:
+        return float(values[0]), float(values[0])
+    return _bootstrap((values,), np.median, seed)
+
+
+def _median_ratio(base: np.ndarray, new: np.ndarray, axis: int = -1) -> np.ndarray:
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.median(new, axis=axis) / np.median(base, axis=axis)
+
+
+def ratio_ci(base: np.ndarray, new: np.ndarray, seed: int = BOOTSTRAP_SEED) -> tuple[float, float]:
     """95% bootstrap interval of median(new) / median(base), resampling both independently."""
+    base, new = finite(base), finite(new)
     if len(base) == 0 or len(new) == 0:
         return float("nan"), float("nan")
-    rng = np.random.default_rng(seed)
-    mb = np.median(base[rng.integers(0, len(base), size=(BOOTSTRAP_SAMPLES, len(base)))], axis=1)
-    mn = np.median(new[rng.integers(0, len(new), size=(BOOTSTRAP_SAMPLES, len(new)))], axis=1)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        ratios = mn / mb
-    ratios = ratios[np.isfinite(ratios)]
-    if len(ratios) == 0:
-        return float("nan"), float("nan")
-    low, high = np.percentile(ratios, [2.5, 97.5])
-    return float(low), float(high)
+    if len(base) == 1 and len(new) == 1:
+        point = float(_median_ratio(base, new))
+        return point, point
+    return _bootstrap((base, new), _median_ratio, seed)
+
+
+def precision(median: float, ci_low: float, ci_high: float) -> float:
+    """Width of the median's CI as a fraction of the median (0.10 = +-5%)."""
+    return (ci_high - ci_low) / median if median > 0 else float("nan")
 
 
 def describe(values: np.ndarray) -> dict[str, object]:
-    values = np.asarray(values, dtype=float)
-    values = values[np.isfinite(values)]
-    if len(values) == 0:
+    values = finite(values)
+    n = len(values)
+    if n == 0:
         return {k: (0 if k == "n" else False if k == "wide" else float("nan")) for k in STAT_COLUMNS if k != "note"}
     q1, median, q3 = np.percentile(values, [25, 50, 75])
-    low, high = bootstrap_median_ci(values)
-    wide = bool(median > 0 and ((q3 - q1) / median > WIDE_SPREAD or (high - low) / median > WIDE_SPREAD))
+    low, high = median_ci(values)
+    tails = {
+        name: float(np.percentile(values, p)) if n >= need else float("nan")
+        for name, (p, need) in TAIL_PERCENTILES.items()
+    }
+    width = precision(median, low, high)
+    wide = bool(median > 0 and width > WIDE_SPREAD)
     return {
-        "n": len(values),
+        "n": n,
         "median": float(median),
         "q1": float(q1),
         "q3": float(q3),
         "iqr": float(q3 - q1),
         "min": float(values.min()),
         "max": float(values.max()),
+        **tails,
         "ci_low": low,
         "ci_high": high,
+        "precision": width,
         "wide": wide,
     }
 
 
 def summarize(df: pd.DataFrame, keys: list[str] | None = None) -> pd.DataFrame:
-    """One row per group with n, median, IQR, min, max, bootstrap CI, `wide` and any note."""
+    """One row per group with n, median, IQR, min, max, p90/p99, bootstrap CI, precision, `wide`, notes."""
     keys = keys or GROUP_KEYS
     out = []
     for key, group in df.groupby(keys, dropna=False, sort=True):

@@ -1,0 +1,33 @@
+"""bench.stats: the one set of rules every table, figure, compare and the notebook use."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from bench import stats
+
+
+def test_tail_percentiles_only_where_n_supports_them() -> None:
+    rng = np.random.default_rng(0)
+    nine, ten, hundred = (stats.describe(rng.lognormal(0, 0.2, n)) for n in (9, 10, 100))
+    assert math.isnan(nine["p90"]) and math.isnan(nine["p99"])
+    assert ten["p90"] > ten["median"] and math.isnan(ten["p99"])
+    assert hundred["p99"] >= hundred["p90"] > hundred["median"]
+
+
+def test_precision_and_wide_follow_the_median_ci() -> None:
+    tight = stats.describe(np.full(8, 2.0) + np.linspace(0, 0.01, 8))
+    assert tight["precision"] < 0.01 and not tight["wide"]
+    loose = stats.describe(np.array([1.0, 5.0, 1.2, 6.0, 0.8]))
+    assert loose["precision"] > stats.WIDE_SPREAD and loose["wide"]
+    single = stats.describe(np.array([3.0]))
+    assert (single["ci_low"], single["ci_high"]) == (3.0, 3.0)
+
+
+def test_ratio_ci_brackets_the_ratio() -> None:
+    rng = np.random.default_rng(1)
+    base = rng.lognormal(0, 0.1, 30)
+    low, high = stats.ratio_ci(base, base * 2)
+    assert low < 2 < high and high - low < 0.5
