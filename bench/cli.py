@@ -48,6 +48,13 @@ def _positive(text: str) -> int:
     return value
 
 
+def _fraction(text: str) -> float:
+    value = float(text)
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError("must be between 0 and 1 (e.g. 0.10 for 10% of the median)")
+    return value
+
+
 def _non_negative(text: str) -> int:
     value = int(text)
     if value < 0:
@@ -89,10 +96,23 @@ def parser() -> argparse.ArgumentParser:
     report.add_argument("dirs", nargs="+")
     report.add_argument("--out", required=True)
 
-    compare = sub.add_parser("compare", help="median ratios NEW/BASE per group with CIs; warns when the runs differ")
-    compare.add_argument("base")
-    compare.add_argument("new")
-    compare.add_argument("--fail-above", type=float, default=1.2, help="exit 1 when a group is slower than this ratio")
+    compare = sub.add_parser(
+        "compare", help="which groups changed NEW vs BASE beyond noise (rank test, FDR-corrected); exit 1 on SLOWER"
+    )
+    compare.add_argument("base", nargs="?")
+    compare.add_argument("new", nargs="?")
+    compare.add_argument("--split", metavar="RUN", help="A/A check: even against odd repetitions of one run")
+    compare.add_argument(
+        "--fail-above", type=float, default=1.2, help="SLOWER needs a ratio above this (FASTER below its inverse)"
+    )
+    compare.add_argument(
+        "--fdr", type=_fraction, default=0.05, help="false discovery rate over all groups (default 0.05)"
+    )
+    compare.add_argument(
+        "--allow-different",
+        action="store_true",
+        help="compare a different workload or machine too (refused by default)",
+    )
 
     sub.add_parser("list", help="registered drivers: can they run here, backend, why not")
     return p
@@ -166,7 +186,17 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "compare":
         from .compare import compare
 
-        return compare(args.base, args.new, args.fail_above)
+        if (args.split is None) == (args.base is None or args.new is None) or (args.split and args.base):
+            print("bench compare: give BASE and NEW, or --split RUN", file=sys.stderr)
+            return 2
+        return compare(
+            args.base,
+            args.new,
+            args.fail_above,
+            split_dir=args.split,
+            allow_different=args.allow_different,
+            alpha=args.fdr,
+        )
     from .listing import list_drivers
 
     return list_drivers()

@@ -35,10 +35,13 @@ def test_report_draws_figures_and_an_index(quick_run: QuickRun, tmp_path) -> Non
     assert "create_read_write+get" in page and results.load_run(quick_run.out)["run_id"] in page
 
 
-def test_compare_passes_on_equal_runs_and_fails_on_a_real_slowdown(quick_run: QuickRun, tmp_path) -> None:
+def test_compare_on_a_real_run_says_what_it_cannot_see(quick_run: QuickRun, tmp_path) -> None:
+    """Equal runs: no difference. Three repetitions a side cannot show a 3x slowdown as
+    significant over ~50 groups, and compare says so instead of guessing (the detection
+    itself is tested on synthetic runs with known truth in test_compare.py)."""
     same = bench("compare", quick_run.out, quick_run.out)
     assert same.returncode == 0, same.stdout
-    assert "1.00" in same.stdout
+    assert "1.00" in same.stdout and "no difference" in same.stdout
     slower = tmp_path / "slower"
     shutil.copytree(quick_run.out, slower)
     df = pd.read_parquet(slower / results.PARQUET)
@@ -48,10 +51,9 @@ def test_compare_passes_on_equal_runs_and_fails_on_a_real_slowdown(quick_run: Qu
     run["machine"]["kernel"] = "0.0.0-other"
     (slower / results.RUN_JSON).write_text(json.dumps(run))
     proc = bench("compare", quick_run.out, str(slower), "--fail-above", "1.2")
-    assert "differ in more than the code: machine.kernel" in proc.stdout
-    assert proc.returncode == 1, proc.stdout
-    assert "SLOWER" in proc.stdout and "got slower than 1.2x" in proc.stdout
-    assert bench("compare", quick_run.out, str(slower), "--fail-above", "5").returncode == 0
+    assert "differs: machine.kernel" in proc.stdout
+    assert proc.returncode == 0, proc.stdout
+    assert "too few repetitions" in proc.stdout and "3.00" in proc.stdout
 
 
 def test_compare_and_report_refuse_a_non_result_directory(tmp_path) -> None:

@@ -1,0 +1,111 @@
+"""`bench compare` on synthetic result sets with known truth: right about noise."""
+
+from __future__ import annotations
+
+import pytest
+
+from bench import cli
+
+from .synthetic import write_run
+
+ONE_GROUP = ("overlay2", "create_read_write+get", 8, "")
+
+
+def compare(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str]:
+    status = cli.main(["compare", *args])
+    return status, capsys.readouterr().out
+
+
+def verdict_lines(out: str, verdict: str) -> list[str]:
+    return [line for line in out.splitlines() if verdict in line and "│" in line]
+
+
+def test_same_distribution_is_no_difference(tmp_path, capsys) -> None:
+    base = write_run(str(tmp_path / "a"), seed=1)
+    new = write_run(str(tmp_path / "b"), seed=2)
+    status, out = compare(capsys, base, new)
+    assert status == 0, out
+    assert "0 SLOWER, 0 FASTER" in out and "no difference" in out
+    assert "same configuration, machine and software" in out
+
+
+def test_one_group_three_times_slower_is_exactly_that_group(tmp_path, capsys) -> None:
+    base = write_run(str(tmp_path / "a"), seed=1)
+    new = write_run(str(tmp_path / "b"), seed=2, slower={ONE_GROUP: 3.0})
+    status, out = compare(capsys, base, new)
+    assert status == 1, out
+    (line,) = verdict_lines(out, "SLOWER")
+    assert "overlay2" in line and "create_read_write+get" in line and "│     8 │" in line
+    assert not verdict_lines(out, "FASTER")
+    assert "1 SLOWER, 0 FASTER" in out
+    # a threshold above the change: significant, but not a regression worth failing on
+    assert compare(capsys, base, new, "--fail-above", "4")[0] == 0
+
+
+def test_a_faster_group_is_reported_and_does_not_fail(tmp_path, capsys) -> None:
+    base = write_run(str(tmp_path / "a"), seed=1)
+    new = write_run(str(tmp_path / "b"), seed=2, slower={ONE_GROUP: 1 / 3})
+    status, out = compare(capsys, base, new)
+    assert status == 0, out
+    assert len(verdict_lines(out, "FASTER")) == 1 and "0 SLOWER, 1 FASTER" in out
+
+
+def test_too_few_repetitions_are_said_not_to_detect_anything(tmp_path, capsys) -> None:
+    base = write_run(str(tmp_path / "a"), seed=1, n=3)
+    new = write_run(str(tmp_path / "b"), seed=2, n=3, slower={ONE_GROUP: 3.0})
+    status, out = compare(capsys, base, new)
+    assert status == 0 and "too few repetitions" in out
+
+
+def test_a_missing_driver_and_a_changed_option_are_listed_first(tmp_path, capsys) -> None:
+    base = write_run(str(tmp_path / "a"), seed=1, drivers=("vfs", "overlay2", "btrfs"))
+    new = write_run(
+        str(tmp_path / "b"), seed=2, drivers=("vfs", "overlay2"), config={"storage_opts": {"vfs.copy": "reflink"}}
+    )
+    status, out = compare(capsys, base, new)
+    assert status == 0, out
+    head = out.split("median NEW/BASE")[0]
+    assert "driver btrfs only in BASE" in head
+    assert "config.storage_opts: {} -> {'vfs.copy': 'reflink'}" in head
+    assert "config.drivers" in head and "drivers measured" in head
+    assert "btrfs" not in out.split("median NEW/BASE")[1]
+
+
+def test_a_missing_group_and_a_changed_depth_sweep_are_listed(tmp_path, capsys) -> None:
+    base = write_run(str(tmp_path / "a"), seed=1)
+    new = write_run(
+        str(tmp_path / "b"), seed=2, config={"depths": [1]}, without=frozenset({("overlay2", "put", 8, "")})
+    )
+    status, out = compare(capsys, base, new)
+    assert status == 0, out
+    assert "config.depths: [1, 8] -> [1]" in out
+    assert "group only in BASE: overlay2 rootfs put depth 8 warm" in out
+
+
+@pytest.mark.parametrize(
+    ("change", "what"),
+    [
+        ({"config": {"workload": "mixed"}}, "config.workload"),
+        ({"machine": {"cpu_model": "Other CPU"}}, "machine.cpu_model"),
+    ],
+)
+def test_a_different_workload_or_machine_is_refused(tmp_path, capsys, change, what) -> None:
+    base = write_run(str(tmp_path / "a"), seed=1)
+    new = write_run(str(tmp_path / "b"), seed=2, **change)
+    status, out = compare(capsys, base, new)
+    assert status == 2 and "refused" in out and what in out
+    status, out = compare(capsys, base, new, "--allow-different")
+    assert status == 0 and f"differs: {what}" in out
+
+
+def test_split_of_one_run_is_an_a_a_check(tmp_path, capsys) -> None:
+    run = write_run(str(tmp_path / "a"), seed=3, n=30)
+    status, out = compare(capsys, "--split", run)
+    assert status == 0, out
+    assert "even repetitions" in out and "15/15" in out and "0 SLOWER, 0 FASTER" in out
+
+
+def test_compare_wants_two_runs_or_a_split(tmp_path, capsys) -> None:
+    run = write_run(str(tmp_path / "a"))
+    assert cli.main(["compare", run]) == 2
+    assert cli.main(["compare", run, run, "--split", run]) == 2
