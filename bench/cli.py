@@ -6,7 +6,16 @@ import argparse
 import os
 import sys
 
-from .config import EXECDRIVERS, FULL_DEPTHS, RunConfig, quick_defaults
+from .config import (
+    AUTO_MIN_REPEAT,
+    EXECDRIVERS,
+    FULL_DEPTHS,
+    MAX_REPEAT,
+    MAX_TIME,
+    TARGET_CI,
+    RunConfig,
+    quick_defaults,
+)
 from .scenarios import SCENARIOS
 from .workloads import WORKLOADS
 
@@ -48,6 +57,10 @@ def _positive(text: str) -> int:
     return value
 
 
+def _repeat(text: str) -> int | str:
+    return "auto" if text == "auto" else _positive(text)
+
+
 def _fraction(text: str) -> float:
     value = float(text)
     if not 0 < value < 1:
@@ -74,7 +87,27 @@ def parser() -> argparse.ArgumentParser:
     source.add_argument("--image", help="a docker save / OCI image archive to use as the workload")
     run.add_argument("--depth", type=int, help="layers of the deep workload (1-127)")
     run.add_argument("--depths", type=_depths, help=f"rootfs depth sweep (default {','.join(map(str, FULL_DEPTHS))})")
-    run.add_argument("--repeat", type=_positive, help="measured repetitions (default 5; --quick 3)")
+    run.add_argument(
+        "--repeat",
+        type=_repeat,
+        help=f"measured repetitions, or 'auto': at least {AUTO_MIN_REPEAT}, then rounds until every group is precise "
+        "(default auto; --quick 3)",
+    )
+    run.add_argument(
+        "--target-ci",
+        type=_fraction,
+        default=TARGET_CI,
+        help=f"--repeat auto: wanted 95%% CI width of each median, as a fraction of it (default {TARGET_CI})",
+    )
+    run.add_argument(
+        "--max-repeat", type=_positive, default=MAX_REPEAT, help=f"--repeat auto: most rounds (default {MAX_REPEAT})"
+    )
+    run.add_argument(
+        "--max-time",
+        type=float,
+        default=MAX_TIME,
+        help=f"--repeat auto: most seconds per phase (scenario x cache mode x depth; default {MAX_TIME:.0f})",
+    )
     run.add_argument("--warmup", type=_non_negative, help="unrecorded warm-up repetitions (default 1)")
     run.add_argument("--cache", choices=("warm", "cold", "both"), default="warm")
     run.add_argument("--backing", default="loop", help="'loop' (a fresh loop fs per driver) or a directory")
@@ -154,7 +187,11 @@ def main(argv: list[str] | None = None) -> int:
             image=args.image,
             depth=args.depth,
             depths=args.depths or FULL_DEPTHS,
-            repeat=args.repeat or 5,
+            repeat=AUTO_MIN_REPEAT if args.repeat in (None, "auto") else args.repeat,
+            adaptive=args.repeat == "auto" or (args.repeat is None and not args.quick),
+            target_ci=args.target_ci,
+            max_repeat=args.max_repeat,
+            max_time=args.max_time,
             warmup=1 if args.warmup is None else args.warmup,
             cache=args.cache,
             backing=args.backing,

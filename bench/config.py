@@ -2,6 +2,9 @@
 
 `--quick` shrinks everything (sizes, repetitions, the depth sweep) so the tests can run
 the real harness end to end in seconds; the full defaults are what `make bench` runs.
+With `--repeat auto` (the default without --quick) `repeat` is the fewest rounds (5), and the
+data decide the rest: rounds go on until every group's median is known to `target_ci`
+(CI width / median) or `max_repeat` rounds or `max_time` seconds are spent on the phase.
 """
 
 from __future__ import annotations
@@ -11,6 +14,10 @@ from dataclasses import asdict, dataclass, field
 FULL_DEPTHS = (1, 8, 32, 64, 127)
 QUICK_DEPTHS = (1, 8)
 EXECDRIVERS = ("oci", "native")
+AUTO_MIN_REPEAT = 5  # rounds before precision is judged: fewer make the bootstrap CI meaningless
+TARGET_CI = 0.10
+MAX_REPEAT = 30
+MAX_TIME = 120.0  # seconds per phase (a scenario's cache mode, and depth for rootfs)
 
 
 @dataclass
@@ -30,6 +37,10 @@ class RunConfig:
     scratch: str | None = None
     quick: bool = False
     storage_opts: dict[str, str] = field(default_factory=dict)  # "<driver>.<key>" -> value
+    adaptive: bool = False  # --repeat auto: `repeat` is the minimum, precision decides the rest
+    target_ci: float = TARGET_CI
+    max_repeat: int = MAX_REPEAT
+    max_time: float = MAX_TIME
 
     def driver_options(self, driver: str) -> dict[str, str]:
         """The storage options meant for `driver` (their keys start with its name)."""
@@ -38,6 +49,11 @@ class RunConfig:
     @property
     def cache_modes(self) -> list[str]:
         return ["warm", "cold"] if self.cache == "both" else [self.cache]
+
+    @property
+    def planned_repeat(self) -> int:
+        """Measured repetitions a phase runs at most (progress bars count against this)."""
+        return max(self.max_repeat, self.repeat) if self.adaptive else self.repeat
 
     def facts(self) -> dict[str, object]:
         return asdict(self)

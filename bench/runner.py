@@ -23,14 +23,24 @@ import traceback
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
+import pandas as pd
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 
 import graphdrivers
 
 from . import machine, results, workloads
 from .config import RunConfig
 from .results import Row
+from .rounds import Rounds
 from .sandbox import Sandbox, backend_of
 from .scenarios import SCENARIOS, Context, layer_create, rootfs, steps_per_driver
 from .scenarios import exec as exec_scenario
@@ -72,10 +82,21 @@ def _sigterm_as_interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
 
 
+def _shrink(progress: Progress, task: TaskID, planned_but_skipped: int) -> None:
+    """A phase ended before its planned maximum: count it out of the total, so the ETA holds."""
+    if planned_but_skipped:
+        total = next(t.total for t in progress.tasks if t.id == task) or 0
+        progress.update(task, total=total - planned_but_skipped)
+
+
 def expand_drivers(names: list[str]) -> list[str]:
     if "all" in names:
         return graphdrivers.registered()
     return list(dict.fromkeys(names))
+
+
+def _rounded(value: float) -> float | None:
+    return None if pd.isna(value) else round(float(value), 4)
 
 
 def new_run_id() -> str:
@@ -92,6 +113,7 @@ class Run:
         self.warnings: list[str] = []
         self.drivers: dict[str, dict[str, object]] = {}
         self.facts: dict[str, object] = {}
+        self.phases: list[dict[str, object]] = []
         self.started = time.time()
         self.out = config.out or os.path.join("results", self.run_id.split("-")[0])
 
@@ -123,6 +145,8 @@ class Run:
                 BarColumn(),
                 MofNCompleteColumn(),
                 TimeElapsedColumn(),
+                TextColumn("eta"),
+                TimeRemainingColumn(),  # with --repeat auto: until the max-repeat bound, shrinks as phases end
                 console=self.console,
                 transient=False,
             ) as progress:
@@ -183,6 +207,7 @@ class Run:
         every driver alike; a driver whose scenario fails drops out, the others go on."""
         running: dict[str, tuple[_Open, Iterator[None]]] = {}
         contexts: list[Context] = []
+        rounds = Rounds(self.config)
         for o in opened:
             task = progress.add_task(f"{o.name:<10} {scenario:<12}", total=steps_per_driver(self.config, scenario))
             ctx = Context(
@@ -193,8 +218,11 @@ class Run:
                 o.backend,
                 workload,
                 os.path.join(scratch, "workload"),
+                rounds=rounds,
                 advance=lambda t=task: progress.advance(t),
+                skip=lambda n, t=task: _shrink(progress, t, n),
             )
+            rounds.watch(ctx.rows)
             contexts.append(ctx)
             running[o.name] = (o, SCENARIO_RUNNERS[scenario](ctx))
         try:
@@ -216,6 +244,7 @@ class Run:
                     self.warn(message)
                 if "execdrivers" in ctx.facts:
                     self.facts["execdrivers"] = ctx.facts["execdrivers"]
+            self.phases += [{"scenario": scenario, **phase} for phase in rounds.facts()]
 
     def _fail(self, o: _Open, what: str, exc: Exception) -> None:
         o.record["status"] = "failed" if what == "teardown" else "partial"
@@ -241,15 +270,21 @@ class Run:
             "config": self.config.facts(),
             "drivers": self.drivers,
             "warnings": self.warnings,
+            "repetitions": self.phases,
             **self.facts,
         }
 
     def _write(self, interrupted: bool) -> None:
         stats = summary(results.frame(self.rows))
+        measured = stats[stats["n"] > 0] if len(stats) else stats
         self.facts["statistics"] = {
             "groups": len(stats),
-            "measured_groups": int((stats["n"] > 0).sum()) if len(stats) else 0,
+            "measured_groups": len(measured),
             "wide_groups": int(stats["wide"].sum()) if len(stats) else 0,
+            "target_ci": self.config.target_ci if self.config.adaptive else None,
+            "precision_median": _rounded(measured["precision"].median()) if len(measured) else None,
+            "precision_worst": _rounded(measured["precision"].max()) if len(measured) else None,
+            "groups_above_target": int((measured["precision"] > self.config.target_ci).sum()) if len(measured) else 0,
         }
         results.write(self.out, self.rows, self.run_json(interrupted))
 
@@ -263,11 +298,21 @@ class Run:
         with open(os.path.join(self.out, "summary.txt"), "w") as f:
             f.write(plain_text(stats) + "\n")
         stats.to_csv(os.path.join(self.out, "summary.csv"), index=False)
+        facts = self.facts["statistics"]
+        if facts["precision_median"] is not None:
+            self.console.print(
+                f"precision (95% CI width / median): median {facts['precision_median']:.1%}, worst "
+                f"{facts['precision_worst']:.1%}; {facts['groups_above_target']} of {facts['measured_groups']} groups "
+                f"above {self.config.target_ci:.0%}"
+                + ("" if self.config.adaptive else " (fixed --repeat; --repeat auto repeats until precise)"),
+                highlight=False,
+            )
         wide = stats[stats["wide"]]
         if len(wide):
             self.console.print(
                 f"[bold yellow]warning:[/] {len(wide)} of {len(stats)} groups have a spread too wide to compare "
-                "(IQR or 95% CI wider than half the median): rerun with more --repeat on a quieter machine",
+                "(95% CI of the median wider than half of it): rerun with more repetitions "
+                "(--repeat auto, a larger --max-repeat) on a quieter machine",
                 highlight=False,
             )
         self.console.print(f"results: {self.out}", highlight=False)

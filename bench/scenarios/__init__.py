@@ -1,7 +1,8 @@
 """The three scenarios of `bench run`, and the context and repetition loop they share.
 
-Each scenario runs `warmup` unrecorded repetitions and then `repeat` recorded ones per
-cache mode, every repetition on fresh layers, and appends tidy rows to `ctx.rows`. A
+Each scenario runs `warmup` unrecorded repetitions and then recorded ones per cache mode
+(as many as the shared `Rounds` decides: `repeat`, or until precise), every repetition on
+fresh layers, and appends tidy rows to `ctx.rows`. A
 scenario is a generator that yields after each repetition (with nothing of that
 repetition left mounted), so the runner can interleave drivers repetition by repetition.
 """
@@ -18,6 +19,7 @@ import graphdrivers
 from .. import cache
 from ..config import RunConfig
 from ..results import Row
+from ..rounds import Rounds
 from ..sandbox import Sandbox
 from ..workloads import Workload
 
@@ -35,7 +37,9 @@ class Context:
     backend: str
     workload: Workload
     workdir: str
+    rounds: Rounds | None = None  # None: exactly config.repeat rounds (nothing shared)
     advance: Callable[[], None] = lambda: None
+    skip: Callable[[int], None] = lambda n: None  # planned repetitions a phase did not need
     rows: list[Row] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     facts: dict[str, object] = field(default_factory=dict)
@@ -72,28 +76,33 @@ class Repetition:
         }
 
 
-def repetitions(ctx: Context) -> Iterator[Repetition]:
+def repetitions(ctx: Context, depth: int | None = None) -> Iterator[Repetition]:
     """Warm-ups then measured repetitions for every cache mode; cold ones drop caches first.
 
     Call this generator's next step only when the repetition's setup is done: the page
-    cache is dropped right before a cold repetition is handed out.
+    cache is dropped right before a cold repetition is handed out. `depth` names the phase
+    of a scenario that sweeps depths, so precision is judged per depth.
     """
+    rounds = ctx.rounds or Rounds(ctx.config)
     for mode in ctx.config.cache_modes:
         for w in range(ctx.config.warmup):
             yield Repetition(mode, -(w + 1), measured=False)
             ctx.advance()
-        for i in range(ctx.config.repeat):
+        i = 0
+        while rounds.more((mode, depth), i):
             dropped = False
             if mode == "cold":
                 cache.drop()
                 dropped = True
             yield Repetition(mode, i, True, dropped, cache.page_cache_bytes())
             ctx.advance()
+            i += 1
+        ctx.skip(max(ctx.config.planned_repeat - i, 0))
 
 
 def steps_per_driver(config: RunConfig, scenario: str) -> int:
-    """Repetitions a scenario runs on one driver (for progress bars)."""
-    per = (config.warmup + config.repeat) * len(config.cache_modes)
+    """Repetitions a scenario runs on one driver at most (for progress bars)."""
+    per = (config.warmup + config.planned_repeat) * len(config.cache_modes)
     return per * len(config.depths) if scenario == "rootfs" else per
 
 

@@ -44,7 +44,7 @@ def run(ctx: Context) -> Iterator[None]:
         files, size = sum(la.files for la in stack), sum(la.bytes for la in stack)
         with Layers(driver, f"rf{depth}") as image:
             top = build_image(ctx, image, stack)
-            for rep in repetitions(ctx):
+            for rep in repetitions(ctx, depth):
                 with Layers(driver, f"rf{depth}c") as container:
                     cid = container.new_id("c")
                     t0 = clock()

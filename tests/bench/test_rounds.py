@@ -1,0 +1,47 @@
+"""bench.rounds: how many repetitions a phase takes, fixed or until every group is precise."""
+
+from __future__ import annotations
+
+from bench.config import RunConfig
+from bench.results import Row
+from bench.rounds import Rounds
+
+
+def _rows(driver: str, values: list[float]) -> list[Row]:
+    return [
+        Row("r", driver, driver, "ext4", "rootfs", "put", "busybox", depth=1, repetition=i, seconds=v)
+        for i, v in enumerate(values)
+    ]
+
+
+def test_rounds_fixed_count_without_auto() -> None:
+    rounds = Rounds(RunConfig(drivers=["vfs"], scenarios=["rootfs"], repeat=3))
+    assert [rounds.more(("warm", 1), i) for i in range(4)] == [True, True, True, False]
+    assert rounds.facts() == [{"cache": "warm", "depth": 1, "rounds": 3, "reason": "repeat", "worst_precision": None}]
+
+
+def test_rounds_auto_stops_when_every_group_is_precise() -> None:
+    config = RunConfig(drivers=["vfs"], scenarios=["rootfs"], repeat=5, adaptive=True, max_repeat=30)
+    rounds = Rounds(config)
+    precise, noisy = _rows("vfs", [1.0, 1.01, 0.99, 1.0, 1.02]), _rows("overlay2", [1.0, 3.0, 0.5, 2.0, 0.7])
+    rounds.watch(precise)
+    rounds.watch(noisy)
+    assert rounds.more(("warm", 1), 5)  # overlay2 is not precise yet: everyone takes another round
+    noisy[:] = _rows("overlay2", [1.0 + 0.001 * i for i in range(6)])
+    precise += _rows("vfs", [1.0])
+    assert not rounds.more(("warm", 1), 6)
+    assert rounds.facts()[0]["reason"] == "precise"
+
+
+def test_rounds_auto_is_bounded_by_max_repeat_and_max_time() -> None:
+    noisy = _rows("vfs", [1.0, 3.0, 0.5, 2.0, 0.7, 4.0])
+    config = RunConfig(drivers=["vfs"], scenarios=["rootfs"], repeat=5, adaptive=True, max_repeat=6)
+    rounds = Rounds(config)
+    rounds.watch(noisy)
+    assert not rounds.more(("warm", 1), 6) and rounds.facts()[0]["reason"] == "max-repeat"
+    now = [0.0]
+    timed = Rounds(RunConfig(drivers=["vfs"], scenarios=["rootfs"], adaptive=True, max_time=10), clock=lambda: now[0])
+    timed.watch(noisy)
+    assert timed.more(("warm", 1), 0)
+    now[0] = 11.0
+    assert not timed.more(("warm", 1), 5) and timed.facts()[0]["reason"] == "max-time"
