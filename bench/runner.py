@@ -44,7 +44,7 @@ from .rounds import Rounds
 from .sandbox import Sandbox, backend_of
 from .scenarios import SCENARIOS, Context, layer_create, rootfs, steps_per_driver
 from .scenarios import exec as exec_scenario
-from .table import plain_text, rich_table, summary
+from .table import rich_table, summary, write_summaries
 
 SCENARIO_RUNNERS: dict[str, Callable[[Context], Iterator[None]]] = {
     "layer-create": layer_create.run,
@@ -295,9 +295,7 @@ class Run:
             return
         out = Console(file=sys.stdout, width=max(Console().width, 200))
         out.print(rich_table(stats))
-        with open(os.path.join(self.out, "summary.txt"), "w") as f:
-            f.write(plain_text(stats) + "\n")
-        stats.to_csv(os.path.join(self.out, "summary.csv"), index=False)
+        write_summaries(stats, self.out)
         facts = self.facts["statistics"]
         if facts["precision_median"] is not None:
             self.console.print(

@@ -2,18 +2,24 @@
 
 Per-layer layer-create rows are summarised by their chain totals here (the per-layer
 rows stay in the results files); each group shows its median, spread and 95% CI, and its
-ratio to the fastest driver measured side by side in the same group.
+ratio to the fastest driver measured side by side in the same group. The same numbers go
+to summary.csv (every column), summary.txt, and summary.md / summary.tex (the columns a
+paper shows), so no reader computes them differently.
 """
 
 from __future__ import annotations
 
+import logging
 import math
+import os
 
 import pandas as pd
 from rich.table import Table
 
 from .scenarios import SCENARIOS
 from .stats import summarize
+
+log = logging.getLogger(__name__)
 
 COMPARE_KEYS = ["scenario", "step", "workload", "depth", "cache", "execdriver"]
 
@@ -58,12 +64,14 @@ def rich_table(stats: pd.DataFrame, title: str = "bench: medians (ms) with sprea
         "median",
         "IQR",
         "95% CI",
+        "CI/median",
         "x fastest",
         "space x",
         "note",
     ):
         table.add_column(
-            col, justify="right" if col in ("depth", "n", "median", "IQR", "x fastest", "space x") else "left"
+            col,
+            justify="right" if col in ("depth", "n", "median", "IQR", "CI/median", "x fastest", "space x") else "left",
         )
     for r in stats.itertuples(index=False):
         note = r.note or ""
@@ -82,6 +90,7 @@ def rich_table(stats: pd.DataFrame, title: str = "bench: medians (ms) with sprea
             _ms(r.median),
             _ms(r.iqr),
             f"{_ms(r.ci_low)}..{_ms(r.ci_high)}" if r.n else "-",
+            "-" if pd.isna(r.precision) else f"{r.precision:.0%}",
             "-" if pd.isna(r.vs_fastest) else f"{r.vs_fastest:.2f}",
             "-" if pd.isna(amp) else f"{amp:.2f}",
             note,
@@ -103,6 +112,9 @@ def plain_text(stats: pd.DataFrame) -> str:
         "median_ms",
         "iqr_ms",
         "ci95_ms",
+        "ci_over_median",
+        "p90_ms",
+        "p99_ms",
         "x_fastest",
         "space_x",
         "note",
@@ -120,6 +132,9 @@ def plain_text(stats: pd.DataFrame) -> str:
             "median_ms": stats["median"].map(_ms),
             "iqr_ms": stats["iqr"].map(_ms),
             "ci95_ms": [f"{_ms(a)}..{_ms(b)}" for a, b in zip(stats["ci_low"], stats["ci_high"], strict=True)],
+            "ci_over_median": stats["precision"].map(lambda v: "-" if pd.isna(v) else f"{v:.2f}"),
+            "p90_ms": stats["p90"].map(_ms),
+            "p99_ms": stats["p99"].map(_ms),
             "x_fastest": stats["vs_fastest"].map(lambda v: "-" if pd.isna(v) else f"{v:.2f}"),
             "space_x": stats.get("space_amplification", pd.Series(float("nan"), index=stats.index)).map(
                 lambda v: "-" if pd.isna(v) else f"{v:.2f}"
@@ -129,3 +144,42 @@ def plain_text(stats: pd.DataFrame) -> str:
         columns=cols,
     )
     return out.to_string(index=False)
+
+
+def publication(stats: pd.DataFrame) -> pd.DataFrame:
+    """The columns a paper shows, in ms; tail percentiles only where n supports them."""
+    measured = stats[stats["n"] > 0]
+    return pd.DataFrame(
+        {
+            "driver": measured["driver"],
+            "scenario": measured["scenario"],
+            "step": measured["step"],
+            "depth": measured["depth"],
+            "cache": measured["cache"],
+            "exec": measured["execdriver"].replace("", "-"),
+            "n": measured["n"],
+            "median ms": measured["median"].map(_ms),
+            "95% CI ms": [f"{_ms(a)}-{_ms(b)}" for a, b in zip(measured["ci_low"], measured["ci_high"], strict=True)],
+            "p90 ms": measured["p90"].map(_ms),
+            "p99 ms": measured["p99"].map(_ms),
+            "x fastest": measured["vs_fastest"].map(lambda v: "-" if pd.isna(v) else f"{v:.2f}"),
+        }
+    )
+
+
+def write_summaries(stats: pd.DataFrame, directory: str) -> list[str]:
+    """summary.csv (every statistic), summary.txt, summary.md and summary.tex in `directory`."""
+    stats.to_csv(os.path.join(directory, "summary.csv"), index=False)
+    with open(os.path.join(directory, "summary.txt"), "w") as f:
+        f.write(plain_text(stats) + "\n")
+    table = publication(stats)
+    with open(os.path.join(directory, "summary.md"), "w") as f:
+        f.write(table.to_markdown(index=False, disable_numparse=True) + "\n")
+    styled = table.style.hide(axis="index").format(escape="latex").format_index(escape="latex", axis="columns")
+    latex = styled.to_latex(
+        hrules=True,
+        caption="Medians with percentile-bootstrap 95\\% CIs; p90/p99 only where n supports them.",
+    )
+    with open(os.path.join(directory, "summary.tex"), "w") as f:
+        f.write(latex)
+    return ["summary.csv", "summary.txt", "summary.md", "summary.tex"]

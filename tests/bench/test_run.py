@@ -153,6 +153,20 @@ def test_summary_table_printed(quick_run: QuickRun) -> None:
     assert "create_read_write+get" in text and "chain:apply_diff" in text
 
 
+def test_summary_files_beside_the_csv(quick_run: QuickRun) -> None:
+    """summary.csv has every statistic (tail percentiles empty: n=3 supports neither p90
+    nor p99); summary.md and summary.tex hold the columns a paper shows."""
+    csv = pd.read_csv(os.path.join(quick_run.out, "summary.csv"))
+    assert {"n", "median", "ci_low", "ci_high", "precision", "p90", "p99", "wide"} <= set(csv.columns)
+    assert csv["p90"].isna().all() and csv["p99"].isna().all() and (csv["n"] == REPEAT).all()
+    with open(os.path.join(quick_run.out, "summary.md")) as f:
+        markdown = f.read()
+    assert markdown.startswith("| driver") and "create_read_write+get" in markdown
+    with open(os.path.join(quick_run.out, "summary.tex")) as f:
+        latex = f.read()
+    assert "\\begin{tabular}" in latex and "create\\_read\\_write+get" in latex
+
+
 def test_failing_driver_is_reported_and_the_others_still_run(tmp_path) -> None:
     """btrfs on an ext4 --backing path cannot start; vfs (set up before it, on the same
     path) and overlay2 (after it) must still be measured."""
