@@ -1,24 +1,25 @@
-"""`bench report DIR... --out DIR`: PNG figures and an index.html with the summary table.
+"""`bench report DIR... --out DIR`: figures (PNG and PDF), summaries and an index.html.
 
-Figures: one per scenario (drivers side by side, bars at the median with 95% CI error
-bars), rootfs assembly against image depth, and space amplification per driver. When
-several result directories hold the same driver, each run is labelled with its run id.
+Figures (bench.figures): per scenario every repetition with the median and its CI, rootfs
+against image depth, an empirical CDF per step, and space amplification. When several
+result directories hold the same driver, each run is its own series, labelled with its
+run id, so nothing is pooled across runs. summary.csv/.txt/.md/.tex as in a run directory.
 """
 
 from __future__ import annotations
 
 import html
+import logging
 import os
 
-import matplotlib
-
-matplotlib.use("Agg")
 import matplotlib.pyplot as plt
-import numpy as np
 import pandas as pd
 
-from . import results
-from .table import summary
+from . import figures, results
+from .scenarios import SCENARIOS
+from .table import summary, write_summaries
+
+log = logging.getLogger(__name__)
 
 
 def label_runs(df: pd.DataFrame) -> pd.DataFrame:
@@ -33,89 +34,29 @@ def label_runs(df: pd.DataFrame) -> pd.DataFrame:
     return df
 
 
-def _bars(ax: plt.Axes, stats: pd.DataFrame, xkey: str, title: str) -> None:
-    xs = list(dict.fromkeys(stats[xkey]))
-    drivers = list(dict.fromkeys(stats["driver"]))
-    width = 0.8 / max(len(drivers), 1)
-    for i, driver in enumerate(drivers):
-        sub = stats[stats["driver"] == driver].set_index(xkey).reindex(xs)
-        med = sub["median"].to_numpy(dtype=float) * 1000
-        err = np.vstack(
-            [med - sub["ci_low"].to_numpy(dtype=float) * 1000, sub["ci_high"].to_numpy(dtype=float) * 1000 - med]
-        )
-        pos = np.arange(len(xs)) + (i - (len(drivers) - 1) / 2) * width
-        ax.bar(pos, med, width, yerr=np.nan_to_num(err), capsize=3, label=driver)
-    ax.set_xticks(np.arange(len(xs)), xs, rotation=30, ha="right", fontsize=8)
-    ax.set_yscale("log")  # steps range from microseconds to seconds
-    ax.set_ylabel("ms (median, 95% CI; log scale)")
-    ax.set_title(title)
-    ax.legend(fontsize=8)
-
-
-def scenario_figures(stats: pd.DataFrame, out: str) -> list[str]:
-    made = []
-    for scenario in ("layer-create", "rootfs", "exec"):
-        sub = stats[(stats["scenario"] == scenario) & (stats["n"] > 0)]
-        if sub.empty:
-            continue
-        if scenario == "rootfs":
-            sub = sub[sub["depth"] == sub["depth"].max()]
-        sub = sub.assign(x=sub["step"] + np.where(sub["execdriver"] != "", " [" + sub["execdriver"] + "]", ""))
-        sub = sub.assign(x=sub["x"] + np.where(sub["cache"] != "warm", " (" + sub["cache"] + ")", ""))
-        fig, ax = plt.subplots(figsize=(10, 5))
-        depth_note = f" (depth {int(sub['depth'].max())})" if scenario == "rootfs" else ""
-        _bars(ax, sub, "x", f"{scenario}{depth_note}: drivers side by side")
-        fig.tight_layout()
-        name = f"scenario_{scenario}.png"
-        fig.savefig(os.path.join(out, name), dpi=100)
-        plt.close(fig)
-        made.append(name)
-    return made
-
-
-def depth_figure(stats: pd.DataFrame, out: str) -> str | None:
-    sub = stats[(stats["scenario"] == "rootfs") & (stats["n"] > 0)]
-    if sub.empty:
-        return None
-    steps = ["create_read_write+get", "put", "remove"]
-    fig, axes = plt.subplots(1, len(steps), figsize=(14, 4.5))
-    for ax, step in zip(axes, steps, strict=True):
-        for (driver, cache), g in sub[sub["step"] == step].groupby(["driver", "cache"]):
-            g = g.sort_values("depth")
-            ax.plot(g["depth"], g["median"] * 1000, marker="o", label=f"{driver} ({cache})")
-            ax.fill_between(g["depth"], g["ci_low"] * 1000, g["ci_high"] * 1000, alpha=0.2)
-        ax.set_xlabel("image depth (layers)")
-        ax.set_ylabel("ms (median, 95% CI)")
-        ax.set_title(f"rootfs {step}")
-        ax.legend(fontsize=8)
-    fig.tight_layout()
-    name = "rootfs_vs_depth.png"
-    fig.savefig(os.path.join(out, name), dpi=100)
+def save(fig: plt.Figure, out: str, name: str) -> str:
+    """PNG for the page, PDF (vector) for the paper; returns the PNG's name."""
+    for ext, dpi in (("png", 150), ("pdf", None)):
+        fig.savefig(os.path.join(out, f"{name}.{ext}"), dpi=dpi, bbox_inches="tight")
     plt.close(fig)
-    return name
+    return f"{name}.png"
 
 
-def space_figure(df: pd.DataFrame, out: str) -> str | None:
-    sub = df[(df["scenario"] == "layer-create") & (df["layer"] == -1) & df["space_amplification"].notna()]
-    if sub.empty:
-        return None
-    med = sub.groupby(["workload", "driver"])["space_amplification"].median().unstack("driver")
-    fig, ax = plt.subplots(figsize=(8, 4.5))
-    med.plot.bar(ax=ax, rot=0)
-    ax.axhline(1.0, color="grey", linestyle="--", linewidth=1)
-    ax.set_ylabel("backing fs bytes used / bytes of file data")
-    ax.set_title("space amplification of the layer chain (median)")
-    fig.tight_layout()
-    name = "space_amplification.png"
-    fig.savefig(os.path.join(out, name), dpi=100)
-    plt.close(fig)
-    return name
+def draw(df: pd.DataFrame, stats: pd.DataFrame, runs: list[dict], out: str) -> list[str]:
+    """Every figure of the report, saved under `out`; the PNG names in page order."""
+    wanted: list[tuple[str, plt.Figure | None]] = []
+    for scenario in SCENARIOS:
+        wanted.append((f"scenario_{scenario}", figures.scenario_figure(df, stats, scenario, runs)))
+    wanted.append(("rootfs_vs_depth", figures.depth_figure(df, stats, runs)))
+    for scenario in SCENARIOS:
+        wanted.append((f"cdf_{scenario}", figures.cdf_figure(df, scenario, runs)))
+    wanted.append(("space_amplification", figures.space_figure(df, runs)))
+    return [save(fig, out, name) for name, fig in wanted if fig is not None]
 
 
-def _html(dirs: list[str], figures: list[str], stats: pd.DataFrame) -> str:
+def _html(runs_json: list[dict], pngs: list[str], stats: pd.DataFrame) -> str:
     runs = []
-    for d in dirs:
-        run = results.load_run(d)
+    for run in runs_json:
         m = run.get("machine", {})
         runs.append(
             f"<li><b>{html.escape(str(run.get('run_id')))}</b>: {html.escape(str(run.get('command_line')))} -- "
@@ -130,6 +71,8 @@ def _html(dirs: list[str], figures: list[str], stats: pd.DataFrame) -> str:
         ci_low_ms=stats["ci_low"] * 1000,
         ci_high_ms=stats["ci_high"] * 1000,
         iqr_ms=stats["iqr"] * 1000,
+        p90_ms=stats["p90"] * 1000,
+        p99_ms=stats["p99"] * 1000,
     )[
         [
             "driver",
@@ -144,6 +87,8 @@ def _html(dirs: list[str], figures: list[str], stats: pd.DataFrame) -> str:
             "n",
             "median_ms",
             "iqr_ms",
+            "p90_ms",
+            "p99_ms",
             "ci_low_ms",
             "ci_high_ms",
             "vs_fastest",
@@ -152,7 +97,11 @@ def _html(dirs: list[str], figures: list[str], stats: pd.DataFrame) -> str:
             "note",
         ]
     ]
-    imgs = "\n".join(f'<figure><img src="{html.escape(f)}" alt="{html.escape(f)}"></figure>' for f in figures)
+    imgs = "\n".join(
+        f'<figure><img src="{html.escape(f)}" alt="{html.escape(f)}">'
+        f'<figcaption><a href="{html.escape(f[:-4])}.pdf">PDF</a></figcaption></figure>'
+        for f in pngs
+    )
     return f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>strata bench report</title>
 <style>body{{font-family:sans-serif;margin:2em}} img{{max-width:100%}} table{{border-collapse:collapse;font-size:12px}}
@@ -160,7 +109,9 @@ td,th{{border:1px solid #ccc;padding:2px 6px}} .warn{{color:#a60}}</style></head
 <body><h1>strata bench report</h1>
 <h2>Runs</h2><ul>{"".join(runs)}</ul>
 <h2>Figures</h2>{imgs}
-<h2>Summary (medians, IQR and bootstrap 95% CI in ms; wide = spread too large to compare)</h2>
+<h2>Summary (medians, IQR, p90/p99 where n supports them, bootstrap 95% CI in ms;
+wide = median too uncertain to compare)</h2>
+<p>Also as <a href="summary.csv">CSV</a>, <a href="summary.md">Markdown</a>, <a href="summary.tex">LaTeX</a>.</p>
 {table.to_html(index=False, float_format=lambda v: f"{v:.3f}", na_rep="-")}
 </body></html>
 """
@@ -173,11 +124,11 @@ def report(dirs: list[str], out: str) -> int:
         print(f"bench report: {exc}")
         return 2
     os.makedirs(out, exist_ok=True)
+    runs = [results.load_run(d) for d in dirs]
     stats = summary(df)
-    figures = scenario_figures(stats, out)
-    figures += [f for f in (depth_figure(stats, out), space_figure(df, out)) if f]
-    stats.to_csv(os.path.join(out, "summary.csv"), index=False)
+    pngs = draw(df, stats, runs, out)
+    write_summaries(stats, out)
     with open(os.path.join(out, "index.html"), "w") as f:
-        f.write(_html(dirs, figures, stats))
-    print(f"report: {os.path.join(out, 'index.html')} ({len(figures)} figures)")
+        f.write(_html(runs, pngs, stats))
+    print(f"report: {os.path.join(out, 'index.html')} ({len(pngs)} figures, PNG and PDF)")
     return 0

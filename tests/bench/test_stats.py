@@ -31,3 +31,21 @@ def test_ratio_ci_brackets_the_ratio() -> None:
     base = rng.lognormal(0, 0.1, 30)
     low, high = stats.ratio_ci(base, base * 2)
     assert low < 2 < high and high - low < 0.5
+
+
+def test_every_figure_gives_a_driver_the_same_colour() -> None:
+    from bench import palette
+
+    assert palette.colour("overlay2") == palette.colour("overlay2 @20260101T000000Z-beef")
+    assert palette.colour("aufs/fuse") == palette.colour("aufs")
+    assert len({palette.colour(n) for n in ("vfs", "overlay2", "btrfs", "aufs", "devmapper", "dockerd", "podman")}) == 7
+    assert palette.colour("zfs") == palette.colour("zfs")  # an unknown name: stable, not by plotting order
+    labels = ["vfs @a", "vfs @b", "btrfs"]
+    assert [palette.dash(label, labels) for label in labels] == ["-", "--", "-"]
+
+
+def test_log_axes_only_where_values_span_decades() -> None:
+    from bench import figures
+
+    assert not figures.spans_decades([1.0, 9.0])
+    assert figures.spans_decades([0.05, 1.0])

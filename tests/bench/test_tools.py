@@ -22,6 +22,9 @@ def test_report_draws_figures_and_an_index(quick_run: QuickRun, tmp_path) -> Non
     assert proc.returncode == 0, proc.stdout + proc.stderr
     pngs = sorted(p.name for p in out.glob("*.png"))
     assert pngs == [
+        "cdf_exec.png",
+        "cdf_layer-create.png",
+        "cdf_rootfs.png",
         "rootfs_vs_depth.png",
         "scenario_exec.png",
         "scenario_layer-create.png",
@@ -30,6 +33,8 @@ def test_report_draws_figures_and_an_index(quick_run: QuickRun, tmp_path) -> Non
     ]
     for png in pngs:
         assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert (out / png.replace(".png", ".pdf")).read_bytes()[:5] == b"%PDF-"
+    assert {"summary.csv", "summary.md", "summary.tex"} <= {p.name for p in out.iterdir()}
     page = (out / "index.html").read_text()
     assert all(f'src="{p}"' in page for p in pngs)
     assert "create_read_write+get" in page and results.load_run(quick_run.out)["run_id"] in page
