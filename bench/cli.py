@@ -147,6 +147,13 @@ def parser() -> argparse.ArgumentParser:
         help="compare a different workload or machine too (refused by default)",
     )
 
+    history = sub.add_parser("history", help="each group's median over commits (asv-style); flags steps beyond noise")
+    history.add_argument("dirs", nargs="+", metavar="RESULTS_DIR")
+    history.add_argument("--out", required=True, help="where history.csv and a figure per flagged step go")
+    history.add_argument(
+        "--threshold", type=float, default=1.2, help="a step needs a ratio beyond this (and non-overlapping CIs)"
+    )
+
     sub.add_parser("list", help="registered drivers: can they run here, backend, why not")
     return p
 
@@ -234,6 +241,10 @@ def main(argv: list[str] | None = None) -> int:
             allow_different=args.allow_different,
             alpha=args.fdr,
         )
+    if args.command == "history":
+        from .history import history
+
+        return history(args.dirs, args.out, args.threshold)
     from .listing import list_drivers
 
     return list_drivers()

@@ -39,7 +39,7 @@ def spans_decades(values: object) -> bool:
     return len(positive) > 1 and positive.max() / positive.min() > DECADE
 
 
-def _axis_scale(ax: plt.Axes, values: object, axis: str, label: str) -> None:
+def axis_scale(ax: plt.Axes, values: object, axis: str, label: str) -> None:
     """Log scale only where the values span decades, and the label says which."""
     log_scale = spans_decades(values)
     target = ax.yaxis if axis == "y" else ax.xaxis
@@ -86,7 +86,7 @@ def caption(rows: pd.DataFrame, runs: list[dict], extra: str = "") -> str:
     return ". ".join(p for p in [*parts, extra] if p) + "."
 
 
-def _figure(panels: int, width: float = 3.4, height: float = 3.0) -> tuple[plt.Figure, list[plt.Axes]]:
+def new_figure(panels: int, width: float = 3.4, height: float = 3.0) -> tuple[plt.Figure, list[plt.Axes]]:
     cols = min(panels, PANEL_COLUMNS)
     rows = math.ceil(panels / cols)
     fig, axes = plt.subplots(rows, cols, figsize=(width * cols + 1.8, height * rows + 1.0), layout="constrained")
@@ -96,7 +96,7 @@ def _figure(panels: int, width: float = 3.4, height: float = 3.0) -> tuple[plt.F
     return fig, flat[:panels]
 
 
-def _finish(fig: plt.Figure, title: str, text: str, labels: list[str], extra: list[Line2D] | None = None) -> None:
+def finish(fig: plt.Figure, title: str, text: str, labels: list[str], extra: list[Line2D] | None = None) -> None:
     handles = [
         Line2D([], [], color=palette.colour(label), marker="o", linestyle=palette.dash(label, labels), label=label)
         for label in labels
@@ -123,7 +123,7 @@ def _points_with_median(ax: plt.Axes, labels: list[str], panel: pd.DataFrame, st
         ticks.append(f"{label}\nn={len(values)}")
     ax.set_xticks(range(len(labels)), ticks, fontsize=7)
     ax.set_xlim(-0.6, len(labels) - 0.4)
-    _axis_scale(ax, panel["seconds"] * 1000, "y", "ms")
+    axis_scale(ax, panel["seconds"] * 1000, "y", "ms")
 
 
 MEDIAN_HANDLE = Line2D([], [], color="black", marker="_", markersize=14, linestyle="", label="median, 95% CI")
@@ -141,13 +141,13 @@ def scenario_figure(rows: pd.DataFrame, stats: pd.DataFrame, scenario: str, runs
     st = stats[(stats["scenario"] == scenario) & stats["depth"].isin(sub["depth"].unique())]
     labels = sorted(sub["driver"].unique())
     panels = list(sub.groupby(["step", "execdriver", "cache"], sort=True).groups)
-    fig, axes = _figure(len(panels))
+    fig, axes = new_figure(len(panels))
     for ax, (step, execdriver, cache) in zip(axes, panels, strict=True):
         mask = (sub["step"] == step) & (sub["execdriver"] == execdriver) & (sub["cache"] == cache)
         smask = (st["step"] == step) & (st["execdriver"] == execdriver) & (st["cache"] == cache)
         _points_with_median(ax, labels, sub[mask], st[smask])
         ax.set_title(panel_title(step, execdriver, cache), fontsize=9)
-    _finish(fig, f"{scenario}: every repetition, median and 95% CI", caption(sub, runs, note), labels, [MEDIAN_HANDLE])
+    finish(fig, f"{scenario}: every repetition, median and 95% CI", caption(sub, runs, note), labels, [MEDIAN_HANDLE])
     return fig
 
 
@@ -160,7 +160,7 @@ def depth_figure(rows: pd.DataFrame, stats: pd.DataFrame, runs: list[dict]) -> p
     st = stats[(stats["scenario"] == "rootfs") & (stats["n"] > 0)]
     labels = sorted(sub["driver"].unique())
     panels = list(sub.groupby(["cache", "step"], sort=True).groups)
-    fig, axes = _figure(len(panels), width=4.2, height=3.4)
+    fig, axes = new_figure(len(panels), width=4.2, height=3.4)
     rng = np.random.default_rng(0)
     for ax, (cache, step) in zip(axes, panels, strict=True):
         for label in labels:
@@ -175,12 +175,12 @@ def depth_figure(rows: pd.DataFrame, stats: pd.DataFrame, runs: list[dict]) -> p
             ax.plot(g["depth"], g["median"] * 1000, marker="o", color=colour, markersize=4, linestyle=style)
             ax.fill_between(g["depth"], g["ci_low"] * 1000, g["ci_high"] * 1000, color=colour, alpha=0.2)
         depths = sorted(sub["depth"].unique())
-        _axis_scale(ax, depths, "x", "image depth (layers)")
+        axis_scale(ax, depths, "x", "image depth (layers)")
         ax.set_xticks(depths, [str(d) for d in depths])
-        _axis_scale(ax, sub.loc[(sub["step"] == step) & (sub["cache"] == cache), "seconds"] * 1000, "y", "ms")
+        axis_scale(ax, sub.loc[(sub["step"] == step) & (sub["cache"] == cache), "seconds"] * 1000, "y", "ms")
         ax.set_title(panel_title(step, "", cache), fontsize=9)
     band = Line2D([], [], color="grey", marker="o", label="median, band: 95% CI")
-    _finish(fig, "rootfs against image depth: repetitions, median and 95% CI", caption(sub, runs), labels, [band])
+    finish(fig, "rootfs against image depth: repetitions, median and 95% CI", caption(sub, runs), labels, [band])
     return fig
 
 
@@ -195,17 +195,17 @@ def cdf_figure(rows: pd.DataFrame, scenario: str, runs: list[dict]) -> plt.Figur
         sub, note = sub[sub["depth"] == depth], f"rootfs at depth {depth}"
     labels = sorted(sub["driver"].unique())
     panels = list(sub.groupby(["step", "execdriver", "cache"], sort=True).groups)
-    fig, axes = _figure(len(panels))
+    fig, axes = new_figure(len(panels))
     for ax, (step, execdriver, cache) in zip(axes, panels, strict=True):
         panel = sub[(sub["step"] == step) & (sub["execdriver"] == execdriver) & (sub["cache"] == cache)]
         for label in labels:
             values = finite(panel.loc[panel["driver"] == label, "seconds"]) * 1000
             if len(values):
                 ax.ecdf(values, color=palette.colour(label), linestyle=palette.dash(label, labels))
-        _axis_scale(ax, panel["seconds"] * 1000, "x", "ms")
+        axis_scale(ax, panel["seconds"] * 1000, "x", "ms")
         ax.set_ylabel("fraction of repetitions <= x")
         ax.set_title(panel_title(step, execdriver, cache), fontsize=9)
-    _finish(fig, f"{scenario}: distribution per step (empirical CDF)", caption(sub, runs, note), labels)
+    finish(fig, f"{scenario}: distribution per step (empirical CDF)", caption(sub, runs, note), labels)
     return fig
 
 
@@ -216,7 +216,7 @@ def space_figure(rows: pd.DataFrame, runs: list[dict]) -> plt.Figure | None:
         return None
     labels = sorted(sub["driver"].unique())
     workloads = sorted(sub["workload"].unique())
-    fig, axes = _figure(len(workloads), width=max(3.4, 0.9 * len(labels) + 1))
+    fig, axes = new_figure(len(workloads), width=max(3.4, 0.9 * len(labels) + 1))
     for ax, workload in zip(axes, workloads, strict=True):
         for i, label in enumerate(labels):
             values = finite(sub.loc[(sub["workload"] == workload) & (sub["driver"] == label), "space_amplification"])
@@ -229,5 +229,5 @@ def space_figure(rows: pd.DataFrame, runs: list[dict]) -> plt.Figure | None:
         ax.set_ylabel("backing fs bytes used / bytes of file data")
         ax.set_title(f"workload {workload}", fontsize=9)
     median = Line2D([], [], color="black", linewidth=2, label="median")
-    _finish(fig, "space amplification of the layer chain", caption(sub, runs), labels, [median])
+    finish(fig, "space amplification of the layer chain", caption(sub, runs), labels, [median])
     return fig
