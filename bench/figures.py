@@ -126,11 +126,9 @@ def _points_with_median(ax: plt.Axes, labels: list[str], panel: pd.DataFrame, st
     axis_scale(ax, panel["seconds"] * 1000, "y", "ms")
 
 
-MEDIAN_HANDLE = Line2D([], [], color="black", marker="_", markersize=14, linestyle="", label="median, 95% CI")
-
-
-def scenario_figure(rows: pd.DataFrame, stats: pd.DataFrame, scenario: str, runs: list[dict]) -> plt.Figure | None:
-    """One panel per step: every repetition per driver, the median and its CI over them."""
+def step_panels(rows: pd.DataFrame, scenario: str) -> tuple[pd.DataFrame, str, list[str], list[tuple]] | None:
+    """A scenario's rows (rootfs: the deepest image only; rootfs_vs_depth has the rest), a
+    note saying so, the series labels, and one panel key (step, execdriver, cache) each."""
     sub = timed_rows(rows[rows["scenario"] == scenario])
     if sub.empty:
         return None
@@ -138,9 +136,20 @@ def scenario_figure(rows: pd.DataFrame, stats: pd.DataFrame, scenario: str, runs
     if scenario == "rootfs":
         depth = int(sub["depth"].max())
         sub, note = sub[sub["depth"] == depth], f"rootfs at depth {depth} (all depths: rootfs_vs_depth)"
-    st = stats[(stats["scenario"] == scenario) & stats["depth"].isin(sub["depth"].unique())]
-    labels = sorted(sub["driver"].unique())
     panels = list(sub.groupby(["step", "execdriver", "cache"], sort=True).groups)
+    return sub, note, sorted(sub["driver"].unique()), panels
+
+
+MEDIAN_HANDLE = Line2D([], [], color="black", marker="_", markersize=14, linestyle="", label="median, 95% CI")
+
+
+def scenario_figure(rows: pd.DataFrame, stats: pd.DataFrame, scenario: str, runs: list[dict]) -> plt.Figure | None:
+    """One panel per step: every repetition per driver, the median and its CI over them."""
+    chosen = step_panels(rows, scenario)
+    if chosen is None:
+        return None
+    sub, note, labels, panels = chosen
+    st = stats[(stats["scenario"] == scenario) & stats["depth"].isin(sub["depth"].unique())]
     fig, axes = new_figure(len(panels))
     for ax, (step, execdriver, cache) in zip(axes, panels, strict=True):
         mask = (sub["step"] == step) & (sub["execdriver"] == execdriver) & (sub["cache"] == cache)
@@ -186,15 +195,10 @@ def depth_figure(rows: pd.DataFrame, stats: pd.DataFrame, runs: list[dict]) -> p
 
 def cdf_figure(rows: pd.DataFrame, scenario: str, runs: list[dict]) -> plt.Figure | None:
     """The whole distribution per step: an empirical CDF per driver (tails, modes, outliers)."""
-    sub = timed_rows(rows[rows["scenario"] == scenario])
-    if sub.empty:
+    chosen = step_panels(rows, scenario)
+    if chosen is None:
         return None
-    note = ""
-    if scenario == "rootfs":
-        depth = int(sub["depth"].max())
-        sub, note = sub[sub["depth"] == depth], f"rootfs at depth {depth}"
-    labels = sorted(sub["driver"].unique())
-    panels = list(sub.groupby(["step", "execdriver", "cache"], sort=True).groups)
+    sub, note, labels, panels = chosen
     fig, axes = new_figure(len(panels))
     for ax, (step, execdriver, cache) in zip(axes, panels, strict=True):
         panel = sub[(sub["step"] == step) & (sub["execdriver"] == execdriver) & (sub["cache"] == cache)]

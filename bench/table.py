@@ -46,6 +46,10 @@ def summary(df: pd.DataFrame) -> pd.DataFrame:
     return merged.sort_values(keys, kind="stable").drop(columns="_order").reset_index(drop=True)
 
 
+def _ratio(value: float) -> str:
+    return "-" if pd.isna(value) else f"{value:.2f}"
+
+
 def _ms(seconds: float) -> str:
     return "-" if seconds is None or (isinstance(seconds, float) and math.isnan(seconds)) else f"{seconds * 1000:.2f}"
 
@@ -91,8 +95,8 @@ def rich_table(stats: pd.DataFrame, title: str = "bench: medians (ms) with sprea
             _ms(r.iqr),
             f"{_ms(r.ci_low)}..{_ms(r.ci_high)}" if r.n else "-",
             "-" if pd.isna(r.precision) else f"{r.precision:.0%}",
-            "-" if pd.isna(r.vs_fastest) else f"{r.vs_fastest:.2f}",
-            "-" if pd.isna(amp) else f"{amp:.2f}",
+            _ratio(r.vs_fastest),
+            _ratio(amp),
             note,
         )
     return table
@@ -132,13 +136,11 @@ def plain_text(stats: pd.DataFrame) -> str:
             "median_ms": stats["median"].map(_ms),
             "iqr_ms": stats["iqr"].map(_ms),
             "ci95_ms": [f"{_ms(a)}..{_ms(b)}" for a, b in zip(stats["ci_low"], stats["ci_high"], strict=True)],
-            "ci_over_median": stats["precision"].map(lambda v: "-" if pd.isna(v) else f"{v:.2f}"),
+            "ci_over_median": stats["precision"].map(_ratio),
             "p90_ms": stats["p90"].map(_ms),
             "p99_ms": stats["p99"].map(_ms),
-            "x_fastest": stats["vs_fastest"].map(lambda v: "-" if pd.isna(v) else f"{v:.2f}"),
-            "space_x": stats.get("space_amplification", pd.Series(float("nan"), index=stats.index)).map(
-                lambda v: "-" if pd.isna(v) else f"{v:.2f}"
-            ),
+            "x_fastest": stats["vs_fastest"].map(_ratio),
+            "space_x": stats.get("space_amplification", pd.Series(float("nan"), index=stats.index)).map(_ratio),
             "note": [("WIDE; " if w else "") + (n or "") for w, n in zip(stats["wide"], stats["note"], strict=True)],
         },
         columns=cols,
@@ -162,7 +164,7 @@ def publication(stats: pd.DataFrame) -> pd.DataFrame:
             "95% CI ms": [f"{_ms(a)}-{_ms(b)}" for a, b in zip(measured["ci_low"], measured["ci_high"], strict=True)],
             "p90 ms": measured["p90"].map(_ms),
             "p99 ms": measured["p99"].map(_ms),
-            "x fastest": measured["vs_fastest"].map(lambda v: "-" if pd.isna(v) else f"{v:.2f}"),
+            "x fastest": measured["vs_fastest"].map(_ratio),
         }
     )
 
