@@ -8,6 +8,11 @@ beyond `--fail-above` (below its inverse): a real change too small to matter is 
 regression, and a large ratio from five noisy values is not evidence. Everything that
 differs besides the code is listed first; a different workload or machine is refused.
 `--split RUN` compares the even and odd repetitions of one run: an A/A check of the rule.
+
+The test's unit is a repetition, so a change of the whole machine between two runs (load
+from others on a shared host) is a real difference to it. Such a change moves every driver
+of a scenario together; compare prints each scenario's median ratio over its groups and
+warns when one moved as a whole, so that a reader does not blame one driver's code for it.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ log = logging.getLogger(__name__)
 
 KEYS = ["driver", "backend", "scenario", "step", "workload", "layer", "depth", "cache", "execdriver"]
 ALPHA = 0.05  # false discovery rate
+SHIFT = 1.1  # a scenario whose groups moved by more than this together: the machine, not one driver
 EXIT_SAME, EXIT_SLOWER, EXIT_REFUSED = 0, 1, 2
 COLUMNS = [
     *KEYS,
@@ -136,6 +142,23 @@ def one_sided(base: pd.DataFrame, new: pd.DataFrame) -> list[str]:
     return lines
 
 
+def common_shifts(table: pd.DataFrame) -> list[str]:
+    """Per scenario, the median ratio over its groups; a warning where all drivers moved together."""
+    lines = []
+    for scenario, g in table.groupby("scenario", sort=False):
+        shift = float(np.exp(np.median(np.log(g["ratio"].clip(lower=1e-12)))))
+        per_driver = g.groupby("driver")["ratio"].median()
+        together = len(per_driver) > 1 and ((per_driver > SHIFT).all() or (per_driver < 1 / SHIFT).all())
+        line = f"{scenario}: median ratio {shift:.2f} over {len(g)} groups"
+        if together:
+            line += (
+                f" -- every driver moved ({', '.join(f'{d} {r:.2f}' for d, r in per_driver.items())}): "
+                "likely the machine (load between runs) or something all drivers share, not one driver's code"
+            )
+        lines.append(line)
+    return lines
+
+
 def _ms(seconds: float) -> str:
     return f"{seconds * 1000:.3f}"
 
@@ -222,6 +245,8 @@ def compare(
             f"significant after correcting for {len(table)} tests (e.g. n={blind['n_base'].iloc[0]}/"
             f"{blind['n_new'].iloc[0]}); rerun with --repeat auto or a larger --repeat"
         )
+    for line in common_shifts(table):
+        print(("warning: " if "every driver moved" in line else "shift: ") + line)
     counts = table["verdict"].value_counts()
     slower, faster = int(counts.get("SLOWER", 0)), int(counts.get("FASTER", 0))
     print(f"{slower} SLOWER, {faster} FASTER, {len(table) - slower - faster} no difference beyond {fail_above}x")

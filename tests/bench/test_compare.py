@@ -109,3 +109,13 @@ def test_compare_wants_two_runs_or_a_split(tmp_path, capsys) -> None:
     run = write_run(str(tmp_path / "a"))
     assert cli.main(["compare", run]) == 2
     assert cli.main(["compare", run, run, "--split", run]) == 2
+
+
+def test_a_whole_scenario_moving_for_every_driver_is_called_the_machine(tmp_path, capsys) -> None:
+    base = write_run(str(tmp_path / "a"), seed=1)
+    everywhere = {(d, "true", 2, x): 1.5 for d in ("vfs", "overlay2") for x in ("oci", "native")}
+    new = write_run(str(tmp_path / "b"), seed=2, slower=everywhere)
+    status, out = compare(capsys, base, new)
+    assert status == 1  # still reported: the rows really are slower
+    assert "warning: exec: median ratio 1.5" in out and "every driver moved" in out
+    assert "shift: rootfs: median ratio 1.0" in out
