@@ -16,6 +16,7 @@ import os
 import pandas as pd
 from rich.table import Table
 
+from .results import GROUP_KEYS
 from .scenarios import SCENARIOS
 from .stats import summarize
 
@@ -25,12 +26,13 @@ COMPARE_KEYS = ["scenario", "step", "workload", "depth", "cache", "execdriver"]
 
 
 def summary(df: pd.DataFrame) -> pd.DataFrame:
-    """Group statistics for the table: chain rows of layer-create, every other scenario."""
+    """Group statistics for the table: chain rows of layer-create, every other scenario; per run,
+    so `x fastest` compares drivers measured side by side, never one run's driver with another's."""
     keep = df[(df["scenario"] != "layer-create") | (df["layer"] == -1)]
-    stats = summarize(keep)
+    stats = summarize(keep, ["run_id", *GROUP_KEYS])  # never pool or rank across runs
     if stats.empty:
         return stats.assign(vs_fastest=pd.Series(dtype=float))
-    fastest = stats.groupby(COMPARE_KEYS, dropna=False)["median"].transform("min")
+    fastest = stats.groupby(["run_id", *COMPARE_KEYS], dropna=False)["median"].transform("min")
     stats["vs_fastest"] = stats["median"] / fastest
     space = (
         keep[keep["space_amplification"].notna()]

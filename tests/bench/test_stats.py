@@ -49,3 +49,18 @@ def test_log_axes_only_where_values_span_decades() -> None:
 
     assert not figures.spans_decades([1.0, 9.0])
     assert figures.spans_decades([0.05, 1.0])
+
+
+def test_x_fastest_ranks_drivers_within_a_run_only(tmp_path) -> None:
+    """Two runs, one driver each: each is the fastest of its own run, never ranked across runs."""
+    from bench import results
+    from bench.report import label_runs
+    from bench.table import summary
+
+    from .synthetic import write_run
+
+    slow = write_run(str(tmp_path / "a"), drivers=("vfs",), run_id="20260101T000000Z-aaaa")
+    fast = write_run(str(tmp_path / "b"), drivers=("overlay2",), run_id="20260102T000000Z-bbbb")
+    stats = summary(label_runs(results.load([slow, fast])))
+    assert set(stats["run_id"]) == {"20260101T000000Z-aaaa", "20260102T000000Z-bbbb"}
+    assert (stats["vs_fastest"] == 1.0).all()
