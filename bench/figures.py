@@ -13,9 +13,6 @@ from __future__ import annotations
 import logging
 import math
 
-import matplotlib
-
-matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd

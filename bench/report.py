@@ -12,6 +12,9 @@ import html
 import logging
 import os
 
+import matplotlib
+
+matplotlib.use("Agg")  # files only; bench.figures itself leaves the backend to its caller (a notebook)
 import matplotlib.pyplot as plt
 import pandas as pd
 
