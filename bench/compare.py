@@ -241,8 +241,8 @@ def compare(
     blind = table[[smallest_p(a, b) * len(table) >= alpha for a, b in sizes]]
     if len(blind):
         print(
-            f"note: {len(blind)} of {len(table)} groups have too few repetitions for any difference to be "
-            f"significant after correcting for {len(table)} tests (e.g. n={blind['n_base'].iloc[0]}/"
+            f"note: {len(blind)} of {len(table)} groups have too few repetitions to show a change of theirs "
+            f"alone as significant after correcting for {len(table)} tests (e.g. n={blind['n_base'].iloc[0]}/"
             f"{blind['n_new'].iloc[0]}); rerun with --repeat auto or a larger --repeat"
         )
     for line in common_shifts(table):
