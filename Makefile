@@ -10,7 +10,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 DRIVER ?= all
 
-.PHONY: test deps lint bench bench-regress clean
+.PHONY: test deps lint bench bench-regress notebook clean
 
 deps:
 	@missing=$$(for p in $(APT_PACKAGES); do \
@@ -43,6 +43,15 @@ bench: deps $(BIN)/.installed
 bench-regress: deps $(BIN)/.installed
 	$(BIN)/pytest tests/benchmarks/test_bench_regress_drivers.py --benchmark-enable \
 		--benchmark-autosave --benchmark-compare --benchmark-columns=median,iqr,rounds --benchmark-group-by=group
+
+# notebooks/driver_comparison.ipynb executed headless against the newest results/<timestamp>/;
+# the executed copy, figures included, is written beside those results (the source stays clean).
+notebook: $(BIN)/.installed
+	@latest=$$(ls -d results/*/ 2>/dev/null | sort | tail -1); \
+	if [ -z "$$latest" ]; then echo "no results/*: run make bench first"; exit 1; fi; \
+	cp notebooks/driver_comparison.ipynb "$$latest" && \
+	STRATA_RESULTS="$$PWD/$$latest" $(BIN)/jupyter-execute --inplace "$${latest}driver_comparison.ipynb" && \
+	echo "executed: $${latest}driver_comparison.ipynb"
 
 clean:
 	rm -rf $(VENV) .pytest_cache .benchmarks

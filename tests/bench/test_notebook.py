@@ -38,6 +38,6 @@ def test_notebook_executes_on_quick_results(quick_run: QuickRun, tmp_path, monke
     errors = [f"{o.ename}: {o.evalue}" for o in outputs if o.get("output_type") == "error"]
     assert not errors, errors
     images = [o for o in outputs if "image/png" in o.get("data", {})]
-    assert len(images) >= 3  # scenarios, rootfs against depth, space amplification
+    assert len(images) == 8  # bench report's figures: 3 scenarios, rootfs against depth, 3 CDFs, space
     tables = " ".join(o.get("data", {}).get("text/plain", "") for o in outputs)
     assert "create_read_write+get" in tables and "vfs" in tables
