@@ -17,7 +17,7 @@ import tarfile
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from engine import testimages
+from engine.images import testimages
 
 from .tarbuild import LayerBuilder
 

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from . import api, containerjobs, images, registryjobs
+from . import api
+from .containers import jobs as containerjobs
+from .images import jobs as images
+from .registry import jobs as registryjobs
 
 if TYPE_CHECKING:
     from .engine import Engine

@@ -17,8 +17,8 @@ from typing import IO
 import graphdrivers
 
 from .errors import EngineError, EngineLocked
-from .graph import Graph
-from .graphdb import GraphDB
+from .images.graph import Graph
+from .images.graphdb import GraphDB
 from .job import Handler, Job, lookup
 
 

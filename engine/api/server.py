@@ -19,8 +19,10 @@ from ..engine import Engine
 from ..errors import Conflict, EngineError, InvalidArchive, InvalidReference, NoSuchContainer, NoSuchImage, UsageError
 from ..job import Job
 from ..registry.protocol import RegistryError
-from . import routes_containers, routes_images, routes_system
 from .http import Router, TCPServer, UnixServer, make_handler
+from .routes import containers as routes_containers
+from .routes import images as routes_images
+from .routes import system as routes_system
 
 DEFAULT_HOST = "unix:///run/strata/strata.sock"
 SHUTDOWN_STOP_TIMEOUT = 5.0

@@ -96,7 +96,7 @@ def test_mixed_workload_matches_its_documented_shape(tmp_path) -> None:
 @pytest.mark.parametrize(("layout", "compression"), [("docker", "gzip"), ("legacy", "gzip"), ("oci-tar", "zstd")])
 def test_image_archive_layers_become_the_workload(tmp_path, layout: str, compression: str) -> None:
     """--image: a docker save archive's or OCI layout's layers, in order, decompressed."""
-    from engine import testimages
+    from engine.images import testimages
 
     _base, multi = testimages.multilayer(str(tmp_path / "build"), small_files=20, big_size=1 << 20)
     archive = testimages.write(str(tmp_path / "multi.tar"), [multi], layout=layout, compression=compression)

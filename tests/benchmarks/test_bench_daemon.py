@@ -21,9 +21,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from engine import testimages
+from engine.images import testimages
 from graphdrivers.backing import LoopFilesystem
-from tests.api.conftest import REPO, Daemon, start_daemon
+from tests.engine.api.conftest import REPO, Daemon, start_daemon
 
 DRIVER = "overlay2"
 ROUNDS = 15

@@ -1,0 +1,1 @@
+"""engine.api.routes."""
