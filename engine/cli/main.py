@@ -33,9 +33,9 @@ def main(argv: list[str] | None = None) -> int:
         from . import client
 
         return client.run(host, argv[command + 1 :])
-    from . import app as cli
+    from . import app
 
-    return cli.main(argv)
+    return app.main(argv)
 
 
 if __name__ == "__main__":
