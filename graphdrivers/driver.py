@@ -24,6 +24,7 @@ from .errors import (
     LayerExists,
     LayerInUse,
     LayerNotFound,
+    LayerNotMounted,
     ParentNotFound,
     QuotaNotSupported,
 )
@@ -45,12 +46,6 @@ class Change:
 
     def __str__(self) -> str:
         return f"{self.kind} {self.path}"
-
-
-class LayerNotMounted(DriverError):
-    def __init__(self, layer_id: str) -> None:
-        super().__init__(f"layer {layer_id!r} is not mounted: put() without a matching get()")
-        self.layer_id = layer_id
 
 
 def validate_id(layer_id: object) -> str:

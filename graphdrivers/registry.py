@@ -7,7 +7,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from .driver import Driver
-from .errors import DriverError, DriverNotSupported
+from .errors import AmbiguousPriorStorage, DriverError, DriverNotSupported
 
 DEFAULT_ROOT = "/var/lib/strata"
 
@@ -30,10 +30,6 @@ class Registration:
 
 
 _registry: dict[str, Registration] = {}
-
-
-class AmbiguousPriorStorage(DriverError):
-    """More than one driver has stored layers under the root; the user must choose."""
 
 
 def register(name: str, factory: Factory, priority: int, *, backing_fs: str = "ext4") -> None:

@@ -18,7 +18,7 @@ from typing import IO, Any
 
 from .. import archive, mountutil, naivediff, units
 from ..driver import Change, Driver, validate_id
-from ..errors import DriverError, DriverNotSupported, InvalidOption, LayerNotFound
+from ..errors import ChainTooDeep, DriverNotSupported, InvalidOption, LayerNotFound
 from . import kernel_backend
 from .fuse_backend import FuseBackend, detach, is_dead_mount
 from .kernel_backend import KernelBackend
@@ -29,10 +29,6 @@ from .unionfs.tree import Union
 REMOVING = "-removing"
 PROBE = ".passthrough-probe"  # not a layer id (those never start with a dot)
 BACKENDS = ("kernel", "fuse")
-
-
-class ChainTooDeep(DriverError):
-    """The backend cannot stack this many branches."""
 
 
 def _parse_backend(value: str) -> str:

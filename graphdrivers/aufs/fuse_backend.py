@@ -22,16 +22,12 @@ import tempfile
 import threading
 
 from .. import mountutil
-from ..errors import DriverError
+from ..errors import FuseMountError
 
 READY_TIMEOUT = 60.0  # seconds a mount may take to answer (a loaded machine, 130 branches)
 EXIT_TIMEOUT = 10.0
 READ_AHEAD_KB = 4096
 _PACKAGE_PARENT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-
-class FuseMountError(DriverError):
-    """The FUSE process could not mount or serve a union."""
 
 
 class MountProcess:

@@ -31,10 +31,10 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from .. import mountutil
-from ..errors import DriverError, DriverStateError, InvalidOption, LayerInUse
+from ..errors import DriverError, DriverStateError, InvalidOption, LayerInUse, ThinPoolFull
 from ..units import human_size
 from . import fsutil
-from .pool import ThinPool, ThinPoolFull
+from .pool import ThinPool
 
 T = TypeVar("T")
 

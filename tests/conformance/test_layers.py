@@ -148,7 +148,7 @@ def test_get_put_reference_counting(driver: Driver, base: str) -> None:
     with pytest.raises(graphdrivers.errors.LayerInUse):
         driver.remove(base)
     driver.put(base)
-    with pytest.raises(graphdrivers.LayerNotMounted):
+    with pytest.raises(graphdrivers.errors.LayerNotMounted):
         driver.put(base)
     with mounted(driver, base) as path:
         assert read(os.path.join(path, "more")) == b"still writable"
@@ -231,7 +231,7 @@ def test_concurrent_get_put(driver: Driver, base: str) -> None:
     for t in threads:
         t.join()
     assert errors == []
-    with pytest.raises(graphdrivers.LayerNotMounted):
+    with pytest.raises(graphdrivers.errors.LayerNotMounted):
         driver.put(base)  # every get was matched: nothing is held
     driver.remove(base)
 

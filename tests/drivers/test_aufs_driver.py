@@ -18,8 +18,8 @@ import pytest
 import graphdrivers
 from graphdrivers import Change, Driver, mountutil
 from graphdrivers.aufs import kernel_backend
-from graphdrivers.aufs.driver import AufsDriver, ChainTooDeep
-from graphdrivers.errors import DriverNotSupported, InvalidOption
+from graphdrivers.aufs.driver import AufsDriver
+from graphdrivers.errors import ChainTooDeep, DriverNotSupported, InvalidOption
 
 from ..conformance.treeutil import mounted, tree
 from .aufs_support import aufs, branch, make_root, put_file  # noqa: F401  (aufs is a fixture)

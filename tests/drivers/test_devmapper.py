@@ -11,8 +11,7 @@ import pytest
 
 from graphdrivers import loopdev, mountutil
 from graphdrivers.devmapper import dmthinpool, fsutil
-from graphdrivers.devmapper.pool import ThinPoolFull
-from graphdrivers.errors import DriverNotSupported, DriverStateError, InvalidOption, LayerInUse
+from graphdrivers.errors import DriverNotSupported, DriverStateError, InvalidOption, LayerInUse, ThinPoolFull
 
 from .dmutil import still_attached
 
