@@ -13,7 +13,7 @@ import stat
 from collections.abc import Callable
 from typing import IO, TYPE_CHECKING
 
-from . import archive
+from . import archive, whiteouts
 from .archive.export import regular_bytes
 from .archive.journal import read_xattrs
 
@@ -131,4 +131,4 @@ def export_stream(layer_dir: str, changes: list[Change], on_close: Callable[[], 
 
 def apply(layer_dir: str, stream: IO[bytes]) -> int:
     """Extract a layer tar into a full-filesystem layer (whiteouts delete)."""
-    return archive.apply_layer(layer_dir, stream, whiteouts="delete")
+    return archive.apply_layer(layer_dir, stream, whiteouts=whiteouts.DELETE)

@@ -16,7 +16,7 @@ import shutil
 from collections.abc import Mapping
 from typing import IO, Any
 
-from .. import archive, mountutil, naivediff, units
+from .. import archive, mountutil, naivediff, units, whiteouts
 from ..driver import Change, Driver, validate_id
 from ..errors import ChainTooDeep, DriverNotSupported, InvalidOption, LayerNotFound
 from . import kernel_backend
@@ -207,12 +207,12 @@ class AufsDriver(Driver):
     def diff(self, id: str, parent: str | None = None) -> IO[bytes]:
         if not self._is_own_parent(id, parent):
             return super().diff(id, parent)
-        return archive.export_dir(self._path("diff", id), whiteouts="aufs")
+        return archive.export_dir(self._path("diff", id), whiteouts=whiteouts.AUFS)
 
     def diff_size(self, id: str, parent: str | None = None) -> int:
         if not self._is_own_parent(id, parent):
             return super().diff_size(id, parent)
-        return archive.dir_diff_size(self._path("diff", id), whiteouts="aufs")
+        return archive.dir_diff_size(self._path("diff", id), whiteouts=whiteouts.AUFS)
 
     def apply_diff(self, id: str, parent: str | None, stream: IO[bytes]) -> int:
         """Extract straight into the branch, keeping `.wh.` entries as aufs whiteouts.
@@ -229,14 +229,14 @@ class AufsDriver(Driver):
                 return naivediff.apply(path, stream)
         branch = self._path("diff", id)
         if not self.ancestors(id):  # nothing below to hide: a whiteout is just a deletion
-            return archive.apply_layer(branch, stream, whiteouts="delete")
+            return archive.apply_layer(branch, stream, whiteouts=whiteouts.DELETE)
 
         def copy_up(target: str) -> list[str]:
             # A fresh (lazily indexed) union: the branch has changed since the apply began.
             made = copy_up_link_target(Union(self.branches(id)), branch, target)
             return [os.path.relpath(path, branch) for path in made]
 
-        return archive.apply_layer(branch, stream, whiteouts="aufs", copy_up=copy_up)
+        return archive.apply_layer(branch, stream, whiteouts=whiteouts.AUFS, copy_up=copy_up)
 
 
 def _delete(path: str) -> None:

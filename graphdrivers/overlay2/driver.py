@@ -25,7 +25,7 @@ import shutil
 from collections.abc import Mapping
 from typing import IO
 
-from .. import archive, fsmagic, mountutil
+from .. import archive, fsmagic, mountutil, whiteouts
 from ..driver import Change, Driver
 from ..errors import DriverError, DriverNotSupported, InvalidLayerId, LayerNotFound
 from ..projectquota import ProjectQuota
@@ -195,12 +195,12 @@ class Overlay2Driver(Driver):
     def diff(self, id: str, parent: str | None = None) -> IO[bytes]:
         if not self._native(id, parent):
             return super().diff(id, parent)
-        return archive.export_dir(self._diff_dir(id), whiteouts="overlay")
+        return archive.export_dir(self._diff_dir(id), whiteouts=whiteouts.OVERLAY)
 
     def diff_size(self, id: str, parent: str | None = None) -> int:
         if not self._native(id, parent):
             return super().diff_size(id, parent)
-        return archive.dir_diff_size(self._diff_dir(id), whiteouts="overlay")
+        return archive.dir_diff_size(self._diff_dir(id), whiteouts=whiteouts.OVERLAY)
 
     def apply_diff(self, id: str, parent: str | None, stream: IO[bytes]) -> int:
         if not self._native(id, parent):
@@ -208,7 +208,7 @@ class Overlay2Driver(Driver):
         if not self._lowers(id):
             # With nothing below, a whiteout hides nothing: apply it as a deletion instead
             # of leaving a 0/0 device in a layer that `get` shows without an overlay.
-            return archive.apply_layer(self._diff_dir(id), stream, whiteouts="delete")
+            return archive.apply_layer(self._diff_dir(id), stream, whiteouts=whiteouts.DELETE)
         diff_dir = self._diff_dir(id)
         lowers = self._lower_dirs(id)
 
@@ -216,7 +216,7 @@ class Overlay2Driver(Driver):
             # A hard link to a file of a lower layer: copy it up first, as the kernel would.
             return [os.path.relpath(path, diff_dir) for path in copyup.copy_up(diff_dir, lowers, {target})]
 
-        return archive.apply_layer(diff_dir, stream, whiteouts="overlay", copy_up=copy_up)
+        return archive.apply_layer(diff_dir, stream, whiteouts=whiteouts.OVERLAY, copy_up=copy_up)
 
     def _native(self, id: str, parent: str | None) -> bool:
         if not self.exists(id):
