@@ -13,10 +13,10 @@ import re
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from typing import IO, Any, ClassVar
 
 from . import naivediff
+from .changes import Change
 from .errors import (
     DriverError,
     InvalidLayerId,
@@ -31,22 +31,6 @@ from .errors import (
 from .units import parse_size
 
 LAYER_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}\Z")
-
-CHANGE_ADD = "A"
-CHANGE_MODIFY = "C"
-CHANGE_DELETE = "D"
-
-
-@dataclass(frozen=True, order=True)
-class Change:
-    """One entry of `changes`: an absolute path inside the layer and "A", "C" or "D"."""
-
-    path: str
-    kind: str
-
-    def __str__(self) -> str:
-        return f"{self.kind} {self.path}"
-
 
 def validate_id(layer_id: object) -> str:
     if not isinstance(layer_id, str) or not LAYER_ID_RE.match(layer_id):

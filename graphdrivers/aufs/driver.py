@@ -17,7 +17,8 @@ from collections.abc import Mapping
 from typing import IO, Any
 
 from .. import archive, mountutil, naivediff, units, whiteouts
-from ..driver import Change, Driver, validate_id
+from ..changes import Change
+from ..driver import Driver, validate_id
 from ..errors import ChainTooDeep, DriverNotSupported, InvalidOption, LayerNotFound
 from . import kernel_backend
 from .fuse_backend import FuseBackend, detach, is_dead_mount
@@ -202,7 +203,7 @@ class AufsDriver(Driver):
         if not self._is_own_parent(id, parent):
             return super().changes(id, parent)
         lower = [self._path("diff", a) for a in self.ancestors(id)]
-        return [Change(path, kind) for path, kind in branch_changes(self._path("diff", id), lower)]
+        return branch_changes(self._path("diff", id), lower)
 
     def diff(self, id: str, parent: str | None = None) -> IO[bytes]:
         if not self._is_own_parent(id, parent):

@@ -26,7 +26,8 @@ from collections.abc import Mapping
 from typing import IO
 
 from .. import archive, fsmagic, mountutil, whiteouts
-from ..driver import Change, Driver
+from ..changes import Change
+from ..driver import Driver
 from ..errors import DriverError, DriverNotSupported, InvalidLayerId, LayerNotFound
 from ..projectquota import ProjectQuota
 from . import changes as overlay_changes
