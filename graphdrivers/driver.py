@@ -13,6 +13,7 @@ import re
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager
 from typing import IO, Any, ClassVar
 
 from . import naivediff
@@ -28,6 +29,7 @@ from .errors import (
     ParentNotFound,
     QuotaNotSupported,
 )
+from .locks import KeyedLocks
 from .units import parse_size
 
 LAYER_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}\Z")
@@ -56,7 +58,7 @@ class Driver(ABC):
         self.home = home
         self.options: dict[str, Any] = self.parse_options(options or {})
         self._lock = threading.Lock()
-        self._layer_locks: dict[str, threading.RLock] = {}
+        self._layer_locks = KeyedLocks()
         self._refs: dict[str, int] = {}
         self._paths: dict[str, str] = {}
         self._closed = False
@@ -91,13 +93,11 @@ class Driver(ABC):
 
     # -- locking and reference counting -----------------------------------------------
 
-    def _layer_lock(self, layer_id: str) -> threading.RLock:
+    def _layer_lock(self, layer_id: str) -> AbstractContextManager[None]:
+        """`with self._layer_lock(id):` -- one operation on a layer at a time."""
         with self._lock:
             self._check_open()
-            lock = self._layer_locks.get(layer_id)
-            if lock is None:
-                lock = self._layer_locks[layer_id] = threading.RLock()
-            return lock
+        return self._layer_locks.hold(layer_id)
 
     def _check_open(self) -> None:
         if self._closed:
