@@ -12,9 +12,9 @@ from __future__ import annotations
 import re
 import threading
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from contextlib import AbstractContextManager
-from typing import IO, Any, ClassVar
+from typing import IO, ClassVar
 
 from . import naivediff
 from .changes import Change
@@ -30,6 +30,7 @@ from .errors import (
     QuotaNotSupported,
 )
 from .locks import KeyedLocks
+from .options import DriverOptions
 from .units import parse_size
 
 LAYER_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}\Z")
@@ -40,23 +41,25 @@ def validate_id(layer_id: object) -> str:
     return layer_id
 
 
-OptionParser = Callable[[str], Any]
-
-
 class Driver(ABC):
     """Base of every graphdriver.
 
-    Subclasses set `name`, `option_parsers` (option key -> parser of its string value) and
-    implement the storage hooks. `home` is the driver's own directory, `<root>/<name>`.
+    Subclasses set `name`, `options_type` (a frozen `DriverOptions` dataclass: one field
+    per option key, parsed once into `self.options`) and implement the storage hooks.
+    `home` is the driver's own directory, `<root>/<name>`.
+
+    `metadata(id)` keys are CamelCase, as Docker's graphdrivers name them (`UpperDir`,
+    `LowerDir`, `WorkDir`, `MergedDir`, `DeviceId`, `DeviceSize`, `DeviceName`, ...), so a
+    client reading GraphDriver.Data finds the names it knows; values are strings.
     """
 
     name: ClassVar[str]
-    option_parsers: ClassVar[Mapping[str, OptionParser]] = {}
+    options_type: ClassVar[type[DriverOptions]] = DriverOptions
     supports_quota: ClassVar[bool] = False
 
     def __init__(self, home: str, options: Mapping[str, str] | None = None) -> None:
         self.home = home
-        self.options: dict[str, Any] = self.parse_options(options or {})
+        self.options = self.options_type.parse(self.name, options or {})
         self._lock = threading.Lock()
         self._layer_locks = KeyedLocks()
         self._refs: dict[str, int] = {}
@@ -64,17 +67,6 @@ class Driver(ABC):
         self._closed = False
 
     # -- options -----------------------------------------------------------------------
-
-    @classmethod
-    def parse_options(cls, options: Mapping[str, str]) -> dict[str, Any]:
-        parsed: dict[str, Any] = {}
-        for key, value in options.items():
-            parser = cls.option_parsers.get(key)
-            if parser is None:
-                known = ", ".join(sorted(cls.option_parsers)) or "none"
-                raise InvalidOption(f"unknown option {key!r} for driver {cls.name!r} (known: {known})")
-            parsed[key] = parser(value)
-        return parsed
 
     def _parse_storage_opt(self, storage_opt: Mapping[str, str] | None) -> int | None:
         """The per-layer `size` in bytes, or None; anything else is an error."""

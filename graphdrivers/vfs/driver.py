@@ -15,30 +15,33 @@ from __future__ import annotations
 import os
 import shutil
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 from ..driver import Driver
-from ..errors import InvalidOption, LayerNotFound
+from ..errors import LayerNotFound
 from ..mountutil import fs_type
+from ..options import DriverOptions, option
 from ..projectquota import ProjectQuota
+from ..units import choice
 from .copytree import COPY_FULL, COPY_RANGE, copy_tree
 
 _CREATING = ".creating-"
 _REMOVING = ".removing-"
 
 
-def _parse_copy(value: str) -> str:
-    if value not in (COPY_RANGE, COPY_FULL):
-        raise InvalidOption(f"vfs.copy: {value!r} is not a copy method (known: {COPY_RANGE}, {COPY_FULL})")
-    return value
+@dataclass(frozen=True)
+class VfsOptions(DriverOptions):
+    copy: str = option("vfs.copy", choice("vfs.copy", (COPY_RANGE, COPY_FULL)), COPY_RANGE)
 
 
 class VfsDriver(Driver):
     name = "vfs"
-    option_parsers = {"vfs.copy": _parse_copy}
+    options_type = VfsOptions
+    options: VfsOptions
 
     def __init__(self, home: str, options: Mapping[str, str] | None = None) -> None:
         super().__init__(home, options)
-        self.copy_method: str = self.options.get("vfs.copy", COPY_RANGE)
+        self.copy_method = self.options.copy
         self.dir = os.path.join(home, "dir")
         os.makedirs(self.dir, mode=0o700, exist_ok=True)
         os.chmod(home, 0o700)
