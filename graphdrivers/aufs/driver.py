@@ -14,51 +14,40 @@ from __future__ import annotations
 import os
 import shutil
 from collections.abc import Mapping
-from typing import IO, Any
+from dataclasses import dataclass
+from typing import IO
 
-from .. import archive, mountutil, naivediff, units, whiteouts
+from .. import archive, mountutil, naivediff, whiteouts
 from ..changes import Change
 from ..driver import Driver, validate_id
-from ..errors import ChainTooDeep, DriverNotSupported, InvalidOption, LayerNotFound
-from . import kernel_backend
+from ..errors import ChainTooDeep, LayerNotFound
+from ..options import DriverOptions, option
+from ..units import bool_parser, choice
+from .backend import BACKENDS, UnionBackend, choose
 from .fuse_backend import FuseBackend, detach, is_dead_mount
-from .kernel_backend import KernelBackend
 from .linkup import copy_up_link_target
 from .native_changes import branch_changes
 from .unionfs.tree import Union
 
 REMOVING = "-removing"
 PROBE = ".passthrough-probe"  # not a layer id (those never start with a dot)
-BACKENDS = ("kernel", "fuse")
 
 
-def _parse_backend(value: str) -> str:
-    if value not in BACKENDS:
-        raise InvalidOption(f"aufs.backend must be one of {', '.join(BACKENDS)}, not {value!r}")
-    return value
-
-
-def _parse_passthrough(value: str) -> bool:
-    return units.parse_bool(value, what="aufs.fuse_passthrough")
+@dataclass(frozen=True)
+class AufsOptions(DriverOptions):
+    backend: str | None = option("aufs.backend", choice("aufs.backend", BACKENDS), None)
+    fuse_passthrough: bool = option("aufs.fuse_passthrough", bool_parser("aufs.fuse_passthrough"), True)
 
 
 class AufsDriver(Driver):
     name = "aufs"
-    option_parsers: Mapping[str, Any] = {"aufs.backend": _parse_backend, "aufs.fuse_passthrough": _parse_passthrough}
+    options_type = AufsOptions
+    options: AufsOptions
 
     def __init__(self, home: str, options: Mapping[str, str] | None = None) -> None:
         super().__init__(home, options)
-        has_aufs = kernel_backend.available()
-        chosen = self.options.get("aufs.backend") or ("kernel" if has_aufs else "fuse")
-        if chosen == "kernel" and not has_aufs:
-            raise DriverNotSupported("aufs", "the kernel has no aufs (not in /proc/filesystems); use aufs.backend=fuse")
-        if chosen == "fuse" and not os.path.exists("/dev/fuse"):
-            raise DriverNotSupported("aufs", "the FUSE backend needs /dev/fuse (modprobe fuse)")
-        passthrough = self.options.get("aufs.fuse_passthrough", True)
-        self.backend: KernelBackend | FuseBackend = (
-            KernelBackend() if chosen == "kernel" else FuseBackend(passthrough=passthrough)
-        )
-        self.max_depth = kernel_backend.MAX_BRANCHES if chosen == "kernel" else None
+        self.backend: UnionBackend = choose(self.options.backend, passthrough=self.options.fuse_passthrough)
+        self.max_depth = self.backend.max_branches
         for sub in ("diff", "layers", "mnt"):
             os.makedirs(os.path.join(home, sub), mode=0o700, exist_ok=True)
         self._recover()
@@ -140,11 +129,7 @@ class AufsDriver(Driver):
         mnt = self._path("mnt", id)
         if mountutil.is_mountpoint(mnt):
             detach(mnt)  # a stale mount of an earlier instance; ours must be the live one
-        branches = self.branches(id)
-        if isinstance(self.backend, KernelBackend):
-            self.backend.mount(mnt, branches, mount_label)
-        else:
-            self.backend.mount(mnt, branches)
+        self.backend.mount(mnt, self.branches(id), mount_label)
         return mnt
 
     def _unmount(self, id: str) -> None:
@@ -159,11 +144,7 @@ class AufsDriver(Driver):
     # -- facts -------------------------------------------------------------------------
 
     def backend_description(self) -> str:
-        if isinstance(self.backend, KernelBackend):
-            return "kernel (aufs)"
-        if self.backend.passthrough and self.backend.refused is None:
-            self.backend.probe(self._path("mnt", PROBE))  # say what the kernel does, not what was asked
-        return f"fuse (strata-aufs, file data {self.backend.data_path()}; not kernel aufs)"
+        return self.backend.describe(self._path("mnt", PROBE))
 
     def status(self) -> list[tuple[str, str]]:
         layers = [n for n in os.listdir(os.path.join(self.home, "layers")) if not n.startswith(".")]

@@ -163,7 +163,10 @@ def is_dead_mount(mountpoint: str) -> bool:
 
 
 class FuseBackend:
+    """strata's FUSE union filesystem, one process per mount (a `UnionBackend`)."""
+
     name = "fuse"
+    max_branches: int | None = None
 
     def __init__(self, *, passthrough: bool) -> None:
         self.passthrough = passthrough  # asked for; a mount serves data itself where the kernel cannot
@@ -172,7 +175,8 @@ class FuseBackend:
         self._zygote: Zygote | None = None
         self._procs: dict[str, MountProcess] = {}
 
-    def mount(self, mountpoint: str, branches: list[str]) -> None:
+    def mount(self, mountpoint: str, branches: list[str], mount_label: str = "") -> None:
+        """`mount_label` is ignored: a FUSE mount has no SELinux context option here."""
         with self._lock:
             if self._zygote is not None and not self._zygote.alive():
                 self._zygote.stop()
@@ -194,6 +198,11 @@ class FuseBackend:
             self.unmount(mnt)
         finally:
             shutil.rmtree(scratch)
+
+    def describe(self, scratch: str) -> str:
+        if self.passthrough and self.refused is None:
+            self.probe(scratch)  # say what the kernel does, not what was asked
+        return f"fuse (strata-aufs, file data {self.data_path()}; not kernel aufs)"
 
     def data_path(self) -> str:
         """How file data reaches callers, as far as mounts have shown."""
