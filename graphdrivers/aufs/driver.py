@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import IO
 
-from .. import archive, mountutil, naivediff, whiteouts
+from .. import archive, fsmagic, mountutil, naivediff, whiteouts
 from ..changes import Change
 from ..driver import Driver, validate_id
 from ..errors import ChainTooDeep, LayerNotFound
@@ -156,7 +156,7 @@ class AufsDriver(Driver):
         stale = [p for p in mountutil.mounts_under(os.path.join(self.home, "mnt")) if is_dead_mount(p)]
         return [
             ("Root Dir", self.home),
-            ("Backing Filesystem", mountutil.fs_type(self.home)),
+            ("Backing Filesystem", fsmagic.fs_name(self.home)),
             ("Backend", self.backend_description()),
             ("Dirs", str(len(layers))),
             ("Depth Limit", depth),

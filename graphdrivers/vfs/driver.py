@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 from ..driver import Driver
 from ..errors import LayerNotFound
-from ..mountutil import fs_type
+from ..fsmagic import fs_name
 from ..options import DriverOptions, option
 from ..projectquota import ProjectQuota
 from ..units import choice
@@ -46,7 +46,7 @@ class VfsDriver(Driver):
         os.makedirs(self.dir, mode=0o700, exist_ok=True)
         os.chmod(home, 0o700)
         os.chmod(self.dir, 0o700)  # also clears a setgid bit inherited from above
-        self.backing_fs = fs_type(self.dir)
+        self.backing_fs = fs_name(self.dir)
         self._remove_leftovers()
         self.quota = ProjectQuota(home)
         self.supports_quota = self.quota.unsupported is None
