@@ -166,12 +166,12 @@ class AufsDriver(Driver):
     def metadata(self, id: str) -> dict[str, str]:
         ancestors = self.ancestors(id)
         return {
-            "backend": self.backend.name,
-            "diff": self._path("diff", id),
-            "mnt": self._path("mnt", id),
-            "parent": ancestors[0] if ancestors else "",
-            "depth": str(len(ancestors) + 1),
-            "depth_limit": str(self.max_depth) if self.max_depth is not None else "none",
+            "Backend": self.backend.name,
+            "DiffDir": self._path("diff", id),
+            "MergedDir": self._path("mnt", id),
+            "Parent": ancestors[0] if ancestors else "",
+            "Depth": str(len(ancestors) + 1),
+            "DepthLimit": str(self.max_depth) if self.max_depth is not None else "none",
         }
 
     # -- native diff: a layer's branch already is its diff ----------------------------

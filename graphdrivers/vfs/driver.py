@@ -111,7 +111,7 @@ class VfsDriver(Driver):
     def metadata(self, id: str) -> dict[str, str]:
         if not self.exists(id):
             raise LayerNotFound(id)
-        return {"path": self._path(id)}
+        return {"Path": self._path(id)}
 
     def quota_unsupported_reason(self) -> str:
         return self.quota.unsupported or ""

@@ -208,6 +208,7 @@ def test_status_and_metadata(driver: Driver, base: str) -> None:
     assert rows and all(isinstance(k, str) and isinstance(v, str) and k for k, v in rows)
     meta = driver.metadata(base)
     assert isinstance(meta, dict) and all(isinstance(k, str) and isinstance(v, str) for k, v in meta.items())
+    assert all(k[:1].isupper() and k.isalnum() for k in meta), f"metadata keys are CamelCase, as Docker's: {meta}"
     with pytest.raises(graphdrivers.errors.LayerNotFound):
         driver.metadata("no-such-layer")
 

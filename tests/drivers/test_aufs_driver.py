@@ -43,7 +43,7 @@ def test_layout_status_and_metadata(aufs: AufsDriver) -> None:  # noqa: F811
     assert rows["Backend"].startswith("fuse") and rows["Backing Filesystem"] == "ext4"
     assert rows["Depth Limit"] and rows["Dirs"] == "3"
     meta = aufs.metadata("c")
-    assert meta["backend"] == "fuse" and meta["parent"] == "b" and meta["depth"] == "3"
+    assert meta["Backend"] == "fuse" and meta["Parent"] == "b" and meta["Depth"] == "3"
     with pytest.raises(InvalidOption):
         graphdrivers.get_driver("aufs", root=os.path.dirname(aufs.home), options={"aufs.backend": "nfs"})
 
