@@ -9,6 +9,7 @@ native diff inherit the generic one (Docker's NaiveDiffDriver) from this class.
 
 from __future__ import annotations
 
+import logging
 import re
 import threading
 from abc import ABC, abstractmethod
@@ -32,6 +33,8 @@ from .errors import (
 from .locks import KeyedLocks
 from .options import DriverOptions
 from .units import parse_size
+
+log = logging.getLogger(__name__)
 
 LAYER_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}\Z")
 
@@ -132,6 +135,7 @@ class Driver(ABC):
             if not self._exists(id):
                 raise LayerNotFound(id)
             self._remove(id)
+            log.debug("%s: removed layer %s", self.name, id)
 
     def get(self, id: str, mount_label: str = "") -> str:
         """Make the layer's full filesystem visible; every call needs a matching `put`."""
@@ -142,6 +146,7 @@ class Driver(ABC):
                 if not self._exists(id):
                     raise LayerNotFound(id)
                 self._paths[id] = self._mount(id, mount_label)
+                log.debug("%s: mounted layer %s at %s", self.name, id, self._paths[id])
             self._refs[id] = count + 1
             return self._paths[id]
 
@@ -153,6 +158,7 @@ class Driver(ABC):
                 raise LayerNotMounted(id)
             if count == 1:
                 self._unmount(id)
+                log.debug("%s: unmounted layer %s", self.name, id)
                 del self._refs[id]
                 del self._paths[id]
             else:
@@ -174,6 +180,7 @@ class Driver(ABC):
             try:
                 self._unmount(layer_id)
             except Exception as exc:  # keep unmounting the rest, report all at the end
+                log.warning("%s: cleanup could not unmount layer %s: %s", self.name, layer_id, exc)
                 errors.append(f"{layer_id}: {exc}")
         self._refs.clear()
         self._paths.clear()

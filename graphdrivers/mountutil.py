@@ -11,8 +11,11 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import logging
 import os
 import time
+
+log = logging.getLogger(__name__)
 
 MS_RDONLY = 0x1
 MS_NOSUID = 0x2
@@ -91,6 +94,7 @@ def umount_retry(target: str, attempts: int = 50, delay: float = 0.02) -> None:
             if exc.errno != errno.EBUSY:
                 raise
         time.sleep(delay)
+    log.warning("%s stayed busy after %d unmount attempts; detaching it lazily", target, attempts)
     umount(target, MNT_DETACH)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import io
+import logging
 import os
 import stat
 from collections.abc import Callable
@@ -15,6 +16,8 @@ from . import tarread
 from .journal import JOURNAL_PREFIX, Journal
 from .resolve import PATH_MAX, DirCache, clean_name, split
 from .tarread import Entry, TarReader
+
+log = logging.getLogger(__name__)
 
 WHITEOUT_MODES = tuple(wh.FORMATS)
 
@@ -83,6 +86,7 @@ def apply_layer(
             journal.commit()
             applier.finish_root()
         except BaseException as exc:
+            log.debug("applying a layer to %s failed (%s); undoing it", root, exc)
             try:
                 journal.rollback()
             except Exception as undo:

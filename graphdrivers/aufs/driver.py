@@ -11,6 +11,7 @@ filesystem (`aufs.backend=kernel|fuse`); status() and metadata() always say whic
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 from collections.abc import Mapping
@@ -28,6 +29,8 @@ from .fuse_backend import FuseBackend, detach, is_dead_mount
 from .linkup import copy_up_link_target
 from .native_changes import branch_changes
 from .unionfs.tree import Union
+
+log = logging.getLogger(__name__)
 
 REMOVING = "-removing"
 PROBE = ".passthrough-probe"  # not a layer id (those never start with a dot)
@@ -75,10 +78,12 @@ class AufsDriver(Driver):
             for name in os.listdir(os.path.join(self.home, sub)):
                 if name.endswith(REMOVING):
                     path = os.path.join(self.home, sub, name)
+                    log.info("aufs: finishing the interrupted removal of %s", path)
                     if sub == "mnt" and mountutil.is_mountpoint(path):
                         detach(path)
                     _delete(path)
-        FuseBackend.recover(os.path.join(self.home, "mnt"))
+        for point in FuseBackend.recover(os.path.join(self.home, "mnt")):
+            log.info("aufs: detached %s, whose FUSE process had died", point)
 
     # -- hooks -------------------------------------------------------------------------
 
@@ -114,6 +119,7 @@ class AufsDriver(Driver):
     def _remove(self, id: str) -> None:
         mnt = self._path("mnt", id)
         if mountutil.is_mountpoint(mnt):  # left by a crashed process
+            log.info("aufs: detaching the stale mount of layer %s before removing it", id)
             detach(mnt)
         # renaming first makes the removal atomic to readers; startup deletes leftovers
         renamed = []
@@ -128,7 +134,8 @@ class AufsDriver(Driver):
     def _mount(self, id: str, mount_label: str) -> str:
         mnt = self._path("mnt", id)
         if mountutil.is_mountpoint(mnt):
-            detach(mnt)  # a stale mount of an earlier instance; ours must be the live one
+            log.info("aufs: detaching a stale mount of layer %s left by an earlier instance", id)
+            detach(mnt)  # ours must be the live one
         self.backend.mount(mnt, self.branches(id), mount_label)
         return mnt
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import errno
 import json
+import logging
 import os
 import select
 import shutil
@@ -23,6 +24,8 @@ import threading
 
 from .. import mountutil
 from ..errors import FuseMountError
+
+log = logging.getLogger(__name__)
 
 READY_TIMEOUT = 60.0  # seconds a mount may take to answer (a loaded machine, 130 branches)
 EXIT_TIMEOUT = 10.0
@@ -89,6 +92,7 @@ class Zygote:
         line = self._readline(READY_TIMEOUT)
         if not line:
             # no answer: a late one would be taken for the next request's, so retire this zygote
+            log.warning("FUSE zygote gave no answer for %s within %.0f s; retiring it", mountpoint, READY_TIMEOUT)
             self.popen.kill()
             detach(mountpoint)
         if not line.startswith("ready "):
@@ -183,6 +187,7 @@ class FuseBackend:
                 self._zygote = None
             if self._zygote is None:
                 self._zygote = Zygote()
+                log.debug("started FUSE zygote %d", self._zygote.popen.pid)
             proc = self._procs[mountpoint] = self._zygote.request(mountpoint, branches, passthrough=self.passthrough)
             self.refused = self.passthrough and not proc.passthrough
 
@@ -218,6 +223,7 @@ class FuseBackend:
         detach(mountpoint)
         if proc is not None:
             if not proc.wait(EXIT_TIMEOUT):
+                log.warning("FUSE process %d for %s did not exit after unmount; killing it", proc.pid, mountpoint)
                 proc.kill()  # lazily detached while busy: its users get ENOTCONN, nothing leaks
             proc.close()
 

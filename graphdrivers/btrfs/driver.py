@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import errno
 import importlib.metadata
+import logging
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -31,6 +32,8 @@ from ..errors import DriverError, DriverNotSupported, InvalidOption, LayerNotFou
 from ..options import DriverOptions, option
 from ..units import human_size, size_parser
 from . import qgroup
+
+log = logging.getLogger(__name__)
 
 TMP_PREFIX = ".tmp-"
 
@@ -63,6 +66,7 @@ class BtrfsDriver(Driver):
         size records of layers that never came to exist."""
         for entry in os.listdir(self.subvolumes):
             if entry.startswith(TMP_PREFIX):
+                log.info("btrfs: deleting subvolume %s, left by an interrupted create", entry)
                 self._delete_subvolume(os.path.join(self.subvolumes, entry))
         for entry in os.listdir(self.quotas):
             if not self._exists(entry):

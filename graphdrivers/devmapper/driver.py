@@ -8,6 +8,7 @@ the reflink pool (see pool.py). Diffs come from the generic naive diff of the ba
 
 from __future__ import annotations
 
+import logging
 import os
 import shlex
 from collections.abc import Mapping
@@ -22,6 +23,8 @@ from . import dmthinpool, fsutil
 from .deviceset import BASE, DeviceSet, Settings
 from .pool import ThinPool
 from .reflinkpool import ReflinkPool
+
+log = logging.getLogger(__name__)
 
 BACKENDS = ("dmthin", "reflink")
 
@@ -159,6 +162,7 @@ class DevmapperDriver(Driver):
                 active.release()
                 self.pool.deactivate(info.device_id)
                 if attempt == 1 and getattr(active, "shared", False):
+                    log.debug("devmapper: the shared loop device of %s went away; attaching a new one", id)
                     continue  # the shared loop device went away meanwhile: attach a new one
                 raise
             except BaseException:

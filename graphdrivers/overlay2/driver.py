@@ -20,6 +20,7 @@ there (the previous owner crashed or was killed).
 from __future__ import annotations
 
 import base64
+import logging
 import os
 import shutil
 from collections.abc import Mapping
@@ -32,6 +33,8 @@ from ..errors import DriverError, DriverNotSupported, InvalidLayerId, LayerNotFo
 from ..projectquota import ProjectQuota
 from . import changes as overlay_changes
 from . import copyup, mounting
+
+log = logging.getLogger(__name__)
 
 LINK_DIR = "l"
 TMP_PREFIX = ".tmp-"
@@ -71,9 +74,11 @@ class Overlay2Driver(Driver):
     def _recover(self) -> None:
         """Undo what a crashed run left: merged mounts, half-created or half-removed layers."""
         for point in mountutil.mounts_under(self.home):
+            log.info("overlay2: unmounting %s, left mounted by an earlier instance", point)
             mountutil.umount_retry(point)
         for entry in os.listdir(self.home):
             if entry.startswith((TMP_PREFIX, DEL_PREFIX)):
+                log.info("overlay2: deleting %s, left by an interrupted create or remove", entry)
                 shutil.rmtree(os.path.join(self.home, entry))
         for link in os.listdir(self.links):
             path = os.path.join(self.links, link)

@@ -12,6 +12,7 @@ name are deleted when the driver starts.
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 from collections.abc import Mapping
@@ -24,6 +25,8 @@ from ..options import DriverOptions, option
 from ..projectquota import ProjectQuota
 from ..units import choice
 from .copytree import COPY_FULL, COPY_RANGE, copy_tree
+
+log = logging.getLogger(__name__)
 
 _CREATING = ".creating-"
 _REMOVING = ".removing-"
@@ -59,6 +62,7 @@ class VfsDriver(Driver):
         and must not keep the driver from starting; the next start tries again."""
         for name in os.listdir(self.dir):
             if name.startswith((_CREATING, _REMOVING)):
+                log.info("vfs: deleting %s, left by an interrupted create or remove", name)
                 shutil.rmtree(os.path.join(self.dir, name), ignore_errors=True)
 
     def _path(self, id: str) -> str:
