@@ -32,11 +32,6 @@ class DriverOptions:
     given: frozenset[str] = field(default=frozenset(), compare=False)
 
     @classmethod
-    def parsers(cls) -> dict[str, OptionParser]:
-        """Option key -> parser of its string value."""
-        return {f.metadata["key"]: f.metadata["parse"] for f in fields(cls) if "key" in f.metadata}
-
-    @classmethod
     def parse(cls: type[_O], driver: str, options: Mapping[str, str]) -> _O:
         keyed = {f.metadata["key"]: f for f in fields(cls) if "key" in f.metadata}
         values: dict[str, Any] = {}

@@ -40,11 +40,6 @@ OVERLAY_OPAQUE_XATTRS = ("trusted.overlay.opaque", "user.overlay.opaque")
 OVERLAY_XATTR_PREFIXES = ("trusted.overlay.", "user.overlay.")
 
 
-def whiteout_name(name: str) -> str:
-    """The OCI whiteout entry name that deletes `name` (one path component)."""
-    return PREFIX + name
-
-
 def whiteout_path(path: str) -> str:
     """The OCI whiteout entry that deletes `path` ("a/b" -> "a/.wh.b")."""
     head, sep, tail = path.rpartition("/")
