@@ -11,6 +11,8 @@ import tarfile
 from dataclasses import dataclass, field
 from typing import IO
 
+from graphdrivers.whiteouts import whiteout_path
+
 MTIME = 1_600_000_000  # a fixed timestamp: archives must not depend on when they were made
 
 
@@ -56,8 +58,7 @@ class LayerBuilder:
 
     def whiteout(self, path: str) -> None:
         """Delete `path` from the layers below (OCI `.wh.<name>` marker)."""
-        head, _, name = path.rpartition("/")
-        self.file(f"{head}/.wh.{name}" if head else f".wh.{name}", b"")
+        self.file(whiteout_path(path), b"")
         self.files -= 1  # a marker, not a file the layer adds
 
     def write(self, dest: str) -> None:

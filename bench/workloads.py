@@ -18,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from engine.images import testimages
+from graphdrivers.whiteouts import PREFIX as WHITEOUT_PREFIX
 
 from .tarbuild import LayerBuilder
 
@@ -97,7 +98,7 @@ def _layer_from_tar(path: str) -> Layer:
             digest.update(block)
     with tarfile.open(path) as tar:
         for member in tar:
-            if member.isreg() and not os.path.basename(member.name).startswith(".wh."):
+            if member.isreg() and not os.path.basename(member.name).startswith(WHITEOUT_PREFIX):
                 files += 1
                 size += member.size
     return Layer(path, files, size, digest.hexdigest())

@@ -36,6 +36,7 @@ import zstandard
 
 from graphdrivers import Driver
 from graphdrivers.errors import LayerNotFound, UnsafeArchive
+from graphdrivers.locks import KeyedLocks
 
 from ..errors import Conflict, EngineError, ImageInUse, InvalidArchive, InvalidReference, NoSuchImage
 from . import layerstream
@@ -188,16 +189,12 @@ class Graph:
         self.layerdata = os.path.join(home, "layerdata")
         os.makedirs(self.layerdata, exist_ok=True)
         self._lock = threading.RLock()
-        self._layer_locks: dict[str, threading.Lock] = {}
+        self._layer_locks = KeyedLocks()
         self._pins: Counter[str] = Counter()
         db.create_tables(_SCHEMA)
         self.repair()
 
     # -- layers ------------------------------------------------------------------------
-
-    def _layer_lock(self, chain: str) -> threading.Lock:
-        with self._lock:
-            return self._layer_locks.setdefault(chain, threading.Lock())
 
     def tarsplit_path(self, chain: str) -> str:
         return os.path.join(self.layerdata, chain + ".tarsplit")
@@ -218,7 +215,7 @@ class Graph:
         no trace of the layer and raises InvalidArchive (bad content) or a driver error.
         """
         chain = chain_id(parent, diff_id)
-        with self._layer_lock(chain):
+        with self._layer_locks.hold(chain):
             with self._lock:
                 self._pins[chain] += 1
                 lease.chains.append(chain)
@@ -237,7 +234,7 @@ class Graph:
     def pin(self, lease: Lease, layers: Iterable[Layer]) -> None:
         """Pin existing layers (an image's, for a commit on top of it) for the lease's life."""
         for layer in layers:
-            with self._layer_lock(layer.chain_id):
+            with self._layer_locks.hold(layer.chain_id):
                 if self.layer(layer.chain_id) is None:
                     raise NoSuchImage(f"layer {layer.chain_id[:12]} (it was removed)")
                 with self._lock:
@@ -332,7 +329,7 @@ class Graph:
         """Remove those of `chains` (children first) that nothing uses; returns the removed."""
         removed = []
         for chain in chains:
-            with self._layer_lock(chain):
+            with self._layer_locks.hold(chain):
                 with self._lock:
                     if self._pins.get(chain) or self._in_use(chain):
                         continue

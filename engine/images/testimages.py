@@ -19,6 +19,8 @@ import tarfile
 from dataclasses import dataclass, field
 from typing import IO
 
+from graphdrivers.whiteouts import whiteout_path
+
 from .save import OutImage, OutLayer, write_docker_archive, write_oci_layout
 
 BUSYBOX = "/bin/busybox"
@@ -103,8 +105,7 @@ class _Layer:
         self.tar.addfile(info)
 
     def whiteout(self, path: str) -> None:
-        head, _, tail = path.rpartition("/")
-        self.file(f"{head}/.wh.{tail}" if head else f".wh.{tail}", b"")
+        self.file(whiteout_path(path), b"")
 
     def close(self) -> str:
         self.tar.close()

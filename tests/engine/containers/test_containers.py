@@ -19,7 +19,7 @@ from engine.engine import Engine
 from engine.errors import Conflict, NoSuchContainer, NoSuchImage, UsageError
 from engine.execdrivers.base import process_alive
 from graphdrivers import mountutil
-from graphdrivers.driver import Change
+from graphdrivers.changes import Change
 
 from .conftest import heavy_drivers, job, make_engine, strata, strata_popen
 
