@@ -37,7 +37,7 @@ def _docker(host: str, *args: str) -> subprocess.CompletedProcess:
 
 def _strata_client(host: str, *args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": REPO}
-    return subprocess.run([sys.executable, "-m", "engine.main", "-H", host, *args], env=env, capture_output=True,
+    return subprocess.run([sys.executable, "-m", "engine.cli", "-H", host, *args], env=env, capture_output=True,
                           timeout=120)
 
 

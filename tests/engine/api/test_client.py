@@ -16,7 +16,7 @@ def _strata(daemon: Daemon, *args: str, env_host: bool = False) -> subprocess.Co
     host_args: tuple[str, ...] = ("-H", daemon.host)
     if env_host:
         env["STRATA_HOST"], host_args = daemon.host, ()
-    return subprocess.run([sys.executable, "-m", "engine.main", *host_args, *args], env=env, capture_output=True,
+    return subprocess.run([sys.executable, "-m", "engine.cli", *host_args, *args], env=env, capture_output=True,
                           timeout=60)
 
 
@@ -46,10 +46,10 @@ def test_client_errors(daemon: Daemon) -> None:
     done = _strata(daemon, "run", "--name", "bad name", "busybox", "true")
     assert done.returncode == 125 and b"invalid container name" in done.stderr
     env = {**os.environ, "PYTHONPATH": REPO}
-    gone = subprocess.run([sys.executable, "-m", "engine.main", "-H", "unix:///nonexistent/strata.sock", "run",
+    gone = subprocess.run([sys.executable, "-m", "engine.cli", "-H", "unix:///nonexistent/strata.sock", "run",
                            "busybox", "true"], env=env, capture_output=True, timeout=60)
     assert gone.returncode == 125 and b"cannot reach the strata daemon" in gone.stderr
-    other = subprocess.run([sys.executable, "-m", "engine.main", "-H", daemon.host, "images"], env=env,
+    other = subprocess.run([sys.executable, "-m", "engine.cli", "-H", daemon.host, "images"], env=env,
                            capture_output=True, timeout=60)
     assert other.returncode == 2 and b"-H/--host is for `run`" in other.stderr
 
