@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import logging
 import os
 import re
 import secrets
@@ -37,6 +38,8 @@ from ..images.graph import Graph, LayerSource, NewImage
 from ..images.graphdb import NAMES, GraphDB
 from ..images.reference import normalize_tag
 from .record import CREATED, EXITED, RUNNING, Container, iso, now_iso
+
+log = logging.getLogger(__name__)
 
 NAME_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]+$")
 MOUNT_POINTS = ("proc", "dev", "sys")
@@ -366,6 +369,7 @@ class Containers:
             try:
                 c = self._load(container_id)
             except NoSuchContainer:  # a create that died before its record was written
+                log.warning("removing container %s: its create never finished", container_id[:12])
                 self.db.remove_entity(container_id)
                 for layer in (container_id, f"{container_id}-init"):
                     with contextlib.suppress(LayerNotFound):
