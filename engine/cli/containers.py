@@ -4,18 +4,17 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import os
 import signal
 import sys
 from collections.abc import Callable, Iterator
 from typing import IO
 
-from ..containers import args as containerargs
 from ..engine import Engine
-from ..errors import EngineError, NoSuchContainer
+from ..errors import EngineError
 from ..execdrivers.base import MonitorInfo, wait_for_exit
 from ..job import Job
+from .commands import command, job_of
 
 FOLLOW_POLL = 0.05  # seconds between looks at the log files
 
@@ -23,36 +22,19 @@ COMMANDS = ("create", "run", "start", "wait", "logs", "stop", "kill", "rm", "ps"
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
-    for name, help_text in (("create", "create a container"), ("run", "create and start a container")):
-        containerargs.add_create_arguments(sub.add_parser(name, help=help_text), run=name == "run")
-    c = sub.add_parser("start", help="start containers")
-    c.add_argument("containers", nargs="+", metavar="CONTAINER")
-    c = sub.add_parser("wait", help="wait for containers to stop; print their exit codes")
-    c.add_argument("containers", nargs="+", metavar="CONTAINER")
-    c = sub.add_parser("logs", help="a container's output")
-    c.add_argument("-f", "--follow", action="store_true")
-    c.add_argument("container", metavar="CONTAINER")
-    c = sub.add_parser("stop", help="SIGTERM, then SIGKILL after a timeout")
-    c.add_argument("-t", "--time", type=float, default=10.0, help="seconds before SIGKILL (default 10)")
-    c.add_argument("containers", nargs="+", metavar="CONTAINER")
-    c = sub.add_parser("kill", help="signal containers")
-    c.add_argument("-s", "--signal", default="KILL")
-    c.add_argument("containers", nargs="+", metavar="CONTAINER")
-    c = sub.add_parser("rm", help="remove containers")
-    c.add_argument("-f", "--force", action="store_true", help="kill a running container first")
-    c.add_argument("containers", nargs="+", metavar="CONTAINER")
-    c = sub.add_parser("ps", help="list containers")
-    c.add_argument("-a", "--all", action="store_true")
-    c.add_argument("-q", "--quiet", action="store_true")
-    c.add_argument("--json", action="store_true")
-    c = sub.add_parser("diff", help="the files a container changed")
-    c.add_argument("container", metavar="CONTAINER")
-    c = sub.add_parser("commit", help="make an image of a container's changes")
-    c.add_argument("-m", "--message", default="")
-    c.add_argument("-a", "--author", default="")
+    for name in ("create", "run"):
+        c = command(sub, name, positionals=("image", "args"))
+        c.add_argument("image", metavar="IMAGE")
+        c.add_argument("args", nargs=argparse.REMAINDER, metavar="COMMAND")
+    for name in ("start", "wait", "stop", "kill", "rm"):
+        command(sub, name, positionals=("containers",)).add_argument("containers", nargs="+", metavar="CONTAINER")
+    for name in ("logs", "diff"):
+        command(sub, name, positionals=("container",)).add_argument("container", metavar="CONTAINER")
+    command(sub, "ps")
+    c = command(sub, "commit", positionals=("container", "repository"))
     c.add_argument("container", metavar="CONTAINER")
     c.add_argument("repository", nargs="?", metavar="REPOSITORY[:TAG]")
-    c = sub.add_parser("export", help="a container's filesystem as a tar")
+    c = command(sub, "export", positionals=("container",))
     c.add_argument("-o", "--output", default=None, help="tar file (default: stdout)")
     c.add_argument("container", metavar="CONTAINER")
 
@@ -62,36 +44,12 @@ def job_for(engine: Engine, ns: argparse.Namespace) -> tuple[Job, str | None] | 
     out, err = sys.stdout.buffer, sys.stderr.buffer
     cmd = ns.command
     if cmd == "inspect" and _all_containers(engine, ns.images):
-        return engine.job("container_inspect", *ns.images, stdout=out, stderr=err), None
+        return job_of(engine, ns, name="container_inspect", stdout=out, stderr=err), None
     if cmd not in COMMANDS:
         return None
     if (cmd == "run" and ns.detach) or cmd == "start":
         _refuse_detached_on_process_bound_mounts(engine)
-    if cmd in ("create", "run"):
-        env = {"env": json.dumps(ns.env), "workdir": ns.workdir, "user": ns.user, "name": ns.name,
-               "hostname": ns.hostname, "network": ns.network, "rm": str(ns.rm),
-               "detach": str(getattr(ns, "detach", False))}  # fmt: skip
-        return engine.job(cmd, ns.image, *ns.args, env=env, stdout=out, stderr=err), None
-    if cmd in ("start", "wait"):
-        return engine.job(cmd, *ns.containers, stdout=out, stderr=err), None
-    if cmd == "logs":
-        return engine.job("logs", ns.container, env={"follow": str(ns.follow)}, stdout=out, stderr=err), None
-    if cmd == "stop":
-        return engine.job("stop", *ns.containers, env={"time": str(ns.time)}, stdout=out, stderr=err), None
-    if cmd == "kill":
-        return engine.job("kill", *ns.containers, env={"signal": ns.signal}, stdout=out, stderr=err), None
-    if cmd == "rm":
-        return engine.job("rm", *ns.containers, env={"force": str(ns.force)}, stdout=out, stderr=err), None
-    if cmd == "ps":
-        env = {"all": str(ns.all), "quiet": str(ns.quiet), "json": str(ns.json)}
-        return engine.job("ps", env=env, stdout=out, stderr=err), None
-    if cmd == "diff":
-        return engine.job("diff", ns.container, stdout=out, stderr=err), None
-    if cmd == "commit":
-        args = [ns.container] + ([ns.repository] if ns.repository else [])
-        env = {"message": ns.message, "author": ns.author}
-        return engine.job("commit", *args, env=env, stdout=out, stderr=err), None
-    return engine.job("export", ns.container, stdout=out, stderr=err), ns.output
+    return job_of(engine, ns, stdout=out, stderr=err), getattr(ns, "output", None)
 
 
 def process_bound_mounts(driver: object) -> str | None:
@@ -118,12 +76,7 @@ def _refuse_detached_on_process_bound_mounts(engine: Engine) -> None:
 
 def _all_containers(engine: Engine, refs: list[str]) -> bool:
     """`inspect` names containers first, as Docker's does; images otherwise."""
-    for ref in refs:
-        try:
-            engine.containers.get(ref)
-        except NoSuchContainer:
-            return False
-    return True
+    return engine.job("container_inspect", *refs).run() == 0
 
 
 def follow_logs(open_engine: Callable[[], Engine], ref: str) -> int:

@@ -1,18 +1,14 @@
-"""The options of `create` and `run`, declared once for the engine's CLI and the daemon client.
+"""The options of `create` and `run`, declared once for the jobs, the CLI and the daemon client.
 
 The client (`strata -H HOST run`) must start in a few milliseconds, and importing argparse
-(with dataclasses or typing) costs several, so the options are a table that argparse reads
-for the CLI and `parse_run` reads for the client, with the same meaning (a test checks it).
+(with dataclasses or typing) costs several, so the options are a plain table: the `create`
+and `run` jobs declare their options from it (and the CLI its flags from those), and
+`parse_run` reads it for the client, with the same meaning (a test checks it).
 """
 
 from __future__ import annotations
 
 from types import SimpleNamespace
-
-TYPE_CHECKING = False  # typing's own constant costs an import of typing (~4 ms) at start
-
-if TYPE_CHECKING:  # the client parses without argparse (and the regex engine it loads)
-    import argparse
 
 # (flags, destination, kind, default, help): kind is "flag", "value" or "append".
 OPTIONS: tuple[tuple[tuple[str, ...], str, str, object, str], ...] = (
@@ -26,23 +22,6 @@ OPTIONS: tuple[tuple[tuple[str, ...], str, str, object, str], ...] = (
     (("--net", "--network"), "network", "value", "none", "none (loopback only) or host"),
 )
 NETWORKS = ("none", "host")
-
-
-def add_create_arguments(c: argparse.ArgumentParser, *, run: bool) -> None:
-    import argparse
-
-    for flags, dest, kind, default, help_text in OPTIONS:
-        if dest == "detach" and not run:
-            continue
-        if kind == "flag":
-            c.add_argument(*flags, dest=dest, action="store_true", help=help_text)
-        elif kind == "append":
-            c.add_argument(*flags, dest=dest, action="append", default=[], help=help_text)
-        else:
-            c.add_argument(*flags, dest=dest, default=default, help=help_text,
-                           choices=NETWORKS if dest == "network" else None)
-    c.add_argument("image", metavar="IMAGE")
-    c.add_argument("args", nargs=argparse.REMAINDER, metavar="COMMAND")
 
 
 class UsageError(Exception):

@@ -1,9 +1,8 @@
 """The container jobs: create, start, wait, run, logs, stop, kill, rm, ps, container_inspect,
 diff, commit, export.
 
-Options travel in the job's environment as Docker's engine jobs carried them: `name`,
-`env` (a JSON list of KEY=VALUE), `workdir`, `user`, `hostname`, `network`, `rm`,
-`detach`, `follow`, `force`, `all`, `time`, `signal`, `json`, `quiet`.
+`create` and `run` take the options of containers/args.py (the table the fast daemon
+client also reads), so `strata run`, `strata -H HOST run` and the jobs agree on them.
 """
 
 from __future__ import annotations
@@ -13,88 +12,71 @@ import datetime as dt
 import os
 import signal
 import time
-from typing import IO, TYPE_CHECKING
+from typing import IO
 
-from ..errors import EngineError, UsageError
-from ..images.view import parse_time
+from ..errors import ContainerStartError, EngineError, NoSuchContainer, UsageError
+from ..images.view import parse_time, table
 from ..job import Job
+from ..jobspec import JSON, JobTable, Option
+from . import args as containerargs
 from .record import Container
-from .store import Containers, ContainerStartError
-
-if TYPE_CHECKING:
-    from ..engine import Engine
+from .store import Containers
 
 FOLLOW_POLL = 0.05  # seconds between looks at the log files while following
 
-
-def register(engine: Engine) -> None:
-    engine.containers = Containers(engine, getattr(engine, "exec_options", {}))
-    for name, handler in (
-        ("create", create), ("start", start), ("wait", wait), ("run", run), ("logs", logs), ("stop", stop),
-        ("kill", kill), ("rm", rm), ("ps", ps), ("container_inspect", container_inspect), ("diff", diff),
-        ("commit", commit), ("export", export),
-    ):  # fmt: skip
-        engine.register(name, handler)
+jobs = JobTable()
+_KINDS = {"flag": bool, "value": str, "append": list}
+RUN_OPTIONS = {dest: Option(_KINDS[kind], help_text, flags, default,
+                            containerargs.NETWORKS if dest == "network" else None)
+               for flags, dest, kind, default, help_text in containerargs.OPTIONS}
+CREATE_OPTIONS = {name: option for name, option in RUN_OPTIONS.items() if name != "detach"}
+CREATE_ARGS = "IMAGE [COMMAND [ARG...]]"
 
 
 def _store(job: Job) -> Containers:
     return job.engine.containers
 
 
-def _args(job: Job, low: int, high: int | None, usage: str) -> list[str]:
-    if len(job.args) < low or (high is not None and len(job.args) > high):
-        raise UsageError(f"usage: {job.name} {usage}")
-    return job.args
-
-
 def _create(job: Job, keep_mounted: bool = False) -> Container:
-    args = _args(job, 1, None, "IMAGE [COMMAND [ARG...]]")
-    env = job.getenv_json("env", [])
-    if not isinstance(env, list) or not all(isinstance(e, str) for e in env):
-        raise UsageError("env must be a JSON list of KEY=VALUE strings")
-    return _store(job).create(
-        args[0],
-        args[1:],
-        env=env,
-        workdir=job.getenv("workdir") or "",
-        user=job.getenv("user") or "",
-        name=job.getenv("name") or "",
-        hostname=job.getenv("hostname") or "",
-        network=job.getenv("network") or "none",
-        auto_remove=job.getenv_bool("rm"),
-        keep_mounted=keep_mounted,
-    )
+    o = job.options
+    return _store(job).create(job.args[0], job.args[1:], env=o["env"], workdir=o["workdir"], user=o["user"],
+                              name=o["name"], hostname=o["hostname"], network=o["network"], auto_remove=o["rm"],
+                              keep_mounted=keep_mounted)
 
 
+@jobs.job("create", args=CREATE_ARGS, options=CREATE_OPTIONS, help="create a container")
 def create(job: Job) -> int:
     """`create IMAGE [CMD...]`: prints the new container's id."""
     job.write(_create(job).id + "\n")
     return 0
 
 
+@jobs.job("start", args="CONTAINER...", help="start containers")
 def start(job: Job) -> int:
     """`start CONTAINER...`"""
     store = _store(job)
-    for ref in _args(job, 1, None, "CONTAINER..."):
+    for ref in job.args:
         store.start(store.get(ref))
         job.write(ref + "\n")
     return 0
 
 
+@jobs.job("wait", args="CONTAINER...", help="wait for containers to stop; print their exit codes")
 def wait(job: Job) -> int:
     """`wait CONTAINER...`: blocks until each stops; prints its exit code."""
     store = _store(job)
-    for ref in _args(job, 1, None, "CONTAINER..."):
+    for ref in job.args:
         job.write(f"{store.wait(store.get(ref)).code}\n")
     return 0
 
 
+@jobs.job("run", args=CREATE_ARGS, options=RUN_OPTIONS, help="create and start a container")
 def run(job: Job) -> int:
-    """`run IMAGE [CMD...]`: create + start; then either print the id (env detach) or
-    stream the output until the process ends and return its exit status (env rm: remove)."""
+    """`run IMAGE [CMD...]`: create + start; then either print the id (detach) or
+    stream the output until the process ends and return its exit status (rm: remove)."""
     store = _store(job)
-    detach = job.getenv_bool("detach")
-    auto_remove = job.getenv_bool("rm")
+    detach = job.options["detach"]
+    auto_remove = job.options["rm"]
     c = _create(job, keep_mounted=True)
     if detach:
         store.start(c)
@@ -131,13 +113,15 @@ def _copy(src: IO[bytes], dst: IO[bytes]) -> None:
     dst.flush()
 
 
+@jobs.job("logs", args="CONTAINER", help="a container's output", options={
+    "follow": Option(bool, "keep streaming until the container stops", ("-f", "--follow"))})
 def logs(job: Job) -> int:
-    """`logs CONTAINER` (env follow: keep streaming until the container stops)."""
-    (ref,) = _args(job, 1, 1, "CONTAINER")
+    """`logs CONTAINER` (follow: keep streaming until the container stops)."""
+    (ref,) = job.args
     store = _store(job)
     c = store.get(ref)
     out_path, err_path = store.log_paths(c)
-    follow = job.getenv_bool("follow")
+    follow = job.options["follow"]
     with _open_or_empty(out_path) as out, _open_or_empty(err_path) as err:
         _copy(out, job.stdout)
         _copy(err, job.stderr)
@@ -161,15 +145,13 @@ def _open_or_empty(path: str) -> IO[bytes]:
     return open(path, "rb")
 
 
+@jobs.job("stop", args="CONTAINER...", help="SIGTERM, then SIGKILL after a timeout", options={
+    "time": Option(float, "seconds before SIGKILL (default 10)", ("-t", "--time"), 10.0)})
 def stop(job: Job) -> int:
-    """`stop CONTAINER...` (env time: seconds before SIGKILL, default 10)."""
+    """`stop CONTAINER...` (time: seconds before SIGKILL, default 10)."""
     store = _store(job)
-    try:
-        timeout = float(job.getenv("time") or 10)
-    except ValueError:
-        raise UsageError(f"stop: time must be a number of seconds, got {job.getenv('time')!r}") from None
-    for ref in _args(job, 1, None, "CONTAINER..."):
-        store.stop(store.get(ref), timeout)
+    for ref in job.args:
+        store.stop(store.get(ref), job.options["time"])
         job.write(ref + "\n")
     return 0
 
@@ -184,23 +166,27 @@ def _signal(name: str) -> int:
         raise UsageError(f"unknown signal {name!r}") from None
 
 
+@jobs.job("kill", args="CONTAINER...", help="signal containers", options={
+    "signal": Option(str, "the signal, by name or number (default KILL)", ("-s", "--signal"), "KILL")})
 def kill(job: Job) -> int:
-    """`kill CONTAINER...` (env signal, default KILL)."""
+    """`kill CONTAINER...` (signal, default KILL)."""
     store = _store(job)
-    sig = _signal(job.getenv("signal") or "KILL")
-    for ref in _args(job, 1, None, "CONTAINER..."):
+    sig = _signal(job.options["signal"])
+    for ref in job.args:
         store.kill(store.get(ref), sig)
         job.write(ref + "\n")
     return 0
 
 
+@jobs.job("rm", args="CONTAINER...", help="remove containers", options={
+    "force": Option(bool, "kill a running container first", ("-f", "--force"))})
 def rm(job: Job) -> int:
-    """`rm CONTAINER...` (env force: kill a running one first)."""
+    """`rm CONTAINER...` (force: kill a running one first)."""
     store = _store(job)
     status = 0
-    for ref in _args(job, 1, None, "CONTAINER..."):
+    for ref in job.args:
         try:
-            store.remove(store.get(ref), force=job.getenv_bool("force"))
+            store.remove(store.get(ref), force=job.options["force"])
             job.write(ref + "\n")
         except EngineError as exc:
             job.error_line(f"Error: {exc}")
@@ -241,17 +227,20 @@ def _status_text(c: Container, now: dt.datetime) -> str:
     return "Created"
 
 
+@jobs.job("ps", help="list containers", options={
+    "all": Option(bool, "stopped containers too", ("-a", "--all")),
+    "quiet": Option(bool, "ids only", ("-q", "--quiet")), "json": JSON})
 def ps(job: Job) -> int:
-    """`ps` (env all: stopped ones too; quiet: ids only; json)."""
-    _args(job, 0, 0, "")
-    found = _store(job).list(include_stopped=job.getenv_bool("all"))
-    if job.getenv_bool("quiet"):
+    """`ps` (all: stopped ones too; quiet: ids only; json)."""
+    found = _store(job).list(include_stopped=job.options["all"])
+    if job.options["quiet"]:
         job.write("".join(c.short_id + "\n" for c in found))
         return 0
-    if job.getenv_bool("json"):
+    if job.options["json"]:
         job.write_json([{"Id": c.id, "Names": ["/" + c.name], "Image": c.image_ref, "ImageID": c.image,
                          "Command": " ".join(c.args), "Created": c.created, "State": c.state.status,
-                         "Status": _status_text(c, dt.datetime.now(dt.UTC)), "ExitCode": c.state.exit_code}
+                         "Status": _status_text(c, dt.datetime.now(dt.UTC)), "ExitCode": c.state.exit_code,
+                         "HostConfig": {"NetworkMode": c.network}}
                         for c in found])  # fmt: skip
         return 0
     now = dt.datetime.now(dt.UTC)
@@ -260,47 +249,65 @@ def ps(job: Job) -> int:
         command = " ".join(c.args)
         command = f'"{command[:17]}…"' if len(command) > 20 else f'"{command}"'
         rows.append((c.short_id, c.image_ref, command, f"{_since(c.created, now)} ago", _status_text(c, now), c.name))
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    job.write("".join("   ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip() + "\n" for r in rows))
+    job.write(table(rows))
     return 0
 
 
+@jobs.job("container_inspect", args="CONTAINER...", help="container details as JSON")
 def container_inspect(job: Job) -> int:
-    """`container_inspect CONTAINER...`: Docker-like JSON list."""
+    """`container_inspect CONTAINER...`: Docker-like JSON list of those found; the first
+    missing one is raised (a typed NoSuchContainer, which the API answers with 404)."""
     store = _store(job)
-    found, status = [], 0
-    for ref in _args(job, 1, None, "CONTAINER..."):
+    found, missing = [], []
+    for ref in job.args:
         try:
             found.append(store.inspect(store.get(ref)))
-        except EngineError as exc:
-            job.error_line(f"Error: {exc}")
-            status = 1
+        except NoSuchContainer as exc:
+            missing.append(exc)
     job.write_json(found)
-    return status
+    if missing:
+        for exc in missing[1:]:
+            job.error_line(f"Error: {exc}")
+        raise missing[0]
+    return 0
 
 
+CHANGE_KINDS = {"C": 0, "A": 1, "D": 2}  # Docker's archive.ChangeType values
+
+
+@jobs.job("diff", args="CONTAINER", options={"json": JSON}, help="the files a container changed")
 def diff(job: Job) -> int:
-    """`diff CONTAINER`: the layer's changes as Docker prints them ("A /path")."""
-    (ref,) = _args(job, 1, 1, "CONTAINER")
+    """`diff CONTAINER`: the layer's changes as Docker prints them ("A /path"), or as the
+    API's JSON (json: Kind 0 changed, 1 added, 2 deleted)."""
+    (ref,) = job.args
     store = _store(job)
-    for change in store.changes(store.get(ref)):
+    changes = store.changes(store.get(ref))
+    if job.options["json"]:
+        job.write_json([{"Path": change.path, "Kind": CHANGE_KINDS[change.kind]} for change in changes])
+        return 0
+    for change in changes:
         job.write(f"{change.kind} {change.path}\n")
     return 0
 
 
+
+@jobs.job("commit", args="CONTAINER [REPOSITORY[:TAG]]", help="make an image of a container's changes",
+          options={"message": Option(str, "commit message", ("-m", "--message"), ""),
+                   "author": Option(str, "author", ("-a", "--author"), "")})
 def commit(job: Job) -> int:
-    """`commit CONTAINER [REPOSITORY[:TAG]]` (env message, author): prints the image id."""
-    args = _args(job, 1, 2, "CONTAINER [REPOSITORY[:TAG]]")
+    """`commit CONTAINER [REPOSITORY[:TAG]]` (message, author): prints the image id."""
+    args = job.args
     store = _store(job)
     image_id = store.commit(store.get(args[0]), args[1] if len(args) > 1 else "",
-                            message=job.getenv("message") or "", author=job.getenv("author") or "")
+                            message=job.options["message"], author=job.options["author"])
     job.write(image_id + "\n")
     return 0
 
 
+@jobs.job("export", args="CONTAINER", help="a container's filesystem as a tar")
 def export(job: Job) -> int:
     """`export CONTAINER`: the container's filesystem as a tar on stdout."""
-    (ref,) = _args(job, 1, 1, "CONTAINER")
+    (ref,) = job.args
     store = _store(job)
     stream = store.export(store.get(ref))
     try:

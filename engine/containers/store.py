@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import logging
 import os
 import re
 import secrets
@@ -24,41 +25,37 @@ import tempfile
 import threading
 import time
 from collections.abc import Iterator
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, Any
 
-from graphdrivers import mountutil, naivediff
+from graphdrivers import Driver, mountutil, naivediff
 from graphdrivers.archive import export_paths
 from graphdrivers.errors import LayerNotFound
 
 from .. import execdrivers
-from ..errors import Conflict, EngineError, NoSuchContainer, UsageError
+from ..errors import Conflict, ContainerStartError, EngineError, NoSuchContainer, UsageError
 from ..execdrivers import ExecDriver, ExitStatus, Handle, MonitorInfo, ProcessSpec
-from ..images.graph import LayerSource, NewImage
-from ..images.graphdb import NAMES
+from ..images.graph import Graph, LayerSource, NewImage
+from ..images.graphdb import NAMES, GraphDB
 from ..images.reference import normalize_tag
 from .record import CREATED, EXITED, RUNNING, Container, iso, now_iso
 
-if TYPE_CHECKING:
-    from ..engine import Engine
+log = logging.getLogger(__name__)
 
 NAME_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]+$")
 MOUNT_POINTS = ("proc", "dev", "sys")
 DEFAULT_PATH = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
-class ContainerStartError(EngineError):
-    """The container's command could not be started; `status` is Docker's (126 or 127)."""
-
-    def __init__(self, message: str, status: int) -> None:
-        super().__init__(message)
-        self.status = status
-
-
 class Containers:
-    def __init__(self, engine: Engine, exec_options: dict[str, str]) -> None:
-        self.engine = engine
-        self.driver = engine.driver
-        self.dir = os.path.join(engine.root, "containers")
+    """The containers of one engine root: records in the GraphDB, layers in the driver,
+    images from the Graph, processes through the execdriver `exec.driver` chooses."""
+
+    def __init__(self, root: str, driver: Driver, db: GraphDB, graph: Graph, exec_options: dict[str, str]) -> None:
+        self.root = root
+        self.driver = driver
+        self.db = db
+        self.graph = graph
+        self.dir = os.path.join(root, "containers")
         os.makedirs(self.dir, mode=0o700, exist_ok=True)
         self.exec_options = dict(exec_options)
         self.exec_name = self.exec_options.pop("exec.driver", None) or execdrivers.DEFAULT
@@ -72,21 +69,21 @@ class Containers:
     def _execdriver(self, name: str, options: dict[str, str]) -> ExecDriver:
         key = (name, tuple(sorted(options.items())))
         if key not in self._execdrivers:
-            root = os.path.join(self.engine.root, "execdriver", name)
+            root = os.path.join(self.root, "execdriver", name)
             self._execdrivers[key] = execdrivers.get_execdriver(name, root, options)
         return self._execdrivers[key]
 
     # -- lookup ------------------------------------------------------------------------
 
     def ids(self) -> list[str]:
-        return self.engine.db.entities("container")
+        return self.db.entities("container")
 
     def get(self, ref: str) -> Container:
         """A container by full id, name (with or without the leading /) or unique id prefix."""
         ids = self.ids()
         if ref in ids:
             return self._load(ref)
-        found = self.engine.db.resolve_name(ref.lstrip("/"))
+        found = self.db.resolve_name(ref.lstrip("/"))
         if found is not None:
             return self._load(found)
         matches = [i for i in ids if ref and i.startswith(ref)]
@@ -127,7 +124,7 @@ class Containers:
         auto_remove: bool = False,
         keep_mounted: bool = False,
     ) -> Container:
-        image = self.engine.graph.get_image(image_ref)
+        image = self.graph.get_image(image_ref)
         cfg = image.config.get("config") or {}
         args = list(cfg.get("Entrypoint") or []) + list(cmd or cfg.get("Cmd") or [])
         if not args:
@@ -162,13 +159,13 @@ class Containers:
             execdriver=self.exec_name,
             exec_options=self.exec_options,
         )
-        with self.engine.db.transaction():  # the name is taken or not, atomically
-            if self.engine.db.resolve_name(name) is not None:
+        with self.db.transaction():  # the name is taken or not, atomically
+            if self.db.resolve_name(name) is not None:
                 raise Conflict(f'the container name "/{name}" is already in use by container '
-                               f"{self.engine.db.resolve_name(name)}; remove it or choose another name")
-            self.engine.db.add_entity(container_id, "container")
-            self.engine.db.add_edge(NAMES, name, container_id)
-            self.engine.db.add_edge(container_id, "image", image.id)
+                               f"{self.db.resolve_name(name)}; remove it or choose another name")
+            self.db.add_entity(container_id, "container")
+            self.db.add_edge(NAMES, name, container_id)
+            self.db.add_edge(container_id, "image", image.id)
         try:
             os.makedirs(c.paths(self.dir)[0], mode=0o700)
             self._create_layers(c)
@@ -214,7 +211,7 @@ class Containers:
             if layer:
                 with contextlib.suppress(LayerNotFound):
                     self.driver.remove(layer)
-        self.engine.db.remove_entity(c.id)
+        self.db.remove_entity(c.id)
         shutil.rmtree(c.paths(self.dir)[0], ignore_errors=True)
 
     # -- mounts ------------------------------------------------------------------------
@@ -372,7 +369,8 @@ class Containers:
             try:
                 c = self._load(container_id)
             except NoSuchContainer:  # a create that died before its record was written
-                self.engine.db.remove_entity(container_id)
+                log.warning("removing container %s: its create never finished", container_id[:12])
+                self.db.remove_entity(container_id)
                 for layer in (container_id, f"{container_id}-init"):
                     with contextlib.suppress(LayerNotFound):
                         self.driver.remove(layer)
@@ -401,7 +399,7 @@ class Containers:
     def commit(self, c: Container, tag: str = "", *, message: str = "", author: str = "") -> str:
         """The container's changes as a new image layer over its image; returns the image id."""
         tags = [normalize_tag(tag)] if tag else []
-        graph = self.engine.graph
+        graph = self.graph
         image = graph.get_image(c.image)
         with self._spooled_diff(c) as (path, diff_id):
             source = LayerSource(name=f"container {c.short_id}", open=lambda: open(path, "rb"),
@@ -420,7 +418,7 @@ class Containers:
 
     @contextlib.contextmanager
     def _spooled_diff(self, c: Container) -> Iterator[tuple[str, str]]:
-        tmpdir = os.path.join(self.engine.root, "tmp")
+        tmpdir = os.path.join(self.root, "tmp")
         os.makedirs(tmpdir, exist_ok=True)
         digest = hashlib.sha256()
         with tempfile.NamedTemporaryFile(dir=tmpdir, prefix="commit-") as spool:
@@ -506,4 +504,4 @@ def _committed_config(base: dict[str, Any], c: Container, diff_id: str, message:
     return config
 
 
-__all__ = ["CREATED", "EXITED", "RUNNING", "ContainerStartError", "Containers"]
+__all__ = ["CREATED", "EXITED", "RUNNING", "Containers"]

@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import logging
 import os
 import tarfile
 import threading
@@ -42,6 +43,8 @@ from ..errors import Conflict, EngineError, ImageInUse, InvalidArchive, InvalidR
 from . import layerstream
 from .graphdb import TAGS, GraphDB
 from .reference import image_hex, normalize_tag
+
+log = logging.getLogger(__name__)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS images (
@@ -364,6 +367,9 @@ class Graph:
                 "l.chain_id) AND NOT EXISTS (SELECT 1 FROM layers c WHERE c.parent = l.chain_id)")]
             done = self.collect(orphans)
             if not done:
+                if removed:
+                    log.warning("removed %d layers a crashed or interrupted engine left: %s", len(removed),
+                                ", ".join(chain[:12] for chain in removed))
                 return removed
             removed += done
 

@@ -1,4 +1,4 @@
-"""The image jobs: load, save, import, tag, rmi, inspect, history, images, info."""
+"""The image jobs: load, save, import, tag, rmi, inspect, history, images."""
 
 from __future__ import annotations
 
@@ -10,31 +10,17 @@ import platform
 import shutil
 import tempfile
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
 
-from ..errors import EngineError, InvalidArchive, InvalidReference, NoSuchImage, UsageError
+from ..errors import EngineError, InvalidArchive, InvalidReference, NoSuchImage
 from ..job import Job
-from ..system import host
+from ..jobspec import JSON, JobTable, Option
 from . import view as imageview
 from .graph import Graph, Image, NewImage, diff_id_of_file
 from .load import ImagePlan, open_bundle, plan
 from .reference import image_hex, normalize_tag
 from .save import OutImage, OutLayer, write_docker_archive
 
-if TYPE_CHECKING:
-    from ..engine import Engine
-
-
-def register(engine: Engine) -> None:
-    for name, handler in (("load", load), ("save", save), ("import", import_), ("tag", tag), ("rmi", rmi),
-                          ("inspect", inspect), ("history", history), ("images", images), ("info", info)):
-        engine.register(name, handler)
-
-
-def _args(job: Job, low: int, high: int | None, usage: str) -> list[str]:
-    if len(job.args) < low or (high is not None and len(job.args) > high):
-        raise UsageError(f"usage: {job.name} {usage}")
-    return job.args
+jobs = JobTable()
 
 
 @contextlib.contextmanager
@@ -54,9 +40,9 @@ def _input_path(job: Job) -> Iterator[str]:
 # -- load ----------------------------------------------------------------------------------
 
 
+@jobs.job("load", args="[FILE|DIR|-]", help="load images from a docker save archive or an OCI layout")
 def load(job: Job) -> int:
     """`load [FILE|DIR|-]`: docker save archives and OCI layouts; all images or none."""
-    _args(job, 0, 1, "[FILE|DIR|-]")
     graph: Graph = job.engine.graph
     with _input_path(job) as path:
         bundle = open_bundle(path)
@@ -102,9 +88,9 @@ def _apply_plans(job: Job, graph: Graph, plans: list[ImagePlan]) -> list[tuple[s
 # -- import --------------------------------------------------------------------------------
 
 
+@jobs.job("import", args="FILE|- [REPOSITORY[:TAG]]", help="make a one-layer image from a rootfs tar")
 def import_(job: Job) -> int:
     """`import FILE|- [REPOSITORY[:TAG]]`: a one-layer image from a rootfs tar (plain, gzip, zstd)."""
-    _args(job, 1, 2, "FILE|- [REPOSITORY[:TAG]]")
     tags = [normalize_tag(job.args[1])] if len(job.args) > 1 else []
     graph: Graph = job.engine.graph
     with _input_path(job) as path:
@@ -138,12 +124,12 @@ def _arch() -> str:
 # -- save ----------------------------------------------------------------------------------
 
 
+@jobs.job("save", args="IMAGE...", help="write images to a docker save archive")
 def save(job: Job) -> int:
     """`save IMAGE...`: a docker save archive on stdout.
 
     As in Docker, an image named by a tag carries that tag; one named by id carries none.
     """
-    _args(job, 1, None, "IMAGE...")
     graph: Graph = job.engine.graph
     chosen: dict[str, OutImage] = {}
     for ref in job.args:
@@ -176,20 +162,22 @@ def _out_layer(graph: Graph, image: Image, index: int) -> OutLayer:
 # -- tag, rmi ------------------------------------------------------------------------------
 
 
+@jobs.job("tag", args="SOURCE_IMAGE TARGET_IMAGE[:TAG]", help="name an image")
 def tag(job: Job) -> int:
     """`tag SOURCE TARGET`."""
-    source, target = _args(job, 2, 2, "SOURCE_IMAGE TARGET_IMAGE[:TAG]")
+    source, target = job.args
     job.engine.graph.tag(source, target)
     return 0
 
 
+@jobs.job("rmi", args="IMAGE...", help="remove images", options={
+    "force": Option(bool, "untag everywhere; delete despite containers", ("-f", "--force"))})
 def rmi(job: Job) -> int:
-    """`rmi IMAGE...` (env force=1: untag everywhere / delete despite containers).
+    """`rmi IMAGE...` (force: untag everywhere / delete despite containers).
 
     Like docker rmi, every image is tried; the first failure is raised at the end.
     """
-    _args(job, 1, None, "IMAGE...")
-    force = job.getenv_bool("force")
+    force = job.options["force"]
     failures: list[EngineError] = []
     for ref in job.args:
         try:
@@ -204,12 +192,12 @@ def rmi(job: Job) -> int:
     return 0
 
 
-# -- inspect, history, images, info -------------------------------------------------------
+# -- inspect, history, images ------------------------------------------------------------
 
 
+@jobs.job("inspect", args="IMAGE...", help="image details as JSON")
 def inspect(job: Job) -> int:
     """`inspect IMAGE...`: Docker-like JSON list of those found; the first missing one is raised."""
-    _args(job, 1, None, "IMAGE...")
     graph: Graph = job.engine.graph
     found, missing = [], []
     for ref in job.args:
@@ -225,62 +213,37 @@ def inspect(job: Job) -> int:
     return 0
 
 
+@jobs.job("history", args="IMAGE", options={"json": JSON}, help="the layers an image was built from")
 def history(job: Job) -> int:
-    """`history IMAGE` (env json=1 for JSON rows)."""
-    (ref,) = _args(job, 1, 1, "IMAGE")
+    """`history IMAGE` (json: JSON rows)."""
+    (ref,) = job.args
     graph: Graph = job.engine.graph
     rows = imageview.history_rows(graph, graph.get_image(ref))
-    if job.getenv_bool("json"):
+    if job.options["json"]:
         job.write_json(rows)
     else:
         job.write(imageview.history_table(rows))
     return 0
 
 
+@jobs.job("images", help="list images", options={
+    "all": Option(bool, "include intermediate images", ("-a", "--all")),
+    "tree": Option(bool, "show the image ancestry", ("--tree",)), "json": JSON})
 def images(job: Job) -> int:
-    """`images` table; env tree=1 for the ancestry tree, json=1 for JSON, all=1 to include
-    intermediate images (untagged parents of other images), which docker also hides."""
-    _args(job, 0, 0, "")
+    """`images` table; tree: the ancestry tree, json: JSON, all: include intermediate images
+    (untagged parents of other images), which docker also hides."""
     graph: Graph = job.engine.graph
-    all_images = graph.images()
-    if not job.getenv_bool("all") and not job.getenv_bool("tree"):
-        all_images = [i for i in all_images if i.tags or not job.engine.db.children_of(i.id)]
-    if job.getenv_bool("json"):
+    shown = graph.images()
+    if not job.options["all"] and not job.options["tree"]:
+        shown = [i for i in shown if i.tags or not graph.db.children_of(i.id)]
+    if job.options["json"]:
+        containers = job.engine.containers.list(include_stopped=True)
         job.write_json([{"Id": i.id, "RepoTags": i.tags, "ParentId": i.parent or "", "Size": i.size,
-                         "Created": i.config.get("created", ""), "Layers": [la.chain_id for la in i.layers]}
-                        for i in all_images])
-    elif job.getenv_bool("tree"):
-        job.write(imageview.images_tree(graph, all_images))
+                         "Created": i.config.get("created", ""), "Layers": [la.chain_id for la in i.layers],
+                         "Containers": sum(1 for c in containers if c.image == i.id)}
+                        for i in shown])
+    elif job.options["tree"]:
+        job.write(imageview.images_tree(graph, shown))
     else:
-        job.write(imageview.images_table(all_images))
-    return 0
-
-
-def info(job: Job) -> int:
-    """`info`: counts, the storage driver and its status rows, the root (env json=1 for JSON)."""
-    _args(job, 0, 0, "")
-    engine = job.engine
-    data = {
-        **host.facts(),
-        "Containers": engine.db.count("container"),
-        "Images": engine.db.count("image"),
-        "Layers": len(engine.graph.layers()),
-        "Driver": engine.driver.name,
-        "DriverStatus": [list(row) for row in engine.driver.status()],
-        "DockerRootDir": engine.root,
-        "ExecutionDriver": engine.containers.exec_name,
-        "ExecutionDriverStatus": [list(row) for row in engine.containers.execdriver.status()],
-    }
-    if job.getenv_bool("json"):
-        job.write_json(data)
-        return 0
-    lines = [f"Containers: {data['Containers']}", f"Images: {data['Images']}", f"Layers: {data['Layers']}",
-             f"Storage Driver: {data['Driver']}"]
-    lines += [f" {key}: {value}" for key, value in data["DriverStatus"]]
-    lines.append(f"Execution Driver: {data['ExecutionDriver']}")
-    lines += [f" {key}: {value}" for key, value in data["ExecutionDriverStatus"] if key != "Execution Driver"]
-    lines.append(f"Docker Root Dir: {data['DockerRootDir']}")
-    lines += [f"Kernel Version: {data['KernelVersion']}", f"Operating System: {data['OperatingSystem']}",
-              f"CPUs: {data['NCPU']}", f"Total Memory: {imageview.size(data['MemTotal'])}"]
-    job.write("\n".join(lines) + "\n")
+        job.write(imageview.images_table(shown))
     return 0

@@ -79,7 +79,7 @@ def images_table(images: list[Image]) -> str:
         for tag in image.tags or ["<none>:<none>"]:
             repo, _, name = tag.rpartition(":")
             rows.append((repo, name, image.short_id, created, size(image.size)))
-    return _table(rows)
+    return table(rows)
 
 
 def images_tree(graph: Graph, images: list[Image]) -> str:
@@ -121,16 +121,17 @@ def history_rows(graph: Graph, image: Image) -> list[dict[str, Any]]:
 
 
 def history_table(rows: list[dict[str, Any]]) -> str:
-    table = [("IMAGE", "CREATED", "CREATED BY", "SIZE", "COMMENT")]
+    lines = [("IMAGE", "CREATED", "CREATED BY", "SIZE", "COMMENT")]
     for row in rows:
         ident = row.get("Id", "<missing>")
         created_by = row["CreatedBy"] if len(row["CreatedBy"]) <= 45 else row["CreatedBy"][:44] + "…"
-        table.append((ident.split(":")[-1][:12] if "Id" in row else ident, ago(row["Created"]), created_by,
+        lines.append((ident.split(":")[-1][:12] if "Id" in row else ident, ago(row["Created"]), created_by,
                       size(row["Size"]), row["Comment"]))
-    return _table(table)
+    return table(lines)
 
 
-def _table(rows: list[tuple[str, ...]]) -> str:
+def table(rows: list[tuple[str, ...]]) -> str:
+    """Columns padded to their widest cell, three spaces apart, as docker prints its lists."""
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     return "".join("   ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() + "\n"
                    for row in rows)

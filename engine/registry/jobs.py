@@ -5,8 +5,8 @@ the blob digest and the diff id as it applies), and pushed straight from the dri
 (reassembled from tar-split, so the blob is byte-identical to what was loaded and its
 digest is the diff id we already know). Nothing is buffered whole.
 
-Job environment: `username`/`password` for the registry's login, `insecure` (plain HTTP
-to a non-loopback registry), `platform` ("linux/amd64").
+Options: `username`/`password` for the registry's login, `insecure` (plain HTTP to a
+non-loopback registry), `platform` ("linux/amd64") for pull, `limit` and `json` for search.
 """
 
 from __future__ import annotations
@@ -23,61 +23,46 @@ from ..errors import InvalidArchive, UsageError
 from ..images.graph import Graph, LayerSource, NewImage
 from ..images.reference import normalize_tag
 from ..job import Job
+from ..jobspec import JobTable, Option
 from . import reference
 from .protocol import MEDIA_OCI_MANIFEST, Credentials, Manifest
 
 if TYPE_CHECKING:
-    from ..engine import Engine
     from .client import RegistryClient
 
 MEDIA_OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
 MEDIA_OCI_LAYER = "application/vnd.oci.image.layer.v1.tar"
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS blob_sources (
-    digest TEXT NOT NULL,
-    registry TEXT NOT NULL,
-    repository TEXT NOT NULL,
-    PRIMARY KEY (digest, registry, repository)
-);
-"""
 
-
-def register(engine: Engine) -> None:
-    engine.db.create_tables(_SCHEMA)
-    for name, handler in (("pull", pull), ("push", push), ("search", search)):
-        engine.register(name, handler)
+jobs = JobTable()
+AUTH = {
+    "username": Option(str, "registry user", ("-u", "--username")),
+    "password": Option(str, "registry password (the CLI reads it with --password-stdin)"),
+    "insecure": Option(bool, "allow plain HTTP to a non-loopback registry", ("--insecure",)),
+}
 
 
 def _client(job: Job, registry: str) -> RegistryClient:
-    from .client import RegistryClient  # HTTP stack loaded only by the jobs that talk to a registry
-
-    user, password = job.getenv("username"), job.getenv("password")
-    credentials = Credentials(user, password or "") if user else None
-    return RegistryClient(registry, credentials, insecure=job.getenv_bool("insecure"))
+    user = job.options["username"]
+    credentials = Credentials(user, job.options["password"] or "") if user else None
+    return job.engine.registry.client(registry, credentials, insecure=job.options["insecure"])
 
 
 def _platform(job: Job) -> tuple[str, str]:
     default = "linux/" + {"x86_64": "amd64", "aarch64": "arm64"}.get(platform.machine(), platform.machine())
-    text = job.getenv("platform") or default
+    text = job.options["platform"] or default
     os_name, _, arch = text.partition("/")
     if not os_name or not arch:
         raise UsageError(f"platform must be OS/ARCH (like linux/amd64), got {text!r}")
     return os_name, arch
 
 
-def _remember(job: Job, digest: str, ref: reference.Reference) -> None:
-    with job.engine.db.transaction() as c:
-        c.execute("INSERT OR IGNORE INTO blob_sources(digest, registry, repository) VALUES (?, ?, ?)",
-                  (digest, ref.registry, ref.repository))
-
-
 # -- pull ----------------------------------------------------------------------------------
 
 
+@jobs.job("pull", args="NAME[:TAG|@DIGEST]", help="download an image from a registry", options={
+    **AUTH, "platform": Option(str, "OS/ARCH of the image to pull (default: this machine's)", ("--platform",))})
 def pull(job: Job) -> int:
     """`pull NAME[:TAG|@DIGEST]`: prints progress lines, then the digest and the image id."""
-    if len(job.args) != 1:
-        raise UsageError("usage: pull NAME[:TAG|@DIGEST]")
     ref = reference.parse(job.args[0])
     client = _client(job, ref.registry)
     manifest = client.get_manifest(ref.repository, ref.ref, _platform(job))
@@ -100,7 +85,7 @@ def pull(job: Job) -> int:
             source = LayerSource(name=f"{ref.repository}@{digest[:19]}", open=_blob_opener(client, ref, digest),
                                  digest=digest, size=desc.get("size"))
             layer, created = graph.ensure_layer(lease, parent, diff_id, source)
-            _remember(job, digest, ref)
+            job.engine.registry.remember(digest, ref)
             job.write(f"{digest[7:19]}: {'Pull complete' if created else 'Already exists'}\n")
             job.report(action="layer", item=digest, created=created)
             layers.append(layer)
@@ -155,10 +140,9 @@ def _blob_opener(client: RegistryClient, ref: reference.Reference, digest: str):
 # -- push ----------------------------------------------------------------------------------
 
 
+@jobs.job("push", args="NAME[:TAG]", options=AUTH, help="upload an image to the registry its name starts with")
 def push(job: Job) -> int:
     """`push NAME[:TAG]`: the local image of that name to the registry its name starts with."""
-    if len(job.args) != 1:
-        raise UsageError("usage: push NAME[:TAG]")
     ref = reference.parse(job.args[0])
     if ref.digest:
         raise UsageError("push takes a tag, not a digest")
@@ -169,10 +153,10 @@ def push(job: Job) -> int:
     descriptors = []
     for layer in image.layers:
         size = graph.layer_tar_size(layer)
-        mount_from = _mount_source(job, layer.diff_id, ref)
+        mount_from = job.engine.registry.mount_source(layer.diff_id, ref)
         with graph.open_layer_tar(layer) as stream:
             outcome = client.upload_blob(ref.repository, layer.diff_id, stream, size, mount_from=mount_from)
-        _remember(job, layer.diff_id, ref)
+        job.engine.registry.remember(layer.diff_id, ref)
         job.write(f"{layer.diff_id[7:19]}: {_PUSHED[outcome]}\n")
         descriptors.append({"mediaType": MEDIA_OCI_LAYER, "digest": layer.diff_id, "size": size})
     config_digest = "sha256:" + hashlib.sha256(image.config_bytes).hexdigest()
@@ -192,28 +176,21 @@ def push(job: Job) -> int:
 _PUSHED = {"exists": "Layer already exists", "mounted": "Mounted from another repository", "uploaded": "Pushed"}
 
 
-def _mount_source(job: Job, digest: str, ref: reference.Reference) -> str | None:
-    rows = job.engine.db.query(
-        "SELECT repository FROM blob_sources WHERE digest = ? AND registry = ? AND repository != ? LIMIT 1",
-        (digest, ref.registry, ref.repository))
-    return rows[0][0] if rows else None
-
-
 # -- search --------------------------------------------------------------------------------
 
 
+@jobs.job("search", args="REGISTRY/TERM", help="repositories of a registry whose names contain TERM", options={
+    **AUTH, "limit": Option(int, "at most this many results", ("--limit",), 25),
+    "json": Option(bool, "JSON output", ("--json",))})
 def search(job: Job) -> int:
-    """`search [REGISTRY/]TERM`: repositories of the registry's catalog that contain TERM."""
-    if len(job.args) != 1:
-        raise UsageError("usage: search [REGISTRY/]TERM")
+    """`search REGISTRY/TERM`: repositories of the registry's catalog that contain TERM."""
     text = job.args[0]
     first, sep, rest = text.partition("/")
     if not sep or not ("." in first or ":" in first or first == "localhost"):
         raise UsageError("search needs the registry: REGISTRY/TERM (a v2 registry has no global index)")
     client = _client(job, first)
-    limit = int(job.getenv("limit") or 25)
-    found = client.search(rest, limit)
-    if job.getenv_bool("json"):
+    found = client.search(rest, job.options["limit"])
+    if job.options["json"]:
         job.write_json([{"name": f"{first}/{name}", "description": "", "star_count": 0, "is_official": False,
                          "is_automated": False} for name in found])
     else:

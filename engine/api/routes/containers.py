@@ -22,7 +22,6 @@ from .images import unix_time
 POLL = 0.005  # seconds between looks at a container that has not started yet
 ATTACH_DRAIN_TIMEOUT = 30.0  # how long wait lets attach streams finish copying output
 RAW_STREAM = "application/vnd.docker.raw-stream"
-KIND = {"C": 0, "A": 1, "D": 2}
 
 
 def _network(host_config: dict[str, Any]) -> str:
@@ -68,6 +67,10 @@ def add_routes(router: Router, engine: Engine) -> None:
     def container(req: Request) -> Container:
         return store.get(req.params["id"])
 
+    def inspected(req: Request) -> dict[str, Any]:
+        """The container's inspect JSON, through the job (a missing container is a 404)."""
+        return jobio.run(engine, "container_inspect", req.params["id"]).json()[0]
+
     @router.route("POST", "/containers/create")
     def create(req: Request) -> Reply:
         body = req.json()
@@ -80,24 +83,24 @@ def add_routes(router: Router, engine: Engine) -> None:
         if body.get("Entrypoint"):
             cmd = list(body["Entrypoint"]) + list(cmd)
         host_config = body.get("HostConfig") or {}
-        env = {
+        options = {
             "name": req.arg("name") or "",
-            "env": json.dumps([str(e) for e in env_list]),
+            "env": [str(e) for e in env_list],
             "workdir": body.get("WorkingDir") or "",
             "user": body.get("User") or "",
             "hostname": body.get("Hostname") or "",
             "network": _network(host_config),
-            "rm": "1" if host_config.get("AutoRemove") else "",
+            "rm": bool(host_config.get("AutoRemove")),
         }
-        job = jobio.run(engine, "create", body["Image"], *[str(a) for a in cmd], env=env)
+        job = jobio.run(engine, "create", body["Image"], *[str(a) for a in cmd], options=options)
         return Reply(201, {"Id": job.stdout.getvalue().decode().strip(), "Warnings": []})
 
     @router.route("POST", "/containers/{id}/start")
     def start(req: Request) -> Reply:
-        c = store.refresh(container(req))
-        if c.state.running:
+        c = inspected(req)
+        if c["State"]["Running"]:
             return Reply(304, None)
-        jobio.run(engine, "start", c.id)
+        jobio.run(engine, "start", c["Id"])
         return Reply(204, None)
 
     @router.route("POST", "/containers/{id}/wait")
@@ -180,25 +183,22 @@ def add_routes(router: Router, engine: Engine) -> None:
         if not req.flag("stdout") and not req.flag("stderr"):
             raise ApiError(400, "you must choose at least one stream (stdout or stderr)")
         drop = lambda _b: b""  # noqa: E731 -- a stream the client did not ask for
-        chunks = jobio.stream(engine, "logs", c.id, env={"follow": "1" if req.flag("follow") else ""},
+        chunks = jobio.stream(engine, "logs", c.id, options={"follow": req.flag("follow")},
                               out=mux.stdout_frame if req.flag("stdout") else drop,
                               err=mux.stderr_frame if req.flag("stderr") else drop)
         return Reply(200, stream=chunks, content_type=RAW_STREAM)
 
     @router.route("GET", "/containers/json")
     def list_(req: Request) -> Reply:
-        out = []
-        for c in store.list(include_stopped=req.flag("all")):
-            out.append({"Id": c.id, "Names": ["/" + c.name], "Image": c.image_ref, "ImageID": c.image,
-                        "Command": " ".join(c.args), "Created": unix_time(c.created), "State": c.state.status,
-                        "Status": _status(c), "Ports": [], "Labels": {}, "SizeRw": 0, "SizeRootFs": 0,
-                        "HostConfig": {"NetworkMode": c.network}, "NetworkSettings": {"Networks": {}},
-                        "Mounts": []})
-        return Reply(200, out)
+        listed = jobio.run(engine, "ps", options={"all": req.flag("all"), "json": True}).json()
+        return Reply(200, [{**{k: c[k] for k in ("Id", "Names", "Image", "ImageID", "Command", "State", "Status",
+                                                  "HostConfig")},
+                            "Created": unix_time(c["Created"]), "Ports": [], "Labels": {}, "SizeRw": 0,
+                            "SizeRootFs": 0, "NetworkSettings": {"Networks": {}}, "Mounts": []} for c in listed])
 
     @router.route("GET", "/containers/{id}/json")
     def inspect(req: Request) -> Reply:
-        data = store.inspect(container(req))
+        data = inspected(req)
         data.setdefault("Config", {}).update({"Tty": False, "OpenStdin": False, "AttachStdout": True,
                                               "AttachStderr": True, "Labels": {}})
         data.setdefault("HostConfig", {})["LogConfig"] = {"Type": "json-file", "Config": {}}
@@ -206,44 +206,41 @@ def add_routes(router: Router, engine: Engine) -> None:
 
     @router.route("POST", "/containers/{id}/stop")
     def stop(req: Request) -> Reply:
-        c = store.refresh(container(req))
-        if not c.state.running:
+        c = inspected(req)
+        if not c["State"]["Running"]:
             return Reply(304, None)
-        timeout = req.int_arg("t", 10)
-        jobio.run(engine, "stop", c.id, env={"time": str(timeout)})
+        jobio.run(engine, "stop", c["Id"], options={"time": req.int_arg("t", 10)})
         return Reply(204, None)
 
     @router.route("POST", "/containers/{id}/kill")
     def kill(req: Request) -> Reply:
-        c = container(req)
-        jobio.run(engine, "kill", c.id, env={"signal": req.arg("signal") or "KILL"})
+        jobio.run(engine, "kill", inspected(req)["Id"], options={"signal": req.arg("signal") or "KILL"})
         return Reply(204, None)
 
     @router.route("DELETE", "/containers/{id}")
     def delete(req: Request) -> Reply:
-        c = container(req)
-        jobio.run(engine, "rm", c.id, env={"force": "1" if req.flag("force") else ""})
+        jobio.run(engine, "rm", inspected(req)["Id"], options={"force": req.flag("force")})
         return Reply(204, None)
 
     @router.route("GET", "/containers/{id}/changes")
     def changes(req: Request) -> Reply:
-        return Reply(200, [{"Path": ch.path, "Kind": KIND[ch.kind]} for ch in store.changes(container(req))])
+        return Reply(200, jobio.run(engine, "diff", req.params["id"], options={"json": True}).json())
 
     @router.route("POST", "/commit")
     def commit(req: Request) -> Reply:
         ref = req.arg("container")
         if not ref:
             raise ApiError(400, "container is required")
-        c = store.get(ref)
         repo, tag = req.arg("repo"), req.arg("tag")
-        args = [c.id] + ([f"{repo}:{tag}" if tag else repo] if repo else [])
-        env = {"message": req.arg("comment") or "", "author": req.arg("author") or ""}
-        job = jobio.run(engine, "commit", *args, env=env)
+        args = [ref] + ([f"{repo}:{tag}" if tag else repo] if repo else [])
+        options = {"message": req.arg("comment") or "", "author": req.arg("author") or ""}
+        job = jobio.run(engine, "commit", *args, options=options)
         return Reply(201, {"Id": job.stdout.getvalue().decode().strip()})
 
     @router.route("GET", "/containers/{id}/export")
     def export(req: Request) -> Reply:
-        return Reply(200, stream=jobio.stream(engine, "export", container(req).id), content_type="application/x-tar")
+        container_id = inspected(req)["Id"]  # a missing container is a 404 before the tar starts
+        return Reply(200, stream=jobio.stream(engine, "export", container_id), content_type="application/x-tar")
 
 
 def _open(path: str) -> IO[bytes]:
@@ -254,12 +251,3 @@ def _pump(src: IO[bytes], sock: socket.socket, stream: int, wanted: bool) -> Non
     while chunk := src.read(1 << 20):
         if wanted:
             sock.sendall(mux.frame(stream, chunk))
-
-
-def _status(c: Container) -> str:
-    s = c.state
-    if s.running:
-        return "Up"
-    if s.status == "exited":
-        return f"Exited ({s.exit_code})"
-    return "Created"

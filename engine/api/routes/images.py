@@ -9,7 +9,6 @@ import json
 
 from ...engine import Engine
 from ...errors import NoSuchImage
-from ...images import view as imageview
 from .. import jobio
 from ..http import ApiError, Reply, Request, Router, json_lines
 
@@ -24,8 +23,8 @@ def unix_time(text: str) -> int:
         return 0
 
 
-def registry_env(req: Request) -> dict[str, str]:
-    """Credentials from X-Registry-Auth (base64url JSON, as the docker CLI sends them)."""
+def registry_auth(req: Request) -> dict[str, str]:
+    """The username and password options from X-Registry-Auth (base64url JSON, as the docker CLI sends them)."""
     header = req.headers.get("X-Registry-Auth")
     if not header:
         return {}
@@ -36,11 +35,9 @@ def registry_env(req: Request) -> dict[str, str]:
         raise ApiError(400, "X-Registry-Auth is not base64-encoded JSON") from None
     if not isinstance(auth, dict):
         raise ApiError(400, "X-Registry-Auth must hold a JSON object")
-    env = {}
-    if auth.get("username"):
-        env["username"] = str(auth["username"])
-        env["password"] = str(auth.get("password") or "")
-    return env
+    if not auth.get("username"):
+        return {}
+    return {"username": str(auth["username"]), "password": str(auth.get("password") or "")}
 
 
 def _status_message(line: str) -> bytes:
@@ -62,31 +59,29 @@ def _error_message(message: str) -> bytes:
 
 
 def add_routes(router: Router, engine: Engine) -> None:
-    graph = engine.graph
+    def check_images(*names: str) -> None:
+        """A missing image is a 404 before a streamed reply (an archive, a push) starts."""
+        jobio.run(engine, "inspect", *names)
 
     @router.route("GET", "/images/json")
     def images(req: Request) -> Reply:
-        out = []
-        containers = engine.containers.list(include_stopped=True)
-        for image in graph.images():
-            if not req.flag("all") and not image.tags and graph.db.children_of(image.id):
-                continue  # intermediate images, hidden as docker images hides them
-            out.append({"Id": image.id, "ParentId": image.parent or "", "RepoTags": image.tags or ["<none>:<none>"],
-                        "RepoDigests": [], "Created": unix_time(image.config.get("created", "")),
-                        "Size": image.size, "SharedSize": -1, "VirtualSize": image.size, "Labels": {},
-                        "Containers": sum(1 for c in containers if c.image == image.id)})
-        return Reply(200, out)
+        listed = jobio.run(engine, "images", options={"json": True, "all": req.flag("all")}).json()
+        return Reply(200, [{"Id": i["Id"], "ParentId": i["ParentId"], "RepoTags": i["RepoTags"] or ["<none>:<none>"],
+                            "RepoDigests": [], "Created": unix_time(i["Created"]), "Size": i["Size"],
+                            "SharedSize": -1, "VirtualSize": i["Size"], "Labels": {},
+                            "Containers": i["Containers"]} for i in listed])
 
     @router.route("GET", "/images/{name:path}/json")
     def inspect(req: Request) -> Reply:
-        return Reply(200, imageview.inspect(graph, graph.get_image(req.params["name"])))
+        return Reply(200, jobio.run(engine, "inspect", req.params["name"]).json()[0])
 
     @router.route("GET", "/images/{name:path}/history")
     def history(req: Request) -> Reply:
-        image = graph.get_image(req.params["name"])
-        rows = imageview.history_rows(graph, image)
+        name = req.params["name"]
+        rows = jobio.run(engine, "history", name, options={"json": True}).json()
+        tags = jobio.run(engine, "inspect", name).json()[0]["RepoTags"]
         return Reply(200, [{"Id": row.get("Id", "<missing>"), "Created": unix_time(row["Created"]),
-                            "CreatedBy": row["CreatedBy"], "Tags": image.tags if "Id" in row else None,
+                            "CreatedBy": row["CreatedBy"], "Tags": tags if "Id" in row else None,
                             "Size": row["Size"], "Comment": row["Comment"]} for row in rows])
 
     @router.route("POST", "/images/load")
@@ -105,8 +100,7 @@ def add_routes(router: Router, engine: Engine) -> None:
     def _save(names: list[str]) -> Reply:
         if not names:
             raise ApiError(400, "no image names given (query parameter names)")
-        for name in names:
-            graph.get_image(name)  # a missing image is a 404 before the archive starts
+        check_images(*names)
         return Reply(200, stream=jobio.stream(engine, "save", *names), content_type="application/x-tar")
 
     @router.route("POST", "/images/create")
@@ -120,10 +114,8 @@ def add_routes(router: Router, engine: Engine) -> None:
         ref = source
         if tag:
             ref = f"{source}@{tag}" if tag.startswith("sha256:") else f"{source}:{tag}"
-        env = registry_env(req)
-        if req.arg("platform"):
-            env["platform"] = req.arg("platform") or ""
-        return Reply(200, stream=jobio.stream(engine, "pull", ref, env=env, line=_status_message,
+        options = {**registry_auth(req), "platform": req.arg("platform") or ""}
+        return Reply(200, stream=jobio.stream(engine, "pull", ref, options=options, line=_status_message,
                                               on_error=_error_message))
 
     def _import(req: Request) -> Reply:
@@ -140,8 +132,8 @@ def add_routes(router: Router, engine: Engine) -> None:
         name = req.params["name"]
         tag = req.arg("tag")
         ref = f"{name}:{tag}" if tag else name
-        graph.get_image(ref)
-        return Reply(200, stream=jobio.stream(engine, "push", ref, env=registry_env(req), line=_status_message,
+        check_images(ref)
+        return Reply(200, stream=jobio.stream(engine, "push", ref, options=registry_auth(req), line=_status_message,
                                               on_error=_error_message))
 
     @router.route("GET", "/images/search")
@@ -149,11 +141,8 @@ def add_routes(router: Router, engine: Engine) -> None:
         term = req.arg("term")
         if not term:
             raise ApiError(400, "term is required")
-        env = {"json": "1", **registry_env(req)}
-        limit = req.int_arg("limit")
-        if limit:
-            env["limit"] = str(limit)
-        return Reply(200, jobio.run(engine, "search", term, env=env).json())
+        options = {"json": True, "limit": req.int_arg("limit") or "", **registry_auth(req)}
+        return Reply(200, jobio.run(engine, "search", term, options=options).json())
 
     @router.route("POST", "/images/{name:path}/tag")
     def tag(req: Request) -> Reply:
@@ -167,7 +156,7 @@ def add_routes(router: Router, engine: Engine) -> None:
     @router.route("DELETE", "/images/{name:path}")
     def delete(req: Request) -> Reply:
         name = req.params["name"]
-        job = jobio.run(engine, "rmi", name, env={"force": "1" if req.flag("force") else ""})
+        job = jobio.run(engine, "rmi", name, options={"force": req.flag("force")})
         items = []
         for line in job.stdout.getvalue().decode().splitlines():
             kind, _, value = line.partition(": ")

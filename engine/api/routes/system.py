@@ -1,14 +1,12 @@
-"""/_ping, /version, /info, /system/df."""
+"""/_ping, /version, /info, /system/df (the last two run the info and df jobs)."""
 
 from __future__ import annotations
 
-import hashlib
-import os
 import platform
 
 from ... import __version__
 from ...engine import Engine
-from ...system import host
+from .. import jobio
 from ..http import Reply, Request, Router
 
 API_VERSION = "1.41"
@@ -40,53 +38,8 @@ def add_routes(router: Router, engine: Engine) -> None:
 
     @router.route("GET", "/info")
     def info(req: Request) -> Reply:
-        store = engine.containers
-        containers = store.list(include_stopped=True)
-        running = sum(1 for c in containers if c.state.running)
-        execdriver = store.execdriver
-        return Reply(200, {
-            "ID": hashlib.sha256(engine.root.encode()).hexdigest()[:32],
-            "Containers": len(containers),
-            "ContainersRunning": running,
-            "ContainersPaused": 0,
-            "ContainersStopped": len(containers) - running,
-            "Images": len(engine.graph.images()),
-            "Driver": engine.driver.name,
-            "DriverStatus": [list(row) for row in engine.driver.status()],
-            "ExecutionDriver": store.exec_name,
-            "ExecutionDriverStatus": [list(row) for row in execdriver.status()],
-            "DockerRootDir": engine.root,
-            "Plugins": {"Volume": [], "Network": ["none", "host"], "Authorization": None, "Log": ["json-file"]},
-            "MemoryLimit": False, "SwapLimit": False, "KernelMemory": False, "CpuCfsPeriod": False,
-            "CpuCfsQuota": False, "CPUShares": False, "CPUSet": False, "PidsLimit": False, "IPv4Forwarding": False,
-            "BridgeNfIptables": False, "BridgeNfIp6tables": False, "Debug": False,
-            "NFd": len(os.listdir("/proc/self/fd")),
-            "OomKillDisable": False, "NGoroutines": 0, "SystemTime": "", "LoggingDriver": "json-file",
-            "CgroupDriver": "none", "CgroupVersion": "1", "NEventsListener": 0,
-            **host.facts(), "OSVersion": "", "OSType": "linux",
-            "Architecture": platform.machine(), "IndexServerAddress": "", "RegistryConfig": None,
-            "GenericResources": None, "HttpProxy": "",
-            "HttpsProxy": "", "NoProxy": "", "Name": platform.node(), "Labels": [], "ExperimentalBuild": False,
-            "ServerVersion": __version__, "Runtimes": {}, "DefaultRuntime": store.exec_name,
-            "Swarm": {"LocalNodeState": "inactive", "ControlAvailable": False, "NodeID": "", "NodeAddr": "",
-                      "Error": "", "RemoteManagers": None},
-            "LiveRestoreEnabled": False, "Isolation": "", "InitBinary": "", "SecurityOptions": [],
-            "Warnings": [],
-        })
+        return Reply(200, jobio.run(engine, "info", options={"json": True}).json())
 
     @router.route("GET", "/system/df")
     def system_df(req: Request) -> Reply:
-        images = engine.graph.images()
-        layers_size = sum(layer.size for layer in engine.graph.layers())
-        containers = engine.containers.list(include_stopped=True)
-        return Reply(200, {
-            "LayersSize": layers_size,
-            "Images": [{"Id": i.id, "ParentId": i.parent or "", "RepoTags": i.tags, "RepoDigests": [],
-                        "Created": 0, "Size": i.size, "SharedSize": -1, "VirtualSize": i.size, "Labels": {},
-                        "Containers": sum(1 for c in containers if c.image == i.id)} for i in images],
-            "Containers": [{"Id": c.id, "Names": ["/" + c.name], "Image": c.image_ref, "ImageID": c.image,
-                            "Command": " ".join(c.args), "Created": 0, "State": c.state.status, "Status": "",
-                            "SizeRw": 0, "SizeRootFs": 0, "Labels": {}, "Mounts": []} for c in containers],
-            "Volumes": [],
-            "BuildCache": [],
-        })
+        return Reply(200, jobio.run(engine, "df", options={"json": True}).json())

@@ -56,16 +56,15 @@ def test_client_errors(daemon: Daemon) -> None:
 
 def test_run_arguments_parse_as_the_cli_parses_them() -> None:
     """The client's parser and argparse (the engine's CLI) read the same table alike."""
-    import argparse
-
+    from engine.cli import app
     from engine.containers import args as containerargs
 
-    parser = argparse.ArgumentParser()
-    containerargs.add_create_arguments(parser, run=True)
     for argv in (["busybox"], ["--rm", "-d", "busybox", "true"],
                  ["-e", "A=1", "-eB=2", "--env=C=3", "--name=x", "-w", "/t", "--net", "host", "img", "sh", "-c", "-e"],
                  ["-u", "1:2", "--hostname", "h", "--", "img", "--rm"]):
-        assert vars(containerargs.parse_run(argv)) == vars(parser.parse_args(argv)), argv
+        client = vars(containerargs.parse_run(argv))
+        cli = vars(app.parser().parse_args(["run", *argv]))
+        assert client == {key: cli[key] for key in client}, argv
     for bad, message in ((["--bogus", "img"], "unknown option"), (["--rm"], "needs an IMAGE"),
                          (["--net", "bridge", "img"], "must be one of"), (["-e"], "needs a value")):
         with pytest.raises(containerargs.UsageError, match=message):

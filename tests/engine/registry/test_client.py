@@ -9,16 +9,10 @@ import os
 
 import pytest
 
+from engine.errors import DigestMismatch, RegistryError
 from engine.registry import reference
 from engine.registry.client import RegistryClient, _is_loopback
-from engine.registry.protocol import (
-    MEDIA_OCI_INDEX,
-    MEDIA_OCI_MANIFEST,
-    Credentials,
-    DigestMismatch,
-    Manifest,
-    RegistryError,
-)
+from engine.registry.protocol import MEDIA_OCI_INDEX, MEDIA_OCI_MANIFEST, Credentials, Manifest
 from tests.support.registry_server import RegistryServer
 
 
