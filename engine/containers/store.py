@@ -35,7 +35,7 @@ from ..errors import Conflict, EngineError, NoSuchContainer, UsageError
 from ..execdrivers import ExecDriver, ExitStatus, Handle, MonitorInfo, ProcessSpec
 from ..images.graph import LayerSource, NewImage
 from ..images.graphdb import NAMES
-from ..images.reference import normalize_tag
+from ..reference import normalize_tag
 from .record import CREATED, EXITED, RUNNING, Container, iso, now_iso
 
 if TYPE_CHECKING:

@@ -38,9 +38,9 @@ from graphdrivers import Driver
 from graphdrivers.errors import LayerNotFound, UnsafeArchive
 
 from ..errors import Conflict, EngineError, ImageInUse, InvalidArchive, InvalidReference, NoSuchImage
+from ..reference import image_hex, normalize_tag
 from . import layerstream
 from .graphdb import TAGS, GraphDB
-from .reference import image_hex, normalize_tag
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS images (

@@ -14,11 +14,11 @@ from typing import TYPE_CHECKING
 
 from ..errors import EngineError, InvalidArchive, InvalidReference, NoSuchImage, UsageError
 from ..job import Job
+from ..reference import image_hex, normalize_tag
 from ..system import host
 from . import view as imageview
 from .graph import Graph, Image, NewImage, diff_id_of_file
 from .load import ImagePlan, open_bundle, plan
-from .reference import image_hex, normalize_tag
 from .save import OutImage, OutLayer, write_docker_archive
 
 if TYPE_CHECKING:

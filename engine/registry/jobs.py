@@ -19,11 +19,10 @@ import platform
 from collections.abc import Iterator
 from typing import IO, TYPE_CHECKING
 
+from .. import reference
 from ..errors import InvalidArchive, UsageError
 from ..images.graph import Graph, LayerSource, NewImage
-from ..images.reference import normalize_tag
 from ..job import Job
-from . import reference
 from .protocol import MEDIA_OCI_MANIFEST, Credentials, Manifest
 
 if TYPE_CHECKING:
@@ -91,7 +90,7 @@ def pull(job: Job) -> int:
     if len(diff_ids) != len(layer_descs):
         raise InvalidArchive(f"{ref}: the manifest lists {len(layer_descs)} layers, the config {len(diff_ids)}")
     graph: Graph = job.engine.graph
-    tags = [_local_tag(ref)] if ref.tag else []
+    tags = [ref.local_tag] if ref.tag else []
     with graph.lease() as lease:
         parent = None
         layers = []
@@ -110,10 +109,6 @@ def pull(job: Job) -> int:
     job.write(f"Status: Downloaded image for {ref}\n")
     job.write(f"{image_id}\n")
     return 0
-
-
-def _local_tag(ref: reference.Reference) -> str:
-    return normalize_tag(ref.familiar)
 
 
 def _fetch_config(client: RegistryClient, ref: reference.Reference, desc: dict) -> bytes:
@@ -163,7 +158,7 @@ def push(job: Job) -> int:
     if ref.digest:
         raise UsageError("push takes a tag, not a digest")
     graph: Graph = job.engine.graph
-    image = graph.get_image(_local_tag(ref))
+    image = graph.get_image(ref.local_tag)
     client = _client(job, ref.registry)
     job.write(f"The push refers to repository [{ref.registry}/{ref.repository}]\n")
     descriptors = []
@@ -206,9 +201,8 @@ def search(job: Job) -> int:
     """`search [REGISTRY/]TERM`: repositories of the registry's catalog that contain TERM."""
     if len(job.args) != 1:
         raise UsageError("usage: search [REGISTRY/]TERM")
-    text = job.args[0]
-    first, sep, rest = text.partition("/")
-    if not sep or not ("." in first or ":" in first or first == "localhost"):
+    first, rest = reference.split_domain(job.args[0])
+    if first is None:
         raise UsageError("search needs the registry: REGISTRY/TERM (a v2 registry has no global index)")
     client = _client(job, first)
     limit = int(job.getenv("limit") or 25)

@@ -9,7 +9,7 @@ import os
 
 import pytest
 
-from engine.registry import reference
+from engine import reference
 from engine.registry.client import RegistryClient, _is_loopback
 from engine.registry.protocol import (
     MEDIA_OCI_INDEX,
@@ -61,7 +61,7 @@ def test_reference_parsing() -> None:
     assert reference.parse("localhost/x").registry == "localhost"
     pinned = reference.parse("localhost:5000/x@sha256:" + "a" * 64)
     assert pinned.ref == "sha256:" + "a" * 64 and pinned.tag is None
-    for bad in ("UPPER/case", "x:bad tag", "x@sha256:short", "a//b"):
+    for bad in ("team/UPPER", "x:bad tag", "x@sha256:short", "a//b"):
         with pytest.raises(reference.InvalidReference):
             reference.parse(bad)
 
