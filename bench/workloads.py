@@ -86,10 +86,12 @@ def busybox_layer(directory: str, name: str = "busybox") -> Layer:
     if not os.path.exists(testimages.BUSYBOX):
         raise WorkloadError(f"{testimages.BUSYBOX} is missing: install the busybox-static package (make deps does)")
     built = testimages.busybox(os.path.join(directory, name))
-    return _layer_from_tar(built.layer_files[0])
+    return layer_from_tar(built.layer_files[0])
 
 
-def _layer_from_tar(path: str) -> Layer:
+def layer_from_tar(path: str) -> Layer:
+    """A workload layer of an existing tar: its regular files (whiteouts are markers, not
+    files) and bytes of file data, as the rows report them."""
     files = size = 0
     digest = hashlib.sha256()
     with open(path, "rb") as f:
