@@ -2,7 +2,7 @@
 
 A workload is an ordered list of layer tars (bottom first) written once per run into a
 scratch directory and applied again on every repetition. Generators take a seed and the
-`quick` flag; the same arguments always give byte-identical tars (see tarbuild), so runs
+`quick` flag; the same arguments always give byte-identical tars (see graphdrivers.archive.build), so runs
 on different machines measure the same bytes. The `mixed` stack is documented in the
 README ("Benchmarks" section); keep both in step.
 """
@@ -18,8 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from engine.images import testimages
-
-from .tarbuild import LayerBuilder
+from graphdrivers.archive.build import LayerBuilder
 
 SEED = 20240611
 WORKLOADS = ("busybox", "small-files", "big-file", "deep", "mixed")
