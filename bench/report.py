@@ -21,18 +21,6 @@ from . import results
 from .table import summary
 
 
-def label_runs(df: pd.DataFrame) -> pd.DataFrame:
-    """Name each series `driver/backend` when the backend is not the driver itself (so FUSE
-    aufs is never shown as kernel aufs), and tell apart the same driver from different runs."""
-    df = df.copy()
-    backend = df["backend"].fillna("").str.split().str[0].fillna("")
-    df["driver"] = df["driver"].where((backend == df["driver"]) | (backend == ""), df["driver"] + "/" + backend)
-    per_driver = df.groupby("driver")["run_id"].nunique()
-    if (per_driver > 1).any():
-        df["driver"] = df["driver"] + " @" + df["run_id"]
-    return df
-
-
 def _bars(ax: plt.Axes, stats: pd.DataFrame, xkey: str, title: str) -> None:
     xs = list(dict.fromkeys(stats[xkey]))
     drivers = list(dict.fromkeys(stats["driver"]))
@@ -168,7 +156,7 @@ td,th{{border:1px solid #ccc;padding:2px 6px}} .warn{{color:#a60}}</style></head
 
 def report(dirs: list[str], out: str) -> int:
     try:
-        df = label_runs(results.load(dirs))
+        df = results.label_runs(results.load(dirs))
     except results.ResultsError as exc:
         print(f"bench report: {exc}")
         return 2

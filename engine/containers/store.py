@@ -36,7 +36,7 @@ from ..errors import Conflict, ContainerStartError, EngineError, NoSuchContainer
 from ..execdrivers import ExecDriver, ExitStatus, Handle, MonitorInfo, ProcessSpec
 from ..images.graph import Graph, LayerSource, NewImage
 from ..images.graphdb import NAMES, GraphDB
-from ..images.reference import normalize_tag
+from ..reference import normalize_tag
 from .record import CREATED, EXITED, RUNNING, Container, iso, now_iso
 
 log = logging.getLogger(__name__)

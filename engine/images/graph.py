@@ -40,9 +40,9 @@ from graphdrivers.errors import LayerNotFound, UnsafeArchive
 from graphdrivers.locks import KeyedLocks
 
 from ..errors import Conflict, EngineError, ImageInUse, InvalidArchive, InvalidReference, NoSuchImage
+from ..reference import image_hex, normalize_tag
 from . import layerstream
 from .graphdb import TAGS, GraphDB
-from .reference import image_hex, normalize_tag
 
 log = logging.getLogger(__name__)
 

@@ -14,10 +14,10 @@ from collections.abc import Iterator
 from ..errors import EngineError, InvalidArchive, InvalidReference, NoSuchImage
 from ..job import Job
 from ..jobspec import JSON, JobTable, Option
+from ..reference import image_hex, normalize_tag
 from . import view as imageview
 from .graph import Graph, Image, NewImage, diff_id_of_file
 from .load import ImagePlan, open_bundle, plan
-from .reference import image_hex, normalize_tag
 from .save import OutImage, OutLayer, write_docker_archive
 
 jobs = JobTable()

@@ -22,16 +22,14 @@ from typing import IO
 
 import zstandard
 
-from ..errors import InvalidArchive
+from graphdrivers.archive.export import read_exactly
+from graphdrivers.archive.resolve import open_in_root
+from graphdrivers.archive.tarread import BLOCK, REG, Extension, HeaderDecoder, padded
+from graphdrivers.errors import UnsafeArchive
 
-BLOCK = 512
 CHUNK = 1 << 20
 _GZIP_MAGIC = b"\x1f\x8b"
 _ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
-# tarfile's rule: these types carry no data whatever their size field says.
-_NO_DATA_TYPES = set(b"123456")
-_META_TYPES = set(b"xgLK")
-_REG_TYPES = set(b"07\x00")
 
 
 class HashingReader(io.RawIOBase):
@@ -137,47 +135,31 @@ _RAW = b"R"
 _FILE = b"F"
 
 
-def _tar_number(field: bytes) -> int:
-    if field and field[0] & 0x80:  # GNU base-256
-        value = field[0] & 0x3F
-        for b in field[1:]:
-            value = (value << 8) | b
-        return -value if field[0] & 0x40 else value
-    text = field.split(b"\x00", 1)[0].strip()
-    return int(text, 8) if text else 0
-
-
-def _pax_records(data: bytes) -> dict[bytes, bytes]:
-    records: dict[bytes, bytes] = {}
-    pos = 0
-    while pos < len(data) and data[pos] != 0:
-        space = data.index(b" ", pos)
-        length = int(data[pos:space])
-        key, _, value = data[space + 1 : pos + length - 1].partition(b"=")
-        records[key] = value
-        pos += length
-    return records
-
-
 class TarSplitter:
     """Fed the bytes of a tar stream in order; writes the tar-split record stream.
 
     Records: R <u32 len> <raw bytes> (headers, metadata payloads, padding, trailer) and
     F <u16 name len> <name> <u64 size> (file data to read back from the layer).
+
+    Headers are read by graphdrivers' tar reader (`HeaderDecoder`), the same one that
+    applies the layer, so both agree where each file's data is. The splitter only
+    observes: from a header it cannot accept on (the end-of-archive block, or anything the
+    reader refuses, which fails the apply with the reader's own error), the rest of the
+    stream is kept verbatim, so reassembly is byte-exact whatever the stream holds.
     """
 
     def __init__(self, out: IO[bytes]) -> None:
         self.out = out
+        self._decoder = HeaderDecoder()
         self._buf = bytearray()
         self._need = BLOCK  # bytes wanted before the next step
         self._state = "header"
         self._raw = bytearray()
         self._file_left = 0
         self._pad = 0
-        self._meta_type = 0
-        self._pax: dict[bytes, bytes] = {}
-        self._longname: bytes | None = None
+        self._extension: Extension | None = None
         self.total = 0
+        self._offset = 0  # stream position of the next step (for the reader's messages)
 
     def feed(self, data: bytes) -> None:
         self.total += len(data)
@@ -186,11 +168,10 @@ class TarSplitter:
             if self._state == "filedata":
                 n = min(self._file_left, len(view))
                 self._file_left -= n
+                self._offset += n
                 view = view[n:]
                 if self._file_left == 0:
-                    self._state, self._need = "raw", self._pad
-                    if self._need == 0:
-                        self._state, self._need = "header", BLOCK
+                    self._expect("raw", self._pad)
                 continue
             if self._state == "rest":
                 self._raw += view
@@ -203,63 +184,40 @@ class TarSplitter:
                 self._buf.clear()
                 self._step(chunk)
 
+    def _expect(self, state: str, need: int) -> None:
+        """Wait for `need` bytes in `state`; nothing to wait for means the next header."""
+        self._state, self._need = (state, need) if need else ("header", BLOCK)
+
     def _step(self, chunk: bytes) -> None:
         self._raw += chunk
-        if self._state == "raw":
-            self._state, self._need = "header", BLOCK
-        elif self._state == "meta":
-            self._take_meta(chunk)
-            self._state, self._need = "header", BLOCK
-        else:
-            self._take_header(chunk)
-
-    def _take_header(self, block: bytes) -> None:
-        if block == bytes(BLOCK):
-            return  # end-of-archive blocks; anything after them is raw too
+        start, self._offset = self._offset, self._offset + len(chunk)
         try:
-            size = _tar_number(block[124:136])
-        except ValueError:
-            self._state = "rest"  # not a tar header we understand: keep the rest verbatim
-            return
-        kind = block[156]
-        if b"size" in self._pax and kind not in _META_TYPES:
-            size = int(self._pax[b"size"])
-        padded = -(-size // BLOCK) * BLOCK
-        if kind in _META_TYPES:
-            self._meta_type = kind
-            self._state, self._need = ("meta", padded) if padded else ("header", BLOCK)
-            return
-        name = self._entry_name(block)
-        # PAX sparse files store a map before the data: the payload is not the file's bytes
-        sparse = any(key.startswith(b"GNU.sparse") for key in self._pax)
-        self._pax, self._longname = {}, None
-        if kind in _NO_DATA_TYPES or size == 0:
-            return
-        if kind not in _REG_TYPES or sparse:  # unknown or sparse: keep the payload verbatim
-            self._state, self._need = "raw", padded
-            return
-        self._flush_raw()
-        encoded = name.encode("utf-8", "surrogateescape") if isinstance(name, str) else name
-        self.out.write(_FILE + struct.pack(">H", len(encoded)) + encoded + struct.pack(">Q", size))
-        self._state, self._file_left, self._pad = "filedata", size, padded - size
+            if self._state == "raw":
+                self._expect("header", BLOCK)
+            elif self._state == "meta":
+                assert self._extension is not None
+                self._decoder.extend(self._extension, chunk[: self._extension.size])
+                self._expect("header", BLOCK)
+            else:
+                self._take_header(chunk, start)
+        except UnsafeArchive:
+            self._state = "rest"  # the applying reader refuses this too and says why
 
-    def _take_meta(self, payload: bytes) -> None:
-        if self._meta_type == ord("x"):
-            self._pax = _pax_records(payload)
-        elif self._meta_type == ord("L"):
-            self._longname = payload.split(b"\x00", 1)[0]
-
-    def _entry_name(self, block: bytes) -> bytes:
-        if b"path" in self._pax:
-            return self._pax[b"path"]
-        if self._longname is not None:
-            return self._longname
-        name = block[0:100].split(b"\x00", 1)[0]
-        if block[257:265] == b"ustar\x0000":
-            prefix = block[345:500].split(b"\x00", 1)[0]
-            if prefix:
-                name = prefix + b"/" + name
-        return name
+    def _take_header(self, block: bytes, start: int) -> None:
+        item = self._decoder.header(block, start)
+        if item is None:
+            self._state = "rest"  # end of archive: the trailer and any padding stay verbatim
+        elif isinstance(item, Extension):
+            self._extension = item
+            if item.size:
+                self._expect("meta", padded(item.size))
+            else:
+                self._decoder.extend(item, b"")
+        elif item.type == REG and item.size:
+            self._flush_raw()
+            name = item.name.encode("utf-8", "surrogateescape")
+            self.out.write(_FILE + struct.pack(">H", len(name)) + name + struct.pack(">Q", item.size))
+            self._state, self._file_left, self._pad = "filedata", item.size, padded(item.size) - item.size
 
     def _flush_raw(self) -> None:
         if self._raw:
@@ -287,26 +245,6 @@ def write_tarsplit(path: str) -> tuple[IO[bytes], Callable[[], None]]:
     return fh, commit
 
 
-def _safe_open(root: str, name: bytes) -> int:
-    """Open `name` under `root` without following any symlink (the layer is not trusted)."""
-    parts = [p for p in os.fsdecode(name).split("/") if p not in ("", ".")]
-    if not parts or ".." in parts:
-        raise InvalidArchive(f"tar-split names an unsafe path {name!r}")
-    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        for part in parts[:-1]:
-            nxt = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd)
-            os.close(fd)
-            fd = nxt
-        leaf = os.open(parts[-1], os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd)
-    finally:
-        os.close(fd)
-    if not stat.S_ISREG(os.fstat(leaf).st_mode):
-        os.close(leaf)
-        raise OSError(f"{name!r} is not a regular file")
-    return leaf
-
-
 def reassemble(tarsplit_path: str, layer_dir: str) -> Iterator[bytes]:
     """The layer's original tar, chunk by chunk: replayed headers + file data from the layer."""
     with gzip.open(tarsplit_path, "rb") as rec:
@@ -327,15 +265,11 @@ def reassemble(tarsplit_path: str, layer_dir: str) -> Iterator[bytes]:
 
 
 def _file_data(layer_dir: str, name: bytes, size: int) -> Iterator[bytes]:
-    fd = _safe_open(layer_dir, name)
+    fd = open_in_root(layer_dir, os.fsdecode(name))
     try:
-        left = size
-        while left:
-            data = os.read(fd, min(CHUNK, left))
-            if not data:
-                raise OSError(f"{name!r} is shorter in the layer than in its tar ({size} bytes)")
-            left -= len(data)
-            yield data
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(f"{name!r} is not a regular file in the layer")
+        yield from read_exactly(fd, size, os.fsdecode(name))
     finally:
         os.close(fd)
 

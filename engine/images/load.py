@@ -22,8 +22,8 @@ from dataclasses import dataclass, field
 from typing import IO, Any
 
 from ..errors import InvalidArchive
+from ..reference import normalize_tag
 from .graph import LayerSource, image_id_of
-from .reference import normalize_tag
 
 MAX_METADATA = 16 << 20  # manifests and configs larger than this are refused, not parsed
 _BLOB_RE = re.compile(r"^blobs/sha256/([a-f0-9]{64})$")

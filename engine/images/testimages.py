@@ -4,22 +4,20 @@
 multi-layer variant `strata/multi:latest` adds a layer of many small files, a layer with
 one big file, and a layer that deletes something from below (whiteouts). Every tar entry
 has fixed times and owners, so the same inputs always give the same layer digests and
-image ids. The bench reuses these builders.
+image ids. Layers are written with the project's one tar builder
+(graphdrivers.archive.build); the bench reuses these images.
 """
 
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import os
 import random
 import subprocess
-import tarfile
 from dataclasses import dataclass, field
-from typing import IO
 
-from graphdrivers.whiteouts import whiteout_path
+from graphdrivers.archive.build import LayerBuilder
 
 from .save import OutImage, OutLayer, write_docker_archive, write_oci_layout
 
@@ -57,63 +55,18 @@ def _opener(path: str):
     return lambda: open(path, "rb")
 
 
-class _Repeat(io.RawIOBase):
-    """`size` bytes of a fixed pseudo-random megabyte repeated: big, deterministic, cheap."""
-
-    def __init__(self, size: int, seed: int) -> None:
-        self.left = size
-        self.block = random.Random(seed).randbytes(1 << 20)
-        self.pos = 0
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buf) -> int:  # type: ignore[override]
-        n = min(len(buf), self.left, len(self.block) - self.pos)
-        buf[:n] = self.block[self.pos : self.pos + n]
-        self.pos = (self.pos + n) % len(self.block)
-        self.left -= n
-        return n
+def _write_layer(layer: LayerBuilder, path: str) -> str:
+    """Write `layer` to `path`; its diff id."""
+    layer.write(path)
+    return _diff_id(path)
 
 
-class _Layer:
-    """A layer tar being written with fixed metadata."""
-
-    def __init__(self, path: str) -> None:
-        self.path = path
-        self.tar = tarfile.open(path, "w", format=tarfile.PAX_FORMAT)
-
-    def _info(self, name: str, kind: bytes, mode: int) -> tarfile.TarInfo:
-        info = tarfile.TarInfo(name)
-        info.type, info.mode, info.mtime = kind, mode, MTIME
-        info.uid = info.gid = 0
-        info.uname = info.gname = "root"
-        return info
-
-    def dir(self, name: str, mode: int = 0o755) -> None:
-        self.tar.addfile(self._info(name, tarfile.DIRTYPE, mode))
-
-    def file(self, name: str, data: bytes | IO[bytes], mode: int = 0o644, size: int | None = None) -> None:
-        info = self._info(name, tarfile.REGTYPE, mode)
-        stream = io.BytesIO(data) if isinstance(data, bytes) else data
-        info.size = len(data) if isinstance(data, bytes) else int(size or 0)
-        self.tar.addfile(info, stream)
-
-    def symlink(self, name: str, target: str) -> None:
-        info = self._info(name, tarfile.SYMTYPE, 0o777)
-        info.linkname = target
-        self.tar.addfile(info)
-
-    def whiteout(self, path: str) -> None:
-        self.file(whiteout_path(path), b"")
-
-    def close(self) -> str:
-        self.tar.close()
-        digest = hashlib.sha256()
-        with open(self.path, "rb") as f:
-            while chunk := f.read(1 << 20):
-                digest.update(chunk)
-        return "sha256:" + digest.hexdigest()
+def _diff_id(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    return "sha256:" + digest.hexdigest()
 
 
 def _config(diff_ids: list[str], history: list[str], cmd: list[str]) -> bytes:
@@ -131,7 +84,7 @@ def _config(diff_ids: list[str], history: list[str], cmd: list[str]) -> bytes:
 def _busybox_layer(workdir: str, salt: str) -> tuple[str, str]:
     path = os.path.join(workdir, "busybox.tar")
     applets = subprocess.run([BUSYBOX, "--list-full"], capture_output=True, text=True, check=True).stdout.split()
-    layer = _Layer(path)
+    layer = LayerBuilder(mtime=MTIME)
     dirs = {"bin", "dev", "etc", "home", "proc", "root", "sys", "tmp", "usr", "usr/bin", "usr/sbin", "sbin", "var"}
     dirs |= {os.path.dirname(a) for a in applets if os.path.dirname(a)}
     for d in sorted(dirs):
@@ -146,7 +99,7 @@ def _busybox_layer(workdir: str, salt: str) -> tuple[str, str]:
     layer.file("etc/motd", b"strata test image\n")
     if salt:  # a layer no other image shares (a store that has busybox must still apply it)
         layer.file("etc/strata-salt", salt.encode() + b"\n")
-    return path, layer.close()
+    return path, _write_layer(layer, path)
 
 
 def busybox(workdir: str, salt: str = "") -> BuiltImage:
@@ -161,17 +114,19 @@ def multilayer(workdir: str, *, small_files: int = 1000, big_size: int = 100 << 
                salt: str = "") -> tuple[BuiltImage, BuiltImage]:
     """(busybox, `strata/multi:latest`): busybox + small files + a big file + deletions."""
     base = busybox(workdir, salt)
-    small = _Layer(os.path.join(workdir, "small.tar"))
+    small = LayerBuilder(mtime=MTIME)
     small.dir("data")
     small.dir("data/small")
     for i in range(small_files):
         small.file(f"data/small/{i:04d}", f"small file {i}\n".encode() * (1 + i % 7))
-    small_id = small.close()
-    big = _Layer(os.path.join(workdir, "big.tar"))
+    small_path, big_path, delete_path = (os.path.join(workdir, f"{n}.tar") for n in ("small", "big", "delete"))
+    small_id = _write_layer(small, small_path)
+    big = LayerBuilder(mtime=MTIME)
     big.dir("data")
-    big.file("data/big.bin", _Repeat(big_size, seed=42), size=big_size)  # type: ignore[arg-type]
-    big_id = big.close()
-    deletes = _Layer(os.path.join(workdir, "delete.tar"))
+    # a fixed pseudo-random megabyte repeated: big, deterministic, cheap
+    big.big_file("data/big.bin", big_size, random.Random(42).randbytes(1 << 20))
+    big_id = _write_layer(big, big_path)
+    deletes = LayerBuilder(mtime=MTIME)
     deletes.dir("data")
     deletes.dir("data/small")
     deletes.whiteout("data/small/0000")
@@ -179,13 +134,13 @@ def multilayer(workdir: str, *, small_files: int = 1000, big_size: int = 100 << 
     deletes.dir("etc")
     deletes.whiteout("etc/motd")
     deletes.file("data/DELETED", b"data/small/0000 data/small/0001 etc/motd\n")
-    delete_id = deletes.close()
+    delete_id = _write_layer(deletes, delete_path)
     diff_ids = [*base.diff_ids, small_id, big_id, delete_id]
     history = ["/bin/sh -c #(nop) ADD busybox-static /",
                f"/bin/sh -c for i in $(seq {small_files}); do ...; done",
                f"/bin/sh -c head -c {big_size} /dev/urandom > /data/big.bin",
                "/bin/sh -c rm /data/small/0000 /data/small/0001 /etc/motd"]
-    files = [*base.layer_files, small.path, big.path, deletes.path]
+    files = [*base.layer_files, small_path, big_path, delete_path]
     steps, parent = [], base.id
     for n in range(2, len(diff_ids)):
         step = BuiltImage([], _config(diff_ids[:n], history[:n], ["sh"]), files[:n], parent, diff_ids[:n])
@@ -214,12 +169,6 @@ def write(path: str, images: list[BuiltImage], layout: str = "docker", compressi
 
 def from_layers(tags: list[str], layer_files: list[str], parent: str | None = None) -> BuiltImage:
     """An image of the given layer tars (any content: tests build hostile ones this way)."""
-    diff_ids = []
-    for path in layer_files:
-        digest = hashlib.sha256()
-        with open(path, "rb") as f:
-            while chunk := f.read(1 << 20):
-                digest.update(chunk)
-        diff_ids.append("sha256:" + digest.hexdigest())
+    diff_ids = [_diff_id(path) for path in layer_files]
     config = _config(diff_ids, [f"layer {os.path.basename(p)}" for p in layer_files], ["sh"])
     return BuiltImage(list(tags), config, list(layer_files), parent, diff_ids)

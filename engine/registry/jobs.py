@@ -19,12 +19,11 @@ import platform
 from collections.abc import Iterator
 from typing import IO, TYPE_CHECKING
 
+from .. import reference
 from ..errors import InvalidArchive, UsageError
 from ..images.graph import Graph, LayerSource, NewImage
-from ..images.reference import normalize_tag
 from ..job import Job
 from ..jobspec import JobTable, Option
-from . import reference
 from .protocol import MEDIA_OCI_MANIFEST, Credentials, Manifest
 
 if TYPE_CHECKING:
@@ -76,7 +75,7 @@ def pull(job: Job) -> int:
     if len(diff_ids) != len(layer_descs):
         raise InvalidArchive(f"{ref}: the manifest lists {len(layer_descs)} layers, the config {len(diff_ids)}")
     graph: Graph = job.engine.graph
-    tags = [_local_tag(ref)] if ref.tag else []
+    tags = [ref.local_tag] if ref.tag else []
     with graph.lease() as lease:
         parent = None
         layers = []
@@ -95,10 +94,6 @@ def pull(job: Job) -> int:
     job.write(f"Status: Downloaded image for {ref}\n")
     job.write(f"{image_id}\n")
     return 0
-
-
-def _local_tag(ref: reference.Reference) -> str:
-    return normalize_tag(ref.familiar)
 
 
 def _fetch_config(client: RegistryClient, ref: reference.Reference, desc: dict) -> bytes:
@@ -147,7 +142,7 @@ def push(job: Job) -> int:
     if ref.digest:
         raise UsageError("push takes a tag, not a digest")
     graph: Graph = job.engine.graph
-    image = graph.get_image(_local_tag(ref))
+    image = graph.get_image(ref.local_tag)
     client = _client(job, ref.registry)
     job.write(f"The push refers to repository [{ref.registry}/{ref.repository}]\n")
     descriptors = []
@@ -184,9 +179,8 @@ _PUSHED = {"exists": "Layer already exists", "mounted": "Mounted from another re
     "json": Option(bool, "JSON output", ("--json",))})
 def search(job: Job) -> int:
     """`search REGISTRY/TERM`: repositories of the registry's catalog that contain TERM."""
-    text = job.args[0]
-    first, sep, rest = text.partition("/")
-    if not sep or not ("." in first or ":" in first or first == "localhost"):
+    first, rest = reference.split_domain(job.args[0])
+    if first is None:
         raise UsageError("search needs the registry: REGISTRY/TERM (a v2 registry has no global index)")
     client = _client(job, first)
     found = client.search(rest, job.options["limit"])

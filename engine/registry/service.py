@@ -15,8 +15,8 @@ from ..images.graphdb import GraphDB
 from .protocol import Credentials
 
 if TYPE_CHECKING:
+    from ..reference import Reference
     from .client import RegistryClient
-    from .reference import Reference
 
 log = logging.getLogger(__name__)
 

@@ -36,6 +36,18 @@ def _sort_key(path: str, whiteout: bool) -> tuple[tuple[int, str], ...]:
     return key
 
 
+def read_exactly(fd: int, size: int, name: str) -> Iterator[bytes]:
+    """The first `size` bytes of the open file `fd`, in chunks: a tar header already
+    promised that many, so a file that is shorter now is an error, not a short member."""
+    left = size
+    while left:
+        chunk = os.read(fd, min(left, _CHUNK))
+        if not chunk:
+            raise OSError(f"{name} is shorter than its tar header says ({size - left} of {size} bytes)")
+        left -= len(chunk)
+        yield chunk
+
+
 class _TarWriter:
     """Just enough of a tar writer for layers, with hard-link detection by (dev, ino)."""
 
@@ -100,13 +112,8 @@ class _TarWriter:
     def _data(self, full: str, size: int) -> None:
         fd = os.open(full, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
         try:
-            left = size
-            while left:
-                chunk = os.read(fd, min(left, _CHUNK))
-                if not chunk:
-                    raise OSError(f"{full} shrank while it was being exported ({size - left} of {size} bytes)")
+            for chunk in read_exactly(fd, size, full):
                 self.out.write(chunk)
-                left -= len(chunk)
         finally:
             os.close(fd)
         pad = -size % BLOCK

@@ -113,7 +113,7 @@ def test_bad_image_is_a_clear_error(tmp_path) -> None:
         tar.add(__file__, arcname="hello.py")
     proc = bench("run", "--driver", "vfs", "--image", str(bad), "--out", str(tmp_path / "out"))
     assert proc.returncode == 2
-    assert "neither manifest.json" in proc.stderr
+    assert "neither a docker save archive (manifest.json)" in proc.stderr
     assert not (tmp_path / "out").exists()
 
 

@@ -80,3 +80,25 @@ def test_socket_mode_and_clean_shutdown(daemon: Daemon, busybox_tar: str) -> Non
         # sleep is PID 1 of its namespace and ignores SIGTERM, so the SIGKILL after the
         # shutdown timeout ends it, as `docker stop` would.
         assert sleeper.state.status == "exited" and sleeper.state.exit_code == 137
+
+
+@pytest.mark.parametrize("driver_name", ["vfs"])
+def test_docker_io_names_list_in_their_familiar_form(daemon: Daemon, busybox_tar: str) -> None:
+    """Names on docker.io are shown as Docker shows them, whether the docker CLI shortened
+    them (it sends the familiar name) or a raw API call sent the full one."""
+    from tests.engine.api.test_http_errors import _call
+
+    assert daemon.docker("load", "-i", busybox_tar).returncode == 0
+    assert daemon.docker("tag", "busybox", "docker.io/library/foo:1").returncode == 0
+    status, _ = _call(daemon, "POST", "/images/busybox/tag?repo=docker.io/bar/baz&tag=2")
+    assert status == 201
+    status, _ = _call(daemon, "POST", "/images/busybox/tag?repo=index.docker.io/library/qux&tag=3")
+    assert status == 201
+    listed = daemon.docker("images", "--format", "{{.Repository}} {{.Tag}}").stdout.decode().split("\n")
+    assert {"foo 1", "bar/baz 2", "qux 3", "busybox latest"} <= set(listed)
+    status, body = _call(daemon, "GET", "/images/json")
+    assert status == 200
+    [tags] = [image["RepoTags"] for image in body]
+    assert sorted(tags) == ["bar/baz:2", "busybox:latest", "foo:1", "qux:3"]
+    status, found = _call(daemon, "GET", "/images/docker.io/library/foo:1/json")
+    assert status == 200 and "foo:1" in found["RepoTags"]

@@ -77,6 +77,21 @@ def test_the_image_commands(strata, images: Images, tmp_path) -> None:
     assert json.loads(_ok(strata("inspect", "imported:latest")))[0]["Id"] == image_id
 
 
+def test_tags_on_docker_io_are_listed_familiar(strata_vfs, images: Images) -> None:
+    """Docker's local names: docker.io and library/ are dropped, other registries kept."""
+    _ok(strata_vfs("load", "-i", images.busybox_tar))
+    for target in ("docker.io/library/foo:1", "docker.io/bar/baz:2", "localhost:5000/x:1", "127.0.0.1:5000/a/b"):
+        assert _ok(strata_vfs("tag", "busybox", target)) == ""
+    rows = {tuple(line.split()[:2]) for line in _ok(strata_vfs("images")).splitlines()[1:]}
+    assert rows == {("busybox", "latest"), ("foo", "1"), ("bar/baz", "2"), ("localhost:5000/x", "1"),
+                    ("127.0.0.1:5000/a/b", "latest")}
+    [doc] = json.loads(_ok(strata_vfs("inspect", "index.docker.io/foo:1")))
+    assert doc["Id"] == images.busybox.id and "foo:1" in doc["RepoTags"]
+    assert _ok(strata_vfs("rmi", "docker.io/library/foo:1")) == "Untagged: foo:1\n"
+    _fails(strata_vfs("tag", "busybox", "busybox:v\u00e9"), "invalid reference format")
+    _fails(strata_vfs("tag", "busybox", "docker.io/library/Foo"), "must be lowercase")
+
+
 def test_user_errors_are_one_line(strata_vfs, images: Images, tmp_path) -> None:
     _fails(strata_vfs("inspect", "nothing"), "no such image: nothing")
     _fails(strata_vfs("rmi", "nothing"), "no such image: nothing")

@@ -9,8 +9,8 @@ import os
 
 import pytest
 
+from engine import reference
 from engine.errors import DigestMismatch, RegistryError
-from engine.registry import reference
 from engine.registry.client import RegistryClient, _is_loopback
 from engine.registry.protocol import MEDIA_OCI_INDEX, MEDIA_OCI_MANIFEST, Credentials, Manifest
 from tests.support.registry_server import RegistryServer
@@ -55,7 +55,7 @@ def test_reference_parsing() -> None:
     assert reference.parse("localhost/x").registry == "localhost"
     pinned = reference.parse("localhost:5000/x@sha256:" + "a" * 64)
     assert pinned.ref == "sha256:" + "a" * 64 and pinned.tag is None
-    for bad in ("UPPER/case", "x:bad tag", "x@sha256:short", "a//b"):
+    for bad in ("team/UPPER", "x:bad tag", "x@sha256:short", "a//b"):
         with pytest.raises(reference.InvalidReference):
             reference.parse(bad)
 
