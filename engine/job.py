@@ -64,6 +64,21 @@ class Job:
     def write_json(self, value: Any) -> None:
         self.stdout.write(json.dumps(value, indent=4).encode() + b"\n")
 
+    def write_json_each(self, refs: list[str], view: Callable[[str], Any], missing: type[EngineError]) -> None:
+        """Docker's inspect of several objects: the JSON list of those found, then every
+        missing one on stderr and the first raised (so the API can answer 404)."""
+        found, errors = [], []
+        for ref in refs:
+            try:
+                found.append(view(ref))
+            except missing as exc:
+                errors.append(exc)
+        self.write_json(found)
+        if errors:
+            for exc in errors[1:]:
+                self.error_line(f"Error: {exc}")
+            raise errors[0]
+
     def error_line(self, text: str) -> None:
         self.stderr.write(text.rstrip("\n").encode() + b"\n")
 

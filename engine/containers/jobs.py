@@ -258,17 +258,7 @@ def container_inspect(job: Job) -> int:
     """`container_inspect CONTAINER...`: Docker-like JSON list of those found; the first
     missing one is raised (a typed NoSuchContainer, which the API answers with 404)."""
     store = _store(job)
-    found, missing = [], []
-    for ref in job.args:
-        try:
-            found.append(store.inspect(store.get(ref)))
-        except NoSuchContainer as exc:
-            missing.append(exc)
-    job.write_json(found)
-    if missing:
-        for exc in missing[1:]:
-            job.error_line(f"Error: {exc}")
-        raise missing[0]
+    job.write_json_each(job.args, lambda ref: store.inspect(store.get(ref)), NoSuchContainer)
     return 0
 
 

@@ -199,17 +199,7 @@ def rmi(job: Job) -> int:
 def inspect(job: Job) -> int:
     """`inspect IMAGE...`: Docker-like JSON list of those found; the first missing one is raised."""
     graph: Graph = job.engine.graph
-    found, missing = [], []
-    for ref in job.args:
-        try:
-            found.append(imageview.inspect(graph, graph.get_image(ref)))
-        except NoSuchImage as exc:
-            missing.append(exc)
-    job.write_json(found)
-    if missing:
-        for exc in missing[1:]:
-            job.error_line(f"Error: {exc}")
-        raise missing[0]
+    job.write_json_each(job.args, lambda ref: imageview.inspect(graph, graph.get_image(ref)), NoSuchImage)
     return 0
 
 
