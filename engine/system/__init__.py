@@ -1,1 +1,1 @@
-"""engine.system."""
+"""System: facts about the host, and the `info` and `df` jobs that report them."""
