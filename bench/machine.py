@@ -12,7 +12,7 @@ import subprocess
 import sys
 from importlib import metadata
 
-from engine import host
+from engine.system import host
 
 PACKAGES = ("strata", "pandas", "pyarrow", "numpy", "matplotlib", "rich", "btrfsutil", "pytest-benchmark")
 DEBIAN_PACKAGES = ("btrfs-progs", "xfsprogs", "e2fsprogs", "runc", "crun", "busybox-static")

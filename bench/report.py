@@ -25,18 +25,6 @@ from .table import summary, write_summaries
 log = logging.getLogger(__name__)
 
 
-def label_runs(df: pd.DataFrame) -> pd.DataFrame:
-    """Name each series `driver/backend` when the backend is not the driver itself (so FUSE
-    aufs is never shown as kernel aufs), and tell apart the same driver from different runs."""
-    df = df.copy()
-    backend = df["backend"].fillna("").str.split().str[0].fillna("")
-    df["driver"] = df["driver"].where((backend == df["driver"]) | (backend == ""), df["driver"] + "/" + backend)
-    per_driver = df.groupby("driver")["run_id"].nunique()
-    if (per_driver > 1).any():
-        df["driver"] = df["driver"] + " @" + df["run_id"]
-    return df
-
-
 def save(fig: plt.Figure, out: str, name: str) -> str:
     """PNG for the page, PDF (vector) for the paper; returns the PNG's name."""
     for ext, dpi in (("png", 150), ("pdf", None)):
@@ -122,7 +110,7 @@ wide = median too uncertain to compare)</h2>
 
 def report(dirs: list[str], out: str) -> int:
     try:
-        df = label_runs(results.load(dirs))
+        df = results.label_runs(results.load(dirs))
     except results.ResultsError as exc:
         print(f"bench report: {exc}")
         return 2

@@ -132,6 +132,18 @@ def load(directories: list[str]) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True) if frames else frame([])
 
 
+def label_runs(df: pd.DataFrame) -> pd.DataFrame:
+    """Name each series `driver/backend` when the backend is not the driver itself (so FUSE
+    aufs is never shown as kernel aufs), and tell apart the same driver from different runs."""
+    df = df.copy()
+    backend = df["backend"].fillna("").str.split().str[0].fillna("")
+    df["driver"] = df["driver"].where((backend == df["driver"]) | (backend == ""), df["driver"] + "/" + backend)
+    per_driver = df.groupby("driver")["run_id"].nunique()
+    if (per_driver > 1).any():
+        df["driver"] = df["driver"] + " @" + df["run_id"]
+    return df
+
+
 def load_run(directory: str) -> dict[str, object]:
     with open(os.path.join(directory, RUN_JSON)) as f:
         return json.load(f)

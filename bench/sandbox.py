@@ -13,7 +13,7 @@ import os
 import shutil
 
 import graphdrivers
-from graphdrivers import mountutil
+from graphdrivers import fsmagic, mountutil
 from graphdrivers.backing import LoopFilesystem
 
 LOOP_SIZE = 16 << 30  # sparse: costs only what the workload writes
@@ -82,7 +82,7 @@ class Sandbox:
             else:
                 self.root = os.path.join(os.path.abspath(self.backing), f"strata-bench-{self.run_id}", self.name)
                 os.makedirs(self.root)
-                self.backing_fs = mountutil.fs_type(self.root)
+                self.backing_fs = fsmagic.fs_name(self.root)
             self.driver = graphdrivers.get_driver(self.name, root=self.root, options=self.options)
         except BaseException:
             self.close()

@@ -2,7 +2,7 @@
 
 A workload is an ordered list of layer tars (bottom first) written once per run into a
 scratch directory and applied again on every repetition. Generators take a seed and the
-`quick` flag; the same arguments always give byte-identical tars (see tarbuild), so runs
+`quick` flag; the same arguments always give byte-identical tars (see graphdrivers.archive.build), so runs
 on different machines measure the same bytes. The `mixed` stack is documented in the
 README ("Benchmarks" section); keep both in step.
 """
@@ -17,9 +17,9 @@ import tarfile
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from engine import testimages
-
-from .tarbuild import LayerBuilder
+from engine.images import testimages
+from graphdrivers.archive.build import LayerBuilder
+from graphdrivers.whiteouts import PREFIX as WHITEOUT_PREFIX
 
 SEED = 20240611
 WORKLOADS = ("busybox", "small-files", "big-file", "deep", "mixed")
@@ -86,10 +86,12 @@ def busybox_layer(directory: str, name: str = "busybox") -> Layer:
     if not os.path.exists(testimages.BUSYBOX):
         raise WorkloadError(f"{testimages.BUSYBOX} is missing: install the busybox-static package (make deps does)")
     built = testimages.busybox(os.path.join(directory, name))
-    return _layer_from_tar(built.layer_files[0])
+    return layer_from_tar(built.layer_files[0])
 
 
-def _layer_from_tar(path: str) -> Layer:
+def layer_from_tar(path: str) -> Layer:
+    """A workload layer of an existing tar: its regular files (whiteouts are markers, not
+    files) and bytes of file data, as the rows report them."""
     files = size = 0
     digest = hashlib.sha256()
     with open(path, "rb") as f:
@@ -97,7 +99,7 @@ def _layer_from_tar(path: str) -> Layer:
             digest.update(block)
     with tarfile.open(path) as tar:
         for member in tar:
-            if member.isreg() and not os.path.basename(member.name).startswith(".wh."):
+            if member.isreg() and not os.path.basename(member.name).startswith(WHITEOUT_PREFIX):
                 files += 1
                 size += member.size
     return Layer(path, files, size, digest.hexdigest())

@@ -1,17 +1,21 @@
-"""The one place built-in job handlers are installed: each module here has `register(engine)`."""
+"""The one table of the engine's job modules; each declares its jobs in a `jobs` JobTable.
+
+Both the Engine (to run jobs) and the CLI (to build subcommands before any engine
+exists) read the declarations from here, so a job added to a module is everywhere at once.
+"""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from . import api
+from .containers import jobs as containers
+from .images import jobs as images
+from .jobspec import JobSpec
+from .registry import jobs as registry
+from .system import info as system
 
-from . import api, containerjobs, images, registryjobs
-
-if TYPE_CHECKING:
-    from .engine import Engine
-
-MODULES = [images, containerjobs, registryjobs, api]
+MODULES = (images, containers, registry, system, api)
 
 
-def install(engine: Engine) -> None:
-    for module in MODULES:
-        module.register(engine)
+def specs() -> dict[str, JobSpec]:
+    """Every built-in job by name."""
+    return {spec.name: spec for module in MODULES for spec in module.jobs}

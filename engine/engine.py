@@ -1,78 +1,106 @@
-"""The Engine: an engine root, its graphdriver, the image graph and the table of jobs.
+"""The Engine: an engine root, the services that work on it, and the table of jobs.
 
 One engine process owns a root at a time (an exclusive flock on `<root>/engine.lock`):
 two processes applying layers and journaling into the same store would corrupt each
 other's view, so the second one is refused with EngineLocked. Inside one process, jobs
 may run in parallel threads; the Graph keeps their effects consistent.
+
+The services are built here, in the order they depend on each other, and nowhere else:
+driver -> db -> graph (images) -> containers, registry; api. Jobs reach them as
+`job.engine.<service>`; no module adds attributes to an Engine.
 """
 
 from __future__ import annotations
 
 import fcntl
+import logging
 import os
 import shutil
 from collections.abc import Mapping
-from typing import IO
+from typing import IO, Any
 
 import graphdrivers
 
+from . import builtins
+from .api import ApiService
+from .containers.store import Containers
 from .errors import EngineError, EngineLocked
-from .graph import Graph
-from .graphdb import GraphDB
-from .job import Handler, Job, lookup
+from .images.graph import Graph
+from .images.graphdb import GraphDB
+from .job import Job, lookup
+from .jobspec import JobSpec, encode
+from .registry.service import RegistryService
+
+log = logging.getLogger(__name__)
 
 
 class Engine:
+    root: str
+    driver: graphdrivers.Driver
+    db: GraphDB  # entities, edges, images, layers, blob sources: one SQLite file per driver
+    graph: Graph  # the images (Docker's classic name for the image store)
+    containers: Containers
+    registry: RegistryService
+    api: ApiService
+    jobs: dict[str, JobSpec]
+
     def __init__(self, root: str, driver: str | None = None, options: Mapping[str, str] | None = None) -> None:
         self.root = os.path.abspath(root)
         os.makedirs(self.root, mode=0o710, exist_ok=True)
         self._lock_fd: int | None = _lock_root(self.root)
-        self.handlers: dict[str, Handler] = {}
-        self.driver: graphdrivers.Driver | None = None
-        self.db: GraphDB | None = None
+        self._driver: graphdrivers.Driver | None = None
+        self._db: GraphDB | None = None
         options = dict(options or {})
         # `exec.*` options choose the execdriver and runtime; the rest are the graphdriver's.
-        self.exec_options = {k: options.pop(k) for k in list(options) if k.startswith("exec.")}
+        exec_options = {k: options.pop(k) for k in list(options) if k.startswith("exec.")}
         try:
             _clear_spool(os.path.join(self.root, "tmp"))
-            self.driver = graphdrivers.get_driver(driver, root=self.root, options=options)
+            self.driver = self._driver = graphdrivers.get_driver(driver, root=self.root, options=options)
             home = os.path.join(self.root, "image", self.driver.name)
             os.makedirs(home, mode=0o700, exist_ok=True)
-            self.db = GraphDB(os.path.join(home, "graph.db"))
+            self.db = self._db = GraphDB(os.path.join(home, "graph.db"))
             self.graph = Graph(home, self.driver, self.db)
-            from . import builtins
-
-            builtins.install(self)
+            self.containers = Containers(self.root, self.driver, self.db, self.graph, exec_options)
+            self.registry = RegistryService(self.db)
+            self.api = ApiService()
+            self.jobs = builtins.specs()
         except BaseException:
             self.close()
             raise
+        log.info("engine on %s with the %s driver", self.root, self.driver.name)
 
-    def register(self, name: str, handler: Handler) -> None:
-        if name in self.handlers:
-            raise EngineError(f"job {name!r} is registered twice")
-        self.handlers[name] = handler
+    def register(self, spec: JobSpec) -> None:
+        """Add a job beyond the built-in ones (tests, embedding programs)."""
+        if spec.name in self.jobs:
+            raise EngineError(f"job {spec.name!r} is registered twice")
+        self.jobs[spec.name] = spec
 
-    def handler(self, name: str) -> Handler:
-        return lookup(self.handlers, name)
+    def spec(self, name: str) -> JobSpec:
+        return lookup(self.jobs, name)
 
     def job(
         self,
         name: str,
         *args: str,
         env: Mapping[str, str] | None = None,
+        options: Mapping[str, Any] | None = None,
         stdin: IO[bytes] | None = None,
         stdout: IO[bytes] | None = None,
         stderr: IO[bytes] | None = None,
     ) -> Job:
+        """A job to run; `options` are typed values (checked against the job's declaration
+        when it runs), `env` the same as strings."""
+        env = dict(env or {})
+        env.update({key: encode(value) for key, value in (options or {}).items()})
         return Job(self, name, list(args), env=env, stdin=stdin, stdout=stdout, stderr=stderr)
 
     def close(self) -> None:
         """Release the driver (unmount everything) and the root's lock; idempotent."""
         try:
-            if self.driver is not None:
-                self.driver.cleanup()
-            if self.db is not None:
-                self.db.close()
+            if self._driver is not None:
+                self._driver.cleanup()
+            if self._db is not None:
+                self._db.close()
         finally:
             if self._lock_fd is not None:
                 os.close(self._lock_fd)  # closing the descriptor drops the flock

@@ -67,3 +67,38 @@ class EngineLocked(EngineError):
         msg = f"engine root {root} is in use by another strata process"
         super().__init__(msg + (f" ({detail})" if detail else ""))
         self.root = root
+
+
+class ExecError(EngineError):
+    """The execdriver could not do what was asked; the message says what and why."""
+
+    status = 125
+
+
+class RuntimeNotSupported(ExecError):
+    """The chosen execdriver or OCI runtime cannot run on this host; `reason` says why."""
+
+    def __init__(self, what: str, reason: str) -> None:
+        super().__init__(f"{what} cannot be used here: {reason}")
+        self.what = what
+        self.reason = reason
+
+
+class ContainerStartError(EngineError):
+    """The container's command could not be started; `status` is Docker's (126 or 127)."""
+
+    def __init__(self, message: str, status: int) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class RegistryError(EngineError):
+    """The registry refused a request or answered with something we cannot use."""
+
+    def __init__(self, message: str, http_status: int | None = None) -> None:
+        super().__init__(message)
+        self.http_status = http_status
+
+
+class DigestMismatch(RegistryError):
+    """A manifest or blob the registry sent does not hash to the digest it was asked by."""

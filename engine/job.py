@@ -9,19 +9,20 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import traceback
 from collections.abc import Callable, Mapping
 from typing import IO, TYPE_CHECKING, Any
 
 from graphdrivers.errors import DriverError
-from graphdrivers.units import parse_bool
 
 from .errors import EngineError, NoSuchJob
+from .jobspec import JobSpec
 
 if TYPE_CHECKING:
     from .engine import Engine
 
-Handler = Callable[["Job"], int]
+log = logging.getLogger(__name__)
 
 
 class Job:
@@ -44,6 +45,8 @@ class Job:
         self.stdin: IO[bytes] = stdin if stdin is not None else io.BytesIO()
         self.stdout: IO[bytes] = stdout if stdout is not None else io.BytesIO()
         self.stderr: IO[bytes] = stderr if stderr is not None else io.BytesIO()
+        # The typed values of the declared options, read from `env` when the job runs.
+        self.options: dict[str, Any] = {}
         self.status: int | None = None
         self.error: BaseException | None = None
         # Set by a caller that shows progress (the CLI's bars): called with event dicts
@@ -53,27 +56,6 @@ class Job:
     def __repr__(self) -> str:
         return f"Job({self.name!r}, args={self.args!r}, status={self.status!r})"
 
-    # -- environment helpers -----------------------------------------------------------
-
-    def getenv(self, key: str, default: str | None = None) -> str | None:
-        return self.env.get(key, default)
-
-    def getenv_bool(self, key: str, default: bool = False) -> bool:
-        value = self.env.get(key)
-        return default if value in (None, "") else parse_bool(value, what=f"job {self.name}: environment {key}")
-
-    def getenv_json(self, key: str, default: Any = None) -> Any:
-        value = self.env.get(key)
-        if value in (None, ""):
-            return default
-        try:
-            return json.loads(value)
-        except json.JSONDecodeError as exc:
-            raise EngineError(f"job {self.name}: environment {key} is not valid JSON: {exc}") from None
-
-    def setenv_json(self, key: str, value: Any) -> None:
-        self.env[key] = json.dumps(value)
-
     # -- output helpers ----------------------------------------------------------------
 
     def write(self, text: str) -> None:
@@ -81,6 +63,21 @@ class Job:
 
     def write_json(self, value: Any) -> None:
         self.stdout.write(json.dumps(value, indent=4).encode() + b"\n")
+
+    def write_json_each(self, refs: list[str], view: Callable[[str], Any], missing: type[EngineError]) -> None:
+        """Docker's inspect of several objects: the JSON list of those found, then every
+        missing one on stderr and the first raised (so the API can answer 404)."""
+        found, errors = [], []
+        for ref in refs:
+            try:
+                found.append(view(ref))
+            except missing as exc:
+                errors.append(exc)
+        self.write_json(found)
+        if errors:
+            for exc in errors[1:]:
+                self.error_line(f"Error: {exc}")
+            raise errors[0]
 
     def error_line(self, text: str) -> None:
         self.stderr.write(text.rstrip("\n").encode() + b"\n")
@@ -100,8 +97,11 @@ class Job:
         if self.status is not None:
             raise EngineError(f"job {self.name} has already run")
         try:
-            handler = self.engine.handler(self.name)
-            status = handler(self)
+            spec = self.engine.spec(self.name)
+            spec.check_args(self.args)
+            self.options = spec.parse(self.env)
+            log.debug("job %s args=%s options=%s", self.name, self.args, sorted(self.env))  # values may be secrets
+            status = spec.handler(self)
             self.status = 0 if status is None else int(status)
         except (EngineError, DriverError) as exc:
             self.error = exc
@@ -112,6 +112,7 @@ class Job:
         except Exception as exc:
             self.error = exc
             self.status = 1
+            log.exception("internal error in job %s", self.name)
             self.error_line(f"Error: internal error in job {self.name}: {exc!r}")
             self.stderr.write(traceback.format_exc().encode())
             if check:
@@ -130,8 +131,8 @@ class Job:
         return json.loads(self.output())
 
 
-def lookup(handlers: Mapping[str, Handler], name: str) -> Handler:
+def lookup(specs: Mapping[str, JobSpec], name: str) -> JobSpec:
     try:
-        return handlers[name]
+        return specs[name]
     except KeyError:
         raise NoSuchJob(name) from None

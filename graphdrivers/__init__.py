@@ -5,10 +5,11 @@ Importing the package registers every built-in driver; a driver's heavy dependen
 """
 
 from . import errors
-from .driver import Change, Driver, LayerNotMounted, validate_id
+from .changes import Change
+from .driver import Driver, validate_id
+from .errors import AmbiguousPriorStorage, LayerNotMounted
 from .registry import (
     DEFAULT_ROOT,
-    AmbiguousPriorStorage,
     Registration,
     get_driver,
     register,

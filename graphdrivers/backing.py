@@ -8,6 +8,7 @@ loop device is attached with autoclear, so unmounting also frees it.
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import subprocess
@@ -15,6 +16,8 @@ from types import TracebackType
 
 from . import loopdev, mountutil
 from .errors import DriverError
+
+log = logging.getLogger(__name__)
 
 MKFS: dict[str, list[str]] = {
     "btrfs": ["mkfs.btrfs", "-q", "-f"],
@@ -80,6 +83,7 @@ class LoopFilesystem:
             with loopdev.attach(self.image) as loop:
                 self.device = loop.path
                 mountutil.mount(loop.path, self.mountpoint, self.fstype, 0, self.mount_options or None)
+            log.debug("mounted a %s image %s (%s) at %s", self.fstype, self.image, self.device, self.mountpoint)
         except BaseException:
             self.destroy()
             raise
@@ -87,6 +91,7 @@ class LoopFilesystem:
 
     def destroy(self) -> None:
         """Unmount, detach and delete, whatever state creation reached."""
+        log.debug("tearing down the %s image %s", self.fstype, self.image)
         for point in mountutil.mounts_under(self.mountpoint):
             mountutil.umount_retry(point)
         for device in loopdev.devices_for(self.image):

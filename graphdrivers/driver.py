@@ -9,14 +9,16 @@ native diff inherit the generic one (Docker's NaiveDiffDriver) from this class.
 
 from __future__ import annotations
 
+import logging
 import re
 import threading
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from typing import IO, Any, ClassVar
+from collections.abc import Mapping
+from contextlib import AbstractContextManager
+from typing import IO, ClassVar
 
 from . import naivediff
+from .changes import Change
 from .errors import (
     DriverError,
     InvalidLayerId,
@@ -24,34 +26,17 @@ from .errors import (
     LayerExists,
     LayerInUse,
     LayerNotFound,
+    LayerNotMounted,
     ParentNotFound,
     QuotaNotSupported,
 )
+from .locks import KeyedLocks
+from .options import DriverOptions
 from .units import parse_size
 
+log = logging.getLogger(__name__)
+
 LAYER_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}\Z")
-
-CHANGE_ADD = "A"
-CHANGE_MODIFY = "C"
-CHANGE_DELETE = "D"
-
-
-@dataclass(frozen=True, order=True)
-class Change:
-    """One entry of `changes`: an absolute path inside the layer and "A", "C" or "D"."""
-
-    path: str
-    kind: str
-
-    def __str__(self) -> str:
-        return f"{self.kind} {self.path}"
-
-
-class LayerNotMounted(DriverError):
-    def __init__(self, layer_id: str) -> None:
-        super().__init__(f"layer {layer_id!r} is not mounted: put() without a matching get()")
-        self.layer_id = layer_id
-
 
 def validate_id(layer_id: object) -> str:
     if not isinstance(layer_id, str) or not LAYER_ID_RE.match(layer_id):
@@ -59,41 +44,32 @@ def validate_id(layer_id: object) -> str:
     return layer_id
 
 
-OptionParser = Callable[[str], Any]
-
-
 class Driver(ABC):
     """Base of every graphdriver.
 
-    Subclasses set `name`, `option_parsers` (option key -> parser of its string value) and
-    implement the storage hooks. `home` is the driver's own directory, `<root>/<name>`.
+    Subclasses set `name`, `options_type` (a frozen `DriverOptions` dataclass: one field
+    per option key, parsed once into `self.options`) and implement the storage hooks.
+    `home` is the driver's own directory, `<root>/<name>`.
+
+    `metadata(id)` keys are CamelCase, as Docker's graphdrivers name them (`UpperDir`,
+    `LowerDir`, `WorkDir`, `MergedDir`, `DeviceId`, `DeviceSize`, `DeviceName`, ...), so a
+    client reading GraphDriver.Data finds the names it knows; values are strings.
     """
 
     name: ClassVar[str]
-    option_parsers: ClassVar[Mapping[str, OptionParser]] = {}
+    options_type: ClassVar[type[DriverOptions]] = DriverOptions
     supports_quota: ClassVar[bool] = False
 
     def __init__(self, home: str, options: Mapping[str, str] | None = None) -> None:
         self.home = home
-        self.options: dict[str, Any] = self.parse_options(options or {})
+        self.options = self.options_type.parse(self.name, options or {})
         self._lock = threading.Lock()
-        self._layer_locks: dict[str, threading.RLock] = {}
+        self._layer_locks = KeyedLocks()
         self._refs: dict[str, int] = {}
         self._paths: dict[str, str] = {}
         self._closed = False
 
     # -- options -----------------------------------------------------------------------
-
-    @classmethod
-    def parse_options(cls, options: Mapping[str, str]) -> dict[str, Any]:
-        parsed: dict[str, Any] = {}
-        for key, value in options.items():
-            parser = cls.option_parsers.get(key)
-            if parser is None:
-                known = ", ".join(sorted(cls.option_parsers)) or "none"
-                raise InvalidOption(f"unknown option {key!r} for driver {cls.name!r} (known: {known})")
-            parsed[key] = parser(value)
-        return parsed
 
     def _parse_storage_opt(self, storage_opt: Mapping[str, str] | None) -> int | None:
         """The per-layer `size` in bytes, or None; anything else is an error."""
@@ -112,13 +88,11 @@ class Driver(ABC):
 
     # -- locking and reference counting -----------------------------------------------
 
-    def _layer_lock(self, layer_id: str) -> threading.RLock:
+    def _layer_lock(self, layer_id: str) -> AbstractContextManager[None]:
+        """`with self._layer_lock(id):` -- one operation on a layer at a time."""
         with self._lock:
             self._check_open()
-            lock = self._layer_locks.get(layer_id)
-            if lock is None:
-                lock = self._layer_locks[layer_id] = threading.RLock()
-            return lock
+        return self._layer_locks.hold(layer_id)
 
     def _check_open(self) -> None:
         if self._closed:
@@ -161,6 +135,7 @@ class Driver(ABC):
             if not self._exists(id):
                 raise LayerNotFound(id)
             self._remove(id)
+            log.debug("%s: removed layer %s", self.name, id)
 
     def get(self, id: str, mount_label: str = "") -> str:
         """Make the layer's full filesystem visible; every call needs a matching `put`."""
@@ -171,6 +146,7 @@ class Driver(ABC):
                 if not self._exists(id):
                     raise LayerNotFound(id)
                 self._paths[id] = self._mount(id, mount_label)
+                log.debug("%s: mounted layer %s at %s", self.name, id, self._paths[id])
             self._refs[id] = count + 1
             return self._paths[id]
 
@@ -182,6 +158,7 @@ class Driver(ABC):
                 raise LayerNotMounted(id)
             if count == 1:
                 self._unmount(id)
+                log.debug("%s: unmounted layer %s", self.name, id)
                 del self._refs[id]
                 del self._paths[id]
             else:
@@ -203,6 +180,7 @@ class Driver(ABC):
             try:
                 self._unmount(layer_id)
             except Exception as exc:  # keep unmounting the rest, report all at the end
+                log.warning("%s: cleanup could not unmount layer %s: %s", self.name, layer_id, exc)
                 errors.append(f"{layer_id}: {exc}")
         self._refs.clear()
         self._paths.clear()

@@ -72,3 +72,31 @@ class QuotaNotSupported(DriverError):
 
 class DriverStateError(DriverError):
     """On-disk state the driver cannot use (corrupt metadata, a pool that is not ours...)."""
+
+
+class LayerNotMounted(DriverError):
+    """`put` without a matching `get`: the caller's reference counting is wrong."""
+
+    def __init__(self, layer_id: str) -> None:
+        super().__init__(f"layer {layer_id!r} is not mounted: put() without a matching get()")
+        self.layer_id = layer_id
+
+
+class AmbiguousPriorStorage(DriverError):
+    """More than one driver has stored layers under the root; the user must choose."""
+
+
+class ChainTooDeep(DriverError):
+    """The backend cannot stack this many branches (kernel aufs stops at 127)."""
+
+
+class ThinPoolError(DriverError):
+    """A thin-pool operation failed; the message carries the backend's own words."""
+
+
+class ThinPoolFull(DriverError):
+    """The pool has too little free space to create another device; nothing was created."""
+
+
+class FuseMountError(DriverError):
+    """The FUSE process could not mount or serve a union."""

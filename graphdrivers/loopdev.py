@@ -10,8 +10,11 @@ from __future__ import annotations
 import ctypes
 import errno
 import fcntl
+import logging
 import os
 import stat
+
+log = logging.getLogger(__name__)
 
 LOOP_CLR_FD = 0x4C01
 LOOP_SET_CAPACITY = 0x4C07
@@ -115,6 +118,7 @@ def attach(backing_file: str, *, read_only: bool = False, autoclear: bool = True
                             continue
                         raise
                     handed_over = True
+                    log.debug("attached %s to %s", backing_file, node)
                     return LoopDevice(node, dev_fd)
                 finally:
                     if not handed_over:
@@ -157,6 +161,7 @@ def devices_for(path: str) -> list[str]:
 
 
 def detach(device: str) -> None:
+    log.debug("detaching %s", device)
     try:
         fd = os.open(device, os.O_RDONLY | os.O_CLOEXEC)
     except FileNotFoundError:

@@ -1,5 +1,8 @@
 """mount(2)/umount2(2) through libc, and reading the mount table.
 
+The mount table answers where things are mounted (what to unmount, whether a path is a
+mount point); which filesystem a path is on is `fsmagic`'s question (statfs), not its.
+
 Drivers mount on hot paths (overlay2 `get`, devmapper `get`); spawning mount(8) would
 cost a fork+exec per call, so the syscalls are made directly.
 """
@@ -8,8 +11,11 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import logging
 import os
 import time
+
+log = logging.getLogger(__name__)
 
 MS_RDONLY = 0x1
 MS_NOSUID = 0x2
@@ -88,6 +94,7 @@ def umount_retry(target: str, attempts: int = 50, delay: float = 0.02) -> None:
             if exc.errno != errno.EBUSY:
                 raise
         time.sleep(delay)
+    log.warning("%s stayed busy after %d unmount attempts; detaching it lazily", target, attempts)
     umount(target, MNT_DETACH)
 
 
@@ -128,13 +135,3 @@ def mounts_under(prefix: str) -> list[str]:
     prefix = os.path.realpath(prefix)
     points = [p for p, _, _ in mount_table() if p == prefix or p.startswith(prefix.rstrip("/") + "/")]
     return sorted(set(points), key=lambda p: (-p.count("/"), p))
-
-
-def fs_type(path: str) -> str:
-    """The type of the filesystem `path` lives on, from the mount table (deepest match)."""
-    path = os.path.realpath(path)
-    best, best_type = "", "unknown"
-    for point, fstype, _ in mount_table():
-        if (path == point or path.startswith(point.rstrip("/") + "/")) and len(point) >= len(best):
-            best, best_type = point, fstype
-    return best_type

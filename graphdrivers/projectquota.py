@@ -20,7 +20,7 @@ import stat
 import struct
 import threading
 
-from .mountutil import fs_type
+from .fsmagic import fs_name
 
 FS_IOC_FSGETXATTR = 0x801C581F
 FS_IOC_FSSETXATTR = 0x401C5820
@@ -72,7 +72,7 @@ class ProjectQuota:
 
     def __init__(self, home: str) -> None:
         self.home = home
-        self.fstype = fs_type(home)
+        self.fstype = fs_name(home)
         self.device = os.path.join(home, "backingFsBlockDev")
         self.unsupported: str | None = None
         self._next = 0

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from .driver import Driver
-from .errors import DriverError, DriverNotSupported
+from .errors import AmbiguousPriorStorage, DriverError, DriverNotSupported
+
+log = logging.getLogger(__name__)
 
 DEFAULT_ROOT = "/var/lib/strata"
 
@@ -30,10 +33,6 @@ class Registration:
 
 
 _registry: dict[str, Registration] = {}
-
-
-class AmbiguousPriorStorage(DriverError):
-    """More than one driver has stored layers under the root; the user must choose."""
 
 
 def register(name: str, factory: Factory, priority: int, *, backing_fs: str = "ext4") -> None:
@@ -80,12 +79,14 @@ def get_driver(name: str | None = None, root: str = DEFAULT_ROOT, options: Mappi
             "choose one with --driver or DOCKER_DRIVER"
         )
     if prior:
+        log.info("using driver %s: %s holds its layers", prior[0], root)
         return _build(prior[0], root, options)
     reasons = []
     for candidate in registered():
         try:
             return _build(candidate, root, options)
         except DriverNotSupported as exc:
+            log.debug("driver %s cannot run here: %s", candidate, exc.reason)
             reasons.append(f"{candidate}: {exc.reason}")
     raise DriverNotSupported("any", "no driver can run here: " + "; ".join(reasons))
 

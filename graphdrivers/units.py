@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 
 from .errors import InvalidOption
 
@@ -19,6 +20,11 @@ def parse_size(text: str, *, what: str = "size") -> int:
     return int(float(number) * _MULT[unit])
 
 
+def size_parser(what: str) -> Callable[[str], int]:
+    """A parser for size option `what`."""
+    return lambda text: parse_size(text, what=what)
+
+
 def parse_bool(text: str, *, what: str) -> bool:
     lowered = str(text).strip().lower()
     if lowered in ("1", "true", "yes", "on"):
@@ -26,6 +32,23 @@ def parse_bool(text: str, *, what: str) -> bool:
     if lowered in ("0", "false", "no", "off"):
         return False
     raise InvalidOption(f"{what}: {text!r} is not a boolean (true or false)")
+
+
+def parse_choice(text: str, choices: tuple[str, ...], *, what: str) -> str:
+    """`text` when it is one of `choices` (an option such as dm.fs or aufs.backend)."""
+    if text not in choices:
+        raise InvalidOption(f"{what}: {text!r} is not one of {', '.join(choices)}")
+    return text
+
+
+def choice(what: str, choices: tuple[str, ...]) -> Callable[[str], str]:
+    """A parser for option `what` whose value must be one of `choices`."""
+    return lambda text: parse_choice(text, choices, what=what)
+
+
+def bool_parser(what: str) -> Callable[[str], bool]:
+    """A parser for boolean option `what`."""
+    return lambda text: parse_bool(text, what=what)
 
 
 def human_size(n: float) -> str:

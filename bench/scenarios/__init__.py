@@ -15,6 +15,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import graphdrivers
+from graphdrivers.whiteouts import OPAQUE
+from graphdrivers.whiteouts import PREFIX as WHITEOUT
 
 from .. import cache
 from ..config import RunConfig
@@ -106,7 +108,6 @@ def steps_per_driver(config: RunConfig, scenario: str) -> int:
     return per * len(config.depths) if scenario == "rootfs" else per
 
 
-WHITEOUT, OPAQUE = ".wh.", ".wh..wh..opq"
 
 
 def _deleted_by(tar_path: str) -> list[str]:

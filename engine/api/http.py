@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import re
 import socket
 import socketserver
@@ -18,6 +19,11 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler
 from typing import IO, Any
 from urllib.parse import parse_qs, urlsplit
+
+from graphdrivers.errors import InvalidOption
+from graphdrivers.units import parse_bool
+
+log = logging.getLogger(__name__)
 
 MAX_JSON_BODY = 4 << 20
 API_VERSION_RE = re.compile(r"^/v(\d+\.\d+)(/.*)$")
@@ -104,10 +110,14 @@ class Request:
         return self.query.get(name, [])
 
     def flag(self, name: str, default: bool = False) -> bool:
+        """A boolean query parameter, spelled as every strata boolean is (1/true/yes, 0/false/no)."""
         value = self.arg(name)
-        if value is None:
+        if value in (None, ""):
             return default
-        return value.lower() not in ("", "0", "false", "no")
+        try:
+            return parse_bool(value, what=f"query parameter {name!r}")
+        except InvalidOption as exc:
+            raise ApiError(400, str(exc)) from None
 
     def int_arg(self, name: str, default: int | None = None) -> int | None:
         value = self.arg(name)
@@ -195,7 +205,7 @@ def make_handler(router: Router, server_headers: dict[str, str],
         server_version = "strata"
 
         def log_message(self, format: str, *args: Any) -> None:
-            pass
+            log.debug("%s %s", self.client_address[0], format % args)  # http.server's access log
 
         def _dispatch(self) -> None:
             split = urlsplit(self.path)
@@ -214,11 +224,10 @@ def make_handler(router: Router, server_headers: dict[str, str],
             except ApiError as exc:
                 reply = Reply(exc.status, {"message": exc.message})
             except Exception as exc:
-                mapped = error_status(exc)
-                if mapped is None:
-                    reply = Reply(500, {"message": f"internal error: {type(exc).__name__}: {exc}"})
-                else:
-                    reply = Reply(mapped[0], {"message": mapped[1]})
+                status, message = error_status(exc) or (500, f"internal error: {type(exc).__name__}: {exc}")
+                if status >= 500:  # the client sees the message; the daemon's log keeps the traceback
+                    log.error("%s %s: %d %s", self.command, self.path, status, message, exc_info=exc)
+                reply = Reply(status, {"message": message})
             self._send(reply)
             # Drain what the route did not read, so the connection can be reused.
             try:
@@ -304,11 +313,12 @@ def make_handler(router: Router, server_headers: dict[str, str],
 
 
 class _QuietErrors:
-    """A client that hangs up mid-request is normal for an API server, not an error to print."""
+    """A client that hangs up mid-request is normal for an API server, not an error to log;
+    anything else goes to the daemon's log (socketserver would print it to stderr)."""
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         if not isinstance(sys.exc_info()[1], ConnectionError):
-            super().handle_error(request, client_address)  # type: ignore[misc]
+            log.error("error serving %s", client_address, exc_info=True)
 
 
 class UnixServer(_QuietErrors, socketserver.ThreadingMixIn, socketserver.UnixStreamServer):

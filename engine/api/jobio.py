@@ -12,7 +12,7 @@ from __future__ import annotations
 import io
 import queue
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import IO, Any
 
 from ..engine import Engine
@@ -46,10 +46,10 @@ class _QueueWriter(io.RawIOBase):
                 continue
 
 
-def run(engine: Engine, name: str, *args: str, env: dict[str, str] | None = None,
+def run(engine: Engine, name: str, *args: str, options: Mapping[str, Any] | None = None,
         stdin: IO[bytes] | None = None) -> Job:
     """Run a job to completion; a failure raises its typed error (or EngineError with its stderr)."""
-    job = engine.job(name, *args, env=env, stdin=stdin)
+    job = engine.job(name, *args, options=options, stdin=stdin)
     job.run()
     if job.status != 0:
         if job.error is not None:
@@ -62,7 +62,7 @@ def stream(
     engine: Engine,
     name: str,
     *args: str,
-    env: dict[str, str] | None = None,
+    options: Mapping[str, Any] | None = None,
     stdin: IO[bytes] | None = None,
     out: Callable[[bytes], bytes] = lambda b: b,
     err: Callable[[bytes], bytes] | None = None,
@@ -80,7 +80,7 @@ def stream(
     stderr_sink: IO[bytes] = (io.BufferedWriter(_QueueWriter(q, cancelled, err), 1 << 16) if err is not None
                               else io.BytesIO())
     stdout_sink = io.BufferedWriter(_QueueWriter(q, cancelled, out), 1 << 16)
-    job = engine.job(name, *args, env=env, stdin=stdin, stdout=stdout_sink, stderr=stderr_sink)
+    job = engine.job(name, *args, options=options, stdin=stdin, stdout=stdout_sink, stderr=stderr_sink)
 
     def work() -> None:
         try:

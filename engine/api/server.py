@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import grp
+import logging
 import os
 import threading
 from urllib.parse import urlsplit
@@ -16,11 +17,23 @@ from urllib.parse import urlsplit
 from graphdrivers.errors import DriverError, InvalidLayerId, LayerNotFound
 
 from ..engine import Engine
-from ..errors import Conflict, EngineError, InvalidArchive, InvalidReference, NoSuchContainer, NoSuchImage, UsageError
+from ..errors import (
+    Conflict,
+    EngineError,
+    InvalidArchive,
+    InvalidReference,
+    NoSuchContainer,
+    NoSuchImage,
+    RegistryError,
+    UsageError,
+)
 from ..job import Job
-from ..registry.protocol import RegistryError
-from . import routes_containers, routes_images, routes_system
 from .http import Router, TCPServer, UnixServer, make_handler
+from .routes import containers as routes_containers
+from .routes import images as routes_images
+from .routes import system as routes_system
+
+log = logging.getLogger(__name__)
 
 DEFAULT_HOST = "unix:///run/strata/strata.sock"
 SHUTDOWN_STOP_TIMEOUT = 5.0
@@ -120,14 +133,18 @@ class ApiServer:
     def _stop_containers(self) -> None:
         store = self.engine.containers
         for c in store.list():
-            with contextlib.suppress(EngineError, DriverError):
+            log.info("stopping container %s on shutdown", c.short_id)
+            try:
                 store.stop(c, SHUTDOWN_STOP_TIMEOUT)
+            except (EngineError, DriverError) as exc:
+                log.warning("could not stop container %s on shutdown: %s", c.short_id, exc)
 
 
 def serveapi(job: Job) -> int:
-    """`serveapi [HOST...]` (env group): serve until the engine's `api.stop()` is called."""
-    server = ApiServer(job.engine, job.args, job.getenv("group"))
-    job.engine.api = server
+    """`serveapi [HOST...]` (group): serve until the engine's `api.stop()` is called."""
+    server = ApiServer(job.engine, job.args, job.options["group"])
+    job.engine.api.serving(server)
+    log.info("API listening on %s", ", ".join(server.hosts))
     job.write("API listening on " + ", ".join(server.hosts) + "\n")
     job.stdout.flush()
     server.serve()

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from ..errors import ExecError, RuntimeNotSupported
 from .base import ExecDriver, ExitStatus, Handle, MonitorInfo, ProcessSpec
-from .errors import ExecError, RuntimeNotSupported
 from .native import NativeDriver
 from .oci import OciDriver
 

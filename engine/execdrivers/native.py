@@ -17,6 +17,7 @@ from typing import NoReturn
 
 from graphdrivers import mountutil as mu
 
+from ..errors import ExecError
 from . import linux, users
 from .base import (
     PID_FILE,
@@ -27,7 +28,6 @@ from .base import (
     prepare_state_dir,
     spawn_monitor,
 )
-from .errors import ExecError
 
 # (name, major, minor): the nodes every container gets in its /dev, as runc creates them.
 DEVICES = (("null", 1, 3), ("zero", 1, 5), ("full", 1, 7), ("random", 1, 8), ("urandom", 1, 9), ("tty", 5, 0))

@@ -21,6 +21,7 @@ from typing import Any
 
 from graphdrivers import mountutil as mu
 
+from ..errors import ExecError, RuntimeNotSupported
 from . import cgroups, linux, users
 from .base import (
     PID_FILE,
@@ -33,7 +34,6 @@ from .base import (
     prepare_state_dir,
     spawn_shell_monitor,
 )
-from .errors import ExecError, RuntimeNotSupported
 from .native import sane_rlimits
 
 RUNTIMES = ("runc", "crun")

@@ -12,7 +12,7 @@ import os
 import stat
 from dataclasses import dataclass, field
 
-from .errors import ExecError
+from ..errors import ExecError
 
 
 @dataclass(frozen=True)

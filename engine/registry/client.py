@@ -18,17 +18,8 @@ from typing import IO, Any
 
 import requests
 
-from .protocol import (
-    ACCEPT,
-    CHUNK,
-    INDEX_TYPES,
-    MANIFEST_TYPES,
-    MAX_MANIFEST,
-    Credentials,
-    DigestMismatch,
-    Manifest,
-    RegistryError,
-)
+from ..errors import DigestMismatch, RegistryError
+from .protocol import ACCEPT, CHUNK, INDEX_TYPES, MANIFEST_TYPES, MAX_MANIFEST, Credentials, Manifest
 
 
 def _is_loopback(host: str) -> bool:

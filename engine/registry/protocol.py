@@ -1,5 +1,5 @@
-"""What the distribution protocol names, apart from the HTTP client: media types, the
-errors a registry answers with, credentials and manifests.
+"""What the distribution protocol names, apart from the HTTP client: media types,
+credentials and manifests (the errors a registry answers with are in engine.errors).
 
 Kept apart from client.py so that the engine (and its API server) can name these without
 importing an HTTP library on every start: only pull, push and search need the client.
@@ -11,8 +11,6 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from ..errors import EngineError
-
 MEDIA_OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 MEDIA_OCI_INDEX = "application/vnd.oci.image.index.v1+json"
 MEDIA_DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
@@ -23,18 +21,6 @@ ACCEPT = ", ".join((*MANIFEST_TYPES, *INDEX_TYPES))
 
 CHUNK = 1 << 20
 MAX_MANIFEST = 4 << 20
-
-
-class RegistryError(EngineError):
-    """The registry refused a request or answered with something we cannot use."""
-
-    def __init__(self, message: str, http_status: int | None = None) -> None:
-        super().__init__(message)
-        self.http_status = http_status
-
-
-class DigestMismatch(RegistryError):
-    pass
 
 
 @dataclass

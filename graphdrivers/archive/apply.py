@@ -4,23 +4,22 @@ from __future__ import annotations
 
 import errno
 import io
+import logging
 import os
 import stat
 from collections.abc import Callable
 from typing import IO
 
+from .. import whiteouts as wh
 from ..errors import DriverStateError, UnsafeArchive
 from . import tarread
 from .journal import JOURNAL_PREFIX, Journal
 from .resolve import PATH_MAX, DirCache, clean_name, split
 from .tarread import Entry, TarReader
 
-WHITEOUT_PREFIX = ".wh."
-WHITEOUT_META_PREFIX = ".wh..wh."
-OPAQUE = ".wh..wh..opq"
-WHITEOUT_MODES = ("delete", "overlay", "aufs")
-OVERLAY_OPAQUE_XATTR = "trusted.overlay.opaque"
-_OVERLAY_PRIVATE = ("trusted.overlay.", "user.overlay.")
+log = logging.getLogger(__name__)
+
+WHITEOUT_MODES = tuple(wh.FORMATS)
 
 # errors that mean "this archive does not fit this tree" rather than "the disk failed"
 _ARCHIVE_ERRNOS = {
@@ -47,16 +46,16 @@ def apply_layer(
     root: str,
     stream: IO[bytes],
     *,
-    whiteouts: str = "delete",
+    whiteouts: str | wh.WhiteoutFormat = wh.DELETE,
     allow_devices: bool = True,
     copy_up: CopyUp | None = None,
 ) -> int:
     """Extract the uncompressed layer tar `stream` into `root`; returns the bytes of
     regular-file data written (hard links not counted).
 
-    `whiteouts` says how deletions are stored: "delete" applies them (a full filesystem
-    view), "overlay" stores them as overlayfs does in an upper directory (char device 0/0,
-    `trusted.overlay.opaque=y`), "aufs" keeps the `.wh.` entries as files. Nothing is ever
+    `whiteouts` (a `graphdrivers.whiteouts` format, or its name) says how deletions are
+    stored: `DELETE` applies them (a full filesystem view), `OVERLAY` stores them as
+    overlayfs does in an upper directory, `AUFS` keeps the `.wh.` entries as files. Nothing is ever
     written outside `root`. On any error -- `UnsafeArchive` for a hostile or malformed
     archive, `OSError` for the disk -- `root` is left exactly as it was.
 
@@ -65,14 +64,13 @@ def apply_layer(
     the target up into `root`, as the union would on link(2), and returns the paths it made
     (relative to `root`, parents first), which the journal then undoes with the rest.
     """
-    if whiteouts not in WHITEOUT_MODES:
-        raise ValueError(f"whiteouts must be one of {WHITEOUT_MODES}, not {whiteouts!r}")
+    form = wh.format_of(whiteouts)
     buffered = _buffered(stream)
     cache = DirCache(root)
     try:
         _refuse_interrupted(root, cache.root_fd)
         journal = Journal(cache)
-        applier = _Applier(cache, journal, whiteouts, allow_devices, copy_up)
+        applier = _Applier(cache, journal, form, allow_devices, copy_up)
         try:
             reader = TarReader(buffered)
             for entry in reader.entries():
@@ -88,6 +86,7 @@ def apply_layer(
             journal.commit()
             applier.finish_root()
         except BaseException as exc:
+            log.debug("applying a layer to %s failed (%s); undoing it", root, exc)
             try:
                 journal.rollback()
             except Exception as undo:
@@ -144,7 +143,12 @@ def _describe(exc: OSError) -> str:
 
 class _Applier:
     def __init__(
-        self, cache: DirCache, journal: Journal, whiteouts: str, allow_devices: bool, copy_up: CopyUp | None
+        self,
+        cache: DirCache,
+        journal: Journal,
+        whiteouts: wh.WhiteoutFormat,
+        allow_devices: bool,
+        copy_up: CopyUp | None,
     ) -> None:
         self.cache = cache
         self.copy_up = copy_up
@@ -230,7 +234,7 @@ class _Applier:
             self._dir_attrs(path, entry, os.open(".", _O_DIR, dir_fd=self.cache.root_fd), cache=False)
             return
         parent, base = split(path)
-        if base.startswith(WHITEOUT_PREFIX):
+        if wh.is_whiteout_name(base):
             self._whiteout(entry, parent, base, reader)
             return
         pfd = self._parent(parent)
@@ -426,63 +430,28 @@ class _Applier:
     # -- whiteouts ---------------------------------------------------------------------
 
     def _whiteout(self, entry: Entry, parent: str, base: str, reader: TarReader) -> None:
-        if base == OPAQUE:
-            self._opaque(entry, parent, base, reader)
+        """A `.wh.` entry: the format records it (deletes, or stores its own mark)."""
+        sink = _WhiteoutWriter(self, entry, reader)
+        if base == wh.OPAQUE:
+            self._hide_opaque(parent)
+            self.whiteouts.apply_opaque(sink, parent, base)
             return
-        if base.startswith(WHITEOUT_META_PREFIX):
+        name = wh.target(base)
+        if name is None:
             return  # aufs bookkeeping (.wh..wh.plnk, .wh..wh.aufs, ...): never layer content
-        name = base[len(WHITEOUT_PREFIX) :]
         if name in ("", ".", ".."):
             raise UnsafeArchive(f"whiteout {entry.name!r} names {name!r}: not a deletable entry")
-        path = f"{parent}/{name}" if parent else name
-        if self.whiteouts == "delete":
-            try:
-                pfd = self.cache.get(parent)
-                os.lstat(name, dir_fd=pfd)
-            except (FileNotFoundError, NotADirectoryError):
-                return  # nothing to delete
-            self.journal.touch(parent, pfd)
-            self._replace(parent, pfd, name, path)
-            return
-        pfd = self._parent(parent)
-        self.journal.touch(parent, pfd)
-        try:
-            os.lstat(name, dir_fd=pfd)
-            pfd = self._replace(parent, pfd, name, path)
-        except FileNotFoundError:
-            pass
-        if self.whiteouts == "overlay":
-            self._mark(path)
-            try:
-                os.mknod(name, stat.S_IFCHR, os.makedev(0, 0), dir_fd=pfd)
-            except FileExistsError:  # impossible after _replace, unless raced; be explicit
-                raise UnsafeArchive(f"whiteout {entry.name!r}: {path!r} still exists") from None
-            self.journal.created(path)
-            os.chown(name, entry.uid, entry.gid, dir_fd=pfd, follow_symlinks=False)
-            os.chmod(name, 0, dir_fd=pfd)
-        else:
-            wpath = f"{parent}/{base}" if parent else base
-            self._mark(wpath)
-            self._file(entry, parent, pfd, base, wpath, reader)
+        self.whiteouts.apply_whiteout(sink, parent, name, base)
 
-    def _opaque(self, entry: Entry, parent: str, base: str, reader: TarReader) -> None:
+    def _hide_opaque(self, parent: str) -> None:
         """Hide what the directory held before this archive (its own entries stay)."""
         pfd = self._parent(parent)
         walk_fd = os.open(".", _O_DIR, dir_fd=pfd)
         try:
             self._sync_applied()
             self._hide_below(parent, walk_fd)
-            if self.whiteouts == "overlay":
-                self.journal.save_attrs(parent, walk_fd)
-                os.setxattr(walk_fd, OVERLAY_OPAQUE_XATTR, b"y")
         finally:
             os.close(walk_fd)
-        if self.whiteouts == "aufs":
-            pfd = self.cache.get(parent)
-            self.journal.touch(parent, pfd)
-            wpath = f"{parent}/{base}" if parent else base
-            self._mark(wpath)
-            self._file(entry, parent, pfd, base, wpath, reader)
 
     def _hide_below(self, dirpath: str, dfd: int) -> None:
         """Stash every entry below `dirpath` that this archive did not write, at any depth;
@@ -538,11 +507,75 @@ def _umask() -> int:
     return 0o777  # unknown: never trust open(2)'s mode
 
 
+class _WhiteoutWriter:
+    """The `WhiteoutSink` a format records one `.wh.` entry through: journaled steps of
+    the applier, with the entry's own attributes where a mark is written."""
+
+    def __init__(self, applier: _Applier, entry: Entry, reader: TarReader) -> None:
+        self.applier = applier
+        self.entry = entry
+        self.reader = reader
+
+    def delete(self, parent: str, name: str) -> None:
+        a = self.applier
+        try:
+            pfd = a.cache.get(parent)
+            os.lstat(name, dir_fd=pfd)
+        except (FileNotFoundError, NotADirectoryError):
+            return  # nothing to delete
+        a.journal.touch(parent, pfd)
+        a._replace(parent, pfd, name, _join(parent, name))
+
+    def clear(self, parent: str, name: str) -> None:
+        a = self.applier
+        pfd = a._parent(parent)
+        a.journal.touch(parent, pfd)
+        try:
+            os.lstat(name, dir_fd=pfd)
+        except FileNotFoundError:
+            return
+        a._replace(parent, pfd, name, _join(parent, name))
+
+    def write_marker(self, parent: str, marker: str) -> None:
+        a = self.applier
+        pfd = a.cache.get(parent)
+        a.journal.touch(parent, pfd)
+        path = _join(parent, marker)
+        a._mark(path)
+        a._file(self.entry, parent, pfd, marker, path, self.reader)
+
+    def make_device_whiteout(self, parent: str, name: str) -> None:
+        a = self.applier
+        pfd = a.cache.get(parent)
+        path = _join(parent, name)
+        a._mark(path)
+        try:
+            os.mknod(name, stat.S_IFCHR, os.makedev(0, 0), dir_fd=pfd)
+        except FileExistsError:  # impossible after clear(), unless raced; be explicit
+            raise UnsafeArchive(f"whiteout {self.entry.name!r}: {path!r} still exists") from None
+        a.journal.created(path)
+        os.chown(name, self.entry.uid, self.entry.gid, dir_fd=pfd, follow_symlinks=False)
+        os.chmod(name, 0, dir_fd=pfd)
+
+    def set_opaque_xattr(self, parent: str, key: str) -> None:
+        a = self.applier
+        fd = os.open(".", _O_DIR, dir_fd=a.cache.get(parent))
+        try:
+            a.journal.save_attrs(parent, fd)
+            os.setxattr(fd, key, b"y")
+        finally:
+            os.close(fd)
+
+
+def _join(parent: str, name: str) -> str:
+    return f"{parent}/{name}" if parent else name
+
+
 def _set_xattrs(target: int | str, xattrs: dict[str, bytes], *, follow_symlinks: bool = True) -> None:
     """Set the archive's xattrs, except overlayfs' own: an archive must not plant a
     redirect, origin or metacopy that an overlay mount of this directory would follow."""
     for key, value in xattrs.items():
-        if key.startswith(_OVERLAY_PRIVATE):
+        if key.startswith(wh.OVERLAY_XATTR_PREFIXES):
             continue
         try:
             os.setxattr(target, key, value, follow_symlinks=follow_symlinks)

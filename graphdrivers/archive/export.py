@@ -14,16 +14,11 @@ import tarfile
 from collections.abc import Callable, Iterable, Iterator
 from typing import IO, BinaryIO, Protocol
 
-from .apply import OPAQUE, OVERLAY_OPAQUE_XATTR, WHITEOUT_PREFIX
+from .. import whiteouts as wh
 from .journal import read_xattrs
 from .stream import writer_stream
 from .tarread import BLOCK
 
-AUFS_META = {".wh..wh.plnk", ".wh..wh.aufs", ".wh..wh.orph"}
-_OPAQUE_XATTRS = {OVERLAY_OPAQUE_XATTR: b"y", "user.overlay.opaque": b"y"}
-# overlayfs keeps its own bookkeeping in these (opaque, origin, impure, redirect, metacopy):
-# meaningful only inside that upper directory, never layer content
-_OVERLAY_XATTR_PREFIXES = ("trusted.overlay.", "user.overlay.")
 _CHUNK = 1 << 20
 
 
@@ -39,6 +34,18 @@ def _sort_key(path: str, whiteout: bool) -> tuple[tuple[int, str], ...]:
     if whiteout:
         key = (*key[:-1], (0, parts[-1]))
     return key
+
+
+def read_exactly(fd: int, size: int, name: str) -> Iterator[bytes]:
+    """The first `size` bytes of the open file `fd`, in chunks: a tar header already
+    promised that many, so a file that is shorter now is an error, not a short member."""
+    left = size
+    while left:
+        chunk = os.read(fd, min(left, _CHUNK))
+        if not chunk:
+            raise OSError(f"{name} is shorter than its tar header says ({size - left} of {size} bytes)")
+        left -= len(chunk)
+        yield chunk
 
 
 class _TarWriter:
@@ -105,13 +112,8 @@ class _TarWriter:
     def _data(self, full: str, size: int) -> None:
         fd = os.open(full, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
         try:
-            left = size
-            while left:
-                chunk = os.read(fd, min(left, _CHUNK))
-                if not chunk:
-                    raise OSError(f"{full} shrank while it was being exported ({size - left} of {size} bytes)")
+            for chunk in read_exactly(fd, size, full):
                 self.out.write(chunk)
-                left -= len(chunk)
         finally:
             os.close(fd)
         pad = -size % BLOCK
@@ -132,8 +134,7 @@ def export_paths(root: str, changes: Iterable[ChangeLike], on_close: Callable[[]
         for _, path, kind in items:
             rel = path.strip("/")
             if kind == "D":
-                parent, _, base = rel.rpartition("/")
-                tar.whiteout(f"{parent}/{WHITEOUT_PREFIX}{base}" if parent else WHITEOUT_PREFIX + base)
+                tar.whiteout(wh.whiteout_path(rel))
             else:
                 full = os.path.join(root, rel)
                 tar.entry(rel, full, os.lstat(full))
@@ -142,47 +143,43 @@ def export_paths(root: str, changes: Iterable[ChangeLike], on_close: Callable[[]
     return writer_stream(write, on_close)
 
 
-def _walk_layer(root: str, whiteouts: str) -> Iterator[tuple[str, str, str, os.stat_result | None]]:
+def _walk_layer(root: str, form: wh.WhiteoutFormat) -> Iterator[tuple[str, str, str, os.stat_result | None]]:
     """(kind, name, full path, stat) of a driver's layer directory in tar order, with its
-    whiteouts translated: kind "entry", "whiteout" (name is the `.wh.` name) or "opaque"."""
-    if whiteouts not in ("overlay", "aufs"):
-        raise ValueError(f"whiteouts must be 'overlay' or 'aufs', not {whiteouts!r}")
+    whiteouts translated: kind "entry" or "whiteout" (name is the `.wh.` name)."""
+    if form is wh.DELETE:
+        raise ValueError("whiteouts must be a format that stores marks (overlay or aufs), not 'delete'")
 
     def walk(full_dir: str, rel_dir: str) -> Iterator[tuple[str, str, str, os.stat_result | None]]:
         items = []
         with os.scandir(full_dir) as it:
             for e in it:
+                if form.skipped(e.name):
+                    continue
                 st = e.stat(follow_symlinks=False)
                 rel = f"{rel_dir}/{e.name}" if rel_dir else e.name
-                if whiteouts == "aufs":
-                    if e.name in AUFS_META:
-                        continue
-                    is_wh = e.name.startswith(WHITEOUT_PREFIX)
-                    items.append((_sort_key(rel, is_wh), "entry", rel, e.path, st))
-                elif stat.S_ISCHR(st.st_mode) and st.st_rdev == 0:
-                    wh = f"{rel_dir}/{WHITEOUT_PREFIX}{e.name}" if rel_dir else WHITEOUT_PREFIX + e.name
-                    items.append((_sort_key(rel, True), "whiteout", wh, e.path, None))
+                if form.marks_are_entries():  # the mark is a `.wh.` file: export it as it is
+                    items.append((_sort_key(rel, wh.is_whiteout_name(e.name)), "entry", rel, e.path, st))
+                elif form.hides(e.name, st) is not None:
+                    items.append((_sort_key(rel, True), "whiteout", wh.whiteout_path(rel), e.path, None))
                 else:
                     items.append((_sort_key(rel, False), "entry", rel, e.path, st))
         for _, kind, rel, full, st in sorted(items):
             yield kind, rel, full, st
             if st is not None and stat.S_ISDIR(st.st_mode):
-                if whiteouts == "overlay" and _is_opaque(full):
-                    yield "whiteout", f"{rel}/{OPAQUE}", full, None
+                if not form.marks_are_entries() and form.is_opaque(full):
+                    yield "whiteout", f"{rel}/{wh.OPAQUE}", full, None
                 yield from walk(full, rel)
 
     return walk(root, "")
 
 
-def _is_opaque(full: str) -> bool:
-    xattrs = read_xattrs(full, follow_symlinks=False)
-    return any(xattrs.get(k) == v for k, v in _OPAQUE_XATTRS.items())
-
-
-def export_dir(root: str, *, whiteouts: str, on_close: Callable[[], None] | None = None) -> IO[bytes]:
+def export_dir(
+    root: str, *, whiteouts: str | wh.WhiteoutFormat, on_close: Callable[[], None] | None = None
+) -> IO[bytes]:
     """A tar stream of a driver's own layer directory (an overlay upper dir or an aufs
     branch), its whiteouts converted to `.wh.` entries."""
-    entries = _walk_layer(root, whiteouts)  # validates `whiteouts` now, not in the thread
+    form = wh.format_of(whiteouts)
+    entries = _walk_layer(root, form)  # validates `whiteouts` now, not in the thread
 
     def write(out: BinaryIO) -> None:
         tar = _TarWriter(out)
@@ -191,15 +188,16 @@ def export_dir(root: str, *, whiteouts: str, on_close: Callable[[], None] | None
                 tar.whiteout(rel)
             else:
                 assert st is not None
-                tar.entry(rel, full, st, skip_xattrs=_OVERLAY_XATTR_PREFIXES if whiteouts == "overlay" else ())
+                tar.entry(rel, full, st, skip_xattrs=form.private_xattrs)
         tar.finish()
 
     return writer_stream(write, on_close)
 
 
-def dir_diff_size(root: str, *, whiteouts: str) -> int:
+def dir_diff_size(root: str, *, whiteouts: str | wh.WhiteoutFormat) -> int:
     """Bytes of regular-file data `export_dir` would carry (hard links once)."""
-    return regular_bytes(st for kind, _rel, _full, st in _walk_layer(root, whiteouts) if kind == "entry")
+    form = wh.format_of(whiteouts)
+    return regular_bytes(st for kind, _rel, _full, st in _walk_layer(root, form) if kind == "entry")
 
 
 def regular_bytes(stats: Iterable[os.stat_result | None]) -> int:

@@ -57,7 +57,7 @@ class DirAttrs:
         os.utime(fd, ns=(self.atime_ns, self.mtime_ns))
 
 
-def read_xattrs(target: int | str, *, follow_symlinks: bool = True) -> dict[str, bytes]:
+def read_xattrs(target: int | str | bytes, *, follow_symlinks: bool = True) -> dict[str, bytes]:
     try:
         names = os.listxattr(target, follow_symlinks=follow_symlinks)
     except OSError as exc:

@@ -51,6 +51,19 @@ def openat2_in_root(root_fd: int, path: str | bytes, flags: int) -> int:
             raise OSError(err, os.strerror(err), path)
 
 
+def open_in_root(root: str, name: str, flags: int = os.O_RDONLY) -> int:
+    """Open the archive name `name` inside the layer at `root` -> fd.
+
+    For readers of a layer whose names come from an untrusted tar (tar-split replay): `..`
+    and symlinks resolve with `root` as `/`, and the last component is never followed.
+    """
+    root_fd = os.open(root, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        return openat2_in_root(root_fd, clean_name(name) or ".", flags | os.O_NOFOLLOW)
+    finally:
+        os.close(root_fd)
+
+
 def clean_name(name: str, what: str = "name") -> str:
     """The archive name as a clean path relative to the layer root ("" is the root itself).
 

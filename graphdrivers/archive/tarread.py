@@ -6,6 +6,9 @@ half-applied silently. This reader knows its exact position, insists on the
 end-of-archive block, refuses what a layer cannot contain (sparse files, volume
 headers), and is faster because it does only what a layer needs. Header blocks (ustar,
 GNU, v7) are decoded here directly, checksum verified.
+
+`HeaderDecoder` is that header grammar without a stream: the engine's tar-split recorder
+pushes it the bytes a driver is applying, so there is one reading of a tar header.
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ GNU_LONGLINK = b"K"
 _REG_ALIASES = {b"\0": REG, b"0": REG, b"7": REG}
 _MEMBER_TYPES = {REG, LNK, SYM, CHR, BLK, DIR, FIFO}
 _XATTR = "SCHILY.xattr."
+_EXTENSIONS = {XHD: "PAX", XGL: "PAX global", GNU_LONGNAME: "GNU long name", GNU_LONGLINK: "GNU long link"}
 
 
 @dataclass(slots=True)
@@ -171,6 +175,100 @@ def _parse_pax(data: bytes) -> dict[str, bytes]:
     return records
 
 
+@dataclass(slots=True, frozen=True)
+class Extension:
+    """An extended header block (PAX, PAX global, GNU long name or link): `size` bytes of
+    payload follow it, padded to a block, for `HeaderDecoder.extend`."""
+
+    kind: bytes
+    size: int
+
+
+class HeaderDecoder:
+    """The tar header grammar: checked header blocks, PAX records, GNU long names, folded
+    into members.
+
+    It holds no stream, so two kinds of reader share it: `TarReader` pulls blocks from a
+    stream it owns, and an observer of a stream that someone else reads (the engine's
+    tar-split recorder, fed the bytes a driver applies) pushes them. Both therefore agree
+    on where every member and its data start.
+    """
+
+    def __init__(self) -> None:
+        self._global_pax: dict[str, bytes] = {}
+        self._pax: dict[str, bytes] = {}
+        self._long_name: str | None = None
+        self._long_link: str | None = None
+
+    def header(self, buf: bytes, start: int) -> Entry | Extension | None:
+        """What the header block `buf` at byte `start` holds: a member (a regular file's
+        `size` bytes of data follow it, padded; no other type has data), an extended header
+        whose payload follows, or None for the end-of-archive block."""
+        if buf == _ZERO_BLOCK:
+            if self._pax or self._long_name is not None or self._long_link is not None:
+                raise UnsafeArchive("archive ends after an extended header without its member")
+            return None
+        kind, size = _check_block(buf, start)
+        if kind in _EXTENSIONS:
+            if size > _MAX_META:
+                raise UnsafeArchive(f"{_EXTENSIONS[kind]} header of {size} bytes is too large")
+            return Extension(kind, size)
+        header = _member(buf, start, kind, size)
+        kind = _REG_ALIASES.get(header.type, header.type)
+        if kind not in _MEMBER_TYPES:
+            raise UnsafeArchive(f"unsupported tar member type {kind!r} for {header.name!r} at byte {start}")
+        header.type = kind
+        records = {**self._global_pax, **self._pax} if self._global_pax else self._pax
+        if records or self._long_name is not None or self._long_link is not None:
+            entry = self._entry(header, records, self._long_name, self._long_link)
+        else:
+            entry = header
+        self._pax, self._long_name, self._long_link = {}, None, None
+        if entry.type != REG:
+            entry.size = 0  # as in tarfile and Go's archive/tar, no data follows other types
+        return entry
+
+    def extend(self, extension: Extension, payload: bytes) -> None:
+        """Take the (unpadded) payload of an extended header for the next member."""
+        if extension.kind == XHD:
+            self._pax.update(_parse_pax(payload))
+        elif extension.kind == XGL:
+            self._global_pax.update(_parse_pax(payload))
+        elif extension.kind == GNU_LONGNAME:
+            self._long_name = payload.split(b"\0", 1)[0].decode("utf-8", "surrogateescape")
+        else:
+            self._long_link = payload.split(b"\0", 1)[0].decode("utf-8", "surrogateescape")
+
+    def _entry(self, entry: Entry, records: dict[str, bytes], name: str | None, link: str | None) -> Entry:
+        """Fold PAX records and GNU long names into the member's own header."""
+        if name is not None:
+            entry.name = name
+            if entry.type == REG and entry.aregtype and name.endswith("/"):
+                entry.type = DIR  # old tars mark directories by a trailing slash only
+        if link is not None:
+            entry.linkname = link
+        atime_ns: int | None = None
+        for key, value in records.items():
+            if key == "mtime":
+                entry.mtime_ns = _parse_time_ns(value, key)
+            elif key.startswith(_XATTR):
+                entry.xattrs[key[len(_XATTR) :]] = value
+            elif key == "path":
+                entry.name = value.decode("utf-8", "surrogateescape")
+            elif key == "linkpath":
+                entry.linkname = value.decode("utf-8", "surrogateescape")
+            elif key in ("size", "uid", "gid"):
+                if not value.isdigit():
+                    raise UnsafeArchive(f"bad PAX {key} value {value!r} for {entry.name!r}")
+                setattr(entry, key, int(value))
+            elif key == "atime":
+                atime_ns = _parse_time_ns(value, key)
+            elif key.startswith("GNU.sparse"):
+                raise UnsafeArchive(f"sparse member {entry.name!r} is not supported in a layer")
+        entry.atime_ns = entry.mtime_ns if atime_ns is None else atime_ns
+        return entry
+
+
 class TarReader:
     """Iterate `entries()`; after each regular file, its data is read with `read_chunks`
     (or skipped automatically when the next entry is requested)."""
@@ -219,81 +317,21 @@ class TarReader:
             yield chunk
         self._skip_pending()
 
-    def _meta(self, size: int, what: str) -> bytes:
-        if size > _MAX_META:
-            raise UnsafeArchive(f"{what} header of {size} bytes is too large")
-        data = self._read(_padded(size))[:size]
-        return data
-
     def entries(self) -> Iterator[Entry]:
-        global_pax: dict[str, bytes] = {}
-        pax: dict[str, bytes] = {}
-        long_name: str | None = None
-        long_link: str | None = None
+        decoder = HeaderDecoder()
         while True:
             self._skip_pending()
             start = self.offset
-            buf = self._read(BLOCK)
-            if buf == _ZERO_BLOCK:
-                if pax or long_name is not None or long_link is not None:
-                    raise UnsafeArchive("archive ends after an extended header without its member")
+            item = decoder.header(self._read(BLOCK), start)
+            if item is None:
                 self._drain()
                 return
-            kind, size = _check_block(buf, start)
-            if kind == XHD:
-                pax.update(_parse_pax(self._meta(size, "PAX")))
+            if isinstance(item, Extension):
+                decoder.extend(item, self._read(padded(item.size))[: item.size])
                 continue
-            if kind == XGL:
-                global_pax.update(_parse_pax(self._meta(size, "PAX global")))
-                continue
-            if kind == GNU_LONGNAME:
-                long_name = self._meta(size, "GNU long name").split(b"\0", 1)[0].decode("utf-8", "surrogateescape")
-                continue
-            if kind == GNU_LONGLINK:
-                long_link = self._meta(size, "GNU long link").split(b"\0", 1)[0].decode("utf-8", "surrogateescape")
-                continue
-            header = _member(buf, start, kind, size)
-            kind = _REG_ALIASES.get(header.type, header.type)
-            if kind not in _MEMBER_TYPES:
-                raise UnsafeArchive(f"unsupported tar member type {kind!r} for {header.name!r} at byte {start}")
-            header.type = kind
-            records = {**global_pax, **pax} if global_pax else pax
-            entry = self._entry(header, records, long_name, long_link) if records or long_name or long_link else header
-            pax, long_name, long_link = {}, None, None
-            if entry.type == REG:
-                self._pending = _padded(entry.size)
-            else:
-                entry.size = 0  # as in tarfile and Go's archive/tar, no data follows other types
-            yield entry
-
-    def _entry(self, entry: Entry, records: dict[str, bytes], name: str | None, link: str | None) -> Entry:
-        """Fold PAX records and GNU long names into the member's own header."""
-        if name is not None:
-            entry.name = name
-            if entry.type == REG and entry.aregtype and name.endswith("/"):
-                entry.type = DIR  # old tars mark directories by a trailing slash only
-        if link is not None:
-            entry.linkname = link
-        atime_ns: int | None = None
-        for key, value in records.items():
-            if key == "mtime":
-                entry.mtime_ns = _parse_time_ns(value, key)
-            elif key.startswith(_XATTR):
-                entry.xattrs[key[len(_XATTR) :]] = value
-            elif key == "path":
-                entry.name = value.decode("utf-8", "surrogateescape")
-            elif key == "linkpath":
-                entry.linkname = value.decode("utf-8", "surrogateescape")
-            elif key in ("size", "uid", "gid"):
-                if not value.isdigit():
-                    raise UnsafeArchive(f"bad PAX {key} value {value!r} for {entry.name!r}")
-                setattr(entry, key, int(value))
-            elif key == "atime":
-                atime_ns = _parse_time_ns(value, key)
-            elif key.startswith("GNU.sparse"):
-                raise UnsafeArchive(f"sparse member {entry.name!r} is not supported in a layer")
-        entry.atime_ns = entry.mtime_ns if atime_ns is None else atime_ns
-        return entry
+            if item.type == REG:
+                self._pending = padded(item.size)
+            yield item
 
     def _drain(self) -> None:
         """Read what follows the end-of-archive block, as Docker does, so the writer of a pipe
@@ -302,5 +340,6 @@ class TarReader:
             pass
 
 
-def _padded(size: int) -> int:
+def padded(size: int) -> int:
+    """`size` rounded up to whole tar blocks."""
     return (size + BLOCK - 1) // BLOCK * BLOCK

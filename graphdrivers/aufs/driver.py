@@ -11,57 +11,46 @@ filesystem (`aufs.backend=kernel|fuse`); status() and metadata() always say whic
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 from collections.abc import Mapping
-from typing import IO, Any
+from dataclasses import dataclass
+from typing import IO
 
-from .. import archive, mountutil, naivediff, units
-from ..driver import Change, Driver, validate_id
-from ..errors import DriverError, DriverNotSupported, InvalidOption, LayerNotFound
-from . import kernel_backend
+from .. import archive, fsmagic, mountutil, naivediff, whiteouts
+from ..changes import Change
+from ..driver import Driver, validate_id
+from ..errors import ChainTooDeep, LayerNotFound
+from ..options import DriverOptions, option
+from ..units import bool_parser, choice
+from .backend import BACKENDS, UnionBackend, choose
 from .fuse_backend import FuseBackend, detach, is_dead_mount
-from .kernel_backend import KernelBackend
 from .linkup import copy_up_link_target
 from .native_changes import branch_changes
 from .unionfs.tree import Union
 
+log = logging.getLogger(__name__)
+
 REMOVING = "-removing"
 PROBE = ".passthrough-probe"  # not a layer id (those never start with a dot)
-BACKENDS = ("kernel", "fuse")
 
 
-class ChainTooDeep(DriverError):
-    """The backend cannot stack this many branches."""
-
-
-def _parse_backend(value: str) -> str:
-    if value not in BACKENDS:
-        raise InvalidOption(f"aufs.backend must be one of {', '.join(BACKENDS)}, not {value!r}")
-    return value
-
-
-def _parse_passthrough(value: str) -> bool:
-    return units.parse_bool(value, what="aufs.fuse_passthrough")
+@dataclass(frozen=True)
+class AufsOptions(DriverOptions):
+    backend: str | None = option("aufs.backend", choice("aufs.backend", BACKENDS), None)
+    fuse_passthrough: bool = option("aufs.fuse_passthrough", bool_parser("aufs.fuse_passthrough"), True)
 
 
 class AufsDriver(Driver):
     name = "aufs"
-    option_parsers: Mapping[str, Any] = {"aufs.backend": _parse_backend, "aufs.fuse_passthrough": _parse_passthrough}
+    options_type = AufsOptions
+    options: AufsOptions
 
     def __init__(self, home: str, options: Mapping[str, str] | None = None) -> None:
         super().__init__(home, options)
-        has_aufs = kernel_backend.available()
-        chosen = self.options.get("aufs.backend") or ("kernel" if has_aufs else "fuse")
-        if chosen == "kernel" and not has_aufs:
-            raise DriverNotSupported("aufs", "the kernel has no aufs (not in /proc/filesystems); use aufs.backend=fuse")
-        if chosen == "fuse" and not os.path.exists("/dev/fuse"):
-            raise DriverNotSupported("aufs", "the FUSE backend needs /dev/fuse (modprobe fuse)")
-        passthrough = self.options.get("aufs.fuse_passthrough", True)
-        self.backend: KernelBackend | FuseBackend = (
-            KernelBackend() if chosen == "kernel" else FuseBackend(passthrough=passthrough)
-        )
-        self.max_depth = kernel_backend.MAX_BRANCHES if chosen == "kernel" else None
+        self.backend: UnionBackend = choose(self.options.backend, passthrough=self.options.fuse_passthrough)
+        self.max_depth = self.backend.max_branches
         for sub in ("diff", "layers", "mnt"):
             os.makedirs(os.path.join(home, sub), mode=0o700, exist_ok=True)
         self._recover()
@@ -89,10 +78,12 @@ class AufsDriver(Driver):
             for name in os.listdir(os.path.join(self.home, sub)):
                 if name.endswith(REMOVING):
                     path = os.path.join(self.home, sub, name)
+                    log.info("aufs: finishing the interrupted removal of %s", path)
                     if sub == "mnt" and mountutil.is_mountpoint(path):
                         detach(path)
                     _delete(path)
-        FuseBackend.recover(os.path.join(self.home, "mnt"))
+        for point in FuseBackend.recover(os.path.join(self.home, "mnt")):
+            log.info("aufs: detached %s, whose FUSE process had died", point)
 
     # -- hooks -------------------------------------------------------------------------
 
@@ -128,6 +119,7 @@ class AufsDriver(Driver):
     def _remove(self, id: str) -> None:
         mnt = self._path("mnt", id)
         if mountutil.is_mountpoint(mnt):  # left by a crashed process
+            log.info("aufs: detaching the stale mount of layer %s before removing it", id)
             detach(mnt)
         # renaming first makes the removal atomic to readers; startup deletes leftovers
         renamed = []
@@ -142,12 +134,9 @@ class AufsDriver(Driver):
     def _mount(self, id: str, mount_label: str) -> str:
         mnt = self._path("mnt", id)
         if mountutil.is_mountpoint(mnt):
-            detach(mnt)  # a stale mount of an earlier instance; ours must be the live one
-        branches = self.branches(id)
-        if isinstance(self.backend, KernelBackend):
-            self.backend.mount(mnt, branches, mount_label)
-        else:
-            self.backend.mount(mnt, branches)
+            log.info("aufs: detaching a stale mount of layer %s left by an earlier instance", id)
+            detach(mnt)  # ours must be the live one
+        self.backend.mount(mnt, self.branches(id), mount_label)
         return mnt
 
     def _unmount(self, id: str) -> None:
@@ -162,11 +151,7 @@ class AufsDriver(Driver):
     # -- facts -------------------------------------------------------------------------
 
     def backend_description(self) -> str:
-        if isinstance(self.backend, KernelBackend):
-            return "kernel (aufs)"
-        if self.backend.passthrough and self.backend.refused is None:
-            self.backend.probe(self._path("mnt", PROBE))  # say what the kernel does, not what was asked
-        return f"fuse (strata-aufs, file data {self.backend.data_path()}; not kernel aufs)"
+        return self.backend.describe(self._path("mnt", PROBE))
 
     def status(self) -> list[tuple[str, str]]:
         layers = [n for n in os.listdir(os.path.join(self.home, "layers")) if not n.startswith(".")]
@@ -178,7 +163,7 @@ class AufsDriver(Driver):
         stale = [p for p in mountutil.mounts_under(os.path.join(self.home, "mnt")) if is_dead_mount(p)]
         return [
             ("Root Dir", self.home),
-            ("Backing Filesystem", mountutil.fs_type(self.home)),
+            ("Backing Filesystem", fsmagic.fs_name(self.home)),
             ("Backend", self.backend_description()),
             ("Dirs", str(len(layers))),
             ("Depth Limit", depth),
@@ -188,12 +173,12 @@ class AufsDriver(Driver):
     def metadata(self, id: str) -> dict[str, str]:
         ancestors = self.ancestors(id)
         return {
-            "backend": self.backend.name,
-            "diff": self._path("diff", id),
-            "mnt": self._path("mnt", id),
-            "parent": ancestors[0] if ancestors else "",
-            "depth": str(len(ancestors) + 1),
-            "depth_limit": str(self.max_depth) if self.max_depth is not None else "none",
+            "Backend": self.backend.name,
+            "DiffDir": self._path("diff", id),
+            "MergedDir": self._path("mnt", id),
+            "Parent": ancestors[0] if ancestors else "",
+            "Depth": str(len(ancestors) + 1),
+            "DepthLimit": str(self.max_depth) if self.max_depth is not None else "none",
         }
 
     # -- native diff: a layer's branch already is its diff ----------------------------
@@ -206,17 +191,17 @@ class AufsDriver(Driver):
         if not self._is_own_parent(id, parent):
             return super().changes(id, parent)
         lower = [self._path("diff", a) for a in self.ancestors(id)]
-        return [Change(path, kind) for path, kind in branch_changes(self._path("diff", id), lower)]
+        return branch_changes(self._path("diff", id), lower)
 
     def diff(self, id: str, parent: str | None = None) -> IO[bytes]:
         if not self._is_own_parent(id, parent):
             return super().diff(id, parent)
-        return archive.export_dir(self._path("diff", id), whiteouts="aufs")
+        return archive.export_dir(self._path("diff", id), whiteouts=whiteouts.AUFS)
 
     def diff_size(self, id: str, parent: str | None = None) -> int:
         if not self._is_own_parent(id, parent):
             return super().diff_size(id, parent)
-        return archive.dir_diff_size(self._path("diff", id), whiteouts="aufs")
+        return archive.dir_diff_size(self._path("diff", id), whiteouts=whiteouts.AUFS)
 
     def apply_diff(self, id: str, parent: str | None, stream: IO[bytes]) -> int:
         """Extract straight into the branch, keeping `.wh.` entries as aufs whiteouts.
@@ -233,14 +218,14 @@ class AufsDriver(Driver):
                 return naivediff.apply(path, stream)
         branch = self._path("diff", id)
         if not self.ancestors(id):  # nothing below to hide: a whiteout is just a deletion
-            return archive.apply_layer(branch, stream, whiteouts="delete")
+            return archive.apply_layer(branch, stream, whiteouts=whiteouts.DELETE)
 
         def copy_up(target: str) -> list[str]:
             # A fresh (lazily indexed) union: the branch has changed since the apply began.
             made = copy_up_link_target(Union(self.branches(id)), branch, target)
             return [os.path.relpath(path, branch) for path in made]
 
-        return archive.apply_layer(branch, stream, whiteouts="aufs", copy_up=copy_up)
+        return archive.apply_layer(branch, stream, whiteouts=whiteouts.AUFS, copy_up=copy_up)
 
 
 def _delete(path: str) -> None:

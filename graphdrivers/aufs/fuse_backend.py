@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import errno
 import json
+import logging
 import os
 import select
 import shutil
@@ -22,16 +23,14 @@ import tempfile
 import threading
 
 from .. import mountutil
-from ..errors import DriverError
+from ..errors import FuseMountError
+
+log = logging.getLogger(__name__)
 
 READY_TIMEOUT = 60.0  # seconds a mount may take to answer (a loaded machine, 130 branches)
 EXIT_TIMEOUT = 10.0
 READ_AHEAD_KB = 4096
 _PACKAGE_PARENT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-
-class FuseMountError(DriverError):
-    """The FUSE process could not mount or serve a union."""
 
 
 class MountProcess:
@@ -93,6 +92,7 @@ class Zygote:
         line = self._readline(READY_TIMEOUT)
         if not line:
             # no answer: a late one would be taken for the next request's, so retire this zygote
+            log.warning("FUSE zygote gave no answer for %s within %.0f s; retiring it", mountpoint, READY_TIMEOUT)
             self.popen.kill()
             detach(mountpoint)
         if not line.startswith("ready "):
@@ -167,7 +167,10 @@ def is_dead_mount(mountpoint: str) -> bool:
 
 
 class FuseBackend:
+    """strata's FUSE union filesystem, one process per mount (a `UnionBackend`)."""
+
     name = "fuse"
+    max_branches: int | None = None
 
     def __init__(self, *, passthrough: bool) -> None:
         self.passthrough = passthrough  # asked for; a mount serves data itself where the kernel cannot
@@ -176,13 +179,15 @@ class FuseBackend:
         self._zygote: Zygote | None = None
         self._procs: dict[str, MountProcess] = {}
 
-    def mount(self, mountpoint: str, branches: list[str]) -> None:
+    def mount(self, mountpoint: str, branches: list[str], mount_label: str = "") -> None:
+        """`mount_label` is ignored: a FUSE mount has no SELinux context option here."""
         with self._lock:
             if self._zygote is not None and not self._zygote.alive():
                 self._zygote.stop()
                 self._zygote = None
             if self._zygote is None:
                 self._zygote = Zygote()
+                log.debug("started FUSE zygote %d", self._zygote.popen.pid)
             proc = self._procs[mountpoint] = self._zygote.request(mountpoint, branches, passthrough=self.passthrough)
             self.refused = self.passthrough and not proc.passthrough
 
@@ -199,6 +204,11 @@ class FuseBackend:
         finally:
             shutil.rmtree(scratch)
 
+    def describe(self, scratch: str) -> str:
+        if self.passthrough and self.refused is None:
+            self.probe(scratch)  # say what the kernel does, not what was asked
+        return f"fuse (strata-aufs, file data {self.data_path()}; not kernel aufs)"
+
     def data_path(self) -> str:
         """How file data reaches callers, as far as mounts have shown."""
         if not self.passthrough:
@@ -213,6 +223,7 @@ class FuseBackend:
         detach(mountpoint)
         if proc is not None:
             if not proc.wait(EXIT_TIMEOUT):
+                log.warning("FUSE process %d for %s did not exit after unmount; killing it", proc.pid, mountpoint)
                 proc.kill()  # lazily detached while busy: its users get ENOTCONN, nothing leaks
             proc.close()
 

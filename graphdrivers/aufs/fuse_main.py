@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import signal
 import sys
@@ -91,6 +92,8 @@ def _child(mountpoint: str, branches: list[str], passthrough: bool) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # the driver keeps this process's stderr and shows it when a mount fails
+    logging.basicConfig(level=logging.WARNING, format="strata-aufs[%(process)d] %(name)s: %(message)s")
     parser = argparse.ArgumentParser(prog="python -m graphdrivers.aufs.fuse_main", description=__doc__.split("\n")[0])
     parser.add_argument("--zygote", action="store_true", help="fork a mount per JSON request line on stdin")
     parser.add_argument("--no-passthrough", action="store_true", help="serve file data through this process")

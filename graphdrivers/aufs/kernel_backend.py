@@ -24,9 +24,12 @@ def available() -> bool:
 
 
 class KernelBackend:
-    name = "kernel"
+    """The kernel's aufs (a `UnionBackend`)."""
 
-    def mount(self, mountpoint: str, branches: list[str], mount_label: str = "") -> None:
+    name = "kernel"
+    max_branches: int | None = MAX_BRANCHES
+
+    def mount(self, mountpoint: str, branches: list[str], mount_label: str) -> None:
         rw, lower = branches[0], branches[1:]
         page = os.sysconf("SC_PAGESIZE")
         label = f",context={mount_label}" if mount_label else ""
@@ -49,5 +52,8 @@ class KernelBackend:
     def unmount(self, mountpoint: str) -> None:
         mountutil.umount_retry(mountpoint)
 
+    def describe(self, scratch: str) -> str:
+        return "kernel (aufs)"
+
     def close(self) -> None:
-        pass
+        """Nothing to stop: the kernel serves the mounts (the driver unmounts them)."""

@@ -3,79 +3,51 @@
 The answer must be the one the generic diff gives by comparing the mounted layer with its
 mounted parent (so every driver reports the same changes for the same work), but only
 the paths the branch holds need looking at: a name the branch does not mention is
-unchanged. Each name in the branch is compared with what the parent's union shows there
-(read straight from the ancestor branches with the union's own merge rules), with the
-generic diff's rules for what counts as a change.
+unchanged. The walker and its comparison rule are graphdrivers/changes.py; this adapter
+reads the branch with aufs' whiteout rules and shows the parent's union straight from the
+ancestor branches, merged as the union filesystem merges them.
 """
 
 from __future__ import annotations
 
 import os
-import stat
+from collections.abc import Iterable
 
-from .. import naivediff
+from ..changes import NOTHING, Change, NewDir, OldSide, walk
 from . import whiteout
-from .unionfs.tree import build_listing
+from .unionfs.tree import Entry, build_listing
 
 
-def branch_changes(branch: str, lower: list[str]) -> list[tuple[str, str]]:
-    """(path, kind) of what `branch` changes over the union of `lower` (nearest first), sorted."""
-    roots = [os.fsencode(b) for b in lower]
-    top = os.fsencode(branch)
-    out: list[tuple[str, str]] = []
-    _compare(top, roots, b"", list(range(len(roots))), False, out)
-    out.sort()
-    return out
+class _Union:
+    """One directory of the parent's union: the lower branches that make it up."""
 
+    def __init__(self, roots: list[bytes], rel: bytes, dirs: list[int] | None) -> None:
+        self.roots = roots
+        self.rel = rel
+        self.listing: dict[bytes, Entry] = build_listing(roots, rel, dirs) if dirs else {}
 
-def _compare(
-    top: bytes,
-    roots: list[bytes],
-    rel: bytes,
-    old_dirs: list[int] | None,
-    hides_lower: bool,
-    out: list[tuple[str, str]],
-) -> bool:
-    """Changes below directory `rel` of the branch; `old_dirs` are the lower branches
-    whose directories make up the parent's view of it (None: the parent has none), and
-    `hides_lower` says an opaque directory above already hides everything lower."""
-    old = build_listing(roots, rel, old_dirs) if old_dirs else {}
-    start = len(out)
-    opaque, whited_out, entries = whiteout.read_dir(top + rel)
-    whiteouts = set(whited_out)
-    names = [de.name for de in entries]
-    for name in names:
-        path = rel + b"/" + name
-        new_full = top + path
-        new_st = os.lstat(new_full)
-        new_is_dir = stat.S_ISDIR(new_st.st_mode)
-        entry = old.get(name)
+    def lookup(self, name: str) -> tuple[bytes, os.stat_result] | None:
+        entry = self.listing.get(os.fsencode(name))
         if entry is None:
-            out.append((os.fsdecode(path), "A"))
-            if new_is_dir:
-                _add_all(new_full, path, out)
-            continue
-        old_full = roots[entry.branch] + path
-        old_st = os.lstat(old_full)
-        if naivediff._differs(os.fsdecode(new_full), new_st, os.fsdecode(old_full), old_st):
-            out.append((os.fsdecode(path), "C"))
-            if new_is_dir:
-                _compare(top, roots, path, entry.dirs, hides_lower or opaque, out)
-        elif new_is_dir and _compare(top, roots, path, entry.dirs, hides_lower or opaque, out):
-            out.append((os.fsdecode(path), "C"))
-    present = set(names)
-    for name in old:
-        if name not in present and (hides_lower or opaque or name in whiteouts):
-            out.append((os.fsdecode(rel + b"/" + name), "D"))
-    return len(out) > start
+            return None
+        path = self.roots[entry.branch] + self.rel + b"/" + os.fsencode(name)
+        return path, os.lstat(path)
+
+    def child(self, name: str) -> OldSide:
+        key = os.fsencode(name)
+        dirs = self.listing[key].dirs
+        return _Union(self.roots, self.rel + b"/" + key, dirs) if dirs else NOTHING
+
+    def names(self) -> Iterable[str]:
+        return (os.fsdecode(name) for name in self.listing)
 
 
-def _add_all(full: bytes, rel: bytes, out: list[tuple[str, str]]) -> None:
-    with os.scandir(full) as it:
-        for de in it:
-            if de.name[:4] == whiteout.PREFIX_B:
-                continue
-            path = rel + b"/" + de.name
-            out.append((os.fsdecode(path), "A"))
-            if de.is_dir(follow_symlinks=False):
-                _add_all(de.path, path, out)
+def _read_branch(path: str | bytes) -> NewDir:
+    opaque, whited_out, entries = whiteout.read_dir(os.fsencode(path))
+    return NewDir(entries, (os.fsdecode(name) for name in whited_out), opaque)
+
+
+def branch_changes(branch: str, lower: list[str]) -> list[Change]:
+    """What `branch` changes over the union of `lower` (nearest first), sorted by path."""
+    roots = [os.fsencode(b) for b in lower]
+    return walk(os.fsencode(branch), _Union(roots, b"", list(range(len(roots)))), _read_branch)

@@ -1,6 +1,8 @@
-"""aufs' on-disk names: `.wh.<name>` hides a lower name, `.wh..wh..opq` makes a directory
-opaque, and any other `.wh..wh.*` name is aufs' own bookkeeping that must never show up
-in a union view or a layer diff. Shared by the FUSE filesystem and the driver's diff code.
+"""Reading one aufs branch directory: its opaque marker, its whiteouts and its entries.
+
+The names themselves (`.wh.<name>`, `.wh..wh..opq`, aufs' `.wh..wh.*` bookkeeping) are
+defined once in `graphdrivers.whiteouts`; this is the byte-name reader the FUSE union and
+the driver's native diff share, on the hot path of every union lookup.
 """
 
 from __future__ import annotations
@@ -8,17 +10,7 @@ from __future__ import annotations
 import os
 from typing import NamedTuple
 
-PREFIX = ".wh."
-META_PREFIX = ".wh..wh."
-OPAQUE = ".wh..wh..opq"
-
-PREFIX_B = PREFIX.encode()
-META_PREFIX_B = META_PREFIX.encode()
-OPAQUE_B = OPAQUE.encode()
-
-# Whiteouts and opaque markers are empty regular files; 0600 root:root is what Docker's
-# overlay whiteout converter puts in layer tars, so both drivers export the same entries.
-MARKER_MODE = 0o600
+from ..whiteouts import META_PREFIX_B, OPAQUE_B, PREFIX_B
 
 
 class BranchDir(NamedTuple):

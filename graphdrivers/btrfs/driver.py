@@ -19,28 +19,39 @@ from __future__ import annotations
 
 import errno
 import importlib.metadata
+import logging
 import os
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 import btrfsutil
 
 from .. import fsmagic
 from ..driver import Driver
 from ..errors import DriverError, DriverNotSupported, InvalidOption, LayerNotFound
-from ..units import human_size, parse_size
+from ..options import DriverOptions, option
+from ..units import human_size, size_parser
 from . import qgroup
+
+log = logging.getLogger(__name__)
 
 TMP_PREFIX = ".tmp-"
 
 
+@dataclass(frozen=True)
+class BtrfsOptions(DriverOptions):
+    min_space: int = option("btrfs.min_space", size_parser("btrfs.min_space"), 0)
+
+
 class BtrfsDriver(Driver):
     name = "btrfs"
-    option_parsers = {"btrfs.min_space": lambda v: parse_size(v, what="btrfs.min_space")}
+    options_type = BtrfsOptions
+    options: BtrfsOptions
     supports_quota = True
 
     def __init__(self, home: str, options: Mapping[str, str] | None = None) -> None:
         super().__init__(home, options)
-        self.min_space: int = self.options.get("btrfs.min_space", 0)
+        self.min_space = self.options.min_space
         self.subvolumes = os.path.join(home, "subvolumes")
         self.quotas = os.path.join(home, "quotas")
         os.makedirs(self.subvolumes, mode=0o700, exist_ok=True)
@@ -55,6 +66,7 @@ class BtrfsDriver(Driver):
         size records of layers that never came to exist."""
         for entry in os.listdir(self.subvolumes):
             if entry.startswith(TMP_PREFIX):
+                log.info("btrfs: deleting subvolume %s, left by an interrupted create", entry)
                 self._delete_subvolume(os.path.join(self.subvolumes, entry))
         for entry in os.listdir(self.quotas):
             if not self._exists(entry):

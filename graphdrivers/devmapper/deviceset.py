@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import errno
 import json
+import logging
 import os
 import threading
 import time
@@ -31,10 +32,12 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from .. import mountutil
-from ..errors import DriverError, DriverStateError, InvalidOption, LayerInUse
+from ..errors import DriverError, DriverStateError, InvalidOption, LayerInUse, ThinPoolFull
 from ..units import human_size
 from . import fsutil
-from .pool import ThinPool, ThinPoolFull
+from .pool import ThinPool
+
+log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
@@ -153,6 +156,7 @@ class DeviceSet:
 
     def _recover(self) -> None:
         for point in mountutil.mounts_under(self.mnt_dir):  # left by a process that died
+            log.info("devmapper: unmounting %s, left mounted by a process that died", point)
             mountutil.umount_retry(point)
         txn = self._read_txn()
         if txn and txn["open_transaction_id"] > txn["transaction_id"]:
@@ -161,6 +165,7 @@ class DeviceSet:
             info = self.devices.get(layer)
             completed = txn["op"] == "create" and info is not None and info.device_id == device_id
             if not completed:  # roll back a create, finish a delete: the device goes
+                log.info("devmapper: undoing the interrupted %s of %s (device %d)", txn["op"], layer, device_id)
                 self.pool.delete(device_id)
                 if info is not None and info.device_id in (device_id, -1):
                     os.unlink(self._metadata_path(layer))
@@ -181,6 +186,7 @@ class DeviceSet:
         if pool_ids is not None:
             known = {info.device_id for info in self.devices.values()}
             for orphan in pool_ids - known:
+                log.info("devmapper: deleting device %d, which no layer owns", orphan)
                 self.pool.delete(orphan)
 
     # -- the base device ---------------------------------------------------------------
@@ -311,6 +317,7 @@ class DeviceSet:
 
     def _rollback(self, layer: str, device_id: int) -> None:
         """Undo a create that failed in this process: no device, no metadata, record closed."""
+        log.warning("devmapper: create of %s failed; deleting its device %d", layer, device_id)
         self.pool.delete(device_id)
         self._used_ids.discard(device_id)
         try:
@@ -439,6 +446,7 @@ class DeviceSet:
             if busy is not None:
                 if not self.settings.deferred_deletion:
                     raise LayerInUse(layer_id, busy)
+                log.info("devmapper: deletion of %s deferred: %s", layer_id, busy)
                 info.deleted = True
                 self._rewrite_metadata(layer_id, info)
                 self._deferred.add(layer_id)

@@ -18,7 +18,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from .. import loopdev
-from .pool import PoolUsage, ThinPool, ThinPoolError
+from ..errors import ThinPoolError
+from .pool import PoolUsage, ThinPool
 
 SECTOR = 512
 DEFAULT_BLOCK_SIZE = 64 << 10  # Docker's dm.blocksize default

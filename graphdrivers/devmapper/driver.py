@@ -8,31 +8,25 @@ the reflink pool (see pool.py). Diffs come from the generic naive diff of the ba
 
 from __future__ import annotations
 
+import logging
 import os
 import shlex
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
+from dataclasses import dataclass
 
 from .. import mountutil
 from ..driver import Driver
 from ..errors import DriverNotSupported, InvalidOption, LayerNotFound
-from ..units import human_size, parse_bool, parse_size
+from ..options import DriverOptions, option
+from ..units import bool_parser, choice, human_size, size_parser
 from . import dmthinpool, fsutil
 from .deviceset import BASE, DeviceSet, Settings
 from .pool import ThinPool
 from .reflinkpool import ReflinkPool
 
-BACKENDS = ("dmthin", "reflink")
+log = logging.getLogger(__name__)
 
-DEFAULTS = {
-    "dm.basesize": 10 << 30,
-    "dm.loopdatasize": 100 << 30,
-    "dm.loopmetadatasize": 2 << 30,
-    "dm.min_free_space": 10,
-    "dm.mountopt": "",
-    "dm.mkfsarg": (),
-    "dm.use_deferred_deletion": False,
-    "dm.use_deferred_removal": False,
-}
+BACKENDS = ("dmthin", "reflink")
 
 
 def _percent(text: str) -> int:
@@ -42,50 +36,46 @@ def _percent(text: str) -> int:
     return int(value)
 
 
-def _choice(key: str, choices: tuple[str, ...]) -> Callable[[str], str]:
-    def parse(text: str) -> str:
-        if text not in choices:
-            raise InvalidOption(f"{key}: {text!r} is not one of {', '.join(choices)}")
-        return text
+@dataclass(frozen=True)
+class DevmapperOptions(DriverOptions):
+    """The dm.* options, with Docker's defaults."""
 
-    return parse
+    basesize: int = option("dm.basesize", size_parser("dm.basesize"), 10 << 30)
+    loopdatasize: int = option("dm.loopdatasize", size_parser("dm.loopdatasize"), 100 << 30)
+    loopmetadatasize: int = option("dm.loopmetadatasize", size_parser("dm.loopmetadatasize"), 2 << 30)
+    fs: str | None = option("dm.fs", choice("dm.fs", fsutil.SUPPORTED_FS), None)
+    mkfsarg: tuple[str, ...] = option("dm.mkfsarg", lambda v: tuple(shlex.split(v)), ())
+    mountopt: str = option("dm.mountopt", str, "")
+    thinpooldev: str | None = option("dm.thinpooldev", str, None)
+    min_free_space: int = option("dm.min_free_space", _percent, 10)
+    use_deferred_deletion: bool = option("dm.use_deferred_deletion", bool_parser("dm.use_deferred_deletion"), False)
+    use_deferred_removal: bool = option("dm.use_deferred_removal", bool_parser("dm.use_deferred_removal"), False)
+    backend: str | None = option("dm.backend", choice("dm.backend", BACKENDS), None)
 
 
 class DevmapperDriver(Driver):
     name = "devmapper"
     supports_quota = True
-    option_parsers = {
-        "dm.basesize": lambda v: parse_size(v, what="dm.basesize"),
-        "dm.loopdatasize": lambda v: parse_size(v, what="dm.loopdatasize"),
-        "dm.loopmetadatasize": lambda v: parse_size(v, what="dm.loopmetadatasize"),
-        "dm.fs": _choice("dm.fs", fsutil.SUPPORTED_FS),
-        "dm.mkfsarg": lambda v: tuple(shlex.split(v)),
-        "dm.mountopt": str,
-        "dm.thinpooldev": str,
-        "dm.min_free_space": _percent,
-        "dm.use_deferred_deletion": lambda v: parse_bool(v, what="dm.use_deferred_deletion"),
-        "dm.use_deferred_removal": lambda v: parse_bool(v, what="dm.use_deferred_removal"),
-        "dm.backend": _choice("dm.backend", BACKENDS),
-    }
+    options_type = DevmapperOptions
+    options: DevmapperOptions
 
     def __init__(self, home: str, options: Mapping[str, str] | None = None) -> None:
         super().__init__(home, options)
-        opts = {**DEFAULTS, **self.options}
-        self.fs: str = opts.get("dm.fs") or fsutil.default_fs()
-        self.opts = opts
+        opts = self.options
+        self.fs: str = opts.fs or fsutil.default_fs()
         self.backend = self._choose_backend(opts)
         os.makedirs(home, exist_ok=True)
         self.pool = self._make_pool(opts)
         try:
             settings = Settings(
-                base_size=opts["dm.basesize"],
-                base_size_given="dm.basesize" in self.options,
+                base_size=opts.basesize,
+                base_size_given="dm.basesize" in opts.given,
                 fs=self.fs,
-                fs_given="dm.fs" in self.options,
-                mkfs_args=opts["dm.mkfsarg"],
-                mount_options=opts["dm.mountopt"],
-                min_free_percent=opts["dm.min_free_space"],
-                deferred_deletion=opts["dm.use_deferred_deletion"],
+                fs_given="dm.fs" in opts.given,
+                mkfs_args=opts.mkfsarg,
+                mount_options=opts.mountopt,
+                min_free_percent=opts.min_free_space,
+                deferred_deletion=opts.use_deferred_deletion,
             )
             self.devices = DeviceSet(home, self.pool, settings)
         except BaseException:
@@ -94,11 +84,11 @@ class DevmapperDriver(Driver):
         self.fs = self.devices.base_fs
 
     @staticmethod
-    def _choose_backend(opts: Mapping[str, object]) -> str:
+    def _choose_backend(opts: DevmapperOptions) -> str:
         """dm-thin when the kernel has it (or when asked for), else the reflink pool."""
-        wanted = opts.get("dm.backend")
+        wanted = opts.backend
         reason = dmthinpool.unavailable_reason() if wanted != "reflink" else None
-        if wanted == "dmthin" or opts.get("dm.thinpooldev"):
+        if wanted == "dmthin" or opts.thinpooldev:
             if reason is not None:
                 raise DriverNotSupported("devmapper", f"dm.backend=dmthin: {reason}")
             return "dmthin"
@@ -111,22 +101,22 @@ class DevmapperDriver(Driver):
         st = os.stat(self.home)
         return f"strata-{os.major(st.st_dev)}:{os.minor(st.st_dev)}-{st.st_ino}-pool"
 
-    def _make_pool(self, opts: Mapping[str, object]) -> ThinPool:
+    def _make_pool(self, opts: DevmapperOptions) -> ThinPool:
         if self.backend == "dmthin":
             return dmthinpool.DmThinPool(
                 self.home,
                 name=self._pool_name(),
-                thinpooldev=opts.get("dm.thinpooldev"),  # type: ignore[arg-type]
-                data_size=opts["dm.loopdatasize"],  # type: ignore[arg-type]
-                metadata_size=opts["dm.loopmetadatasize"],  # type: ignore[arg-type]
-                deferred_removal=bool(opts["dm.use_deferred_removal"]),
+                thinpooldev=opts.thinpooldev,
+                data_size=opts.loopdatasize,
+                metadata_size=opts.loopmetadatasize,
+                deferred_removal=opts.use_deferred_removal,
             )
         return ReflinkPool(
             self.home,
             name=self._pool_name(),
-            data_size=opts["dm.loopdatasize"],  # type: ignore[arg-type]
+            data_size=opts.loopdatasize,
             metadata_dir=os.path.join(self.home, "metadata"),
-            metadata_size=opts["dm.loopmetadatasize"],  # type: ignore[arg-type]
+            metadata_size=opts.loopmetadatasize,
         )
 
     # -- hooks -------------------------------------------------------------------------
@@ -172,6 +162,7 @@ class DevmapperDriver(Driver):
                 active.release()
                 self.pool.deactivate(info.device_id)
                 if attempt == 1 and getattr(active, "shared", False):
+                    log.debug("devmapper: the shared loop device of %s went away; attaching a new one", id)
                     continue  # the shared loop device went away meanwhile: attach a new one
                 raise
             except BaseException:
@@ -219,9 +210,9 @@ class DevmapperDriver(Driver):
             ("Metadata Space Used", human_size(usage.metadata_used)),
             ("Metadata Space Total", human_size(usage.metadata_total)),
             ("Metadata Space Available", human_size(usage.metadata_available)),
-            ("Thin Pool Minimum Free Space", human_size(usage.data_total * self.opts["dm.min_free_space"] // 100)),
-            ("Deferred Removal Enabled", yes[self.opts["dm.use_deferred_removal"]]),
-            ("Deferred Deletion Enabled", yes[self.opts["dm.use_deferred_deletion"]]),
+            ("Thin Pool Minimum Free Space", human_size(usage.data_total * self.options.min_free_space // 100)),
+            ("Deferred Removal Enabled", yes[self.options.use_deferred_removal]),
+            ("Deferred Deletion Enabled", yes[self.options.use_deferred_deletion]),
             ("Deferred Deleted Device Count", str(len(self.devices.deferred()))),
             ("Library Version", self.pool.library_version),
         ]

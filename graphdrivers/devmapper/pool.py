@@ -13,16 +13,6 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import ClassVar, Protocol
 
-from ..errors import DriverError
-
-
-class ThinPoolError(DriverError):
-    """A thin-pool operation failed; the message carries the backend's own words."""
-
-
-class ThinPoolFull(DriverError):
-    """The pool has too little free space to create another device; nothing was created."""
-
 
 @dataclass(frozen=True)
 class PoolUsage:

@@ -21,8 +21,9 @@ from dataclasses import dataclass
 
 from .. import loopdev, mountutil
 from ..backing import MKFS
+from ..errors import ThinPoolError
 from . import fsutil
-from .pool import ActiveDevice, PoolUsage, ThinPool, ThinPoolError
+from .pool import ActiveDevice, PoolUsage, ThinPool
 
 FICLONE = 0x40049409
 

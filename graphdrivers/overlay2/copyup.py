@@ -13,7 +13,8 @@ import os
 import shutil
 import stat
 
-from .changes import OVERLAY_XATTR_PREFIXES, LowerView
+from ..whiteouts import OVERLAY_XATTR_PREFIXES
+from .changes import LowerView
 
 
 def copy_up(upper: str, lowers: list[str], targets: set[str]) -> list[str]:

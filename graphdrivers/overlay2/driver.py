@@ -20,17 +20,21 @@ there (the previous owner crashed or was killed).
 from __future__ import annotations
 
 import base64
+import logging
 import os
 import shutil
 from collections.abc import Mapping
 from typing import IO
 
-from .. import archive, fsmagic, mountutil
-from ..driver import Change, Driver
+from .. import archive, fsmagic, mountutil, whiteouts
+from ..changes import Change
+from ..driver import Driver
 from ..errors import DriverError, DriverNotSupported, InvalidLayerId, LayerNotFound
 from ..projectquota import ProjectQuota
 from . import changes as overlay_changes
 from . import copyup, mounting
+
+log = logging.getLogger(__name__)
 
 LINK_DIR = "l"
 TMP_PREFIX = ".tmp-"
@@ -70,9 +74,11 @@ class Overlay2Driver(Driver):
     def _recover(self) -> None:
         """Undo what a crashed run left: merged mounts, half-created or half-removed layers."""
         for point in mountutil.mounts_under(self.home):
+            log.info("overlay2: unmounting %s, left mounted by an earlier instance", point)
             mountutil.umount_retry(point)
         for entry in os.listdir(self.home):
             if entry.startswith((TMP_PREFIX, DEL_PREFIX)):
+                log.info("overlay2: deleting %s, left by an interrupted create or remove", entry)
                 shutil.rmtree(os.path.join(self.home, entry))
         for link in os.listdir(self.links):
             path = os.path.join(self.links, link)
@@ -195,12 +201,12 @@ class Overlay2Driver(Driver):
     def diff(self, id: str, parent: str | None = None) -> IO[bytes]:
         if not self._native(id, parent):
             return super().diff(id, parent)
-        return archive.export_dir(self._diff_dir(id), whiteouts="overlay")
+        return archive.export_dir(self._diff_dir(id), whiteouts=whiteouts.OVERLAY)
 
     def diff_size(self, id: str, parent: str | None = None) -> int:
         if not self._native(id, parent):
             return super().diff_size(id, parent)
-        return archive.dir_diff_size(self._diff_dir(id), whiteouts="overlay")
+        return archive.dir_diff_size(self._diff_dir(id), whiteouts=whiteouts.OVERLAY)
 
     def apply_diff(self, id: str, parent: str | None, stream: IO[bytes]) -> int:
         if not self._native(id, parent):
@@ -208,7 +214,7 @@ class Overlay2Driver(Driver):
         if not self._lowers(id):
             # With nothing below, a whiteout hides nothing: apply it as a deletion instead
             # of leaving a 0/0 device in a layer that `get` shows without an overlay.
-            return archive.apply_layer(self._diff_dir(id), stream, whiteouts="delete")
+            return archive.apply_layer(self._diff_dir(id), stream, whiteouts=whiteouts.DELETE)
         diff_dir = self._diff_dir(id)
         lowers = self._lower_dirs(id)
 
@@ -216,7 +222,7 @@ class Overlay2Driver(Driver):
             # A hard link to a file of a lower layer: copy it up first, as the kernel would.
             return [os.path.relpath(path, diff_dir) for path in copyup.copy_up(diff_dir, lowers, {target})]
 
-        return archive.apply_layer(diff_dir, stream, whiteouts="overlay", copy_up=copy_up)
+        return archive.apply_layer(diff_dir, stream, whiteouts=whiteouts.OVERLAY, copy_up=copy_up)
 
     def _native(self, id: str, parent: str | None) -> bool:
         if not self.exists(id):

@@ -12,38 +12,44 @@ name are deleted when the driver starts.
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 from ..driver import Driver
-from ..errors import InvalidOption, LayerNotFound
-from ..mountutil import fs_type
+from ..errors import LayerNotFound
+from ..fsmagic import fs_name
+from ..options import DriverOptions, option
 from ..projectquota import ProjectQuota
+from ..units import choice
 from .copytree import COPY_FULL, COPY_RANGE, copy_tree
+
+log = logging.getLogger(__name__)
 
 _CREATING = ".creating-"
 _REMOVING = ".removing-"
 
 
-def _parse_copy(value: str) -> str:
-    if value not in (COPY_RANGE, COPY_FULL):
-        raise InvalidOption(f"vfs.copy: {value!r} is not a copy method (known: {COPY_RANGE}, {COPY_FULL})")
-    return value
+@dataclass(frozen=True)
+class VfsOptions(DriverOptions):
+    copy: str = option("vfs.copy", choice("vfs.copy", (COPY_RANGE, COPY_FULL)), COPY_RANGE)
 
 
 class VfsDriver(Driver):
     name = "vfs"
-    option_parsers = {"vfs.copy": _parse_copy}
+    options_type = VfsOptions
+    options: VfsOptions
 
     def __init__(self, home: str, options: Mapping[str, str] | None = None) -> None:
         super().__init__(home, options)
-        self.copy_method: str = self.options.get("vfs.copy", COPY_RANGE)
+        self.copy_method = self.options.copy
         self.dir = os.path.join(home, "dir")
         os.makedirs(self.dir, mode=0o700, exist_ok=True)
         os.chmod(home, 0o700)
         os.chmod(self.dir, 0o700)  # also clears a setgid bit inherited from above
-        self.backing_fs = fs_type(self.dir)
+        self.backing_fs = fs_name(self.dir)
         self._remove_leftovers()
         self.quota = ProjectQuota(home)
         self.supports_quota = self.quota.unsupported is None
@@ -56,6 +62,7 @@ class VfsDriver(Driver):
         and must not keep the driver from starting; the next start tries again."""
         for name in os.listdir(self.dir):
             if name.startswith((_CREATING, _REMOVING)):
+                log.info("vfs: deleting %s, left by an interrupted create or remove", name)
                 shutil.rmtree(os.path.join(self.dir, name), ignore_errors=True)
 
     def _path(self, id: str) -> str:
@@ -108,7 +115,7 @@ class VfsDriver(Driver):
     def metadata(self, id: str) -> dict[str, str]:
         if not self.exists(id):
             raise LayerNotFound(id)
-        return {"path": self._path(id)}
+        return {"Path": self._path(id)}
 
     def quota_unsupported_reason(self) -> str:
         return self.quota.unsupported or ""

@@ -54,7 +54,7 @@ def test_log_axes_only_where_values_span_decades() -> None:
 def test_x_fastest_ranks_drivers_within_a_run_only(tmp_path) -> None:
     """Two runs, one driver each: each is the fastest of its own run, never ranked across runs."""
     from bench import results
-    from bench.report import label_runs
+    from bench.results import label_runs
     from bench.table import summary
 
     from .synthetic import write_run

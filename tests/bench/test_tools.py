@@ -103,7 +103,7 @@ def test_mixed_workload_matches_its_documented_shape(tmp_path) -> None:
 @pytest.mark.parametrize(("layout", "compression"), [("docker", "gzip"), ("legacy", "gzip"), ("oci-tar", "zstd")])
 def test_image_archive_layers_become_the_workload(tmp_path, layout: str, compression: str) -> None:
     """--image: a docker save archive's or OCI layout's layers, in order, decompressed."""
-    from engine import testimages
+    from engine.images import testimages
 
     _base, multi = testimages.multilayer(str(tmp_path / "build"), small_files=20, big_size=1 << 20)
     archive = testimages.write(str(tmp_path / "multi.tar"), [multi], layout=layout, compression=compression)
@@ -120,7 +120,7 @@ def test_bad_image_is_a_clear_error(tmp_path) -> None:
         tar.add(__file__, arcname="hello.py")
     proc = bench("run", "--driver", "vfs", "--image", str(bad), "--out", str(tmp_path / "out"))
     assert proc.returncode == 2
-    assert "neither manifest.json" in proc.stderr
+    assert "neither a docker save archive (manifest.json)" in proc.stderr
     assert not (tmp_path / "out").exists()
 
 

@@ -55,7 +55,7 @@ def _build(driver: AufsDriver, big_size: int, files: int) -> str:
     for i in range(LAYERS):
         layer = f"layer{i}"
         driver.create(layer, parent)
-        diff = driver.metadata(layer)["diff"]
+        diff = driver.metadata(layer)["DiffDir"]
         if i == 0:
             with open(os.path.join(diff, "big"), "wb") as f:
                 for _ in range(big_size >> 20):
@@ -101,7 +101,7 @@ def setup(request: pytest.FixtureRequest) -> Iterator[Setup]:
             drivers[0].get("ctr")
 
         mountutil.mount("overlay", merged, "overlay", 0, options)
-        first, second = (os.path.join(d.metadata("layer0")["diff"], "big") for d in drivers)
+        first, second = (os.path.join(d.metadata("layer0")["DiffDir"], "big") for d in drivers)
         lower_big = {fuse: first, merged: first, served: second}
         try:
             yield Setup(drivers[0], fuse, served, merged, lower_big, remount_fuse, remount_overlay, big_size, files)

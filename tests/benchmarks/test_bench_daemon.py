@@ -21,9 +21,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from engine import testimages
+from engine.images import testimages
 from graphdrivers.backing import LoopFilesystem
-from tests.api.conftest import REPO, Daemon, start_daemon
+from tests.engine.api.conftest import REPO, Daemon, start_daemon
 
 DRIVER = "overlay2"
 ROUNDS = 15
@@ -37,7 +37,7 @@ def _docker(host: str, *args: str) -> subprocess.CompletedProcess:
 
 def _strata_client(host: str, *args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": REPO}
-    return subprocess.run([sys.executable, "-m", "engine.main", "-H", host, *args], env=env, capture_output=True,
+    return subprocess.run([sys.executable, "-m", "engine.cli", "-H", host, *args], env=env, capture_output=True,
                           timeout=120)
 
 

@@ -26,8 +26,8 @@ from collections.abc import Iterator
 import pytest
 
 import graphdrivers
-from engine import testimages
 from engine.engine import Engine
+from engine.images import testimages
 from graphdrivers.backing import LoopFilesystem
 
 ROUNDS = 5

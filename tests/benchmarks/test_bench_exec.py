@@ -34,11 +34,11 @@ from collections.abc import Iterator
 import pytest
 
 import graphdrivers
-from engine import testimages
 from engine.engine import Engine
 from engine.execdrivers.base import ProcessSpec
 from engine.execdrivers.oci import bundle_config, process_env
 from engine.execdrivers.users import resolve
+from engine.images import testimages
 from graphdrivers.backing import LoopFilesystem
 
 ROUNDS = 15

@@ -23,7 +23,7 @@ from collections.abc import Callable
 import pytest
 
 import graphdrivers
-from bench.tarbuild import LayerBuilder
+from graphdrivers.archive.build import LayerBuilder
 
 N_FILES = 200
 DEPTH = 16

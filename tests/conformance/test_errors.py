@@ -31,7 +31,7 @@ def test_unknown_id(driver: Driver) -> None:
         with pytest.raises(LayerNotFound) as info:
             call("nope")
         assert info.value.layer_id == "nope"
-    with pytest.raises(graphdrivers.LayerNotMounted):
+    with pytest.raises(graphdrivers.errors.LayerNotMounted):
         driver.put("nope")
 
 

@@ -148,7 +148,7 @@ def test_get_put_reference_counting(driver: Driver, base: str) -> None:
     with pytest.raises(graphdrivers.errors.LayerInUse):
         driver.remove(base)
     driver.put(base)
-    with pytest.raises(graphdrivers.LayerNotMounted):
+    with pytest.raises(graphdrivers.errors.LayerNotMounted):
         driver.put(base)
     with mounted(driver, base) as path:
         assert read(os.path.join(path, "more")) == b"still writable"
@@ -208,6 +208,7 @@ def test_status_and_metadata(driver: Driver, base: str) -> None:
     assert rows and all(isinstance(k, str) and isinstance(v, str) and k for k, v in rows)
     meta = driver.metadata(base)
     assert isinstance(meta, dict) and all(isinstance(k, str) and isinstance(v, str) for k, v in meta.items())
+    assert all(k[:1].isupper() and k.isalnum() for k in meta), f"metadata keys are CamelCase, as Docker's: {meta}"
     with pytest.raises(graphdrivers.errors.LayerNotFound):
         driver.metadata("no-such-layer")
 
@@ -231,7 +232,7 @@ def test_concurrent_get_put(driver: Driver, base: str) -> None:
     for t in threads:
         t.join()
     assert errors == []
-    with pytest.raises(graphdrivers.LayerNotMounted):
+    with pytest.raises(graphdrivers.errors.LayerNotMounted):
         driver.put(base)  # every get was matched: nothing is held
     driver.remove(base)
 

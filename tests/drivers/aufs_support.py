@@ -31,7 +31,7 @@ def aufs(make_backing, request: pytest.FixtureRequest) -> Iterator[AufsDriver]:
 
 def branch(driver: AufsDriver, layer: str, *parts: str) -> str:
     """A path inside a layer's own branch (diff/<id>), written directly in some tests."""
-    return os.path.join(driver.metadata(layer)["diff"], *parts)
+    return os.path.join(driver.metadata(layer)["DiffDir"], *parts)
 
 
 def put_file(path: str, data: bytes = b"", mode: int = 0o644) -> None:

@@ -18,8 +18,8 @@ import pytest
 import graphdrivers
 from graphdrivers import Change, Driver, mountutil
 from graphdrivers.aufs import kernel_backend
-from graphdrivers.aufs.driver import AufsDriver, ChainTooDeep
-from graphdrivers.errors import DriverNotSupported, InvalidOption
+from graphdrivers.aufs.driver import AufsDriver
+from graphdrivers.errors import ChainTooDeep, DriverNotSupported, InvalidOption
 
 from ..conformance.treeutil import mounted, tree
 from .aufs_support import aufs, branch, make_root, put_file  # noqa: F401  (aufs is a fixture)
@@ -43,7 +43,7 @@ def test_layout_status_and_metadata(aufs: AufsDriver) -> None:  # noqa: F811
     assert rows["Backend"].startswith("fuse") and rows["Backing Filesystem"] == "ext4"
     assert rows["Depth Limit"] and rows["Dirs"] == "3"
     meta = aufs.metadata("c")
-    assert meta["backend"] == "fuse" and meta["parent"] == "b" and meta["depth"] == "3"
+    assert meta["Backend"] == "fuse" and meta["Parent"] == "b" and meta["Depth"] == "3"
     with pytest.raises(InvalidOption):
         graphdrivers.get_driver("aufs", root=os.path.dirname(aufs.home), options={"aufs.backend": "nfs"})
 

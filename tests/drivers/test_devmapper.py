@@ -9,10 +9,9 @@ import os
 
 import pytest
 
-from graphdrivers import loopdev, mountutil
+from graphdrivers import fsmagic, loopdev, mountutil
 from graphdrivers.devmapper import dmthinpool, fsutil
-from graphdrivers.devmapper.pool import ThinPoolFull
-from graphdrivers.errors import DriverNotSupported, DriverStateError, InvalidOption, LayerInUse
+from graphdrivers.errors import DriverNotSupported, DriverStateError, InvalidOption, LayerInUse, ThinPoolFull
 
 from .dmutil import still_attached
 
@@ -188,7 +187,7 @@ def test_own_pool_image_when_the_root_cannot_reflink(make_backing, make_driver):
     d = make_driver(root, **{"dm.loopdatasize": "4G"})
     image = os.path.join(root, "devmapper", "devmapper", "data")
     assert dict(d.status())["Data file"] == image
-    assert mountutil.fs_type(d.pool.dir) == "xfs"
+    assert fsmagic.fs_name(d.pool.dir) == "xfs"
     d.create("img")
     with open(os.path.join(d.get("img"), "f"), "w") as f:
         f.write("kept")

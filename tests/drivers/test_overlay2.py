@@ -15,7 +15,7 @@ import pytest
 
 import graphdrivers
 from graphdrivers import mountutil, naivediff
-from graphdrivers.driver import Change
+from graphdrivers.changes import Change
 from graphdrivers.errors import (
     DriverError,
     DriverNotSupported,

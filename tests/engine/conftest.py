@@ -9,10 +9,10 @@ from dataclasses import dataclass
 import pytest
 
 import graphdrivers
-from engine import testimages
 from engine.engine import Engine
-from engine.graph import chain_id
-from engine.testimages import BuiltImage
+from engine.images import testimages
+from engine.images.graph import chain_id
+from engine.images.testimages import BuiltImage
 
 SMALL_BIG_FILE = 1 << 20  # the "big" layer of the quick multi-layer image
 

@@ -1,31 +1,61 @@
-"""Jobs behave like processes: args, env, streams, statuses, typed errors."""
+"""Jobs behave like processes: args, typed options, streams, statuses, typed errors."""
 
 from __future__ import annotations
+
+import io
 
 import pytest
 
 from engine.engine import Engine
-from engine.errors import EngineError, EngineLocked, NoSuchImage, NoSuchJob
+from engine.errors import EngineError, EngineLocked, NoSuchImage, NoSuchJob, UsageError
+from engine.jobspec import Option, declare
 
 
-def test_a_job_runs_its_handler_with_args_env_and_streams(vfs_engine: Engine) -> None:
+def test_a_job_runs_its_handler_with_args_options_and_streams(vfs_engine: Engine) -> None:
     def echo(job) -> int:
         data = job.stdin.read()
-        job.write(" ".join(job.args) + "|" + job.getenv("greeting", "?") + "|" + data.decode())
-        return 3 if job.getenv_bool("fail") else 0
+        job.write(" ".join(job.args) + "|" + job.options["greeting"] + "|" + data.decode())
+        return 3 if job.options["fail"] else 0
 
-    vfs_engine.register("echo", echo)
-    job = vfs_engine.job("echo", "a", "b", env={"greeting": "hi"}, stdin=__import__("io").BytesIO(b"in"))
+    vfs_engine.register(declare("echo", echo, args="[WORD...]",
+                                options={"greeting": Option(str, default="?"), "fail": bool}))
+    job = vfs_engine.job("echo", "a", "b", env={"greeting": "hi"}, stdin=io.BytesIO(b"in"))
     assert job.run() == 0
     assert job.output() == b"a b|hi|in"
     assert vfs_engine.job("echo", env={"fail": "true"}).run() == 3
+    assert vfs_engine.job("echo", options={"fail": True}).run() == 3
+    assert vfs_engine.job("echo").run() == 0
+
+
+def test_options_are_typed_and_an_unknown_one_is_refused_by_name(vfs_engine: Engine) -> None:
+    seen = []
+    vfs_engine.register(declare("opts", lambda job: seen.append(job.options) or 0, options={
+        "n": int, "t": float, "words": list, "on": bool, "mode": Option(str, choices=("a", "b"), default="a")}))
+    assert vfs_engine.job("opts", env={"n": "3", "t": "1.5", "words": '["x"]', "on": "yes"}).run() == 0
+    assert seen[-1] == {"n": 3, "t": 1.5, "words": ["x"], "on": True, "mode": "a"}
+    for env, message in (({"bogus": "1"}, "unknown option 'bogus'"), ({"on": "maybe"}, "option on: 'maybe' is not"),
+                         ({"n": "x"}, "option n must be an integer"), ({"words": "{"}, "JSON list of strings"),
+                         ({"mode": "c"}, "must be one of a, b")):
+        job = vfs_engine.job("opts", env=env)
+        assert job.run() == 2, env
+        assert message in job.stderr.getvalue().decode()
+        with pytest.raises(UsageError, match=message):
+            vfs_engine.job("opts", env=env).run(check=True)
+
+
+def test_positional_arity_comes_from_the_usage_line(vfs_engine: Engine) -> None:
+    vfs_engine.register(declare("two", lambda job: 0, args="SOURCE TARGET[:TAG] [EXTRA]"))
+    assert vfs_engine.job("two", "a", "b").run() == 0 and vfs_engine.job("two", "a", "b", "c").run() == 0
+    job = vfs_engine.job("two", "a")
+    assert job.run() == 2 and job.stderr.getvalue() == b"Error: usage: two SOURCE TARGET[:TAG] [EXTRA]\n"
+    assert vfs_engine.job("two", "a", "b", "c", "d").run() == 2
 
 
 def test_an_engine_error_is_status_1_and_one_line_on_stderr(vfs_engine: Engine) -> None:
     def boom(job) -> int:
         raise NoSuchImage("nothing")
 
-    vfs_engine.register("boom", boom)
+    vfs_engine.register(declare("boom", boom))
     job = vfs_engine.job("boom")
     assert job.run() == 1
     assert job.stderr.getvalue() == b"Error: no such image: nothing\n"
@@ -41,21 +71,19 @@ def test_an_unregistered_job_fails_clearly(vfs_engine: Engine) -> None:
         vfs_engine.job("frobnicate").run(check=True)
 
 
-def test_a_bug_in_a_handler_is_reported_with_its_traceback(vfs_engine: Engine) -> None:
-    vfs_engine.register("buggy", lambda job: 1 // 0)
+def test_a_bug_in_a_handler_is_reported_with_its_traceback(vfs_engine: Engine, caplog) -> None:
+    vfs_engine.register(declare("buggy", lambda job: 1 // 0))
     job = vfs_engine.job("buggy")
     assert job.run() == 1
     assert b"internal error in job buggy" in job.stderr.getvalue()
     assert b"ZeroDivisionError" in job.stderr.getvalue()
+    [record] = [r for r in caplog.records if r.name == "engine.job"]
+    assert record.exc_info is not None and record.exc_info[0] is ZeroDivisionError
 
 
-def test_json_env_and_duplicate_registration(vfs_engine: Engine) -> None:
-    job = vfs_engine.job("info", env={"x": '{"a": [1]}', "bad": "{"})
-    assert job.getenv_json("x") == {"a": [1]}
-    with pytest.raises(EngineError, match="not valid JSON"):
-        job.getenv_json("bad")
+def test_duplicate_registration(vfs_engine: Engine) -> None:
     with pytest.raises(EngineError, match="registered twice"):
-        vfs_engine.register("info", lambda job: 0)
+        vfs_engine.register(declare("info", lambda job: 0))
 
 
 def test_a_second_engine_on_the_root_is_refused(vfs_engine: Engine) -> None:

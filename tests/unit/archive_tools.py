@@ -1,5 +1,6 @@
-"""Helpers of the archive and naivediff tests: build layer tars in memory with tarfile,
-and take a full snapshot of a tree (everything apply_layer must preserve or restore)."""
+"""Helpers of the archive and naivediff tests: build layer tars in memory (any header,
+hostile ones too, through graphdrivers.archive.build), and take a full snapshot of a tree
+(everything apply_layer must preserve or restore)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import stat
 import tarfile
 from collections.abc import Iterable
 
+from graphdrivers.archive.build import LayerBuilder
 from graphdrivers.archive.journal import read_xattrs
 
 
@@ -42,11 +44,11 @@ def member(
 
 
 def build_tar(members: Iterable[tuple[tarfile.TarInfo, bytes]], fmt: int = tarfile.PAX_FORMAT) -> bytes:
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w", format=fmt, encoding="utf-8", errors="surrogateescape") as tar:
-        for info, data in members:
-            tar.addfile(info, io.BytesIO(data) if info.isreg() else None)
-    return buf.getvalue()
+    """The members, exactly as given, as a tar in memory (the project's one builder)."""
+    builder = LayerBuilder(format=fmt)
+    for info, data in members:
+        builder.add(info, data)
+    return builder.getvalue()
 
 
 def stream(data: bytes) -> io.BytesIO:

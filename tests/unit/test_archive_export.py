@@ -15,7 +15,7 @@ import pytest
 
 from graphdrivers import naivediff
 from graphdrivers.archive import apply_layer, dir_diff_size, export_dir, export_paths
-from graphdrivers.driver import Change
+from graphdrivers.changes import Change
 from tests.unit.archive_tools import snapshot, without_root_and_times_of
 
 T = 1_600_000_000_123_456_789

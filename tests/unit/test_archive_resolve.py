@@ -1,13 +1,16 @@
-"""clean_name, the lexical half of confinement: equal to a plain reference on any name."""
+"""clean_name, the lexical half of confinement (equal to a plain reference on any name), and
+open_in_root, the confined open that tar-split replay reads layers with."""
 
 from __future__ import annotations
 
+import os
 import posixpath
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from graphdrivers.archive import resolve
 from graphdrivers.archive.resolve import clean_name
 from graphdrivers.errors import UnsafeArchive
 
@@ -35,3 +38,23 @@ def test_clean_name_matches_reference(name: str) -> None:
             clean_name(name)
     else:
         assert clean_name(name) == expected
+
+
+def test_open_in_root_stays_in_the_root_and_never_follows_the_last_component(tmp_path) -> None:
+    root = tmp_path / "layer"
+    (root / "etc").mkdir(parents=True)
+    (root / "etc" / "file").write_bytes(b"inside")
+    (tmp_path / "file").write_bytes(b"HOST!")
+    (root / "up").symlink_to("../..")  # climbs no higher than the root
+    (root / "leaf").symlink_to("etc/file")
+    fd = resolve.open_in_root(str(root), "up/etc/file")
+    try:
+        assert os.read(fd, 16) == b"inside"
+    finally:
+        os.close(fd)
+    with pytest.raises(FileNotFoundError):
+        resolve.open_in_root(str(root), "up/../file")  # /file of the layer, not of the host
+    with pytest.raises(OSError, match="Too many levels of symbolic links"):
+        resolve.open_in_root(str(root), "leaf")
+    with pytest.raises(UnsafeArchive, match="climbs out"):
+        resolve.open_in_root(str(root), "../file")

@@ -10,7 +10,8 @@ import subprocess
 import pytest
 
 from graphdrivers import naivediff
-from graphdrivers.driver import Change, Driver
+from graphdrivers.changes import Change
+from graphdrivers.driver import Driver
 from tests.unit.archive_tools import snapshot, without_root_and_times_of
 
 T = 1_600_000_000 * 10**9

@@ -83,7 +83,7 @@ def test_empty_prior_directory_is_not_storage(tmp_path) -> None:
 def test_two_prior_storages_are_ambiguous(tmp_path) -> None:
     _store(str(tmp_path), "vfs")
     _store(str(tmp_path), "fast")
-    with pytest.raises(graphdrivers.AmbiguousPriorStorage) as info:
+    with pytest.raises(graphdrivers.errors.AmbiguousPriorStorage) as info:
         graphdrivers.get_driver(root=str(tmp_path))
     assert "vfs" in str(info.value) and "fast" in str(info.value)
     assert graphdrivers.get_driver("vfs", root=str(tmp_path)).name == "vfs"  # the user chose

@@ -135,7 +135,7 @@ def test_layout_and_metadata(ext4_root: str) -> None:
     d = graphdrivers.get_driver("vfs", root=ext4_root)
     d.create("x")
     path = os.path.join(ext4_root, "vfs", "dir", "x")
-    assert d.metadata("x") == {"path": path}
+    assert d.metadata("x") == {"Path": path}
     assert d.get("x") == path
     d.put("x")
 

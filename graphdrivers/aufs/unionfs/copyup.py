@@ -13,7 +13,7 @@ import os
 import shutil
 import stat
 
-from .. import whiteout
+from ... import whiteouts
 
 
 def copy_xattrs(src: bytes, dst: bytes) -> None:
@@ -55,7 +55,7 @@ def copy_dir(src: bytes, dst: bytes) -> None:
 def copy_node(src: bytes, dst: bytes, tmp_name: bytes) -> None:
     """Copy file, symlink or special file `src` to `dst` (whose directory exists)."""
     st = os.lstat(src)
-    tmp = os.path.join(os.path.dirname(dst), whiteout.META_PREFIX_B + tmp_name)
+    tmp = os.path.join(os.path.dirname(dst), whiteouts.META_PREFIX_B + tmp_name)
     mode = st.st_mode
     try:
         if stat.S_ISREG(mode):

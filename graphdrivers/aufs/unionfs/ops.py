@@ -19,7 +19,7 @@ import stat
 import sys
 from collections.abc import Iterator
 
-from ... import mountutil
+from ... import mountutil, whiteouts
 from . import abi
 from .abi import Passthrough
 from .tree import Node, Union
@@ -194,7 +194,7 @@ class UnionOperations:
             sv.f_files,
             sv.f_ffree,
             sv.f_bsize,
-            sv.f_namemax - len(b".wh."),  # room for the whiteout prefix
+            sv.f_namemax - len(whiteouts.PREFIX_B),  # room for the whiteout prefix
             sv.f_frsize,
             0,
         )

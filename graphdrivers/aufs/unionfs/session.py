@@ -3,22 +3,27 @@
 A plain blocking loop on /dev/fuse: a request is read into one reused buffer, decoded,
 handed to the operations, and answered with one writev. The loop ends when the mount
 goes away (the device answers ENODEV). Operations raise OSError with the errno the
-caller should see; any other exception is a bug, logged and answered with EIO, because
-one failed request must not take a container's root filesystem down.
+caller should see; only that errno leaves a handler. A malformed request (shorter than
+it says, a body too short for its operation, an opcode this server does not know) is
+logged and answered with an errno; any other exception is a bug, logged with its
+traceback and answered with EIO, because one failed request must not take a
+container's root filesystem down.
 """
 
 from __future__ import annotations
 
 import errno
+import logging
 import os
-import sys
+import struct
 import time
-import traceback
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from ... import fsmagic, mountutil
 from . import abi
+
+log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from .ops import Attributes, UnionOperations
@@ -36,6 +41,7 @@ class Session:
         self.buf = bytearray(abi.BUFFER_SIZE)
         self._initialised: bool | None = None  # None until INIT came; False if it was refused
         self._handlers: dict[int, Callable[[int, memoryview, int, int], bytes | None]] = self._table()
+        self._unknown_seen: set[int] = set()
 
     # -- connection --------------------------------------------------------------------
 
@@ -74,6 +80,7 @@ class Session:
         self.close()
 
     def _serve_one(self) -> bool:
+        """Read and answer one request; False once the filesystem is unmounted."""
         buf = self.buf
         try:
             n = os.readv(self.fd, [buf])
@@ -83,19 +90,28 @@ class Session:
             if exc.errno in (errno.EINTR, errno.EAGAIN, errno.ENOENT):
                 return True  # ENOENT: the request was interrupted before we read it
             raise
+        if n < abi.IN_HEADER.size:
+            log.warning("dropped a FUSE request of %d bytes: shorter than its header", n)
+            return True  # no request id to answer
         length, opcode, unique, nodeid, uid, gid, _pid, extlen, _ = abi.IN_HEADER.unpack_from(buf)
-        if n < length:
-            raise OSError(errno.EIO, f"short FUSE request: {n} of {length} bytes")
+        if n < length or length < abi.IN_HEADER.size + 8 * extlen:
+            log.warning("malformed FUSE request (opcode %d): %d bytes read, header says %d", opcode, n, length)
+            self._reply_error(opcode, unique, errno.EIO)
+            return True
         body = memoryview(buf)[abi.IN_HEADER.size : length - 8 * extlen]
         handler = self._handlers.get(opcode)
         try:
             if handler is None:
+                self._unknown(opcode)
                 raise OSError(errno.ENOSYS, "not implemented")
             payload = handler(nodeid, body, uid, gid)
         except OSError as exc:
             self._reply_error(opcode, unique, exc.errno or errno.EIO)
+        except struct.error as exc:  # the body is too short for the operation's struct
+            log.warning("malformed FUSE request (opcode %d, %d body bytes): %s", opcode, len(body), exc)
+            self._reply_error(opcode, unique, errno.EINVAL)
         except Exception:
-            traceback.print_exc(file=sys.stderr)
+            log.exception("FUSE operation %d on node %d failed", opcode, nodeid)
             self._reply_error(opcode, unique, errno.EIO)
         else:
             if opcode not in abi.NO_REPLY:
@@ -103,6 +119,13 @@ class Session:
         finally:
             body.release()
         return True
+
+    def _unknown(self, opcode: int) -> None:
+        """Log an operation this server does not implement, once per opcode: the kernel
+        tries some (ioctl, poll, locks...) on every call, and ENOSYS is the answer."""
+        if opcode not in self._unknown_seen:
+            self._unknown_seen.add(opcode)
+            log.warning("FUSE opcode %d is not implemented; answering ENOSYS", opcode)
 
     def _reply(self, unique: int, payload: bytes | memoryview) -> None:
         try:

@@ -18,6 +18,7 @@ import itertools
 import os
 import shutil
 
+from ... import whiteouts
 from .. import whiteout
 from . import copyup
 
@@ -97,7 +98,7 @@ def build_listing(roots: list[bytes], path: bytes, dirs: list[int]) -> dict[byte
 
 def make_marker(path: bytes) -> None:
     """A whiteout or opaque marker: an empty root-owned regular file."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, whiteout.MARKER_MODE)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, whiteouts.MARKER_MODE)
     os.close(fd)
 
 
@@ -233,13 +234,13 @@ class Union:
         Returns the real path to create and whether a whiteout was removed (a lower
         version exists beneath, so a directory made there must be opaque).
         """
-        if name[:4] == whiteout.PREFIX_B:
+        if name[:4] == whiteouts.PREFIX_B:
             raise _err(errno.EPERM, name)  # aufs reserves .wh. names
         if name in self.listing(parent):
             raise _err(errno.EEXIST, parent.path + b"/" + name)
         self.ensure_rw_dir(parent)
         try:
-            os.unlink(self.rw + parent.path + b"/" + whiteout.PREFIX_B + name)
+            os.unlink(self.rw + parent.path + b"/" + whiteouts.PREFIX_B + name)
             whited_out = True
         except FileNotFoundError:
             whited_out = False
@@ -249,7 +250,7 @@ class Union:
         """Record a name just made in the writable branch."""
         path = parent.path + b"/" + name
         if is_dir and whited_out:
-            make_marker(self.rw + path + b"/" + whiteout.OPAQUE_B)
+            make_marker(self.rw + path + b"/" + whiteouts.OPAQUE_B)
         entry = Entry(0, [0] if is_dir else None, whited_out)
         self.listing(parent)[name] = entry
         node = self._new_node(parent, name, path, entry)
@@ -296,7 +297,7 @@ class Union:
                 os.unlink(self.rw + path)
         if entry.lower or entry.branch > 0:
             self.ensure_rw_dir(parent)
-            make_marker(self.rw + parent.path + b"/" + whiteout.PREFIX_B + name)
+            make_marker(self.rw + parent.path + b"/" + whiteouts.PREFIX_B + name)
         del listing[name]
         self._drop_name(node, parent, name, path, last)
 
@@ -331,7 +332,7 @@ class Union:
     # -- rename ------------------------------------------------------------------------
 
     def rename(self, old_parent: Node, old_name: bytes, new_parent: Node, new_name: bytes, *, noreplace: bool) -> None:
-        if new_name[:4] == whiteout.PREFIX_B:
+        if new_name[:4] == whiteouts.PREFIX_B:
             raise _err(errno.EPERM, new_name)
         old_path = old_parent.path + b"/" + old_name
         new_path = new_parent.path + b"/" + new_name
@@ -373,16 +374,16 @@ class Union:
                 self._clear_markers(self.rw + new_path)
         else:
             try:
-                os.unlink(self.rw + new_parent.path + b"/" + whiteout.PREFIX_B + new_name)
+                os.unlink(self.rw + new_parent.path + b"/" + whiteouts.PREFIX_B + new_name)
                 target_lower = True
             except FileNotFoundError:
                 pass
         os.rename(self.rw + old_path, self.rw + new_path)
         if is_dir and target_lower:
-            make_marker(self.rw + new_path + b"/" + whiteout.OPAQUE_B)
+            make_marker(self.rw + new_path + b"/" + whiteouts.OPAQUE_B)
         if entry.lower:
             self.ensure_rw_dir(old_parent)
-            make_marker(self.rw + old_parent.path + b"/" + whiteout.PREFIX_B + old_name)
+            make_marker(self.rw + old_parent.path + b"/" + whiteouts.PREFIX_B + old_name)
         del self.listing(old_parent)[old_name]
         new_entry = Entry(0, [0] if is_dir else None, target_lower)
         new_listing[new_name] = new_entry

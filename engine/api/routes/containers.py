@@ -1,0 +1,253 @@
+"""Container endpoints: create, start, attach, wait, logs, stop, kill, delete, list,
+inspect, changes, commit, export."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from typing import IO, Any
+
+from ...containers.record import Container
+from ...engine import Engine
+from ...errors import EngineError, NoSuchContainer
+from .. import jobio, mux
+from ..http import ApiError, Reply, Request, Router
+from .images import unix_time
+
+POLL = 0.005  # seconds between looks at a container that has not started yet
+ATTACH_DRAIN_TIMEOUT = 30.0  # how long wait lets attach streams finish copying output
+RAW_STREAM = "application/vnd.docker.raw-stream"
+
+
+def _network(host_config: dict[str, Any]) -> str:
+    mode = host_config.get("NetworkMode") or "default"
+    if mode in ("default", "bridge", "none"):
+        return "none"  # strata's networkdriver gives containers loopback only
+    if mode == "host":
+        return "host"
+    raise ApiError(400, f"network mode {mode!r} is not supported (none or host)")
+
+
+class _Attachments:
+    """Which containers have an attach stream copying their output.
+
+    The wait endpoint records a container's end, which removes an --rm container and its
+    log files; it must not do so before every attach stream has copied the last output.
+    """
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._count: dict[str, int] = {}
+
+    def begin(self, container_id: str) -> None:
+        with self._cond:
+            self._count[container_id] = self._count.get(container_id, 0) + 1
+
+    def end(self, container_id: str) -> None:
+        with self._cond:
+            self._count[container_id] -= 1
+            if not self._count[container_id]:
+                del self._count[container_id]
+            self._cond.notify_all()
+
+    def drained(self, container_id: str, timeout: float) -> None:
+        with self._cond:
+            self._cond.wait_for(lambda: container_id not in self._count, timeout)
+
+
+def add_routes(router: Router, engine: Engine) -> None:
+    store = engine.containers
+    attachments = _Attachments()
+
+    def container(req: Request) -> Container:
+        return store.get(req.params["id"])
+
+    def inspected(req: Request) -> dict[str, Any]:
+        """The container's inspect JSON, through the job (a missing container is a 404)."""
+        return jobio.run(engine, "container_inspect", req.params["id"]).json()[0]
+
+    @router.route("POST", "/containers/create")
+    def create(req: Request) -> Reply:
+        body = req.json()
+        if not isinstance(body, dict) or not body.get("Image"):
+            raise ApiError(400, "the container config needs an Image")
+        cmd = body.get("Cmd") or []
+        env_list = body.get("Env") or []
+        if not isinstance(cmd, list) or not isinstance(env_list, list):
+            raise ApiError(400, "Cmd and Env must be lists of strings")
+        if body.get("Entrypoint"):
+            cmd = list(body["Entrypoint"]) + list(cmd)
+        host_config = body.get("HostConfig") or {}
+        options = {
+            "name": req.arg("name") or "",
+            "env": [str(e) for e in env_list],
+            "workdir": body.get("WorkingDir") or "",
+            "user": body.get("User") or "",
+            "hostname": body.get("Hostname") or "",
+            "network": _network(host_config),
+            "rm": bool(host_config.get("AutoRemove")),
+        }
+        job = jobio.run(engine, "create", body["Image"], *[str(a) for a in cmd], options=options)
+        return Reply(201, {"Id": job.stdout.getvalue().decode().strip(), "Warnings": []})
+
+    @router.route("POST", "/containers/{id}/start")
+    def start(req: Request) -> Reply:
+        c = inspected(req)
+        if c["State"]["Running"]:
+            return Reply(304, None)
+        jobio.run(engine, "start", c["Id"])
+        return Reply(204, None)
+
+    @router.route("POST", "/containers/{id}/wait")
+    def wait(req: Request) -> Reply:
+        """Headers go out at once and the body when the container stops: the docker CLI waits
+        for this response to begin before it starts the container (as dockerd's wait does)."""
+        c = container(req)
+        condition = req.arg("condition") or "not-running"
+        if condition not in ("not-running", "next-exit", "removed"):
+            raise ApiError(400, f"invalid condition {condition!r}")
+
+        def body() -> Iterator[bytes]:
+            try:
+                current = _await_start(c) if condition != "not-running" else c
+                handle = store.handle(current) if current.state.running else None
+                if handle is not None:
+                    handle.wait(None)  # the process ended; its output may still be in flight
+                attachments.drained(c.id, ATTACH_DRAIN_TIMEOUT)
+                status = store.wait(current)
+                if condition == "removed":
+                    while _exists(c.id):
+                        time.sleep(POLL)
+                result = {"StatusCode": status.code, "Error": {"Message": status.error} if status.error else None}
+            except EngineError as exc:
+                result = {"StatusCode": -1, "Error": {"Message": str(exc)}}
+            yield json.dumps(result).encode() + b"\n"
+
+        return Reply(200, stream=body())
+
+    def _await_start(c: Container) -> Container:
+        """Block until the container has run (the CLI waits before it starts the container)."""
+        while c.state.status == "created":
+            time.sleep(POLL)
+            c = store.get(c.id)
+        return c
+
+    def _exists(container_id: str) -> bool:
+        try:
+            store.get(container_id)
+            return True
+        except NoSuchContainer:
+            return False
+
+    @router.route("POST", "/containers/{id}/attach")
+    def attach(req: Request) -> Reply:
+        c = container(req)
+        if not req.flag("stream") and not req.flag("logs"):
+            raise ApiError(400, "attach needs stream=1 or logs=1")
+        want_out, want_err = req.flag("stdout"), req.flag("stderr")
+        attachments.begin(c.id)
+
+        def hijacked(sock: socket.socket, _rfile: IO[bytes]) -> None:
+            try:
+                _follow(_await_start(c), sock, want_out, want_err)
+            except (BrokenPipeError, ConnectionResetError, NoSuchContainer):
+                pass
+            finally:
+                attachments.end(c.id)
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_WR)
+
+        return Reply(200, hijack=hijacked, content_type=RAW_STREAM)
+
+    def _follow(c: Container, sock: socket.socket, want_out: bool, want_err: bool) -> None:
+        """Copy the container's output as frames until its process ends, without recording the
+        end: that is the wait endpoint's job (it alone sees the exit code of an --rm container)."""
+        out_path, err_path = store.log_paths(c)
+        handle = store.handle(c)
+        with _open(out_path) as out, _open(err_path) as err:
+            while True:
+                ended = handle is None or handle.wait(0.05) is not None
+                _pump(out, sock, mux.STDOUT, want_out)
+                _pump(err, sock, mux.STDERR, want_err)
+                if ended:
+                    break
+
+    @router.route("GET", "/containers/{id}/logs")
+    def logs(req: Request) -> Reply:
+        c = container(req)
+        if not req.flag("stdout") and not req.flag("stderr"):
+            raise ApiError(400, "you must choose at least one stream (stdout or stderr)")
+        drop = lambda _b: b""  # noqa: E731 -- a stream the client did not ask for
+        chunks = jobio.stream(engine, "logs", c.id, options={"follow": req.flag("follow")},
+                              out=mux.stdout_frame if req.flag("stdout") else drop,
+                              err=mux.stderr_frame if req.flag("stderr") else drop)
+        return Reply(200, stream=chunks, content_type=RAW_STREAM)
+
+    @router.route("GET", "/containers/json")
+    def list_(req: Request) -> Reply:
+        listed = jobio.run(engine, "ps", options={"all": req.flag("all"), "json": True}).json()
+        return Reply(200, [{**{k: c[k] for k in ("Id", "Names", "Image", "ImageID", "Command", "State", "Status",
+                                                  "HostConfig")},
+                            "Created": unix_time(c["Created"]), "Ports": [], "Labels": {}, "SizeRw": 0,
+                            "SizeRootFs": 0, "NetworkSettings": {"Networks": {}}, "Mounts": []} for c in listed])
+
+    @router.route("GET", "/containers/{id}/json")
+    def inspect(req: Request) -> Reply:
+        data = inspected(req)
+        data.setdefault("Config", {}).update({"Tty": False, "OpenStdin": False, "AttachStdout": True,
+                                              "AttachStderr": True, "Labels": {}})
+        data.setdefault("HostConfig", {})["LogConfig"] = {"Type": "json-file", "Config": {}}
+        return Reply(200, data)
+
+    @router.route("POST", "/containers/{id}/stop")
+    def stop(req: Request) -> Reply:
+        c = inspected(req)
+        if not c["State"]["Running"]:
+            return Reply(304, None)
+        jobio.run(engine, "stop", c["Id"], options={"time": req.int_arg("t", 10)})
+        return Reply(204, None)
+
+    @router.route("POST", "/containers/{id}/kill")
+    def kill(req: Request) -> Reply:
+        jobio.run(engine, "kill", inspected(req)["Id"], options={"signal": req.arg("signal") or "KILL"})
+        return Reply(204, None)
+
+    @router.route("DELETE", "/containers/{id}")
+    def delete(req: Request) -> Reply:
+        jobio.run(engine, "rm", inspected(req)["Id"], options={"force": req.flag("force")})
+        return Reply(204, None)
+
+    @router.route("GET", "/containers/{id}/changes")
+    def changes(req: Request) -> Reply:
+        return Reply(200, jobio.run(engine, "diff", req.params["id"], options={"json": True}).json())
+
+    @router.route("POST", "/commit")
+    def commit(req: Request) -> Reply:
+        ref = req.arg("container")
+        if not ref:
+            raise ApiError(400, "container is required")
+        repo, tag = req.arg("repo"), req.arg("tag")
+        args = [ref] + ([f"{repo}:{tag}" if tag else repo] if repo else [])
+        options = {"message": req.arg("comment") or "", "author": req.arg("author") or ""}
+        job = jobio.run(engine, "commit", *args, options=options)
+        return Reply(201, {"Id": job.stdout.getvalue().decode().strip()})
+
+    @router.route("GET", "/containers/{id}/export")
+    def export(req: Request) -> Reply:
+        container_id = inspected(req)["Id"]  # a missing container is a 404 before the tar starts
+        return Reply(200, stream=jobio.stream(engine, "export", container_id), content_type="application/x-tar")
+
+
+def _open(path: str) -> IO[bytes]:
+    return open(path if os.path.exists(path) else os.devnull, "rb")
+
+
+def _pump(src: IO[bytes], sock: socket.socket, stream: int, wanted: bool) -> None:
+    while chunk := src.read(1 << 20):
+        if wanted:
+            sock.sendall(mux.frame(stream, chunk))

@@ -1,0 +1,149 @@
+"""`strata -H HOST run ...`: a thin client of a running strata daemon.
+
+The engine's own CLI imports the engine and opens the root for every command; a client
+of a daemon that already holds them costs only an interpreter start and a few requests,
+which is what `docker run` costs the Go client. It speaks the same Engine API the docker
+CLI does, in the same order: create, attach (hijacked), wait (whose headers come back
+before the container starts), start, then the output until the process ends.
+Standard library only, so that it starts fast.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import struct
+import sys
+
+from ..containers import args as containerargs
+
+TYPE_CHECKING = False  # typing's own constant would cost an import of typing (~4 ms) at start
+if TYPE_CHECKING:
+    from typing import IO, Any
+
+API = "/v1.41"
+DAEMON_ERROR = 125  # docker run's status when the daemon refuses the request
+
+
+class ClientError(Exception):
+    """The daemon could not be reached or refused a request; the message says which."""
+
+
+class _Connection:
+    """One HTTP/1.1 exchange on its own socket (the API hijacks or streams per request)."""
+
+    def __init__(self, host: str) -> None:
+        scheme, _, address = host.partition("://")
+        try:
+            if scheme == "unix":
+                self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                self.sock.connect(address)
+            elif scheme == "tcp":
+                name, _, port = address.rstrip("/").rpartition(":")
+                self.sock = socket.create_connection((name.strip("[]") or "127.0.0.1", int(port or 2375)))
+            else:
+                raise ClientError(f"unsupported host {host!r}: use unix:///path or tcp://ADDRESS:PORT")
+        except OSError as exc:
+            raise ClientError(f"cannot reach the strata daemon at {host}: {exc.strerror or exc}") from None
+        self.file = self.sock.makefile("rb")
+        self.headers: dict[str, str] = {}
+
+    def send(self, method: str, path: str, body: Any = None, *, upgrade: bool = False) -> int:
+        """Send a request and read the status line and headers; returns the status.
+
+        `upgrade` asks for the connection to be hijacked (attach), as the docker CLI does."""
+        payload = b"" if body is None else json.dumps(body).encode()
+        connection = "Connection: Upgrade\r\nUpgrade: tcp" if upgrade else "Connection: close"
+        head = (f"{method} {API}{path} HTTP/1.1\r\nHost: strata\r\nContent-Type: application/json\r\n"
+                f"Content-Length: {len(payload)}\r\n{connection}\r\n\r\n")
+        self.sock.sendall(head.encode() + payload)
+        status_line = self.file.readline()
+        try:
+            status = int(status_line.split()[1])
+        except (IndexError, ValueError):
+            raise ClientError(f"the daemon answered {status_line[:80]!r}, not HTTP") from None
+        while (line := self.file.readline()) not in (b"\r\n", b"\n", b""):
+            key, _, value = line.decode("latin-1").partition(":")
+            self.headers[key.strip().lower()] = value.strip()
+        return status
+
+    def body(self) -> bytes:
+        if self.headers.get("transfer-encoding", "").lower() == "chunked":
+            parts = []
+            while (size := int(self.file.readline().split(b";")[0] or b"0", 16)) > 0:
+                parts.append(self.file.read(size))
+                self.file.readline()
+            return b"".join(parts)
+        return self.file.read(int(self.headers.get("content-length") or 0))
+
+    def json(self) -> Any:
+        data = self.body()
+        return json.loads(data) if data else None
+
+    def close(self) -> None:
+        self.file.close()
+        self.sock.close()
+
+
+def _call(host: str, method: str, path: str, body: Any = None, expect: tuple[int, ...] = (200,)) -> Any:
+    conn = _Connection(host)
+    try:
+        status = conn.send(method, path, body)
+        data = conn.json()
+    finally:
+        conn.close()
+    if status not in expect:
+        message = data.get("message") if isinstance(data, dict) else None
+        raise ClientError(message or f"{method} {path}: HTTP {status}")
+    return data
+
+
+def _pump(conn: _Connection, out: IO[bytes], err: IO[bytes]) -> None:
+    """Copy multiplexed frames (8-byte header: stream, 3 zero bytes, big-endian length)."""
+    while len(header := conn.file.read(8)) == 8:
+        stream, size = struct.unpack(">BxxxI", header)
+        target = err if stream == 2 else out
+        target.write(conn.file.read(size))
+        target.flush()
+
+
+def run(host: str, argv: list[str]) -> int:
+    """`run` through the daemon; returns the container's exit status (125: refused)."""
+    out, err = sys.stdout.buffer, sys.stderr.buffer
+    try:
+        try:
+            ns = containerargs.parse_run(argv)
+        except containerargs.UsageError as exc:
+            err.write(f"strata run: {exc}\n".encode())
+            return 2
+        config = {"Image": ns.image, "Cmd": ns.args, "Env": ns.env, "WorkingDir": ns.workdir, "User": ns.user,
+                  "Hostname": ns.hostname, "HostConfig": {"AutoRemove": ns.rm, "NetworkMode": ns.network}}
+        if ns.name and not all(c.isascii() and (c.isalnum() or c in "_.-") for c in ns.name):
+            raise ClientError(f"invalid container name {ns.name!r}: only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed")
+        query = f"?name={ns.name}" if ns.name else ""
+        created = _call(host, "POST", f"/containers/create{query}", config, expect=(201,))
+        cid = created["Id"]
+        if ns.detach:
+            _call(host, "POST", f"/containers/{cid}/start", expect=(204,))
+            out.write(cid.encode() + b"\n")
+            return 0
+        attach = _Connection(host)
+        waiter = _Connection(host)
+        try:
+            status = attach.send("POST", f"/containers/{cid}/attach?stream=1&stdout=1&stderr=1", upgrade=True)
+            if status not in (101, 200):
+                raise ClientError(attach.json().get("message", "attach failed"))
+            if waiter.send("POST", f"/containers/{cid}/wait?condition={'removed' if ns.rm else 'next-exit'}") != 200:
+                raise ClientError(waiter.json().get("message", "wait failed"))
+            _call(host, "POST", f"/containers/{cid}/start", expect=(204,))
+            _pump(attach, out, err)
+            result = waiter.json()
+        finally:
+            attach.close()
+            waiter.close()
+        if result.get("Error"):
+            err.write(f"strata: {result['Error'].get('Message')}\n".encode())
+        return int(result["StatusCode"])
+    except ClientError as exc:
+        err.write(f"strata: {exc}\n".encode())
+        return DAEMON_ERROR

@@ -1,0 +1,147 @@
+"""The container subcommands of `strata`: argument parsing and the jobs they build."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import signal
+import sys
+from collections.abc import Callable, Iterator
+from typing import IO
+
+from ..engine import Engine
+from ..errors import EngineError
+from ..execdrivers.base import MonitorInfo, wait_for_exit
+from ..job import Job
+from .commands import command, job_of
+
+FOLLOW_POLL = 0.05  # seconds between looks at the log files
+
+COMMANDS = ("create", "run", "start", "wait", "logs", "stop", "kill", "rm", "ps", "diff", "commit", "export")
+
+
+def add_parsers(sub: argparse._SubParsersAction) -> None:
+    for name in ("create", "run"):
+        c = command(sub, name, positionals=("image", "args"))
+        c.add_argument("image", metavar="IMAGE")
+        c.add_argument("args", nargs=argparse.REMAINDER, metavar="COMMAND")
+    for name in ("start", "wait", "stop", "kill", "rm"):
+        command(sub, name, positionals=("containers",)).add_argument("containers", nargs="+", metavar="CONTAINER")
+    for name in ("logs", "diff"):
+        command(sub, name, positionals=("container",)).add_argument("container", metavar="CONTAINER")
+    command(sub, "ps")
+    c = command(sub, "commit", positionals=("container", "repository"))
+    c.add_argument("container", metavar="CONTAINER")
+    c.add_argument("repository", nargs="?", metavar="REPOSITORY[:TAG]")
+    c = command(sub, "export", positionals=("container",))
+    c.add_argument("-o", "--output", default=None, help="tar file (default: stdout)")
+    c.add_argument("container", metavar="CONTAINER")
+
+
+def job_for(engine: Engine, ns: argparse.Namespace) -> tuple[Job, str | None] | None:
+    """The job of a container command (and the file its stdout goes to), None for others."""
+    out, err = sys.stdout.buffer, sys.stderr.buffer
+    cmd = ns.command
+    if cmd == "inspect" and _all_containers(engine, ns.images):
+        return job_of(engine, ns, name="container_inspect", stdout=out, stderr=err), None
+    if cmd not in COMMANDS:
+        return None
+    if (cmd == "run" and ns.detach) or cmd == "start":
+        _refuse_detached_on_process_bound_mounts(engine)
+    return job_of(engine, ns, stdout=out, stderr=err), getattr(ns, "output", None)
+
+
+def process_bound_mounts(driver: object) -> str | None:
+    """Why this driver's mounts die with the process that made them (None: they do not).
+
+    A FUSE-backed union (aufs without the kernel module) is served by daemons the driver
+    instance owns and stops on cleanup; kernel mounts stay valid in a running container's
+    own mount namespace when the engine process unmounts its copy.
+    """
+    describe = getattr(driver, "backend_description", None)
+    if callable(describe) and "fuse" in str(describe()).lower():
+        return f"the {getattr(driver, 'name', '?')} driver serves container filesystems through FUSE daemons"
+    return None
+
+
+def _refuse_detached_on_process_bound_mounts(engine: Engine) -> None:
+    reason = process_bound_mounts(engine.driver)
+    if reason is not None:
+        raise EngineError(
+            f"{reason} that stop when this command exits, so a detached container would lose its "
+            "filesystem: run it in the foreground (without -d), or from a long-lived engine process"
+        )
+
+
+def _all_containers(engine: Engine, refs: list[str]) -> bool:
+    """`inspect` names containers first, as Docker's does; images otherwise."""
+    return engine.job("container_inspect", *refs).run() == 0
+
+
+def follow_logs(open_engine: Callable[[], Engine], ref: str) -> int:
+    """`logs -f` without holding the engine root while it follows.
+
+    One engine process owns a root at a time; a follow that kept it would lock out every
+    other command (`stop` among them) for as long as the container runs. So the record is
+    read with the engine open, then the log files are followed and the container's
+    monitor is watched through a pidfd, with no engine.
+    """
+    with open_engine() as engine:
+        job = engine.job("container_inspect", ref, stderr=sys.stderr.buffer)
+        if job.run() != 0:
+            return job.status or 1
+        data = job.json()[0]
+    paths = data["LogPaths"]
+    monitor = data["Monitor"] if data["State"]["Running"] and data["Monitor"] else None
+    out, err = sys.stdout.buffer, sys.stderr.buffer
+    with _open_log(paths["Stdout"]) as o, _open_log(paths["Stderr"]) as e:
+        _copy(o, out)
+        _copy(e, err)
+        while monitor is not None and not wait_for_exit(MonitorInfo.from_json(monitor), FOLLOW_POLL):
+            _copy(o, out)
+            _copy(e, err)
+        _copy(o, out)
+        _copy(e, err)
+    return 0
+
+
+def _open_log(path: str) -> IO[bytes]:
+    return open(path if os.path.exists(path) else os.devnull, "rb")
+
+
+def _copy(src: IO[bytes], dst: IO[bytes]) -> None:
+    while chunk := src.read(1 << 20):
+        dst.write(chunk)
+    dst.flush()
+
+
+PROXIED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2)
+FORCE_AFTER = 3  # interrupts: the third ^C kills a container that ignores SIGINT
+
+
+@contextlib.contextmanager
+def proxy_signals(job: Job) -> Iterator[None]:
+    """While a foreground `run` job runs, send the signals the CLI gets to its container.
+
+    As `docker run` does (sig-proxy): ^C reaches the container's process, which decides.
+    A container's pid 1 ignores signals it has no handler for, and while `run` holds the
+    engine root no other `strata` can stop it, so the third ^C sends SIGKILL. The handler
+    only queues the signal; the job's wait loop delivers it (no engine call re-entered
+    from a signal handler).
+    """
+    pending: list[int] = []
+    interrupts = 0
+
+    def forward(sig: int, _frame: object) -> None:
+        nonlocal interrupts
+        interrupts += sig == signal.SIGINT
+        pending.append(signal.SIGKILL if interrupts >= FORCE_AFTER else sig)
+
+    job.pending_signals = pending  # type: ignore[attr-defined]
+    previous = {sig: signal.signal(sig, forward) for sig in PROXIED}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

@@ -1,0 +1,42 @@
+"""The image and system subcommands of `strata`: load, save, import, images, tag, rmi,
+inspect, history, info, df."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from ..engine import Engine
+from ..errors import EngineError
+from ..job import Job
+from .commands import command, job_of
+
+
+def add_parsers(sub: argparse._SubParsersAction) -> None:
+    c = command(sub, "load", positionals=("input",))
+    c.add_argument("-i", "--input", default="-", help="archive file or OCI layout directory (default: stdin)")
+    c.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    c = command(sub, "save", positionals=("images",))
+    c.add_argument("-o", "--output", default=None, help="archive file (default: stdout)")
+    c.add_argument("images", nargs="+", metavar="IMAGE")
+    c = command(sub, "import", positionals=("file", "name"))
+    c.add_argument("file", metavar="FILE", help="tar file (plain, gzip or zstd), or - for stdin")
+    c.add_argument("name", metavar="REPOSITORY[:TAG]", nargs="?")
+    command(sub, "images")
+    c = command(sub, "tag", positionals=("source", "target"))
+    c.add_argument("source", metavar="SOURCE_IMAGE")
+    c.add_argument("target", metavar="TARGET_IMAGE[:TAG]")
+    for name in ("rmi", "inspect"):
+        command(sub, name, positionals=("images",)).add_argument("images", nargs="+", metavar="IMAGE")
+    command(sub, "history", positionals=("image",)).add_argument("image", metavar="IMAGE")
+    command(sub, "info")
+    command(sub, "df")
+
+
+def job_for(engine: Engine, ns: argparse.Namespace) -> tuple[Job, str | None]:
+    """The job of an image or system command, and the file its stdout goes to (None: our stdout)."""
+    if ns.command == "save" and ns.output is None and sys.stdout.isatty():
+        raise EngineError("refusing to write an archive to a terminal; use -o FILE or redirect stdout")
+    stdin = sys.stdin.buffer if ns.command in ("load", "import") else None
+    job = job_of(engine, ns, stdin=stdin, stdout=sys.stdout.buffer, stderr=sys.stderr.buffer)
+    return job, getattr(ns, "output", None)

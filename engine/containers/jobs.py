@@ -1,0 +1,307 @@
+"""The container jobs: create, start, wait, run, logs, stop, kill, rm, ps, container_inspect,
+diff, commit, export.
+
+`create` and `run` take the options of containers/args.py (the table the fast daemon
+client also reads), so `strata run`, `strata -H HOST run` and the jobs agree on them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import os
+import signal
+import time
+from typing import IO
+
+from ..errors import ContainerStartError, EngineError, NoSuchContainer, UsageError
+from ..images.view import parse_time, table
+from ..job import Job
+from ..jobspec import JSON, JobTable, Option
+from . import args as containerargs
+from .record import Container
+from .store import Containers
+
+FOLLOW_POLL = 0.05  # seconds between looks at the log files while following
+
+jobs = JobTable()
+_KINDS = {"flag": bool, "value": str, "append": list}
+RUN_OPTIONS = {dest: Option(_KINDS[kind], help_text, flags, default,
+                            containerargs.NETWORKS if dest == "network" else None)
+               for flags, dest, kind, default, help_text in containerargs.OPTIONS}
+CREATE_OPTIONS = {name: option for name, option in RUN_OPTIONS.items() if name != "detach"}
+CREATE_ARGS = "IMAGE [COMMAND [ARG...]]"
+
+
+def _store(job: Job) -> Containers:
+    return job.engine.containers
+
+
+def _create(job: Job, keep_mounted: bool = False) -> Container:
+    o = job.options
+    return _store(job).create(job.args[0], job.args[1:], env=o["env"], workdir=o["workdir"], user=o["user"],
+                              name=o["name"], hostname=o["hostname"], network=o["network"], auto_remove=o["rm"],
+                              keep_mounted=keep_mounted)
+
+
+@jobs.job("create", args=CREATE_ARGS, options=CREATE_OPTIONS, help="create a container")
+def create(job: Job) -> int:
+    """`create IMAGE [CMD...]`: prints the new container's id."""
+    job.write(_create(job).id + "\n")
+    return 0
+
+
+@jobs.job("start", args="CONTAINER...", help="start containers")
+def start(job: Job) -> int:
+    """`start CONTAINER...`"""
+    store = _store(job)
+    for ref in job.args:
+        store.start(store.get(ref))
+        job.write(ref + "\n")
+    return 0
+
+
+@jobs.job("wait", args="CONTAINER...", help="wait for containers to stop; print their exit codes")
+def wait(job: Job) -> int:
+    """`wait CONTAINER...`: blocks until each stops; prints its exit code."""
+    store = _store(job)
+    for ref in job.args:
+        job.write(f"{store.wait(store.get(ref)).code}\n")
+    return 0
+
+
+@jobs.job("run", args=CREATE_ARGS, options=RUN_OPTIONS, help="create and start a container")
+def run(job: Job) -> int:
+    """`run IMAGE [CMD...]`: create + start; then either print the id (detach) or
+    stream the output until the process ends and return its exit status (rm: remove)."""
+    store = _store(job)
+    detach = job.options["detach"]
+    auto_remove = job.options["rm"]
+    c = _create(job, keep_mounted=True)
+    if detach:
+        store.start(c)
+        job.write(c.id + "\n")
+        return 0
+    try:
+        handle = store.start(c)
+    except ContainerStartError as exc:
+        job.error_line(f"Error: {exc}")
+        if auto_remove and os.path.isdir(c.paths(store.dir)[0]):
+            store.remove(store.get(c.id), force=True)
+        return exc.status
+    out_path, err_path = store.log_paths(c)
+    # A caller (the CLI's signal proxy) may append signals here; they go to the container.
+    pending: list[int] = getattr(job, "pending_signals", [])
+    with open(out_path, "rb") as out, open(err_path, "rb") as err:
+        while handle.wait(FOLLOW_POLL) is None:
+            while pending:
+                with contextlib.suppress(EngineError):
+                    handle.kill(pending.pop(0))
+            _copy(out, job.stdout)
+            _copy(err, job.stderr)
+        status = store.wait(c)  # records the end (and removes the container when --rm)
+        _copy(out, job.stdout)
+        _copy(err, job.stderr)
+    if status.error:
+        job.error_line(f"Error: {status.error}")
+    return status.code
+
+
+def _copy(src: IO[bytes], dst: IO[bytes]) -> None:
+    while chunk := src.read(1 << 20):
+        dst.write(chunk)
+    dst.flush()
+
+
+@jobs.job("logs", args="CONTAINER", help="a container's output", options={
+    "follow": Option(bool, "keep streaming until the container stops", ("-f", "--follow"))})
+def logs(job: Job) -> int:
+    """`logs CONTAINER` (follow: keep streaming until the container stops)."""
+    (ref,) = job.args
+    store = _store(job)
+    c = store.get(ref)
+    out_path, err_path = store.log_paths(c)
+    follow = job.options["follow"]
+    with _open_or_empty(out_path) as out, _open_or_empty(err_path) as err:
+        _copy(out, job.stdout)
+        _copy(err, job.stderr)
+        while follow and store.refresh(c).state.running:
+            handle = store.handle(c)
+            if handle is not None:
+                handle.wait(FOLLOW_POLL)
+            else:
+                time.sleep(FOLLOW_POLL)
+            _copy(out, job.stdout)
+            _copy(err, job.stderr)
+        _copy(out, job.stdout)
+        _copy(err, job.stderr)
+    return 0
+
+
+def _open_or_empty(path: str) -> IO[bytes]:
+    """A log file, or an empty one for a container that never started."""
+    if not os.path.exists(path):
+        return open(os.devnull, "rb")
+    return open(path, "rb")
+
+
+@jobs.job("stop", args="CONTAINER...", help="SIGTERM, then SIGKILL after a timeout", options={
+    "time": Option(float, "seconds before SIGKILL (default 10)", ("-t", "--time"), 10.0)})
+def stop(job: Job) -> int:
+    """`stop CONTAINER...` (time: seconds before SIGKILL, default 10)."""
+    store = _store(job)
+    for ref in job.args:
+        store.stop(store.get(ref), job.options["time"])
+        job.write(ref + "\n")
+    return 0
+
+
+def _signal(name: str) -> int:
+    name = name.upper().removeprefix("SIG")
+    if name.isdigit():
+        return int(name)
+    try:
+        return int(signal.Signals["SIG" + name])
+    except KeyError:
+        raise UsageError(f"unknown signal {name!r}") from None
+
+
+@jobs.job("kill", args="CONTAINER...", help="signal containers", options={
+    "signal": Option(str, "the signal, by name or number (default KILL)", ("-s", "--signal"), "KILL")})
+def kill(job: Job) -> int:
+    """`kill CONTAINER...` (signal, default KILL)."""
+    store = _store(job)
+    sig = _signal(job.options["signal"])
+    for ref in job.args:
+        store.kill(store.get(ref), sig)
+        job.write(ref + "\n")
+    return 0
+
+
+@jobs.job("rm", args="CONTAINER...", help="remove containers", options={
+    "force": Option(bool, "kill a running container first", ("-f", "--force"))})
+def rm(job: Job) -> int:
+    """`rm CONTAINER...` (force: kill a running one first)."""
+    store = _store(job)
+    status = 0
+    for ref in job.args:
+        try:
+            store.remove(store.get(ref), force=job.options["force"])
+            job.write(ref + "\n")
+        except EngineError as exc:
+            job.error_line(f"Error: {exc}")
+            status = 1
+    return status
+
+
+def human_duration(seconds: float) -> str:
+    """Docker's HumanDuration: "3 seconds", "About a minute", "5 minutes", "2 hours"..."""
+    if seconds < 1:
+        return "Less than a second"
+    if seconds < 60:
+        return f"{int(seconds)} second{'s' if int(seconds) != 1 else ''}"
+    minutes = seconds / 60
+    if minutes < 2:
+        return "About a minute"
+    if minutes < 60:
+        return f"{int(minutes)} minutes"
+    hours = minutes / 60
+    if hours < 2:
+        return "About an hour"
+    if hours < 48:
+        return f"{int(hours)} hours"
+    return f"{int(hours / 24)} days"
+
+
+def _since(text: str, now: dt.datetime) -> str:
+    when = parse_time(text)
+    return human_duration((now - when).total_seconds()) if when else ""
+
+
+def _status_text(c: Container, now: dt.datetime) -> str:
+    s = c.state
+    if s.running:
+        return f"Up {_since(s.started_at, now)}"
+    if s.status == "exited":
+        return f"Exited ({s.exit_code}) {_since(s.finished_at, now)} ago"
+    return "Created"
+
+
+@jobs.job("ps", help="list containers", options={
+    "all": Option(bool, "stopped containers too", ("-a", "--all")),
+    "quiet": Option(bool, "ids only", ("-q", "--quiet")), "json": JSON})
+def ps(job: Job) -> int:
+    """`ps` (all: stopped ones too; quiet: ids only; json)."""
+    found = _store(job).list(include_stopped=job.options["all"])
+    if job.options["quiet"]:
+        job.write("".join(c.short_id + "\n" for c in found))
+        return 0
+    if job.options["json"]:
+        job.write_json([{"Id": c.id, "Names": ["/" + c.name], "Image": c.image_ref, "ImageID": c.image,
+                         "Command": " ".join(c.args), "Created": c.created, "State": c.state.status,
+                         "Status": _status_text(c, dt.datetime.now(dt.UTC)), "ExitCode": c.state.exit_code,
+                         "HostConfig": {"NetworkMode": c.network}}
+                        for c in found])  # fmt: skip
+        return 0
+    now = dt.datetime.now(dt.UTC)
+    rows = [("CONTAINER ID", "IMAGE", "COMMAND", "CREATED", "STATUS", "NAMES")]
+    for c in found:
+        command = " ".join(c.args)
+        command = f'"{command[:17]}…"' if len(command) > 20 else f'"{command}"'
+        rows.append((c.short_id, c.image_ref, command, f"{_since(c.created, now)} ago", _status_text(c, now), c.name))
+    job.write(table(rows))
+    return 0
+
+
+@jobs.job("container_inspect", args="CONTAINER...", help="container details as JSON")
+def container_inspect(job: Job) -> int:
+    """`container_inspect CONTAINER...`: Docker-like JSON list of those found; the first
+    missing one is raised (a typed NoSuchContainer, which the API answers with 404)."""
+    store = _store(job)
+    job.write_json_each(job.args, lambda ref: store.inspect(store.get(ref)), NoSuchContainer)
+    return 0
+
+
+CHANGE_KINDS = {"C": 0, "A": 1, "D": 2}  # Docker's archive.ChangeType values
+
+
+@jobs.job("diff", args="CONTAINER", options={"json": JSON}, help="the files a container changed")
+def diff(job: Job) -> int:
+    """`diff CONTAINER`: the layer's changes as Docker prints them ("A /path"), or as the
+    API's JSON (json: Kind 0 changed, 1 added, 2 deleted)."""
+    (ref,) = job.args
+    store = _store(job)
+    changes = store.changes(store.get(ref))
+    if job.options["json"]:
+        job.write_json([{"Path": change.path, "Kind": CHANGE_KINDS[change.kind]} for change in changes])
+        return 0
+    for change in changes:
+        job.write(f"{change.kind} {change.path}\n")
+    return 0
+
+
+
+@jobs.job("commit", args="CONTAINER [REPOSITORY[:TAG]]", help="make an image of a container's changes",
+          options={"message": Option(str, "commit message", ("-m", "--message"), ""),
+                   "author": Option(str, "author", ("-a", "--author"), "")})
+def commit(job: Job) -> int:
+    """`commit CONTAINER [REPOSITORY[:TAG]]` (message, author): prints the image id."""
+    args = job.args
+    store = _store(job)
+    image_id = store.commit(store.get(args[0]), args[1] if len(args) > 1 else "",
+                            message=job.options["message"], author=job.options["author"])
+    job.write(image_id + "\n")
+    return 0
+
+
+@jobs.job("export", args="CONTAINER", help="a container's filesystem as a tar")
+def export(job: Job) -> int:
+    """`export CONTAINER`: the container's filesystem as a tar on stdout."""
+    (ref,) = job.args
+    store = _store(job)
+    stream = store.export(store.get(ref))
+    try:
+        _copy(stream, job.stdout)
+    finally:
+        stream.close()
+    return 0

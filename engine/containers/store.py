@@ -1,0 +1,507 @@
+"""The container store: create, start, wait, stop, remove, diff, commit, export.
+
+A container is a read-write driver layer over its image's top layer, a record
+(`engine.container.Container`) and, while it runs, a process started by an execdriver
+in the mounted layer. The engine that starts a container holds a driver reference
+(`get`) on its layer until it sees the process end. An engine can die (kill -9) or end
+while its containers run; the monitors keep them going and record their exit status, so
+a later engine on the same root `restore`s: containers whose process ended are marked
+exited with that status and the mount the dead engine left is released.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import re
+import secrets
+import shutil
+import signal
+import stat
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from typing import IO, Any
+
+from graphdrivers import Driver, mountutil, naivediff
+from graphdrivers.archive import export_paths
+from graphdrivers.errors import LayerNotFound
+
+from .. import execdrivers
+from ..errors import Conflict, ContainerStartError, EngineError, NoSuchContainer, UsageError
+from ..execdrivers import ExecDriver, ExitStatus, Handle, MonitorInfo, ProcessSpec
+from ..images.graph import Graph, LayerSource, NewImage
+from ..images.graphdb import NAMES, GraphDB
+from ..reference import normalize_tag
+from .record import CREATED, EXITED, RUNNING, Container, iso, now_iso
+
+log = logging.getLogger(__name__)
+
+NAME_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]+$")
+MOUNT_POINTS = ("proc", "dev", "sys")
+DEFAULT_PATH = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+class Containers:
+    """The containers of one engine root: records in the GraphDB, layers in the driver,
+    images from the Graph, processes through the execdriver `exec.driver` chooses."""
+
+    def __init__(self, root: str, driver: Driver, db: GraphDB, graph: Graph, exec_options: dict[str, str]) -> None:
+        self.root = root
+        self.driver = driver
+        self.db = db
+        self.graph = graph
+        self.dir = os.path.join(root, "containers")
+        os.makedirs(self.dir, mode=0o700, exist_ok=True)
+        self.exec_options = dict(exec_options)
+        self.exec_name = self.exec_options.pop("exec.driver", None) or execdrivers.DEFAULT
+        self._execdrivers: dict[tuple[str, tuple], ExecDriver] = {}
+        self.execdriver = self._execdriver(self.exec_name, self.exec_options)  # fails early if unusable
+        self._lock = threading.RLock()
+        self._handles: dict[str, Handle] = {}
+        self._mounted: set[str] = set()  # containers whose layer this engine holds a `get` on
+        self.restore()
+
+    def _execdriver(self, name: str, options: dict[str, str]) -> ExecDriver:
+        key = (name, tuple(sorted(options.items())))
+        if key not in self._execdrivers:
+            root = os.path.join(self.root, "execdriver", name)
+            self._execdrivers[key] = execdrivers.get_execdriver(name, root, options)
+        return self._execdrivers[key]
+
+    # -- lookup ------------------------------------------------------------------------
+
+    def ids(self) -> list[str]:
+        return self.db.entities("container")
+
+    def get(self, ref: str) -> Container:
+        """A container by full id, name (with or without the leading /) or unique id prefix."""
+        ids = self.ids()
+        if ref in ids:
+            return self._load(ref)
+        found = self.db.resolve_name(ref.lstrip("/"))
+        if found is not None:
+            return self._load(found)
+        matches = [i for i in ids if ref and i.startswith(ref)]
+        if len(matches) > 1:
+            raise Conflict(f"container id prefix {ref!r} is ambiguous ({len(matches)} containers match)")
+        if not matches:
+            raise NoSuchContainer(ref)
+        return self._load(matches[0])
+
+    def _load(self, container_id: str) -> Container:
+        try:
+            return Container.load(self.dir, container_id)
+        except FileNotFoundError:
+            raise NoSuchContainer(container_id) from None
+
+    def list(self, include_stopped: bool = False) -> list[Container]:
+        found = []
+        for container_id in self.ids():
+            with contextlib.suppress(NoSuchContainer):
+                c = self.refresh(self._load(container_id))
+                if include_stopped or c.state.running:
+                    found.append(c)
+        return sorted(found, key=lambda c: c.created, reverse=True)
+
+    # -- create ------------------------------------------------------------------------
+
+    def create(
+        self,
+        image_ref: str,
+        cmd: list[str],
+        *,
+        env: list[str] | None = None,
+        workdir: str = "",
+        user: str = "",
+        name: str = "",
+        hostname: str = "",
+        network: str = "none",
+        auto_remove: bool = False,
+        keep_mounted: bool = False,
+    ) -> Container:
+        image = self.graph.get_image(image_ref)
+        cfg = image.config.get("config") or {}
+        args = list(cfg.get("Entrypoint") or []) + list(cmd or cfg.get("Cmd") or [])
+        if not args:
+            raise UsageError("no command specified: the image has none and none was given")
+        if network not in ("none", "host"):
+            raise UsageError(f"unknown network mode {network!r} (strata knows none and host)")
+        merged_env = _merge_env(cfg.get("Env") or [DEFAULT_PATH], env or [])
+        workdir = workdir or cfg.get("WorkingDir") or "/"
+        if not workdir.startswith("/"):
+            raise UsageError(f"the working directory must be an absolute path, got {workdir!r}")
+        container_id = secrets.token_hex(32)
+        if name:
+            if not NAME_RE.match(name):
+                raise UsageError(f"invalid container name {name!r}: only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed")
+        else:
+            name = f"strata_{container_id[:12]}"
+        c = Container(
+            id=container_id,
+            name=name,
+            created=now_iso(),
+            image=image.id,
+            image_ref=image_ref,
+            args=args,
+            env=merged_env,
+            workdir=workdir,
+            user=user or cfg.get("User") or "",
+            hostname=hostname or container_id[:12],
+            network=network,
+            auto_remove=auto_remove,
+            layer=container_id,
+            parent_layer=image.top_layer,
+            execdriver=self.exec_name,
+            exec_options=self.exec_options,
+        )
+        with self.db.transaction():  # the name is taken or not, atomically
+            if self.db.resolve_name(name) is not None:
+                raise Conflict(f'the container name "/{name}" is already in use by container '
+                               f"{self.db.resolve_name(name)}; remove it or choose another name")
+            self.db.add_entity(container_id, "container")
+            self.db.add_edge(NAMES, name, container_id)
+            self.db.add_edge(container_id, "image", image.id)
+        try:
+            os.makedirs(c.paths(self.dir)[0], mode=0o700)
+            self._create_layers(c)
+            c.save(self.dir)
+        except BaseException:
+            self._discard(c)
+            raise
+        if not keep_mounted:
+            self._unmount(c)
+        return c
+
+    def _create_layers(self, c: Container) -> None:
+        """The read-write layer; under it an init layer when the image lacks mount points.
+
+        The execdrivers mount /proc, /dev and /sys over directories; creating them in the
+        container's own layer would show them in `diff` and put them in `commit`s, so
+        (like Docker's -init layer) they go into a layer between image and container.
+        """
+        self.driver.create_read_write(c.layer, c.parent_layer)
+        path = self._mount(c)
+        missing = [m for m in MOUNT_POINTS if not _is_dir(os.path.join(path, m))]
+        if not missing:
+            return
+        self._unmount(c)
+        self.driver.remove(c.layer)
+        c.init_layer = f"{c.id}-init"
+        self.driver.create_read_write(c.init_layer, c.parent_layer)
+        init_path = self.driver.get(c.init_layer)
+        try:
+            for m in missing:
+                with contextlib.suppress(FileExistsError):
+                    os.mkdir(os.path.join(init_path, m), 0o755)
+        finally:
+            self.driver.put(c.init_layer)
+        c.parent_layer = c.init_layer
+        self.driver.create_read_write(c.layer, c.init_layer)
+        self._mount(c)
+
+    def _discard(self, c: Container) -> None:
+        """Undo a create that failed half way (also the last step of `remove`)."""
+        self._unmount(c)
+        for layer in (c.layer, c.init_layer):
+            if layer:
+                with contextlib.suppress(LayerNotFound):
+                    self.driver.remove(layer)
+        self.db.remove_entity(c.id)
+        shutil.rmtree(c.paths(self.dir)[0], ignore_errors=True)
+
+    # -- mounts ------------------------------------------------------------------------
+
+    def _mount(self, c: Container) -> str:
+        with self._lock:
+            path = self.driver.get(c.layer)
+            if c.id in self._mounted:
+                self.driver.put(c.layer)  # exactly one reference per container
+            self._mounted.add(c.id)
+            return path
+
+    def _unmount(self, c: Container) -> None:
+        with self._lock:
+            if c.id in self._mounted:
+                self._mounted.discard(c.id)
+                self.driver.put(c.layer)
+            elif c.rootfs and not c.state.running and mountutil.is_mountpoint(c.rootfs):
+                mountutil.umount_retry(c.rootfs)  # left by an engine that died
+
+    # -- start, wait, signals ------------------------------------------------------------
+
+    def start(self, c: Container) -> Handle:
+        c = self.refresh(c)
+        if c.state.running:
+            raise Conflict(f"container {c.short_id} is already running")
+        _, out, err, exec_dir = c.paths(self.dir)
+        path = self._mount(c)
+        spec = ProcessSpec(path, c.args, c.env, c.workdir, c.user, c.hostname, c.network)
+        driver = self._execdriver(c.execdriver, c.exec_options)
+        try:
+            handle = driver.start(c.id, spec, exec_dir, out, err)
+        except BaseException as exc:
+            self._unmount(c)
+            if isinstance(exc, execdrivers.ExecError):
+                raise ContainerStartError(str(exc), 125) from None
+            raise
+        with self._lock:
+            self._handles[c.id] = handle
+            c.state.status = RUNNING
+            c.state.pid = handle.info.pid or 0
+            c.state.exit_code, c.state.error, c.state.finished_at = 0, "", ""
+            c.state.started_at = now_iso()
+            c.monitor = handle.info.to_json()
+            c.rootfs = path
+            c.save(self.dir)
+        if handle.start_error:  # known at once (native): report like Docker's start does
+            status = self.wait(c)
+            with self._lock:
+                if os.path.isdir(c.paths(self.dir)[0]):  # (unless --rm removed it already)
+                    c.state.error = handle.start_error
+                    c.save(self.dir)
+            raise ContainerStartError(handle.start_error, status.code)
+        return handle
+
+    def handle(self, c: Container) -> Handle | None:
+        """The running process of `c` (re-attached after an engine restart), or None; waiting on
+        it does not record the end, which `wait`/`refresh` do."""
+        with self._lock:
+            handle = self._handles.get(c.id)
+            if handle is None and c.state.running and c.monitor is not None:
+                driver = self._execdriver(c.execdriver, c.exec_options)
+                handle = driver.attach(c.id, c.paths(self.dir)[3], MonitorInfo.from_json(c.monitor))
+                self._handles[c.id] = handle
+            return handle
+
+    def refresh(self, c: Container) -> Container:
+        """`c` with its state brought up to date (a process that ended is marked exited)."""
+        if not c.state.running:
+            return c
+        handle = self.handle(c)
+        status = handle.exit_status() if handle is not None else None
+        if handle is None or status is not None:
+            self._finish(c, status)
+        return c
+
+    def wait(self, c: Container, timeout: float | None = None) -> ExitStatus:
+        """Block until the container's process ends; its exit status (stored if it had ended)."""
+        if c.state.running:
+            handle = self.handle(c)
+            status = handle.wait(timeout) if handle is not None else None
+            if status is None and handle is not None:
+                raise EngineError(f"container {c.short_id} still runs after {timeout}s")
+            self._finish(c, status)
+        return ExitStatus(c.state.exit_code, 0.0, c.state.error)
+
+    def _finish(self, c: Container, status: ExitStatus | None) -> None:
+        """Record the end of the process and release the layer's mount; idempotent."""
+        with self._lock:
+            fresh = self._load(c.id)
+            if fresh.state.status != RUNNING:
+                c.state = fresh.state
+                return
+            if status is None:
+                status = ExitStatus(execdrivers.base.STATUS_LOST, time.time(), "the container's monitor is gone")
+            c.state.status = EXITED
+            c.state.exit_code = status.code
+            c.state.error = status.error
+            c.state.finished_at = iso(status.finished_at or time.time())
+            c.state.pid = 0
+            c.monitor = None
+            self._handles.pop(c.id, None)
+            self._unmount(c)
+            c.rootfs = None
+            self._execdriver(c.execdriver, c.exec_options).release(c.id, c.paths(self.dir)[3])
+            c.save(self.dir)
+        if c.auto_remove:
+            self.remove(c, force=True)
+
+    def kill(self, c: Container, sig: int = signal.SIGKILL) -> None:
+        c = self.refresh(c)
+        handle = self.handle(c)
+        if not c.state.running or handle is None:
+            raise Conflict(f"container {c.short_id} is not running")
+        try:
+            handle.kill(sig)
+        except execdrivers.ExecError as exc:
+            raise Conflict(str(exc)) from None
+
+    def stop(self, c: Container, timeout: float = 10.0) -> ExitStatus:
+        """SIGTERM, then SIGKILL if it still runs after `timeout` seconds (docker stop)."""
+        c = self.refresh(c)
+        if not c.state.running:
+            return ExitStatus(c.state.exit_code, 0.0, c.state.error)
+        handle = self.handle(c)
+        assert handle is not None
+        with contextlib.suppress(execdrivers.ExecError):
+            handle.kill(signal.SIGTERM)
+        if handle.wait(timeout) is None:
+            with contextlib.suppress(execdrivers.ExecError):
+                handle.kill(signal.SIGKILL)
+        return self.wait(c)
+
+    # -- remove ------------------------------------------------------------------------
+
+    def remove(self, c: Container, force: bool = False) -> None:
+        c = self.refresh(c)
+        if c.state.running:
+            if not force:
+                raise Conflict(f"you cannot remove a running container {c.short_id}: stop it first or use -f")
+            with contextlib.suppress(Conflict):
+                self.kill(c, signal.SIGKILL)
+            self.wait(c)
+            if not os.path.isdir(c.paths(self.dir)[0]):
+                return  # auto-removed when it finished
+        with self._lock:
+            self._execdriver(c.execdriver, c.exec_options).release(c.id, c.paths(self.dir)[3])
+            self._discard(c)
+
+    # -- restore after an engine restart -----------------------------------------------
+
+    def restore(self) -> None:
+        """Mark containers whose process ended while no engine watched; release their mounts."""
+        for container_id in self.ids():
+            try:
+                c = self._load(container_id)
+            except NoSuchContainer:  # a create that died before its record was written
+                log.warning("removing container %s: its create never finished", container_id[:12])
+                self.db.remove_entity(container_id)
+                for layer in (container_id, f"{container_id}-init"):
+                    with contextlib.suppress(LayerNotFound):
+                        self.driver.remove(layer)
+                shutil.rmtree(Container.dir_of(self.dir, container_id), ignore_errors=True)
+                continue
+            if c.state.running:
+                self.refresh(c)
+            elif c.rootfs:
+                self._unmount(c)
+
+    # -- filesystem views --------------------------------------------------------------
+
+    def changes(self, c: Container) -> list:
+        return self.driver.changes(c.layer, c.parent_layer)
+
+    def export(self, c: Container) -> IO[bytes]:
+        """A tar stream of the container's whole filesystem; close it to release the mount."""
+        path = self.driver.get(c.layer)
+        try:
+            everything = naivediff.changes(path, None)
+        except BaseException:
+            self.driver.put(c.layer)
+            raise
+        return export_paths(path, everything, on_close=lambda: self.driver.put(c.layer))
+
+    def commit(self, c: Container, tag: str = "", *, message: str = "", author: str = "") -> str:
+        """The container's changes as a new image layer over its image; returns the image id."""
+        tags = [normalize_tag(tag)] if tag else []
+        graph = self.graph
+        image = graph.get_image(c.image)
+        with self._spooled_diff(c) as (path, diff_id):
+            source = LayerSource(name=f"container {c.short_id}", open=lambda: open(path, "rb"),
+                                 size=os.path.getsize(path))
+            with graph.lease() as lease:
+                parent = None
+                for layer in image.layers:  # pin the image's layers for the commit
+                    graph.ensure_layer(lease, parent, layer.diff_id, _NO_SOURCE)
+                    parent = layer.chain_id
+                new_layer, _ = graph.ensure_layer(lease, image.top_layer, diff_id, source)
+                config = _committed_config(image.config, c, diff_id, message, author)
+                config_bytes = json.dumps(config, separators=(",", ":"), sort_keys=True).encode()
+                [(image_id, _)] = graph.commit(lease, [NewImage(config_bytes, [*image.layers, new_layer], tags,
+                                                                image.id)])
+        return image_id
+
+    @contextlib.contextmanager
+    def _spooled_diff(self, c: Container) -> Iterator[tuple[str, str]]:
+        tmpdir = os.path.join(self.root, "tmp")
+        os.makedirs(tmpdir, exist_ok=True)
+        digest = hashlib.sha256()
+        with tempfile.NamedTemporaryFile(dir=tmpdir, prefix="commit-") as spool:
+            stream = self.driver.diff(c.layer, c.parent_layer)
+            try:
+                while chunk := stream.read(1 << 20):
+                    digest.update(chunk)
+                    spool.write(chunk)
+            finally:
+                stream.close()
+            spool.flush()
+            yield spool.name, "sha256:" + digest.hexdigest()
+
+    def log_paths(self, c: Container) -> tuple[str, str]:
+        _, out, err, _ = c.paths(self.dir)
+        return out, err
+
+    def inspect(self, c: Container) -> dict[str, Any]:
+        c = self.refresh(c)
+        if not os.path.isdir(c.paths(self.dir)[0]):
+            raise NoSuchContainer(c.id)
+        data = c.inspect(self.driver.name, _safe_metadata(self.driver, c.layer), self.log_paths(c)[0])
+        if c.state.running and not data["State"]["Pid"]:
+            handle = self.handle(c)
+            with contextlib.suppress(execdrivers.ExecError):
+                data["State"]["Pid"] = (handle.pid() if handle else None) or 0
+        return data
+
+
+def _is_dir(path: str) -> bool:
+    try:
+        return stat.S_ISDIR(os.lstat(path).st_mode)
+    except FileNotFoundError:
+        return False
+
+
+def _safe_metadata(driver: Any, layer: str) -> dict[str, str]:
+    try:
+        return dict(driver.metadata(layer))
+    except Exception:  # inspect must not fail because a driver cannot describe a layer
+        return {}
+
+
+def _merge_env(base: list[str], override: list[str]) -> list[str]:
+    merged: dict[str, str] = {}
+    for item in [*base, *override]:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise UsageError(f"environment entries must be KEY=VALUE, got {item!r}")
+        merged[key] = value
+    return [f"{k}={v}" for k, v in merged.items()]
+
+
+def _no_source() -> Any:
+    raise EngineError("an image layer the commit builds on is missing from the driver")
+
+
+_NO_SOURCE = LayerSource(name="existing layer", open=_no_source)
+
+
+def _committed_config(base: dict[str, Any], c: Container, diff_id: str, message: str, author: str) -> dict[str, Any]:
+    """The image config of a commit: the base's, with the container's command and settings."""
+    config = json.loads(json.dumps(base))
+    created = now_iso()
+    inner = dict(config.get("config") or {})
+    inner.update({"Cmd": c.args, "Env": c.env, "WorkingDir": c.workdir, "User": c.user, "Hostname": c.hostname})
+    inner.pop("Entrypoint", None)  # c.args already starts with it
+    config["config"] = inner
+    config["container"] = c.id
+    config["container_config"] = {"Cmd": c.args, "Image": c.image_ref}
+    config["created"] = created
+    if author:
+        config["author"] = author
+    entry: dict[str, Any] = {"created": created, "created_by": " ".join(c.args)}
+    if message:
+        entry["comment"] = message
+    if author:
+        entry["author"] = author
+    config["history"] = [*config.get("history", []), entry]
+    rootfs = dict(config.get("rootfs") or {"type": "layers", "diff_ids": []})
+    rootfs["diff_ids"] = [*rootfs.get("diff_ids", []), diff_id]
+    config["rootfs"] = rootfs
+    return config
+
+
+__all__ = ["CREATED", "EXITED", "RUNNING", "Containers"]

@@ -1,0 +1,193 @@
+"""The registry jobs: pull, push and search over the OCI distribution API.
+
+Layers are streamed straight from the registry into the graphdriver (the Graph verifies
+the blob digest and the diff id as it applies), and pushed straight from the driver
+(reassembled from tar-split, so the blob is byte-identical to what was loaded and its
+digest is the diff id we already know). Nothing is buffered whole.
+
+Options: `username`/`password` for the registry's login, `insecure` (plain HTTP to a
+non-loopback registry), `platform` ("linux/amd64") for pull, `limit` and `json` for search.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import json
+import platform
+from collections.abc import Iterator
+from typing import IO, TYPE_CHECKING
+
+from .. import reference
+from ..errors import InvalidArchive, UsageError
+from ..images.graph import Graph, LayerSource, NewImage
+from ..job import Job
+from ..jobspec import JobTable, Option
+from .protocol import MEDIA_OCI_MANIFEST, Credentials, Manifest
+
+if TYPE_CHECKING:
+    from .client import RegistryClient
+
+MEDIA_OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
+MEDIA_OCI_LAYER = "application/vnd.oci.image.layer.v1.tar"
+
+jobs = JobTable()
+AUTH = {
+    "username": Option(str, "registry user", ("-u", "--username")),
+    "password": Option(str, "registry password (the CLI reads it with --password-stdin)"),
+    "insecure": Option(bool, "allow plain HTTP to a non-loopback registry", ("--insecure",)),
+}
+
+
+def _client(job: Job, registry: str) -> RegistryClient:
+    user = job.options["username"]
+    credentials = Credentials(user, job.options["password"] or "") if user else None
+    return job.engine.registry.client(registry, credentials, insecure=job.options["insecure"])
+
+
+def _platform(job: Job) -> tuple[str, str]:
+    default = "linux/" + {"x86_64": "amd64", "aarch64": "arm64"}.get(platform.machine(), platform.machine())
+    text = job.options["platform"] or default
+    os_name, _, arch = text.partition("/")
+    if not os_name or not arch:
+        raise UsageError(f"platform must be OS/ARCH (like linux/amd64), got {text!r}")
+    return os_name, arch
+
+
+# -- pull ----------------------------------------------------------------------------------
+
+
+@jobs.job("pull", args="NAME[:TAG|@DIGEST]", help="download an image from a registry", options={
+    **AUTH, "platform": Option(str, "OS/ARCH of the image to pull (default: this machine's)", ("--platform",))})
+def pull(job: Job) -> int:
+    """`pull NAME[:TAG|@DIGEST]`: prints progress lines, then the digest and the image id."""
+    ref = reference.parse(job.args[0])
+    client = _client(job, ref.registry)
+    manifest = client.get_manifest(ref.repository, ref.ref, _platform(job))
+    body = manifest.json
+    job.write(f"{ref.tag or ref.digest}: Pulling from {ref.repository}\n")
+    config_desc = body.get("config") or {}
+    config_bytes = _fetch_config(client, ref, config_desc)
+    config = json.loads(config_bytes)
+    diff_ids = (config.get("rootfs") or {}).get("diff_ids") or []
+    layer_descs = body.get("layers") or []
+    if len(diff_ids) != len(layer_descs):
+        raise InvalidArchive(f"{ref}: the manifest lists {len(layer_descs)} layers, the config {len(diff_ids)}")
+    graph: Graph = job.engine.graph
+    tags = [ref.local_tag] if ref.tag else []
+    with graph.lease() as lease:
+        parent = None
+        layers = []
+        for desc, diff_id in zip(layer_descs, diff_ids, strict=True):
+            digest = desc["digest"]
+            source = LayerSource(name=f"{ref.repository}@{digest[:19]}", open=_blob_opener(client, ref, digest),
+                                 digest=digest, size=desc.get("size"))
+            layer, created = graph.ensure_layer(lease, parent, diff_id, source)
+            job.engine.registry.remember(digest, ref)
+            job.write(f"{digest[7:19]}: {'Pull complete' if created else 'Already exists'}\n")
+            job.report(action="layer", item=digest, created=created)
+            layers.append(layer)
+            parent = layer.chain_id
+        [(image_id, _)] = graph.commit(lease, [NewImage(config_bytes, layers, tags)])
+    job.write(f"Digest: {manifest.digest}\n")
+    job.write(f"Status: Downloaded image for {ref}\n")
+    job.write(f"{image_id}\n")
+    return 0
+
+
+def _fetch_config(client: RegistryClient, ref: reference.Reference, desc: dict) -> bytes:
+    digest = desc.get("digest")
+    if not digest:
+        raise InvalidArchive(f"{ref}: the manifest has no config descriptor")
+    buf = _Bounded(limit=8 << 20)
+    client.fetch_blob(ref.repository, digest, buf)
+    return buf.getvalue()
+
+
+class _Bounded:
+    """A write sink that refuses more than `limit` bytes (a config is small JSON)."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.parts: list[bytes] = []
+        self.size = 0
+
+    def write(self, data: bytes) -> int:
+        self.size += len(data)
+        if self.size > self.limit:
+            raise InvalidArchive(f"image config over {self.limit} bytes")
+        self.parts.append(bytes(data))
+        return len(data)
+
+    def getvalue(self) -> bytes:
+        return b"".join(self.parts)
+
+
+def _blob_opener(client: RegistryClient, ref: reference.Reference, digest: str):
+    @contextlib.contextmanager
+    def opener() -> Iterator[IO[bytes]]:
+        with client.open_blob(ref.repository, digest) as stream:
+            yield stream
+    return opener
+
+
+# -- push ----------------------------------------------------------------------------------
+
+
+@jobs.job("push", args="NAME[:TAG]", options=AUTH, help="upload an image to the registry its name starts with")
+def push(job: Job) -> int:
+    """`push NAME[:TAG]`: the local image of that name to the registry its name starts with."""
+    ref = reference.parse(job.args[0])
+    if ref.digest:
+        raise UsageError("push takes a tag, not a digest")
+    graph: Graph = job.engine.graph
+    image = graph.get_image(ref.local_tag)
+    client = _client(job, ref.registry)
+    job.write(f"The push refers to repository [{ref.registry}/{ref.repository}]\n")
+    descriptors = []
+    for layer in image.layers:
+        size = graph.layer_tar_size(layer)
+        mount_from = job.engine.registry.mount_source(layer.diff_id, ref)
+        with graph.open_layer_tar(layer) as stream:
+            outcome = client.upload_blob(ref.repository, layer.diff_id, stream, size, mount_from=mount_from)
+        job.engine.registry.remember(layer.diff_id, ref)
+        job.write(f"{layer.diff_id[7:19]}: {_PUSHED[outcome]}\n")
+        descriptors.append({"mediaType": MEDIA_OCI_LAYER, "digest": layer.diff_id, "size": size})
+    config_digest = "sha256:" + hashlib.sha256(image.config_bytes).hexdigest()
+    client.upload_blob(ref.repository, config_digest, io.BytesIO(image.config_bytes), len(image.config_bytes))
+    body = json.dumps({
+        "schemaVersion": 2,
+        "mediaType": MEDIA_OCI_MANIFEST,
+        "config": {"mediaType": MEDIA_OCI_CONFIG, "digest": config_digest, "size": len(image.config_bytes)},
+        "layers": descriptors,
+    }, separators=(",", ":")).encode()
+    manifest = Manifest(MEDIA_OCI_MANIFEST, body, "sha256:" + hashlib.sha256(body).hexdigest())
+    digest = client.put_manifest(ref.repository, ref.tag or "latest", manifest)
+    job.write(f"{ref.tag or 'latest'}: digest: {digest} size: {len(body)}\n")
+    return 0
+
+
+_PUSHED = {"exists": "Layer already exists", "mounted": "Mounted from another repository", "uploaded": "Pushed"}
+
+
+# -- search --------------------------------------------------------------------------------
+
+
+@jobs.job("search", args="REGISTRY/TERM", help="repositories of a registry whose names contain TERM", options={
+    **AUTH, "limit": Option(int, "at most this many results", ("--limit",), 25),
+    "json": Option(bool, "JSON output", ("--json",))})
+def search(job: Job) -> int:
+    """`search REGISTRY/TERM`: repositories of the registry's catalog that contain TERM."""
+    first, rest = reference.split_domain(job.args[0])
+    if first is None:
+        raise UsageError("search needs the registry: REGISTRY/TERM (a v2 registry has no global index)")
+    client = _client(job, first)
+    found = client.search(rest, job.options["limit"])
+    if job.options["json"]:
+        job.write_json([{"name": f"{first}/{name}", "description": "", "star_count": 0, "is_official": False,
+                         "is_automated": False} for name in found])
+    else:
+        job.write("NAME\n" + "".join(f"{first}/{name}\n" for name in found))
+    return 0
+

@@ -1,0 +1,117 @@
+"""The system jobs: `info` (docker info) and `df` (docker system df).
+
+One implementation each: the CLI prints their text, the API's /info and /system/df return
+their JSON, so the CLI and a docker client always agree on what the engine reports.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import platform
+from collections.abc import Callable
+from typing import Any
+
+from .. import __version__
+from ..images.view import size, table
+from ..job import Job
+from ..jobspec import JSON, JobTable
+from . import host
+
+jobs = JobTable()
+
+
+def facts(job: Job) -> dict[str, Any]:
+    """docker info's fields, with strata's own (Layers, ExecutionDriver) among them."""
+    engine = job.engine
+    containers = engine.containers.list(include_stopped=True)
+    running = sum(1 for c in containers if c.state.running)
+    exec_name = engine.containers.exec_name
+    return {
+        "ID": hashlib.sha256(engine.root.encode()).hexdigest()[:32],
+        "Containers": len(containers),
+        "ContainersRunning": running,
+        "ContainersPaused": 0,
+        "ContainersStopped": len(containers) - running,
+        "Images": len(engine.graph.images()),
+        "Layers": len(engine.graph.layers()),
+        "Driver": engine.driver.name,
+        "DriverStatus": [list(row) for row in engine.driver.status()],
+        "ExecutionDriver": exec_name,
+        "ExecutionDriverStatus": [list(row) for row in engine.containers.execdriver.status()],
+        "DockerRootDir": engine.root,
+        "Plugins": {"Volume": [], "Network": ["none", "host"], "Authorization": None, "Log": ["json-file"]},
+        "MemoryLimit": False, "SwapLimit": False, "KernelMemory": False, "CpuCfsPeriod": False,
+        "CpuCfsQuota": False, "CPUShares": False, "CPUSet": False, "PidsLimit": False, "IPv4Forwarding": False,
+        "BridgeNfIptables": False, "BridgeNfIp6tables": False, "Debug": False,
+        "NFd": len(os.listdir("/proc/self/fd")),
+        "OomKillDisable": False, "NGoroutines": 0, "SystemTime": "", "LoggingDriver": "json-file",
+        "CgroupDriver": "none", "CgroupVersion": "1", "NEventsListener": 0,
+        **host.facts(), "OSVersion": "", "OSType": "linux",
+        "Architecture": platform.machine(), "IndexServerAddress": "", "RegistryConfig": None,
+        "GenericResources": None, "HttpProxy": "",
+        "HttpsProxy": "", "NoProxy": "", "Name": platform.node(), "Labels": [], "ExperimentalBuild": False,
+        "ServerVersion": __version__, "Runtimes": {}, "DefaultRuntime": exec_name,
+        "Swarm": {"LocalNodeState": "inactive", "ControlAvailable": False, "NodeID": "", "NodeAddr": "",
+                  "Error": "", "RemoteManagers": None},
+        "LiveRestoreEnabled": False, "Isolation": "", "InitBinary": "", "SecurityOptions": [],
+        "Warnings": [],
+    }
+
+
+def _write(job: Job, data: dict[str, Any], text: Callable[[dict[str, Any]], str]) -> int:
+    """The JSON the API returns (option json), else the text the CLI prints."""
+    if job.options["json"]:
+        job.write_json(data)
+    else:
+        job.write(text(data))
+    return 0
+
+
+@jobs.job("info", options={"json": JSON}, help="engine and storage driver facts")
+def info(job: Job) -> int:
+    """`info`: counts, the storage driver and its status rows, the root (json: docker info's JSON)."""
+    return _write(job, facts(job), info_text)
+
+
+def info_text(data: dict[str, Any]) -> str:
+    lines = [f"Containers: {data['Containers']}", f"Images: {data['Images']}", f"Layers: {data['Layers']}",
+             f"Storage Driver: {data['Driver']}"]
+    lines += [f" {key}: {value}" for key, value in data["DriverStatus"]]
+    lines.append(f"Execution Driver: {data['ExecutionDriver']}")
+    lines += [f" {key}: {value}" for key, value in data["ExecutionDriverStatus"] if key != "Execution Driver"]
+    lines.append(f"Docker Root Dir: {data['DockerRootDir']}")
+    lines += [f"Kernel Version: {data['KernelVersion']}", f"Operating System: {data['OperatingSystem']}",
+              f"CPUs: {data['NCPU']}", f"Total Memory: {size(data['MemTotal'])}"]
+    return "\n".join(lines) + "\n"
+
+
+def usage(job: Job) -> dict[str, Any]:
+    """docker system df's data: images, containers, and the bytes their layers take."""
+    graph = job.engine.graph
+    containers = job.engine.containers.list(include_stopped=True)
+    return {
+        "LayersSize": sum(layer.size for layer in graph.layers()),
+        "Images": [{"Id": i.id, "ParentId": i.parent or "", "RepoTags": i.tags, "RepoDigests": [],
+                    "Created": 0, "Size": i.size, "SharedSize": -1, "VirtualSize": i.size, "Labels": {},
+                    "Containers": sum(1 for c in containers if c.image == i.id)} for i in graph.images()],
+        "Containers": [{"Id": c.id, "Names": ["/" + c.name], "Image": c.image_ref, "ImageID": c.image,
+                        "Command": " ".join(c.args), "Created": 0, "State": c.state.status, "Status": "",
+                        "SizeRw": 0, "SizeRootFs": 0, "Labels": {}, "Mounts": []} for c in containers],
+        "Volumes": [],
+        "BuildCache": [],
+    }
+
+
+@jobs.job("df", options={"json": JSON}, help="disk usage of images and containers")
+def df(job: Job) -> int:
+    """`df`: images and containers, how many are in use and the bytes of their layers."""
+    return _write(job, usage(job), df_text)
+
+
+def df_text(data: dict[str, Any]) -> str:
+    active = sum(1 for i in data["Images"] if i["Containers"])
+    running = sum(1 for c in data["Containers"] if c["State"] == "running")
+    return table([("TYPE", "TOTAL", "ACTIVE", "SIZE"),
+                  ("Images", str(len(data["Images"])), str(active), size(data["LayersSize"])),
+                  ("Containers", str(len(data["Containers"])), str(running), size(0))])

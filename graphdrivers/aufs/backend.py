@@ -1,0 +1,52 @@
+"""The union-mount interface the aufs driver is written against, and the choice of one.
+
+Like devmapper's thin pool (devmapper/pool.py), the driver does not care who makes the
+union: the kernel's aufs (kernel_backend.py) or strata's FUSE union filesystem
+(fuse_backend.py). Each answers this protocol, and `choose` picks one: the one asked for
+with `aufs.backend`, else kernel aufs when the kernel has it, else FUSE.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Protocol
+
+from ..errors import DriverNotSupported
+
+BACKENDS = ("kernel", "fuse")
+
+
+class UnionBackend(Protocol):
+    """Mounts the union of a layer's branches (its own, writable, first)."""
+
+    name: str  # "kernel" or "fuse", as metadata() reports it
+    max_branches: int | None  # how many branches one union can stack; None: no limit
+
+    def mount(self, mountpoint: str, branches: list[str], mount_label: str) -> None:
+        """Mount the union of `branches` (writable first) at `mountpoint`."""
+
+    def unmount(self, mountpoint: str) -> None:
+        """Undo `mount`."""
+
+    def describe(self, scratch: str) -> str:
+        """What status() shows as the backend; `scratch` is a directory it may use to
+        find out what the kernel actually does."""
+
+    def close(self) -> None:
+        """Unmount what is still mounted and stop helpers; mounts are not made any more."""
+
+
+def choose(wanted: str | None, *, passthrough: bool) -> UnionBackend:
+    """The backend asked for, else kernel aufs when the kernel has it, else FUSE."""
+    from . import kernel_backend
+    from .fuse_backend import FuseBackend
+
+    has_aufs = kernel_backend.available()
+    chosen = wanted or ("kernel" if has_aufs else "fuse")
+    if chosen == "kernel":
+        if not has_aufs:
+            raise DriverNotSupported("aufs", "the kernel has no aufs (not in /proc/filesystems); use aufs.backend=fuse")
+        return kernel_backend.KernelBackend()
+    if not os.path.exists("/dev/fuse"):
+        raise DriverNotSupported("aufs", "the FUSE backend needs /dev/fuse (modprobe fuse)")
+    return FuseBackend(passthrough=passthrough)
