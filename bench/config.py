@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass, field
 FULL_DEPTHS = (1, 8, 32, 64, 127)
 QUICK_DEPTHS = (1, 8)
 EXECDRIVERS = ("oci", "native")
+IO_RUNTIME = {False: 10.0, True: 2.0}  # seconds each fio job may run (--io-runtime), full and --quick
 
 
 @dataclass
@@ -30,6 +31,7 @@ class RunConfig:
     scratch: str | None = None
     quick: bool = False
     storage_opts: dict[str, str] = field(default_factory=dict)  # "<driver>.<key>" -> value
+    io_runtime: float = IO_RUNTIME[False]
 
     def driver_options(self, driver: str) -> dict[str, str]:
         """The storage options meant for `driver` (their keys start with its name)."""
@@ -43,9 +45,13 @@ class RunConfig:
         return asdict(self)
 
 
-def quick_defaults(config: RunConfig, *, repeat_given: bool, warmup_given: bool, depths_given: bool) -> RunConfig:
+def quick_defaults(
+    config: RunConfig, *, repeat_given: bool, warmup_given: bool, depths_given: bool, io_runtime_given: bool = False
+) -> RunConfig:
     """Apply --quick's small settings to whatever the user did not set explicitly."""
     if config.quick:
+        if not io_runtime_given:
+            config.io_runtime = IO_RUNTIME[True]
         if not repeat_given:
             config.repeat = 3
         if not warmup_given:

@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, fields
 
 import pandas as pd
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: the io scenario's fio columns (iops ... runtime_s)
 PARQUET, CSV, RUN_JSON = "results.parquet", "results.csv", "run.json"
 
 # column -> pandas dtype (nullable ints: a space column is empty where nothing was measured)
@@ -41,6 +41,12 @@ COLUMNS: dict[str, str] = {
     "space_amplification": "float64",
     "execdriver": "string",
     "runtime": "string",
+    "iops": "float64",
+    "bw_bytes": "float64",
+    "clat_p50_ns": "Int64",
+    "clat_p99_ns": "Int64",
+    "clat_p999_ns": "Int64",
+    "runtime_s": "float64",
     "note": "string",
 }
 # what identifies a group of repetitions of the same measurement
@@ -82,6 +88,12 @@ class Row:
     space_amplification: float = math.nan
     execdriver: str = ""
     runtime: str = ""
+    iops: float = math.nan
+    bw_bytes: float = math.nan
+    clat_p50_ns: int | None = None
+    clat_p99_ns: int | None = None
+    clat_p999_ns: int | None = None
+    runtime_s: float = math.nan
     note: str = ""
     schema_version: int = SCHEMA_VERSION
 

@@ -1,4 +1,4 @@
-"""The three scenarios of `bench run`, and the context and repetition loop they share.
+"""The scenarios of `bench run`, and the context and repetition loop they share.
 
 Each scenario runs `warmup` unrecorded repetitions and then `repeat` recorded ones per
 cache mode, every repetition on fresh layers, and appends tidy rows to `ctx.rows`. A
@@ -23,7 +23,8 @@ from ..results import Row
 from ..sandbox import Sandbox
 from ..workloads import Workload
 
-SCENARIOS = ("layer-create", "rootfs", "exec")
+SCENARIOS = ("layer-create", "rootfs", "exec", "io")
+DEFAULT_SCENARIOS = ("layer-create", "rootfs", "exec")  # io runs when named: 12 fio jobs a repetition
 
 clock = time.perf_counter
 
@@ -95,6 +96,10 @@ def repetitions(ctx: Context) -> Iterator[Repetition]:
 
 def steps_per_driver(config: RunConfig, scenario: str) -> int:
     """Repetitions a scenario runs on one driver (for progress bars)."""
+    if scenario == "io":  # always cold, one step per fio job
+        from .io import JOBS_PER_REPETITION
+
+        return (config.warmup + config.repeat) * JOBS_PER_REPETITION
     per = (config.warmup + config.repeat) * len(config.cache_modes)
     return per * len(config.depths) if scenario == "rootfs" else per
 
