@@ -10,13 +10,14 @@ from .config import (
     AUTO_MIN_REPEAT,
     EXECDRIVERS,
     FULL_DEPTHS,
+    IO_RUNTIME,
     MAX_REPEAT,
     MAX_TIME,
     TARGET_CI,
     RunConfig,
     quick_defaults,
 )
-from .scenarios import SCENARIOS
+from .scenarios import DEFAULT_SCENARIOS, SCENARIOS
 from .workloads import WORKLOADS
 
 
@@ -50,6 +51,16 @@ def _storage_opt(text: str) -> tuple[str, str]:
     return key.strip(), value.strip()
 
 
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"wants seconds, got {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError("must be more than 0 seconds")
+    return value
+
+
 def _positive(text: str) -> int:
     value = int(text)
     if value < 1:
@@ -81,7 +92,12 @@ def parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="measure drivers; writes a result directory")
     run.add_argument("--driver", action="append", required=True, help="driver name (repeatable) or 'all'")
-    run.add_argument("--scenario", type=_csv(SCENARIOS), default=list(SCENARIOS), help="comma-separated scenarios")
+    run.add_argument(
+        "--scenario",
+        type=_csv(SCENARIOS),
+        default=list(DEFAULT_SCENARIOS),
+        help=f"comma-separated, of {','.join(SCENARIOS)} (default {','.join(DEFAULT_SCENARIOS)})",
+    )
     source = run.add_mutually_exclusive_group()
     source.add_argument("--workload", choices=WORKLOADS, default="busybox")
     source.add_argument("--image", help="a docker save / OCI image archive to use as the workload")
@@ -114,6 +130,11 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--execdriver", action="append", choices=EXECDRIVERS, help="default: both")
     run.add_argument("--out", help="result directory (default results/<timestamp>)")
     run.add_argument("--scratch", help="where workload tars and loop images go (default: a new dir in $TMPDIR)")
+    run.add_argument(
+        "--io-runtime",
+        type=_seconds,
+        help=f"seconds each io job (fio) may run (default {IO_RUNTIME[False]:g}; --quick {IO_RUNTIME[True]:g})",
+    )
     run.add_argument("--quick", action="store_true", help="small sizes, few repetitions (seconds; for tests)")
     run.add_argument(
         "-o",
@@ -168,6 +189,14 @@ def _run_precondition(args: argparse.Namespace) -> str | None:
         return f"--cache {args.cache} needs to write {DROP_CACHES} (run as root), or use --cache warm"
     if args.image is not None and not os.path.isfile(args.image):
         return f"--image {args.image}: no such file"
+    if "io" in args.scenario:
+        from . import fiojob
+
+        reason = fiojob.missing()
+        if reason:
+            return f"--scenario io: {reason}"
+        if not os.access(DROP_CACHES, os.W_OK):
+            return f"--scenario io drops the page cache before every job: it needs to write {DROP_CACHES} (root)"
     from .runner import expand_drivers
 
     running = expand_drivers(args.driver)
@@ -207,12 +236,14 @@ def main(argv: list[str] | None = None) -> int:
             scratch=args.scratch,
             quick=args.quick,
             storage_opts=dict(args.storage_opt),
+            io_runtime=args.io_runtime or IO_RUNTIME[False],
         )
         quick_defaults(
             config,
             repeat_given=args.repeat is not None,
             warmup_given=args.warmup is not None,
             depths_given=args.depths is not None,
+            io_runtime_given=args.io_runtime is not None,
         )
         from .workloads import WorkloadError
 

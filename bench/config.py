@@ -18,6 +18,7 @@ AUTO_MIN_REPEAT = 5  # rounds before precision is judged: fewer make the bootstr
 TARGET_CI = 0.10
 MAX_REPEAT = 30
 MAX_TIME = 120.0  # seconds per phase (a scenario's cache mode, and depth for rootfs)
+IO_RUNTIME = {False: 10.0, True: 2.0}  # seconds each fio job may run (--io-runtime), full and --quick
 
 
 @dataclass
@@ -41,6 +42,7 @@ class RunConfig:
     target_ci: float = TARGET_CI
     max_repeat: int = MAX_REPEAT
     max_time: float = MAX_TIME
+    io_runtime: float = IO_RUNTIME[False]
 
     def driver_options(self, driver: str) -> dict[str, str]:
         """The storage options meant for `driver` (their keys start with its name)."""
@@ -59,9 +61,13 @@ class RunConfig:
         return asdict(self)
 
 
-def quick_defaults(config: RunConfig, *, repeat_given: bool, warmup_given: bool, depths_given: bool) -> RunConfig:
+def quick_defaults(
+    config: RunConfig, *, repeat_given: bool, warmup_given: bool, depths_given: bool, io_runtime_given: bool = False
+) -> RunConfig:
     """Apply --quick's small settings to whatever the user did not set explicitly."""
     if config.quick:
+        if not io_runtime_given:
+            config.io_runtime = IO_RUNTIME[True]
         if not repeat_given:
             config.repeat = 3
         if not warmup_given:

@@ -34,6 +34,15 @@ class Layers:
     def removed(self, layer_id: str) -> None:
         self.created.remove(layer_id)
 
+    def container(self, top: str) -> str:
+        """A fresh container layer over image layer `top`, mounted; the path `get` returned."""
+        cid = self.new_id("c")
+        self.driver.create_read_write(cid, top)
+        self.created_layer(cid)
+        path = self.driver.get(cid)
+        self.got(cid)
+        return path
+
     def release(self) -> None:
         """Put every outstanding get and remove every layer, newest first."""
         errors = []

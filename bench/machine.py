@@ -14,8 +14,8 @@ from importlib import metadata
 
 from engine.system import host
 
-PACKAGES = ("strata", "pandas", "pyarrow", "numpy", "matplotlib", "rich", "btrfsutil", "pytest-benchmark")
-DEBIAN_PACKAGES = ("btrfs-progs", "xfsprogs", "e2fsprogs", "runc", "crun", "busybox-static")
+PACKAGES = ("strata", "pandas", "pyarrow", "numpy", "matplotlib", "rich", "btrfsutil", "pytest-benchmark", "pyfuse3")
+DEBIAN_PACKAGES = ("btrfs-progs", "xfsprogs", "e2fsprogs", "runc", "crun", "busybox-static", "fio", "libfuse3-3")
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 

@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, fields
 
 import pandas as pd
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: the io scenario's fio columns (iops ... runtime_s)
 PARQUET, CSV, RUN_JSON = "results.parquet", "results.csv", "run.json"
 
 # column -> pandas dtype (nullable ints: a space column is empty where nothing was measured)
@@ -41,6 +41,12 @@ COLUMNS: dict[str, str] = {
     "space_amplification": "float64",
     "execdriver": "string",
     "runtime": "string",
+    "iops": "float64",
+    "bw_bytes": "float64",
+    "clat_p50_ns": "Int64",
+    "clat_p99_ns": "Int64",
+    "clat_p999_ns": "Int64",
+    "runtime_s": "float64",
     "note": "string",
 }
 # what identifies a group of repetitions of the same measurement
@@ -82,6 +88,12 @@ class Row:
     space_amplification: float = math.nan
     execdriver: str = ""
     runtime: str = ""
+    iops: float = math.nan
+    bw_bytes: float = math.nan
+    clat_p50_ns: int | None = None
+    clat_p99_ns: int | None = None
+    clat_p999_ns: int | None = None
+    runtime_s: float = math.nan
     note: str = ""
     schema_version: int = SCHEMA_VERSION
 
@@ -136,8 +148,10 @@ def label_runs(df: pd.DataFrame) -> pd.DataFrame:
     """Name each series `driver/backend` when the backend is not the driver itself (so FUSE
     aufs is never shown as kernel aufs), and tell apart the same driver from different runs."""
     df = df.copy()
-    backend = df["backend"].fillna("").str.split().str[0].fillna("")
-    df["driver"] = df["driver"].where((backend == df["driver"]) | (backend == ""), df["driver"] + "/" + backend)
+    backend = df["backend"].fillna("")
+    kind = backend.str.split().str[0].fillna("")  # "fuse (direct, passthrough)" -> "fuse"
+    # the whole backend string: aufs over FUSE with and without passthrough are two series
+    df["driver"] = df["driver"].where((kind == df["driver"]) | (kind == ""), df["driver"] + "/" + backend)
     per_driver = df.groupby("driver")["run_id"].nunique()
     if (per_driver > 1).any():
         df["driver"] = df["driver"] + " @" + df["run_id"]

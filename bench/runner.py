@@ -44,12 +44,14 @@ from .rounds import Rounds
 from .sandbox import Sandbox, backend_of
 from .scenarios import SCENARIOS, Context, layer_create, rootfs, steps_per_driver
 from .scenarios import exec as exec_scenario
+from .scenarios import io as io_scenario
 from .table import rich_table, summary, write_summaries
 
 SCENARIO_RUNNERS: dict[str, Callable[[Context], Iterator[None]]] = {
     "layer-create": layer_create.run,
     "rootfs": rootfs.run,
     "exec": exec_scenario.run,
+    "io": io_scenario.run,
 }
 assert tuple(SCENARIO_RUNNERS) == SCENARIOS
 
@@ -242,8 +244,7 @@ class Run:
                 self.rows.extend(ctx.rows)
                 for message in ctx.warnings:
                     self.warn(message)
-                if "execdrivers" in ctx.facts:
-                    self.facts["execdrivers"] = ctx.facts["execdrivers"]
+                self.facts.update(ctx.facts)  # execdrivers, io: the same for every driver
             self.phases += [{"scenario": scenario, **phase} for phase in rounds.facts()]
 
     def _fail(self, o: _Open, what: str, exc: Exception) -> None:

@@ -198,6 +198,36 @@ def big_lower_layer(directory: str, quick: bool, seed: int = SEED) -> Layer:
     return _finish(b, directory, "exec-big-lower")
 
 
+@dataclass(frozen=True)
+class IoDataset:
+    """The io scenario's image (bottom first) and what its fio jobs and harness steps use."""
+
+    layers: tuple[Layer, Layer]
+    big_bytes: int  # io/big.bin in the bottom layer
+    small_files: int  # io/small/dNN/fNNNNN (4-64 KiB, multiples of 4 KiB) in the top layer
+    spool_files: int  # io/spool/lower-NNNNN (1-16 KiB "mails") in the top layer
+
+
+IO_BIG, IO_SMALL, IO_SPOOL = "io/big.bin", "io/small", "io/spool"
+
+
+def io_dataset(directory: str, quick: bool, seed: int = SEED) -> IoDataset:
+    """The io scenario's data set: a big file in one layer, many small files and a mail
+    spool above it (README: "What is measured", io). Small files are whole 4 KiB blocks,
+    so a 4 KiB random read never runs past a file's end."""
+    rng = random.Random(seed + 2)
+    big_size, nsmall, nspool = ((32 << 20), 200, 50) if quick else ((256 << 20), 2000, 500)
+    bottom = LayerBuilder()
+    bottom.big_file(IO_BIG, big_size, rng.randbytes(1 << 20))
+    top = LayerBuilder()
+    for j in range(nsmall):
+        top.file(f"{IO_SMALL}/d{j // 100:02d}/f{j:05d}", rng.randbytes(4096 * rng.randint(1, 16)))
+    for j in range(nspool):
+        top.file(f"{IO_SPOOL}/lower-{j:05d}", rng.randbytes(rng.randrange(1024, 16385)))
+    layers = (_finish(bottom, directory, "io-0-big"), _finish(top, directory, "io-1-small"))
+    return IoDataset(layers, big_size, nsmall, nspool)
+
+
 def pad_layer(directory: str, index: int) -> Layer:
     """A tiny layer used to stack an image up to a given depth (rootfs depth sweep)."""
     b = LayerBuilder()

@@ -122,6 +122,18 @@ def xfs_prjquota(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         fs.destroy()
 
 
+# Variants of a registered driver that the conformance suite runs as drivers of their own:
+# test name -> (driver name, options). aufs-pyfuse3 is the FUSE union served by pyfuse3.
+DRIVER_VARIANTS: dict[str, tuple[str, dict[str, str]]] = {
+    "aufs-pyfuse3": ("aufs", {"aufs.backend": "fuse", "aufs.fuse_server": "pyfuse3"}),
+}
+
+
+def resolve_driver(name: str) -> tuple[str, dict[str, str]]:
+    """The registered driver and options a `driver_name` parameter stands for."""
+    return DRIVER_VARIANTS.get(name, (name, {}))
+
+
 @pytest.fixture(params=graphdrivers.registered())
 def driver_name(request: pytest.FixtureRequest) -> str:
     return request.param
@@ -130,7 +142,7 @@ def driver_name(request: pytest.FixtureRequest) -> str:
 @pytest.fixture
 def driver_root(driver_name: str, make_backing) -> str:
     """An engine root on the backing filesystem the driver registered for."""
-    fs = make_backing(graphdrivers.registration(driver_name).backing_fs)
+    fs = make_backing(graphdrivers.registration(resolve_driver(driver_name)[0]).backing_fs)
     root = os.path.join(fs.mountpoint, "root")
     os.mkdir(root)
     return root
@@ -143,6 +155,7 @@ def driver(driver_name: str, driver_root: str) -> Iterator[graphdrivers.Driver]:
     Every registered driver must run on the project's machines (aufs and devmapper fall
     back to their FUSE and reflink backends), so a DriverNotSupported here is a failure.
     """
-    d = graphdrivers.get_driver(driver_name, root=driver_root)
+    name, options = resolve_driver(driver_name)
+    d = graphdrivers.get_driver(name, root=driver_root, options=options)
     yield d
     d.cleanup()

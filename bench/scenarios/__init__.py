@@ -1,4 +1,4 @@
-"""The three scenarios of `bench run`, and the context and repetition loop they share.
+"""The scenarios of `bench run`, and the context and repetition loop they share.
 
 Each scenario runs `warmup` unrecorded repetitions and then recorded ones per cache mode
 (as many as the shared `Rounds` decides: `repeat`, or until precise), every repetition on
@@ -25,7 +25,8 @@ from ..rounds import Rounds
 from ..sandbox import Sandbox
 from ..workloads import Workload
 
-SCENARIOS = ("layer-create", "rootfs", "exec")
+SCENARIOS = ("layer-create", "rootfs", "exec", "io")
+DEFAULT_SCENARIOS = ("layer-create", "rootfs", "exec")  # io runs when named: 12 fio jobs a repetition
 
 clock = time.perf_counter
 
@@ -104,6 +105,10 @@ def repetitions(ctx: Context, depth: int | None = None) -> Iterator[Repetition]:
 
 def steps_per_driver(config: RunConfig, scenario: str) -> int:
     """Repetitions a scenario runs on one driver at most (for progress bars)."""
+    if scenario == "io":  # always cold, one step per fio job
+        from .io import JOBS_PER_REPETITION
+
+        return (config.warmup + config.planned_repeat) * JOBS_PER_REPETITION
     per = (config.warmup + config.planned_repeat) * len(config.cache_modes)
     return per * len(config.depths) if scenario == "rootfs" else per
 

@@ -15,8 +15,6 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 
-from graphdrivers import Driver
-
 from .. import cache, execadapter
 from ..layers import Layers
 from ..workloads import big_lower_layer, busybox_layer
@@ -95,16 +93,6 @@ def _runners(ctx: Context) -> dict[str, execadapter.Runner]:
     return runners
 
 
-def _container(driver: Driver, layers: Layers, top: str) -> str:
-    """A fresh container layer over the image, mounted; its path."""
-    cid = layers.new_id("c")
-    driver.create_read_write(cid, top)
-    layers.created_layer(cid)
-    path = driver.get(cid)
-    layers.got(cid)
-    return path
-
-
 def run(ctx: Context) -> Iterator[None]:
     driver = ctx.driver
     stack = _stack(ctx)
@@ -116,7 +104,7 @@ def run(ctx: Context) -> Iterator[None]:
             for rep in repetitions(ctx):
                 common = {"depth": len(stack), "files": files, "bytes": size, **rep.columns()}
                 with Layers(driver, "exc") as container:
-                    path = _container(driver, container, top)
+                    path = container.container(top)
                     read_s, write_s = _first_touch(path)
                 if rep.measured:
                     ctx.row(SCENARIO, "first_read_bottom", seconds=read_s, **common)
@@ -125,7 +113,7 @@ def run(ctx: Context) -> Iterator[None]:
                     if rep.cache == "cold":
                         cache.drop()  # each execdriver's container starts cold too
                     with Layers(driver, f"exc{name}") as container:
-                        times = _in_container(runner, _container(driver, container, top))
+                        times = _in_container(runner, container.container(top))
                     if rep.measured:
                         for step, seconds in times.items():
                             ctx.row(SCENARIO, step, seconds=seconds, execdriver=name, runtime=runner.runtime, **common)

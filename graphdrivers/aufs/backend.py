@@ -3,17 +3,22 @@
 Like devmapper's thin pool (devmapper/pool.py), the driver does not care who makes the
 union: the kernel's aufs (kernel_backend.py) or strata's FUSE union filesystem
 (fuse_backend.py). Each answers this protocol, and `choose` picks one: the one asked for
-with `aufs.backend`, else kernel aufs when the kernel has it, else FUSE.
+with `aufs.backend`, else kernel aufs when the kernel has it, else FUSE. The FUSE union
+has two servers (`aufs.fuse_server`): `direct`, which speaks the kernel protocol itself
+and can pass file data through, and `pyfuse3` (libfuse 3), which always serves file
+data itself; an option the chosen backend cannot honour is refused, not ignored.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from typing import Protocol
 
-from ..errors import DriverNotSupported
+from ..errors import DriverNotSupported, InvalidOption
 
 BACKENDS = ("kernel", "fuse")
+FUSE_SERVERS = ("direct", "pyfuse3")
 
 
 class UnionBackend(Protocol):
@@ -36,8 +41,11 @@ class UnionBackend(Protocol):
         """Unmount what is still mounted and stop helpers; mounts are not made any more."""
 
 
-def choose(wanted: str | None, *, passthrough: bool) -> UnionBackend:
-    """The backend asked for, else kernel aufs when the kernel has it, else FUSE."""
+def choose(wanted: str | None, *, passthrough: bool, server: str, given: frozenset[str]) -> UnionBackend:
+    """The backend asked for, else kernel aufs when the kernel has it, else FUSE.
+
+    `given` are the option keys the user set: passthrough is on by default, but only the
+    direct server can do it, so it is refused for pyfuse3 only when asked for."""
     from . import kernel_backend
     from .fuse_backend import FuseBackend
 
@@ -46,7 +54,15 @@ def choose(wanted: str | None, *, passthrough: bool) -> UnionBackend:
     if chosen == "kernel":
         if not has_aufs:
             raise DriverNotSupported("aufs", "the kernel has no aufs (not in /proc/filesystems); use aufs.backend=fuse")
+        if "aufs.fuse_server" in given:
+            raise InvalidOption("aufs.fuse_server applies to the FUSE backend, not to kernel aufs")
         return kernel_backend.KernelBackend()
     if not os.path.exists("/dev/fuse"):
         raise DriverNotSupported("aufs", "the FUSE backend needs /dev/fuse (modprobe fuse)")
-    return FuseBackend(passthrough=passthrough)
+    if server == "pyfuse3":
+        if passthrough and "aufs.fuse_passthrough" in given:
+            raise InvalidOption("aufs.fuse_passthrough=true needs aufs.fuse_server=direct (pyfuse3 has no passthrough)")
+        if importlib.util.find_spec("pyfuse3") is None:
+            raise DriverNotSupported("aufs", "aufs.fuse_server=pyfuse3 needs the pyfuse3 package (pip install pyfuse3)")
+        passthrough = False
+    return FuseBackend(passthrough=passthrough, server=server)

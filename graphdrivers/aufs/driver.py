@@ -24,7 +24,7 @@ from ..driver import Driver, validate_id
 from ..errors import ChainTooDeep, LayerNotFound
 from ..options import DriverOptions, option
 from ..units import bool_parser, choice
-from .backend import BACKENDS, UnionBackend, choose
+from .backend import BACKENDS, FUSE_SERVERS, UnionBackend, choose
 from .fuse_backend import FuseBackend, detach, is_dead_mount
 from .linkup import copy_up_link_target
 from .native_changes import branch_changes
@@ -40,6 +40,7 @@ PROBE = ".passthrough-probe"  # not a layer id (those never start with a dot)
 class AufsOptions(DriverOptions):
     backend: str | None = option("aufs.backend", choice("aufs.backend", BACKENDS), None)
     fuse_passthrough: bool = option("aufs.fuse_passthrough", bool_parser("aufs.fuse_passthrough"), True)
+    fuse_server: str = option("aufs.fuse_server", choice("aufs.fuse_server", FUSE_SERVERS), "direct")
 
 
 class AufsDriver(Driver):
@@ -49,7 +50,10 @@ class AufsDriver(Driver):
 
     def __init__(self, home: str, options: Mapping[str, str] | None = None) -> None:
         super().__init__(home, options)
-        self.backend: UnionBackend = choose(self.options.backend, passthrough=self.options.fuse_passthrough)
+        opts = self.options
+        self.backend: UnionBackend = choose(
+            opts.backend, passthrough=opts.fuse_passthrough, server=opts.fuse_server, given=opts.given
+        )
         self.max_depth = self.backend.max_branches
         for sub in ("diff", "layers", "mnt"):
             os.makedirs(os.path.join(home, sub), mode=0o700, exist_ok=True)

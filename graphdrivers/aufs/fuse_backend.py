@@ -58,14 +58,15 @@ class MountProcess:
 
 
 class Zygote:
-    """`fuse_main --zygote`: forks a mount process per request; its stderr goes to an unlinked temp file."""
+    """`fuse_main --zygote --server S`: forks a mount process per request; its stderr goes
+    to an unlinked temp file."""
 
-    def __init__(self) -> None:
+    def __init__(self, server: str) -> None:
         self.stderr = tempfile.TemporaryFile()
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(p for p in (_PACKAGE_PARENT, env.get("PYTHONPATH", "")) if p)
         self.popen = subprocess.Popen(
-            [sys.executable, "-m", "graphdrivers.aufs.fuse_main", "--zygote"],
+            [sys.executable, "-m", "graphdrivers.aufs.fuse_main", "--zygote", "--server", server],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=self.stderr,
@@ -167,12 +168,14 @@ def is_dead_mount(mountpoint: str) -> bool:
 
 
 class FuseBackend:
-    """strata's FUSE union filesystem, one process per mount (a `UnionBackend`)."""
+    """strata's FUSE union filesystem, one process per mount (a `UnionBackend`), served by
+    the direct server or by pyfuse3 (`server`)."""
 
     name = "fuse"
     max_branches: int | None = None
 
-    def __init__(self, *, passthrough: bool) -> None:
+    def __init__(self, *, passthrough: bool, server: str = "direct") -> None:
+        self.server = server
         self.passthrough = passthrough  # asked for; a mount serves data itself where the kernel cannot
         self.refused: bool | None = None  # did the kernel refuse passthrough? (None: no mount yet)
         self._lock = threading.Lock()  # one request at a time: answers come back on one pipe
@@ -186,7 +189,7 @@ class FuseBackend:
                 self._zygote.stop()
                 self._zygote = None
             if self._zygote is None:
-                self._zygote = Zygote()
+                self._zygote = Zygote(self.server)
                 log.debug("started FUSE zygote %d", self._zygote.popen.pid)
             proc = self._procs[mountpoint] = self._zygote.request(mountpoint, branches, passthrough=self.passthrough)
             self.refused = self.passthrough and not proc.passthrough
@@ -207,14 +210,15 @@ class FuseBackend:
     def describe(self, scratch: str) -> str:
         if self.passthrough and self.refused is None:
             self.probe(scratch)  # say what the kernel does, not what was asked
-        return f"fuse (strata-aufs, file data {self.data_path()}; not kernel aufs)"
+        return f"fuse ({self.server}, {self.data_path()})"
 
     def data_path(self) -> str:
-        """How file data reaches callers, as far as mounts have shown."""
+        """How file data reaches callers, as far as mounts have shown: `passthrough` (the
+        kernel reads and writes the branch files) or `served` (by the FUSE process)."""
         if not self.passthrough:
-            return "served by the FUSE process"
+            return "served"
         if self.refused:
-            return "served by the FUSE process (the kernel refused passthrough)"
+            return "served; the kernel refused passthrough"
         return "passthrough"
 
     def unmount(self, mountpoint: str) -> None:

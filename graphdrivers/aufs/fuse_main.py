@@ -3,14 +3,19 @@
 A process of its own per mount means a crash of the filesystem cannot take the engine
 with it, and killing it is a clean way to simulate one. Two ways to run it:
 
-- `fuse_main MOUNTPOINT RW_BRANCH [RO_BRANCH ...]`: mount and serve until unmounted.
-- `fuse_main --zygote`: the driver's mount server. Starting Python and importing the
+- `fuse_main [--server direct|pyfuse3] MOUNTPOINT RW_BRANCH [RO_BRANCH ...]`: mount and
+  serve until unmounted.
+- `fuse_main --zygote [--server direct|pyfuse3]`: the driver's mount server. Starting Python and importing the
   union costs tens of milliseconds of CPU, a good part of what a whole `get` should
   take, so the zygote pays it once and forks one child per request. A request is one
   JSON line on stdin, `{"mountpoint": ..., "branches": [...], "passthrough": bool}`; the
   child that serves it answers `ready <pid> passthrough|served` (how file data moves; or
   `error <reason>`) on stdout. End of
   input stops the zygote; the mounts it started live on until they are unmounted.
+
+`--server` picks the FUSE server (`unionfs/session.py`, the direct one, or
+`unionfs/pyfuse3_server.py`); a zygote imports it before forking, so a mount does not
+pay for importing pyfuse3 and trio.
 """
 
 from __future__ import annotations
@@ -22,8 +27,9 @@ import os
 import signal
 import sys
 
+from .backend import FUSE_SERVERS
+from .unionfs import session
 from .unionfs.ops import UnionOperations
-from .unionfs.session import Session
 from .unionfs.tree import Union
 
 # The mount table shows source strata-aufs and type fuse.strata-aufs, so stale mounts
@@ -33,20 +39,22 @@ from .unionfs.tree import Union
 FSNAME = "strata-aufs"
 
 
-def serve(mountpoint: str, branches: list[str], *, passthrough: bool = True) -> None:
-    """Mount, say `ready <pid> passthrough|served` on stdout, serve until unmounted."""
+def serve(mountpoint: str, branches: list[str], *, passthrough: bool = True, server: str = "direct") -> None:
+    """Mount with `server`, say `ready <pid> passthrough|served` on stdout, serve until unmounted."""
     os.umask(0)  # modes come from the callers' requests, exactly
     ops = UnionOperations(Union(branches))
-    session = Session(ops, mountpoint, passthrough=passthrough, fsname=FSNAME)
-    session.mount()
-    try:
+
+    def ready() -> None:
         data = "passthrough" if ops.passthrough is not None else "served"
         os.write(1, f"ready {os.getpid()} {data}\n".encode())
         _to_devnull(1)
-    except BaseException:
-        session.abort()
-        raise
-    session.serve()
+
+    if server == "pyfuse3":
+        from .unionfs import pyfuse3_server
+
+        pyfuse3_server.serve(ops, mountpoint, fsname=FSNAME, ready=ready)
+    else:
+        session.serve(ops, mountpoint, passthrough=passthrough, fsname=FSNAME, ready=ready)
 
 
 def _to_devnull(fd: int) -> None:
@@ -55,8 +63,10 @@ def _to_devnull(fd: int) -> None:
     os.close(devnull)
 
 
-def zygote() -> int:
+def zygote(server: str) -> int:
     """Fork a serving child per request line; children are reaped by the kernel."""
+    if server == "pyfuse3":
+        from .unionfs import pyfuse3_server  # noqa: F401  (imported once, inherited by every child)
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)
     for line in sys.stdin.buffer:
         try:
@@ -68,16 +78,16 @@ def zygote() -> int:
             os.write(1, f"error {exc}\n".encode())
             continue
         if pid == 0:
-            _child(mountpoint, branches, passthrough)
+            _child(mountpoint, branches, passthrough, server)
     return 0
 
 
-def _child(mountpoint: str, branches: list[str], passthrough: bool) -> None:
+def _child(mountpoint: str, branches: list[str], passthrough: bool, server: str) -> None:
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
     _to_devnull(0)  # the request pipe belongs to the zygote
     code = 0
     try:
-        serve(mountpoint, branches, passthrough=passthrough)
+        serve(mountpoint, branches, passthrough=passthrough, server=server)
     except BaseException as exc:
         message = f"cannot serve {mountpoint}: {exc}".replace("\n", " ")
         try:
@@ -96,18 +106,19 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="strata-aufs[%(process)d] %(name)s: %(message)s")
     parser = argparse.ArgumentParser(prog="python -m graphdrivers.aufs.fuse_main", description=__doc__.split("\n")[0])
     parser.add_argument("--zygote", action="store_true", help="fork a mount per JSON request line on stdin")
+    parser.add_argument("--server", choices=FUSE_SERVERS, default="direct", help="which FUSE server answers")
     parser.add_argument("--no-passthrough", action="store_true", help="serve file data through this process")
     parser.add_argument("mountpoint", nargs="?")
     parser.add_argument("branches", nargs="*", help="writable branch first, then read-only ones, nearest first")
     args = parser.parse_args(argv)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # only an unmount (or a kill) ends a mount
     if args.zygote:
-        return zygote()
+        return zygote(args.server)
     if not args.mountpoint or not args.branches:
         parser.error("give a mount point and at least the writable branch, or --zygote")
     mountpoint, branches = args.mountpoint, args.branches
     try:
-        serve(mountpoint, branches, passthrough=not args.no_passthrough)
+        serve(mountpoint, branches, passthrough=not args.no_passthrough, server=args.server)
     except Exception as exc:
         print(f"strata-aufs: cannot serve {mountpoint}: {exc}", file=sys.stderr)
         return 1

@@ -272,7 +272,7 @@ def test_storage_opts_reach_their_driver_and_name_its_backend(tmp_path) -> None:
     assert proc.returncode == 0, proc.stdout + proc.stderr
     run = results.load_run(out)
     assert run["config"]["storage_opts"] == {"aufs.backend": "fuse", "aufs.fuse_passthrough": "false"}
-    backend = "fuse (strata-aufs, file data served by the FUSE process; not kernel aufs)"
+    backend = "fuse (direct, served)"
     assert run["drivers"]["aufs"]["backend"] == backend
     assert set(_rows_at(out)["backend"]) == {backend}
 

@@ -6,8 +6,10 @@ import os
 
 import pytest
 
+import graphdrivers
 from graphdrivers import Driver
 
+from ..conftest import DRIVER_VARIANTS
 from .treeutil import mounted, umask
 
 # The base layer every "written through a read-write mount" case starts from: a directory
@@ -29,6 +31,12 @@ def write_base(path: str) -> None:
             os.fchmod(fd, BASE_FILE_MODE)  # writing clears setuid on some filesystems
         finally:
             os.close(fd)
+
+
+@pytest.fixture(params=[*graphdrivers.registered(), *DRIVER_VARIANTS])
+def driver_name(request: pytest.FixtureRequest) -> str:
+    """Every registered driver and every variant (e.g. aufs served by pyfuse3) runs every case."""
+    return request.param
 
 
 @pytest.fixture

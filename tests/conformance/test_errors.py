@@ -19,6 +19,7 @@ from graphdrivers.errors import (
     QuotaNotSupported,
 )
 
+from ..conftest import resolve_driver
 from .conftest import BASE_BYTES
 from .treeutil import listing, mounted, read, write
 
@@ -87,7 +88,8 @@ def test_longest_valid_id(driver: Driver) -> None:
 
 def test_unknown_driver_option(driver_name: str, driver_root: str) -> None:
     with pytest.raises(InvalidOption):
-        graphdrivers.get_driver(driver_name, root=driver_root, options={"no.such.option": "1"})
+        name, options = resolve_driver(driver_name)
+        graphdrivers.get_driver(name, root=driver_root, options={**options, "no.such.option": "1"})
 
 
 def test_unknown_storage_option(driver: Driver, driver_root: str) -> None:

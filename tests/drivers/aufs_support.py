@@ -18,11 +18,20 @@ def make_root(make_backing, size: int = 1 << 30) -> str:
     return root
 
 
-@pytest.fixture(params=["passthrough", "served"])
+# FUSE server and data path of each `aufs` fixture parameter
+AUFS_VARIANTS = {
+    "passthrough": {"aufs.fuse_passthrough": "true"},
+    "served": {"aufs.fuse_passthrough": "false"},
+    "pyfuse3": {"aufs.fuse_server": "pyfuse3"},
+}
+
+
+@pytest.fixture(params=list(AUFS_VARIANTS))
 def aufs(make_backing, request: pytest.FixtureRequest) -> Iterator[AufsDriver]:
-    """The FUSE driver both ways file data can move: passed through to the branch files
-    by the kernel, or served by the FUSE process itself."""
-    options = {"aufs.backend": "fuse", "aufs.fuse_passthrough": str(request.param == "passthrough").lower()}
+    """The FUSE driver every way it can run: the direct server with file data passed
+    through to the branch files by the kernel or served by the FUSE process itself, and
+    the pyfuse3 server (always served)."""
+    options = {"aufs.backend": "fuse", **AUFS_VARIANTS[request.param]}
     d = graphdrivers.get_driver("aufs", root=make_root(make_backing), options=options)
     assert isinstance(d, AufsDriver)
     yield d

@@ -116,6 +116,23 @@ def test_kernel_backend_is_refused_without_kernel_aufs(make_backing) -> None:
         graphdrivers.get_driver("aufs", root=root, options={"aufs.backend": "kernel"})
 
 
+def test_fuse_server_options_are_honoured_or_refused(make_backing) -> None:
+    """pyfuse3 serves file data itself: asking it for passthrough is refused, not ignored."""
+    root = make_root(make_backing, 64 << 20)
+    with pytest.raises(InvalidOption, match=r"aufs\.fuse_passthrough=true needs aufs\.fuse_server=direct"):
+        graphdrivers.get_driver(
+            "aufs", root=root, options={"aufs.fuse_server": "pyfuse3", "aufs.fuse_passthrough": "true"}
+        )
+    with pytest.raises(InvalidOption, match=r"aufs\.fuse_server"):
+        graphdrivers.get_driver("aufs", root=root, options={"aufs.fuse_server": "libfuse2"})
+    d = graphdrivers.get_driver("aufs", root=root, options={"aufs.backend": "fuse", "aufs.fuse_server": "pyfuse3"})
+    try:
+        assert isinstance(d, AufsDriver) and not d.backend.passthrough  # type: ignore[attr-defined]
+        assert dict(d.status())["Backend"] == "fuse (pyfuse3, served)"
+    finally:
+        d.cleanup()
+
+
 @pytest.mark.skipif(not kernel_backend.available(), reason=NO_AUFS)
 def test_kernel_backend_stacks_branches(make_backing) -> None:
     d = graphdrivers.get_driver("aufs", root=make_root(make_backing), options={"aufs.backend": "kernel"})

@@ -386,7 +386,7 @@ class UnionOperations:
             raise OSError(code, os.strerror(code))
         self.u.get(node_id).st = None
 
-    def release(self, node_id: int, fh: int) -> None:
+    def release(self, fh: int) -> None:
         self._rw_fds.discard(fh)
         os.close(fh)
         inode_id = self._handles.pop(fh)

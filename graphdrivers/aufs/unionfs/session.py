@@ -31,6 +31,18 @@ if TYPE_CHECKING:
 STACKED_FILESYSTEMS = frozenset({"overlayfs", "fuse", "ecryptfs"})
 
 
+def serve(ops: UnionOperations, mountpoint: str, *, passthrough: bool, fsname: str, ready: Callable[[], None]) -> None:
+    """The direct server: mount, negotiate, call `ready()`, answer requests until unmounted."""
+    session = Session(ops, mountpoint, passthrough=passthrough, fsname=fsname)
+    session.mount()
+    try:
+        ready()
+    except BaseException:
+        session.abort()
+        raise
+    session.serve()
+
+
 class Session:
     def __init__(self, ops: UnionOperations, mountpoint: str, *, passthrough: bool, fsname: str) -> None:
         self.ops = ops
@@ -302,7 +314,7 @@ class Session:
         return abi.WRITE_OUT.pack(os.pwrite(fh, data, offset), 0)
 
     def _release(self, nodeid: int, body: memoryview, uid: int, gid: int) -> None:
-        self.ops.release(nodeid, abi.RELEASE_IN.unpack_from(body)[0])
+        self.ops.release(abi.RELEASE_IN.unpack_from(body)[0])
 
     def _fsync(self, nodeid: int, body: memoryview, uid: int, gid: int) -> None:
         fh, flags, _ = abi.FSYNC_IN.unpack_from(body)
