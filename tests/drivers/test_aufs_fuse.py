@@ -247,7 +247,8 @@ def test_fallocate_and_sparse_files(aufs: AufsDriver, union: str) -> None:  # no
     """fallocate(2) modes and SEEK_DATA/SEEK_HOLE reach the branch file; a lower file is
     copied up first and its layer left alone."""
     if aufs.backend.server == "pyfuse3":
-        pytest.skip("pyfuse3 has no fallocate or lseek handler: the kernel gets ENOSYS")
+        _fallocate_refused(union)
+        return
     path = f"{union}/sparse"
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
@@ -264,3 +265,23 @@ def test_fallocate_and_sparse_files(aufs: AufsDriver, union: str) -> None:  # no
     subprocess.run(["fallocate", "--length", "100", f"{union}/a"], check=True)  # grows a lower file
     assert os.path.getsize(f"{union}/a") == 100 and _read(f"{union}/a").startswith(b"mid a")
     assert os.path.getsize(_top(union, "a")) == 100
+
+
+def _fallocate_refused(union: str) -> None:
+    """pyfuse3 (libfuse 3.14) has no fallocate or lseek handler: fallocate(2) is refused
+    with EOPNOTSUPP, SEEK_DATA/SEEK_HOLE see the whole file as data, and nothing changes."""
+    path = f"{union}/sparse"
+    with open(path, "wb") as f:
+        f.write(b"d" * 65536)
+    done = subprocess.run(["fallocate", "--punch-hole", "--offset", "0", "--length", "4096", path],
+                          capture_output=True, text=True)
+    assert done.returncode != 0 and ("unsupported" in done.stderr or "not supported" in done.stderr)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        assert os.lseek(fd, 0, os.SEEK_DATA) == 0 and os.lseek(fd, 0, os.SEEK_HOLE) == 65536
+    finally:
+        os.close(fd)
+    assert _read(path) == b"d" * 65536
+    done = subprocess.run(["fallocate", "--length", "100", f"{union}/a"], capture_output=True, text=True)
+    assert done.returncode != 0 and ("unsupported" in done.stderr or "not supported" in done.stderr)
+    assert _read(f"{union}/a").startswith(b"mid a")
