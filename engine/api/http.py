@@ -23,9 +23,13 @@ from urllib.parse import parse_qs, urlsplit
 from graphdrivers.errors import InvalidOption
 from graphdrivers.units import parse_bool
 
+from . import unimplemented
+
 log = logging.getLogger(__name__)
 
 MAX_JSON_BODY = 4 << 20
+MAX_DRAIN = 1 << 20  # unread body bytes read after a reply to keep the connection; more: close it
+LISTEN_BACKLOG = 1024  # socketserver's default of 5 refuses a burst of clients with EAGAIN
 API_VERSION_RE = re.compile(r"^/v(\d+\.\d+)(/.*)$")
 
 
@@ -72,6 +76,16 @@ class ChunkedReader(io.RawIOBase):
         if self.left == 0:
             self.raw.readline(8)
         return len(data)
+
+
+def parse_json(data: bytes | str, what: str) -> Any:
+    """JSON text as Python values; malformed or absurdly nested text is a 400 naming `what`."""
+    try:
+        return json.loads(data)
+    except RecursionError:
+        raise ApiError(400, f"{what} nests too deeply") from None
+    except ValueError as exc:
+        raise ApiError(400, f"malformed JSON in {what}: {exc}") from None
 
 
 class LimitedReader(io.RawIOBase):
@@ -132,12 +146,17 @@ class Request:
         value = self.arg(name)
         if not value:
             return None
-        try:
-            return json.loads(value)
-        except ValueError:
-            raise ApiError(400, f"query parameter {name!r} is not valid JSON") from None
+        return parse_json(value, f"query parameter {name!r}")
 
     def json(self, *, required: bool = True) -> Any:
+        """The JSON body, at most MAX_JSON_BODY bytes (a longer declared length is refused unread).
+
+        Only routes that take JSON apply the limit: archives and tars stream through
+        `body` whatever Content-Type the client sends (docker-py sends none on load)."""
+        declared = int(self.headers.get("Content-Length") or 0)  # checked for digits when the request came
+        if declared > MAX_JSON_BODY:
+            raise ApiError(413, f"request body of {declared} bytes is over the {MAX_JSON_BODY} byte limit"
+                                " for this endpoint")
         data = self.body.read(MAX_JSON_BODY + 1)
         if len(data) > MAX_JSON_BODY:
             raise ApiError(413, f"request body over {MAX_JSON_BODY} bytes")
@@ -145,10 +164,7 @@ class Request:
             if required:
                 raise ApiError(400, "request body is empty; expected JSON")
             return None
-        try:
-            return json.loads(data)
-        except ValueError as exc:
-            raise ApiError(400, f"malformed JSON in request body: {exc}") from None
+        return parse_json(data, "request body")
 
 
 @dataclass
@@ -193,6 +209,9 @@ class Router:
                 allowed = True
         if allowed:
             raise ApiError(405, f"method {method} not allowed on {path}")
+        missing = unimplemented.answer(method, path)
+        if missing is not None:
+            raise ApiError(*missing)
         raise ApiError(404, f"page not found: {method} {path}")
 
 
@@ -229,29 +248,51 @@ def make_handler(router: Router, server_headers: dict[str, str],
                     log.error("%s %s: %d %s", self.command, self.path, status, message, exc_info=exc)
                 reply = Reply(status, {"message": message})
             self._send(reply)
-            # Drain what the route did not read, so the connection can be reused.
+            # Drain a little of what the route did not read, so the connection can be
+            # reused; a large unread body (a refused upload) closes it instead.
             try:
-                while body.read(1 << 16):
-                    pass
+                drained = 0
+                while drained <= MAX_DRAIN and (chunk := body.read(1 << 16)):
+                    drained += len(chunk)
+                if drained > MAX_DRAIN:
+                    self.close_connection = True
             except (ApiError, OSError):
                 self.close_connection = True
 
         def _body(self) -> IO[bytes] | None:
-            if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
+            lengths = set(self.headers.get_all("Content-Length") or [])
+            chunked = self.headers.get("Transfer-Encoding", "").lower() == "chunked"
+            problem = None
+            if len(lengths) > 1:
+                problem = "conflicting Content-Length headers"
+            elif chunked and lengths:
+                problem = "both Content-Length and Transfer-Encoding: chunked"
+            elif lengths and not next(iter(lengths)).strip().isdigit():
+                problem = "malformed Content-Length"
+            if problem is not None:  # a request smuggler's favourites: never guess the body's end
+                self.close_connection = True
+                self._send(Reply(400, {"message": problem}))
+                return None
+            if chunked:
                 return io.BufferedReader(ChunkedReader(self.rfile))
+            return io.BufferedReader(LimitedReader(self.rfile, int(next(iter(lengths), "0"))))
+
+        def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+            """http.server's own errors (a bad request line, an unknown method, headers too
+            long) as Docker's JSON rather than its HTML page."""
+            self.close_connection = True
+            self.request_version = "HTTP/1.1"  # an unparsable request line left HTTP/0.9: no headers at all
+            payload = json.dumps({"message": message or self.responses.get(code, ("error",))[0]}).encode() + b"\n"
             try:
-                length = int(self.headers.get("Content-Length") or 0)
-            except ValueError:
-                self._send(Reply(400, {"message": "malformed Content-Length"}))
-                self.close_connection = True
-                return None
-            ctype = self.headers.get("Content-Type", "")
-            if length > MAX_JSON_BODY and ("json" in ctype or not ctype):
-                self._send(Reply(413, {"message": f"request body of {length} bytes is over the {MAX_JSON_BODY}"
-                                                  " byte limit for this endpoint"}))
-                self.close_connection = True
-                return None
-            return io.BufferedReader(LimitedReader(self.rfile, length))
+                self.send_response(code, message)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(payload)))
+                self.send_header("Connection", "close")
+                self.end_headers()
+                if self.command != "HEAD" and code >= 200 and code not in (204, 304):
+                    self.wfile.write(payload)
+            except OSError:
+                pass
 
         def _headers(self, reply: Reply) -> None:
             for key, value in {**server_headers, **reply.headers}.items():
@@ -323,6 +364,7 @@ class _QuietErrors:
 
 class UnixServer(_QuietErrors, socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
     daemon_threads = True
+    request_queue_size = LISTEN_BACKLOG
 
     def get_request(self) -> tuple[socket.socket, Any]:
         conn, _ = self.socket.accept()
@@ -332,6 +374,7 @@ class UnixServer(_QuietErrors, socketserver.ThreadingMixIn, socketserver.UnixStr
 class TCPServer(_QuietErrors, socketserver.ThreadingMixIn, socketserver.TCPServer):
     daemon_threads = True
     allow_reuse_address = True
+    request_queue_size = LISTEN_BACKLOG
 
 
 def json_lines(items: Iterable[Any]) -> Iterator[bytes]:

@@ -218,7 +218,7 @@ def _since(text: str, now: dt.datetime) -> str:
     return human_duration((now - when).total_seconds()) if when else ""
 
 
-def _status_text(c: Container, now: dt.datetime) -> str:
+def status_text(c: Container, now: dt.datetime) -> str:
     s = c.state
     if s.running:
         return f"Up {_since(s.started_at, now)}"
@@ -239,7 +239,7 @@ def ps(job: Job) -> int:
     if job.options["json"]:
         job.write_json([{"Id": c.id, "Names": ["/" + c.name], "Image": c.image_ref, "ImageID": c.image,
                          "Command": " ".join(c.args), "Created": c.created, "State": c.state.status,
-                         "Status": _status_text(c, dt.datetime.now(dt.UTC)), "ExitCode": c.state.exit_code,
+                         "Status": status_text(c, dt.datetime.now(dt.UTC)), "ExitCode": c.state.exit_code,
                          "HostConfig": {"NetworkMode": c.network}}
                         for c in found])  # fmt: skip
         return 0
@@ -248,7 +248,7 @@ def ps(job: Job) -> int:
     for c in found:
         command = " ".join(c.args)
         command = f'"{command[:17]}…"' if len(command) > 20 else f'"{command}"'
-        rows.append((c.short_id, c.image_ref, command, f"{_since(c.created, now)} ago", _status_text(c, now), c.name))
+        rows.append((c.short_id, c.image_ref, command, f"{_since(c.created, now)} ago", status_text(c, now), c.name))
     job.write(table(rows))
     return 0
 

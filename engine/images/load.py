@@ -64,13 +64,20 @@ class Bundle:
             return f.read()
 
     def read_json(self, name: str) -> Any:
-        try:
-            return json.loads(self.read(name))
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise InvalidArchive(f"{name} is not valid JSON: {exc}") from None
+        return parse_json(self.read(name), name)
 
     def close(self) -> None:
         pass
+
+
+def parse_json(data: bytes, what: str) -> Any:
+    """Archive metadata as JSON; malformed or absurdly nested (RecursionError) is InvalidArchive."""
+    try:
+        return json.loads(data)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise InvalidArchive(f"{what} is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise InvalidArchive(f"{what} nests too deeply to be image metadata") from None
 
 
 def sparse(tar: tarfile.TarFile) -> bool:
@@ -263,10 +270,10 @@ def _docker_plans(bundle: Bundle) -> list[ImagePlan]:
 
 
 def _diff_ids(name: str, config_bytes: bytes) -> list[str]:
+    config = parse_json(config_bytes, f"config {name}")
     try:
-        config = json.loads(config_bytes)
         diff_ids = config["rootfs"]["diff_ids"]
-    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as exc:
+    except (KeyError, TypeError) as exc:
         raise InvalidArchive(f"config {name} is not an image config (rootfs.diff_ids): {exc}") from None
     if not isinstance(diff_ids, list) or not all(isinstance(d, str) and re.match(r"^sha256:[a-f0-9]{64}$", d)
                                                  for d in diff_ids):
@@ -309,7 +316,7 @@ def _walk_index(bundle: Bundle, index: Any, plans: list[ImagePlan], depth: int) 
     for desc in index["manifests"]:
         media = desc.get("mediaType") if isinstance(desc, dict) else None
         if media in (MT_OCI_INDEX, MT_DOCKER_LIST):
-            nested = json.loads(_read_blob(bundle, desc, "image index"))
+            nested = parse_json(_read_blob(bundle, desc, "image index"), f"image index {desc.get('digest')}")
             _walk_index(bundle, _pick_platform(nested), plans, depth + 1)
         elif media in (MT_OCI_MANIFEST, MT_DOCKER_MANIFEST):
             plans.append(_oci_image(bundle, desc))
@@ -331,10 +338,7 @@ def _pick_platform(index: Any) -> Any:
 
 
 def _oci_image(bundle: Bundle, desc: dict) -> ImagePlan:
-    try:
-        manifest = json.loads(_read_blob(bundle, desc, "image manifest"))
-    except json.JSONDecodeError as exc:
-        raise InvalidArchive(f"image manifest {desc.get('digest')} is not JSON: {exc}") from None
+    manifest = parse_json(_read_blob(bundle, desc, "image manifest"), f"image manifest {desc.get('digest')}")
     if not isinstance(manifest, dict) or not isinstance(manifest.get("layers"), list):
         raise InvalidArchive(f"image manifest {desc.get('digest')} has no layers list")
     config_bytes = _read_blob(bundle, manifest.get("config"), "image config")

@@ -19,6 +19,12 @@ def parse_time(text: str | None) -> dt.datetime | None:
         return None
 
 
+def unix_time(text: str | None) -> int:
+    """An RFC 3339 time as Unix seconds, as Docker's API gives times (0: none)."""
+    when = parse_time(text)
+    return int(when.timestamp()) if when else 0
+
+
 def ago(text: str | None, now: dt.datetime | None = None) -> str:
     """Docker's "N units ago" for an RFC 3339 time."""
     when = parse_time(text)

@@ -6,14 +6,18 @@ their JSON, so the CLI and a docker client always agree on what the engine repor
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import os
 import platform
 from collections.abc import Callable
 from typing import Any
 
+from graphdrivers.errors import DriverError
+
 from .. import __version__
-from ..images.view import size, table
+from ..containers.jobs import status_text
+from ..images.view import size, table, unix_time
 from ..job import Job
 from ..jobspec import JSON, JobTable
 from . import host
@@ -87,20 +91,43 @@ def info_text(data: dict[str, Any]) -> str:
 
 
 def usage(job: Job) -> dict[str, Any]:
-    """docker system df's data: images, containers, and the bytes their layers take."""
+    """docker system df's data: images (with the bytes they share with other images, so an
+    in-use image is not counted reclaimable), containers with the bytes their layers add."""
     graph = job.engine.graph
-    containers = job.engine.containers.list(include_stopped=True)
+    store = job.engine.containers
+    containers = store.list(include_stopped=True)
+    images = graph.images()
+    users: dict[str, int] = {}  # layer -> how many images hold it
+    for image in images:
+        for layer in image.layers:
+            users[layer.chain_id] = users.get(layer.chain_id, 0) + 1
+    sizes = {image.id: image.size for image in images}
+    now = dt.datetime.now(dt.UTC)
+    rows = []
+    for c in containers:
+        size_rw = _layer_bytes(job, c.layer, c.parent_layer)
+        rows.append({"Id": c.id, "Names": ["/" + c.name], "Image": c.image_ref, "ImageID": c.image,
+                     "Command": " ".join(c.args), "Created": unix_time(c.created), "State": c.state.status,
+                     "Status": status_text(c, now), "SizeRw": size_rw,
+                     "SizeRootFs": size_rw + sizes.get(c.image, 0), "Labels": {}, "Mounts": []})
     return {
         "LayersSize": sum(layer.size for layer in graph.layers()),
         "Images": [{"Id": i.id, "ParentId": i.parent or "", "RepoTags": i.tags, "RepoDigests": [],
-                    "Created": 0, "Size": i.size, "SharedSize": -1, "VirtualSize": i.size, "Labels": {},
-                    "Containers": sum(1 for c in containers if c.image == i.id)} for i in graph.images()],
-        "Containers": [{"Id": c.id, "Names": ["/" + c.name], "Image": c.image_ref, "ImageID": c.image,
-                        "Command": " ".join(c.args), "Created": 0, "State": c.state.status, "Status": "",
-                        "SizeRw": 0, "SizeRootFs": 0, "Labels": {}, "Mounts": []} for c in containers],
+                    "Created": unix_time(i.config.get("created", "")), "Size": i.size,
+                    "SharedSize": sum(la.size for la in i.layers if users[la.chain_id] > 1), "VirtualSize": i.size,
+                    "Labels": {}, "Containers": sum(1 for c in containers if c.image == i.id)} for i in images],
+        "Containers": rows,
         "Volumes": [],
         "BuildCache": [],
     }
+
+
+def _layer_bytes(job: Job, layer: str, parent: str | None) -> int:
+    """The bytes a container's layer adds over its image (0 when the driver cannot tell)."""
+    try:
+        return job.engine.driver.diff_size(layer, parent)
+    except DriverError:
+        return 0
 
 
 @jobs.job("df", options={"json": JSON}, help="disk usage of images and containers")
@@ -110,8 +137,21 @@ def df(job: Job) -> int:
 
 
 def df_text(data: dict[str, Any]) -> str:
-    active = sum(1 for i in data["Images"] if i["Containers"])
-    running = sum(1 for c in data["Containers"] if c["State"] == "running")
-    return table([("TYPE", "TOTAL", "ACTIVE", "SIZE"),
-                  ("Images", str(len(data["Images"])), str(active), size(data["LayersSize"])),
-                  ("Containers", str(len(data["Containers"])), str(running), size(0))])
+    """docker system df's table, reclaimable space computed as the docker CLI does."""
+    images, containers = data["Images"], data["Containers"]
+    active = sum(1 for i in images if i["Containers"])
+    used = sum(i["Size"] - i["SharedSize"] for i in images if i["Containers"])
+    running = [c for c in containers if c["State"] == "running"]
+    rw_total = sum(c["SizeRw"] for c in containers)
+    rw_reclaimable = rw_total - sum(c["SizeRw"] for c in running)
+    return table([("TYPE", "TOTAL", "ACTIVE", "SIZE", "RECLAIMABLE"),
+                  ("Images", str(len(images)), str(active), size(data["LayersSize"]),
+                   _reclaimable(data["LayersSize"] - used, data["LayersSize"])),
+                  ("Containers", str(len(containers)), str(len(running)), size(rw_total),
+                   _reclaimable(rw_reclaimable, rw_total)),
+                  ("Local Volumes", "0", "0", size(0), _reclaimable(0, 0)),
+                  ("Build Cache", "0", "0", size(0), _reclaimable(0, 0))])
+
+
+def _reclaimable(part: int, total: int) -> str:
+    return f"{size(part)} ({100 * part // total}%)" if total else size(part)

@@ -4,6 +4,7 @@ inspect, changes, commit, export."""
 from __future__ import annotations
 
 import contextlib
+import copy
 import json
 import os
 import socket
@@ -15,13 +16,26 @@ from typing import IO, Any
 from ...containers.record import Container
 from ...engine import Engine
 from ...errors import EngineError, NoSuchContainer
-from .. import jobio, mux
+from ...images.view import unix_time
+from .. import jobio, mux, schema
 from ..http import ApiError, Reply, Request, Router
-from .images import unix_time
 
 POLL = 0.005  # seconds between looks at a container that has not started yet
 ATTACH_DRAIN_TIMEOUT = 30.0  # how long wait lets attach streams finish copying output
 RAW_STREAM = "application/vnd.docker.raw-stream"
+
+
+# The fields of Docker's container inspect that strata has no other value for; the docker
+# CLI reads them (`docker port` reads NetworkSettings.Ports and panics without it).
+_INSPECT_DEFAULTS: dict[str, Any] = {
+    "NetworkSettings": {"Bridge": "", "SandboxID": "", "HairpinMode": False, "LinkLocalIPv6Address": "",
+                        "LinkLocalIPv6PrefixLen": 0, "Ports": {}, "SandboxKey": "", "SecondaryIPAddresses": None,
+                        "SecondaryIPv6Addresses": None, "EndpointID": "", "Gateway": "", "GlobalIPv6Address": "",
+                        "GlobalIPv6PrefixLen": 0, "IPAddress": "", "IPPrefixLen": 0, "IPv6Gateway": "",
+                        "MacAddress": "", "Networks": {}},
+    "Mounts": [], "RestartCount": 0, "Platform": "linux", "MountLabel": "", "ProcessLabel": "",
+    "AppArmorProfile": "", "ExecIDs": None, "ResolvConfPath": "", "HostnamePath": "", "HostsPath": "",
+}
 
 
 def _network(host_config: dict[str, Any]) -> str:
@@ -74,7 +88,8 @@ def add_routes(router: Router, engine: Engine) -> None:
     @router.route("POST", "/containers/create")
     def create(req: Request) -> Reply:
         body = req.json()
-        if not isinstance(body, dict) or not body.get("Image"):
+        schema.check_container_config(body)
+        if not body.get("Image"):
             raise ApiError(400, "the container config needs an Image")
         cmd = body.get("Cmd") or []
         env_list = body.get("Env") or []
@@ -202,6 +217,8 @@ def add_routes(router: Router, engine: Engine) -> None:
         data.setdefault("Config", {}).update({"Tty": False, "OpenStdin": False, "AttachStdout": True,
                                               "AttachStderr": True, "Labels": {}})
         data.setdefault("HostConfig", {})["LogConfig"] = {"Type": "json-file", "Config": {}}
+        for key, value in _INSPECT_DEFAULTS.items():
+            data.setdefault(key, copy.deepcopy(value))
         return Reply(200, data)
 
     @router.route("POST", "/containers/{id}/stop")

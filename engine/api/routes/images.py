@@ -4,23 +4,13 @@ from __future__ import annotations
 
 import base64
 import binascii
-import datetime as dt
 import json
 
 from ...engine import Engine
 from ...errors import NoSuchImage
+from ...images.view import unix_time
 from .. import jobio
 from ..http import ApiError, Reply, Request, Router, json_lines
-
-
-def unix_time(text: str) -> int:
-    """Docker's API gives times as Unix seconds; configs carry RFC 3339."""
-    if not text:
-        return 0
-    try:
-        return int(dt.datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp())
-    except ValueError:
-        return 0
 
 
 def registry_auth(req: Request) -> dict[str, str]:

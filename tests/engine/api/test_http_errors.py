@@ -63,3 +63,65 @@ def test_bad_requests(daemon: Daemon) -> None:
     assert _call(daemon, "GET", "/_ping") == (200, {"raw": b"OK"})
     status, body = _call(daemon, "GET", "/v1.41/version")
     assert status == 200 and body["ApiVersion"] == "1.41"
+
+
+def _raw(daemon: Daemon, request: bytes) -> tuple[int, dict]:
+    """Send bytes as they are (http.client would not send a malformed request) and read the reply."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.connect(daemon.socket)
+    sock.sendall(request)
+    resp = http.client.HTTPResponse(sock)
+    resp.begin()
+    data = resp.read()
+    sock.close()
+    assert resp.getheader("Content-Type") == "application/json", data
+    return resp.status, json.loads(data)
+
+
+@pytest.mark.parametrize("driver_name", ["vfs"])
+def test_protocol_errors_are_docker_json(daemon: Daemon) -> None:
+    status, body = _raw(daemon, b"GARBAGE\r\n\r\n")
+    assert status == 400 and "request" in body["message"].lower()
+    status, body = _raw(daemon, b"BREW /v1.41/_ping HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert status == 501 and "BREW" in body["message"]
+    status, body = _raw(daemon, b"POST /v1.41/containers/create HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n"
+                                b"Content-Length: 40\r\nContent-Type: application/json\r\n\r\n{}")
+    assert status == 400 and "Content-Length" in body["message"]
+    status, body = _raw(daemon, b"POST /v1.41/containers/create HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n"
+                                b"Transfer-Encoding: chunked\r\n\r\n{}")
+    assert status == 400 and "chunked" in body["message"]
+
+
+@pytest.mark.parametrize("driver_name", ["vfs"])
+def test_endpoints_strata_lacks_answer_501(daemon: Daemon) -> None:
+    assert _call(daemon, "POST", "/v1.41/build") == (501, {"message": "not implemented by strata: POST /build"})
+    status, body = _call(daemon, "POST", "/v1.41/containers/abc/exec", b"{}")
+    assert status == 501 and body["message"] == "not implemented by strata: POST /containers/abc/exec"
+    status, body = _call(daemon, "GET", "/v1.41/services")
+    assert status == 503 and "not a swarm manager" in body["message"]
+    status, body = _call(daemon, "GET", "/v1.41/no/such/thing")
+    assert status == 404 and "page not found" in body["message"]
+
+
+@pytest.mark.parametrize("driver_name", ["vfs"])
+@pytest.mark.parametrize(("config", "message"), [
+    ({"Image": "busybox", "WorkingDir": 5}, "WorkingDir must be a string, got an integer"),
+    ({"Image": "busybox", "Entrypoint": 1}, "Entrypoint must be a list of strings, got an integer"),
+    ({"Image": "busybox", "HostConfig": []}, "HostConfig must be an object, got a list"),
+    ({"Image": "busybox", "Env": ["A=1", 2]}, "Env must be a list of strings, got a list"),
+    ({"Image": "busybox", "HostConfig": {"AutoRemove": "yes"}}, "AutoRemove must be a boolean"),
+    ({"Image": "busybox", "HostConfig": {"Memory": True}}, "Memory must be an integer, got a boolean"),
+    ([1, 2], "container config must be a JSON object, got a list"),
+])
+def test_wrong_json_types_are_400(daemon: Daemon, config: object, message: str) -> None:
+    status, body = _call(daemon, "POST", "/v1.41/containers/create", json.dumps(config).encode(),
+                         {"Content-Type": "application/json"})
+    assert status == 400 and message in body["message"], body
+
+
+@pytest.mark.parametrize("driver_name", ["vfs"])
+def test_deeply_nested_json_is_400(daemon: Daemon) -> None:
+    deep = b'{"Image": "busybox", "Labels": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+    status, body = _call(daemon, "POST", "/v1.41/containers/create", deep, {"Content-Type": "application/json"})
+    assert status == 400 and "nests too deeply" in body["message"]
+    assert _call(daemon, "GET", "/_ping")[0] == 200
