@@ -44,10 +44,15 @@ class Engine:
     api: ApiService
     jobs: dict[str, JobSpec]
 
-    def __init__(self, root: str, driver: str | None = None, options: Mapping[str, str] | None = None) -> None:
+    def __init__(self, root: str, driver: str | None = None, options: Mapping[str, str] | None = None, *,
+                 read_only: bool = False) -> None:
+        """`read_only`: the caller only reads (images, ps, inspect...), so whatever opening the
+        engine creates in the root is removed on close: a driver named for a look at a root that
+        never held its layers must not leave a home that makes the root hold "several drivers"."""
         self.root = os.path.abspath(root)
         os.makedirs(self.root, mode=0o710, exist_ok=True)
         self._lock_fd: int | None = _lock_root(self.root)
+        self._existed = _entries(self.root) if read_only else None
         self._driver: graphdrivers.Driver | None = None
         self._db: GraphDB | None = None
         options = dict(options or {})
@@ -101,6 +106,9 @@ class Engine:
                 self._driver.cleanup()
             if self._db is not None:
                 self._db.close()
+            if self._existed is not None:
+                _remove_new(self.root, self._existed)
+                self._existed = None
         finally:
             if self._lock_fd is not None:
                 os.close(self._lock_fd)  # closing the descriptor drops the flock
@@ -111,6 +119,26 @@ class Engine:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _entries(root: str) -> set[str]:
+    """The root's entries and those of its image/ directory (one per driver), as relative paths."""
+    found = set(os.listdir(root))
+    image = os.path.join(root, "image")
+    if os.path.isdir(image):
+        found |= {os.path.join("image", name) for name in os.listdir(image)}
+    return found
+
+
+def _remove_new(root: str, existed: set[str]) -> None:
+    """Remove what a read-only engine created in the root (the lock file stays: we hold it)."""
+    for entry in sorted(_entries(root) - existed - {"engine.lock"}, key=len, reverse=True):
+        path = os.path.join(root, entry)
+        log.debug("removing %s: a read-only command created it", path)
+        if os.path.isdir(path) and not os.path.islink(path):
+            shutil.rmtree(path)
+        else:
+            os.unlink(path)
 
 
 def _clear_spool(tmpdir: str) -> None:

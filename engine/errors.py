@@ -69,6 +69,14 @@ class EngineLocked(EngineError):
         self.root = root
 
 
+class NoSpace(EngineError):
+    """A filesystem ran out of space, inodes or quota; `mountpoint` names it."""
+
+    def __init__(self, message: str, mountpoint: str) -> None:
+        super().__init__(message)
+        self.mountpoint = mountpoint
+
+
 class ExecError(EngineError):
     """The execdriver could not do what was asked; the message says what and why."""
 

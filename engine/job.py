@@ -16,13 +16,17 @@ from typing import IO, TYPE_CHECKING, Any
 
 from graphdrivers.errors import DriverError
 
+from . import templates
 from .errors import EngineError, NoSuchJob
 from .jobspec import JobSpec
+from .system import space
 
 if TYPE_CHECKING:
     from .engine import Engine
 
 log = logging.getLogger(__name__)
+
+BROKEN_PIPE = 141  # a job whose reader went away ends as a process killed by SIGPIPE does (128 + 13)
 
 
 class Job:
@@ -64,16 +68,21 @@ class Job:
     def write_json(self, value: Any) -> None:
         self.stdout.write(json.dumps(value, indent=4).encode() + b"\n")
 
-    def write_json_each(self, refs: list[str], view: Callable[[str], Any], missing: type[EngineError]) -> None:
-        """Docker's inspect of several objects: the JSON list of those found, then every
-        missing one on stderr and the first raised (so the API can answer 404)."""
+    def write_json_each(self, refs: list[str], view: Callable[[str], Any], missing: type[EngineError],
+                        template: str = "") -> None:
+        """Docker's inspect of several objects: the JSON list of those found (or each through
+        the --format `template`), then every missing one on stderr and the first raised (so
+        the API can answer 404)."""
         found, errors = [], []
         for ref in refs:
             try:
                 found.append(view(ref))
             except missing as exc:
                 errors.append(exc)
-        self.write_json(found)
+        if template:
+            self.write(templates.render_all(template, [templates.as_go_json(v) for v in found], strict=False))
+        else:
+            self.write_json(found)
         if errors:
             for exc in errors[1:]:
                 self.error_line(f"Error: {exc}")
@@ -103,23 +112,43 @@ class Job:
             log.debug("job %s args=%s options=%s", self.name, self.args, sorted(self.env))  # values may be secrets
             status = spec.handler(self)
             self.status = 0 if status is None else int(status)
-        except (EngineError, DriverError) as exc:
+        except BrokenPipeError as exc:  # whoever read the output went away (`strata export c | head`)
             self.error = exc
-            self.status = getattr(exc, "status", 1) if isinstance(exc, EngineError) else 1
-            self.error_line("Error: " + " ".join(str(exc).split("\n")))
-            if check:
-                raise
+            self.status = BROKEN_PIPE
+        except (EngineError, DriverError, OSError) as exc:
+            full = _no_space_cause(exc)
+            if full is None and isinstance(exc, OSError) and not isinstance(exc, EngineError | DriverError):
+                self._internal_error(exc, check)
+            else:
+                self._failed(exc if full is None else space.no_space(full, self._paths()), check)
         except Exception as exc:
-            self.error = exc
-            self.status = 1
-            log.exception("internal error in job %s", self.name)
-            self.error_line(f"Error: internal error in job {self.name}: {exc!r}")
-            self.stderr.write(traceback.format_exc().encode())
-            if check:
-                raise
+            self._internal_error(exc, check)
         if check and self.status != 0:
             raise EngineError(f"job {self.name} failed with status {self.status}")
         return self.status
+
+    def _failed(self, exc: EngineError | DriverError, check: bool) -> None:
+        """A user-facing error: one line on stderr."""
+        self.error = exc
+        self.status = getattr(exc, "status", 1) if isinstance(exc, EngineError) else 1
+        self.error_line("Error: " + " ".join(str(exc).split("\n")))
+        if check:
+            raise exc
+
+    def _internal_error(self, exc: Exception, check: bool) -> None:
+        """A bug: its traceback goes to stderr so it can be reported."""
+        self.error = exc
+        self.status = 1
+        log.error("internal error in job %s", self.name, exc_info=exc)
+        self.error_line(f"Error: internal error in job {self.name}: {exc!r}")
+        self.stderr.write("".join(traceback.format_exception(exc)).encode())
+        if check:
+            raise exc
+
+    def _paths(self) -> list[str]:
+        """Where the engine writes: the filesystems an ENOSPC may be about."""
+        driver = getattr(self.engine, "driver", None)
+        return [self.engine.root, *([driver.home] if driver is not None else [])]
 
     def output(self) -> bytes:
         """What the job wrote to stdout, when stdout is the default in-memory buffer."""
@@ -129,6 +158,18 @@ class Job:
 
     def json(self) -> Any:
         return json.loads(self.output())
+
+
+def _no_space_cause(exc: BaseException) -> OSError | None:
+    """The ENOSPC/EDQUOT OSError `exc` is or was raised from, if any."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, OSError) and current.errno in space.NO_SPACE:
+            return current
+        current = current.__cause__ or current.__context__
+    return None
 
 
 def lookup(specs: Mapping[str, JobSpec], name: str) -> JobSpec:

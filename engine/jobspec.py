@@ -47,6 +47,9 @@ class Option:
 
 
 JSON = Option(bool, "JSON output", ("--json",))  # the output switch many jobs share
+FORMAT = Option(str, "a Go template for each row ({{.ID}}, {{json .}}, table ...; see README)", ("--format",), "")
+INSPECT_FORMAT = Option(str, "a Go template for each object ({{.Id}}, {{json .State}}; see README)",
+                        ("-f", "--format"), "")
 
 
 def parse_option(job: str, name: str, option: Option, text: str) -> Any:

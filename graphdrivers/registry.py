@@ -1,11 +1,18 @@
-"""Driver registration and selection, in the order Docker's classic engine used."""
+"""Driver registration and selection, in the order Docker's engine (moby 20.10) uses.
+
+Automatic selection tries, in priority order: btrfs (only when the root is on btrfs, which
+the driver itself checks), overlay2, kernel aufs, dm-thin devmapper, vfs. strata's own
+stand-ins for missing kernel features (aufs's FUSE union, devmapper's reflink pool) are
+used when named or when the root already holds their layers, never picked by default: a
+registration's `auto_options` pin the kernel backend for automatic selection.
+"""
 
 from __future__ import annotations
 
 import logging
 import os
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from .driver import Driver
 from .errors import AmbiguousPriorStorage, DriverError, DriverNotSupported
@@ -30,15 +37,18 @@ class Registration:
     factory: Factory
     priority: int
     backing_fs: str
+    auto_options: Mapping[str, str] = field(default_factory=dict)
 
 
 _registry: dict[str, Registration] = {}
 
 
-def register(name: str, factory: Factory, priority: int, *, backing_fs: str = "ext4") -> None:
+def register(name: str, factory: Factory, priority: int, *, backing_fs: str = "ext4",
+             auto_options: Mapping[str, str] | None = None) -> None:
+    """`auto_options`: what automatic selection adds to the options (the kernel backend only)."""
     if name in _registry:
         raise DriverError(f"driver {name!r} is registered twice")
-    _registry[name] = Registration(name, factory, priority, backing_fs)
+    _registry[name] = Registration(name, factory, priority, backing_fs, dict(auto_options or {}))
 
 
 def registered() -> list[str]:
@@ -84,7 +94,7 @@ def get_driver(name: str | None = None, root: str = DEFAULT_ROOT, options: Mappi
     reasons = []
     for candidate in registered():
         try:
-            return _build(candidate, root, options)
+            return _build(candidate, root, {**registration(candidate).auto_options, **options})
         except DriverNotSupported as exc:
             log.debug("driver %s cannot run here: %s", candidate, exc.reason)
             reasons.append(f"{candidate}: {exc.reason}")

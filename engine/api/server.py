@@ -28,6 +28,7 @@ from ..errors import (
     UsageError,
 )
 from ..job import Job
+from ..system.info import API_VERSION
 from .http import Router, TCPServer, UnixServer, make_handler
 from .routes import containers as routes_containers
 from .routes import images as routes_images
@@ -73,7 +74,7 @@ class ApiServer:
         self.servers: list[UnixServer | TCPServer] = []
         self.sockets: list[str] = []
         self.stopped = threading.Event()
-        handler = make_handler(build_router(engine), {"Api-Version": routes_system.API_VERSION,
+        handler = make_handler(build_router(engine), {"Api-Version": API_VERSION,
                                                       "Docker-Experimental": "false", "Ostype": "linux",
                                                       "Server": "strata"}, error_status)
         try:

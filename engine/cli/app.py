@@ -19,7 +19,7 @@ from graphdrivers.errors import DriverError
 
 from ..engine import Engine
 from ..errors import EngineError
-from ..job import Job
+from ..job import BROKEN_PIPE, Job
 from . import containers as containercli
 from . import images as imagecli
 from . import registry as registrycli
@@ -103,8 +103,33 @@ def _run(job: Job, output: str | None, progress: bool) -> int:
             os.unlink(tmp)
 
 
+# Commands that only read: an engine opened for them leaves no trace of a driver the root
+# did not hold (`strata --driver overlay2 images` on a vfs root creates nothing).
+READ_ONLY = {"images", "inspect", "history", "info", "df", "system", "version", "ps", "logs", "diff", "export",
+             "save", "search"}
+
+
+def _parse(argv: list[str] | None) -> argparse.Namespace:
+    """The command line; an unknown flag is reported with its subcommand's usage, as docker does."""
+    p = parser()
+    ns, unknown = p.parse_known_args(argv)
+    if unknown:
+        [sub] = [a for a in p._actions if isinstance(a, argparse._SubParsersAction)]
+        sub.choices[ns.command].error(f"unrecognized arguments: {' '.join(unknown)}")
+    return ns
+
+
+def _quiet_broken_pipe() -> int:
+    """The reader of our stdout went away (`strata export c | head`): end quietly, as a process
+    killed by SIGPIPE does, without Python's complaint when it flushes stdout at exit."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+    return BROKEN_PIPE
+
+
 def main(argv: list[str] | None = None) -> int:
-    ns = parser().parse_args(argv)
+    ns = _parse(argv)
     if ns.client_host:  # main.py sends `-H HOST run` to the client before this parser runs
         print("strata: -H/--host is for `run` (a client of the daemon); other commands open --root directly, "
               "or use the docker CLI with DOCKER_HOST", file=sys.stderr)
@@ -114,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if ns.command == "logs" and ns.follow:
             return containercli.follow_logs(lambda: Engine(ns.root, ns.driver, _options(ns.storage_opt)), ns.container)
-        with Engine(ns.root, ns.driver, _options(ns.storage_opt)) as engine:
+        with Engine(ns.root, ns.driver, _options(ns.storage_opt), read_only=ns.command in READ_ONLY) as engine:
             job, output = _job(engine, ns)
             progress = ns.command == "load" and not ns.quiet and sys.stderr.isatty()
             if ns.command == "run" and not ns.detach:
@@ -123,7 +148,9 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 status = _run(job, output, progress)
             sys.stdout.flush()
-            return status
+            return _quiet_broken_pipe() if status == BROKEN_PIPE else status
+    except BrokenPipeError:
+        return _quiet_broken_pipe()
     except (EngineError, DriverError) as exc:
         print(f"strata: {exc}", file=sys.stderr)
         return getattr(exc, "status", 1) or 1

@@ -29,6 +29,10 @@ class ClientError(Exception):
     """The daemon could not be reached or refused a request; the message says which."""
 
 
+class NotFound(ClientError):
+    """The daemon answered 404 (create of an image it lacks: the client pulls it, as docker run does)."""
+
+
 class _Connection:
     """One HTTP/1.1 exchange on its own socket (the API hijacks or streams per request)."""
 
@@ -94,8 +98,27 @@ def _call(host: str, method: str, path: str, body: Any = None, expect: tuple[int
         conn.close()
     if status not in expect:
         message = data.get("message") if isinstance(data, dict) else None
-        raise ClientError(message or f"{method} {path}: HTTP {status}")
+        raise (NotFound if status == 404 else ClientError)(message or f"{method} {path}: HTTP {status}")
     return data
+
+
+def _pull(host: str, image: str, err: IO[bytes]) -> None:
+    """Pull through the daemon (POST /images/create), its progress on stderr, as docker run does."""
+    name, tag = image, ""
+    if "@" not in image and ":" in image.rsplit("/", 1)[-1]:
+        name, tag = image.rsplit(":", 1)
+    conn = _Connection(host)
+    try:
+        query = f"fromImage={name}" + (f"&tag={tag}" if tag else "")  # the reference grammar is URL-safe
+        status = conn.send("POST", f"/images/create?{query}")
+        lines = conn.body().decode(errors="replace").splitlines()
+    finally:
+        conn.close()
+    for line in filter(None, lines):
+        message = json.loads(line)
+        if status != 200 or "error" in message:
+            raise ClientError(message.get("error") or message.get("message") or f"pull of {image} failed")
+        err.write(((f"{message['id']}: " if message.get("id") else "") + message.get("status", "") + "\n").encode())
 
 
 def _pump(conn: _Connection, out: IO[bytes], err: IO[bytes]) -> None:
@@ -118,10 +141,20 @@ def run(host: str, argv: list[str]) -> int:
             return 2
         config = {"Image": ns.image, "Cmd": ns.args, "Env": ns.env, "WorkingDir": ns.workdir, "User": ns.user,
                   "Hostname": ns.hostname, "HostConfig": {"AutoRemove": ns.rm, "NetworkMode": ns.network}}
-        if ns.name and not all(c.isascii() and (c.isalnum() or c in "_.-") for c in ns.name):
-            raise ClientError(f"invalid container name {ns.name!r}: only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed")
+        problem = ns.name and containerargs.name_problem(ns.name)
+        if problem:  # checked here too: the name goes into the request's URL
+            raise ClientError(problem)
         query = f"?name={ns.name}" if ns.name else ""
-        created = _call(host, "POST", f"/containers/create{query}", config, expect=(201,))
+        if ns.pull == "always":
+            _pull(host, ns.image, err)
+        try:
+            created = _call(host, "POST", f"/containers/create{query}", config, expect=(201,))
+        except NotFound:
+            if ns.pull != "missing":
+                raise
+            err.write(f"Unable to find image '{ns.image}' locally\n".encode())
+            _pull(host, ns.image, err)
+            created = _call(host, "POST", f"/containers/create{query}", config, expect=(201,))
         cid = created["Id"]
         if ns.detach:
             _call(host, "POST", f"/containers/{cid}/start", expect=(204,))

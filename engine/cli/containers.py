@@ -44,7 +44,8 @@ def job_for(engine: Engine, ns: argparse.Namespace) -> tuple[Job, str | None] | 
     out, err = sys.stdout.buffer, sys.stderr.buffer
     cmd = ns.command
     if cmd == "inspect" and _all_containers(engine, ns.images):
-        return job_of(engine, ns, name="container_inspect", stdout=out, stderr=err), None
+        return job_of(engine, ns, name="container_inspect", extra={"format": ns.format}, stdout=out,
+                      stderr=err), None
     if cmd not in COMMANDS:
         return None
     if (cmd == "run" and ns.detach) or cmd == "start":

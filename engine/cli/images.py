@@ -1,5 +1,5 @@
 """The image and system subcommands of `strata`: load, save, import, images, tag, rmi,
-inspect, history, info, df."""
+inspect, history, testimage, info, df (also as `system df`), version."""
 
 from __future__ import annotations
 
@@ -31,6 +31,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     command(sub, "history", positionals=("image",)).add_argument("image", metavar="IMAGE")
     command(sub, "info")
     command(sub, "df")
+    command(sub, "system", job="df").add_argument("subcommand", choices=("df",), help="df: disk usage")
+    command(sub, "version")
+    command(sub, "testimage")
 
 
 def job_for(engine: Engine, ns: argparse.Namespace) -> tuple[Job, str | None]:

@@ -8,6 +8,7 @@ and `run` jobs declare their options from it (and the CLI its flags from those),
 
 from __future__ import annotations
 
+import re
 from types import SimpleNamespace
 
 # (flags, destination, kind, default, help): kind is "flag", "value" or "append".
@@ -20,12 +21,38 @@ OPTIONS: tuple[tuple[tuple[str, ...], str, str, object, str], ...] = (
     (("--name",), "name", "value", "", "the container's name"),
     (("--hostname",), "hostname", "value", "", "the container's hostname"),
     (("--net", "--network"), "network", "value", "none", "none (loopback only) or host"),
+    (("--pull",), "pull", "value", "missing", "pull the image first: missing (default), always or never"),
 )
 NETWORKS = ("none", "host")
+PULL_POLICIES = ("missing", "always", "never")
+CHOICES = {"network": NETWORKS, "pull": PULL_POLICIES}  # the options whose values are one of a few
+
+
+NAME_RE = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]+")  # Docker's rule (at least two characters)
+MAX_NAME = 255  # a name is a GraphDB key and appears in every listing: bounded
+HOSTNAME_LABEL_RE = re.compile(r"[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?")  # RFC 1123
+MAX_HOSTNAME = 64  # the kernel's HOST_NAME_MAX: sethostname(2) refuses longer
 
 
 class UsageError(Exception):
     """Arguments `parse_run` cannot take; the message says which."""
+
+
+def name_problem(name: str) -> str | None:
+    """Why `name` cannot name a container (None: it can)."""
+    if len(name) > MAX_NAME:
+        return f"invalid container name ({len(name)} characters): at most {MAX_NAME} are allowed"
+    if not NAME_RE.fullmatch(name):
+        return f"invalid container name {name!r}: only [a-zA-Z0-9][a-zA-Z0-9_.-]+ is allowed"
+    return None
+
+
+def hostname_problem(hostname: str) -> str | None:
+    """Why `hostname` cannot be a container's hostname (None: it can)."""
+    if len(hostname) > MAX_HOSTNAME or not all(HOSTNAME_LABEL_RE.fullmatch(label) for label in hostname.split(".")):
+        return (f"invalid hostname {hostname[:80]!r}: RFC 1123 labels (letters, digits, inner hyphens) joined by "
+                f"dots, at most {MAX_HOSTNAME} characters")
+    return None
 
 
 def parse_run(argv: list[str]) -> SimpleNamespace:
@@ -54,8 +81,8 @@ def parse_run(argv: list[str]) -> SimpleNamespace:
             if i + 1 >= len(argv):
                 raise UsageError(f"option {flag} needs a value")
             inline, i = argv[i + 1], i + 1
-        if dest == "network" and inline not in NETWORKS:
-            raise UsageError(f"--network must be one of {', '.join(NETWORKS)}, not {inline!r}")
+        if dest in CHOICES and inline not in CHOICES[dest]:
+            raise UsageError(f"{flag} must be one of {', '.join(CHOICES[dest])}, not {inline!r}")
         if kind == "append":
             values[dest].append(inline)  # type: ignore[union-attr]
         else:

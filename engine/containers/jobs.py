@@ -9,15 +9,17 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import io
 import os
 import signal
 import time
 from typing import IO
 
-from ..errors import ContainerStartError, EngineError, NoSuchContainer, UsageError
-from ..images.view import parse_time, table
+from ..errors import ContainerStartError, EngineError, NoSuchContainer, NoSuchImage, UsageError
+from ..images.view import go_time, parse_time, table
 from ..job import Job
-from ..jobspec import JSON, JobTable, Option
+from ..jobspec import FORMAT, INSPECT_FORMAT, JSON, JobTable, Option
+from ..templates import render_all
 from . import args as containerargs
 from .record import Container
 from .store import Containers
@@ -27,7 +29,7 @@ FOLLOW_POLL = 0.05  # seconds between looks at the log files while following
 jobs = JobTable()
 _KINDS = {"flag": bool, "value": str, "append": list}
 RUN_OPTIONS = {dest: Option(_KINDS[kind], help_text, flags, default,
-                            containerargs.NETWORKS if dest == "network" else None)
+                            containerargs.CHOICES.get(dest))
                for flags, dest, kind, default, help_text in containerargs.OPTIONS}
 CREATE_OPTIONS = {name: option for name, option in RUN_OPTIONS.items() if name != "detach"}
 CREATE_ARGS = "IMAGE [COMMAND [ARG...]]"
@@ -39,9 +41,23 @@ def _store(job: Job) -> Containers:
 
 def _create(job: Job, keep_mounted: bool = False) -> Container:
     o = job.options
+    _pull_if_asked(job, job.args[0], o["pull"])
     return _store(job).create(job.args[0], job.args[1:], env=o["env"], workdir=o["workdir"], user=o["user"],
                               name=o["name"], hostname=o["hostname"], network=o["network"], auto_remove=o["rm"],
                               keep_mounted=keep_mounted)
+
+
+def _pull_if_asked(job: Job, ref: str, policy: str) -> None:
+    """docker run's --pull: fetch the image when missing (or always); progress goes to stderr."""
+    if policy == "never":
+        return
+    if policy == "missing":
+        try:
+            job.engine.graph.get_image(ref)
+            return
+        except NoSuchImage:
+            job.error_line(f"Unable to find image '{ref}' locally")
+    job.engine.job("pull", ref, stdout=job.stderr, stderr=io.BytesIO()).run(check=True)  # its error is ours
 
 
 @jobs.job("create", args=CREATE_ARGS, options=CREATE_OPTIONS, help="create a container")
@@ -229,9 +245,9 @@ def status_text(c: Container, now: dt.datetime) -> str:
 
 @jobs.job("ps", help="list containers", options={
     "all": Option(bool, "stopped containers too", ("-a", "--all")),
-    "quiet": Option(bool, "ids only", ("-q", "--quiet")), "json": JSON})
+    "quiet": Option(bool, "ids only", ("-q", "--quiet")), "json": JSON, "format": FORMAT})
 def ps(job: Job) -> int:
-    """`ps` (all: stopped ones too; quiet: ids only; json)."""
+    """`ps` (all: stopped ones too; quiet: ids only; json; format: a template per row)."""
     found = _store(job).list(include_stopped=job.options["all"])
     if job.options["quiet"]:
         job.write("".join(c.short_id + "\n" for c in found))
@@ -244,21 +260,38 @@ def ps(job: Job) -> int:
                         for c in found])  # fmt: skip
         return 0
     now = dt.datetime.now(dt.UTC)
-    rows = [("CONTAINER ID", "IMAGE", "COMMAND", "CREATED", "STATUS", "NAMES")]
-    for c in found:
-        command = " ".join(c.args)
-        command = f'"{command[:17]}…"' if len(command) > 20 else f'"{command}"'
-        rows.append((c.short_id, c.image_ref, command, f"{_since(c.created, now)} ago", status_text(c, now), c.name))
-    job.write(table(rows))
+    rows = [_ps_row(c, now) for c in found]
+    if job.options["format"]:
+        job.write(render_all(job.options["format"], rows, headers=PS_HEADERS))
+        return 0
+    columns = ("ID", "Image", "Command", "RunningFor", "Status", "Names")
+    job.write(table([tuple(PS_HEADERS[name] for name in columns), *(tuple(r[name] for name in columns) for r in rows)]))
     return 0
 
 
-@jobs.job("container_inspect", args="CONTAINER...", help="container details as JSON")
+# The fields of docker's container rows for --format, and their column names in a table.
+PS_HEADERS = {"ID": "CONTAINER ID", "Image": "IMAGE", "Command": "COMMAND", "CreatedAt": "CREATED AT",
+              "RunningFor": "CREATED", "Ports": "PORTS", "Status": "STATUS", "State": "STATE", "Size": "SIZE",
+              "Names": "NAMES", "Labels": "LABELS", "Mounts": "MOUNTS", "Networks": "NETWORKS",
+              "LocalVolumes": "LOCAL VOLUMES"}
+
+
+def _ps_row(c: Container, now: dt.datetime) -> dict[str, str]:
+    command = " ".join(c.args)
+    command = f'"{command[:17]}…"' if len(command) > 20 else f'"{command}"'
+    return {"ID": c.short_id, "Image": c.image_ref, "Command": command, "CreatedAt": go_time(c.created),
+            "RunningFor": f"{_since(c.created, now)} ago", "Ports": "", "Status": status_text(c, now),
+            "State": c.state.status, "Size": "0B", "Names": c.name, "Labels": "", "Mounts": "",
+            "Networks": c.network, "LocalVolumes": "0"}
+
+
+@jobs.job("container_inspect", args="CONTAINER...", help="container details as JSON",
+          options={"format": INSPECT_FORMAT})
 def container_inspect(job: Job) -> int:
     """`container_inspect CONTAINER...`: Docker-like JSON list of those found; the first
     missing one is raised (a typed NoSuchContainer, which the API answers with 404)."""
     store = _store(job)
-    job.write_json_each(job.args, lambda ref: store.inspect(store.get(ref)), NoSuchContainer)
+    job.write_json_each(job.args, lambda ref: store.inspect(store.get(ref)), NoSuchContainer, job.options["format"])
     return 0
 
 

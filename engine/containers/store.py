@@ -16,7 +16,6 @@ import hashlib
 import json
 import logging
 import os
-import re
 import secrets
 import shutil
 import signal
@@ -37,11 +36,11 @@ from ..execdrivers import ExecDriver, ExitStatus, Handle, MonitorInfo, ProcessSp
 from ..images.graph import Graph, LayerSource, NewImage
 from ..images.graphdb import NAMES, GraphDB
 from ..reference import normalize_tag
+from . import args as containerargs
 from .record import CREATED, EXITED, RUNNING, Container, iso, now_iso
 
 log = logging.getLogger(__name__)
 
-NAME_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]+$")
 MOUNT_POINTS = ("proc", "dev", "sys")
 DEFAULT_PATH = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
@@ -136,10 +135,10 @@ class Containers:
         if not workdir.startswith("/"):
             raise UsageError(f"the working directory must be an absolute path, got {workdir!r}")
         container_id = secrets.token_hex(32)
-        if name:
-            if not NAME_RE.match(name):
-                raise UsageError(f"invalid container name {name!r}: only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed")
-        else:
+        problem = (name and containerargs.name_problem(name)) or (hostname and containerargs.hostname_problem(hostname))
+        if problem:
+            raise UsageError(problem)
+        if not name:
             name = f"strata_{container_id[:12]}"
         c = Container(
             id=container_id,

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime as dt
+import io
 import json
 import os
 import platform
@@ -13,8 +15,10 @@ from collections.abc import Iterator
 
 from ..errors import EngineError, InvalidArchive, InvalidReference, NoSuchImage
 from ..job import Job
-from ..jobspec import JSON, JobTable, Option
+from ..jobspec import FORMAT, INSPECT_FORMAT, JSON, JobTable, Option
 from ..reference import image_hex, normalize_tag
+from ..templates import render_all
+from . import testimages
 from . import view as imageview
 from .graph import Graph, Image, NewImage, diff_id_of_file
 from .load import ImagePlan, open_bundle, plan
@@ -195,11 +199,12 @@ def rmi(job: Job) -> int:
 # -- inspect, history, images ------------------------------------------------------------
 
 
-@jobs.job("inspect", args="IMAGE...", help="image details as JSON")
+@jobs.job("inspect", args="IMAGE...", help="image details as JSON", options={"format": INSPECT_FORMAT})
 def inspect(job: Job) -> int:
     """`inspect IMAGE...`: Docker-like JSON list of those found; the first missing one is raised."""
     graph: Graph = job.engine.graph
-    job.write_json_each(job.args, lambda ref: imageview.inspect(graph, graph.get_image(ref)), NoSuchImage)
+    job.write_json_each(job.args, lambda ref: imageview.inspect(graph, graph.get_image(ref)), NoSuchImage,
+                        job.options["format"])
     return 0
 
 
@@ -218,10 +223,11 @@ def history(job: Job) -> int:
 
 @jobs.job("images", help="list images", options={
     "all": Option(bool, "include intermediate images", ("-a", "--all")),
-    "tree": Option(bool, "show the image ancestry", ("--tree",)), "json": JSON})
+    "tree": Option(bool, "show the image ancestry", ("--tree",)), "json": JSON,
+    "quiet": Option(bool, "image ids only", ("-q", "--quiet")), "format": FORMAT})
 def images(job: Job) -> int:
     """`images` table; tree: the ancestry tree, json: JSON, all: include intermediate images
-    (untagged parents of other images), which docker also hides."""
+    (untagged parents of other images), which docker also hides; quiet: ids; format: a template."""
     graph: Graph = job.engine.graph
     shown = graph.images()
     if not job.options["all"] and not job.options["tree"]:
@@ -232,8 +238,44 @@ def images(job: Job) -> int:
                          "Created": i.config.get("created", ""), "Layers": [la.chain_id for la in i.layers],
                          "Containers": sum(1 for c in containers if c.image == i.id)}
                         for i in shown])
+    elif job.options["quiet"]:
+        job.write("".join(row["ID"] + "\n" for row in imageview.image_rows(shown)))
+    elif job.options["format"]:
+        job.write(render_all(job.options["format"], imageview.image_rows(shown), headers=imageview.IMAGE_HEADERS))
     elif job.options["tree"]:
         job.write(imageview.images_tree(graph, shown))
     else:
         job.write(imageview.images_table(shown))
+    return 0
+
+
+# -- testimage ---------------------------------------------------------------------------
+
+
+@jobs.job("testimage", help="build the offline busybox image from the host's busybox-static", options={
+    "name": Option(str, "the image's name (default busybox:latest)", ("--name",), "busybox:latest"),
+    "archive": Option(str, "write a docker-load-able archive to FILE instead of loading it", ("-o", "--output"),
+                      "")})
+def testimage(job: Job) -> int:
+    """`testimage` (name, output): the image tests and the README use, without a network."""
+    if not os.path.exists(testimages.BUSYBOX):
+        raise EngineError(f"{testimages.BUSYBOX} is missing: install busybox-static (apt-get install busybox-static)")
+    name = normalize_tag(job.options["name"])
+    tmpdir = os.path.join(job.engine.root, "tmp")
+    with tempfile.TemporaryDirectory(dir=tmpdir, prefix="testimage-") as work:
+        image = dataclasses.replace(testimages.busybox(work), tags=[name])
+        output = job.options["archive"]
+        if output:
+            partial = f"{output}.tmp-{os.getpid()}"
+            try:
+                testimages.write(partial, [image])
+                os.replace(partial, output)
+            finally:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(partial)
+            job.write(f"Wrote {name} ({image.id}) to {output}\n")
+            return 0
+        archive = testimages.write(os.path.join(work, "image.tar"), [image])
+        load_job = job.engine.job("load", archive, stdout=job.stdout, stderr=io.BytesIO())
+        load_job.run(check=True)
     return 0

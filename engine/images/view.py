@@ -25,6 +25,12 @@ def unix_time(text: str | None) -> int:
     return int(when.timestamp()) if when else 0
 
 
+def go_time(text: str | None) -> str:
+    """A time as Go's time.String() prints it (docker's CreatedAt): 2023-11-14 22:13:20 +0000 UTC."""
+    when = parse_time(text)
+    return when.strftime("%Y-%m-%d %H:%M:%S %z %Z") if when else ""
+
+
 def ago(text: str | None, now: dt.datetime | None = None) -> str:
     """Docker's "N units ago" for an RFC 3339 time."""
     when = parse_time(text)
@@ -78,14 +84,30 @@ def _last_comment(config: dict[str, Any]) -> str:
     return str(history[-1].get("comment", "")) if history else ""
 
 
-def images_table(images: list[Image]) -> str:
-    rows = [("REPOSITORY", "TAG", "IMAGE ID", "CREATED", "SIZE")]
+# The fields of docker's image rows for --format, and their column names in a table.
+IMAGE_HEADERS = {"ID": "IMAGE ID", "Repository": "REPOSITORY", "Tag": "TAG", "Digest": "DIGEST",
+                 "CreatedSince": "CREATED", "CreatedAt": "CREATED AT", "Size": "SIZE", "SharedSize": "SHARED SIZE",
+                 "UniqueSize": "UNIQUE SIZE", "VirtualSize": "SIZE", "Containers": "CONTAINERS"}
+
+
+def image_rows(images: list[Image]) -> list[dict[str, str]]:
+    """One row per tag (an untagged image: one `<none>` row), with docker's field names."""
+    rows = []
     for image in images:
-        created = ago(image.config.get("created"))
+        created = image.config.get("created")
         for tag in image.tags or ["<none>:<none>"]:
             repo, _, name = tag.rpartition(":")
-            rows.append((repo, name, image.short_id, created, size(image.size)))
-    return table(rows)
+            rows.append({"ID": image.short_id, "Repository": repo, "Tag": name, "Digest": "<none>",
+                         "CreatedSince": ago(created), "CreatedAt": go_time(created), "Size": size(image.size),
+                         "SharedSize": "N/A", "UniqueSize": "N/A", "VirtualSize": size(image.size),
+                         "Containers": "N/A"})
+    return rows
+
+
+def images_table(images: list[Image]) -> str:
+    columns = ("Repository", "Tag", "ID", "CreatedSince", "Size")
+    return table([tuple(IMAGE_HEADERS[c] for c in columns),
+                  *(tuple(row[c] for c in columns) for row in image_rows(images))])
 
 
 def images_tree(graph: Graph, images: list[Image]) -> str:

@@ -24,6 +24,29 @@ from . import host
 
 jobs = JobTable()
 
+API_VERSION = "1.41"  # the Docker Engine API version strata serves
+MIN_API_VERSION = "1.24"
+
+
+def version_facts() -> dict[str, Any]:
+    """docker version's server fields (GoVersion carries the Python version strata runs on)."""
+    machine = platform.machine()
+    details = {"ApiVersion": API_VERSION, "MinAPIVersion": MIN_API_VERSION, "Os": "linux",
+               "Arch": {"x86_64": "amd64", "aarch64": "arm64"}.get(machine, machine),
+               "KernelVersion": platform.release(), "GitCommit": "", "GoVersion": platform.python_version()}
+    return {"Platform": {"Name": "strata"}, "Components": [{"Name": "Engine", "Version": __version__,
+                                                             "Details": details}],
+            "Version": __version__, **details, "BuildTime": ""}
+
+
+@jobs.job("version", options={"json": JSON}, help="strata's version and the API version it serves")
+def version(job: Job) -> int:
+    """`version` (json: the API's /version JSON)."""
+    return _write(job, version_facts(), lambda v: (
+        f"Version:         {v['Version']}\nAPI version:     {v['ApiVersion']} (minimum version {v['MinAPIVersion']})\n"
+        f"Python version:  {v['GoVersion']}\nOS/Arch:         {v['Os']}/{v['Arch']}\n"
+        f"Kernel version:  {v['KernelVersion']}\n"))
+
 
 def facts(job: Job) -> dict[str, Any]:
     """docker info's fields, with strata's own (Layers, ExecutionDriver) among them."""

@@ -17,4 +17,5 @@ def _factory(home: str, options: Mapping[str, str]) -> Driver:
     return AufsDriver(home, options)
 
 
-register("aufs", _factory, priority=10, backing_fs="ext4")
+# Picked by default only over kernel aufs; the FUSE union when named or found as prior storage.
+register("aufs", _factory, priority=30, backing_fs="ext4", auto_options={"aufs.backend": "kernel"})

@@ -17,4 +17,4 @@ def _factory(home: str, options: Mapping[str, str]) -> Driver:
     return create(home, options)
 
 
-register("btrfs", _factory, priority=20, backing_fs="btrfs")
+register("btrfs", _factory, priority=10, backing_fs="btrfs")

@@ -14,4 +14,5 @@ def _factory(home: str, options: Mapping[str, str]) -> Driver:
     return DevmapperDriver(home, options)
 
 
-register("devmapper", _factory, priority=30, backing_fs="xfs")
+# Picked by default only over dm-thin; the reflink pool when named or found as prior storage.
+register("devmapper", _factory, priority=40, backing_fs="xfs", auto_options={"dm.backend": "dmthin"})

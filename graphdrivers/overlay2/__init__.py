@@ -17,4 +17,4 @@ def _factory(home: str, options: Mapping[str, str]) -> Driver:
     return create(home, options)
 
 
-register("overlay2", _factory, priority=40, backing_fs="ext4")
+register("overlay2", _factory, priority=20, backing_fs="ext4")

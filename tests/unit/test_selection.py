@@ -118,3 +118,27 @@ def test_unknown_option(tmp_path) -> None:
 def test_bad_option_value(tmp_path) -> None:
     with pytest.raises(InvalidOption):
         graphdrivers.get_driver("vfs", root=str(tmp_path), options={"vfs.copy": "telepathy"})
+
+
+def _fallback_only(home: str, options: Mapping[str, str]) -> DirDriver:
+    """A driver with a kernel backend this host lacks and a userspace stand-in (like aufs's FUSE union)."""
+    if options.get("stand.backend", "userspace") == "kernel":
+        raise DriverNotSupported("stand", "the kernel lacks it")
+    return DirDriver(home, {})
+
+
+def test_stand_ins_are_used_when_named_or_prior_never_by_default(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    table = {"vfs": registry.registration("vfs"),
+             "stand": registry.Registration("stand", _fallback_only, 10, "ext4", {"stand.backend": "kernel"})}
+    monkeypatch.setattr(registry, "_registry", table)
+    assert graphdrivers.get_driver(root=str(tmp_path / "a")).name == "vfs"  # its kernel backend is missing
+    assert graphdrivers.get_driver("stand", root=str(tmp_path / "b")).name == "fast"  # named: the stand-in
+    _store(str(tmp_path / "c"), "stand")
+    assert graphdrivers.get_driver(root=str(tmp_path / "c")).name == "fast"  # prior storage
+
+
+def test_the_real_priority_is_moby_20_10s(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.undo()  # the project's own registry
+    assert graphdrivers.registered() == ["btrfs", "overlay2", "aufs", "devmapper", "vfs"]
+    assert registry.registration("aufs").auto_options == {"aufs.backend": "kernel"}
+    assert registry.registration("devmapper").auto_options == {"dm.backend": "dmthin"}

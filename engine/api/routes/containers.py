@@ -106,6 +106,7 @@ def add_routes(router: Router, engine: Engine) -> None:
             "hostname": body.get("Hostname") or "",
             "network": _network(host_config),
             "rm": bool(host_config.get("AutoRemove")),
+            "pull": "never",  # Docker's create answers 404 for a missing image; the client pulls
         }
         job = jobio.run(engine, "create", body["Image"], *[str(a) for a in cmd], options=options)
         return Reply(201, {"Id": job.stdout.getvalue().decode().strip(), "Warnings": []})

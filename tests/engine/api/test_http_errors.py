@@ -125,3 +125,21 @@ def test_deeply_nested_json_is_400(daemon: Daemon) -> None:
     status, body = _call(daemon, "POST", "/v1.41/containers/create", deep, {"Content-Type": "application/json"})
     assert status == 400 and "nests too deeply" in body["message"]
     assert _call(daemon, "GET", "/_ping")[0] == 200
+
+
+@pytest.mark.parametrize("driver_name", ["vfs"])
+def test_names_and_hostnames_are_checked_at_create(daemon: Daemon, busybox_tar: str) -> None:
+    with open(busybox_tar, "rb") as f:
+        assert _call(daemon, "POST", "/v1.41/images/load", f.read())[0] == 200
+    config = json.dumps({"Image": "busybox", "Cmd": ["true"]}).encode()
+    for name in ("x" * 300, "bad%20name", "abc%0A", "-lead", "a"):
+        status, body = _call(daemon, "POST", f"/v1.41/containers/create?name={name}", config)
+        assert status == 400 and "invalid container name" in body["message"], (name, body)
+    assert _call(daemon, "POST", f"/v1.41/containers/create?name={'x' * 255}", config)[0] == 201
+    for hostname in ("-bad", "a" * 65, "under_score", "a..b", "ok.\n"):
+        body = json.dumps({"Image": "busybox", "Cmd": ["true"], "Hostname": hostname}).encode()
+        status, reply = _call(daemon, "POST", "/v1.41/containers/create", body)
+        assert status == 400 and "invalid hostname" in reply["message"], (hostname, reply)
+    body = json.dumps({"Image": "busybox", "Cmd": ["hostname"], "Hostname": "web-1.example"}).encode()
+    assert _call(daemon, "POST", "/v1.41/containers/create", body)[0] == 201
+    assert _call(daemon, "GET", "/v1.41/containers/json?all=1")[0] == 200
