@@ -9,10 +9,9 @@ import re
 import subprocess
 import sys
 
-import pytest
-
 import graphdrivers
-from tests.engine.cli.test_cli import REPO, _caller, _ok, strata_vfs  # noqa: F401 -- a fixture
+from tests.engine.cli.conftest import REPO, _caller
+from tests.engine.cli.test_cli import _ok
 from tests.engine.conftest import Images
 from tests.support.registry_server import RegistryServer
 
