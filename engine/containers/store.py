@@ -204,14 +204,21 @@ class Containers:
         self._mount(c)
 
     def _discard(self, c: Container) -> None:
-        """Undo a create that failed half way (also the last step of `remove`)."""
+        """Undo a create that failed half way (also the last step of `remove`).
+
+        The order makes a crash safe: the GraphDB entry goes first (one transaction: the
+        container is then gone for every listing), its directory last; a directory without
+        an entry is a removal that died half way, which `restore` finishes."""
         self._unmount(c)
-        for layer in (c.layer, c.init_layer):
-            if layer:
-                with contextlib.suppress(LayerNotFound):
-                    self.driver.remove(layer)
         self.db.remove_entity(c.id)
-        shutil.rmtree(c.paths(self.dir)[0], ignore_errors=True)
+        self._remove_leftovers(c.id)
+
+    def _remove_leftovers(self, container_id: str) -> None:
+        """The layers and the directory of a container that has no GraphDB entry any more."""
+        for layer in (container_id, f"{container_id}-init"):
+            with contextlib.suppress(LayerNotFound):
+                self.driver.remove(layer)
+        shutil.rmtree(Container.dir_of(self.dir, container_id), ignore_errors=True)
 
     # -- mounts ------------------------------------------------------------------------
 
@@ -363,17 +370,21 @@ class Containers:
     # -- restore after an engine restart -----------------------------------------------
 
     def restore(self) -> None:
-        """Mark containers whose process ended while no engine watched; release their mounts."""
-        for container_id in self.ids():
+        """Mark containers whose process ended while no engine watched; release their mounts;
+        finish creates and removals a dead engine left half done."""
+        ids = self.ids()
+        for orphan in sorted(set(os.listdir(self.dir)) - set(ids)):
+            log.warning("finishing the removal of container %s", orphan[:12])
+            with contextlib.suppress(NoSuchContainer):
+                self._unmount(self._load(orphan))  # a mount the dead engine left
+            self._remove_leftovers(orphan)
+        for container_id in ids:
             try:
                 c = self._load(container_id)
             except NoSuchContainer:  # a create that died before its record was written
                 log.warning("removing container %s: its create never finished", container_id[:12])
                 self.db.remove_entity(container_id)
-                for layer in (container_id, f"{container_id}-init"):
-                    with contextlib.suppress(LayerNotFound):
-                        self.driver.remove(layer)
-                shutil.rmtree(Container.dir_of(self.dir, container_id), ignore_errors=True)
+                self._remove_leftovers(container_id)
                 continue
             if c.state.running:
                 self.refresh(c)
