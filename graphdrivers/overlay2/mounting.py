@@ -11,10 +11,14 @@ any other thread.
 from __future__ import annotations
 
 import ctypes
+import logging
 import os
+import shutil
 import threading
 
 from .. import mountutil
+
+log = logging.getLogger(__name__)
 
 CLONE_FS = 0x00000200
 PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
@@ -49,13 +53,38 @@ def mount_from(directory: str, source: str, target: str, fstype: str, flags: int
         raise failure[0]
 
 
+PROBE_PREFIX = ".d_type-probe-"
+
+
+def remove_stale_probes(directory: str) -> None:
+    """Probes of processes that died while probing (a kill during startup): their pid is gone."""
+    for name in os.listdir(directory):
+        if not name.startswith(PROBE_PREFIX):
+            continue
+        pid = name[len(PROBE_PREFIX):].split("-", 1)[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            log.info("removing %s, left by process %s", name, pid)
+            shutil.rmtree(os.path.join(directory, name), ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def supports_d_type(directory: str) -> bool:
     """Whether readdir on `directory`'s filesystem reports file types (overlay needs it).
 
     xfs formatted with ftype=0 returns DT_UNKNOWN for everything; overlayfs then
     misbehaves on whiteouts, so Docker refuses such a backing filesystem.
     """
-    probe = os.path.join(directory, f".d_type-probe-{os.getpid()}-{threading.get_ident()}")
+    remove_stale_probes(directory)
+    probe = os.path.join(directory, f"{PROBE_PREFIX}{os.getpid()}-{threading.get_ident()}")
     os.makedirs(probe)
     try:
         with open(os.path.join(probe, "file"), "w"):

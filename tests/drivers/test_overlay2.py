@@ -55,6 +55,17 @@ def chain(driver: Overlay2Driver, depth: int, prefix: str = "c") -> list[str]:
     return ids
 
 
+def test_startup_removes_d_type_probes_of_dead_processes(root: str) -> None:
+    """A kill while overlay2 starts leaves its d_type probe; the next start removes it."""
+    home = os.path.join(root, "overlay2")
+    dead = os.path.join(home, ".d_type-probe-99999999-1")  # above any pid_max: no such process
+    alive = os.path.join(home, f".d_type-probe-{os.getppid()}-1")  # a running prober's: left alone
+    for probe in (dead, alive):
+        write(os.path.join(probe, "file"), b"")
+    graphdrivers.get_driver("overlay2", root=root).cleanup()
+    assert not os.path.exists(dead) and os.path.exists(os.path.join(alive, "file"))
+
+
 def test_runs_on_btrfs_too(make_backing) -> None:
     root = os.path.join(make_backing("btrfs", 256 << 20).mountpoint, "root")
     d = graphdrivers.get_driver("overlay2", root=root)
