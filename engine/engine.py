@@ -103,6 +103,9 @@ class Engine:
         """Release the driver (unmount everything) and the root's lock; idempotent."""
         try:
             if self._driver is not None:
+                containers = getattr(self, "containers", None)
+                if containers is not None:
+                    containers.close()
                 self._driver.cleanup()
             if self._db is not None:
                 self._db.close()

@@ -9,7 +9,9 @@ native diff inherit the generic one (Docker's NaiveDiffDriver) from this class.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import re
 import threading
 from abc import ABC, abstractmethod
@@ -43,6 +45,8 @@ def validate_id(layer_id: object) -> str:
         raise InvalidLayerId(layer_id)
     return layer_id
 
+
+DISOWNED_DIR = ".disowned"  # in a driver home: one file per layer left mounted past its instance
 
 class Driver(ABC):
     """Base of every graphdriver.
@@ -167,6 +171,68 @@ class Driver(ABC):
     def exists(self, id: str) -> bool:
         validate_id(id)
         return self._exists(id)
+
+    # -- mounts that outlive the instance (detached containers) --------------------------
+
+    def disown(self, id: str) -> str:
+        """Give up this instance's hold on a mounted layer without unmounting it; returns
+        where it is mounted. The mount outlives the instance (a detached container runs in
+        it after the engine that started it has exited): it is recorded under the home so
+        that no later instance's recovery unmounts it, until one takes it back with `adopt`."""
+        validate_id(id)
+        reason = self.disown_unsupported()
+        if reason is not None:
+            raise DriverError(f"{self.name} cannot leave layer {id} mounted past this process: {reason}")
+        with self._layer_lock(id):
+            if not self._refs.get(id):
+                raise LayerNotMounted(id)
+            path = self._paths.pop(id)
+            del self._refs[id]
+            os.makedirs(self._disowned_dir, mode=0o700, exist_ok=True)
+            with open(os.path.join(self._disowned_dir, id), "w") as f:
+                f.write(path)
+            self._disown(id, path)
+            log.debug("%s: layer %s stays mounted at %s past this instance", self.name, id, path)
+            return path
+
+    def adopt(self, id: str, path: str) -> None:
+        """Take over the mount at `path` of a layer an earlier instance disowned, as one
+        reference: `put` unmounts it."""
+        validate_id(id)
+        with self._layer_lock(id):
+            if self._refs.get(id):
+                raise LayerInUse(id, "this instance has mounted it itself")
+            self._refs[id] = 1
+            self._paths[id] = path
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(os.path.join(self._disowned_dir, id))
+
+    def is_disowned(self, id: str) -> bool:
+        """Whether an instance left the layer mounted past its end (see `disown`)."""
+        return os.path.exists(os.path.join(self._disowned_dir, id))
+
+    def disowned_mounts(self) -> set[str]:
+        """Mount points of disowned layers: recovery at startup must leave them mounted."""
+        try:
+            names = os.listdir(self._disowned_dir)
+        except FileNotFoundError:
+            return set()
+        found = set()
+        for name in names:
+            with contextlib.suppress(OSError), open(os.path.join(self._disowned_dir, name)) as f:
+                found.add(os.path.realpath(f.read()))
+        return found
+
+    def disown_unsupported(self) -> str | None:
+        """Why this instance cannot leave a mount behind when it ends (None: it can)."""
+        return None
+
+    @property
+    def _disowned_dir(self) -> str:
+        return os.path.join(self.home, DISOWNED_DIR)
+
+    def _disown(self, id: str, path: str) -> None:  # noqa: B027 -- optional hook
+        """Stop tracking whatever keeps the mount alive (aufs: its FUSE process) without ending it."""
 
     def cleanup(self) -> None:
         """Unmount everything this driver mounted; the driver is unusable afterwards."""

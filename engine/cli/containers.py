@@ -49,30 +49,16 @@ def job_for(engine: Engine, ns: argparse.Namespace) -> tuple[Job, str | None] | 
     if cmd not in COMMANDS:
         return None
     if (cmd == "run" and ns.detach) or cmd == "start":
-        _refuse_detached_on_process_bound_mounts(engine)
+        _refuse_detached_if_mounts_end_with_us(engine)
     return job_of(engine, ns, stdout=out, stderr=err), getattr(ns, "output", None)
 
 
-def process_bound_mounts(driver: object) -> str | None:
-    """Why this driver's mounts die with the process that made them (None: they do not).
-
-    A FUSE-backed union (aufs without the kernel module) is served by daemons the driver
-    instance owns and stops on cleanup; kernel mounts stay valid in a running container's
-    own mount namespace when the engine process unmounts its copy.
-    """
-    describe = getattr(driver, "backend_description", None)
-    if callable(describe) and "fuse" in str(describe()).lower():
-        return f"the {getattr(driver, 'name', '?')} driver serves container filesystems through FUSE daemons"
-    return None
-
-
-def _refuse_detached_on_process_bound_mounts(engine: Engine) -> None:
-    reason = process_bound_mounts(engine.driver)
+def _refuse_detached_if_mounts_end_with_us(engine: Engine) -> None:
+    """A container this command leaves running keeps its rootfs mounted after the command
+    ends (Containers.close); a driver that cannot leave a mount behind is refused up front."""
+    reason = engine.driver.disown_unsupported()
     if reason is not None:
-        raise EngineError(
-            f"{reason} that stop when this command exits, so a detached container would lose its "
-            "filesystem: run it in the foreground (without -d), or from a long-lived engine process"
-        )
+        raise EngineError(f"a detached container would lose its filesystem when this command exits: {reason}")
 
 
 def _all_containers(engine: Engine, refs: list[str]) -> bool:

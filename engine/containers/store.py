@@ -28,7 +28,7 @@ from typing import IO, Any
 
 from graphdrivers import Driver, mountutil, naivediff
 from graphdrivers.archive import export_paths
-from graphdrivers.errors import LayerNotFound
+from graphdrivers.errors import DriverError, LayerNotFound
 
 from .. import execdrivers
 from ..errors import Conflict, ContainerStartError, EngineError, NoSuchContainer, UsageError
@@ -235,8 +235,27 @@ class Containers:
             if c.id in self._mounted:
                 self._mounted.discard(c.id)
                 self.driver.put(c.layer)
-            elif c.rootfs and not c.state.running and mountutil.is_mountpoint(c.rootfs):
-                mountutil.umount_retry(c.rootfs)  # left by an engine that died
+            elif c.rootfs and not c.state.running and (self.driver.is_disowned(c.layer)
+                                                       or mountutil.is_mountpoint(c.rootfs)):
+                # left mounted for a detached container by an engine that ended, or that died
+                self.driver.adopt(c.layer, c.rootfs)
+                self.driver.put(c.layer)
+
+    def close(self) -> None:
+        """Before the engine releases the driver: layers of containers that still run stay
+        mounted past this process (a detached container keeps its rootfs); a later engine
+        releases them when it sees the container's end."""
+        with self._lock:
+            for container_id in sorted(self._mounted):
+                handle = self._handles.get(container_id)
+                if handle is None or handle.exit_status() is not None:
+                    continue
+                try:
+                    self.driver.disown(container_id)  # the layer id is the container id
+                except DriverError as exc:
+                    log.warning("container %s loses its filesystem: %s", container_id[:12], exc)
+                    continue
+                self._mounted.discard(container_id)
 
     # -- start, wait, signals ------------------------------------------------------------
 

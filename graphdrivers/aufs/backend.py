@@ -33,6 +33,10 @@ class UnionBackend(Protocol):
     def unmount(self, mountpoint: str) -> None:
         """Undo `mount`."""
 
+    def forget(self, mountpoint: str) -> None:
+        """Stop tracking the mount without ending it: it outlives this backend (whoever later
+        unmounts the mount point ends it; a FUSE process exits when its mount goes)."""
+
     def describe(self, scratch: str) -> str:
         """What status() shows as the backend; `scratch` is a directory it may use to
         find out what the kernel actually does."""

@@ -146,10 +146,14 @@ class AufsDriver(Driver):
     def _unmount(self, id: str) -> None:
         self.backend.unmount(self._path("mnt", id))
 
+    def _disown(self, id: str, path: str) -> None:
+        self.backend.forget(path)
+
     def _cleanup(self) -> None:
         self.backend.close()
+        kept = self.disowned_mounts()  # detached containers still run in these
         for point in mountutil.mounts_under(os.path.join(self.home, "mnt")):
-            if point != os.path.realpath(os.path.join(self.home, "mnt")):
+            if point != os.path.realpath(os.path.join(self.home, "mnt")) and point not in kept:
                 detach(point)
 
     # -- facts -------------------------------------------------------------------------

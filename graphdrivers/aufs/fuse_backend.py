@@ -231,6 +231,14 @@ class FuseBackend:
                 proc.kill()  # lazily detached while busy: its users get ENOTCONN, nothing leaks
             proc.close()
 
+    def forget(self, mountpoint: str) -> None:
+        """The mount process runs on (it is the zygote's child, in the zygote's session, so
+        neither this process's end nor the zygote's stops it) and exits when the mount goes."""
+        with self._lock:
+            proc = self._procs.pop(mountpoint, None)
+        if proc is not None:
+            proc.close()
+
     def process(self, mountpoint: str) -> MountProcess | None:
         """The process serving `mountpoint` (tests kill it to simulate a crash)."""
         return self._procs.get(mountpoint)

@@ -52,6 +52,9 @@ class KernelBackend:
     def unmount(self, mountpoint: str) -> None:
         mountutil.umount_retry(mountpoint)
 
+    def forget(self, mountpoint: str) -> None:
+        """Nothing tracked: the kernel serves the mount."""
+
     def describe(self, scratch: str) -> str:
         return "kernel (aufs)"
 

@@ -75,8 +75,10 @@ class Settings:
 
 
 class DeviceSet:
-    def __init__(self, home: str, pool: ThinPool, settings: Settings) -> None:
+    def __init__(self, home: str, pool: ThinPool, settings: Settings, keep: frozenset[str] = frozenset()) -> None:
+        """`keep`: mount points recovery leaves mounted (detached containers run in them)."""
         self.home = home
+        self._keep = keep
         self.pool = pool
         self.settings = settings
         self.metadata_dir = os.path.join(home, "metadata")
@@ -155,7 +157,7 @@ class DeviceSet:
             raise DriverStateError(f"{self.home}/transaction-metadata is not valid JSON: {exc}") from None
 
     def _recover(self) -> None:
-        for point in mountutil.mounts_under(self.mnt_dir):  # left by a process that died
+        for point in set(mountutil.mounts_under(self.mnt_dir)) - self._keep:  # left by a process that died
             log.info("devmapper: unmounting %s, left mounted by a process that died", point)
             mountutil.umount_retry(point)
         txn = self._read_txn()

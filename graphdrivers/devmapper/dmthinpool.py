@@ -128,6 +128,10 @@ class DmThinPool(ThinPool):
         finally:
             data.release()
 
+    @property
+    def closes_devices(self) -> bool:
+        return self._own_pool
+
     def close(self) -> None:
         if self._own_pool:
             _dmsetup(["remove", self.name])

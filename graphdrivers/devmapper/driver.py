@@ -77,7 +77,7 @@ class DevmapperDriver(Driver):
                 min_free_percent=opts.min_free_space,
                 deferred_deletion=opts.use_deferred_deletion,
             )
-            self.devices = DeviceSet(home, self.pool, settings)
+            self.devices = DeviceSet(home, self.pool, settings, frozenset(self.disowned_mounts()))
         except BaseException:
             self.pool.close()
             raise
@@ -183,6 +183,12 @@ class DevmapperDriver(Driver):
         fsutil.syncfs(self._mountpoint(id))
         mountutil.umount_retry(self._mountpoint(id))
         self.pool.deactivate(self.devices.get(id).device_id)
+
+    def disown_unsupported(self) -> str | None:
+        if self.pool.closes_devices:
+            return (f"this process set up the {self.backend} pool and tears it down when it ends; "
+                    "use a long-lived engine (strata daemon) for detached containers")
+        return None
 
     def _cleanup(self) -> None:
         try:

@@ -44,6 +44,11 @@ class ThinPool(ABC):
     metadata_file: str
     library_version: str
 
+    @property
+    def closes_devices(self) -> bool:
+        """Whether `close` tears down what active devices need (a pool this instance set up)."""
+        return False
+
     @abstractmethod
     def create_thin(self, device_id: int, size: int) -> None:
         """A new, zero-filled thin device of `size` bytes."""

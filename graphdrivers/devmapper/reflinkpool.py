@@ -117,6 +117,10 @@ class ReflinkPool(ThinPool):
             mountutil.mount(loop.path, self.dir, "xfs", 0, None)
         self._own_mount = True
 
+    @property
+    def closes_devices(self) -> bool:
+        return self._own_mount
+
     def close(self) -> None:
         if self._own_mount:
             mountutil.umount_retry(self.dir)

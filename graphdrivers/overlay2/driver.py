@@ -73,7 +73,8 @@ class Overlay2Driver(Driver):
 
     def _recover(self) -> None:
         """Undo what a crashed run left: merged mounts, half-created or half-removed layers."""
-        for point in mountutil.mounts_under(self.home):
+        kept = self.disowned_mounts()  # detached containers still run in these
+        for point in set(mountutil.mounts_under(self.home)) - kept:
             log.info("overlay2: unmounting %s, left mounted by an earlier instance", point)
             mountutil.umount_retry(point)
         for entry in os.listdir(self.home):
