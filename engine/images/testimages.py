@@ -167,8 +167,10 @@ def write(path: str, images: list[BuiltImage], layout: str = "docker", compressi
     return path
 
 
-def from_layers(tags: list[str], layer_files: list[str], parent: str | None = None) -> BuiltImage:
-    """An image of the given layer tars (any content: tests build hostile ones this way)."""
-    diff_ids = [_diff_id(path) for path in layer_files]
+def from_layers(tags: list[str], layer_files: list[str], parent: str | None = None,
+                diff_ids: list[str] | None = None) -> BuiltImage:
+    """An image of the given layer tars (any content: tests build hostile ones this way);
+    `diff_ids` are the plain tars' digests when the files are compressed."""
+    diff_ids = diff_ids or [_diff_id(path) for path in layer_files]
     config = _config(diff_ids, [f"layer {os.path.basename(p)}" for p in layer_files], ["sh"])
     return BuiltImage(list(tags), config, list(layer_files), parent, diff_ids)
