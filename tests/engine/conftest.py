@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pytest
 
+import engine as engine_pkg
 import graphdrivers
 from engine.engine import Engine
 from engine.images import testimages
@@ -121,3 +125,18 @@ def assert_clean(engine: Engine, *built: BuiltImage) -> None:
     assert engine.db.query("SELECT chain_id, state FROM layers") == []
     assert os.listdir(engine.graph.layerdata) == []
     assert [c for c in chains(*built) if engine.driver.exists(c)] == []
+
+
+def kill_9_when_ready(script: str, *args: str) -> subprocess.Popen:
+    """Run `python -c script ARGS...`, wait for its "READY" line (the point it stops at), and
+    kill -9 it there; returns the dead child."""
+    repo = os.path.dirname(os.path.dirname(engine_pkg.__file__))
+    child = subprocess.Popen([sys.executable, "-c", script, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             text=True, env={**os.environ, "PYTHONPATH": repo})
+    try:
+        line = child.stdout.readline()
+        assert line == "READY\n", line + child.stderr.read()
+    finally:
+        child.send_signal(signal.SIGKILL)
+        child.wait()
+    return child

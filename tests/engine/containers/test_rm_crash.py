@@ -7,17 +7,13 @@ removable) or gone (not listed, no layer, no directory): never listed without a 
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
-import sys
 import textwrap
 
 import pytest
 
-import engine as engine_pkg
 from engine.engine import Engine
 from engine.errors import NoSuchContainer
-from tests.engine.conftest import Images, run
+from tests.engine.conftest import Images, kill_9_when_ready, run
 
 _CHILD = textwrap.dedent("""
     import shutil, sys, time
@@ -54,16 +50,7 @@ def test_kill_9_during_rm_leaves_it_whole_or_gone(driver_name: str, driver_root:
         c = before.containers.create("busybox", ["true"])
         before.containers.start(c)
         before.containers.wait(c)
-    repo = os.path.dirname(os.path.dirname(engine_pkg.__file__))
-    child = subprocess.Popen([sys.executable, "-c", _CHILD, driver_root, driver_name, c.id, when],
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                             env={**os.environ, "PYTHONPATH": repo})
-    try:
-        line = child.stdout.readline()
-        assert line == "READY\n", line + child.stderr.read()
-    finally:
-        child.send_signal(signal.SIGKILL)
-        child.wait()
+    kill_9_when_ready(_CHILD, driver_root, driver_name, c.id, when)
 
     with Engine(driver_root, driver_name) as after:
         listed = [x.id for x in after.containers.list(include_stopped=True)]

@@ -9,15 +9,12 @@ from __future__ import annotations
 import os
 import signal
 import sqlite3
-import subprocess
-import sys
 import textwrap
 
 import pytest
 
-import engine as engine_pkg
 from engine.engine import Engine
-from tests.engine.conftest import Images, assert_clean, chains, heavy_drivers, run
+from tests.engine.conftest import Images, assert_clean, chains, heavy_drivers, kill_9_when_ready, run
 
 _CHILD = textwrap.dedent("""
     import os, sys, time
@@ -45,18 +42,8 @@ def test_kill_9_during_load_leaves_no_trace(driver_name: str, driver_root: str, 
     # progress counts busybox's layer twice (applied for busybox, found present for the first
     # untagged step); one byte more and the small-files layer is being applied
     first_bytes = 2 * layer_sizes[0] + 1
-    repo = os.path.dirname(os.path.dirname(engine_pkg.__file__))
-    env = {**os.environ, "PYTHONPATH": repo}
-    child = subprocess.Popen(
-        [sys.executable, "-c", _CHILD, driver_root, driver_name, archive, when, str(first_bytes),
-         images.multi.diff_ids[-1]],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-    try:
-        line = child.stdout.readline()
-        assert line == "READY\n", line + child.stderr.read()
-    finally:
-        child.send_signal(signal.SIGKILL)
-        child.wait()
+    child = kill_9_when_ready(_CHILD, driver_root, driver_name, archive, when, str(first_bytes),
+                              images.multi.diff_ids[-1])
     assert child.returncode == -signal.SIGKILL
     # the dead process did leave work behind: journaled layers, in the driver too
     db = sqlite3.connect(os.path.join(driver_root, "image", driver_name, "graph.db"))
