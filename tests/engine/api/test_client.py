@@ -9,6 +9,7 @@ import sys
 import pytest
 
 from tests.engine.api.conftest import REPO, Daemon
+from tests.support.registry_server import RegistryServer
 
 
 def _strata(daemon: Daemon, *args: str, env_host: bool = False) -> subprocess.CompletedProcess:
@@ -40,8 +41,23 @@ def test_run_through_the_daemon(daemon: Daemon, busybox_tar: str) -> None:
 
 
 @pytest.mark.parametrize("driver_name", ["vfs"])
+def test_run_pulls_a_missing_image_through_the_daemon(daemon: Daemon, busybox_tar: str,
+                                                      registry: RegistryServer) -> None:
+    remote = f"{registry.host}/client/busybox:1"
+    for args in (("load", "-i", busybox_tar), ("tag", "busybox", remote), ("push", remote), ("rmi", remote)):
+        assert daemon.docker(*args).returncode == 0, args
+    done = _strata(daemon, "run", "--rm", remote, "echo", "pulled")
+    assert (done.returncode, done.stdout) == (0, b"pulled\n"), done.stderr
+    assert f"Unable to find image '{remote}' locally".encode() in done.stderr
+    again = _strata(daemon, "run", "--rm", "--pull", "always", remote, "true")
+    assert again.returncode == 0 and b"Unable to find" not in again.stderr and b"Digest: sha256:" in again.stderr
+    missing = _strata(daemon, "run", "--rm", f"{registry.host}/client/nothing:1", "true")
+    assert missing.returncode == 125 and b"Unable to find image" in missing.stderr
+
+
+@pytest.mark.parametrize("driver_name", ["vfs"])
 def test_client_errors(daemon: Daemon) -> None:
-    done = _strata(daemon, "run", "--rm", "no-such-image", "true")
+    done = _strata(daemon, "run", "--rm", "--pull", "never", "no-such-image", "true")
     assert done.returncode == 125 and b"no such image" in done.stderr
     done = _strata(daemon, "run", "--name", "bad name", "busybox", "true")
     assert done.returncode == 125 and b"invalid container name" in done.stderr
