@@ -167,6 +167,11 @@ def parser() -> argparse.ArgumentParser:
         action="store_true",
         help="compare a different workload or machine too (refused by default)",
     )
+    compare.add_argument(
+        "--absolute",
+        action="store_true",
+        help="judge each group's raw ratio, not its change beyond its scenario's common shift",
+    )
 
     history = sub.add_parser("history", help="each group's median over commits (asv-style); flags steps beyond noise")
     history.add_argument("dirs", nargs="+", metavar="RESULTS_DIR")
@@ -270,6 +275,7 @@ def main(argv: list[str] | None = None) -> int:
             args.fail_above,
             split_dir=args.split,
             allow_different=args.allow_different,
+            absolute=args.absolute,
             alpha=args.fdr,
         )
     if args.command == "history":
