@@ -294,8 +294,11 @@ class Graph:
                 tar = blob if kind == "none" else layerstream.HashingReader(layerstream.decompressor(kind, blob))
                 splitter = layerstream.TarSplitter(ts_out)
                 tar.taps.append(splitter.feed)
-                size = self.driver.apply_diff(chain, parent, tar)
-                tar.drain()  # tar readers stop at the end-of-archive blocks; the digest needs all
+                # fetching, hashing, decompressing and recording run a thread ahead of the apply
+                with contextlib.closing(layerstream.ReadAhead(tar)) as ahead:
+                    size = self.driver.apply_diff(chain, parent, ahead)
+                    while ahead.read(layerstream.CHUNK):  # the digest covers all of the stream
+                        pass
                 blob.drain()
                 splitter.close()
                 return blob, tar, size

@@ -14,8 +14,10 @@ import gzip
 import hashlib
 import io
 import os
+import queue
 import stat
 import struct
+import threading
 import zlib
 from collections.abc import Callable, Iterator
 from typing import IO
@@ -74,6 +76,89 @@ class HashingReader(io.RawIOBase):
 
     def digest(self) -> str:
         return "sha256:" + self.hash.hexdigest()
+
+
+class ReadAhead(io.RawIOBase):
+    """Reads `inner` to its end in a thread, up to `depth` chunks ahead of the reader.
+
+    What pulls the bytes of a layer -- the socket or file, the blob's sha256, gzip or zstd,
+    the tar's sha256, the tar-split recorder -- then runs beside the apply that consumes
+    them: socket reads, hashing and decompression release the GIL, so a pull or load uses
+    a second core. An error in the thread is raised to the reader at the point it reached;
+    `close` stops the thread (the reader failed or stopped early) and waits for it.
+    """
+
+    def __init__(self, inner: IO[bytes], depth: int = 8) -> None:
+        self.inner = inner
+        self._chunks: queue.Queue[bytes | BaseException] = queue.Queue(depth)
+        self._stopped = threading.Event()
+        self._left = memoryview(b"")
+        self._done = False
+        self._thread = threading.Thread(target=self._pump, name="layer-read-ahead", daemon=True)
+        self._thread.start()
+
+    def _pump(self) -> None:
+        try:
+            while not self._stopped.is_set():
+                chunk = self.inner.read(CHUNK)
+                self._put(chunk)
+                if not chunk:
+                    return
+        except BaseException as exc:  # handed to the reader, which raises it
+            self._put(exc)
+
+    def _put(self, item: bytes | BaseException) -> None:
+        while not self._stopped.is_set():
+            try:
+                self._chunks.put(item, timeout=0.1)
+                return
+            except queue.Full:
+                continue
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buf) -> int:  # type: ignore[override]
+        while not self._left:
+            if self._done:
+                return 0
+            item = self._chunks.get()
+            if isinstance(item, BaseException):
+                self._done = True
+                raise item
+            if not item:
+                self._done = True
+                return 0
+            self._left = memoryview(item)
+        n = min(len(buf), len(self._left))
+        buf[:n] = self._left[:n]
+        self._left = self._left[n:]
+        return n
+
+    def read(self, size: int = -1) -> bytes:
+        if size is None or size < 0:
+            return b"".join(iter(lambda: self.read(CHUNK), b""))
+        if not self._left and not self._done:  # a whole chunk: hand it over without a copy
+            item = self._chunks.get()
+            if isinstance(item, BaseException):
+                self._done = True
+                raise item
+            if not item:
+                self._done = True
+                return b""
+            if len(item) <= size:
+                return item
+            self._left = memoryview(item)
+        n = min(size, len(self._left))
+        data = bytes(self._left[:n])
+        self._left = self._left[n:]
+        return data
+
+    def close(self) -> None:
+        if not self.closed:
+            self._stopped.set()
+            self._thread.join()
+        super().close()
 
 
 class _Prefixed(io.RawIOBase):

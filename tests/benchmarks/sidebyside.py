@@ -10,12 +10,33 @@ contender runs once: a smoke test that every command works, not a measurement.
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
+
 from bench import stats
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def strata_command(pycache: str, *global_options: str) -> tuple[list[str], dict[str, str]]:
+    """argv and environment of the `strata` command as an installed package runs it: with its
+    bytecode cached (in `pycache`, filled by the first run: this machine's shells set
+    PYTHONDONTWRITEBYTECODE, which would make every run compile every module)."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    env.update(PYTHONPATH=REPO, PYTHONPYCACHEPREFIX=pycache)
+    return [sys.executable, "-m", "engine.cli", *global_options], env
+
+
+def check(argv: list[str], env: dict[str, str] | None = None, timeout: float = 600) -> None:
+    """Run a whole command; it must succeed."""
+    done = subprocess.run(argv, env=env, capture_output=True, timeout=timeout)
+    assert done.returncode == 0, f"{' '.join(argv)}: {done.stderr.decode(errors='replace')}"
 
 
 @dataclass
