@@ -33,8 +33,6 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import IO, Any
 
-import zstandard
-
 from graphdrivers import Driver
 from graphdrivers.errors import LayerNotFound, UnsafeArchive
 from graphdrivers.locks import KeyedLocks
@@ -87,7 +85,7 @@ def diff_id_of_file(path: str) -> str:
             stream = layerstream.decompressed(raw)
             while chunk := stream.read(layerstream.CHUNK):
                 digest.update(chunk)
-    except (EOFError, zlib.error, zstandard.ZstdError, OSError) as exc:
+    except (EOFError, zlib.error, layerstream.zstd().ZstdError, OSError) as exc:
         if isinstance(exc, OSError) and exc.errno is not None:
             raise
         raise InvalidArchive(f"{path} cannot be decompressed: {exc}") from None
@@ -304,7 +302,7 @@ class Graph:
                 return blob, tar, size
         except UnsafeArchive as exc:
             raise InvalidArchive(f"layer {source.name} is refused: {exc}") from None
-        except (OSError, EOFError, tarfile.TarError, zstandard.ZstdError, zlib.error, ValueError) as exc:
+        except (OSError, EOFError, tarfile.TarError, layerstream.zstd().ZstdError, zlib.error, ValueError) as exc:
             if isinstance(exc, OSError) and exc.errno is not None:
                 raise  # a real I/O failure (disk full...), not bad input
             raise InvalidArchive(f"layer {source.name} is not a readable tar: {exc}") from None

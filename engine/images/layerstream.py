@@ -18,11 +18,10 @@ import queue
 import stat
 import struct
 import threading
+import types
 import zlib
 from collections.abc import Callable, Iterator
 from typing import IO
-
-import zstandard
 
 from graphdrivers.archive.export import read_exactly
 from graphdrivers.archive.resolve import open_in_root
@@ -193,11 +192,18 @@ def sniff(stream: IO[bytes]) -> tuple[str, IO[bytes]]:
     return compression_of(head), io.BufferedReader(_Prefixed(head, stream), CHUNK)
 
 
+def zstd() -> types.ModuleType:
+    """zstandard, imported on first use: most commands (`strata run`) never need it."""
+    import zstandard
+
+    return zstandard
+
+
 def decompressor(kind: str, blob: IO[bytes]) -> IO[bytes]:
     if kind == "gzip":
         return gzip.GzipFile(fileobj=blob, mode="rb")  # type: ignore[return-value]
     if kind == "zstd":
-        return zstandard.ZstdDecompressor().stream_reader(blob, read_across_frames=True)  # type: ignore[return-value]
+        return zstd().ZstdDecompressor().stream_reader(blob, read_across_frames=True)  # type: ignore[return-value]
     return blob
 
 

@@ -20,7 +20,6 @@ import platform
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
 from typing import IO, TYPE_CHECKING
 
 from .. import reference
@@ -31,6 +30,8 @@ from ..jobspec import JobTable, Option
 from .protocol import MEDIA_OCI_MANIFEST, Credentials, Manifest
 
 if TYPE_CHECKING:
+    from concurrent.futures import Future
+
     from .client import RegistryClient
 
 MEDIA_OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
@@ -149,6 +150,8 @@ class _Prefetch:
     def __init__(self, client: RegistryClient, ref: reference.Reference, tmpdir: str) -> None:
         self.client, self.ref = client, ref
         self.spool = tempfile.mkdtemp(dir=tmpdir, prefix="pull-")
+        from concurrent.futures import ThreadPoolExecutor  # here: `strata run` need not import it
+
         self.pool = ThreadPoolExecutor(self.DOWNLOADS, thread_name_prefix="pull")
         self.pending: dict[str, Future[str]] = {}
 
