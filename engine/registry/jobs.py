@@ -15,23 +15,18 @@ import contextlib
 import hashlib
 import io
 import json
-import os
 import platform
-import shutil
-import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import IO, TYPE_CHECKING
 
 from .. import reference
 from ..errors import InvalidArchive, UsageError
-from ..images.graph import Graph, LayerSource, NewImage, chain_id
+from ..images.graph import Graph, LayerSource, NewImage
 from ..job import Job
 from ..jobspec import JobTable, Option
 from .protocol import MEDIA_OCI_MANIFEST, Credentials, Manifest
 
 if TYPE_CHECKING:
-    from concurrent.futures import Future
-
     from .client import RegistryClient
 
 MEDIA_OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
@@ -81,17 +76,12 @@ def pull(job: Job) -> int:
         raise InvalidArchive(f"{ref}: the manifest lists {len(layer_descs)} layers, the config {len(diff_ids)}")
     graph: Graph = job.engine.graph
     tags = [ref.local_tag] if ref.tag else []
-    with graph.lease() as lease, _Prefetch(client, ref, os.path.join(job.engine.root, "tmp")) as prefetch:
+    with graph.lease() as lease:
         parent = None
         layers = []
-        chain = None
-        for i, (desc, diff_id) in enumerate(zip(layer_descs, diff_ids, strict=True)):
-            chain = chain_id(chain, diff_id)
-            if i and graph.layer(chain) is None:  # the first layer streams straight into the driver
-                prefetch.start(desc["digest"])
         for desc, diff_id in zip(layer_descs, diff_ids, strict=True):
             digest = desc["digest"]
-            source = LayerSource(name=f"{ref.repository}@{digest[:19]}", open=prefetch.opener(digest),
+            source = LayerSource(name=f"{ref.repository}@{digest[:19]}", open=_blob_opener(client, ref, digest),
                                  digest=digest, size=desc.get("size"))
             layer, created = graph.ensure_layer(lease, parent, diff_id, source)
             job.engine.registry.remember(digest, ref)
@@ -134,55 +124,12 @@ class _Bounded:
         return b"".join(self.parts)
 
 
-class _Prefetch:
-    """Downloads the blobs of later layers, DOWNLOADS at a time, into spool files (in the
-    engine's tmp directory) while earlier layers apply, as dockerd does; a blob not
-    started here streams straight from the registry when its turn comes.
-
-    Each spooled blob's digest is checked as it downloads (`fetch_blob`), and again, as
-    for every source, while the Graph applies it; a failed download fails its layer when
-    its turn comes. Leaving the `with` cancels what has not started, waits for the rest
-    and deletes the spool.
-    """
-
-    DOWNLOADS = 3  # dockerd's max-concurrent-downloads
-
-    def __init__(self, client: RegistryClient, ref: reference.Reference, tmpdir: str) -> None:
-        self.client, self.ref = client, ref
-        self.spool = tempfile.mkdtemp(dir=tmpdir, prefix="pull-")
-        from concurrent.futures import ThreadPoolExecutor  # here: `strata run` need not import it
-
-        self.pool = ThreadPoolExecutor(self.DOWNLOADS, thread_name_prefix="pull")
-        self.pending: dict[str, Future[str]] = {}
-
-    def start(self, digest: str) -> None:
-        if digest not in self.pending:
-            self.pending[digest] = self.pool.submit(self._download, digest)
-
-    def _download(self, digest: str) -> str:
-        path = os.path.join(self.spool, digest.replace(":", "-"))
-        with open(path, "wb") as out:
-            self.client.fetch_blob(self.ref.repository, digest, out)
-        return path
-
-    def opener(self, digest: str) -> Callable[[], contextlib.AbstractContextManager[IO[bytes]]]:
-        @contextlib.contextmanager
-        def spooled() -> Iterator[IO[bytes]]:
-            with open(self.pending[digest].result(), "rb") as f:
-                yield f
-
-        @contextlib.contextmanager
-        def streamed() -> Iterator[IO[bytes]]:
-            with self.client.open_blob(self.ref.repository, digest) as stream:
-                yield stream
-        return spooled if digest in self.pending else streamed
-
-    def __enter__(self) -> _Prefetch:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.pool.shutdown(wait=True, cancel_futures=True)
-        shutil.rmtree(self.spool, ignore_errors=True)
+def _blob_opener(client: RegistryClient, ref: reference.Reference, digest: str):
+    @contextlib.contextmanager
+    def opener() -> Iterator[IO[bytes]]:
+        with client.open_blob(ref.repository, digest) as stream:
+            yield stream
+    return opener
 
 
 # -- push ----------------------------------------------------------------------------------
