@@ -117,18 +117,20 @@ class ReadAhead(io.RawIOBase):
     def readable(self) -> bool:
         return True
 
+    def _next(self) -> bytes:
+        """The next chunk from the thread (b"" at the end); its error, raised here."""
+        if self._done:
+            return b""
+        item = self._chunks.get()
+        if isinstance(item, BaseException):
+            self._done = True
+            raise item
+        self._done = not item
+        return item
+
     def readinto(self, buf) -> int:  # type: ignore[override]
-        while not self._left:
-            if self._done:
-                return 0
-            item = self._chunks.get()
-            if isinstance(item, BaseException):
-                self._done = True
-                raise item
-            if not item:
-                self._done = True
-                return 0
-            self._left = memoryview(item)
+        if not self._left:
+            self._left = memoryview(self._next())
         n = min(len(buf), len(self._left))
         buf[:n] = self._left[:n]
         self._left = self._left[n:]
@@ -137,15 +139,9 @@ class ReadAhead(io.RawIOBase):
     def read(self, size: int = -1) -> bytes:
         if size is None or size < 0:
             return b"".join(iter(lambda: self.read(CHUNK), b""))
-        if not self._left and not self._done:  # a whole chunk: hand it over without a copy
-            item = self._chunks.get()
-            if isinstance(item, BaseException):
-                self._done = True
-                raise item
-            if not item:
-                self._done = True
-                return b""
-            if len(item) <= size:
+        if not self._left:
+            item = self._next()
+            if len(item) <= size:  # a whole chunk: hand it over without a copy
                 return item
             self._left = memoryview(item)
         n = min(size, len(self._left))
