@@ -151,7 +151,8 @@ def test_space_vfs_grows_with_layers_cow_drivers_stay_flat(tmp_path) -> None:
     assert proc.returncode == 0, proc.stdout + proc.stderr
     df = _rows_at(out)
     per_layer = df[df["step"] == "create+apply_diff"].set_index(["driver", "layer"])["space_used"]
-    assert per_layer["vfs", 7] > 4 * per_layer["vfs", 1]
+    # layer i of vfs holds i+1 layers' files: (8 x 36 KiB + dirs) / (2 x 36 KiB + dirs) ~ 3.7
+    assert per_layer["vfs", 7] > 3 * per_layer["vfs", 1] and per_layer["vfs", 7] > per_layer["vfs", 4]
     for driver in ("btrfs", "overlay2"):
         assert per_layer[driver, 7] < 2 * per_layer[driver, 1] + (64 << 10)
 
