@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 
 DROP_CACHES = "/proc/sys/vm/drop_caches"
+_drops = 0  # drops this process made: a warm repetition after one must re-warm first
 
 
 class CacheError(Exception):
@@ -22,10 +23,17 @@ def drop() -> None:
     try:
         with open(DROP_CACHES, "w") as f:
             f.write("3\n")
+        global _drops
+        _drops += 1
     except OSError as exc:
         raise CacheError(
             f"cannot drop the page cache ({DROP_CACHES}: {exc.strerror}); --cache cold needs root"
         ) from None
+
+
+def drops() -> int:
+    """How many times this process dropped the page cache (a generation counter)."""
+    return _drops
 
 
 def page_cache_bytes() -> int:

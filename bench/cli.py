@@ -8,6 +8,9 @@ import sys
 
 from .config import (
     AUTO_MIN_REPEAT,
+    COPYUP_BYTES,
+    COW_STRIDE,
+    COW_WRITES,
     EXECDRIVERS,
     FULL_DEPTHS,
     IO_RUNTIME,
@@ -17,8 +20,12 @@ from .config import (
     RunConfig,
     quick_defaults,
 )
+from .order import ORDERS, new_seed
 from .scenarios import DEFAULT_SCENARIOS, SCENARIOS
+from .scenarios.io import JOBS as IO_JOBS
 from .workloads import WORKLOADS
+
+BACKING_FS = ("ext4", "xfs", "btrfs")
 
 
 def _csv(choices: tuple[str, ...]):
@@ -79,6 +86,25 @@ def _fraction(text: str) -> float:
     return value
 
 
+def _size(text: str) -> int:
+    from graphdrivers.errors import InvalidOption
+    from graphdrivers.units import parse_size
+
+    try:
+        return parse_size(text)
+    except InvalidOption as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _cpus(text: str) -> list[int]:
+    from .environment import CpuListError, parse_cpus
+
+    try:
+        return sorted(parse_cpus(text))
+    except CpuListError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def _non_negative(text: str) -> int:
     value = int(text)
     if value < 0:
@@ -135,6 +161,42 @@ def parser() -> argparse.ArgumentParser:
         type=_seconds,
         help=f"seconds each io job (fio) may run (default {IO_RUNTIME[False]:g}; --quick {IO_RUNTIME[True]:g})",
     )
+    run.add_argument(
+        "--io-jobs",
+        type=_csv(IO_JOBS),
+        help=f"the io scenario's fio jobs, comma-separated (default all: {','.join(IO_JOBS)})",
+    )
+    run.add_argument("--seed", type=int, help="seed of the random visiting order (default: drawn; run.json keeps it)")
+    run.add_argument(
+        "--order",
+        choices=ORDERS,
+        default="random",
+        help="random: each round visits drivers, depths and cache modes in an order drawn from --seed; "
+        "fixed: as listed (for debugging)",
+    )
+    run.add_argument("--cpus", type=_cpus, help="pin the harness and everything it starts to these CPUs (e.g. 0,2-3)")
+    run.add_argument(
+        "--backing-fs",
+        type=_csv(BACKING_FS),
+        help="run each driver on each of these loop filesystems it supports (default: the one it registered for)",
+    )
+    run.add_argument(
+        "--pad-bytes", type=_size, default=0, help="rootfs: data in each padding layer (e.g. 4M; default none)"
+    )
+    run.add_argument(
+        "--copyup-bytes",
+        type=_size,
+        help=f"exec: size of the big lower file the copy-up steps write to (default {COPYUP_BYTES[False] >> 20}M; "
+        f"--quick {COPYUP_BYTES[True] >> 20}M)",
+    )
+    run.add_argument(
+        "--cow-writes",
+        type=_positive,
+        help=f"exec cow_small_writes: one-byte writes (default {COW_WRITES}, or as many as fit in the big file)",
+    )
+    run.add_argument(
+        "--cow-stride", type=_size, default=COW_STRIDE, help="exec cow_small_writes: bytes between writes (256K)"
+    )
     run.add_argument("--quick", action="store_true", help="small sizes, few repetitions (seconds; for tests)")
     run.add_argument(
         "-o",
@@ -167,6 +229,11 @@ def parser() -> argparse.ArgumentParser:
         action="store_true",
         help="compare a different workload or machine too (refused by default)",
     )
+    compare.add_argument(
+        "--absolute",
+        action="store_true",
+        help="judge each group's raw ratio, not its change beyond its scenario's common shift",
+    )
 
     history = sub.add_parser("history", help="each group's median over commits (asv-style); flags steps beyond noise")
     history.add_argument("dirs", nargs="+", metavar="RESULTS_DIR")
@@ -174,6 +241,15 @@ def parser() -> argparse.ArgumentParser:
     history.add_argument(
         "--threshold", type=float, default=1.2, help="a step needs a ratio beyond this (and non-overlapping CIs)"
     )
+
+    verify = sub.add_parser(
+        "verify", help="check the harness against published driver behaviours; exit 1 when one does not hold"
+    )
+    verify.add_argument("--quick", action="store_true", help="small sizes, 5 repetitions (a few minutes)")
+    verify.add_argument("--driver", action="append", help="only behaviours of these drivers (repeatable)")
+    verify.add_argument("--only", action="append", help="only this behaviour (repeatable; see bench verify --help)")
+    verify.add_argument("--repeat", type=_positive, help="repetitions of every run (default 5 with --quick, else auto)")
+    verify.add_argument("--out", help="keep the runs' result directories here (default: a temp dir, removed)")
 
     sub.add_parser("list", help="registered drivers: can they run here, backend, why not")
     return p
@@ -187,6 +263,10 @@ def _run_precondition(args: argparse.Namespace) -> str | None:
         return f"--backing {args.backing}: not a directory (give 'loop' or an existing directory)"
     if args.cache != "warm" and not os.access(DROP_CACHES, os.W_OK):
         return f"--cache {args.cache} needs to write {DROP_CACHES} (run as root), or use --cache warm"
+    if args.backing_fs and args.backing != "loop":
+        return f"--backing-fs makes loop filesystems; with --backing {args.backing} the filesystem is that directory's"
+    if args.cow_stride < 1:
+        return "--cow-stride must be at least 1 byte"
     if args.image is not None and not os.path.isfile(args.image):
         return f"--image {args.image}: no such file"
     if "io" in args.scenario:
@@ -237,6 +317,14 @@ def main(argv: list[str] | None = None) -> int:
             quick=args.quick,
             storage_opts=dict(args.storage_opt),
             io_runtime=args.io_runtime or IO_RUNTIME[False],
+            io_jobs=args.io_jobs or [],
+            seed=new_seed() if args.seed is None else args.seed,
+            order=args.order,
+            cpus=args.cpus or [],
+            backing_fs=args.backing_fs or [],
+            pad_bytes=args.pad_bytes,
+            copyup_bytes=args.copyup_bytes or COPYUP_BYTES[False],
+            cow_stride=args.cow_stride,
         )
         quick_defaults(
             config,
@@ -244,7 +332,20 @@ def main(argv: list[str] | None = None) -> int:
             warmup_given=args.warmup is not None,
             depths_given=args.depths is not None,
             io_runtime_given=args.io_runtime is not None,
+            copyup_given=args.copyup_bytes is not None,
         )
+        fit = config.copyup_bytes // config.cow_stride
+        if args.cow_writes is not None and args.cow_writes > fit:
+            print(
+                f"bench: --cow-writes {args.cow_writes} x --cow-stride {config.cow_stride} does not fit in the "
+                f"{config.copyup_bytes}-byte big lower file (at most {fit}; or raise --copyup-bytes)",
+                file=sys.stderr,
+            )
+            return 2
+        config.cow_writes = args.cow_writes or min(COW_WRITES, fit)
+        if config.cow_writes < 1:
+            print(f"bench: --cow-stride {config.cow_stride} is larger than the big lower file", file=sys.stderr)
+            return 2
         from .workloads import WorkloadError
 
         try:
@@ -270,12 +371,31 @@ def main(argv: list[str] | None = None) -> int:
             args.fail_above,
             split_dir=args.split,
             allow_different=args.allow_different,
+            absolute=args.absolute,
             alpha=args.fdr,
         )
     if args.command == "history":
         from .history import history
 
         return history(args.dirs, args.out, args.threshold)
+    if args.command == "verify":
+        from .verify import BEHAVIOUR_KEYS, DRIVERS, VerifyError, verify
+
+        bad = [k for k in args.only or [] if k not in BEHAVIOUR_KEYS] + [
+            d for d in args.driver or [] if d not in DRIVERS
+        ]
+        if bad:
+            print(
+                f"bench verify: unknown {', '.join(bad)} (behaviours: {', '.join(BEHAVIOUR_KEYS)}; "
+                f"drivers: {', '.join(DRIVERS)})",
+                file=sys.stderr,
+            )
+            return 2
+        try:
+            return verify(quick=args.quick, drivers=args.driver, only=args.only, repeat=args.repeat, out=args.out)
+        except VerifyError as exc:
+            print(f"bench verify: {exc}", file=sys.stderr)
+            return 1
     from .listing import list_drivers
 
     return list_drivers()

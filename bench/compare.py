@@ -10,9 +10,14 @@ differs besides the code is listed first; a different workload or machine is ref
 `--split RUN` compares the even and odd repetitions of one run: an A/A check of the rule.
 
 The test's unit is a repetition, so a change of the whole machine between two runs (load
-from others on a shared host) is a real difference to it. Such a change moves every driver
-of a scenario together; compare prints each scenario's median ratio over its groups and
-warns when one moved as a whole, so that a reader does not blame one driver's code for it.
+from others on a shared host) would be a real difference to it: two identical runs made
+minutes apart on a shared machine differ by 10-20% in process start-up for every driver.
+Such a change moves a whole scenario together, so by default each group is judged on its
+own change: its ratio divided by its scenario's common shift (the geometric median of the
+scenario's ratios), tested on the NEW values scaled by that shift. The shift itself is
+judged once per scenario: it fails only when it is beyond `--fail-above` and most of the
+scenario's groups moved significantly the same way -- then compare says it cannot tell
+the machine from code every driver shares. `--absolute` judges raw ratios instead.
 """
 
 from __future__ import annotations
@@ -45,6 +50,9 @@ COLUMNS = [
     "ratio",
     "ci_low",
     "ci_high",
+    "raw_q",
+    "shift",
+    "own",
     "p",
     "q",
     "verdict",
@@ -89,38 +97,67 @@ def _verdict(q: float, ratio: float, fail_above: float, alpha: float) -> str:
     return "small change"
 
 
-def group_tests(base: pd.DataFrame, new: pd.DataFrame, fail_above: float, alpha: float = ALPHA) -> pd.DataFrame:
-    """One row per group measured on both sides: n, medians, ratio with CI, p, BH q, verdict."""
-    out = []
+def _q(p: list[float]) -> np.ndarray:
+    return sps.false_discovery_control(np.asarray(p, dtype=float), method="bh")
+
+
+def _geometric_median(ratios: pd.Series) -> float:
+    return float(np.exp(np.median(np.log(ratios.clip(lower=1e-12)))))
+
+
+def group_tests(
+    base: pd.DataFrame, new: pd.DataFrame, fail_above: float, alpha: float = ALPHA, *, absolute: bool = False
+) -> pd.DataFrame:
+    """One row per group measured on both sides: n, medians, ratio with CI, the raw BH q,
+    its scenario's common shift, its own change (ratio / shift) with p and BH q, verdict."""
+    pairs = []
     new_groups = {k: g for k, g in new.groupby(KEYS, dropna=False)}
     for key, b in base.groupby(KEYS, dropna=False):
         if key not in new_groups:
             continue
         bv, nv = finite(b["seconds"]), finite(new_groups[key]["seconds"])
-        if len(bv) == 0 or len(nv) == 0:
-            continue
+        if len(bv) and len(nv):
+            pairs.append((key, bv, nv))
+    if not pairs:
+        return pd.DataFrame([], columns=COLUMNS)
+    rows = []
+    for key, bv, nv in pairs:
         bm, nm = float(np.median(bv)), float(np.median(nv))
         low, high = ratio_ci(bv, nv)
-        p = float(sps.mannwhitneyu(nv, bv, alternative="two-sided").pvalue)
-        out.append(
-            {
-                **dict(zip(KEYS, key, strict=True)),
-                "n_base": len(bv),
-                "n_new": len(nv),
-                "base_median": bm,
-                "new_median": nm,
-                "ratio": nm / bm if bm > 0 else math.inf,
-                "ci_low": low,
-                "ci_high": high,
-                "p": 1.0 if math.isnan(p) else p,  # no ranks to tell apart: no evidence
-            }
-        )
-    table = pd.DataFrame(out, columns=COLUMNS)
-    if table.empty:
-        return table
-    table["q"] = sps.false_discovery_control(table["p"].to_numpy(), method="bh")
-    table["verdict"] = [_verdict(q, r, fail_above, alpha) for q, r in zip(table["q"], table["ratio"], strict=True)]
-    return table
+        rows.append({**dict(zip(KEYS, key, strict=True)), "n_base": len(bv), "n_new": len(nv), "base_median": bm,
+                     "new_median": nm, "ratio": nm / bm if bm > 0 else math.inf, "ci_low": low, "ci_high": high,
+                     "raw_p": _mwu(nv, bv)})  # fmt: skip
+    table = pd.DataFrame(rows)
+    table["raw_q"] = _q(table["raw_p"].tolist())
+    shifts = table.groupby("scenario")["ratio"].transform(_geometric_median)
+    table["shift"] = 1.0 if absolute else shifts
+    table["own"] = table["ratio"] / table["shift"]
+    table["p"] = [_mwu(nv / shift, bv) for (_, bv, nv), shift in zip(pairs, table["shift"], strict=True)]
+    table["q"] = _q(table["p"].tolist())
+    table["verdict"] = [_verdict(q, r, fail_above, alpha) for q, r in zip(table["q"], table["own"], strict=True)]
+    return table[COLUMNS]
+
+
+def _mwu(new: np.ndarray, base: np.ndarray) -> float:
+    p = float(sps.mannwhitneyu(new, base, alternative="two-sided").pvalue)
+    return 1.0 if math.isnan(p) else p  # no ranks to tell apart: no evidence
+
+
+def scenario_verdicts(table: pd.DataFrame, fail_above: float, alpha: float = ALPHA) -> dict[str, str]:
+    """Per scenario, whether the whole scenario moved: SLOWER/FASTER when its common shift is
+    beyond `fail_above` and most of its groups moved significantly (raw q) in that direction."""
+    out = {}
+    for scenario, g in table.groupby("scenario", sort=False):
+        shift = _geometric_median(g["ratio"])
+        up = ((g["raw_q"] < alpha) & (g["ratio"] > 1)).sum()
+        down = ((g["raw_q"] < alpha) & (g["ratio"] < 1)).sum()
+        if shift > fail_above and 2 * up >= len(g):
+            out[str(scenario)] = "SLOWER"
+        elif shift < 1 / fail_above and 2 * down >= len(g):
+            out[str(scenario)] = "FASTER"
+        else:
+            out[str(scenario)] = "same"
+    return out
 
 
 def one_sided(base: pd.DataFrame, new: pd.DataFrame) -> list[str]:
@@ -146,7 +183,7 @@ def common_shifts(table: pd.DataFrame) -> list[str]:
     """Per scenario, the median ratio over its groups; a warning where all drivers moved together."""
     lines = []
     for scenario, g in table.groupby("scenario", sort=False):
-        shift = float(np.exp(np.median(np.log(g["ratio"].clip(lower=1e-12)))))
+        shift = _geometric_median(g["ratio"])
         per_driver = g.groupby("driver")["ratio"].median()
         together = len(per_driver) > 1 and ((per_driver > SHIFT).all() or (per_driver < 1 / SHIFT).all())
         line = f"{scenario}: median ratio {shift:.2f} over {len(g)} groups"
@@ -164,9 +201,11 @@ def _ms(seconds: float) -> str:
 
 
 def _render(table: pd.DataFrame, fail_above: float, alpha: float) -> Table:
-    t = Table(title=f"median NEW/BASE: Mann-Whitney U, Benjamini-Hochberg q < {alpha}, beyond {fail_above}x")
-    for col in ("driver", "scenario", "step", "depth", "cache", "exec", "n", "base ms", "new ms", "ratio", "95% CI"):
-        t.add_column(col, justify="right" if col in ("depth", "base ms", "new ms", "ratio") else "left")
+    t = Table(title=f"median NEW/BASE; own = ratio / its scenario's shift: Mann-Whitney U on it, "
+                    f"Benjamini-Hochberg q < {alpha}, beyond {fail_above}x")
+    for col in ("driver", "scenario", "step", "depth", "cache", "exec", "n", "base ms", "new ms", "ratio", "95% CI",
+                "own"):
+        t.add_column(col, justify="right" if col in ("depth", "base ms", "new ms", "ratio", "own") else "left")
     for col in ("p", "q", "verdict"):
         t.add_column(col, justify="right" if col != "verdict" else "left")
     style = {"SLOWER": "[bold red]SLOWER[/]", "FASTER": "[bold green]FASTER[/]"}
@@ -183,6 +222,7 @@ def _render(table: pd.DataFrame, fail_above: float, alpha: float) -> Table:
             _ms(r.new_median),
             f"{r.ratio:.2f}",
             f"{r.ci_low:.2f}..{r.ci_high:.2f}",
+            f"{r.own:.2f}",
             f"{r.p:.3g}",
             f"{r.q:.3g}",
             style.get(r.verdict, r.verdict),
@@ -215,6 +255,7 @@ def compare(
     *,
     split_dir: str | None = None,
     allow_different: bool = False,
+    absolute: bool = False,
     alpha: float = ALPHA,
 ) -> int:
     """Print what differs, the per-group table and the verdict; the exit status says it."""
@@ -232,7 +273,7 @@ def compare(
     notes = [f"differs: {d}" for d in found] + one_sided(sides.base, sides.new)
     for line in notes or ["same configuration, machine and software; same drivers and groups on both sides"]:
         print(f"  {line}")
-    table = group_tests(sides.base, sides.new, fail_above, alpha)
+    table = group_tests(sides.base, sides.new, fail_above, alpha, absolute=absolute)
     if table.empty:
         print("bench compare: the two runs have no measured group in common")
         return EXIT_REFUSED
@@ -247,11 +288,19 @@ def compare(
         )
     for line in common_shifts(table):
         print(("warning: " if "every driver moved" in line else "shift: ") + line)
+    whole = {} if absolute else scenario_verdicts(table, fail_above, alpha)
+    moved = {sc: v for sc, v in whole.items() if v != "same"}
+    for scenario, verdict in moved.items():
+        print(f"{verdict} (whole scenario): {scenario} moved beyond {fail_above}x for most of its groups -- "
+              "the machine or code every driver shares; two runs cannot tell which (measure side by side in one run)")
     counts = table["verdict"].value_counts()
     slower, faster = int(counts.get("SLOWER", 0)), int(counts.get("FASTER", 0))
-    print(f"{slower} SLOWER, {faster} FASTER, {len(table) - slower - faster} no difference beyond {fail_above}x")
-    if slower:
-        print(f"{slower} group(s) got slower than {fail_above}x beyond noise")
+    print(f"{slower} SLOWER, {faster} FASTER, {len(table) - slower - faster} no difference beyond {fail_above}x"
+          + ("" if absolute else " of their scenario's shift"))
+    slower_scenarios = [sc for sc, v in moved.items() if v == "SLOWER"]
+    if slower or slower_scenarios:
+        print(f"{slower} group(s) and {len(slower_scenarios)} whole scenario(s) got slower than {fail_above}x "
+              "beyond noise")
         return EXIT_SLOWER
-    print("no difference" if not faster else "no group got slower")
+    print("no difference" if not (faster or moved) else "no group got slower")
     return EXIT_SAME

@@ -19,6 +19,8 @@ TARGET_CI = 0.10
 MAX_REPEAT = 30
 MAX_TIME = 120.0  # seconds per phase (a scenario's cache mode, and depth for rootfs)
 IO_RUNTIME = {False: 10.0, True: 2.0}  # seconds each fio job may run (--io-runtime), full and --quick
+COPYUP_BYTES = {False: 100 << 20, True: 8 << 20}  # exec's big lower file (--copyup-bytes), full and --quick
+COW_WRITES, COW_STRIDE = 100, 256 << 10  # cow_small_writes: one-byte writes, this far apart
 
 
 @dataclass
@@ -43,6 +45,15 @@ class RunConfig:
     max_repeat: int = MAX_REPEAT
     max_time: float = MAX_TIME
     io_runtime: float = IO_RUNTIME[False]
+    io_jobs: list[str] = field(default_factory=list)  # empty: every io job
+    seed: int = 0  # the order's seed (bench.order); the CLI draws one when not given
+    order: str = "random"
+    cpus: list[int] = field(default_factory=list)  # empty: not pinned
+    backing_fs: list[str] = field(default_factory=list)  # empty: each driver's registered filesystem
+    pad_bytes: int = 0  # rootfs padding layers: bytes of data each (0: one tiny file)
+    copyup_bytes: int = COPYUP_BYTES[False]
+    cow_writes: int = COW_WRITES
+    cow_stride: int = COW_STRIDE
 
     def driver_options(self, driver: str) -> dict[str, str]:
         """The storage options meant for `driver` (their keys start with its name)."""
@@ -62,10 +73,18 @@ class RunConfig:
 
 
 def quick_defaults(
-    config: RunConfig, *, repeat_given: bool, warmup_given: bool, depths_given: bool, io_runtime_given: bool = False
+    config: RunConfig,
+    *,
+    repeat_given: bool,
+    warmup_given: bool,
+    depths_given: bool,
+    io_runtime_given: bool = False,
+    copyup_given: bool = False,
 ) -> RunConfig:
     """Apply --quick's small settings to whatever the user did not set explicitly."""
     if config.quick:
+        if not copyup_given:
+            config.copyup_bytes = COPYUP_BYTES[True]
         if not io_runtime_given:
             config.io_runtime = IO_RUNTIME[True]
         if not repeat_given:

@@ -14,6 +14,8 @@ from importlib import metadata
 
 from engine.system import host
 
+from . import environment
+
 PACKAGES = ("strata", "pandas", "pyarrow", "numpy", "matplotlib", "rich", "btrfsutil", "pytest-benchmark", "pyfuse3")
 DEBIAN_PACKAGES = ("btrfs-progs", "xfsprogs", "e2fsprogs", "runc", "crun", "busybox-static", "fio", "libfuse3-3")
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -48,6 +50,9 @@ def machine() -> dict[str, object]:
         "kernel_version": platform.version(),
         "arch": platform.machine(),
         "os": host.os_name(),
+        "virtualisation": environment.virtualisation(),
+        "cpu_governor": environment.governors(),
+        "cpu_affinity": sorted(os.sched_getaffinity(0)),
     }
 
 

@@ -13,7 +13,10 @@ from dataclasses import asdict, dataclass, fields
 
 import pandas as pd
 
-SCHEMA_VERSION = 2  # 2: the io scenario's fio columns (iops ... runtime_s)
+# 2: the io scenario's fio columns (iops ... runtime_s). 3: allocated_bytes,
+# space_amplification_allocated, space_per_write, load1, steal; exec's read steps read a data
+# file dropped cold after the mount, and new steps (README "What is measured").
+SCHEMA_VERSION = 3
 PARQUET, CSV, RUN_JSON = "results.parquet", "results.csv", "run.json"
 
 # column -> pandas dtype (nullable ints: a space column is empty where nothing was measured)
@@ -39,6 +42,9 @@ COLUMNS: dict[str, str] = {
     "space_after": "Int64",
     "space_used": "Int64",
     "space_amplification": "float64",
+    "allocated_bytes": "Int64",
+    "space_amplification_allocated": "float64",
+    "space_per_write": "float64",
     "execdriver": "string",
     "runtime": "string",
     "iops": "float64",
@@ -47,6 +53,8 @@ COLUMNS: dict[str, str] = {
     "clat_p99_ns": "Int64",
     "clat_p999_ns": "Int64",
     "runtime_s": "float64",
+    "load1": "float64",
+    "steal": "float64",
     "note": "string",
 }
 # what identifies a group of repetitions of the same measurement
@@ -86,6 +94,9 @@ class Row:
     space_after: int | None = None
     space_used: int | None = None
     space_amplification: float = math.nan
+    allocated_bytes: int | None = None
+    space_amplification_allocated: float = math.nan
+    space_per_write: float = math.nan
     execdriver: str = ""
     runtime: str = ""
     iops: float = math.nan
@@ -94,13 +105,21 @@ class Row:
     clat_p99_ns: int | None = None
     clat_p999_ns: int | None = None
     runtime_s: float = math.nan
+    load1: float = math.nan
+    steal: float = math.nan
     note: str = ""
     schema_version: int = SCHEMA_VERSION
 
-    def with_space(self, before: int, after: int) -> Row:
+    def with_space(self, before: int, after: int, allocated: int | None = None) -> Row:
+        """Used space around the step; amplification against the file bytes and, when
+        known, against the bytes those files occupy once block-rounded (st_blocks), so
+        4 KiB rounding of small files is not mistaken for a driver's overhead."""
         self.space_before, self.space_after, self.space_used = before, after, after - before
         if self.bytes:
             self.space_amplification = (after - before) / self.bytes
+        if allocated:
+            self.allocated_bytes = allocated
+            self.space_amplification_allocated = (after - before) / allocated
         return self
 
 

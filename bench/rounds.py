@@ -5,7 +5,9 @@ interleaved, one repetition each per round, so the load of the rest of the machi
 on all of them alike. One `Rounds` object is shared by every driver of a scenario and
 decides once per round for all of them, from all their rows: another round is taken while
 any group of the phase has a median CI wider than `target_ci` of its median, until
-`max_repeat` rounds or `max_time` seconds. Deciding for all drivers together keeps the
+`max_repeat` rounds or `max_time` seconds spent on the phase (the time its repetitions took,
+`charge`d by the scenarios: phases run interleaved, so wall-clock time would count the
+other phases too). Deciding for all drivers together keeps the
 interleaving (and equal n side by side); a driver that already is precise pays a few
 extra repetitions, which is cheap next to comparing unequal samples.
 """
@@ -13,9 +15,7 @@ extra repetitions, which is cheap next to comparing unequal samples.
 from __future__ import annotations
 
 import logging
-import time
 from collections import defaultdict
-from collections.abc import Callable
 
 import numpy as np
 
@@ -31,24 +31,26 @@ Phase = tuple[object, ...]  # (cache mode, depth or None)
 class Rounds:
     """The shared stopping rule of one scenario's phases; records why each phase stopped."""
 
-    def __init__(self, config: RunConfig, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, config: RunConfig) -> None:
         self.config = config
-        self.clock = clock
         self.sources: list[list[Row]] = []
         self.decided: dict[tuple[Phase, int], bool] = {}
-        self.started: dict[Phase, float] = {}
+        self.spent: dict[Phase, float] = defaultdict(float)
         self.stops: dict[Phase, dict[str, object]] = {}
 
     def watch(self, rows: list[Row]) -> None:
         """Judge precision on these rows too (one driver's rows of this scenario)."""
         self.sources.append(rows)
 
+    def charge(self, phase: Phase, seconds: float) -> None:
+        """A repetition of `phase` (any driver's, warm-ups included) took `seconds`."""
+        self.spent[phase] += seconds
+
     def more(self, phase: Phase, done: int) -> bool:
         """Should the phase take another round after `done` measured ones? The same answer
         for every driver that asks about the same round."""
         key = (phase, done)
         if key not in self.decided:
-            self.started.setdefault(phase, self.clock())
             self.decided[key] = self._decide(phase, done)
         return self.decided[key]
 
@@ -66,7 +68,7 @@ class Rounds:
         if done >= config.planned_repeat:
             self._stop(phase, done, "max-repeat", worst)
             return False
-        if self.clock() - self.started[phase] >= config.max_time:
+        if self.spent[phase] >= config.max_time:
             self._stop(phase, done, "max-time", worst)
             return False
         return True
@@ -79,7 +81,7 @@ class Rounds:
     def worst_precision(self, phase: Phase) -> float:
         """The widest median CI (as a fraction of the median) among the phase's groups."""
         cache, depth = phase
-        groups: dict[tuple[str, str, str], list[float]] = defaultdict(list)
+        groups: dict[tuple[str, str, str, str], list[float]] = defaultdict(list)
         for rows in self.sources:
             for r in rows:
                 if r.cache != cache or r.repetition < 0 or (depth is not None and r.depth != depth):
@@ -87,7 +89,7 @@ class Rounds:
                 if r.scenario == "layer-create" and r.layer != -1:
                     continue  # per-layer rows are summarised by their chain totals
                 if np.isfinite(r.seconds):
-                    groups[(r.driver, r.step, r.execdriver)].append(r.seconds)
+                    groups[(r.driver, r.backing_fs, r.step, r.execdriver)].append(r.seconds)
         widths = []
         for values in groups.values():
             array = np.asarray(values)

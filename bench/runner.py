@@ -37,15 +37,15 @@ from rich.progress import (
 
 import graphdrivers
 
-from . import machine, results, workloads
+from . import environment, machine, order, results, workloads
 from .config import RunConfig
 from .results import Row
 from .rounds import Rounds
-from .sandbox import Sandbox, backend_of
+from .sandbox import Sandbox, backend_of, cells
 from .scenarios import SCENARIOS, Context, layer_create, rootfs, steps_per_driver
 from .scenarios import exec as exec_scenario
 from .scenarios import io as io_scenario
-from .table import rich_table, summary, write_summaries
+from .table import rich_table, start_shares, summary, write_summaries
 
 SCENARIO_RUNNERS: dict[str, Callable[[Context], Iterator[None]]] = {
     "layer-create": layer_create.run,
@@ -110,6 +110,8 @@ class Run:
         self.config = config
         self.argv = argv
         self.console = console or Console(stderr=True)
+        if config.cpus:
+            environment.pin(set(config.cpus))
         self.run_id = new_run_id()
         self.rows: list[Row] = []
         self.warnings: list[str] = []
@@ -164,31 +166,44 @@ class Run:
         if interrupted:
             return EXIT_INTERRUPTED
         self._print_table()
-        failed = [n for n, d in self.drivers.items() if d["status"] != "ok"]
+        failed = [n for n, d in self.drivers.items() if d["status"] not in ("ok", "unsupported")]
         return EXIT_DRIVER_FAILED if failed else EXIT_OK
 
     def _drivers(self, workload: workloads.Workload, scratch: str, progress: Progress) -> None:
         """Open every driver, run each scenario on all of them interleaved, close them all."""
         opened: list[_Open] = []
+        several_fs = bool(self.config.backing_fs)
         try:
-            for name in expand_drivers(self.config.drivers):
-                record: dict[str, object] = {"status": "ok", "errors": []}
-                self.drivers[name] = record
+            for name, fstype in cells(expand_drivers(self.config.drivers), self.config.backing_fs):
+                key = f"{name}@{fstype}" if several_fs else name
+                record: dict[str, object] = {"status": "ok", "errors": [], "driver": name}
+                self.drivers[key] = record
                 options = self.config.driver_options(name)
-                sandbox = Sandbox(name, scratch, self.config.backing, self.run_id, options=options)
+                sandbox = Sandbox(
+                    name,
+                    scratch,
+                    self.config.backing,
+                    self.run_id,
+                    options=options,
+                    fstype=fstype if self.config.backing == "loop" else None,
+                )
                 try:
                     driver = sandbox.open()
                     status = driver.status()
                 except Exception as exc:
                     with signals_held():
                         sandbox.close()
+                    if several_fs and isinstance(exc, graphdrivers.errors.DriverNotSupported):
+                        record.update(status="unsupported", reason=str(exc))
+                        self.warn(f"driver {name} does not run on {fstype} and is left out there: {exc}")
+                        continue
                     record["status"] = "failed"
                     record["errors"].append(f"setup: {type(exc).__name__}: {exc}")  # type: ignore[attr-defined]
-                    self.warn(f"driver {name} failed to start and is left out: {exc}")
+                    self.warn(f"driver {key} failed to start and is left out: {exc}")
                     continue
                 backend = backend_of(status, name)
                 record.update(status_rows=[list(r) for r in status], backend=backend, backing=sandbox.facts())
-                opened.append(_Open(name, sandbox, driver, backend, record))
+                opened.append(_Open(key, sandbox, driver, backend, record))
             for scenario in self.config.scenarios:
                 self._interleave(scenario, opened, workload, scratch, progress)
         finally:
@@ -199,7 +214,9 @@ class Run:
                     except Exception as exc:
                         self._fail(o, "teardown", exc)
             for o in opened:
-                if o.record["status"] == "partial" and not any(r.driver == o.name for r in self.rows):
+                fstype = o.sandbox.backing_fs
+                mine = (r for r in self.rows if r.driver == o.driver.name and r.backing_fs == fstype)
+                if o.record["status"] == "partial" and not any(mine):
                     o.record["status"] = "failed"
 
     def _interleave(
@@ -228,8 +245,13 @@ class Run:
             contexts.append(ctx)
             running[o.name] = (o, SCENARIO_RUNNERS[scenario](ctx))
         try:
-            while running:
-                for name, (o, steps) in list(running.items()):
+            turn = 0
+            while running:  # each pass visits the drivers in the order drawn for it
+                config = self.config
+                visit = order.visit(list(running), order=config.order, seed=config.seed, what="drivers", round_=turn)
+                turn += 1
+                for name in visit:
+                    o, steps = running[name]
                     try:
                         next(steps)
                     except StopIteration:
@@ -268,7 +290,11 @@ class Run:
             "git_commit": machine.git_commit(),
             "machine": machine.machine(),
             "packages": machine.packages(),
-            "config": self.config.facts(),
+            "config": {
+                **self.config.facts(),
+                "drivers": expand_drivers(self.config.drivers),  # `all` expanded
+                "drivers_requested": self.config.drivers,
+            },
             "drivers": self.drivers,
             "warnings": self.warnings,
             "repetitions": self.phases,
@@ -297,6 +323,10 @@ class Run:
         out = Console(file=sys.stdout, width=max(Console().width, 200))
         out.print(rich_table(stats))
         write_summaries(stats, self.out)
+        shares = start_shares(stats)
+        if len(shares):
+            out.print("end-to-end start (run_rm_true): the driver's share (create_read_write + get + put + remove)")
+            out.print(shares.to_string(index=False, float_format=lambda v: f"{v:.2f}"), highlight=False)
         facts = self.facts["statistics"]
         if facts["precision_median"] is not None:
             self.console.print(

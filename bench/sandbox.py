@@ -1,9 +1,10 @@
 """A driver under test and the filesystem beneath it, set up and torn down as one.
 
 With `--backing loop` (the default) every driver gets a fresh sparse image of the kind it
-registered for (btrfs for btrfs, ext4/xfs for the rest), all in one scratch directory so
-they share the same disk. With `--backing PATH` the driver's root is a new directory
-under PATH. `close()` always unmounts everything, whatever state `open()` reached.
+registered for (btrfs for btrfs, ext4/xfs for the rest), or of the filesystem its cell
+names (`--backing-fs`), all in one scratch directory so they share the same disk. With
+`--backing PATH` the driver's root is a new directory under PATH. `close()` always
+unmounts everything, whatever state `open()` reached.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import shutil
 
 import graphdrivers
 from graphdrivers import fsmagic, mountutil
-from graphdrivers.backing import LoopFilesystem
+from graphdrivers.backing import MKFS, LoopFilesystem
 
 LOOP_SIZE = 16 << 30  # sparse: costs only what the workload writes
 
@@ -41,6 +42,15 @@ def mount_facts(path: str) -> dict[str, str]:
     return best
 
 
+def cells(drivers: list[str], backing_fs: list[str]) -> list[tuple[str, str]]:
+    """The (driver, backing filesystem) pairs a run measures: every driver on every
+    filesystem of `backing_fs`, or, when that is empty, each on the one it registered for.
+    Whether a driver runs on a pair's filesystem is the driver's to say when it starts."""
+    if not backing_fs:
+        return [(name, graphdrivers.registration(name).backing_fs) for name in drivers]
+    return [(name, fs) for name in drivers for fs in backing_fs]
+
+
 def backend_of(status: list[tuple[str, str]], default: str) -> str:
     """The backend a driver reports in status() ("Backend" row), else the driver name."""
     for key, value in status:
@@ -58,8 +68,10 @@ class Sandbox:
         run_id: str,
         loop_size: int = LOOP_SIZE,
         options: dict[str, str] | None = None,
+        fstype: str | None = None,
     ) -> None:
         self.name = name
+        self.fstype = fstype  # the loop image's filesystem; None: the driver's registered one
         self.options = options or {}
         self.scratch = scratch
         self.backing = backing
@@ -74,11 +86,12 @@ class Sandbox:
         reg = graphdrivers.registration(self.name)
         try:
             if self.backing == "loop":
-                self.fs = LoopFilesystem(os.path.join(self.scratch, self.name), reg.backing_fs, self.loop_size)
+                fstype = self.fstype or reg.backing_fs
+                self.fs = LoopFilesystem(os.path.join(self.scratch, f"{self.name}-{fstype}"), fstype, self.loop_size)
                 self.fs.create()
                 self.root = os.path.join(self.fs.mountpoint, "root")
                 os.mkdir(self.root)
-                self.backing_fs = reg.backing_fs
+                self.backing_fs = fstype
             else:
                 self.root = os.path.join(os.path.abspath(self.backing), f"strata-bench-{self.run_id}", self.name)
                 os.makedirs(self.root)
@@ -98,7 +111,7 @@ class Sandbox:
         if self.root and os.path.exists(self.root):
             facts.update(mount_facts(self.root))
         if self.fs:
-            facts.update(image=self.fs.image, image_size=self.fs.size)
+            facts.update(image=self.fs.image, image_size=self.fs.size, mkfs=[*MKFS[self.fs.fstype], *self.fs.mkfs_args])
         return facts
 
     def close(self) -> None:

@@ -187,3 +187,23 @@ def write_summaries(stats: pd.DataFrame, directory: str) -> list[str]:
     with open(os.path.join(directory, "summary.tex"), "w") as f:
         f.write(latex)
     return ["summary.csv", "summary.txt", "summary.md", "summary.tex"]
+
+
+def start_shares(stats: pd.DataFrame) -> pd.DataFrame:
+    """Per driver, cache mode and execdriver: the end-to-end start (`run_rm_true`), the part
+    of it spent in the driver (`run_rm_true:driver`: create_read_write + get + put +
+    remove), that part's share, and the runtime-only `true` beside them."""
+    keys = ["run_id", "driver", "backend", "backing_fs", "cache", "execdriver"]
+    exec_rows = stats[(stats["scenario"] == "exec") & (stats["n"] > 0)]
+    wide = exec_rows.pivot_table(index=keys, columns="step", values="median", aggfunc="first")
+    if "run_rm_true" not in wide or "run_rm_true:driver" not in wide:
+        return pd.DataFrame()
+    out = pd.DataFrame(
+        {
+            "run_rm_true_ms": wide["run_rm_true"] * 1000,
+            "driver_ms": wide["run_rm_true:driver"] * 1000,
+            "driver_share": wide["run_rm_true:driver"] / wide["run_rm_true"],
+            "true_ms": wide["true"] * 1000 if "true" in wide else float("nan"),
+        }
+    )
+    return out.reset_index().drop(columns="run_id")

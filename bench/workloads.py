@@ -191,11 +191,23 @@ def busybox(directory: str, quick: bool) -> Workload:
     return Workload("busybox", (busybox_layer(directory),), "one layer: static busybox with its applet links")
 
 
-def big_lower_layer(directory: str, quick: bool, seed: int = SEED) -> Layer:
-    """The layer holding the 100 MB file the exec scenario's copy-up step writes to."""
+def big_lower_layer(directory: str, size: int, seed: int = SEED) -> Layer:
+    """The layer holding the big file (`--copyup-bytes`) the exec scenario's copy-up steps write to."""
     b = LayerBuilder()
-    b.big_file("bench/big.bin", (8 if quick else 100) << 20, random.Random(seed + 1).randbytes(1 << 20))
-    return _finish(b, directory, "exec-big-lower")
+    b.big_file("bench/big.bin", size, random.Random(seed + 1).randbytes(1 << 20))
+    return _finish(b, directory, f"exec-big-lower-{size}")
+
+
+# big enough that a cold read stands out from the jitter of starting a container process
+BOTTOM_DATA, BOTTOM_DATA_BYTES = "bench/bottom.bin", 64 << 20
+
+
+def bottom_data_layer(directory: str, seed: int = SEED) -> Layer:
+    """The exec image's bottom layer: one data file that only the read steps ever read (never
+    a binary that runs), so a cold read of it is cold in the container too."""
+    b = LayerBuilder()
+    b.big_file(BOTTOM_DATA, BOTTOM_DATA_BYTES, random.Random(seed + 4).randbytes(1 << 20))
+    return _finish(b, directory, "exec-bottom-data")
 
 
 @dataclass(frozen=True)
@@ -228,11 +240,15 @@ def io_dataset(directory: str, quick: bool, seed: int = SEED) -> IoDataset:
     return IoDataset(layers, big_size, nsmall, nspool)
 
 
-def pad_layer(directory: str, index: int) -> Layer:
-    """A tiny layer used to stack an image up to a given depth (rootfs depth sweep)."""
+def pad_layer(directory: str, index: int, size: int = 0, seed: int = SEED) -> Layer:
+    """A layer used to stack an image up to a given depth (rootfs depth sweep): one tiny
+    file, plus `size` bytes of seeded data (`--pad-bytes`) so O(data) drivers show their
+    cost against depth."""
     b = LayerBuilder()
     b.file(f"pad/{index:03d}", f"pad layer {index}\n".encode())
-    return _finish(b, directory, f"pad-{index:03d}")
+    if size:
+        b.big_file(f"pad/{index:03d}.bin", size, random.Random(seed + 3 + index).randbytes(min(size, 1 << 20)))
+    return _finish(b, directory, f"pad-{index:03d}-{size}")
 
 
 def build(name: str, directory: str, *, quick: bool, depth: int | None = None, image: str | None = None) -> Workload:

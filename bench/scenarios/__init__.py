@@ -18,7 +18,7 @@ import graphdrivers
 from graphdrivers.whiteouts import OPAQUE
 from graphdrivers.whiteouts import PREFIX as WHITEOUT
 
-from .. import cache
+from .. import cache, environment, order
 from ..config import RunConfig
 from ..results import Row
 from ..rounds import Rounds
@@ -62,13 +62,22 @@ class Context:
         return row
 
 
-@dataclass(frozen=True)
+@dataclass
 class Repetition:
     cache: str
-    index: int  # 0.. for measured repetitions, negative for warm-ups
+    index: int  # 0.. for measured repetitions, negative for warm-ups and re-warms
     measured: bool
     cache_dropped: bool = False
     page_cache_bytes: int | None = None
+
+    def start(self) -> None:
+        """The moment the measured data must be cold: a cold repetition drops the page
+        cache here. Scenarios call it once the setup that would re-warm the data (creating
+        and mounting a container layer, which copies files on vfs) is done."""
+        if self.cache == "cold":
+            cache.drop()
+            self.cache_dropped = True
+        self.page_cache_bytes = cache.page_cache_bytes()
 
     def columns(self) -> dict[str, object]:
         return {
@@ -79,36 +88,66 @@ class Repetition:
         }
 
 
-def repetitions(ctx: Context, depth: int | None = None) -> Iterator[Repetition]:
-    """Warm-ups then measured repetitions for every cache mode; cold ones drop caches first.
+Phase = tuple[str, int | None]  # (cache mode, depth or None)
 
-    Call this generator's next step only when the repetition's setup is done: the page
-    cache is dropped right before a cold repetition is handed out. `depth` names the phase
-    of a scenario that sweeps depths, so precision is judged per depth.
+
+def phases(config: RunConfig, depths: tuple[int, ...] | None = None) -> list[Phase]:
+    """A scenario's phases: every cache mode (x every depth, for a depth sweep)."""
+    return [(mode, depth) for mode in config.cache_modes for depth in (depths or (None,))]
+
+
+def phased(ctx: Context, scenario: str, todo: list[Phase], body: Callable[[Phase, Repetition], None]) -> Iterator[None]:
+    """Warm-ups, then rounds of measured repetitions over the phases `todo`, yielding after
+    each repetition (with nothing of it left mounted) so the runner can interleave drivers.
+
+    Each round visits the phases still running in the order `bench.order` draws for it (the
+    same for every driver); `body(phase, rep)` measures one repetition and records rows
+    when `rep.measured`, calling `rep.start()` where the data must be cold. A warm
+    repetition is only warm if nothing dropped the page cache since this phase last ran
+    (another driver's or phase's cold repetition, or the io scenario), so then the body
+    first runs once unrecorded, in the same turn. Each row is stamped with load1 and the
+    CPU steal share over its repetition.
     """
     rounds = ctx.rounds or Rounds(ctx.config)
-    for mode in ctx.config.cache_modes:
-        for w in range(ctx.config.warmup):
-            yield Repetition(mode, -(w + 1), measured=False)
+    config = ctx.config
+    seen_drops: dict[Phase, int] = {}
+
+    def once(phase: Phase, rep: Repetition) -> None:
+        span, first, t0 = environment.Span.start(), len(ctx.rows), clock()
+        if phase[0] == "warm" and rep.measured and seen_drops.get(phase) != cache.drops():
+            body(phase, Repetition("warm", -1, measured=False))  # re-warm: the drop was not this phase's
+        body(phase, rep)
+        seen_drops[phase] = cache.drops()
+        rounds.charge(phase, clock() - t0)
+        span.stamp(ctx.rows[first:])
+
+    def visit(items: list[Phase], round_: int) -> list[Phase]:
+        return order.visit(items, order=config.order, seed=config.seed, what=scenario, round_=round_)
+
+    for w in range(config.warmup):
+        for phase in visit(todo, -(w + 1)):
+            once(phase, Repetition(phase[0], -(w + 1), measured=False))
             ctx.advance()
-        i = 0
-        while rounds.more((mode, depth), i):
-            dropped = False
-            if mode == "cold":
-                cache.drop()
-                dropped = True
-            yield Repetition(mode, i, True, dropped, cache.page_cache_bytes())
+            yield
+    done = dict.fromkeys(todo, 0)
+    running, round_ = list(todo), 0
+    while running:
+        running = [p for p in running if rounds.more(p, done[p])]
+        for phase in visit(running, round_):
+            once(phase, Repetition(phase[0], done[phase], measured=True))
+            done[phase] += 1
             ctx.advance()
-            i += 1
-        ctx.skip(max(ctx.config.planned_repeat - i, 0))
+            yield
+        round_ += 1
+    ctx.skip(sum(max(config.planned_repeat - n, 0) for n in done.values()))
 
 
 def steps_per_driver(config: RunConfig, scenario: str) -> int:
     """Repetitions a scenario runs on one driver at most (for progress bars)."""
     if scenario == "io":  # always cold, one step per fio job
-        from .io import JOBS_PER_REPETITION
+        from .io import JOBS, QUEUE_DEPTHS
 
-        return (config.warmup + config.planned_repeat) * JOBS_PER_REPETITION
+        return (config.warmup + config.planned_repeat) * len(config.io_jobs or JOBS) * len(QUEUE_DEPTHS)
     per = (config.warmup + config.planned_repeat) * len(config.cache_modes)
     return per * len(config.depths) if scenario == "rootfs" else per
 

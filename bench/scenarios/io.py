@@ -20,7 +20,7 @@ import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from .. import cache, fiojob
+from .. import cache, environment, fiojob, order
 from ..layers import Layers
 from ..rounds import Rounds
 from ..workloads import IO_BIG, IO_SPOOL, IoDataset, io_dataset
@@ -30,7 +30,6 @@ from .rootfs import build_image
 SCENARIO = "io"
 JOBS = ("seqread_1m", "randread_4k", "smallfiles_randread_4k", "seqwrite_1m", "randwrite_4k", "mail_create_fsync")
 QUEUE_DEPTHS = (1, 16)
-JOBS_PER_REPETITION = len(JOBS) * len(QUEUE_DEPTHS)
 PHASE = ("cold", None)  # io has one phase: every job runs cold, precision judged over all of them
 SIZES = {False: (256 << 20, 2000), True: (32 << 20, 200)}  # (seqwrite bytes, mail files): full, --quick
 MAIL_FILE = 8 << 10  # bs and filesize of bench/fio/mail_create_fsync.fio
@@ -115,7 +114,14 @@ def _timed_rows(ctx: Context, step: str, seconds: float, files: int, size: int, 
 
 
 def _job(ctx: Context, plan: Plan, top: str, job: str, depth: int, index: int) -> None:
-    """One job on a fresh container layer; rows only when `index` is a measured repetition."""
+    """One job on a fresh container layer; rows only when `index` is a measured repetition,
+    stamped with load1 and the CPU steal share over the job."""
+    span, first = environment.Span.start(), len(ctx.rows)
+    _measure(ctx, plan, top, job, depth, index)
+    span.stamp(ctx.rows[first:])
+
+
+def _measure(ctx: Context, plan: Plan, top: str, job: str, depth: int, index: int) -> None:
     step = f"{job}_qd{depth}"
     timed: list[tuple[str, float, int, int]] = []  # (step, seconds, files, bytes) the harness measured
     with Layers(ctx.driver, "ioc") as container:
@@ -152,12 +158,15 @@ def run(ctx: Context) -> Iterator[None]:
     with Layers(ctx.driver, "io") as image:
         top = build_image(ctx, image, list(plan.data.layers))
         rounds = ctx.rounds or Rounds(ctx.config)
-        index = -ctx.config.warmup  # negative: warm-ups, not recorded
+        config = ctx.config
+        jobs = [(job, depth) for job in (config.io_jobs or JOBS) for depth in QUEUE_DEPTHS]
+        index = -config.warmup  # negative: warm-ups, not recorded
         while index < 0 or rounds.more(PHASE, index):  # --repeat auto: until every job is precise
-            for job in JOBS:
-                for depth in QUEUE_DEPTHS:
-                    _job(ctx, plan, top, job, depth, index)
-                    ctx.advance()
-                    yield  # one job done, nothing of it mounted: the runner may run another driver's
+            for job, depth in order.visit(jobs, order=config.order, seed=config.seed, what=SCENARIO, round_=index):
+                t0 = clock()
+                _job(ctx, plan, top, job, depth, index)
+                rounds.charge(PHASE, clock() - t0)
+                ctx.advance()
+                yield  # one job done, nothing of it mounted: the runner may run another driver's
             index += 1
-        ctx.skip(max(ctx.config.planned_repeat - index, 0) * JOBS_PER_REPETITION)
+        ctx.skip(max(config.planned_repeat - index, 0) * len(jobs))

@@ -33,8 +33,6 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import IO, Any
 
-import zstandard
-
 from graphdrivers import Driver
 from graphdrivers.errors import LayerNotFound, UnsafeArchive
 from graphdrivers.locks import KeyedLocks
@@ -87,7 +85,7 @@ def diff_id_of_file(path: str) -> str:
             stream = layerstream.decompressed(raw)
             while chunk := stream.read(layerstream.CHUNK):
                 digest.update(chunk)
-    except (EOFError, zlib.error, zstandard.ZstdError, OSError) as exc:
+    except (EOFError, zlib.error, layerstream.zstd().ZstdError, OSError) as exc:
         if isinstance(exc, OSError) and exc.errno is not None:
             raise
         raise InvalidArchive(f"{path} cannot be decompressed: {exc}") from None
@@ -294,14 +292,17 @@ class Graph:
                 tar = blob if kind == "none" else layerstream.HashingReader(layerstream.decompressor(kind, blob))
                 splitter = layerstream.TarSplitter(ts_out)
                 tar.taps.append(splitter.feed)
-                size = self.driver.apply_diff(chain, parent, tar)
-                tar.drain()  # tar readers stop at the end-of-archive blocks; the digest needs all
+                # fetching, hashing, decompressing and recording run a thread ahead of the apply
+                with contextlib.closing(layerstream.ReadAhead(tar)) as ahead:
+                    size = self.driver.apply_diff(chain, parent, ahead)
+                    while ahead.read(layerstream.CHUNK):  # the digest covers all of the stream
+                        pass
                 blob.drain()
                 splitter.close()
                 return blob, tar, size
         except UnsafeArchive as exc:
             raise InvalidArchive(f"layer {source.name} is refused: {exc}") from None
-        except (OSError, EOFError, tarfile.TarError, zstandard.ZstdError, zlib.error, ValueError) as exc:
+        except (OSError, EOFError, tarfile.TarError, layerstream.zstd().ZstdError, zlib.error, ValueError) as exc:
             if isinstance(exc, OSError) and exc.errno is not None:
                 raise  # a real I/O failure (disk full...), not bad input
             raise InvalidArchive(f"layer {source.name} is not a readable tar: {exc}") from None

@@ -14,13 +14,14 @@ import gzip
 import hashlib
 import io
 import os
+import queue
 import stat
 import struct
+import threading
+import types
 import zlib
 from collections.abc import Callable, Iterator
 from typing import IO
-
-import zstandard
 
 from graphdrivers.archive.export import read_exactly
 from graphdrivers.archive.resolve import open_in_root
@@ -76,6 +77,85 @@ class HashingReader(io.RawIOBase):
         return "sha256:" + self.hash.hexdigest()
 
 
+class ReadAhead(io.RawIOBase):
+    """Reads `inner` to its end in a thread, up to `depth` chunks ahead of the reader.
+
+    What pulls the bytes of a layer -- the socket or file, the blob's sha256, gzip or zstd,
+    the tar's sha256, the tar-split recorder -- then runs beside the apply that consumes
+    them: socket reads, hashing and decompression release the GIL, so a pull or load uses
+    a second core. An error in the thread is raised to the reader at the point it reached;
+    `close` stops the thread (the reader failed or stopped early) and waits for it.
+    """
+
+    def __init__(self, inner: IO[bytes], depth: int = 8) -> None:
+        self.inner = inner
+        self._chunks: queue.Queue[bytes | BaseException] = queue.Queue(depth)
+        self._stopped = threading.Event()
+        self._left = memoryview(b"")
+        self._done = False
+        self._thread = threading.Thread(target=self._pump, name="layer-read-ahead", daemon=True)
+        self._thread.start()
+
+    def _pump(self) -> None:
+        try:
+            while not self._stopped.is_set():
+                chunk = self.inner.read(CHUNK)
+                self._put(chunk)
+                if not chunk:
+                    return
+        except BaseException as exc:  # handed to the reader, which raises it
+            self._put(exc)
+
+    def _put(self, item: bytes | BaseException) -> None:
+        while not self._stopped.is_set():
+            try:
+                self._chunks.put(item, timeout=0.1)
+                return
+            except queue.Full:
+                continue
+
+    def readable(self) -> bool:
+        return True
+
+    def _next(self) -> bytes:
+        """The next chunk from the thread (b"" at the end); its error, raised here."""
+        if self._done:
+            return b""
+        item = self._chunks.get()
+        if isinstance(item, BaseException):
+            self._done = True
+            raise item
+        self._done = not item
+        return item
+
+    def readinto(self, buf) -> int:  # type: ignore[override]
+        if not self._left:
+            self._left = memoryview(self._next())
+        n = min(len(buf), len(self._left))
+        buf[:n] = self._left[:n]
+        self._left = self._left[n:]
+        return n
+
+    def read(self, size: int = -1) -> bytes:
+        if size is None or size < 0:
+            return b"".join(iter(lambda: self.read(CHUNK), b""))
+        if not self._left:
+            item = self._next()
+            if len(item) <= size:  # a whole chunk: hand it over without a copy
+                return item
+            self._left = memoryview(item)
+        n = min(size, len(self._left))
+        data = bytes(self._left[:n])
+        self._left = self._left[n:]
+        return data
+
+    def close(self) -> None:
+        if not self.closed:
+            self._stopped.set()
+            self._thread.join()
+        super().close()
+
+
 class _Prefixed(io.RawIOBase):
     """A stream with bytes already read from its front put back."""
 
@@ -108,11 +188,18 @@ def sniff(stream: IO[bytes]) -> tuple[str, IO[bytes]]:
     return compression_of(head), io.BufferedReader(_Prefixed(head, stream), CHUNK)
 
 
+def zstd() -> types.ModuleType:
+    """zstandard, imported on first use: most commands (`strata run`) never need it."""
+    import zstandard
+
+    return zstandard
+
+
 def decompressor(kind: str, blob: IO[bytes]) -> IO[bytes]:
     if kind == "gzip":
         return gzip.GzipFile(fileobj=blob, mode="rb")  # type: ignore[return-value]
     if kind == "zstd":
-        return zstandard.ZstdDecompressor().stream_reader(blob, read_across_frames=True)  # type: ignore[return-value]
+        return zstd().ZstdDecompressor().stream_reader(blob, read_across_frames=True)  # type: ignore[return-value]
     return blob
 
 

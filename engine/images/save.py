@@ -23,8 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import IO
 
-import zstandard
-
+from . import layerstream
 from .load import MT_OCI_INDEX, MT_OCI_MANIFEST
 
 MT_OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
@@ -221,5 +220,5 @@ def _compress(raw: bytes, compression: str) -> bytes:
     if compression == "gzip":
         return gzip.compress(raw, compresslevel=1, mtime=0)
     if compression == "zstd":
-        return zstandard.ZstdCompressor(level=1).compress(raw)
+        return layerstream.zstd().ZstdCompressor(level=1).compress(raw)
     return raw

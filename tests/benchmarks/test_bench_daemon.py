@@ -1,8 +1,8 @@
 """`docker run --rm --network none busybox true` through strata's daemon, beside the same
-through a real dockerd with the same storage driver when one answers on
-/var/run/docker.sock (Debian's docker.io; the tests do not install it, so without it the
-group holds strata alone and says so in extra_info), and `strata -H HOST run --rm busybox
-true`, strata's own client of its daemon.
+through a private dockerd with the same storage driver (Debian's docker.io, which `make
+test` installs; tests/support/dockerd.py starts it on its own socket and roots; without
+the package the group holds strata alone and says so in extra_info), and `strata -H HOST
+run --rm busybox true`, strata's own client of its daemon.
 
 Both daemons are driven by the same docker CLI, so that difference is the daemon's. Rounds
 alternate between the contenders to spread the shared machine's load over all of them.
@@ -23,16 +23,17 @@ import pytest
 
 from engine.images import testimages
 from graphdrivers.backing import LoopFilesystem
+from tests.benchmarks.sidebyside import rounds_for
 from tests.engine.api.conftest import REPO, Daemon, start_daemon
+from tests.support import dockerd
 
 DRIVER = "overlay2"
 ROUNDS = 15
-DOCKERD = "unix:///var/run/docker.sock"
 
 
 def _docker(host: str, *args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "DOCKER_HOST": host}
-    return subprocess.run(["docker", *args], env=env, capture_output=True, timeout=120)
+    return subprocess.run([dockerd.DOCKER, *args], env=env, capture_output=True, timeout=120)
 
 
 def _strata_client(host: str, *args: str) -> subprocess.CompletedProcess:
@@ -41,38 +42,34 @@ def _strata_client(host: str, *args: str) -> subprocess.CompletedProcess:
                           timeout=120)
 
 
-def _dockerd_driver() -> str | None:
-    """The storage driver of a dockerd answering on the default socket, if any."""
-    if not os.path.exists("/var/run/docker.sock"):
-        return None
-    done = _docker(DOCKERD, "info", "--format", "{{.Driver}}")
-    return done.stdout.decode().strip() if done.returncode == 0 else None
-
-
 @pytest.fixture(scope="module")
 def contenders(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
     work = tmp_path_factory.mktemp("bench-daemon")
     image = testimages.write(str(work / "busybox.tar"), [testimages.busybox(str(work / "build"))])
     fs = LoopFilesystem(str(work / "backing"), "ext4", 2 << 30).create()
     daemon: Daemon | None = None
+    peer: dockerd.PrivateDockerd | None = None
     try:
         root = os.path.join(fs.mountpoint, "root")
         os.makedirs(root)
         daemon = start_daemon(root, DRIVER)
         hosts = {"strata": daemon.host}
-        if _dockerd_driver() == DRIVER:
-            hosts["dockerd"] = DOCKERD
+        if dockerd.available():
+            peer = dockerd.PrivateDockerd(os.path.join(fs.mountpoint, "dockerd"), DRIVER).start()
+            hosts["dockerd"] = peer.host
         for host in hosts.values():
             assert _docker(host, "load", "-i", image).returncode == 0
         yield hosts
     finally:
         if daemon is not None:
             daemon.stop()
+        if peer is not None:
+            peer.stop()
         fs.destroy()
 
 
-def test_docker_run_rm_true(benchmark, contenders: dict[str, str], request: pytest.FixtureRequest) -> None:
-    rounds = 1 if request.config.getoption("benchmark_disable") else ROUNDS
+def test_docker_run_rm_true(benchmark, contenders: dict[str, str]) -> None:
+    rounds = rounds_for(benchmark, ROUNDS)
     runs = {name: (lambda host=host: _docker(host, "run", "--rm", "--network", "none", "busybox", "true"))
             for name, host in contenders.items()}
     runs["strata-client"] = lambda: _strata_client(contenders["strata"], "run", "--rm", "busybox", "true")
@@ -89,7 +86,7 @@ def test_docker_run_rm_true(benchmark, contenders: dict[str, str], request: pyte
         for name in ("strata", "strata-client"):
             benchmark.extra_info[f"{name}_over_dockerd"] = medians[name] / medians["dockerd"]
     else:
-        benchmark.extra_info["note"] = "no dockerd with the same driver on /var/run/docker.sock"
+        benchmark.extra_info["note"] = "docker.io is not installed: strata measured alone"
     ratios = ", ".join(f"{n}/dockerd {medians[n] / medians['dockerd']:.2f}" for n in ("strata", "strata-client")
                        if "dockerd" in medians)
     print("\nrun --rm busybox true, medians:", ", ".join(f"{n} {m * 1000:.1f} ms" for n, m in medians.items()), ratios)

@@ -4,11 +4,10 @@ deletions), per driver, beside reference points measured in the same run.
 - `strata load` on vfs and on one copy-on-write driver (overlay2, else btrfs), each on
   the backing filesystem it registered for; every round loads into a root that holds
   none of the layers (the previous round's images are removed in untimed setup).
-- `docker load` of the same archive, only when a Docker daemon answers on
-  /var/run/docker.sock (the tests never install one; without it the group holds ours and
-  the floor below, and says so in extra_info). The daemon may be shared, so the image is
-  salted (its layers are nobody else's) and tagged uniquely, and only that is removed
-  between rounds.
+- `docker load` of the same archive into a private dockerd (Debian's docker.io, which
+  `make test` installs; tests/support/dockerd.py) that this module starts with overlay2
+  on its own loop-mounted ext4; without docker.io the group holds ours and the floor
+  below, and says so in extra_info. Its images are removed between rounds, as ours are.
 - the floor: GNU `tar -x` of the same three layer tars into one directory on the same
   filesystem, with no digests, no whiteouts and no bookkeeping.
 
@@ -29,26 +28,15 @@ import graphdrivers
 from engine.engine import Engine
 from engine.images import testimages
 from graphdrivers.backing import LoopFilesystem
+from tests.support import dockerd
 
 ROUNDS = 5
 COW = [n for n in ("overlay2", "btrfs") if n in graphdrivers.registered()][:1]
 
 
-def _docker_available() -> bool:
-    if not os.path.exists("/var/run/docker.sock"):
-        return False
-    try:
-        import docker
-
-        docker.from_env().ping()
-        return True
-    except Exception:
-        return False
-
-
-DOCKER = _docker_available()
+DOCKER = dockerd.available()
 NOTE = "docker load measured side by side" if DOCKER else \
-    "no dockerd on this machine: strata load is reported beside the tar -x floor only"
+    "docker.io is not installed: strata load is reported beside the tar -x floor only"
 
 
 SALT = f"bench-engine-{os.getpid()}-{time.time_ns()}"
@@ -113,18 +101,15 @@ def test_tar_extract_floor(benchmark, archive, backing: str) -> None:
 if DOCKER:
 
     @pytest.mark.benchmark(group="engine-load-100MB")
-    def test_docker_load(benchmark, archive) -> None:
+    @pytest.mark.parametrize("backing", ["ext4"], indirect=True)
+    def test_docker_load(benchmark, archive, backing: str) -> None:
         path, _ = archive
+        with dockerd.PrivateDockerd(os.path.join(backing, "dockerd")) as peer:
+            def reset() -> None:  # rmi prunes the untagged steps
+                peer.docker("rmi", f"strata-bench/multi:{SALT}", f"strata-bench/busybox:{SALT}", check=False)
 
-        def reset() -> None:  # rmi prunes the untagged steps, and only this run's layers exist
-            subprocess.run(["docker", "rmi", f"strata-bench/multi:{SALT}", f"strata-bench/busybox:{SALT}"],
-                           capture_output=True)
+            def load() -> None:
+                peer.docker("load", "-i", path)
 
-        def load() -> None:
-            subprocess.run(["docker", "load", "-i", path], check=True, capture_output=True)
-
-        try:
             benchmark.pedantic(load, setup=reset, rounds=ROUNDS, warmup_rounds=1)
-        finally:
-            reset()
         benchmark.extra_info.update(driver="overlay2 (dockerd)", note=NOTE)

@@ -41,11 +41,13 @@ class Daemon:
         return self.proc.wait(30)
 
 
-def start_daemon(root: str, driver: str, *daemon_args: str) -> Daemon:
+def start_daemon(root: str, driver: str, *daemon_args: str, exec_driver: str | None = "native") -> Daemon:
+    """`strata daemon` on `root`; `exec_driver` None keeps the engine's default (oci, runc)."""
     sock = os.path.join(root, "strata.sock")
+    exec_opt = ["-o", f"exec.driver={exec_driver}"] if exec_driver else []
     log = open(os.path.join(os.path.dirname(root), "daemon.log"), "wb")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "engine.cli", "--root", root, "-s", driver, "-o", "exec.driver=native",
+        [sys.executable, "-m", "engine.cli", "--root", root, "-s", driver, *exec_opt,
          "daemon", "-H", "unix://" + sock, *daemon_args],
         stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONPATH": REPO})
     log.close()

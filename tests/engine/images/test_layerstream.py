@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import io
+import os
 import subprocess
 import tarfile
+import zlib
 
 import pytest
 import zstandard
@@ -134,3 +137,45 @@ def test_sparse_members_are_kept_verbatim(tmp_path, fmt: str) -> None:
     layer.mkdir()
     subprocess.run(["tar", "-xf", str(archive), "-C", str(layer)], check=True)
     assert b"".join(layerstream.reassemble(ts_path, str(layer))) == raw
+
+
+# -- ReadAhead ------------------------------------------------------------------------------
+
+
+def test_read_ahead_gives_every_byte_in_order() -> None:
+    data = os.urandom(3 * layerstream.CHUNK + 12345)
+    with contextlib.closing(layerstream.ReadAhead(io.BytesIO(data), depth=2)) as ahead:
+        got = [ahead.read(1000), ahead.read(512), io.BufferedReader(ahead).read()]  # type: ignore[arg-type]
+        assert ahead.read(10) == b""
+    assert b"".join(got) == data
+
+
+class _Failing(io.RawIOBase):
+    """Gives `good` bytes, then fails like a corrupt gzip stream."""
+
+    def __init__(self, good: bytes) -> None:
+        self.good = good
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, n: int = -1) -> bytes:
+        if self.good:
+            out, self.good = self.good[:n], self.good[n:]
+            return out
+        raise zlib.error("invalid block type")
+
+
+def test_read_ahead_raises_the_readers_error_where_the_reader_is() -> None:
+    with contextlib.closing(layerstream.ReadAhead(_Failing(b"x" * 100))) as ahead:
+        assert ahead.read(100) == b"x" * 100
+        with pytest.raises(zlib.error, match="invalid block type"):
+            ahead.read(1)
+        assert ahead.read(1) == b""  # after the error: the end
+
+
+def test_read_ahead_closed_early_stops_its_thread() -> None:
+    ahead = layerstream.ReadAhead(io.BytesIO(os.urandom(64 * layerstream.CHUNK)), depth=1)
+    assert len(ahead.read(10)) == 10
+    ahead.close()  # the consumer failed: the thread must not stay blocked on the full queue
+    assert not ahead._thread.is_alive()
