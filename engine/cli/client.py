@@ -116,13 +116,21 @@ def run(host: str, argv: list[str]) -> int:
         except containerargs.UsageError as exc:
             err.write(f"strata run: {exc}\n".encode())
             return 2
+        try:
+            extra = containerargs.to_api(vars(ns))
+        except containerargs.UsageError as exc:
+            err.write(f"strata run: {exc}\n".encode())
+            return DAEMON_ERROR
         config = {"Image": ns.image, "Cmd": ns.args, "Env": ns.env, "WorkingDir": ns.workdir, "User": ns.user,
-                  "Hostname": ns.hostname, "HostConfig": {"AutoRemove": ns.rm, "NetworkMode": ns.network}}
+                  "Hostname": ns.hostname, **extra["Config"],
+                  "HostConfig": {"AutoRemove": ns.rm, "NetworkMode": ns.network, **extra["HostConfig"]}}
         if ns.name and not all(c.isascii() and (c.isalnum() or c in "_.-") for c in ns.name):
             raise ClientError(f"invalid container name {ns.name!r}: only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed")
         query = f"?name={ns.name}" if ns.name else ""
         created = _call(host, "POST", f"/containers/create{query}", config, expect=(201,))
         cid = created["Id"]
+        for warning in created.get("Warnings") or []:
+            err.write(f"WARNING: {warning}\n".encode())
         if ns.detach:
             _call(host, "POST", f"/containers/{cid}/start", expect=(204,))
             out.write(cid.encode() + b"\n")

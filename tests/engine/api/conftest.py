@@ -41,11 +41,11 @@ class Daemon:
         return self.proc.wait(30)
 
 
-def start_daemon(root: str, driver: str, *daemon_args: str) -> Daemon:
+def start_daemon(root: str, driver: str, *daemon_args: str, execdriver: str = "exec.driver=native") -> Daemon:
     sock = os.path.join(root, "strata.sock")
     log = open(os.path.join(os.path.dirname(root), "daemon.log"), "wb")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "engine.cli", "--root", root, "-s", driver, "-o", "exec.driver=native",
+        [sys.executable, "-m", "engine.cli", "--root", root, "-s", driver, "-o", execdriver,
          "daemon", "-H", "unix://" + sock, *daemon_args],
         stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONPATH": REPO})
     log.close()

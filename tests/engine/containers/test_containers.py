@@ -77,7 +77,7 @@ def test_diff_commit_run_export(engine: Engine):
 
     status, out, err = job(engine, "run", "committed:v1", "sh", "-c", "cat /data/sub/f /tmp/new; ls /etc", rm="1")
     assert status == 0, err
-    assert out.decode().split() == ["b", "new", "group", "hostname", "passwd"]
+    assert out.decode().split() == ["b", "new", "group", "hostname", "hosts", "passwd", "resolv.conf"]
 
     status, tar_bytes, _ = job(engine, "export", "writer")
     names = _tar_names(tar_bytes)
@@ -346,5 +346,5 @@ def test_detached_containers_are_refused_where_mounts_die_with_the_cli(driver_na
         return
     assert ran.returncode == 1 and b"FUSE" in ran.stderr
     assert strata(driver_root, driver_name, "oci", "ps", "-a", "-q").stdout == b""  # nothing was created
-    fg = strata(driver_root, driver_name, "oci", "run", "--rm", "busybox", "sh", "-c", "sleep 0.3; cat /etc/hostname")
-    assert (fg.returncode, fg.stdout) == (0, b"strata\n"), fg.stderr
+    fg = strata(driver_root, driver_name, "oci", "run", "--rm", "busybox", "sh", "-c", "sleep 0.3; cat /etc/motd")
+    assert (fg.returncode, fg.stdout) == (0, b"strata test image\n"), fg.stderr
