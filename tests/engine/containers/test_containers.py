@@ -348,3 +348,15 @@ def test_detached_containers_are_refused_where_mounts_die_with_the_cli(driver_na
     assert strata(driver_root, driver_name, "oci", "ps", "-a", "-q").stdout == b""  # nothing was created
     fg = strata(driver_root, driver_name, "oci", "run", "--rm", "busybox", "sh", "-c", "sleep 0.3; cat /etc/motd")
     assert (fg.returncode, fg.stdout) == (0, b"strata test image\n"), fg.stderr
+
+
+def test_strata_cli_honours_and_refuses_create_options(vfs_engine: Engine) -> None:
+    """The `strata` flags reach the container; a refused value is Docker's 125 naming the flag."""
+    status, out, err = job(vfs_engine, "run", "busybox", "sh", "-c",
+                           "touch /x 2>/dev/null || echo ro; cat /etc/hosts | grep db; grep CapEff /proc/self/status",
+                           rm="1", read_only="1", add_host='["db:10.9.8.7"]', cap_drop='["ALL"]')
+    assert status == 0, err
+    assert out.decode().split() == ["ro", "10.9.8.7", "db", "CapEff:", "0000000000000000"]
+    status, _, err = job(vfs_engine, "run", "busybox", "true", memory="1m")
+    assert status == 125 and b"--memory (Memory)" in err and b"6MB" in err
+    assert vfs_engine.containers.ids() == []
