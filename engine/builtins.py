@@ -8,12 +8,13 @@ from __future__ import annotations
 
 from . import api
 from .containers import jobs as containers
+from .containers import volumejobs as volumes
 from .images import jobs as images
 from .jobspec import JobSpec
 from .registry import jobs as registry
 from .system import info as system
 
-MODULES = (images, containers, registry, system, api)
+MODULES = (images, containers, volumes, registry, system, api)
 
 
 def specs() -> dict[str, JobSpec]:

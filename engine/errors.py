@@ -110,3 +110,15 @@ class RegistryError(EngineError):
 
 class DigestMismatch(RegistryError):
     """A manifest or blob the registry sent does not hash to the digest it was asked by."""
+
+
+class NoSuchVolume(EngineError):
+    def __init__(self, name: str) -> None:
+        super().__init__(f"no such volume: {name}")
+        self.name = name
+
+
+class RefusedOption(UsageError):
+    """A create/run option strata cannot honour or a value it refuses; Docker's status 125."""
+
+    status = 125

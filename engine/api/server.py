@@ -24,6 +24,7 @@ from ..errors import (
     InvalidReference,
     NoSuchContainer,
     NoSuchImage,
+    NoSuchVolume,
     RegistryError,
     UsageError,
 )
@@ -33,6 +34,7 @@ from .http import Router, TCPServer, UnixServer, make_handler
 from .routes import containers as routes_containers
 from .routes import images as routes_images
 from .routes import system as routes_system
+from .routes import volumes as routes_volumes
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +44,7 @@ SHUTDOWN_STOP_TIMEOUT = 5.0
 
 def error_status(exc: Exception) -> tuple[int, str] | None:
     """The HTTP status of a domain error (Docker's errdefs mapping)."""
-    if isinstance(exc, NoSuchImage | NoSuchContainer | LayerNotFound):
+    if isinstance(exc, NoSuchImage | NoSuchContainer | NoSuchVolume | LayerNotFound):
         return 404, str(exc)
     if isinstance(exc, RegistryError):
         if exc.http_status in (401, 403, 404):
@@ -59,7 +61,7 @@ def error_status(exc: Exception) -> tuple[int, str] | None:
 
 def build_router(engine: Engine) -> Router:
     router = Router()
-    for module in (routes_system, routes_images, routes_containers):
+    for module in (routes_system, routes_images, routes_containers, routes_volumes):
         module.add_routes(router, engine)
     return router
 

@@ -139,8 +139,14 @@ def run(host: str, argv: list[str]) -> int:
         except containerargs.UsageError as exc:
             err.write(f"strata run: {exc}\n".encode())
             return 2
+        try:
+            extra = containerargs.to_api(vars(ns))
+        except containerargs.UsageError as exc:
+            err.write(f"strata run: {exc}\n".encode())
+            return DAEMON_ERROR
         config = {"Image": ns.image, "Cmd": ns.args, "Env": ns.env, "WorkingDir": ns.workdir, "User": ns.user,
-                  "Hostname": ns.hostname, "HostConfig": {"AutoRemove": ns.rm, "NetworkMode": ns.network}}
+                  "Hostname": ns.hostname, **extra["Config"],
+                  "HostConfig": {"AutoRemove": ns.rm, "NetworkMode": ns.network, **extra["HostConfig"]}}
         problem = ns.name and containerargs.name_problem(ns.name)
         if problem:  # checked here too: the name goes into the request's URL
             raise ClientError(problem)
@@ -156,6 +162,8 @@ def run(host: str, argv: list[str]) -> int:
             _pull(host, ns.image, err)
             created = _call(host, "POST", f"/containers/create{query}", config, expect=(201,))
         cid = created["Id"]
+        for warning in created.get("Warnings") or []:
+            err.write(f"WARNING: {warning}\n".encode())
         if ns.detach:
             _call(host, "POST", f"/containers/{cid}/start", expect=(204,))
             out.write(cid.encode() + b"\n")

@@ -34,6 +34,13 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     c = command(sub, "commit", positionals=("container", "repository"))
     c.add_argument("container", metavar="CONTAINER")
     c.add_argument("repository", nargs="?", metavar="REPOSITORY[:TAG]")
+    volume = sub.add_parser("volume", help="named volumes").add_subparsers(dest="volume_command", required=True,
+                                                                            metavar="COMMAND")
+    command(volume, "create", job="volume_create", positionals=("name",)).add_argument("name", nargs="?")
+    command(volume, "ls", job="volume_ls")
+    for name in ("inspect", "rm"):
+        command(volume, name, job=f"volume_{name}", positionals=("names",)).add_argument("names", nargs="+",
+                                                                                        metavar="VOLUME")
     c = command(sub, "export", positionals=("container",))
     c.add_argument("-o", "--output", default=None, help="tar file (default: stdout)")
     c.add_argument("container", metavar="CONTAINER")
@@ -46,6 +53,8 @@ def job_for(engine: Engine, ns: argparse.Namespace) -> tuple[Job, str | None] | 
     if cmd == "inspect" and _all_containers(engine, ns.images):
         return job_of(engine, ns, name="container_inspect", extra={"format": ns.format}, stdout=out,
                       stderr=err), None
+    if cmd == "volume":
+        return job_of(engine, ns, stdout=out, stderr=err), None
     if cmd not in COMMANDS:
         return None
     if (cmd == "run" and ns.detach) or cmd == "start":

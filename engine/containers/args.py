@@ -20,9 +20,202 @@ OPTIONS: tuple[tuple[tuple[str, ...], str, str, object, str], ...] = (
     (("-u", "--user"), "user", "value", "", "USER[:GROUP] to run as"),
     (("--name",), "name", "value", "", "the container's name"),
     (("--hostname",), "hostname", "value", "", "the container's hostname"),
+    (("--domainname",), "domainname", "value", "", "the container's NIS domain name"),
     (("--net", "--network"), "network", "value", "none", "none (loopback only) or host"),
     (("--pull",), "pull", "value", "missing", "pull the image first: missing (default), always or never"),
+    (("-v", "--volume"), "volume", "append", None, "bind HOST:CTR[:ro] or named volume NAME:CTR[:ro]"),
+    (("--mount",), "mount", "append", None, "type=bind|volume|tmpfs,source=..,target=..[,readonly]"),
+    (("--tmpfs",), "tmpfs", "append", None, "a tmpfs at PATH[:OPTIONS]"),
+    (("--read-only",), "read_only", "flag", False, "mount the container's root read-only"),
+    (("--cap-add",), "cap_add", "append", None, "add a capability (or ALL)"),
+    (("--cap-drop",), "cap_drop", "append", None, "drop a capability (or ALL)"),
+    (("--privileged",), "privileged", "flag", False, "every capability and host device, no masked paths"),
+    (("--device",), "device", "append", None, "a host device HOST[:CONTAINER[:rwm]]"),
+    (("-m", "--memory"), "memory", "value", "", "memory limit (bytes, or with k/m/g)"),
+    (("--memory-swap",), "memory_swap", "value", "", "memory + swap limit (-1: unlimited swap)"),
+    (("--cpus",), "cpus", "value", "", "number of CPUs (CFS quota)"),
+    (("-c", "--cpu-shares"), "cpu_shares", "value", "", "relative CPU weight"),
+    (("--cpuset-cpus",), "cpuset_cpus", "value", "", "CPUs it may run on (0-1, 0,1)"),
+    (("--pids-limit",), "pids_limit", "value", "", "most processes (-1: unlimited)"),
+    (("--ulimit",), "ulimit", "append", None, "NAME=SOFT[:HARD] resource limit"),
+    (("--sysctl",), "sysctl", "append", None, "namespaced KEY=VALUE kernel parameter"),
+    (("--security-opt",), "security_opt", "append", None, "no-new-privileges[:true|false]"),
+    (("--group-add",), "group_add", "append", None, "an additional group (name or id)"),
+    (("--add-host",), "add_host", "append", None, "HOST:IP line for /etc/hosts"),
+    (("--dns",), "dns", "append", None, "nameserver for /etc/resolv.conf"),
+    (("--dns-search",), "dns_search", "append", None, "search domain for /etc/resolv.conf"),
+    (("--dns-option",), "dns_option", "append", None, "option for /etc/resolv.conf"),
+    (("-l", "--label"), "label", "append", None, "KEY=VALUE metadata"),
+    (("--stop-signal",), "stop_signal", "value", "", "signal that stops it (default SIGTERM)"),
+    (("--stop-timeout",), "stop_timeout", "value", "", "seconds stop waits before SIGKILL (default 10)"),
+    (("--init",), "init", "flag", False, "run an init (tini) as pid 1 that reaps and forwards signals"),
+    (("--oom-kill-disable",), "oom_kill_disable", "flag", False, "never OOM-kill it (with --memory)"),
 )
+# The API's field for each option beyond the basic ones (Config.X or HostConfig.X) and how
+# its value is carried: the daemon client sends them, the API route reads them back.
+API_FIELDS: dict[str, tuple[str, str]] = {
+    "domainname": ("Config.Domainname", "str"), "label": ("Config.Labels", "map"),
+    "stop_signal": ("Config.StopSignal", "str"), "stop_timeout": ("Config.StopTimeout", "int"),
+    "volume": ("HostConfig.Binds", "list"), "mount": ("HostConfig.Mounts", "mounts"),
+    "tmpfs": ("HostConfig.Tmpfs", "tmpfs"), "read_only": ("HostConfig.ReadonlyRootfs", "bool"),
+    "cap_add": ("HostConfig.CapAdd", "list"), "cap_drop": ("HostConfig.CapDrop", "list"),
+    "privileged": ("HostConfig.Privileged", "bool"), "device": ("HostConfig.Devices", "devices"),
+    "memory": ("HostConfig.Memory", "bytes"), "memory_swap": ("HostConfig.MemorySwap", "bytes"),
+    "cpus": ("HostConfig.NanoCpus", "nano"), "cpu_shares": ("HostConfig.CpuShares", "int"),
+    "cpuset_cpus": ("HostConfig.CpusetCpus", "str"), "pids_limit": ("HostConfig.PidsLimit", "int"),
+    "ulimit": ("HostConfig.Ulimits", "ulimits"), "sysctl": ("HostConfig.Sysctls", "map"),
+    "security_opt": ("HostConfig.SecurityOpt", "list"), "group_add": ("HostConfig.GroupAdd", "list"),
+    "add_host": ("HostConfig.ExtraHosts", "list"), "dns": ("HostConfig.Dns", "list"),
+    "dns_search": ("HostConfig.DnsSearch", "list"), "dns_option": ("HostConfig.DnsOptions", "list"),
+    "init": ("HostConfig.Init", "bool"), "oom_kill_disable": ("HostConfig.OomKillDisable", "bool"),
+}  # fmt: skip
+SIZE_UNITS = {"": 1, "b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
+
+
+def parse_size(text: str, what: str) -> int:
+    """Docker's RAMInBytes: `10m`, `1.5g`, `512k`, `10MiB`, `1024`; `-1` stays -1 (unlimited)."""
+    import re
+
+    match = re.fullmatch(r"\s*(-?[0-9]+(?:\.[0-9]+)?)\s*([bkmgt]?)(?:i?b)?\s*", text.lower())
+    if match is None:
+        raise UsageError(f"invalid size for {what}: {text!r} (bytes, or a number with b, k, m, g, t)")
+    value = float(match.group(1))
+    return -1 if value == -1 else int(value * SIZE_UNITS[match.group(2)])
+
+
+def _parse_int(text: str, what: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise UsageError(f"invalid value for {what}: {text!r} is not an integer") from None
+
+
+def parse_nano(text: str, what: str) -> int:
+    from decimal import Decimal, InvalidOperation
+
+    try:
+        return int(Decimal(text) * 1_000_000_000)
+    except InvalidOperation:
+        raise UsageError(f"invalid value for {what}: {text!r} is not a number") from None
+
+
+def mount_to_api(text: str) -> dict:
+    """`--mount type=bind,source=/a,target=/b,readonly` as the API's Mount object."""
+    fields: dict[str, str] = {}
+    for item in text.split(","):
+        key, sep, value = item.partition("=")
+        fields[key.strip().lower()] = value if sep else "true"
+    mount: dict = {"Type": fields.pop("type", "volume")}
+    for keys, name in ((("source", "src"), "Source"), (("target", "destination", "dst"), "Target")):
+        for key in keys:
+            if key in fields:
+                mount[name] = fields.pop(key)
+    for key in ("readonly", "ro"):
+        if key in fields:
+            mount["ReadOnly"] = fields.pop(key) in ("true", "1")
+    tmpfs = {}
+    if "tmpfs-size" in fields:
+        tmpfs["SizeBytes"] = parse_size(fields.pop("tmpfs-size"), "--mount tmpfs-size")
+    if "tmpfs-mode" in fields:
+        tmpfs["Mode"] = int(fields.pop("tmpfs-mode"), 8)
+    if tmpfs:
+        mount["TmpfsOptions"] = tmpfs
+    if fields:
+        raise UsageError(f"--mount: unsupported key {sorted(fields)[0]!r} (type, source, target, readonly, "
+                         "tmpfs-size, tmpfs-mode)")
+    return mount
+
+
+def to_api(values: dict) -> dict[str, dict]:
+    """The API fields (under "Config" and "HostConfig") of the options in API_FIELDS."""
+    out: dict[str, dict] = {"Config": {}, "HostConfig": {}}
+    for dest, (path, kind) in API_FIELDS.items():
+        value = values.get(dest)
+        if value in (None, "", [], False):
+            continue
+        section, name = path.split(".")
+        what = f"--{dest.replace('_', '-')}"
+        if kind in ("str", "list", "bool"):
+            converted = value
+        elif kind == "int":
+            converted = _parse_int(value, what)
+        elif kind == "bytes":
+            converted = parse_size(value, what)
+        elif kind == "nano":
+            converted = parse_nano(value, what)
+        elif kind == "map":
+            converted = dict(item.partition("=")[::2] for item in value)
+        elif kind == "tmpfs":
+            converted = {item.partition(":")[0]: item.partition(":")[2] for item in value}
+        elif kind == "ulimits":
+            converted = []
+            for item in value:
+                name_, _, limits = item.partition("=")
+                soft, _, hard = limits.partition(":")
+                converted.append({"Name": name_, "Soft": _parse_int(soft, what),
+                                  "Hard": _parse_int(hard or soft, what)})
+        elif kind == "devices":
+            converted = []
+            for item in value:
+                parts = item.split(":")
+                converted.append({"PathOnHost": parts[0], "PathInContainer": parts[1] if len(parts) > 1 else parts[0],
+                                  "CgroupPermissions": parts[2] if len(parts) > 2 else "rwm"})
+        else:  # mounts
+            converted = [mount_to_api(item) for item in value]
+        out[section][name] = converted
+    return out
+
+
+def from_api(config: dict, host_config: dict) -> dict:
+    """The options of the API fields in API_FIELDS (what `to_api` made, or any client's)."""
+    values: dict = {}
+    for dest, (path, kind) in API_FIELDS.items():
+        section, name = path.split(".")
+        value = (config if section == "Config" else host_config).get(name)
+        if value in (None, "", [], {}, False, 0):
+            continue
+        if kind == "str" or kind == "int" or kind == "bytes":
+            values[dest] = str(value)
+        elif kind == "bool":
+            values[dest] = bool(value)
+        elif kind == "list":
+            values[dest] = [str(v) for v in value]
+        elif kind == "nano":
+            from decimal import Decimal
+
+            values[dest] = str(Decimal(int(value)) / Decimal(1_000_000_000))
+        elif kind == "map":
+            values[dest] = [f"{k}={v}" for k, v in value.items()]
+        elif kind == "tmpfs":
+            values[dest] = [f"{k}:{v}" if v else k for k, v in value.items()]
+        elif kind == "ulimits":
+            values[dest] = [f"{u['Name']}={u['Soft']}:{u['Hard']}" for u in value]
+        elif kind == "devices":
+            values[dest] = [f"{d['PathOnHost']}:{d.get('PathInContainer') or d['PathOnHost']}:"
+                            f"{d.get('CgroupPermissions') or 'rwm'}" for d in value]
+        else:  # mounts
+            values[dest] = [_mount_from_api(m) for m in value]
+    return values
+
+
+def _mount_from_api(m: dict) -> str:
+    parts = [f"type={m.get('Type') or 'volume'}"]
+    if m.get("Source"):
+        parts.append(f"source={m['Source']}")
+    parts.append(f"target={m.get('Target') or ''}")
+    if m.get("ReadOnly"):
+        parts.append("readonly")
+    tmpfs = m.get("TmpfsOptions") or {}
+    if tmpfs.get("SizeBytes"):
+        parts.append(f"tmpfs-size={tmpfs['SizeBytes']}")
+    if tmpfs.get("Mode"):
+        parts.append(f"tmpfs-mode={tmpfs['Mode']:o}")
+    for key in ("BindOptions", "VolumeOptions", "Consistency"):
+        if m.get(key):
+            raise UsageError(f"Mounts: {key} is not supported by strata")
+    return ",".join(parts)
+
+
 NETWORKS = ("none", "host")
 PULL_POLICIES = ("missing", "always", "never")
 CHOICES = {"network": NETWORKS, "pull": PULL_POLICIES}  # the options whose values are one of a few

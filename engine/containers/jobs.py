@@ -21,6 +21,7 @@ from ..job import Job
 from ..jobspec import FORMAT, INSPECT_FORMAT, JSON, JobTable, Option
 from ..templates import render_all
 from . import args as containerargs
+from . import hostconfig
 from .record import Container
 from .store import Containers
 
@@ -33,6 +34,7 @@ RUN_OPTIONS = {dest: Option(_KINDS[kind], help_text, flags, default,
                for flags, dest, kind, default, help_text in containerargs.OPTIONS}
 CREATE_OPTIONS = {name: option for name, option in RUN_OPTIONS.items() if name != "detach"}
 CREATE_ARGS = "IMAGE [COMMAND [ARG...]]"
+WARNING = "WARNING: "  # the prefix of a create warning on the job's stderr (the API's "Warnings")
 
 
 def _store(job: Job) -> Containers:
@@ -40,11 +42,16 @@ def _store(job: Job) -> Containers:
 
 
 def _create(job: Job, keep_mounted: bool = False) -> Container:
+    """Create from the job's options; Docker's warnings go to stderr as `WARNING: ...` lines."""
     o = job.options
     _pull_if_asked(job, job.args[0], o["pull"])
-    return _store(job).create(job.args[0], job.args[1:], env=o["env"], workdir=o["workdir"], user=o["user"],
-                              name=o["name"], hostname=o["hostname"], network=o["network"], auto_remove=o["rm"],
-                              keep_mounted=keep_mounted)
+    host = hostconfig.parse(o, o["network"])
+    c = _store(job).create(job.args[0], job.args[1:], env=o["env"], workdir=o["workdir"], user=o["user"],
+                           name=o["name"], hostname=o["hostname"], network=o["network"], auto_remove=o["rm"],
+                           keep_mounted=keep_mounted, host=host)
+    for warning in host.warnings:
+        job.error_line(f"{WARNING}{warning}")
+    return c
 
 
 def _pull_if_asked(job: Job, ref: str, policy: str) -> None:
@@ -162,9 +169,9 @@ def _open_or_empty(path: str) -> IO[bytes]:
 
 
 @jobs.job("stop", args="CONTAINER...", help="SIGTERM, then SIGKILL after a timeout", options={
-    "time": Option(float, "seconds before SIGKILL (default 10)", ("-t", "--time"), 10.0)})
+    "time": Option(float, "seconds before SIGKILL (default: its --stop-timeout, else 10)", ("-t", "--time"))})
 def stop(job: Job) -> int:
-    """`stop CONTAINER...` (time: seconds before SIGKILL, default 10)."""
+    """`stop CONTAINER...` (time: seconds before SIGKILL, default the container's stop timeout)."""
     store = _store(job)
     for ref in job.args:
         store.stop(store.get(ref), job.options["time"])
@@ -256,7 +263,7 @@ def ps(job: Job) -> int:
         job.write_json([{"Id": c.id, "Names": ["/" + c.name], "Image": c.image_ref, "ImageID": c.image,
                          "Command": " ".join(c.args), "Created": c.created, "State": c.state.status,
                          "Status": status_text(c, dt.datetime.now(dt.UTC)), "ExitCode": c.state.exit_code,
-                         "HostConfig": {"NetworkMode": c.network}}
+                         "HostConfig": {"NetworkMode": c.network}, "Labels": c.labels}
                         for c in found])  # fmt: skip
         return 0
     now = dt.datetime.now(dt.UTC)

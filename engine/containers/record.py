@@ -65,6 +65,11 @@ class Container:
     state: State = field(default_factory=State)
     monitor: dict[str, Any] | None = None  # execdrivers.MonitorInfo as JSON while it runs
     rootfs: str | None = None  # where the layer was mounted when the process started
+    settings: dict[str, Any] = field(default_factory=dict)  # execdrivers.settings.Settings as JSON
+    labels: dict[str, str] = field(default_factory=dict)
+    stop_signal: str = ""  # "" = SIGTERM
+    stop_timeout: int | None = None  # None = the stop request's (10 s)
+    volumes: list[list] = field(default_factory=list)  # [name, destination, read-only] of named volumes
 
     # -- files -------------------------------------------------------------------------
 
@@ -125,7 +130,8 @@ class Container:
             "Name": "/" + self.name,
             "Driver": driver_name,
             "ExecDriver": self.execdriver_description(),
-            "HostConfig": {"NetworkMode": self.network, "AutoRemove": self.auto_remove},
+            "HostConfig": self.host_config(),
+            "Mounts": self.mounts(),
             "GraphDriver": {"Name": driver_name, "Data": driver_data},
             "Config": {
                 "Hostname": self.hostname,
@@ -134,8 +140,42 @@ class Container:
                 "Cmd": self.args,
                 "Image": self.image_ref,
                 "WorkingDir": self.workdir,
+                "Domainname": self.settings.get("domainname", ""),
+                "Labels": self.labels,
+                "StopSignal": self.stop_signal or "SIGTERM",
+                **({"StopTimeout": self.stop_timeout} if self.stop_timeout is not None else {}),
             },
         }
+
+    def host_config(self) -> dict[str, Any]:
+        """The HostConfig fields strata honours, as Docker's inspect names them."""
+        s = self.settings
+        r = s.get("resources", {})
+        return {
+            "NetworkMode": self.network, "AutoRemove": self.auto_remove,
+            "ReadonlyRootfs": s.get("readonly_rootfs", False), "Privileged": s.get("privileged", False),
+            "CapAdd": s.get("cap_add") or None, "CapDrop": s.get("cap_drop") or None,
+            "Memory": r.get("memory", 0), "MemorySwap": r.get("memory_swap", 0),
+            "NanoCpus": r.get("cpu_quota", 0) * 1_000_000_000 // r["cpu_period"] if r.get("cpu_period") else 0,
+            "CpuShares": r.get("cpu_shares", 0), "CpusetCpus": r.get("cpuset_cpus", ""),
+            "PidsLimit": r.get("pids_limit") or None, "OomKillDisable": r.get("oom_kill_disable", False),
+            "Ulimits": [{"Name": u["name"], "Soft": u["soft"], "Hard": u["hard"]} for u in s.get("ulimits", [])],
+            "Sysctls": dict(s.get("sysctls", [])), "GroupAdd": s.get("group_add") or None,
+            "Init": bool(s.get("init")),
+            "SecurityOpt": ["no-new-privileges"] if s.get("no_new_privileges") else None,
+            "Devices": [{"PathOnHost": "", "PathInContainer": d["path"], "CgroupPermissions": d["permissions"]}
+                        for d in s.get("devices", [])],
+        }  # fmt: skip
+
+    def mounts(self) -> list[dict[str, Any]]:
+        """Docker's inspect `Mounts`: the binds, tmpfs and named volumes asked for."""
+        found = [{"Type": "tmpfs" if m["type"] == "tmpfs" else "bind", "Source": m["source"] if m["type"] == "bind"
+                  else "", "Destination": m["destination"], "Mode": "", "RW": "ro" not in m["options"],
+                  "Propagation": "rprivate" if m["type"] == "bind" else ""}
+                 for m in self.settings.get("mounts", [])]
+        found += [{"Type": "volume", "Name": name, "Driver": "local", "Destination": dest, "Mode": "",
+                   "RW": not read_only, "Propagation": ""} for name, dest, read_only in self.volumes]
+        return found
 
     def execdriver_description(self) -> str:
         if self.execdriver == "oci":

@@ -24,6 +24,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from typing import IO, Any
 
 from graphdrivers import Driver, mountutil, naivediff
@@ -33,15 +34,22 @@ from graphdrivers.errors import DriverError, LayerNotFound
 from .. import execdrivers
 from ..errors import Conflict, ContainerStartError, EngineError, NoSuchContainer, UsageError
 from ..execdrivers import ExecDriver, ExitStatus, Handle, MonitorInfo, ProcessSpec
+from ..execdrivers.settings import Mount, Settings
 from ..images.graph import Graph, LayerSource, NewImage
 from ..images.graphdb import NAMES, GraphDB
 from ..reference import normalize_tag
 from . import args as containerargs
+from . import etcfiles
+from .hostconfig import HostConfig
 from .record import CREATED, EXITED, RUNNING, Container, iso, now_iso
+from .volumes import Volumes
 
 log = logging.getLogger(__name__)
 
 MOUNT_POINTS = ("proc", "dev", "sys")
+ETC_FILES = tuple(f"etc/{name}" for name in etcfiles.FILES)  # bound over from the container's directory
+DEFAULT_STOP_TIMEOUT = 10.0
+STATUS_START_FAILED = 126  # Docker's exit code when the container's setup fails (unknown user, group...)
 DEFAULT_PATH = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
@@ -63,6 +71,7 @@ class Containers:
         self._lock = threading.RLock()
         self._handles: dict[str, Handle] = {}
         self._mounted: set[str] = set()  # containers whose layer this engine holds a `get` on
+        self.volumes = Volumes(root)
         self.restore()
 
     def _execdriver(self, name: str, options: dict[str, str]) -> ExecDriver:
@@ -122,7 +131,10 @@ class Containers:
         network: str = "none",
         auto_remove: bool = False,
         keep_mounted: bool = False,
+        host: HostConfig | None = None,
     ) -> Container:
+        """A new container (`host`: its settings, mounts, limits, labels... from hostconfig.parse)."""
+        host = host or HostConfig(Settings())
         image = self.graph.get_image(image_ref)
         cfg = image.config.get("config") or {}
         args = list(cfg.get("Entrypoint") or []) + list(cmd or cfg.get("Cmd") or [])
@@ -157,7 +169,14 @@ class Containers:
             parent_layer=image.top_layer,
             execdriver=self.exec_name,
             exec_options=self.exec_options,
+            settings=host.settings.to_json(),
+            labels=host.labels,
+            stop_signal=host.stop_signal,
+            stop_timeout=host.stop_timeout,
+            volumes=[list(v) for v in host.volumes],
         )
+        for volume, _dest, _ro in host.volumes:
+            self.volumes.create(volume)  # as Docker does: a named volume is made on first use
         with self.db.transaction():  # the name is taken or not, atomically
             if self.db.resolve_name(name) is not None:
                 raise Conflict(f'the container name "/{name}" is already in use by container '
@@ -167,6 +186,7 @@ class Containers:
             self.db.add_edge(container_id, "image", image.id)
         try:
             os.makedirs(c.paths(self.dir)[0], mode=0o700)
+            etcfiles.write(c.paths(self.dir)[0], etcfiles.contents(c.hostname, host.settings.domainname, network, host))
             self._create_layers(c)
             c.save(self.dir)
         except BaseException:
@@ -186,6 +206,7 @@ class Containers:
         self.driver.create_read_write(c.layer, c.parent_layer)
         path = self._mount(c)
         missing = [m for m in MOUNT_POINTS if not _is_dir(os.path.join(path, m))]
+        missing += [f for f in ETC_FILES if not _is_file(os.path.join(path, f))]
         if not missing:
             return
         self._unmount(c)
@@ -196,7 +217,11 @@ class Containers:
         try:
             for m in missing:
                 with contextlib.suppress(FileExistsError):
-                    os.mkdir(os.path.join(init_path, m), 0o755)
+                    if m in ETC_FILES:
+                        os.makedirs(os.path.dirname(os.path.join(init_path, m)), 0o755, exist_ok=True)
+                        os.close(os.open(os.path.join(init_path, m), os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))
+                    else:
+                        os.mkdir(os.path.join(init_path, m), 0o755)
         finally:
             self.driver.put(c.init_layer)
         c.parent_layer = c.init_layer
@@ -265,13 +290,19 @@ class Containers:
             raise Conflict(f"container {c.short_id} is already running")
         _, out, err, exec_dir = c.paths(self.dir)
         path = self._mount(c)
-        spec = ProcessSpec(path, c.args, c.env, c.workdir, c.user, c.hostname, c.network)
+        spec = ProcessSpec(path, c.args, c.env, c.workdir, c.user, c.hostname, c.network, self._settings(c))
         driver = self._execdriver(c.execdriver, c.exec_options)
         try:
             handle = driver.start(c.id, spec, exec_dir, out, err)
         except BaseException as exc:
             self._unmount(c)
             if isinstance(exc, execdrivers.ExecError):
+                # Ended before it began: waiters and attachers see it exit, as with an exec failure.
+                c.state.status, c.state.exit_code, c.state.error = EXITED, STATUS_START_FAILED, str(exc)
+                c.state.finished_at = now_iso()
+                c.save(self.dir)
+                if c.auto_remove:
+                    self.remove(c, force=True)
                 raise ContainerStartError(str(exc), 125) from None
             raise
         with self._lock:
@@ -291,6 +322,23 @@ class Containers:
                     c.save(self.dir)
             raise ContainerStartError(handle.start_error, status.code)
         return handle
+
+    def _settings(self, c: Container) -> Settings:
+        """The container's settings plus the mounts the engine adds: /etc files, named volumes."""
+        settings = Settings.from_json(c.settings)
+        d = c.paths(self.dir)[0]
+        extra = [Mount("/" + f, "bind", os.path.join(d, os.path.basename(f)), ("rbind", "rprivate"))
+                 for f in ETC_FILES]
+        for name, dest, read_only in c.volumes:
+            path = self.volumes.mountpoint(name)
+            if not os.path.isdir(path):
+                raise Conflict(f"volume {name!r} of container {c.short_id} was removed")
+            extra.append(Mount(dest, "bind", path, ("rbind", "rprivate", *(("ro",) if read_only else ()))))
+        return replace(settings, mounts=(*extra, *settings.mounts))
+
+    def volume_users(self, name: str) -> list[str]:
+        """The containers (short ids) that name the volume `name`."""
+        return [c.short_id for c in self.list(include_stopped=True) if any(v[0] == name for v in c.volumes)]
 
     def handle(self, c: Container) -> Handle | None:
         """The running process of `c` (re-attached after an engine restart), or None; waiting on
@@ -356,15 +404,18 @@ class Containers:
         except execdrivers.ExecError as exc:
             raise Conflict(str(exc)) from None
 
-    def stop(self, c: Container, timeout: float = 10.0) -> ExitStatus:
-        """SIGTERM, then SIGKILL if it still runs after `timeout` seconds (docker stop)."""
+    def stop(self, c: Container, timeout: float | None = None) -> ExitStatus:
+        """The stop signal (SIGTERM unless --stop-signal), then SIGKILL if it still runs after
+        `timeout` seconds (default: its --stop-timeout, else 10) (docker stop)."""
         c = self.refresh(c)
         if not c.state.running:
             return ExitStatus(c.state.exit_code, 0.0, c.state.error)
+        if timeout is None:
+            timeout = DEFAULT_STOP_TIMEOUT if c.stop_timeout is None else float(c.stop_timeout)
         handle = self.handle(c)
         assert handle is not None
         with contextlib.suppress(execdrivers.ExecError):
-            handle.kill(signal.SIGTERM)
+            handle.kill(signal.Signals[c.stop_signal or "SIGTERM"])
         if handle.wait(timeout) is None:
             with contextlib.suppress(execdrivers.ExecError):
                 handle.kill(signal.SIGKILL)
@@ -470,11 +521,21 @@ class Containers:
         if not os.path.isdir(c.paths(self.dir)[0]):
             raise NoSuchContainer(c.id)
         data = c.inspect(self.driver.name, _safe_metadata(self.driver, c.layer), self.log_paths(c)[0])
+        for m in data["Mounts"]:
+            if m["Type"] == "volume":
+                m["Source"] = self.volumes.mountpoint(m["Name"])
         if c.state.running and not data["State"]["Pid"]:
             handle = self.handle(c)
             with contextlib.suppress(execdrivers.ExecError):
                 data["State"]["Pid"] = (handle.pid() if handle else None) or 0
         return data
+
+
+def _is_file(path: str) -> bool:
+    try:
+        return stat.S_ISREG(os.lstat(path).st_mode)
+    except FileNotFoundError:
+        return False
 
 
 def _is_dir(path: str) -> bool:

@@ -28,6 +28,7 @@ from typing import Any, ClassVar, NoReturn
 
 from ..errors import ExecError
 from . import linux
+from .settings import Settings
 
 DEFAULT_PATH = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 EXIT_FILE = "exit"
@@ -51,6 +52,7 @@ class ProcessSpec:
     user: str = ""
     hostname: str = ""
     network: str = "none"  # "none": a new network namespace with only lo; "host": the host's
+    settings: Settings = field(default_factory=Settings)
 
     def validate(self) -> None:
         if not self.args:

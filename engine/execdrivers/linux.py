@@ -14,6 +14,8 @@ import struct
 
 from graphdrivers import mountutil
 
+from .settings import CAPABILITY_NUMBERS
+
 CLONE_NEWNS = 0x00020000
 CLONE_NEWUTS = 0x04000000
 CLONE_NEWIPC = 0x08000000
@@ -54,22 +56,6 @@ DEFAULT_CAPABILITIES = (
     "CAP_KILL",
     "CAP_AUDIT_WRITE",
 )
-CAPABILITY_NUMBERS = {
-    "CAP_CHOWN": 0,
-    "CAP_DAC_OVERRIDE": 1,
-    "CAP_FOWNER": 3,
-    "CAP_FSETID": 4,
-    "CAP_KILL": 5,
-    "CAP_SETGID": 6,
-    "CAP_SETUID": 7,
-    "CAP_SETPCAP": 8,
-    "CAP_NET_BIND_SERVICE": 10,
-    "CAP_NET_RAW": 13,
-    "CAP_MKNOD": 27,
-    "CAP_AUDIT_WRITE": 29,
-    "CAP_SETFCAP": 31,
-    "CAP_SYS_CHROOT": 18,
-}
 
 
 def _check(result: int, what: str) -> None:
@@ -91,23 +77,43 @@ def sethostname(name: str) -> None:
     _check(_libc.sethostname(raw, len(raw)), f"sethostname({name!r})")
 
 
+def prctl(option: int, arg: int) -> None:
+    _check(_libc.prctl(option, arg, 0, 0, 0), f"prctl({option}, {arg})")
+
+
 def set_process_name(name: str) -> None:
     """The name `ps -o comm` shows: a monitor is told apart from the engine it forked from."""
     buf = ctypes.create_string_buffer(name.encode()[:15])
     _libc.prctl(PR_SET_NAME, ctypes.addressof(buf), 0, 0, 0)
 
 
-def limit_capabilities(keep: tuple[str, ...] = DEFAULT_CAPABILITIES) -> None:
-    """Drop every capability outside `keep` from the bounding set, then from the process."""
-    last = int(open("/proc/sys/kernel/cap_last_cap").read())
-    wanted = {CAPABILITY_NUMBERS[name] for name in keep}
-    for cap in range(last + 1):
+def _capability_numbers(names: tuple[str, ...] | list[str]) -> set[int]:
+    with open("/proc/sys/kernel/cap_last_cap") as f:
+        last = int(f.read())
+    return {CAPABILITY_NUMBERS[name] for name in names if CAPABILITY_NUMBERS[name] <= last}
+
+
+def held_capabilities() -> tuple[str, ...]:
+    """The capabilities this process may pass on (its bounding set): a privileged container's."""
+    with open("/proc/self/status") as f:
+        mask = next(int(line.split()[1], 16) for line in f if line.startswith("CapBnd:"))
+    return tuple(name for name, cap in CAPABILITY_NUMBERS.items() if mask >> cap & 1)
+
+
+def drop_bounding(keep: tuple[str, ...] | list[str]) -> None:
+    """Drop every capability outside `keep` from the bounding set (the process keeps its own)."""
+    wanted = _capability_numbers(keep)
+    for cap in range(max(CAPABILITY_NUMBERS.values()) + 1):
         if cap not in wanted:
             _libc.prctl(PR_CAPBSET_DROP, cap, 0, 0, 0)  # EINVAL for caps the kernel lacks: fine
-    mask = sum(1 << cap for cap in wanted)
+
+
+def set_capabilities(effective: tuple[str, ...] | list[str], permitted: tuple[str, ...] | list[str]) -> None:
+    """capset: the process's effective and permitted sets (inheritable empty)."""
+    eff, perm = (sum(1 << cap for cap in _capability_numbers(names)) for names in (effective, permitted))
     header = struct.pack("Ii", _LINUX_CAPABILITY_VERSION_3, 0)
     # two 32-bit halves of (effective, permitted, inheritable)
-    data = struct.pack("6I", mask & 0xFFFFFFFF, mask & 0xFFFFFFFF, 0, mask >> 32, mask >> 32, 0)
+    data = struct.pack("6I", eff & 0xFFFFFFFF, perm & 0xFFFFFFFF, 0, eff >> 32, perm >> 32, 0)
     hbuf, dbuf = ctypes.create_string_buffer(header), ctypes.create_string_buffer(data)
     _check(_libc.syscall(_SYS_CAPSET, hbuf, dbuf), "capset")
 

@@ -1,45 +1,41 @@
 """The `native` execdriver: the engine sets up the container itself, as Docker's first one did.
 
-No runtime binary is exec'd: the monitor (a fork of the engine) unshares a pid
-namespace and forks the container's first process, which unshares mount, uts, ipc and
-network namespaces, binds the rootfs, mounts minimal /proc /dev /sys, pivot_roots into
-it, sets the hostname, brings lo up, drops capabilities and user, and execs. It is the
-research baseline for how fast exec startup can be: two forks, a dozen syscalls, one exec.
-No cgroups are set up (the container shares the engine's), which is what keeps it lean.
+No runtime binary is exec'd: the monitor (a fork of the engine) unshares a pid namespace
+and forks the container's first process, which applies the same OCI spec the oci driver
+gives runc (`ocispec.oci_spec`): it joins its cgroups (v1; made by the engine with the
+spec's limits and device rules), unshares mount, uts, ipc and network namespaces, binds
+the rootfs, makes the spec's mounts and device nodes, pivot_roots into it, writes the
+sysctls, masks and write-protects the spec's paths, sets hostname and
+rlimits, brings lo up, keeps the spec's capabilities, sets no_new_privs, drops to the
+user and execs. It is the research baseline for how fast exec startup can be: two forks,
+a few dozen syscalls, one exec.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import resource
 import stat
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from graphdrivers import mountutil as mu
 
 from ..errors import ExecError
-from . import linux, users
-from .base import (
-    PID_FILE,
-    ExecDriver,
-    Handle,
-    ProcessSpec,
-    exec_process,
-    prepare_state_dir,
-    spawn_monitor,
-)
+from . import cgroups, linux, users
+from .base import PID_FILE, ExecDriver, Handle, ProcessSpec, exec_process, prepare_state_dir, spawn_monitor
+from .ocispec import DEFAULT_DEVICES, oci_spec, process_env
 
-# (name, major, minor): the nodes every container gets in its /dev, as runc creates them.
-DEVICES = (("null", 1, 3), ("zero", 1, 5), ("full", 1, 7), ("random", 1, 8), ("urandom", 1, 9), ("tty", 5, 0))
 DEV_LINKS = (("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"), ("stdout", "/proc/self/fd/1"),
              ("stderr", "/proc/self/fd/2"), ("ptmx", "pts/ptmx"))  # fmt: skip
-MOUNT_POINTS = ("proc", "dev", "sys")
-
-
-def sane_rlimits() -> list[tuple[int, int, int]]:
-    """(resource, soft, hard): what a root without CAP_SYS_RESOURCE may set (hard never raised)."""
-    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    return [(resource.RLIMIT_NOFILE, min(1024, hard), hard)]
+PR_SET_NO_NEW_PRIVS = 38
+# Mount options that are flags (set, cleared); the rest are the filesystem's data.
+FLAGS = {"ro": (mu.MS_RDONLY, 0), "rw": (0, mu.MS_RDONLY), "nosuid": (mu.MS_NOSUID, 0), "suid": (0, mu.MS_NOSUID),
+         "nodev": (mu.MS_NODEV, 0), "dev": (0, mu.MS_NODEV), "noexec": (mu.MS_NOEXEC, 0), "exec": (0, mu.MS_NOEXEC),
+         "bind": (mu.MS_BIND, 0), "rbind": (mu.MS_BIND | mu.MS_REC, 0), "relatime": (0, 0),
+         "strictatime": (0, 0), "noatime": (mu.MS_NOATIME, 0),
+         "rprivate": (0, 0), "private": (0, 0)}  # fmt: skip
+_REMOUNTABLE = mu.MS_RDONLY | mu.MS_NOSUID | mu.MS_NODEV | mu.MS_NOEXEC | mu.MS_NOATIME
 
 
 class NativeDriver(ExecDriver):
@@ -48,17 +44,19 @@ class NativeDriver(ExecDriver):
     def start(self, container_id: str, spec: ProcessSpec, state_dir: str, stdout_path: str, stderr_path: str) -> Handle:
         spec.validate()
         user = users.resolve(spec.rootfs, spec.user)
-        env = spec.env_dict()
-        env.setdefault("HOME", user.home)
-        if spec.hostname:
-            env.setdefault("HOSTNAME", spec.hostname)
+        config = oci_spec(spec, user, process_env(spec, user))
         prepare_state_dir(state_dir)
-        rlimits = sane_rlimits()
+        group = cgroups.V1Cgroup.create(container_id, config["linux"]["resources"])
 
         def start_child() -> NoReturn:
-            _container_init(spec, user, env, rlimits)
+            _container_init(config, spec.network, group)
 
-        monitor, pid, error = spawn_monitor(state_dir, stdout_path, stderr_path, start_child, new_pid_namespace=True)
+        try:
+            monitor, pid, error = spawn_monitor(state_dir, stdout_path, stderr_path, start_child,
+                                                new_pid_namespace=True)
+        except BaseException:
+            group.remove()
+            raise
         with open(os.path.join(state_dir, PID_FILE), "w") as f:
             f.write(str(pid))
         handle = self._new_handle(container_id, state_dir, monitor, pid)
@@ -68,68 +66,175 @@ class NativeDriver(ExecDriver):
     def container_pid(self, handle: Handle, timeout: float) -> int | None:
         return handle.info.pid
 
+    def release(self, container_id: str, state_dir: str) -> None:
+        cgroups.remove_container(container_id)
+
     def status(self) -> list[tuple[str, str]]:
-        return [("Execution Driver", "native"), ("Runtime", "none (namespaces + pivot_root in the engine)")]
+        return [("Execution Driver", "native"),
+                ("Runtime", "none (the OCI spec applied in the engine: namespaces, mounts, cgroup v1, pivot_root)")]
 
 
-def _container_init(spec: ProcessSpec, user: users.User, env: dict[str, str], rlimits: list) -> NoReturn:
+def _container_init(config: dict[str, Any], network: str, group: cgroups.V1Cgroup) -> NoReturn:
     """Pid 1 of the new pid namespace: build the container around itself, then exec."""
+    group.join()
     flags = linux.CLONE_NEWNS | linux.CLONE_NEWUTS | linux.CLONE_NEWIPC
-    if spec.network == "none":
+    if network == "none":
         flags |= linux.CLONE_NEWNET
     linux.unshare(flags)
     os.umask(0)
-    root = spec.rootfs
+    root = config["root"]["path"]
+    section = config["linux"]
     linux.mount(None, "/", None, mu.MS_REC | mu.MS_PRIVATE)
     linux.mount(root, root, None, mu.MS_BIND | mu.MS_REC)  # pivot_root needs a mount point
-    for name in MOUNT_POINTS:
-        _ensure_dir(os.path.join(root, name), 0o755)
-    linux.mount("proc", f"{root}/proc", "proc", mu.MS_NOSUID | mu.MS_NODEV | mu.MS_NOEXEC)
-    _mount_dev(f"{root}/dev")
-    linux.mount("sysfs", f"{root}/sys", "sysfs", mu.MS_RDONLY | mu.MS_NOSUID | mu.MS_NODEV | mu.MS_NOEXEC)
+    for m in config["mounts"]:
+        _mount(root, m, group)
+    _make_devices(root, section.get("devices", []))
     os.chdir(root)
     linux.pivot_root(".", ".")  # the old root is stacked under the new one...
     linux.umount(".", mu.MNT_DETACH)  # ...and detached here: nothing of the host stays visible
     os.chdir("/")
-    if spec.hostname:
-        linux.sethostname(spec.hostname)
-    if spec.network == "none":
+    for key, value in section.get("sysctl", {}).items():
+        with open("/proc/sys/" + key.replace(".", "/"), "w") as f:
+            f.write(value)
+    for path in section["maskedPaths"]:
+        _mask(path)
+    for path in section["readonlyPaths"]:
+        _make_readonly(path)
+    if config["root"]["readonly"]:
+        linux.mount(None, "/", None, mu.MS_BIND | mu.MS_REMOUNT | mu.MS_RDONLY)
+    if config["hostname"]:
+        linux.sethostname(config["hostname"])
+    if network == "none":
         linux.loopback_up()
-    for res, soft, hard in rlimits:
-        resource.setrlimit(res, (soft, hard))
-    if spec.cwd != "/":
-        os.makedirs(spec.cwd, 0o755, exist_ok=True)  # as runc does; after pivot_root, so symlinks stay inside
-    linux.limit_capabilities()
-    if user.uid or user.gid or user.additional_gids:
-        os.setgroups(list(user.additional_gids))
-        os.setgid(user.gid)
-        os.setuid(user.uid)
+    process = config["process"]
+    for limit in process["rlimits"]:
+        resource.setrlimit(getattr(resource, limit["type"]), (limit["soft"], limit["hard"]))
+    cwd = process["cwd"]
+    if cwd != "/":
+        with contextlib.suppress(OSError):  # as runc does; after pivot_root, so symlinks stay inside
+            os.makedirs(cwd, 0o755, exist_ok=True)
+    caps = process["capabilities"]
+    linux.drop_bounding(caps["bounding"])
+    u = process["user"]  # switched while root's capabilities still allow it; setuid clears them
+    if u["uid"] or u["gid"] or u.get("additionalGids"):
+        os.setgroups(list(u.get("additionalGids", [])))
+        os.setgid(u["gid"])
+        os.setuid(u["uid"])
+    if u["uid"] == 0:
+        linux.set_capabilities(caps["effective"], caps["permitted"])
+    if process["noNewPrivileges"]:
+        linux.prctl(PR_SET_NO_NEW_PRIVS, 1)
     try:
-        os.chdir(spec.cwd)
+        os.chdir(cwd)
     except OSError as exc:
-        raise ExecError(f"cannot enter the working directory {spec.cwd!r}: {exc.strerror}") from None
+        raise ExecError(f"cannot enter the working directory {cwd!r}: {exc.strerror}") from None
     os.umask(0o022)
-    exec_process(spec.args, env)
+    exec_process(process["args"], dict(item.split("=", 1) for item in process["env"]))
 
 
-def _ensure_dir(path: str, mode: int) -> None:
-    """Create a mount point the image lacks (never following a symlink out of the rootfs)."""
-    try:
-        st = os.lstat(path)
-    except FileNotFoundError:
-        os.mkdir(path, mode)
+def _in_root(root: str, path: str) -> str:
+    """`path` of the container resolved under `root`, symlinks followed as if root were /."""
+    resolved = root
+    parts = [p for p in path.split("/") if p]
+    hops = 0
+    while parts:
+        part = parts.pop(0)
+        if part == "..":
+            resolved = os.path.dirname(resolved) if resolved != root else root
+            continue
+        candidate = os.path.join(resolved, part)
+        with contextlib.suppress(OSError):
+            if stat.S_ISLNK(os.lstat(candidate).st_mode):
+                hops += 1
+                if hops > 40:
+                    raise ExecError(f"too many symlinks resolving {path!r} in the rootfs")
+                target = os.readlink(candidate)
+                parts = [p for p in target.split("/") if p] + parts
+                if target.startswith("/"):
+                    resolved = root
+                continue
+        resolved = candidate
+    return resolved
+
+
+def _make_target(target: str, is_file: bool) -> None:
+    if os.path.lexists(target):
+        if is_file or stat.S_ISDIR(os.lstat(target).st_mode):
+            return
+        raise ExecError(f"{target!r} in the rootfs is not a directory; cannot mount over it")
+    os.makedirs(os.path.dirname(target), 0o755, exist_ok=True)
+    if is_file:
+        os.close(os.open(target, os.O_CREAT | os.O_WRONLY, 0o644))
+    else:
+        os.mkdir(target, 0o755)
+
+
+def _split_options(options: list[str]) -> tuple[int, int, str]:
+    """(flags set, flags cleared, data) of OCI mount options."""
+    set_flags, cleared, data = 0, 0, []
+    for option in options:
+        if option in FLAGS:
+            on, off = FLAGS[option]
+            set_flags, cleared = (set_flags | on) & ~off, (cleared | off) & ~on
+        else:
+            data.append(option)
+    return set_flags, cleared, ",".join(data)
+
+
+def _mount(root: str, m: dict[str, Any], group: cgroups.V1Cgroup) -> None:
+    target = _in_root(root, m["destination"])
+    flags, _, data = _split_options(m.get("options", []))
+    if m["type"] == "cgroup":
+        _make_target(target, False)
+        linux.mount("tmpfs", target, "tmpfs", mu.MS_NOSUID | mu.MS_NODEV | mu.MS_NOEXEC, "mode=755")
+        for controller, path in group.dirs.items():
+            os.mkdir(os.path.join(target, controller), 0o755)
+            linux.mount(path, os.path.join(target, controller), None, mu.MS_BIND)
+            linux.mount(None, os.path.join(target, controller), None,
+                        mu.MS_BIND | mu.MS_REMOUNT | (flags & _REMOUNTABLE))
+        linux.mount(None, target, None, mu.MS_REMOUNT | (flags & _REMOUNTABLE), "mode=755")
         return
-    if not stat.S_ISDIR(st.st_mode):
-        raise ExecError(f"{path!r} in the rootfs is not a directory; cannot mount over it")
+    if m["type"] == "bind" or flags & mu.MS_BIND:
+        source = m["source"]
+        if not os.path.exists(source):
+            raise ExecError(f"bind source path does not exist: {source}")
+        _make_target(target, not os.path.isdir(source))
+        linux.mount(source, target, None, mu.MS_BIND | (flags & mu.MS_REC))
+        if flags & _REMOUNTABLE:
+            linux.mount(None, target, None, mu.MS_BIND | mu.MS_REMOUNT | (flags & _REMOUNTABLE))
+        return
+    _make_target(target, False)
+    linux.mount(m["source"], target, m["type"], flags & ~(mu.MS_BIND | mu.MS_REC), data or None)
+    if m["destination"] == "/dev":
+        for name, link in DEV_LINKS:
+            os.symlink(link, os.path.join(target, name))
 
 
-def _mount_dev(dev: str) -> None:
-    linux.mount("tmpfs", dev, "tmpfs", mu.MS_NOSUID, "mode=755,size=65536k")
-    for name, major, minor in DEVICES:
-        os.mknod(f"{dev}/{name}", stat.S_IFCHR | 0o666, os.makedev(major, minor))
-    for name, target in DEV_LINKS:
-        os.symlink(target, f"{dev}/{name}")
-    os.mkdir(f"{dev}/pts", 0o755)
-    linux.mount("devpts", f"{dev}/pts", "devpts", mu.MS_NOSUID | mu.MS_NOEXEC, "newinstance,ptmxmode=0666,mode=0620")
-    os.mkdir(f"{dev}/shm", 0o1777)
-    linux.mount("shm", f"{dev}/shm", "tmpfs", mu.MS_NOSUID | mu.MS_NODEV | mu.MS_NOEXEC, "mode=1777,size=65536k")
+def _make_devices(root: str, devices: list[dict[str, Any]]) -> None:
+    nodes = [{"path": p, "type": "c", "major": ma, "minor": mi, "fileMode": 0o666} for p, ma, mi in DEFAULT_DEVICES]
+    for d in [*nodes, *devices]:
+        target = _in_root(root, d["path"])
+        os.makedirs(os.path.dirname(target), 0o755, exist_ok=True)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(target)
+        kind = stat.S_IFCHR if d["type"] == "c" else stat.S_IFBLK
+        os.mknod(target, kind | d["fileMode"], os.makedev(d["major"], d["minor"]))
+        os.chown(target, d.get("uid", 0), d.get("gid", 0))
+
+
+def _mask(path: str) -> None:
+    try:
+        is_dir = stat.S_ISDIR(os.stat(path).st_mode)
+    except OSError:
+        return
+    if is_dir:
+        linux.mount("tmpfs", path, "tmpfs", mu.MS_RDONLY)
+    else:
+        linux.mount("/dev/null", path, None, mu.MS_BIND)
+
+
+def _make_readonly(path: str) -> None:
+    if not os.path.exists(path):
+        return
+    linux.mount(path, path, None, mu.MS_BIND | mu.MS_REC)
+    linux.mount(None, path, None, mu.MS_BIND | mu.MS_REMOUNT | mu.MS_RDONLY | mu.MS_REC)

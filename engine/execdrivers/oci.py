@@ -17,7 +17,6 @@ import shutil
 import subprocess
 import time
 from collections.abc import Mapping
-from typing import Any
 
 from graphdrivers import mountutil as mu
 
@@ -34,81 +33,10 @@ from .base import (
     prepare_state_dir,
     spawn_shell_monitor,
 )
-from .native import sane_rlimits
+from .ocispec import oci_spec, process_env
 
 RUNTIMES = ("runc", "crun")
 RUNTIME_LOG = "runtime.log"
-
-MASKED_PATHS = [
-    "/proc/acpi", "/proc/asound", "/proc/kcore", "/proc/keys", "/proc/latency_stats", "/proc/timer_list",
-    "/proc/timer_stats", "/proc/sched_debug", "/sys/firmware", "/proc/scsi",
-]  # fmt: skip
-READONLY_PATHS = ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"]
-
-
-def bundle_config(spec: ProcessSpec, user: users.User, env: Mapping[str, str]) -> dict[str, Any]:
-    """The OCI runtime-spec config.json for `spec` (Docker's defaults, minus cgroup limits)."""
-    caps = list(linux.DEFAULT_CAPABILITIES)
-    namespaces = [{"type": t} for t in ("pid", "ipc", "uts", "mount")]
-    if spec.network == "none":
-        namespaces.append({"type": "network"})  # a new one: the runtime brings up only lo
-    nosuid_noexec_nodev = ["nosuid", "noexec", "nodev"]
-    process_user: dict[str, Any] = {"uid": user.uid, "gid": user.gid}
-    if user.additional_gids:
-        process_user["additionalGids"] = list(user.additional_gids)
-    return {
-        "ociVersion": "1.0.2",
-        "process": {
-            "terminal": False,
-            "user": process_user,
-            "args": list(spec.args),
-            "env": [f"{k}={v}" for k, v in env.items()],
-            "cwd": spec.cwd,
-            "capabilities": {"bounding": caps, "effective": caps, "permitted": caps},
-            "rlimits": [{"type": "RLIMIT_NOFILE", "soft": soft, "hard": hard} for _, soft, hard in sane_rlimits()],
-            "noNewPrivileges": False,
-        },
-        "root": {"path": os.path.abspath(spec.rootfs), "readonly": False},
-        "hostname": spec.hostname,
-        "mounts": [
-            {"destination": "/proc", "type": "proc", "source": "proc", "options": nosuid_noexec_nodev},
-            {
-                "destination": "/dev",
-                "type": "tmpfs",
-                "source": "tmpfs",
-                "options": ["nosuid", "strictatime", "mode=755", "size=65536k"],
-            },
-            {
-                "destination": "/dev/pts",
-                "type": "devpts",
-                "source": "devpts",
-                "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620"],
-            },
-            {
-                "destination": "/dev/shm",
-                "type": "tmpfs",
-                "source": "shm",
-                "options": [*nosuid_noexec_nodev, "mode=1777", "size=65536k"],
-            },
-            {"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue", "options": nosuid_noexec_nodev},
-            {"destination": "/sys", "type": "sysfs", "source": "sysfs", "options": [*nosuid_noexec_nodev, "ro"]},
-        ],
-        "linux": {
-            "namespaces": namespaces,
-            "resources": {"devices": [{"allow": False, "access": "rwm"}]},
-            "maskedPaths": MASKED_PATHS,
-            "readonlyPaths": READONLY_PATHS,
-        },
-    }
-
-
-def process_env(spec: ProcessSpec, user: users.User) -> dict[str, str]:
-    env = spec.env_dict()
-    env.setdefault("HOME", user.home)
-    if spec.hostname:
-        env.setdefault("HOSTNAME", spec.hostname)
-    return env
-
 
 class OciDriver(ExecDriver):
     name = "oci"
@@ -147,7 +75,7 @@ class OciDriver(ExecDriver):
         user = users.resolve(spec.rootfs, spec.user)
         prepare_state_dir(state_dir, RUNTIME_LOG)
         with open(os.path.join(state_dir, "config.json"), "w") as f:
-            f.write(json.dumps(bundle_config(spec, user, process_env(spec, user))))  # one write, not dump's many
+            f.write(json.dumps(oci_spec(spec, user, process_env(spec, user))))  # one write, not dump's many
         log = os.path.join(state_dir, RUNTIME_LOG)
         pid_file = os.path.join(state_dir, PID_FILE)
         cmd = self.runtime_command("run", "--bundle", state_dir, "--pid-file", pid_file, container_id, log=log)

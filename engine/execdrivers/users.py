@@ -69,3 +69,18 @@ def resolve(rootfs: str, spec: str | None) -> User:
             if len(g) >= 4 and name in g[3].split(",") and int(g[2]) != gid:
                 extra.append(int(g[2]))
     return User(uid, gid, tuple(sorted(set(extra))), home)
+
+
+def group_ids(rootfs: str, names: tuple[str, ...] | list[str]) -> tuple[int, ...]:
+    """`--group-add` values (names or ids) as gids, read from the container's /etc/group."""
+    groups = _read_in_rootfs(rootfs, "etc/group")
+    gids = []
+    for name in names:
+        group = next((g for g in groups if len(g) >= 3 and g[0] == name), None)
+        if group is not None:
+            gids.append(int(group[2]))
+        elif name.isdigit():
+            gids.append(int(name))
+        else:
+            raise ExecError(f"unable to find group {name}: no matching entries in the container's /etc/group")
+    return tuple(gids)

@@ -36,7 +36,7 @@ import pytest
 import graphdrivers
 from engine.engine import Engine
 from engine.execdrivers.base import ProcessSpec
-from engine.execdrivers.oci import bundle_config, process_env
+from engine.execdrivers.ocispec import oci_spec, process_env
 from engine.execdrivers.users import resolve
 from engine.images import testimages
 from graphdrivers.backing import LoopFilesystem
@@ -81,7 +81,7 @@ class Setup:
         spec = ProcessSpec(rootfs, ["true"])
         user = resolve(rootfs, "")
         with open(os.path.join(self.bundle, "config.json"), "w") as f:
-            json.dump(bundle_config(spec, user, process_env(spec, user)), f)
+            json.dump(oci_spec(spec, user, process_env(spec, user)), f)
         self.runc_root = os.path.join(base, "runc-state")
         self.serial = 0
 

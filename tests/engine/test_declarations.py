@@ -20,9 +20,16 @@ REACHED_OTHERWISE = {"container_inspect": "`strata inspect` of containers"}
 AUTH_OPTIONS = ("username", "password")  # what registry_auth(req) gives pull, push and search
 
 
-def _subcommands() -> dict[str, argparse.ArgumentParser]:
-    [sub] = [a for a in app.parser()._actions if isinstance(a, argparse._SubParsersAction)]
-    return dict(sub.choices)
+def _subcommands(parser: argparse.ArgumentParser | None = None, prefix: str = "") -> dict[str, argparse.ArgumentParser]:
+    """Every subcommand that runs a job, nested ones (`volume create`) included."""
+    [sub] = [a for a in (parser or app.parser())._actions if isinstance(a, argparse._SubParsersAction)]
+    found = {}
+    for name, child in sub.choices.items():
+        if child.get_default("job") is None:
+            found.update(_subcommands(child, f"{prefix}{name} "))
+        else:
+            found[prefix + name] = child
+    return found
 
 
 def test_every_cli_flag_is_a_declared_option_or_a_named_cli_only_one() -> None:
@@ -65,8 +72,11 @@ def _option_keys(call: ast.Call, scope: list[ast.AST]) -> set[str] | None:
             continue
         value = kw.value
         if isinstance(value, ast.Name):
-            [value] = [n.value for n in scope if isinstance(n, ast.Assign)
-                       and any(isinstance(t, ast.Name) and t.id == kw.value.id for t in n.targets)]
+            assigned = [n.value for n in scope if isinstance(n, ast.Assign)
+                        and any(isinstance(t, ast.Name) and t.id == kw.value.id for t in n.targets)]
+            if not assigned:  # unpacked from createbody.options: test_create_body_gives_declared_options
+                return None
+            [value] = assigned
         if isinstance(value, ast.Call) and ast.unparse(value.func) == "registry_auth":
             return set(AUTH_OPTIONS)
         assert isinstance(value, ast.Dict), ast.unparse(call)
@@ -97,6 +107,24 @@ def test_every_api_route_runs_declared_jobs_with_declared_options() -> None:
                 assert keys <= set(SPECS[name.value].options), (filename, name.value, keys)
                 checked += 1
     assert checked > 20
+
+
+def test_create_body_gives_declared_options() -> None:
+    """Every option the create route reads from a body is an option of the create job."""
+    from engine.api import createbody
+    from engine.containers import args as containerargs
+
+    everything = {dest: ["x"] if kind == "append" else "x" if kind == "value" else True
+                  for _flags, dest, kind, _default, _help in containerargs.OPTIONS}
+    body = {"Image": "busybox", **containerargs.to_api({**everything, "memory": "8m", "memory_swap": "16m",
+                                                         "cpus": "1", "cpu_shares": "2", "pids_limit": "5",
+                                                         "stop_timeout": "3", "ulimit": ["nofile=1:2"],
+                                                         "mount": ["type=tmpfs,target=/t"], "label": ["a=b"],
+                                                         "sysctl": ["a=b"], "tmpfs": ["/t"], "device": ["/dev/null"]})}
+    body.update(body.pop("Config"))
+    _image, _cmd, options = createbody.options(body, "n")
+    assert set(options) <= set(SPECS["create"].options)
+    assert set(options) >= {dest for dest in containerargs.API_FIELDS}
 
 
 def test_registry_auth_gives_the_credential_options() -> None:

@@ -13,11 +13,12 @@ import time
 from collections.abc import Iterator
 from typing import IO, Any
 
+from ...containers.jobs import WARNING
 from ...containers.record import Container
 from ...engine import Engine
 from ...errors import EngineError, NoSuchContainer
 from ...images.view import unix_time
-from .. import jobio, mux, schema
+from .. import createbody, jobio, mux, schema
 from ..http import ApiError, Reply, Request, Router
 
 POLL = 0.005  # seconds between looks at a container that has not started yet
@@ -36,15 +37,6 @@ _INSPECT_DEFAULTS: dict[str, Any] = {
     "Mounts": [], "RestartCount": 0, "Platform": "linux", "MountLabel": "", "ProcessLabel": "",
     "AppArmorProfile": "", "ExecIDs": None, "ResolvConfPath": "", "HostnamePath": "", "HostsPath": "",
 }
-
-
-def _network(host_config: dict[str, Any]) -> str:
-    mode = host_config.get("NetworkMode") or "default"
-    if mode in ("default", "bridge", "none"):
-        return "none"  # strata's networkdriver gives containers loopback only
-    if mode == "host":
-        return "host"
-    raise ApiError(400, f"network mode {mode!r} is not supported (none or host)")
 
 
 class _Attachments:
@@ -89,27 +81,12 @@ def add_routes(router: Router, engine: Engine) -> None:
     def create(req: Request) -> Reply:
         body = req.json()
         schema.check_container_config(body)
-        if not body.get("Image"):
-            raise ApiError(400, "the container config needs an Image")
-        cmd = body.get("Cmd") or []
-        env_list = body.get("Env") or []
-        if not isinstance(cmd, list) or not isinstance(env_list, list):
-            raise ApiError(400, "Cmd and Env must be lists of strings")
-        if body.get("Entrypoint"):
-            cmd = list(body["Entrypoint"]) + list(cmd)
-        host_config = body.get("HostConfig") or {}
-        options = {
-            "name": req.arg("name") or "",
-            "env": [str(e) for e in env_list],
-            "workdir": body.get("WorkingDir") or "",
-            "user": body.get("User") or "",
-            "hostname": body.get("Hostname") or "",
-            "network": _network(host_config),
-            "rm": bool(host_config.get("AutoRemove")),
-            "pull": "never",  # Docker's create answers 404 for a missing image; the client pulls
-        }
-        job = jobio.run(engine, "create", body["Image"], *[str(a) for a in cmd], options=options)
-        return Reply(201, {"Id": job.stdout.getvalue().decode().strip(), "Warnings": []})
+        image, cmd, options = createbody.options(body, req.arg("name") or "")
+        options["pull"] = "never"  # Docker's create answers 404 for a missing image; the client pulls
+        job = jobio.run(engine, "create", image, *cmd, options=options)
+        warnings = [line.removeprefix(WARNING) for line in job.stderr.getvalue().decode().splitlines()
+                    if line.startswith(WARNING)]
+        return Reply(201, {"Id": job.stdout.getvalue().decode().strip(), "Warnings": warnings})
 
     @router.route("POST", "/containers/{id}/start")
     def start(req: Request) -> Reply:
@@ -209,14 +186,14 @@ def add_routes(router: Router, engine: Engine) -> None:
         listed = jobio.run(engine, "ps", options={"all": req.flag("all"), "json": True}).json()
         return Reply(200, [{**{k: c[k] for k in ("Id", "Names", "Image", "ImageID", "Command", "State", "Status",
                                                   "HostConfig")},
-                            "Created": unix_time(c["Created"]), "Ports": [], "Labels": {}, "SizeRw": 0,
+                            "Created": unix_time(c["Created"]), "Ports": [], "Labels": c["Labels"], "SizeRw": 0,
                             "SizeRootFs": 0, "NetworkSettings": {"Networks": {}}, "Mounts": []} for c in listed])
 
     @router.route("GET", "/containers/{id}/json")
     def inspect(req: Request) -> Reply:
         data = inspected(req)
         data.setdefault("Config", {}).update({"Tty": False, "OpenStdin": False, "AttachStdout": True,
-                                              "AttachStderr": True, "Labels": {}})
+                                              "AttachStderr": True})
         data.setdefault("HostConfig", {})["LogConfig"] = {"Type": "json-file", "Config": {}}
         for key, value in _INSPECT_DEFAULTS.items():
             data.setdefault(key, copy.deepcopy(value))
@@ -227,7 +204,7 @@ def add_routes(router: Router, engine: Engine) -> None:
         c = inspected(req)
         if not c["State"]["Running"]:
             return Reply(304, None)
-        jobio.run(engine, "stop", c["Id"], options={"time": req.int_arg("t", 10)})
+        jobio.run(engine, "stop", c["Id"], options={"time": req.int_arg("t", None)})
         return Reply(204, None)
 
     @router.route("POST", "/containers/{id}/kill")

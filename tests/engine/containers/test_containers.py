@@ -76,7 +76,7 @@ def test_diff_commit_run_export(engine: Engine):
 
     status, out, err = job(engine, "run", "committed:v1", "sh", "-c", "cat /data/sub/f /tmp/new; ls /etc", rm="1")
     assert status == 0, err
-    assert out.decode().split() == ["b", "new", "group", "hostname", "passwd"]
+    assert out.decode().split() == ["b", "new", "group", "hostname", "hosts", "passwd", "resolv.conf"]
 
     status, tar_bytes, _ = job(engine, "export", "writer")
     names = _tar_names(tar_bytes)
@@ -359,3 +359,15 @@ def test_detached_containers_keep_their_rootfs_after_the_cli_ends(driver_name, d
     home = os.path.join(driver_root, driver_name)
     assert [p for p in mountutil.mounts_under(home) if p != home] == []
     assert not os.listdir(os.path.join(driver_root, driver_name, ".disowned"))
+
+
+def test_strata_cli_honours_and_refuses_create_options(vfs_engine: Engine) -> None:
+    """The `strata` flags reach the container; a refused value is Docker's 125 naming the flag."""
+    status, out, err = job(vfs_engine, "run", "busybox", "sh", "-c",
+                           "touch /x 2>/dev/null || echo ro; cat /etc/hosts | grep db; grep CapEff /proc/self/status",
+                           rm="1", read_only="1", add_host='["db:10.9.8.7"]', cap_drop='["ALL"]')
+    assert status == 0, err
+    assert out.decode().split() == ["ro", "10.9.8.7", "db", "CapEff:", "0000000000000000"]
+    status, _, err = job(vfs_engine, "run", "busybox", "true", memory="1m")
+    assert status == 125 and b"--memory (Memory)" in err and b"6MB" in err
+    assert vfs_engine.containers.ids() == []

@@ -1,0 +1,140 @@
+"""The body of `POST /containers/create` read into `create` job options, every field judged.
+
+Each field of Config and HostConfig is either carried to the job (which honours it) or,
+when it asks for something strata does not do, refused with 400 naming the field. A field
+at its zero value (what clients send for "not asked") is accepted: it asks for nothing.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..containers import args as containerargs
+from .http import ApiError
+
+BASIC_CONFIG = ("Image", "Cmd", "Entrypoint", "Env", "WorkingDir", "User", "Hostname")
+OUTPUT_ONLY = ("AttachStdout", "AttachStderr")  # attach decides what streams; create records nothing
+# Fields whose non-zero values strata accepts, and which: they ask for what strata does.
+ACCEPTED_VALUES: dict[str, tuple[Any, ...]] = {
+    "HostConfig.IpcMode": ("private", "shareable"),
+    "HostConfig.CgroupnsMode": ("host",),  # cgroup v1 hosts: containers see the host's cgroup namespace
+    "HostConfig.Isolation": ("default",),
+    "HostConfig.VolumeDriver": ("local",),
+    "HostConfig.MemorySwappiness": (-1,),
+    "HostConfig.LogConfig.Type": ("json-file",),
+    "HostConfig.RestartPolicy.Name": ("no",),
+}
+# Maps keyed by names (a path, a port): any entry asks for something, even with an empty value.
+NAME_MAPS = ("Config.Volumes", "Config.ExposedPorts", "HostConfig.PortBindings", "HostConfig.StorageOpt",
+             "HostConfig.Annotations")
+REASONS = {
+    "HostConfig.PidMode": "containers always get a pid namespace of their own",
+    "HostConfig.IpcMode": "containers always get an IPC namespace of their own",
+    "HostConfig.UTSMode": "containers always get a UTS namespace of their own",
+    "HostConfig.PortBindings": "published ports need a bridge network, which strata does not have yet",
+    "Config.ExposedPorts": "exposed ports need a bridge network, which strata does not have yet",
+    "HostConfig.RestartPolicy.Name": "strata does not restart containers",
+    "Config.Volumes": "anonymous volumes are not supported; name one (-v NAME:/path)",
+    "Config.Tty": "strata has no terminal support",
+    "Config.OpenStdin": "strata does not attach stdin",
+    "Config.AttachStdin": "strata does not attach stdin",
+}
+
+
+def _zero(value: Any) -> bool:
+    if isinstance(value, dict):
+        return all(_zero(v) for v in value.values())
+    if isinstance(value, list):
+        return all(_zero(v) for v in value)
+    return value in (None, "", 0, False)
+
+
+def _refuse(field: str, value: Any) -> None:
+    reason = REASONS.get(field, "strata does not support it")
+    raise ApiError(400, f"{field}={value!r} is not supported: {reason}")
+
+
+def _judge(prefix: str, section: dict[str, Any], handled: set[str]) -> None:
+    """Refuse every field of `section` that is neither handled nor zero nor an accepted value."""
+    for name, value in section.items():
+        field = f"{prefix}.{name}"
+        if name in handled or (_zero(value) and not (field in NAME_MAPS and value)):
+            continue
+        if isinstance(value, dict) and any(k.startswith(field + ".") for k in ACCEPTED_VALUES):
+            _judge(field, value, set())
+            continue
+        if value in ACCEPTED_VALUES.get(field, ()):
+            continue
+        _refuse(field, value)
+
+
+def _network(config: dict[str, Any], host_config: dict[str, Any]) -> str:
+    mode = host_config.get("NetworkMode") or "default"
+    if mode in ("default", "none"):
+        network = "none"  # strata's default network is loopback only
+    elif mode == "host":
+        network = "host"
+    else:
+        raise ApiError(400, f"HostConfig.NetworkMode={mode!r} is not supported (strata has none and host; "
+                       "bridge and user networks are not there yet)")
+    if config.get("NetworkDisabled") and network == "host":
+        raise ApiError(400, "Config.NetworkDisabled contradicts HostConfig.NetworkMode=host")
+    return network
+
+
+def _mask_option(host_config: dict[str, Any]) -> list[str]:
+    """MaskedPaths/ReadonlyPaths: empty lists are `--security-opt systempaths=unconfined`."""
+    masked, readonly = host_config.get("MaskedPaths"), host_config.get("ReadonlyPaths")
+    if masked is None and readonly is None:
+        return []
+    if masked == [] and readonly == []:
+        return ["systempaths=unconfined"]
+    raise ApiError(400, "HostConfig.MaskedPaths/ReadonlyPaths: only both empty (systempaths=unconfined) "
+                   "is supported")
+
+
+def options(body: Any, name: str) -> tuple[str, list[str], dict[str, Any]]:
+    """(image, command, create options) of a create request body; a field strata cannot honour is a 400."""
+    if not isinstance(body, dict) or not body.get("Image"):
+        raise ApiError(400, "the container config needs an Image")
+    host_config = body.get("HostConfig") or {}
+    if not isinstance(host_config, dict):
+        raise ApiError(400, "HostConfig must be an object")
+    api_fields = {path.split(".")[1] for path, _ in containerargs.API_FIELDS.values()}
+    top = {"HostConfig", "NetworkingConfig", *BASIC_CONFIG, *OUTPUT_ONLY, "NetworkDisabled"}
+    _judge("Config", body, top | api_fields)
+    _judge("HostConfig", host_config, api_fields | {"NetworkMode", "AutoRemove", "MaskedPaths", "ReadonlyPaths"})
+    network = _network(body, host_config)
+    endpoints = (body.get("NetworkingConfig") or {}).get("EndpointsConfig") or {}
+    for net, endpoint in endpoints.items():
+        if not _zero(endpoint) or net not in (host_config.get("NetworkMode") or "default", "default"):
+            raise ApiError(400, f"NetworkingConfig.EndpointsConfig.{net} is not supported (strata has no "
+                           "endpoints to configure)")
+    cmd, env = body.get("Cmd") or [], body.get("Env") or []
+    entrypoint = body.get("Entrypoint") or []
+    for field, value in (("Cmd", cmd), ("Env", env), ("Entrypoint", entrypoint)):
+        if isinstance(value, str) and field != "Env":
+            value = [value]
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise ApiError(400, f"Config.{field} must be a list of strings")
+    cmd = ([entrypoint] if isinstance(entrypoint, str) else list(entrypoint)) + (
+        [cmd] if isinstance(cmd, str) else list(cmd))
+    for field in ("WorkingDir", "User", "Hostname"):
+        if not isinstance(body.get(field) or "", str):
+            raise ApiError(400, f"Config.{field} must be a string")
+    try:
+        extra = containerargs.from_api(body, host_config)
+    except (containerargs.UsageError, KeyError, TypeError, AttributeError, ValueError) as exc:
+        raise ApiError(400, f"invalid create request: {exc}") from None
+    extra["security_opt"] = [*extra.get("security_opt", []), *_mask_option(host_config)]
+    values = {
+        "name": name,
+        "env": list(env),
+        "workdir": body.get("WorkingDir") or "",
+        "user": body.get("User") or "",
+        "hostname": body.get("Hostname") or "",
+        "network": network,
+        "rm": bool(host_config.get("AutoRemove")),
+        **extra,
+    }
+    return str(body["Image"]), [str(a) for a in cmd], values

@@ -1,0 +1,26 @@
+"""Settings reach the container alike in every execdriver (native, oci on runc and on crun)."""
+
+from __future__ import annotations
+
+from engine.execdrivers import ExecDriver
+from engine.execdrivers.settings import Mount, Resources, Settings, Ulimit
+from tests.engine.execdrivers.test_execdrivers import run
+
+
+def test_settings_are_applied(execdriver: ExecDriver, busybox_rootfs: str, tmp_path) -> None:
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    (shared / "f").write_text("from host\n")
+    settings = Settings(
+        readonly_rootfs=True, cap_drop=("ALL",), cap_add=("CAP_KILL",), no_new_privileges=True,
+        mounts=(Mount("/mnt", "bind", str(shared), ("rbind", "ro")), Mount("/scratch", "tmpfs", "tmpfs", ("size=1m",))),
+        resources=Resources(memory=32 << 20, memory_swap=64 << 20, pids_limit=20),
+        ulimits=(Ulimit("nofile", 256, 512),), sysctls=(("kernel.shmmni", "1234"),), domainname="example.net",
+    )  # fmt: skip
+    script = ("touch /x 2>/dev/null || echo ro-root; grep -E 'CapEff|NoNewPrivs' /proc/self/status; cat /mnt/f; "
+              "echo s > /scratch/s && echo tmpfs; cat /sys/fs/cgroup/memory/memory.limit_in_bytes "
+              "/sys/fs/cgroup/pids/pids.max /proc/sys/kernel/shmmni /proc/sys/kernel/domainname; ulimit -n")
+    ran = run(execdriver, busybox_rootfs, tmp_path, ["sh", "-c", script], settings=settings)
+    assert ran.code == 0, (ran.stderr, ran.error)
+    assert ran.stdout.decode().split() == ["ro-root", "CapEff:", "0000000000000020", "NoNewPrivs:", "1", "from",
+                                           "host", "tmpfs", str(32 << 20), "20", "1234", "example.net", "256"]
