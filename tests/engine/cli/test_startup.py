@@ -13,7 +13,7 @@ import sys
 
 from tests.engine.conftest import Images
 
-from .test_cli import REPO
+from .conftest import REPO
 
 # rich (load's progress bar), pandas/numpy/scipy (bench), requests/urllib3 (registry),
 # zstandard (zstd layers), docker (the SDK), concurrent.futures (pull's downloads):
