@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import signal
 import time
+from collections.abc import Iterator
 
 import pytest
 
@@ -22,6 +23,16 @@ class Ran:
 
 
 MONITORS: list[int] = []  # every monitor this module started: none may outlive it
+STARTED: list = []  # (driver, handle) of this test's containers: released after it, as the engine does
+
+
+@pytest.fixture(autouse=True)
+def _release_started() -> Iterator[None]:
+    yield
+    while STARTED:
+        driver, handle = STARTED.pop()
+        if handle.wait(timeout=30) is not None:
+            driver.release(handle.id, handle.state_dir)
 
 
 def start(driver: ExecDriver, rootfs: str, tmp_path, args: list[str], **spec):
@@ -30,6 +41,7 @@ def start(driver: ExecDriver, rootfs: str, tmp_path, args: list[str], **spec):
     name = f"{tmp_path.name[-20:]}-{n}"  # unique, like the engine's ids: runtimes keep per-id cgroups
     handle = driver.start(name, ProcessSpec(rootfs, args, **spec), state, f"{state}.out", f"{state}.err")
     MONITORS.append(handle.monitor_pid)
+    STARTED.append((driver, handle))
     return handle, f"{state}.out", f"{state}.err"
 
 

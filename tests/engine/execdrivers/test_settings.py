@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import os
+
 from engine.execdrivers import ExecDriver
 from engine.execdrivers.settings import Mount, Resources, Settings, Ulimit
-from tests.engine.execdrivers.test_execdrivers import run
+from tests.engine.execdrivers.test_execdrivers import start
 
 
 def test_settings_are_applied(execdriver: ExecDriver, busybox_rootfs: str, tmp_path) -> None:
@@ -20,7 +22,10 @@ def test_settings_are_applied(execdriver: ExecDriver, busybox_rootfs: str, tmp_p
     script = ("touch /x 2>/dev/null || echo ro-root; grep -E 'CapEff|NoNewPrivs' /proc/self/status; cat /mnt/f; "
               "echo s > /scratch/s && echo tmpfs; cat /sys/fs/cgroup/memory/memory.limit_in_bytes "
               "/sys/fs/cgroup/pids/pids.max /proc/sys/kernel/shmmni /proc/sys/kernel/domainname; ulimit -n")
-    ran = run(execdriver, busybox_rootfs, tmp_path, ["sh", "-c", script], settings=settings)
-    assert ran.code == 0, (ran.stderr, ran.error)
-    assert ran.stdout.decode().split() == ["ro-root", "CapEff:", "0000000000000020", "NoNewPrivs:", "1", "from",
+    handle, out, err = start(execdriver, busybox_rootfs, tmp_path, ["sh", "-c", script], settings=settings)
+    status = handle.wait(timeout=60)
+    execdriver.release(handle.id, handle.state_dir)  # as the engine does: the container's cgroups go
+    assert status is not None and status.code == 0, open(err).read()
+    assert not any(os.path.exists(f"/sys/fs/cgroup/{c}/strata/{handle.id}") for c in ("memory", "pids", "devices"))
+    assert open(out).read().split() == ["ro-root", "CapEff:", "0000000000000020", "NoNewPrivs:", "1", "from",
                                            "host", "tmpfs", str(32 << 20), "20", "1234", "example.net", "256"]
