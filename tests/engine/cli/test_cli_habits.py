@@ -79,7 +79,7 @@ def test_testimage_loads_or_writes_an_archive(strata_vfs, tmp_path) -> None:
     assert _ok(strata_vfs("testimage", "--name", "mine:1", "-o", archive)).startswith("Wrote mine:1 ")
     other = _caller(str(tmp_path / "other"), "vfs")
     assert _ok(other("load", "-i", archive)) == "Loaded image: mine:1\n"
-    assert _ok(other("run", "--rm", "mine:1", "cat", "/etc/hostname")) == "strata\n"
+    assert _ok(other("run", "--rm", "mine:1", "cat", "/etc/motd")) == "strata test image\n"
 
 
 def test_export_into_a_closed_pipe_ends_quietly(strata_vfs, images: Images) -> None:

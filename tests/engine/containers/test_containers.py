@@ -340,7 +340,7 @@ def test_detached_containers_keep_their_rootfs_after_the_cli_ends(driver_name, d
     its mount when it has exited."""
     with make_engine(driver_root, driver_name, "oci", busybox_tar) as e:
         refused = e.driver.disown_unsupported()
-    script = "sleep 1; cat /etc/hostname; ls /bin/sh"
+    script = "sleep 1; cat /etc/motd; ls /bin/sh"
     ran = strata(driver_root, driver_name, "oci", "run", "-d", "--name", "bg", "busybox", "sh", "-c", script)
     if refused is not None:  # a pool this process set up: refused up front, nothing created
         assert ran.returncode == 1 and b"lose its filesystem" in ran.stderr, ran.stderr
@@ -354,7 +354,7 @@ def test_detached_containers_keep_their_rootfs_after_the_cli_ends(driver_name, d
         waited = strata(driver_root, driver_name, "oci", "wait", name)
         assert waited.stdout == b"0\n", (waited.stdout, strata(driver_root, driver_name, "oci", "logs", name).stderr)
         logs = strata(driver_root, driver_name, "oci", "logs", name)
-        assert logs.stdout == b"strata\n/bin/sh\n", logs.stderr
+        assert logs.stdout == b"strata test image\n/bin/sh\n", logs.stderr
         assert strata(driver_root, driver_name, "oci", "rm", name).returncode == 0
     home = os.path.join(driver_root, driver_name)
     assert [p for p in mountutil.mounts_under(home) if p != home] == []
