@@ -13,13 +13,15 @@ from dataclasses import asdict, dataclass, fields
 
 import pandas as pd
 
-SCHEMA_VERSION = 2  # 2: the io scenario's fio columns (iops ... runtime_s)
+SCHEMA_VERSION = 5  # 2: the io scenario's fio columns (iops ... runtime_s); 5: host, worker
 PARQUET, CSV, RUN_JSON = "results.parquet", "results.csv", "run.json"
 
 # column -> pandas dtype (nullable ints: a space column is empty where nothing was measured)
 COLUMNS: dict[str, str] = {
     "run_id": "string",
     "schema_version": "Int64",
+    "host": "string",
+    "worker": "string",
     "driver": "string",
     "backend": "string",
     "backing_fs": "string",
@@ -51,6 +53,7 @@ COLUMNS: dict[str, str] = {
 }
 # what identifies a group of repetitions of the same measurement
 GROUP_KEYS = [
+    "host",
     "driver",
     "backend",
     "backing_fs",
@@ -95,6 +98,8 @@ class Row:
     clat_p999_ns: int | None = None
     runtime_s: float = math.nan
     note: str = ""
+    host: str = ""  # the machine (hostname) that measured the row
+    worker: str = ""  # what ran it there: "local", "process", or a Dask worker's address
     schema_version: int = SCHEMA_VERSION
 
     def with_space(self, before: int, after: int) -> Row:
@@ -113,8 +118,12 @@ def frame(rows: list[Row]) -> pd.DataFrame:
 
 
 def write(directory: str, rows: list[Row], run: dict[str, object]) -> None:
+    write_frame(directory, frame(rows), run)
+
+
+def write_frame(directory: str, df: pd.DataFrame, run: dict[str, object]) -> None:
+    """Rows already in a frame of this schema (a matrix run's merged cells), and run.json."""
     os.makedirs(directory, exist_ok=True)
-    df = frame(rows)
     df.to_parquet(os.path.join(directory, PARQUET), index=False)
     df.to_csv(os.path.join(directory, CSV), index=False)
     with open(os.path.join(directory, RUN_JSON), "w") as f:
