@@ -234,9 +234,15 @@ class Outcome:
             self.attempts[-1]["outcome"] = self.status
 
 
+def live_workers(client) -> dict[str, dict]:
+    """The scheduler's workers now, asked afresh (Client.scheduler_info's cache is refreshed
+    in the background without per-worker entries, so it can look empty)."""
+    return client.sync(client.scheduler.identity, n_workers=-1)["workers"]
+
+
 def survey(client, commit: str, warn: Callable[[str], None]) -> tuple[dict[str, Host], dict[str, dict]]:
     """Hosts of usable workers, and every worker's record (refused ones with the reason)."""
-    info = client.scheduler_info(n_workers=-1)["workers"]
+    info = live_workers(client)
     if not info:
         raise ClusterError("the scheduler has no workers")
     facts = client.run(worker_facts)
@@ -312,7 +318,7 @@ class ClusterCells:
                 resources={"bench": 1},
                 pure=False,
             )
-        alive = set(self.client.scheduler_info(n_workers=-1)["workers"])
+        alive = set(live_workers(self.client))
         try:
             while self._pending():
                 with contextlib.suppress(TimeoutError):  # none finished within POLL: look at the workers
@@ -352,7 +358,7 @@ class ClusterCells:
 
     def _check_workers(self, before: set[str]) -> set[str]:
         """Record lost attempts; fail cells lost twice or left with no worker of their host."""
-        now = set(self.client.scheduler_info(n_workers=-1)["workers"])
+        now = set(live_workers(self.client))
         lost = before - now
         with self.lock:
             for key in self._pending():
