@@ -181,6 +181,9 @@ def parser() -> argparse.ArgumentParser:
     compare.add_argument("new", nargs="?")
     compare.add_argument("--split", metavar="RUN", help="A/A check: even against odd repetitions of one run")
     compare.add_argument(
+        "--hosts", nargs=2, metavar=("BASE_HOST", "NEW_HOST"), help="two hosts of one run (give the run as BASE)"
+    )
+    compare.add_argument(
         "--fail-above", type=float, default=1.2, help="SLOWER needs a ratio above this (FASTER below its inverse)"
     )
     compare.add_argument(
@@ -338,14 +341,19 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "compare":
         from .compare import compare
 
-        if (args.split is None) == (args.base is None or args.new is None) or (args.split and args.base):
-            print("bench compare: give BASE and NEW, or --split RUN", file=sys.stderr)
+        if args.hosts:
+            if args.base is None or args.new is not None or args.split:
+                print("bench compare: --hosts A B compares two hosts of one run: give just that RUN", file=sys.stderr)
+                return 2
+        elif (args.split is None) == (args.base is None or args.new is None) or (args.split and args.base):
+            print("bench compare: give BASE and NEW, or --split RUN, or --hosts A B RUN", file=sys.stderr)
             return 2
         return compare(
             args.base,
             args.new,
             args.fail_above,
             split_dir=args.split,
+            hosts=tuple(args.hosts) if args.hosts else None,
             allow_different=args.allow_different,
             alpha=args.fdr,
         )

@@ -155,12 +155,14 @@ def load(directories: list[str]) -> pd.DataFrame:
 
 def label_runs(df: pd.DataFrame) -> pd.DataFrame:
     """Name each series `driver/backend` when the backend is not the driver itself (so FUSE
-    aufs is never shown as kernel aufs), and tell apart the same driver from different runs."""
+    aufs is never shown as kernel aufs), and tell apart the same driver from different hosts and runs."""
     df = df.copy()
     backend = df["backend"].fillna("")
     kind = backend.str.split().str[0].fillna("")  # "fuse (direct, passthrough)" -> "fuse"
     # the whole backend string: aufs over FUSE with and without passthrough are two series
     df["driver"] = df["driver"].where((kind == df["driver"]) | (kind == ""), df["driver"] + "/" + backend)
+    if df["host"].nunique() > 1:  # a cluster run: the same driver on each host is its own series
+        df["driver"] = df["driver"] + " on " + df["host"]
     per_driver = df.groupby("driver")["run_id"].nunique()
     if (per_driver > 1).any():
         df["driver"] = df["driver"] + " @" + df["run_id"]

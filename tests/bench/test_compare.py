@@ -119,3 +119,26 @@ def test_a_whole_scenario_moving_for_every_driver_is_called_the_machine(tmp_path
     assert status == 1  # still reported: the rows really are slower
     assert "warning: exec: median ratio 1.5" in out and "every driver moved" in out
     assert "shift: rootfs: median ratio 1.0" in out
+
+
+def test_hosts_of_one_run_compare_side_by_side(tmp_path, capsys) -> None:
+    run = write_run(str(tmp_path / "a"), seed=1, hosts={"fast": 1.0, "slow": 3.0})
+    status, out = compare(capsys, "--hosts", "fast", "slow", run)
+    assert status == 1, out  # every group is three times slower on `slow`
+    assert f"{run} on fast" in out and f"{run} on slow" in out
+    assert "differs: machine.hostname: 'fast' -> 'slow'" in out and "machine.cores" in out  # listed, not refused
+    assert "16 SLOWER, 0 FASTER, 0 no difference" in out  # 2 drivers x 8 groups
+    status, out = compare(capsys, "--hosts", "fast", "nowhere", run)
+    assert status == 2 and "no host nowhere (hosts: fast, slow)" in out
+
+
+def test_two_cluster_runs_compare_host_by_host(tmp_path, capsys) -> None:
+    base = write_run(str(tmp_path / "a"), seed=1, hosts={"h1": 1.0, "h2": 1.0})
+    new = write_run(str(tmp_path / "b"), seed=2, hosts={"h1": 1.0, "h2": 1.0}, slower={ONE_GROUP: 3.0})
+    status, out = compare(capsys, base, new)
+    assert status == 1, out
+    slower = verdict_lines(out, "SLOWER")
+    assert len(slower) == 2 and {line.split("│")[1].strip() for line in slower} == {"h1", "h2"}
+    other = write_run(str(tmp_path / "c"), seed=2, hosts={"h1": 1.0, "h3": 1.0})
+    status, out = compare(capsys, base, other)
+    assert status == 2 and "the runs measured different hosts" in out
