@@ -14,6 +14,7 @@ loop devices (it treats SIGTERM as Ctrl-C) instead of leaving them behind.
 from __future__ import annotations
 
 import ctypes
+import glob
 import json
 import logging
 import os
@@ -28,13 +29,15 @@ from dataclasses import dataclass, field, replace
 
 import pandas as pd
 
+from graphdrivers import mountutil
+
 from . import results
 from .config import RunConfig
 
 log = logging.getLogger(__name__)
 
 DIMENSIONS = ("host", "workload", "driver")  # what tells cells apart, in this order
-CELL_JSON, LOG = "cell.json", "cell.log"
+PREFIX, CELL_JSON, LOG, PID = "strata-cell-", "cell.json", "cell.log", "cell.pid"
 IMAGE_PREFIX = "image:"  # a workload dimension naming an image archive (--image)
 PR_SET_PDEATHSIG = 1
 POLL = 0.5  # seconds between looks at a running cell (and at its stop signal)
@@ -135,10 +138,10 @@ def run_in_process(
     `stop` is polled while the cell runs; when it turns true the cell gets SIGINT (the
     harness tears down and writes the rows so far). The cell directory is removed after.
     """
-    parent = base.scratch or None
-    if parent:
-        os.makedirs(parent, exist_ok=True)
-    directory = tempfile.mkdtemp(prefix="strata-cell-", dir=parent)
+    parent = base.scratch or tempfile.gettempdir()
+    os.makedirs(parent, exist_ok=True)
+    sweep(parent)
+    directory = tempfile.mkdtemp(prefix=PREFIX, dir=parent)
     try:
         out = os.path.join(directory, "out")
         config = replace(cell.config(base), out=out, scratch=os.path.join(directory, "scratch"))
@@ -160,6 +163,8 @@ def run_in_process(
                 env=child_env(),
                 preexec_fn=_die_with_parent,
             )
+            with open(os.path.join(directory, PID), "w") as f:
+                f.write(str(proc.pid))
             interrupted = _wait(proc, stop)
         with open(os.path.join(directory, LOG), errors="replace") as f:
             tail = "".join(f.readlines()[-20:]).strip()
@@ -171,6 +176,24 @@ def run_in_process(
         return CellResult(cell, rows, results.load_run(out), proc.returncode, worker, tail[-2000:])
     finally:
         shutil.rmtree(directory, ignore_errors=True)
+
+
+def sweep(parent: str) -> list[str]:
+    """Remove the cell directories a killed worker left in `parent`: those whose cell process
+    is gone and under which nothing is mounted (it tore its mounts down on SIGTERM)."""
+    removed = []
+    for directory in glob.glob(os.path.join(parent, PREFIX + "*")):
+        try:
+            with open(os.path.join(directory, PID)) as f:
+                pid = int(f.read())
+        except (OSError, ValueError):  # not started yet, or not ours
+            continue
+        if os.path.exists(f"/proc/{pid}") or mountutil.mounts_under(directory):
+            continue
+        log.info("removing %s, left by a cell whose worker died", directory)
+        shutil.rmtree(directory, ignore_errors=True)
+        removed.append(directory)
+    return removed
 
 
 def _wait(proc: subprocess.Popen, stop: Callable[[], bool]) -> bool:

@@ -348,7 +348,7 @@ class ClusterCells:
                 if outcome.attempts:
                     outcome.attempts[-1]["outcome"] = "failed"
             if outcome.status != "ok":
-                self.warn(f"cell {key}: {outcome.status}: {outcome.reason}")
+                self.warn(f"cell {key}: {outcome.status}" + (f": {outcome.reason}" if outcome.reason else ""))
 
     def _fail(self, key: str, reason: str) -> None:
         outcome = self.outcomes[key]

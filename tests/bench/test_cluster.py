@@ -276,3 +276,15 @@ def test_workers_of_another_commit_or_not_root_are_refused() -> None:
     assert cluster.refusal(good, "abc") == ""
     assert "differs from the client's abc" in cluster.refusal({**good, "git_commit": "def"}, "abc")
     assert "not root" in cluster.refusal({**good, "uid": 1000}, "abc")
+
+
+def test_sweep_removes_only_cell_directories_whose_process_is_gone(tmp_path) -> None:
+    dead = subprocess.Popen(["true"])  # a pid that has exited
+    dead.wait()
+    for name, pid in (("strata-cell-dead", dead.pid), ("strata-cell-live", os.getpid())):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / cells.PID).write_text(str(pid))
+        (tmp_path / name / "out").mkdir()
+    (tmp_path / "strata-cell-starting").mkdir()  # no pid yet: its cell is being set up
+    assert cells.sweep(str(tmp_path)) == [str(tmp_path / "strata-cell-dead")]
+    assert sorted(os.listdir(tmp_path)) == ["strata-cell-live", "strata-cell-starting"]
