@@ -10,7 +10,6 @@ Ctrl-C stops the cells and writes what arrived (exit 130).
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
 import os
 import platform
@@ -30,6 +29,7 @@ from .runner import (
     _sigterm_as_interrupt,
     new_run_id,
     print_summary,
+    run_header,
     signals_held,
     statistics,
 )
@@ -143,15 +143,7 @@ class MatrixRun:
         one_host = next(iter(self.hosts.values())) if len(self.hosts) == 1 else {}
         workloads = {o.cell["workload"]: o.result.part.get("workload") for o in self.outcomes if o.result is not None}
         return {
-            "schema_version": results.SCHEMA_VERSION,
-            "run_id": self.run_id,
-            "command_line": " ".join(self.argv),
-            "argv": self.argv,
-            "started": dt.datetime.fromtimestamp(self.started, dt.UTC).isoformat(),
-            "finished": dt.datetime.now(dt.UTC).isoformat(),
-            "duration_seconds": round(time.time() - self.started, 3),
-            "interrupted": interrupted,
-            "git_commit": machine.git_commit(),
+            **run_header(self.run_id, self.argv, self.started, interrupted),
             # one host: its machine, so `bench compare` checks it as for any run; several: the client's
             "machine": one_host.get("machine") or machine.machine(),
             "packages": one_host.get("packages") or machine.packages(),

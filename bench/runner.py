@@ -269,15 +269,7 @@ class Run:
 
     def run_json(self, interrupted: bool) -> dict[str, object]:
         return {
-            "schema_version": results.SCHEMA_VERSION,
-            "run_id": self.run_id,
-            "command_line": " ".join(self.argv),
-            "argv": self.argv,
-            "started": dt.datetime.fromtimestamp(self.started, dt.UTC).isoformat(),
-            "finished": dt.datetime.now(dt.UTC).isoformat(),
-            "duration_seconds": round(time.time() - self.started, 3),
-            "interrupted": interrupted,
-            "git_commit": machine.git_commit(),
+            **run_header(self.run_id, self.argv, self.started, interrupted),
             "machine": machine.machine(),
             "packages": machine.packages(),
             "config": self.config.facts(),
@@ -295,6 +287,21 @@ class Run:
 
     def _print_table(self) -> None:
         print_summary(self.console, results.frame(self.rows), self.out, self.config, self.facts["statistics"])
+
+
+def run_header(run_id: str, argv: list[str], started: float, interrupted: bool) -> dict[str, object]:
+    """What every run.json begins with: schema, id, command, times, the code's commit."""
+    return {
+        "schema_version": results.SCHEMA_VERSION,
+        "run_id": run_id,
+        "command_line": " ".join(argv),
+        "argv": argv,
+        "started": dt.datetime.fromtimestamp(started, dt.UTC).isoformat(),
+        "finished": dt.datetime.now(dt.UTC).isoformat(),
+        "duration_seconds": round(time.time() - started, 3),
+        "interrupted": interrupted,
+        "git_commit": machine.git_commit(),
+    }
 
 
 def statistics(stats: pd.DataFrame, config: RunConfig) -> dict[str, object]:
