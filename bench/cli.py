@@ -212,7 +212,7 @@ def _run_precondition(args: argparse.Namespace) -> str | None:
 
     if not args.driver:
         return "give --driver (or drivers in the --matrix file)"
-    if args.host and not args.cluster:
+    if args.host and args.host != ["all"] and not args.cluster:
         return "--host names a cluster's host: it needs --cluster"
     if args.cluster and args.isolate == "none":
         return "--cluster runs every cell in a process of its own: --isolate none cannot apply"

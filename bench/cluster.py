@@ -357,9 +357,12 @@ class ClusterCells:
         self.warn(f"cell {key}: failed: {reason}")
 
     def _check_workers(self, before: set[str]) -> set[str]:
-        """Record lost attempts; fail cells lost twice or left with no worker of their host."""
+        """Record lost attempts; fail cells lost twice or left with no worker of their host.
+        (Attempts are read under the lock the event handler takes; cancelling, a call into
+        the client's event loop, happens outside it.)"""
         now = set(live_workers(self.client))
         lost = before - now
+        failing: list[tuple[str, str]] = []
         with self.lock:
             for key in self._pending():
                 outcome = self.outcomes[key]
@@ -371,22 +374,24 @@ class ClusterCells:
                     self.faults.append({"host": host.name, "worker": attempt["worker"], "cell": key, "reason": reason})
                     self.warn(f"cell {key}: {reason}")
                 losses = sum(a["outcome"] == "worker lost" for a in outcome.attempts)
-                left = [w for w in host.workers if w in now]
                 if losses >= 2:
-                    self._fail(key, f"its worker died on the retry too ({losses} workers lost)")
-                elif not left:
-                    self._fail(key, f"no worker of host {host.name} left to run it" + (" again" if losses else ""))
+                    failing.append((key, f"its worker died on the retry too ({losses} workers lost)"))
+                elif not [w for w in host.workers if w in now]:
+                    again = " again" if losses else ""
+                    failing.append((key, f"no worker of host {host.name} left to run it{again}"))
                 elif running:
                     self.warn(f"cell {key}: retried once on another worker of {host.name}")
+        for key, reason in failing:
+            self._fail(key, reason)
         return now
 
     def _stop_all(self) -> None:
         """After Ctrl-C: cancel cells not started, wait a while for the running ones' rows."""
         with self.lock:
-            for key in self._pending():
-                if not self.outcomes[key].attempts:
-                    self.client.cancel([self.futures[key]], force=True)
-                    self.outcomes[key].status, self.outcomes[key].reason = "cancelled", "run interrupted"
+            unstarted = [k for k in self._pending() if not self.outcomes[k].attempts]
+            for key in unstarted:
+                self.outcomes[key].status, self.outcomes[key].reason = "cancelled", "run interrupted"
+        self.client.cancel([self.futures[k] for k in unstarted], force=True)
         deadline = time.monotonic() + STOP_GRACE
         try:
             while self._pending() and time.monotonic() < deadline:
