@@ -79,6 +79,15 @@ def _repeat(text: str) -> int | str:
     return "auto" if text == "auto" else _positive(text)
 
 
+def _cluster(text: str) -> str:
+    from .cluster import parse_address
+
+    try:
+        return parse_address(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def _fraction(text: str) -> float:
     value = float(text)
     if not 0 < value < 1:
@@ -117,7 +126,22 @@ def parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="measure drivers; writes a result directory")
-    run.add_argument("--driver", action="append", required=True, help="driver name (repeatable) or 'all'")
+    run.add_argument(
+        "--driver", action="append", help="driver name (repeatable) or 'all'; required unless --matrix has it"
+    )
+    run.add_argument("--matrix", metavar="FILE.toml", help="the run's cells and options from a file (README: matrix)")
+    run.add_argument(
+        "--cluster",
+        type=_cluster,
+        metavar="ADDRESS",
+        help="run the cells on a Dask scheduler's workers (tcp://HOST:8786), or on local:N workers started here",
+    )
+    run.add_argument("--host", action="append", help="with --cluster: run on this host only (repeatable; default all)")
+    run.add_argument(
+        "--isolate",
+        choices=("none", "process"),
+        help="process: each driver's cell in a fresh process, one after another (default none; --cluster: process)",
+    )
     run.add_argument(
         "--scenario",
         type=_csv(SCENARIOS),
@@ -219,6 +243,9 @@ def parser() -> argparse.ArgumentParser:
     compare.add_argument("new", nargs="?")
     compare.add_argument("--split", metavar="RUN", help="A/A check: even against odd repetitions of one run")
     compare.add_argument(
+        "--hosts", nargs=2, metavar=("BASE_HOST", "NEW_HOST"), help="two hosts of one run (give the run as BASE)"
+    )
+    compare.add_argument(
         "--fail-above", type=float, default=1.2, help="SLOWER needs a ratio above this (FASTER below its inverse)"
     )
     compare.add_argument(
@@ -259,6 +286,14 @@ def _run_precondition(args: argparse.Namespace) -> str | None:
     """What makes this `bench run` impossible before anything is set up, or None."""
     from .cache import DROP_CACHES
 
+    if not args.driver:
+        return "give --driver (or drivers in the --matrix file)"
+    if args.host and args.host != ["all"] and not args.cluster:
+        return "--host names a cluster's host: it needs --cluster"
+    if args.cluster and args.isolate == "none":
+        return "--cluster runs every cell in a process of its own: --isolate none cannot apply"
+    if args.cluster and args.cluster.startswith("tcp://"):
+        return _storage_opts_problem(args)  # the rest are facts of the workers' hosts, not this one
     if args.backing != "loop" and not os.path.isdir(args.backing):
         return f"--backing {args.backing}: not a directory (give 'loop' or an existing directory)"
     if args.cache != "warm" and not os.access(DROP_CACHES, os.W_OK):
@@ -277,6 +312,10 @@ def _run_precondition(args: argparse.Namespace) -> str | None:
             return f"--scenario io: {reason}"
         if not os.access(DROP_CACHES, os.W_OK):
             return f"--scenario io drops the page cache before every job: it needs to write {DROP_CACHES} (root)"
+    return _storage_opts_problem(args)
+
+
+def _storage_opts_problem(args: argparse.Namespace) -> str | None:
     from .runner import expand_drivers
 
     running = expand_drivers(args.driver)
@@ -286,75 +325,121 @@ def _run_precondition(args: argparse.Namespace) -> str | None:
     return None
 
 
+def _with_matrix(argv: list[str], args: argparse.Namespace) -> tuple[argparse.Namespace, list[str]]:
+    """The options of `bench run --matrix FILE` and the command line, parsed as one; and
+    the file's workloads (a dimension the command line gives one value of)."""
+    from .matrix import read
+
+    p = parser()
+    run_parser = p._subparsers._group_actions[0].choices["run"]  # type: ignore[union-attr]
+    found = read(args.matrix, run_parser, argv[1:])
+    merged = p.parse_args(["run", *found.argv, *argv[1:]])
+    merged.driver = (merged.driver or []) + found.drivers
+    merged.host = (merged.host or []) + found.hosts
+    return merged, found.workloads
+
+
+def _run(argv: list[str], args: argparse.Namespace) -> int:
+    workloads: list[str] = []
+    if args.matrix:
+        from .matrix import MatrixError
+
+        try:
+            args, workloads = _with_matrix(argv, args)
+        except MatrixError as exc:
+            print(f"bench: {exc}", file=sys.stderr)
+            return 2
+    problem = _run_precondition(args)
+    if problem:
+        print(f"bench: {problem}", file=sys.stderr)
+        return 2
+    config = _config(args)
+    problem = _cow_problem(args, config)
+    if problem:
+        print(f"bench: {problem}", file=sys.stderr)
+        return 2
+    if args.matrix or args.cluster or args.isolate == "process":
+        from .matrix import Matrix, MatrixError
+        from .matrixrun import MatrixRun
+        from .runner import expand_drivers
+
+        try:
+            matrix = Matrix.of(config, expand_drivers(args.driver), workloads, args.host or [])
+        except MatrixError as exc:
+            print(f"bench: {exc}", file=sys.stderr)
+            return 2
+        return MatrixRun(matrix, ["bench", *argv], args.cluster).execute()
+    from .runner import Run
+    from .workloads import WorkloadError
+
+    try:
+        return Run(config, ["bench", *argv]).execute()
+    except WorkloadError as exc:
+        print(f"bench: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:  # while the workload was being built: nothing to clean up
+        return 130
+
+
+def _config(args: argparse.Namespace) -> RunConfig:
+    config = RunConfig(
+        drivers=args.driver,
+        scenarios=args.scenario,
+        workload=args.workload,
+        image=args.image,
+        depth=args.depth,
+        depths=args.depths or FULL_DEPTHS,
+        repeat=AUTO_MIN_REPEAT if args.repeat in (None, "auto") else args.repeat,
+        adaptive=args.repeat == "auto" or (args.repeat is None and not args.quick),
+        target_ci=args.target_ci,
+        max_repeat=args.max_repeat,
+        max_time=args.max_time,
+        warmup=1 if args.warmup is None else args.warmup,
+        cache=args.cache,
+        backing=args.backing,
+        execdrivers=args.execdriver or list(EXECDRIVERS),
+        out=args.out or "",
+        scratch=args.scratch,
+        quick=args.quick,
+        storage_opts=dict(args.storage_opt),
+        io_runtime=args.io_runtime or IO_RUNTIME[False],
+        io_jobs=args.io_jobs or [],
+        seed=new_seed() if args.seed is None else args.seed,
+        order=args.order,
+        cpus=args.cpus or [],
+        backing_fs=args.backing_fs or [],
+        pad_bytes=args.pad_bytes,
+        copyup_bytes=args.copyup_bytes or COPYUP_BYTES[False],
+        cow_stride=args.cow_stride,
+    )
+    quick_defaults(
+        config,
+        repeat_given=args.repeat is not None,
+        warmup_given=args.warmup is not None,
+        depths_given=args.depths is not None,
+        io_runtime_given=args.io_runtime is not None,
+        copyup_given=args.copyup_bytes is not None,
+    )
+    config.cow_writes = args.cow_writes or min(COW_WRITES, config.copyup_bytes // config.cow_stride)
+    return config
+
+
+def _cow_problem(args: argparse.Namespace, config: RunConfig) -> str | None:
+    """Why the copy-on-write writes cannot fit in the big lower file, or None."""
+    fit = config.copyup_bytes // config.cow_stride
+    if args.cow_writes is not None and args.cow_writes > fit:
+        return (f"--cow-writes {args.cow_writes} x --cow-stride {config.cow_stride} does not fit in the "
+                f"{config.copyup_bytes}-byte big lower file (at most {fit}; or raise --copyup-bytes)")
+    if config.cow_writes < 1:
+        return f"--cow-stride {config.cow_stride} is larger than the big lower file"
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parser().parse_args(argv)
     if args.command == "run":
-        problem = _run_precondition(args)
-        if problem:
-            print(f"bench: {problem}", file=sys.stderr)
-            return 2
-        from .runner import Run
-
-        config = RunConfig(
-            drivers=args.driver,
-            scenarios=args.scenario,
-            workload=args.workload,
-            image=args.image,
-            depth=args.depth,
-            depths=args.depths or FULL_DEPTHS,
-            repeat=AUTO_MIN_REPEAT if args.repeat in (None, "auto") else args.repeat,
-            adaptive=args.repeat == "auto" or (args.repeat is None and not args.quick),
-            target_ci=args.target_ci,
-            max_repeat=args.max_repeat,
-            max_time=args.max_time,
-            warmup=1 if args.warmup is None else args.warmup,
-            cache=args.cache,
-            backing=args.backing,
-            execdrivers=args.execdriver or list(EXECDRIVERS),
-            out=args.out or "",
-            scratch=args.scratch,
-            quick=args.quick,
-            storage_opts=dict(args.storage_opt),
-            io_runtime=args.io_runtime or IO_RUNTIME[False],
-            io_jobs=args.io_jobs or [],
-            seed=new_seed() if args.seed is None else args.seed,
-            order=args.order,
-            cpus=args.cpus or [],
-            backing_fs=args.backing_fs or [],
-            pad_bytes=args.pad_bytes,
-            copyup_bytes=args.copyup_bytes or COPYUP_BYTES[False],
-            cow_stride=args.cow_stride,
-        )
-        quick_defaults(
-            config,
-            repeat_given=args.repeat is not None,
-            warmup_given=args.warmup is not None,
-            depths_given=args.depths is not None,
-            io_runtime_given=args.io_runtime is not None,
-            copyup_given=args.copyup_bytes is not None,
-        )
-        fit = config.copyup_bytes // config.cow_stride
-        if args.cow_writes is not None and args.cow_writes > fit:
-            print(
-                f"bench: --cow-writes {args.cow_writes} x --cow-stride {config.cow_stride} does not fit in the "
-                f"{config.copyup_bytes}-byte big lower file (at most {fit}; or raise --copyup-bytes)",
-                file=sys.stderr,
-            )
-            return 2
-        config.cow_writes = args.cow_writes or min(COW_WRITES, fit)
-        if config.cow_writes < 1:
-            print(f"bench: --cow-stride {config.cow_stride} is larger than the big lower file", file=sys.stderr)
-            return 2
-        from .workloads import WorkloadError
-
-        try:
-            return Run(config, ["bench", *argv]).execute()
-        except WorkloadError as exc:
-            print(f"bench: {exc}", file=sys.stderr)
-            return 2
-        except KeyboardInterrupt:  # while the workload was being built: nothing to clean up
-            return 130
+        return _run(argv, args)
     if args.command == "report":
         from .report import report
 
@@ -362,14 +447,19 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "compare":
         from .compare import compare
 
-        if (args.split is None) == (args.base is None or args.new is None) or (args.split and args.base):
-            print("bench compare: give BASE and NEW, or --split RUN", file=sys.stderr)
+        if args.hosts:
+            if args.base is None or args.new is not None or args.split:
+                print("bench compare: --hosts A B compares two hosts of one run: give just that RUN", file=sys.stderr)
+                return 2
+        elif (args.split is None) == (args.base is None or args.new is None) or (args.split and args.base):
+            print("bench compare: give BASE and NEW, or --split RUN, or --hosts A B RUN", file=sys.stderr)
             return 2
         return compare(
             args.base,
             args.new,
             args.fail_above,
             split_dir=args.split,
+            hosts=tuple(args.hosts) if args.hosts else None,
             allow_different=args.allow_different,
             absolute=args.absolute,
             alpha=args.fdr,

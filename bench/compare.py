@@ -37,7 +37,7 @@ from .stats import finite, ratio_ci
 
 log = logging.getLogger(__name__)
 
-KEYS = ["driver", "backend", "scenario", "step", "workload", "layer", "depth", "cache", "execdriver"]
+KEYS = ["host", "driver", "backend", "scenario", "step", "workload", "layer", "depth", "cache", "execdriver"]
 ALPHA = 0.05  # false discovery rate
 SHIFT = 1.1  # a scenario whose groups moved by more than this together: the machine, not one driver
 EXIT_SAME, EXIT_SLOWER, EXIT_REFUSED = 0, 1, 2
@@ -129,7 +129,7 @@ def group_tests(
                      "raw_p": _mwu(nv, bv)})  # fmt: skip
     table = pd.DataFrame(rows)
     table["raw_q"] = _q(table["raw_p"].tolist())
-    shifts = table.groupby("scenario")["ratio"].transform(_geometric_median)
+    shifts = table.groupby(["host", "scenario"])["ratio"].transform(_geometric_median)
     table["shift"] = 1.0 if absolute else shifts
     table["own"] = table["ratio"] / table["shift"]
     table["p"] = [_mwu(nv / shift, bv) for (_, bv, nv), shift in zip(pairs, table["shift"], strict=True)]
@@ -143,20 +143,24 @@ def _mwu(new: np.ndarray, base: np.ndarray) -> float:
     return 1.0 if math.isnan(p) else p  # no ranks to tell apart: no evidence
 
 
+def _where(host: str, scenario: str) -> str:
+    return f"{scenario} on {host}" if host else str(scenario)
+
+
 def scenario_verdicts(table: pd.DataFrame, fail_above: float, alpha: float = ALPHA) -> dict[str, str]:
     """Per scenario, whether the whole scenario moved: SLOWER/FASTER when its common shift is
     beyond `fail_above` and most of its groups moved significantly (raw q) in that direction."""
     out = {}
-    for scenario, g in table.groupby("scenario", sort=False):
+    for (host, scenario), g in table.groupby(["host", "scenario"], sort=False):
         shift = _geometric_median(g["ratio"])
         up = ((g["raw_q"] < alpha) & (g["ratio"] > 1)).sum()
         down = ((g["raw_q"] < alpha) & (g["ratio"] < 1)).sum()
         if shift > fail_above and 2 * up >= len(g):
-            out[str(scenario)] = "SLOWER"
+            out[_where(host, scenario)] = "SLOWER"
         elif shift < 1 / fail_above and 2 * down >= len(g):
-            out[str(scenario)] = "FASTER"
+            out[_where(host, scenario)] = "FASTER"
         else:
-            out[str(scenario)] = "same"
+            out[_where(host, scenario)] = "same"
     return out
 
 
@@ -172,8 +176,9 @@ def one_sided(base: pd.DataFrame, new: pd.DataFrame) -> list[str]:
     for side, keys in (("BASE", keys_b - keys_n), ("NEW", keys_n - keys_b)):
         for key in sorted(keys, key=str):
             g = dict(zip(KEYS, key, strict=True))
+            where = f"{g['host']} " if g["host"] else ""
             lines.append(
-                f"group only in {side}: {g['driver']} {g['scenario']} {g['step']} depth {g['depth']} "
+                f"group only in {side}: {where}{g['driver']} {g['scenario']} {g['step']} depth {g['depth']} "
                 f"{g['cache']} {g['execdriver'] or ''}".rstrip()
             )
     return lines
@@ -182,11 +187,11 @@ def one_sided(base: pd.DataFrame, new: pd.DataFrame) -> list[str]:
 def common_shifts(table: pd.DataFrame) -> list[str]:
     """Per scenario, the median ratio over its groups; a warning where all drivers moved together."""
     lines = []
-    for scenario, g in table.groupby("scenario", sort=False):
+    for (host, scenario), g in table.groupby(["host", "scenario"], sort=False):
         shift = _geometric_median(g["ratio"])
         per_driver = g.groupby("driver")["ratio"].median()
         together = len(per_driver) > 1 and ((per_driver > SHIFT).all() or (per_driver < 1 / SHIFT).all())
-        line = f"{scenario}: median ratio {shift:.2f} over {len(g)} groups"
+        line = f"{_where(host, scenario)}: median ratio {shift:.2f} over {len(g)} groups"
         if together:
             line += (
                 f" -- every driver moved ({', '.join(f'{d} {r:.2f}' for d, r in per_driver.items())}): "
@@ -203,14 +208,15 @@ def _ms(seconds: float) -> str:
 def _render(table: pd.DataFrame, fail_above: float, alpha: float) -> Table:
     t = Table(title=f"median NEW/BASE; own = ratio / its scenario's shift: Mann-Whitney U on it, "
                     f"Benjamini-Hochberg q < {alpha}, beyond {fail_above}x")
-    for col in ("driver", "scenario", "step", "depth", "cache", "exec", "n", "base ms", "new ms", "ratio", "95% CI",
-                "own"):
+    columns = ["host", "driver", "scenario", "step", "depth", "cache", "exec", "n", "base ms", "new ms", "ratio"]
+    for col in [*columns, "95% CI", "own"]:
         t.add_column(col, justify="right" if col in ("depth", "base ms", "new ms", "ratio", "own") else "left")
     for col in ("p", "q", "verdict"):
         t.add_column(col, justify="right" if col != "verdict" else "left")
     style = {"SLOWER": "[bold red]SLOWER[/]", "FASTER": "[bold green]FASTER[/]"}
     for r in table.itertuples(index=False):
         t.add_row(
+            r.host or "-",
             r.driver,
             r.scenario,
             r.step,
@@ -230,6 +236,37 @@ def _render(table: pd.DataFrame, fail_above: float, alpha: float) -> Table:
     return t
 
 
+def host_sides(run_dir: str, base_host: str, new_host: str) -> Sides:
+    """Two hosts of one run (`--hosts`): each side its host's rows, and run.json with that
+    host's machine and packages, so what differs between the machines is listed."""
+    df = timed(results.load([run_dir]))
+    run = results.load_run(run_dir)
+    known = run.get("hosts") or {}
+    sides = []
+    for host in (base_host, new_host):
+        if host not in known:
+            raise results.ResultsError(f"{run_dir}: no host {host} (hosts: {', '.join(sorted(known)) or 'none'})")
+        facts = known[host]
+        record = {**run, "machine": facts.get("machine", {}), "packages": facts.get("packages", {})}
+        sides.append((df[df["host"] == host].assign(host=""), record, f"{run_dir} on {host}"))
+    (base, base_run, base_label), (new, new_run, new_label) = sides
+    return Sides(base, new, base_run, new_run, base_label, new_label)
+
+
+def _same_hosts(base: pd.DataFrame, new: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Two runs compare host by host; two one-host runs on different hosts compare as
+    machines (that difference is listed, and refused unless allowed, like any machine's)."""
+    hosts_b, hosts_n = set(base["host"].dropna()), set(new["host"].dropna())
+    if hosts_b == hosts_n:
+        return base, new
+    if len(hosts_b) <= 1 and len(hosts_n) <= 1:
+        return base.assign(host=""), new.assign(host="")
+    raise results.ResultsError(
+        f"the runs measured different hosts ({', '.join(sorted(hosts_b))} vs {', '.join(sorted(hosts_n))}): "
+        "compare runs of the same hosts, or two hosts of one run with --hosts"
+    )
+
+
 def load_sides(base_dir: str | None, new_dir: str | None, split_dir: str | None) -> Sides:
     """Both sides from two result directories, or the halves of one (`--split`)."""
     if split_dir is not None:
@@ -238,9 +275,10 @@ def load_sides(base_dir: str | None, new_dir: str | None, split_dir: str | None)
         even, odd = split(df)
         return Sides(even, odd, run, run, f"{split_dir} (even repetitions)", f"{split_dir} (odd repetitions)")
     assert base_dir is not None and new_dir is not None
+    base, new = _same_hosts(timed(results.load([base_dir])), timed(results.load([new_dir])))
     return Sides(
-        timed(results.load([base_dir])),
-        timed(results.load([new_dir])),
+        base,
+        new,
         results.load_run(base_dir),
         results.load_run(new_dir),
         base_dir,
@@ -254,15 +292,18 @@ def compare(
     fail_above: float,
     *,
     split_dir: str | None = None,
+    hosts: tuple[str, str] | None = None,
     allow_different: bool = False,
     absolute: bool = False,
     alpha: float = ALPHA,
 ) -> int:
-    """Print what differs, the per-group table and the verdict; the exit status says it."""
+    """Print what differs, the per-group table and the verdict; the exit status says it.
+    With `hosts`, `base_dir` is one run and its two hosts are the sides: their machines
+    differ by design, so that is listed but not refused."""
     try:
-        sides = load_sides(base_dir, new_dir, split_dir)
+        sides = host_sides(base_dir, *hosts) if hosts else load_sides(base_dir, new_dir, split_dir)  # type: ignore[arg-type]
         found = rundiff.differences(sides.base_run, sides.new_run)
-        rundiff.check_comparable(found, allow_different)
+        rundiff.check_comparable(found, allow_different or hosts is not None)
     except (results.ResultsError, OSError) as exc:
         print(f"bench compare: {exc}")
         return EXIT_REFUSED

@@ -3,7 +3,9 @@
 Figures (bench.figures): per scenario every repetition with the median and its CI, rootfs
 against image depth, an empirical CDF per step, and space amplification. When several
 result directories hold the same driver, each run is its own series, labelled with its
-run id, so nothing is pooled across runs. summary.csv/.txt/.md/.tex as in a run directory.
+run id, so nothing is pooled across runs. Rows from several hosts (a cluster run) get one
+set of figures per host (`NAME_HOST.png`), each captioned with that host's machine.
+summary.csv/.txt/.md/.tex as in a run directory.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ def save(fig: plt.Figure, out: str, name: str) -> str:
     return f"{name}.png"
 
 
-def draw(df: pd.DataFrame, stats: pd.DataFrame, runs: list[dict], out: str) -> list[str]:
+def draw(df: pd.DataFrame, stats: pd.DataFrame, runs: list[dict], out: str, suffix: str = "") -> list[str]:
     """Every figure of the report, saved under `out`; the PNG names in page order."""
     wanted: list[tuple[str, plt.Figure | None]] = []
     for scenario in SCENARIOS:
@@ -42,7 +44,23 @@ def draw(df: pd.DataFrame, stats: pd.DataFrame, runs: list[dict], out: str) -> l
     for scenario in SCENARIOS:
         wanted.append((f"cdf_{scenario}", figures.cdf_figure(df, scenario, runs)))
     wanted.append(("space_amplification", figures.space_figure(df, runs)))
-    return [save(fig, out, name) for name, fig in wanted if fig is not None]
+    return [save(fig, out, name + suffix) for name, fig in wanted if fig is not None]
+
+
+def facets(raw: pd.DataFrame, runs: list[dict]) -> list[tuple[str, pd.DataFrame, list[dict]]]:
+    """One facet per host when the rows come from several (a cluster run): its rows, and the
+    runs with that host's machine for the captions; else one facet of everything."""
+    hosts = sorted(set(raw["host"].dropna()) - {""})
+    if len(hosts) < 2:
+        return [("", raw, runs)]
+    return [
+        (
+            host,
+            raw[raw["host"] == host],
+            [{**r, "machine": r["hosts"][host]["machine"]} if host in r.get("hosts", {}) else r for r in runs],
+        )
+        for host in hosts
+    ]
 
 
 def _html(runs_json: list[dict], pngs: list[str], stats: pd.DataFrame) -> str:
@@ -55,6 +73,13 @@ def _html(runs_json: list[dict], pngs: list[str], stats: pd.DataFrame) -> str:
             f"kernel {html.escape(str(m.get('kernel')))}, "
             f"commit {html.escape(str(run.get('git_commit')))}</li>"
         )
+        for name, h in (run.get("hosts") or {}).items():
+            hm = h.get("machine", {})
+            runs.append(
+                f"<li>host <b>{html.escape(name)}</b>: {html.escape(str(hm.get('cpu_model')))}, {hm.get('cores')} "
+                f"cores, kernel {html.escape(str(hm.get('kernel')))}, "
+                f"workers {html.escape(', '.join(h.get('workers', [])))}</li>"
+            )
         for w in run.get("warnings", []):
             runs.append(f"<li class=warn>warning: {html.escape(str(w))}</li>")
     table = stats.assign(
@@ -66,6 +91,7 @@ def _html(runs_json: list[dict], pngs: list[str], stats: pd.DataFrame) -> str:
         p99_ms=stats["p99"] * 1000,
     )[
         [
+            "host",
             "driver",
             "backend",
             "backing_fs",
@@ -110,14 +136,17 @@ wide = median too uncertain to compare)</h2>
 
 def report(dirs: list[str], out: str) -> int:
     try:
-        df = results.label_runs(results.load(dirs))
+        raw = results.load(dirs)
     except results.ResultsError as exc:
         print(f"bench report: {exc}")
         return 2
     os.makedirs(out, exist_ok=True)
     runs = [results.load_run(d) for d in dirs]
-    stats = summary(df)
-    pngs = draw(df, stats, runs, out)
+    pngs = []
+    for host, rows, host_runs in facets(raw, runs):
+        labelled = results.label_runs(rows)
+        pngs += draw(labelled, summary(labelled), host_runs, out, suffix=f"_{host}" if host else "")
+    stats = summary(results.label_runs(raw))
     write_summaries(stats, out)
     with open(os.path.join(out, "index.html"), "w") as f:
         f.write(_html(runs, pngs, stats))

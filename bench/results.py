@@ -15,14 +15,16 @@ import pandas as pd
 
 # 2: the io scenario's fio columns (iops ... runtime_s). 3: allocated_bytes,
 # space_amplification_allocated, space_per_write, load1, steal; exec's read steps read a data
-# file dropped cold after the mount, and new steps (README "What is measured").
-SCHEMA_VERSION = 3
+# file dropped cold after the mount, and new steps (README "What is measured"). 4: host, worker.
+SCHEMA_VERSION = 4
 PARQUET, CSV, RUN_JSON = "results.parquet", "results.csv", "run.json"
 
 # column -> pandas dtype (nullable ints: a space column is empty where nothing was measured)
 COLUMNS: dict[str, str] = {
     "run_id": "string",
     "schema_version": "Int64",
+    "host": "string",
+    "worker": "string",
     "driver": "string",
     "backend": "string",
     "backing_fs": "string",
@@ -59,6 +61,7 @@ COLUMNS: dict[str, str] = {
 }
 # what identifies a group of repetitions of the same measurement
 GROUP_KEYS = [
+    "host",
     "driver",
     "backend",
     "backing_fs",
@@ -108,6 +111,8 @@ class Row:
     load1: float = math.nan
     steal: float = math.nan
     note: str = ""
+    host: str = ""  # the machine (hostname) that measured the row
+    worker: str = ""  # what ran it there: "local", "process", or a Dask worker's address
     schema_version: int = SCHEMA_VERSION
 
     def with_space(self, before: int, after: int, allocated: int | None = None) -> Row:
@@ -132,8 +137,12 @@ def frame(rows: list[Row]) -> pd.DataFrame:
 
 
 def write(directory: str, rows: list[Row], run: dict[str, object]) -> None:
+    write_frame(directory, frame(rows), run)
+
+
+def write_frame(directory: str, df: pd.DataFrame, run: dict[str, object]) -> None:
+    """Rows already in a frame of this schema (a matrix run's merged cells), and run.json."""
     os.makedirs(directory, exist_ok=True)
-    df = frame(rows)
     df.to_parquet(os.path.join(directory, PARQUET), index=False)
     df.to_csv(os.path.join(directory, CSV), index=False)
     with open(os.path.join(directory, RUN_JSON), "w") as f:
@@ -165,12 +174,14 @@ def load(directories: list[str]) -> pd.DataFrame:
 
 def label_runs(df: pd.DataFrame) -> pd.DataFrame:
     """Name each series `driver/backend` when the backend is not the driver itself (so FUSE
-    aufs is never shown as kernel aufs), and tell apart the same driver from different runs."""
+    aufs is never shown as kernel aufs), and tell apart the same driver from different hosts and runs."""
     df = df.copy()
     backend = df["backend"].fillna("")
     kind = backend.str.split().str[0].fillna("")  # "fuse (direct, passthrough)" -> "fuse"
     # the whole backend string: aufs over FUSE with and without passthrough are two series
     df["driver"] = df["driver"].where((kind == df["driver"]) | (kind == ""), df["driver"] + "/" + backend)
+    if df["host"].nunique() > 1:  # a cluster run: the same driver on each host is its own series
+        df["driver"] = df["driver"] + " on " + df["host"]
     per_driver = df.groupby("driver")["run_id"].nunique()
     if (per_driver > 1).any():
         df["driver"] = df["driver"] + " @" + df["run_id"]

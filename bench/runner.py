@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import os
+import platform
 import secrets
 import shutil
 import signal
@@ -106,13 +107,24 @@ def new_run_id() -> str:
 
 
 class Run:
-    def __init__(self, config: RunConfig, argv: list[str], console: Console | None = None) -> None:
+    def __init__(
+        self,
+        config: RunConfig,
+        argv: list[str],
+        console: Console | None = None,
+        *,
+        run_id: str | None = None,
+        worker: str = "local",
+    ) -> None:
+        """`run_id` and `worker` are given when this run is one cell of a matrix (bench.cells)."""
         self.config = config
         self.argv = argv
         self.console = console or Console(stderr=True)
         if config.cpus:
             environment.pin(set(config.cpus))
-        self.run_id = new_run_id()
+        self.run_id = run_id or new_run_id()
+        self.host = platform.node()
+        self.worker = worker
         self.rows: list[Row] = []
         self.warnings: list[str] = []
         self.drivers: dict[str, dict[str, object]] = {}
@@ -279,15 +291,7 @@ class Run:
 
     def run_json(self, interrupted: bool) -> dict[str, object]:
         return {
-            "schema_version": results.SCHEMA_VERSION,
-            "run_id": self.run_id,
-            "command_line": " ".join(self.argv),
-            "argv": self.argv,
-            "started": dt.datetime.fromtimestamp(self.started, dt.UTC).isoformat(),
-            "finished": dt.datetime.now(dt.UTC).isoformat(),
-            "duration_seconds": round(time.time() - self.started, 3),
-            "interrupted": interrupted,
-            "git_commit": machine.git_commit(),
+            **run_header(self.run_id, self.argv, self.started, interrupted),
             "machine": machine.machine(),
             "packages": machine.packages(),
             "config": {
@@ -302,46 +306,71 @@ class Run:
         }
 
     def _write(self, interrupted: bool) -> None:
-        stats = summary(results.frame(self.rows))
-        measured = stats[stats["n"] > 0] if len(stats) else stats
-        self.facts["statistics"] = {
-            "groups": len(stats),
-            "measured_groups": len(measured),
-            "wide_groups": int(stats["wide"].sum()) if len(stats) else 0,
-            "target_ci": self.config.target_ci if self.config.adaptive else None,
-            "precision_median": _rounded(measured["precision"].median()) if len(measured) else None,
-            "precision_worst": _rounded(measured["precision"].max()) if len(measured) else None,
-            "groups_above_target": int((measured["precision"] > self.config.target_ci).sum()) if len(measured) else 0,
-        }
+        for row in self.rows:
+            row.host, row.worker = self.host, self.worker
+        self.facts["statistics"] = statistics(summary(results.frame(self.rows)), self.config)
         results.write(self.out, self.rows, self.run_json(interrupted))
 
     def _print_table(self) -> None:
-        stats = summary(results.frame(self.rows))
-        if stats.empty:
-            self.console.print("no measurements were made", style="bold red")
-            return
-        out = Console(file=sys.stdout, width=max(Console().width, 200))
-        out.print(rich_table(stats))
-        write_summaries(stats, self.out)
-        shares = start_shares(stats)
-        if len(shares):
-            out.print("end-to-end start (run_rm_true): the driver's share (create_read_write + get + put + remove)")
-            out.print(shares.to_string(index=False, float_format=lambda v: f"{v:.2f}"), highlight=False)
-        facts = self.facts["statistics"]
-        if facts["precision_median"] is not None:
-            self.console.print(
-                f"precision (95% CI width / median): median {facts['precision_median']:.1%}, worst "
-                f"{facts['precision_worst']:.1%}; {facts['groups_above_target']} of {facts['measured_groups']} groups "
-                f"above {self.config.target_ci:.0%}"
-                + ("" if self.config.adaptive else " (fixed --repeat; --repeat auto repeats until precise)"),
-                highlight=False,
-            )
-        wide = stats[stats["wide"]]
-        if len(wide):
-            self.console.print(
-                f"[bold yellow]warning:[/] {len(wide)} of {len(stats)} groups have a spread too wide to compare "
-                "(95% CI of the median wider than half of it): rerun with more repetitions "
-                "(--repeat auto, a larger --max-repeat) on a quieter machine",
-                highlight=False,
-            )
-        self.console.print(f"results: {self.out}", highlight=False)
+        print_summary(self.console, results.frame(self.rows), self.out, self.config, self.facts["statistics"])
+
+
+def run_header(run_id: str, argv: list[str], started: float, interrupted: bool) -> dict[str, object]:
+    """What every run.json begins with: schema, id, command, times, the code's commit."""
+    return {
+        "schema_version": results.SCHEMA_VERSION,
+        "run_id": run_id,
+        "command_line": " ".join(argv),
+        "argv": argv,
+        "started": dt.datetime.fromtimestamp(started, dt.UTC).isoformat(),
+        "finished": dt.datetime.now(dt.UTC).isoformat(),
+        "duration_seconds": round(time.time() - started, 3),
+        "interrupted": interrupted,
+        "git_commit": machine.git_commit(),
+    }
+
+
+def statistics(stats: pd.DataFrame, config: RunConfig) -> dict[str, object]:
+    """run.json's `statistics`: how precise the run's medians came out."""
+    measured = stats[stats["n"] > 0] if len(stats) else stats
+    return {
+        "groups": len(stats),
+        "measured_groups": len(measured),
+        "wide_groups": int(stats["wide"].sum()) if len(stats) else 0,
+        "target_ci": config.target_ci if config.adaptive else None,
+        "precision_median": _rounded(measured["precision"].median()) if len(measured) else None,
+        "precision_worst": _rounded(measured["precision"].max()) if len(measured) else None,
+        "groups_above_target": int((measured["precision"] > config.target_ci).sum()) if len(measured) else 0,
+    }
+
+
+def print_summary(console: Console, df: pd.DataFrame, out: str, config: RunConfig, facts: dict) -> None:
+    """The closing table on stdout, summary.* in `out`, and the precision and wide-spread notes."""
+    stats = summary(df)
+    if stats.empty:
+        console.print("no measurements were made", style="bold red")
+        return
+    table = Console(file=sys.stdout, width=max(Console().width, 200))
+    table.print(rich_table(stats))
+    write_summaries(stats, out)
+    shares = start_shares(stats)
+    if len(shares):
+        table.print("end-to-end start (run_rm_true): the driver's share (create_read_write + get + put + remove)")
+        table.print(shares.to_string(index=False, float_format=lambda v: f"{v:.2f}"), highlight=False)
+    if facts["precision_median"] is not None:
+        console.print(
+            f"precision (95% CI width / median): median {facts['precision_median']:.1%}, worst "
+            f"{facts['precision_worst']:.1%}; {facts['groups_above_target']} of {facts['measured_groups']} groups "
+            f"above {config.target_ci:.0%}"
+            + ("" if config.adaptive else " (fixed --repeat; --repeat auto repeats until precise)"),
+            highlight=False,
+        )
+    wide = stats[stats["wide"]]
+    if len(wide):
+        console.print(
+            f"[bold yellow]warning:[/] {len(wide)} of {len(stats)} groups have a spread too wide to compare "
+            "(95% CI of the median wider than half of it): rerun with more repetitions "
+            "(--repeat auto, a larger --max-repeat) on a quieter machine",
+            highlight=False,
+        )
+    console.print(f"results: {out}", highlight=False)

@@ -22,12 +22,14 @@ from .stats import summarize
 
 log = logging.getLogger(__name__)
 
-COMPARE_KEYS = ["scenario", "step", "workload", "depth", "cache", "execdriver"]
+SPACE_KEYS = ["host", "driver", "scenario", "step", "workload", "depth", "cache"]
+COMPARE_KEYS = ["host", "scenario", "step", "workload", "depth", "cache", "execdriver"]  # x fastest: per host
 
 
 def summary(df: pd.DataFrame) -> pd.DataFrame:
-    """Group statistics for the table: chain rows of layer-create, every other scenario; per run,
-    so `x fastest` compares drivers measured side by side, never one run's driver with another's."""
+    """Group statistics for the table: chain rows of layer-create, every other scenario; per run
+    and host, so `x fastest` compares drivers measured side by side, never one run's driver (or
+    one host's) with another's."""
     keep = df[(df["scenario"] != "layer-create") | (df["layer"] == -1)]
     stats = summarize(keep, ["run_id", *GROUP_KEYS])  # never pool or rank across runs
     if stats.empty:
@@ -36,15 +38,15 @@ def summary(df: pd.DataFrame) -> pd.DataFrame:
     stats["vs_fastest"] = stats["median"] / fastest
     space = (
         keep[keep["space_amplification"].notna()]
-        .groupby(["driver", "scenario", "step", "workload", "depth", "cache"], dropna=False)["space_amplification"]
+        .groupby(SPACE_KEYS, dropna=False)["space_amplification"]
         .median()
         .rename("space_amplification")
         .reset_index()
     )
-    merged = stats.merge(space, how="left", on=["driver", "scenario", "step", "workload", "depth", "cache"])
+    merged = stats.merge(space, how="left", on=SPACE_KEYS)
     order = {name: i for i, name in enumerate(SCENARIOS)}
     merged = merged.assign(_order=merged["scenario"].map(order))
-    keys = ["_order", "workload", "step", "depth", "cache", "execdriver", "driver"]
+    keys = ["host", "_order", "workload", "step", "depth", "cache", "execdriver", "driver"]
     return merged.sort_values(keys, kind="stable").drop(columns="_order").reset_index(drop=True)
 
 
@@ -59,6 +61,7 @@ def _ms(seconds: float) -> str:
 def rich_table(stats: pd.DataFrame, title: str = "bench: medians (ms) with spread") -> Table:
     table = Table(title=title, show_lines=False)
     for col in (
+        "host",
         "driver",
         "backend",
         "scenario",
@@ -85,6 +88,7 @@ def rich_table(stats: pd.DataFrame, title: str = "bench: medians (ms) with sprea
             note = ("WIDE SPREAD: not comparable; " + note).rstrip("; ")
         amp = getattr(r, "space_amplification", float("nan"))
         table.add_row(
+            r.host or "-",
             r.driver,
             r.backend,
             r.scenario,
@@ -107,6 +111,7 @@ def rich_table(stats: pd.DataFrame, title: str = "bench: medians (ms) with sprea
 def plain_text(stats: pd.DataFrame) -> str:
     """The same table as text with fixed columns (for READMEs, commit messages, CI logs)."""
     cols = [
+        "host",
         "driver",
         "backend",
         "scenario",
@@ -127,6 +132,7 @@ def plain_text(stats: pd.DataFrame) -> str:
     ]
     out = pd.DataFrame(
         {
+            "host": stats["host"].fillna("").replace("", "-"),
             "driver": stats["driver"],
             "backend": stats["backend"],
             "scenario": stats["scenario"],

@@ -6,6 +6,7 @@ knows exactly which groups differ between two sets (and by how much).
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import numpy as np
@@ -49,20 +50,22 @@ def write_run(
     run_id: str = "20260101T000000Z-0000",
     commit: str = "0" * 40,
     started: str = "2026-01-01T00:00:00+00:00",
+    hosts: dict[str, float] | None = None,
 ) -> str:
     """Write a result directory; `slower` maps (driver, step, depth, execdriver) to a factor,
-    and groups in `without` are left out."""
+    and groups in `without` are left out. `hosts` (name -> factor) makes a cluster run: every
+    group on each host, that much slower there, and run.json's `hosts`."""
     rng = np.random.default_rng(seed)
     slower = slower or {}
     settings = RunConfig(drivers=list(drivers), scenarios=list(STEPS), depths=(1, 8), repeat=n, quick=True)
     rows = []
-    for driver in drivers:
+    for (host, host_factor), driver in itertools.product((hosts or {"": 1.0}).items(), drivers):
         for scenario, steps in STEPS.items():
             for step, execdriver, depth, median in steps:
                 group = (driver, step, depth, execdriver)
                 if group in without:
                     continue
-                factor = DRIVER_FACTOR[driver] * slower.get(group, 1.0)
+                factor = DRIVER_FACTOR[driver] * slower.get(group, 1.0) * host_factor
                 for i, seconds in enumerate(rng.lognormal(math.log(median * factor), sigma, n)):
                     rows.append(
                         results.Row(
@@ -78,6 +81,8 @@ def write_run(
                             repetition=i,
                             seconds=float(seconds),
                             execdriver=execdriver,
+                            host=host,
+                            worker=f"tcp://{host}:1234" if host else "local",
                         )
                     )
     run = {
@@ -92,5 +97,10 @@ def write_run(
         "drivers": {d: {"status": "ok", "backing": {"fstype": "btrfs" if d == "btrfs" else "ext4"}} for d in drivers},
         "warnings": [],
     }
+    if hosts:
+        run["hosts"] = {
+            h: {"machine": {**MACHINE, "hostname": h, "cores": 2 + i}, "packages": {}, "workers": [f"tcp://{h}:1234"]}
+            for i, h in enumerate(hosts)
+        }
     results.write(directory, rows, run)
     return directory

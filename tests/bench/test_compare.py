@@ -143,3 +143,28 @@ def test_one_group_slower_inside_a_shifted_scenario_is_still_found(tmp_path, cap
     assert status == 1, out
     (line,) = verdict_lines(out, "SLOWER")
     assert "vfs" in line and "oci" in line
+
+
+def test_hosts_of_one_run_compare_side_by_side(tmp_path, capsys) -> None:
+    run = write_run(str(tmp_path / "a"), seed=1, hosts={"fast": 1.0, "slow": 3.0})
+    status, out = compare(capsys, "--hosts", "fast", "slow", run)
+    assert status == 1, out  # every group is three times slower on `slow`
+    assert f"{run} on fast" in out and f"{run} on slow" in out
+    assert "differs: machine.hostname: 'fast' -> 'slow'" in out and "machine.cores" in out  # listed, not refused
+    # every group three times slower: the whole of every scenario moved (the machine is the change)
+    assert "0 SLOWER, 0 FASTER" in out and out.count("SLOWER (whole scenario)") == 3
+    assert compare(capsys, "--hosts", "fast", "slow", run, "--absolute")[1].count("SLOWER │") == 16
+    status, out = compare(capsys, "--hosts", "fast", "nowhere", run)
+    assert status == 2 and "no host nowhere (hosts: fast, slow)" in out
+
+
+def test_two_cluster_runs_compare_host_by_host(tmp_path, capsys) -> None:
+    base = write_run(str(tmp_path / "a"), seed=1, hosts={"h1": 1.0, "h2": 1.0})
+    new = write_run(str(tmp_path / "b"), seed=2, hosts={"h1": 1.0, "h2": 1.0}, slower={ONE_GROUP: 3.0})
+    status, out = compare(capsys, base, new)
+    assert status == 1, out
+    slower = verdict_lines(out, "SLOWER")
+    assert len(slower) == 2 and {line.split("│")[1].strip() for line in slower} == {"h1", "h2"}
+    other = write_run(str(tmp_path / "c"), seed=2, hosts={"h1": 1.0, "h3": 1.0})
+    status, out = compare(capsys, base, other)
+    assert status == 2 and "the runs measured different hosts" in out

@@ -11,9 +11,10 @@ import tarfile
 import pandas as pd
 import pytest
 
-from bench import imagearchive, results, workloads
+from bench import imagearchive, report, results, workloads
 
 from .conftest import QuickRun, bench
+from .synthetic import write_run
 
 
 def test_report_draws_figures_and_an_index(quick_run: QuickRun, tmp_path) -> None:
@@ -180,3 +181,17 @@ def test_impossible_runs_are_refused_before_anything_is_set_up(tmp_path) -> None
         assert proc.returncode == 2, (args, proc.stderr)
         assert message in proc.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_report_facets_a_cluster_run_by_host(tmp_path) -> None:
+    run = write_run(str(tmp_path / "run"), hosts={"h1": 1.0, "h2": 2.0}, n=5)
+    assert report.report([run], str(tmp_path / "report")) == 0
+    made = set(os.listdir(tmp_path / "report"))
+    assert {"scenario_rootfs_h1.png", "scenario_rootfs_h2.png", "cdf_exec_h1.pdf", "cdf_exec_h2.pdf"} <= made
+    assert "scenario_rootfs.png" not in made  # no figure pools the hosts
+    page = (tmp_path / "report" / "index.html").read_text()
+    assert "host <b>h1</b>" in page and "host <b>h2</b>" in page and "vfs on h2" in page
+    stats = pd.read_csv(tmp_path / "report" / "summary.csv")
+    assert set(stats["host"]) == {"h1", "h2"}
+    ratio = stats.groupby("host")["vs_fastest"].min()  # x fastest ranks drivers within a host
+    assert (ratio == 1.0).all()
