@@ -42,13 +42,21 @@ def mount_facts(path: str) -> dict[str, str]:
     return best
 
 
-def cells(drivers: list[str], backing_fs: list[str]) -> list[tuple[str, str]]:
+def cells(drivers: list[str], backing_fs: list[str]) -> list[tuple[str, str | None]]:
     """The (driver, backing filesystem) pairs a run measures: every driver on every
-    filesystem of `backing_fs`, or, when that is empty, each on the one it registered for.
-    Whether a driver runs on a pair's filesystem is the driver's to say when it starts."""
-    if not backing_fs:
-        return [(name, graphdrivers.registration(name).backing_fs) for name in drivers]
-    return [(name, fs) for name in drivers for fs in backing_fs]
+    filesystem of `backing_fs`, or, when that is empty, each on the one it registered for
+    (None for a name no driver registered: opening it says why). Whether a driver runs on
+    a pair's filesystem is the driver's to say when it starts."""
+    if backing_fs:
+        return [(name, fs) for name in drivers for fs in backing_fs]
+    return [(name, _registered_fs(name)) for name in drivers]
+
+
+def _registered_fs(name: str) -> str | None:
+    try:
+        return graphdrivers.registration(name).backing_fs
+    except graphdrivers.errors.DriverError:
+        return None
 
 
 def backend_of(status: list[tuple[str, str]], default: str) -> str:

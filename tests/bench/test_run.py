@@ -240,7 +240,7 @@ def test_sigint_mid_run_unmounts_everything(tmp_path) -> None:
     )
     try:
         deadline = time.monotonic() + 60
-        layers = os.path.join(scratch, "vfs", "mnt", "root", "vfs", "dir")
+        layers = os.path.join(scratch, "vfs-ext4", "mnt", "root", "vfs", "dir")  # <driver>-<backing fs>
         while time.monotonic() < deadline:  # wait until the driver is mounted and making layers
             if os.path.isdir(layers) and len(os.listdir(layers)) > 20:
                 break
@@ -248,7 +248,7 @@ def test_sigint_mid_run_unmounts_everything(tmp_path) -> None:
             time.sleep(0.05)
         else:
             raise AssertionError("the run never got going")
-        image = os.path.join(scratch, "vfs", "ext4.img")
+        image = os.path.join(scratch, "vfs-ext4", "ext4.img")
         assert mountutil.mounts_under(scratch) and loopdev.devices_for(image)
         proc.send_signal(signal.SIGINT)
         _, err = proc.communicate(timeout=60)

@@ -125,7 +125,7 @@ def daemons(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, tupl
         fs.destroy()
 
 
-@pytest.mark.xfail(UnixServer.request_queue_size < CLIENTS, strict=True, reason=(
+@pytest.mark.xfail(UnixServer.request_queue_size < CLIENTS, reason=(
     f"the API server's listen backlog ({UnixServer.request_queue_size}) overflows with {CLIENTS} clients: "
     "issue #18 section 2 (branch defects) raises it"))
 def test_concurrent_runs(benchmark, daemons: dict[str, tuple[str, int]], tmp_path) -> None:
