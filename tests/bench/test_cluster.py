@@ -242,7 +242,7 @@ def _refused(capsys, *args: str) -> str:
 @pytest.mark.parametrize(
     ("text", "args", "message"),
     [
-        ('drivers = ["vfs"]\nbacking_fs = ["xfs"]\n', [], "backing_fs: no such `bench run` option"),
+        ('drivers = ["vfs"]\nfilesystems = ["xfs"]\n', [], "filesystems: no such `bench run` option"),
         ('drivers = ["vfs"]\nrepeat = 2\n', ["--repeat", "3"], "repeat is given in"),
         ('drivers = ["vfs"]\nworkloads = ["nope"]\n', [], "unknown workload nope"),
         ('drivers = ["vfs"]\nquick = "yes"\n', [], "quick wants true or false"),
