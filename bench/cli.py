@@ -17,6 +17,7 @@ from .config import (
     RunConfig,
     quick_defaults,
 )
+from .peers import PEERS
 from .scenarios import DEFAULT_SCENARIOS, SCENARIOS
 from .workloads import WORKLOADS
 
@@ -135,6 +136,19 @@ def parser() -> argparse.ArgumentParser:
         type=_seconds,
         help=f"seconds each io job (fio) may run (default {IO_RUNTIME[False]:g}; --quick {IO_RUNTIME[True]:g})",
     )
+    run.add_argument(
+        "--peer",
+        action="append",
+        choices=PEERS,
+        default=[],
+        help="also measure this engine (started on its own sockets and roots; repeatable): exec and pull steps",
+    )
+    run.add_argument(
+        "--floors",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="also measure the primitive each step cannot beat (mount, snapshot, tar -x, runc run; default on)",
+    )
     run.add_argument("--quick", action="store_true", help="small sizes, few repetitions (seconds; for tests)")
     run.add_argument(
         "-o",
@@ -197,6 +211,14 @@ def _run_precondition(args: argparse.Namespace) -> str | None:
             return f"--scenario io: {reason}"
         if not os.access(DROP_CACHES, os.W_OK):
             return f"--scenario io drops the page cache before every job: it needs to write {DROP_CACHES} (root)"
+    if "pull" in args.scenario:
+        import shutil
+
+        missing = [tool for tool in ("docker-registry", "skopeo") if shutil.which(tool) is None]
+        if missing:
+            return f"--scenario pull needs {' and '.join(missing)} (make deps installs them)"
+        if not os.access(DROP_CACHES, os.W_OK):
+            return f"--scenario pull drops the page cache before every pull: it needs to write {DROP_CACHES} (root)"
     from .runner import expand_drivers
 
     running = expand_drivers(args.driver)
@@ -237,6 +259,8 @@ def main(argv: list[str] | None = None) -> int:
             quick=args.quick,
             storage_opts=dict(args.storage_opt),
             io_runtime=args.io_runtime or IO_RUNTIME[False],
+            peers=list(dict.fromkeys(args.peer)),
+            floors=args.floors,
         )
         quick_defaults(
             config,

@@ -43,6 +43,8 @@ class RunConfig:
     max_repeat: int = MAX_REPEAT
     max_time: float = MAX_TIME
     io_runtime: float = IO_RUNTIME[False]
+    peers: list[str] = field(default_factory=list)  # --peer: engines measured beside strata (dockerd, podman)
+    floors: bool = True  # --floors: the primitive each step cannot beat, measured on the same data
 
     def driver_options(self, driver: str) -> dict[str, str]:
         """The storage options meant for `driver` (their keys start with its name)."""

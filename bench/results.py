@@ -13,13 +13,15 @@ from dataclasses import asdict, dataclass, fields
 
 import pandas as pd
 
-SCHEMA_VERSION = 2  # 2: the io scenario's fio columns (iops ... runtime_s)
+SCHEMA_VERSION = 4  # 2: the io scenario's fio columns (iops ... runtime_s); 4: `system` (strata, a peer, floor)
+STRATA, FLOOR = "strata", "floor"
 PARQUET, CSV, RUN_JSON = "results.parquet", "results.csv", "run.json"
 
 # column -> pandas dtype (nullable ints: a space column is empty where nothing was measured)
 COLUMNS: dict[str, str] = {
     "run_id": "string",
     "schema_version": "Int64",
+    "system": "string",
     "driver": "string",
     "backend": "string",
     "backing_fs": "string",
@@ -51,6 +53,7 @@ COLUMNS: dict[str, str] = {
 }
 # what identifies a group of repetitions of the same measurement
 GROUP_KEYS = [
+    "system",
     "driver",
     "backend",
     "backing_fs",
@@ -95,6 +98,7 @@ class Row:
     clat_p999_ns: int | None = None
     runtime_s: float = math.nan
     note: str = ""
+    system: str = STRATA  # who did the step: strata, a peer engine ("dockerd 20.10.24") or the floor
     schema_version: int = SCHEMA_VERSION
 
     def with_space(self, before: int, after: int) -> Row:
@@ -146,12 +150,16 @@ def load(directories: list[str]) -> pd.DataFrame:
 
 def label_runs(df: pd.DataFrame) -> pd.DataFrame:
     """Name each series `driver/backend` when the backend is not the driver itself (so FUSE
-    aufs is never shown as kernel aufs), and tell apart the same driver from different runs."""
+    aufs is never shown as kernel aufs), a peer's or the floor's `system/driver` (so dockerd
+    on overlay2 sits beside strata's overlay2 in its own colour), and tell apart the same
+    driver from different runs."""
     df = df.copy()
     backend = df["backend"].fillna("")
     kind = backend.str.split().str[0].fillna("")  # "fuse (direct, passthrough)" -> "fuse"
     # the whole backend string: aufs over FUSE with and without passthrough are two series
     df["driver"] = df["driver"].where((kind == df["driver"]) | (kind == ""), df["driver"] + "/" + backend)
+    system = df["system"].fillna(STRATA).str.split().str[0]  # "dockerd 20.10.24" -> "dockerd"
+    df["driver"] = df["driver"].where(system == STRATA, system + "/" + df["driver"])
     per_driver = df.groupby("driver")["run_id"].nunique()
     if (per_driver > 1).any():
         df["driver"] = df["driver"] + " @" + df["run_id"]

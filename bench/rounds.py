@@ -79,15 +79,15 @@ class Rounds:
     def worst_precision(self, phase: Phase) -> float:
         """The widest median CI (as a fraction of the median) among the phase's groups."""
         cache, depth = phase
-        groups: dict[tuple[str, str, str], list[float]] = defaultdict(list)
+        groups: dict[tuple[str, str, str, str], list[float]] = defaultdict(list)
         for rows in self.sources:
             for r in rows:
                 if r.cache != cache or r.repetition < 0 or (depth is not None and r.depth != depth):
                     continue
-                if r.scenario == "layer-create" and r.layer != -1:
-                    continue  # per-layer rows are summarised by their chain totals
+                if r.layer != -1:
+                    continue  # per-layer rows (layer-create, pull) are summarised by their chain totals
                 if np.isfinite(r.seconds):
-                    groups[(r.driver, r.step, r.execdriver)].append(r.seconds)
+                    groups[(r.system, r.driver, r.step, r.execdriver)].append(r.seconds)
         widths = []
         for values in groups.values():
             array = np.asarray(values)

@@ -37,14 +37,16 @@ from rich.progress import (
 
 import graphdrivers
 
-from . import machine, results, workloads
+from . import floors, machine, results, workloads
 from .config import RunConfig
-from .results import Row
+from .peers.hooks import Peers
+from .results import FLOOR, Row
 from .rounds import Rounds
 from .sandbox import Sandbox, backend_of
 from .scenarios import SCENARIOS, Context, layer_create, rootfs, steps_per_driver
 from .scenarios import exec as exec_scenario
 from .scenarios import io as io_scenario
+from .scenarios import pull as pull_scenario
 from .table import rich_table, summary, write_summaries
 
 SCENARIO_RUNNERS: dict[str, Callable[[Context], Iterator[None]]] = {
@@ -52,6 +54,7 @@ SCENARIO_RUNNERS: dict[str, Callable[[Context], Iterator[None]]] = {
     "rootfs": rootfs.run,
     "exec": exec_scenario.run,
     "io": io_scenario.run,
+    "pull": pull_scenario.run,
 }
 assert tuple(SCENARIO_RUNNERS) == SCENARIOS
 
@@ -114,6 +117,7 @@ class Run:
         self.rows: list[Row] = []
         self.warnings: list[str] = []
         self.drivers: dict[str, dict[str, object]] = {}
+        self.peers = Peers(self.run_id, config, self.warn)
         self.facts: dict[str, object] = {}
         self.phases: list[dict[str, object]] = []
         self.started = time.time()
@@ -142,6 +146,9 @@ class Run:
             raise
         self.facts["workload"] = workload.facts()
         try:
+            if "pull" in self.config.scenarios:
+                self.peers.pull_source = pull_scenario.PullSource.start(workload, os.path.join(scratch, "pull"))
+                self.facts["pull"] = self.peers.pull_source.facts()
             with Progress(
                 TextColumn("{task.description}"),
                 BarColumn(),
@@ -158,13 +165,15 @@ class Run:
             self.warn("interrupted: everything mounted was torn down; rows so far are written")
         finally:
             with signals_held():
+                self.peers.close_registry()
                 shutil.rmtree(scratch, ignore_errors=True)
                 self._write(interrupted)
             signal.signal(signal.SIGTERM, old_term)
         if interrupted:
             return EXIT_INTERRUPTED
         self._print_table()
-        failed = [n for n, d in self.drivers.items() if d["status"] != "ok"]
+        failed = [n for n, d in [*self.drivers.items(), *self.peers.records.items()] if d["status"] == "failed"]
+        failed += [n for n, d in self.drivers.items() if d["status"] == "partial"]
         return EXIT_DRIVER_FAILED if failed else EXIT_OK
 
     def _drivers(self, workload: workloads.Workload, scratch: str, progress: Progress) -> None:
@@ -189,10 +198,13 @@ class Run:
                 backend = backend_of(status, name)
                 record.update(status_rows=[list(r) for r in status], backend=backend, backing=sandbox.facts())
                 opened.append(_Open(name, sandbox, driver, backend, record))
+            for o in opened:
+                self.rows += self.peers.start(o.name, o.sandbox, workload.name)
             for scenario in self.config.scenarios:
                 self._interleave(scenario, opened, workload, scratch, progress)
         finally:
             with signals_held():
+                self.peers.close()
                 for o in opened:
                     try:
                         o.sandbox.close()
@@ -207,36 +219,61 @@ class Run:
     ) -> None:
         """One repetition per driver in turn, so load from the rest of the machine falls on
         every driver alike; a driver whose scenario fails drops out, the others go on."""
-        running: dict[str, tuple[_Open, Iterator[None]]] = {}
+        running: dict[str, tuple[Callable[[Exception], None], Iterator[None]]] = {}
         contexts: list[Context] = []
         rounds = Rounds(self.config)
-        for o in opened:
-            task = progress.add_task(f"{o.name:<10} {scenario:<12}", total=steps_per_driver(self.config, scenario))
-            ctx = Context(
-                self.run_id,
-                self.config,
-                o.sandbox,
-                o.driver,
-                o.backend,
-                workload,
-                os.path.join(scratch, "workload"),
-                rounds=rounds,
-                advance=lambda t=task: progress.advance(t),
-                skip=lambda n, t=task: _shrink(progress, t, n),
-            )
+
+        def join(label: str, ctx: Context, steps: Iterator[None], fail: Callable[[Exception], None]) -> None:
             rounds.watch(ctx.rows)
             contexts.append(ctx)
-            running[o.name] = (o, SCENARIO_RUNNERS[scenario](ctx))
+            running[label] = (fail, steps)
+
+        for o in opened:
+            task = progress.add_task(f"{o.name:<10} {scenario:<12}", total=steps_per_driver(self.config, scenario))
+
+            def context(
+                system: str = "strata",
+                backend: str = o.backend,
+                o: _Open = o,
+                task: TaskID = task,
+                counted: bool = False,
+            ) -> Context:
+                """A context on `o`'s sandbox; only the driver's own scenario moves its progress bar."""
+                ctx = Context(
+                    self.run_id,
+                    self.config,
+                    o.sandbox,
+                    o.driver,
+                    backend,
+                    workload,
+                    os.path.join(scratch, "workload"),
+                    rounds=rounds,
+                    advance=lambda t=task: progress.advance(t) if counted else None,
+                    skip=lambda n, t=task: _shrink(progress, t, n) if counted else None,
+                    system=system,
+                )
+                if self.peers.pull_source is not None:
+                    ctx.pull_source = self.peers.pull_source.reference
+                return ctx
+
+            ctx = context(counted=True)
+            join(o.name, ctx, SCENARIO_RUNNERS[scenario](ctx), lambda exc, o=o: self._fail(o, scenario, exc))
+            if self.config.floors and scenario in floors.FLOORS:
+                ctx = context(FLOOR, floors.backend(scenario, o.name))
+                join(f"floor/{o.name}", ctx, floors.FLOORS[scenario](ctx), lambda exc, o=o: self._floor_failed(o, exc))
+            for label, peer, steps in self.peers.participants(scenario, o.name, o.sandbox):
+                ctx = context(peer.system, getattr(peer, "storage_driver", o.backend))
+                join(label, ctx, steps(ctx, peer), lambda exc, label=label: self.peers.fail(label, scenario, exc))
         try:
             while running:
-                for name, (o, steps) in list(running.items()):
+                for name, (fail, steps) in list(running.items()):
                     try:
                         next(steps)
                     except StopIteration:
                         del running[name]
                     except Exception as exc:
                         del running[name]
-                        self._fail(o, scenario, exc)
+                        fail(exc)
         finally:
             for _, steps in running.values():  # interrupted: release what they hold
                 steps.close()  # type: ignore[attr-defined]
@@ -255,6 +292,11 @@ class Run:
         )
         self.warn(f"driver {o.name}, {what} failed: {type(exc).__name__}: {exc}")
 
+    def _floor_failed(self, o: _Open, exc: Exception) -> None:
+        """A floor that cannot be measured is noted; the driver's own rows stand."""
+        o.record["errors"].append(f"floor: {type(exc).__name__}: {exc}")  # type: ignore[attr-defined]
+        self.warn(f"floor for {o.name} failed: {type(exc).__name__}: {exc}")
+
     def run_json(self, interrupted: bool) -> dict[str, object]:
         return {
             "schema_version": results.SCHEMA_VERSION,
@@ -270,6 +312,7 @@ class Run:
             "packages": machine.packages(),
             "config": self.config.facts(),
             "drivers": self.drivers,
+            "peers": self.peers.records,
             "warnings": self.warnings,
             "repetitions": self.phases,
             **self.facts,

@@ -38,7 +38,7 @@ def io_run(tmp_path_factory: pytest.TempPathFactory) -> str:
 
 def test_rows_for_every_job_queue_depth_and_driver(io_run: str) -> None:
     df = results.load([io_run])
-    assert set(df["scenario"]) == {"io"} and set(df["schema_version"]) == {2}
+    assert set(df["scenario"]) == {"io"} and set(df["schema_version"]) == {results.SCHEMA_VERSION}
     fio_steps = {f"{job}_qd{depth}" for job in JOBS for depth in QUEUE_DEPTHS}
     harness_steps = {step.format(depth) for step in HARNESS_STEPS for depth in QUEUE_DEPTHS}
     for driver in ("vfs", "aufs"):
