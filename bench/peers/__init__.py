@@ -28,6 +28,9 @@ from graphdrivers import mountutil
 log = logging.getLogger(__name__)
 
 PEERS = ("dockerd", "podman")
+# sockets, pid files, exec state: short paths (a unix socket path has 108 bytes, podman's
+# runroot 50), whatever $TMPDIR is
+RUN_BASE = "/run/strata/bench"
 COMMAND_TIMEOUT = 300.0
 STOP_TIMEOUT = 20.0
 
@@ -66,8 +69,8 @@ class Peer:
         self.storage_driver = self.DRIVERS[strata_driver]
         self.data_dir = data_dir  # on the backing filesystem of `strata_driver`
         self.registry = registry  # host:port of the loopback registry, when the run has one
-        # sockets, pid files and exec state: a short path (unix sockets allow 108 bytes)
-        self.run_dir = tempfile.mkdtemp(prefix=f"strata-{self.name}-")
+        os.makedirs(RUN_BASE, exist_ok=True)
+        self.run_dir = tempfile.mkdtemp(prefix=f"{self.name}-", dir=RUN_BASE)
         self.version = ""
         self.log_path = os.path.join(self.run_dir, f"{self.name}.log")
         self.children: list[subprocess.Popen[bytes]] = []  # daemons, and the command running now

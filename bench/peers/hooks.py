@@ -62,7 +62,8 @@ class Peers:
                 note = f"unavailable: {name} could not start: {reason}"
                 rows += self._error_rows(name, driver, sandbox, workload, note)
                 continue
-            record.update(system=peer.system, storage_driver=peer.storage_driver, data_root=peer.data_dir)
+            record.update(system=peer.system, storage_driver=peer.storage_driver, data_root=peer.data_dir,
+                          run_dir=peer.run_dir)
             self.running.setdefault(driver, []).append(peer)
         return rows
 

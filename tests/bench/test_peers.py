@@ -20,7 +20,7 @@ from graphdrivers import mountutil
 
 from .conftest import REPO, bench
 
-PEER_DIRS = ("/tmp/strata-dockerd-*", "/tmp/strata-podman-*")
+PEER_DIRS = (f"{peers.RUN_BASE}/dockerd-*", f"{peers.RUN_BASE}/podman-*")
 
 
 def _our_processes(paths: list[str]) -> list[str]:
@@ -55,11 +55,11 @@ def _assert_nothing_left(scratch: str, run_dirs: set[str]) -> None:
 def peer_run(tmp_path_factory: pytest.TempPathFactory):
     base = tmp_path_factory.mktemp("bench-peers")
     out, scratch = str(base / "out"), str(base / "scratch")
-    before = _peer_dirs()
     proc = bench("run", "--driver", "vfs", "--peer", "dockerd", "--peer", "podman", "--scenario", "exec,pull",
                  "--execdriver", "oci", "--quick", "--repeat", "2", "--out", out, "--scratch", scratch,
                  timeout=900)  # fmt: skip
-    return out, scratch, proc, _peer_dirs() - before
+    run_dirs = {str(p["run_dir"]) for p in results.load_run(out)["peers"].values()}
+    return out, scratch, proc, run_dirs
 
 
 def test_peers_and_floors_measured_beside_strata(peer_run) -> None:
@@ -96,6 +96,7 @@ def test_peers_and_floors_measured_beside_strata(peer_run) -> None:
 def test_peer_run_leaves_nothing(peer_run) -> None:
     _, scratch, _, run_dirs = peer_run
     assert len(run_dirs) == 2  # one run directory (sockets, exec root) per peer, gone again
+    assert all(d.startswith(peers.RUN_BASE) for d in run_dirs)
     _assert_nothing_left(scratch, run_dirs)
 
 
@@ -159,7 +160,8 @@ def test_sigint_in_the_middle_of_a_peer_step_leaves_nothing(tmp_path) -> None:
             proc.wait()
     assert proc.returncode == 130, err
     assert "interrupted" in err
-    _assert_nothing_left(scratch, _peer_dirs() - before)
+    assert run_dirs  # the peers' directories seen while they ran: gone now
+    _assert_nothing_left(scratch, run_dirs)
     assert results.load_run(out)["interrupted"] is True
 
 
