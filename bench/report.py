@@ -66,6 +66,7 @@ def _html(runs_json: list[dict], pngs: list[str], stats: pd.DataFrame) -> str:
         p99_ms=stats["p99"] * 1000,
     )[
         [
+            "system",
             "driver",
             "backend",
             "backing_fs",
@@ -83,6 +84,7 @@ def _html(runs_json: list[dict], pngs: list[str], stats: pd.DataFrame) -> str:
             "ci_low_ms",
             "ci_high_ms",
             "vs_fastest",
+            "vs_floor",
             "space_amplification",
             "wide",
             "note",

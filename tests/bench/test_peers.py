@@ -84,6 +84,8 @@ def test_peers_and_floors_measured_beside_strata(peer_run) -> None:
     assert (pulls["cache"] == "cold").all() and pulls["cache_dropped"].all()
     floor = df[df["system"] == results.FLOOR]
     assert {"true", "run_rm_true", "apply"} <= set(floor["step"])
+    floor_true = floor[floor["step"] == "true"]
+    assert set(floor_true["execdriver"]) == {"oci"} and set(floor_true["backend"]) == {"runc run", "crun run"}
     summary = pd.read_csv(os.path.join(out, "summary.csv"))
     true = summary[(summary["step"] == "true") & (summary["system"] != results.FLOOR)]
     assert true["vs_floor"].gt(0).all()  # every engine's `true` has its floor ratio
@@ -176,7 +178,7 @@ def test_peers_and_floors_get_their_fixed_colours() -> None:
         results.Row("r", "overlay2", "overlay2", "ext4", "exec", "true", "busybox"),
         results.Row("r", "overlay2", "overlay2", "ext4", "exec", "true", "busybox", system="dockerd 20.10.24"),
         results.Row("r", "overlay2", "overlay", "ext4", "exec", "true", "busybox", system="podman 4.3.1"),
-        results.Row("r", "overlay2", "runc/crun run", "ext4", "exec", "true", "busybox", system="floor"),
+        results.Row("r", "overlay2", "runc run", "ext4", "exec", "true", "busybox", system="floor"),
     ])  # fmt: skip
     labels = list(results.label_runs(df)["driver"])
     assert labels[0] == "overlay2" and labels[1].startswith("dockerd/") and labels[2].startswith("podman/")
