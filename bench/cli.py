@@ -211,6 +211,8 @@ def _run_precondition(args: argparse.Namespace) -> str | None:
             return f"--scenario io: {reason}"
         if not os.access(DROP_CACHES, os.W_OK):
             return f"--scenario io drops the page cache before every job: it needs to write {DROP_CACHES} (root)"
+    if args.peer and not {"exec", "pull"} & set(args.scenario):
+        return "--peer measures the exec and pull scenarios: add one of them with --scenario"
     if "pull" in args.scenario:
         import shutil
 

@@ -167,6 +167,12 @@ def test_sigint_in_the_middle_of_a_peer_step_leaves_nothing(tmp_path) -> None:
     assert results.load_run(out)["interrupted"] is True
 
 
+def test_peers_without_a_scenario_they_measure_are_refused(tmp_path) -> None:
+    proc = bench("run", "--driver", "vfs", "--peer", "dockerd", "--scenario", "rootfs", "--out", str(tmp_path / "o"))
+    assert proc.returncode == 2 and "--peer measures the exec and pull scenarios" in proc.stderr
+    assert not (tmp_path / "o").exists()
+
+
 def test_a_pairing_a_peer_cannot_do_is_refused_by_name(tmp_path) -> None:
     with pytest.raises(peers.PeerUnavailable, match="podman has no storage driver like strata's devmapper"):
         peers.make("podman", "devmapper", str(tmp_path / "data"))
