@@ -1,10 +1,13 @@
 # `make test` and `make bench` work on a fresh Debian 12 machine as root: they install the
 # apt packages strata's tests and drivers need (quickly skipped when present), build .venv
-# and run. See README.md.
+# and run. See README.md. docker.io and podman are the bench's peers: the harness starts
+# its own daemons, so the install must not start a system dockerd or containerd --
+# Debian's policy-rc.d (exit 101: "action forbidden") is in place for the install's
+# duration when the machine has none, and removed afterwards.
 
 APT_PACKAGES := btrfs-progs xfsprogs e2fsprogs util-linux pkg-config \
 	libbtrfsutil-dev busybox-static runc crun docker-registry apache2-utils gcc python3-dev python3-venv \
-	skopeo fio libfuse3-dev fuse3 tini
+	skopeo fio libfuse3-dev fuse3 tini docker.io podman uidmap slirp4netns fuse-overlayfs
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -17,7 +20,11 @@ deps:
 		dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'install ok installed' || echo $$p; done); \
 	if [ -n "$$missing" ]; then \
 		echo "installing apt packages: $$missing"; \
-		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+		policy=; if [ ! -e /usr/sbin/policy-rc.d ]; then policy=1; \
+			printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d; chmod 755 /usr/sbin/policy-rc.d; fi; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; status=$$?; \
+		if [ -n "$$policy" ]; then rm -f /usr/sbin/policy-rc.d; fi; \
+		[ $$status -eq 0 ] || exit $$status; \
 	fi
 	@for m in loop fuse btrfs overlay xfs; do modprobe -q $$m 2>/dev/null || true; done
 

@@ -21,6 +21,7 @@ from .config import (
     quick_defaults,
 )
 from .order import ORDERS, new_seed
+from .peers import PEERS
 from .scenarios import DEFAULT_SCENARIOS, SCENARIOS
 from .scenarios.io import JOBS as IO_JOBS
 from .workloads import WORKLOADS
@@ -221,6 +222,19 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--cow-stride", type=_size, default=COW_STRIDE, help="exec cow_small_writes: bytes between writes (256K)"
     )
+    run.add_argument(
+        "--peer",
+        action="append",
+        choices=PEERS,
+        default=[],
+        help="also measure this engine (started on its own sockets and roots; repeatable): exec and pull steps",
+    )
+    run.add_argument(
+        "--floors",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="also measure the primitive each step cannot beat (mount, snapshot, tar -x, runc run; default on)",
+    )
     run.add_argument("--quick", action="store_true", help="small sizes, few repetitions (seconds; for tests)")
     run.add_argument(
         "-o",
@@ -312,6 +326,16 @@ def _run_precondition(args: argparse.Namespace) -> str | None:
             return f"--scenario io: {reason}"
         if not os.access(DROP_CACHES, os.W_OK):
             return f"--scenario io drops the page cache before every job: it needs to write {DROP_CACHES} (root)"
+    if args.peer and not {"exec", "pull"} & set(args.scenario):
+        return "--peer measures the exec and pull scenarios: add one of them with --scenario"
+    if "pull" in args.scenario:
+        import shutil
+
+        missing = [tool for tool in ("docker-registry", "skopeo") if shutil.which(tool) is None]
+        if missing:
+            return f"--scenario pull needs {' and '.join(missing)} (make deps installs them)"
+        if not os.access(DROP_CACHES, os.W_OK):
+            return f"--scenario pull drops the page cache before every pull: it needs to write {DROP_CACHES} (root)"
     return _storage_opts_problem(args)
 
 
@@ -411,6 +435,8 @@ def _config(args: argparse.Namespace) -> RunConfig:
         pad_bytes=args.pad_bytes,
         copyup_bytes=args.copyup_bytes or COPYUP_BYTES[False],
         cow_stride=args.cow_stride,
+        peers=list(dict.fromkeys(args.peer)),
+        floors=args.floors,
     )
     quick_defaults(
         config,

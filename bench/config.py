@@ -54,6 +54,8 @@ class RunConfig:
     copyup_bytes: int = COPYUP_BYTES[False]
     cow_writes: int = COW_WRITES
     cow_stride: int = COW_STRIDE
+    peers: list[str] = field(default_factory=list)  # --peer: engines measured beside strata (dockerd, podman)
+    floors: bool = True  # --floors: the primitive each step cannot beat, measured on the same data
 
     def driver_options(self, driver: str) -> dict[str, str]:
         """The storage options meant for `driver` (their keys start with its name)."""

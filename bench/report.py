@@ -92,6 +92,7 @@ def _html(runs_json: list[dict], pngs: list[str], stats: pd.DataFrame) -> str:
     )[
         [
             "host",
+            "system",
             "driver",
             "backend",
             "backing_fs",
@@ -109,6 +110,7 @@ def _html(runs_json: list[dict], pngs: list[str], stats: pd.DataFrame) -> str:
             "ci_low_ms",
             "ci_high_ms",
             "vs_fastest",
+            "vs_floor",
             "space_amplification",
             "wide",
             "note",

@@ -16,7 +16,9 @@ import pandas as pd
 # 2: the io scenario's fio columns (iops ... runtime_s). 3: allocated_bytes,
 # space_amplification_allocated, space_per_write, load1, steal; exec's read steps read a data
 # file dropped cold after the mount, and new steps (README "What is measured"). 4: host, worker.
-SCHEMA_VERSION = 4
+# 5: `system` (strata, a peer engine, or the floor).
+SCHEMA_VERSION = 5
+STRATA, FLOOR = "strata", "floor"
 PARQUET, CSV, RUN_JSON = "results.parquet", "results.csv", "run.json"
 
 # column -> pandas dtype (nullable ints: a space column is empty where nothing was measured)
@@ -25,6 +27,7 @@ COLUMNS: dict[str, str] = {
     "schema_version": "Int64",
     "host": "string",
     "worker": "string",
+    "system": "string",
     "driver": "string",
     "backend": "string",
     "backing_fs": "string",
@@ -62,6 +65,7 @@ COLUMNS: dict[str, str] = {
 # what identifies a group of repetitions of the same measurement
 GROUP_KEYS = [
     "host",
+    "system",
     "driver",
     "backend",
     "backing_fs",
@@ -113,6 +117,7 @@ class Row:
     note: str = ""
     host: str = ""  # the machine (hostname) that measured the row
     worker: str = ""  # what ran it there: "local", "process", or a Dask worker's address
+    system: str = STRATA  # who did the step: strata, a peer engine ("dockerd 20.10.24") or the floor
     schema_version: int = SCHEMA_VERSION
 
     def with_space(self, before: int, after: int, allocated: int | None = None) -> Row:
@@ -174,12 +179,16 @@ def load(directories: list[str]) -> pd.DataFrame:
 
 def label_runs(df: pd.DataFrame) -> pd.DataFrame:
     """Name each series `driver/backend` when the backend is not the driver itself (so FUSE
-    aufs is never shown as kernel aufs), and tell apart the same driver from different hosts and runs."""
+    aufs is never shown as kernel aufs), a peer's or the floor's `system/driver` (so dockerd
+    on overlay2 sits beside strata's overlay2 in its own colour), and tell apart the same
+    driver from different hosts and runs."""
     df = df.copy()
     backend = df["backend"].fillna("")
     kind = backend.str.split().str[0].fillna("")  # "fuse (direct, passthrough)" -> "fuse"
     # the whole backend string: aufs over FUSE with and without passthrough are two series
     df["driver"] = df["driver"].where((kind == df["driver"]) | (kind == ""), df["driver"] + "/" + backend)
+    system = df["system"].fillna(STRATA).str.split().str[0]  # "dockerd 20.10.24" -> "dockerd"
+    df["driver"] = df["driver"].where(system == STRATA, system + "/" + df["driver"])
     if df["host"].nunique() > 1:  # a cluster run: the same driver on each host is its own series
         df["driver"] = df["driver"] + " on " + df["host"]
     per_driver = df.groupby("driver")["run_id"].nunique()

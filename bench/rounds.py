@@ -86,10 +86,10 @@ class Rounds:
             for r in rows:
                 if r.cache != cache or r.repetition < 0 or (depth is not None and r.depth != depth):
                     continue
-                if r.scenario == "layer-create" and r.layer != -1:
-                    continue  # per-layer rows are summarised by their chain totals
+                if r.layer != -1:
+                    continue  # per-layer rows (layer-create, pull) are summarised by their chain totals
                 if np.isfinite(r.seconds):
-                    groups[(r.driver, r.backing_fs, r.step, r.execdriver)].append(r.seconds)
+                    groups[(r.system, r.driver, r.backing_fs, r.step, r.execdriver)].append(r.seconds)
         widths = []
         for values in groups.values():
             array = np.asarray(values)

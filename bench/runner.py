@@ -38,14 +38,16 @@ from rich.progress import (
 
 import graphdrivers
 
-from . import environment, machine, order, results, workloads
+from . import environment, floors, machine, order, results, workloads
 from .config import RunConfig
-from .results import Row
+from .peers.hooks import Peers
+from .results import FLOOR, Row
 from .rounds import Rounds
 from .sandbox import Sandbox, backend_of, cells
 from .scenarios import SCENARIOS, Context, layer_create, rootfs, steps_per_driver
 from .scenarios import exec as exec_scenario
 from .scenarios import io as io_scenario
+from .scenarios import pull as pull_scenario
 from .table import rich_table, start_shares, summary, write_summaries
 
 SCENARIO_RUNNERS: dict[str, Callable[[Context], Iterator[None]]] = {
@@ -53,6 +55,7 @@ SCENARIO_RUNNERS: dict[str, Callable[[Context], Iterator[None]]] = {
     "rootfs": rootfs.run,
     "exec": exec_scenario.run,
     "io": io_scenario.run,
+    "pull": pull_scenario.run,
 }
 assert tuple(SCENARIO_RUNNERS) == SCENARIOS
 
@@ -128,6 +131,7 @@ class Run:
         self.rows: list[Row] = []
         self.warnings: list[str] = []
         self.drivers: dict[str, dict[str, object]] = {}
+        self.peers = Peers(self.run_id, config, self.warn)
         self.facts: dict[str, object] = {}
         self.phases: list[dict[str, object]] = []
         self.started = time.time()
@@ -156,6 +160,9 @@ class Run:
             raise
         self.facts["workload"] = workload.facts()
         try:
+            if "pull" in self.config.scenarios:
+                self.peers.pull_source = pull_scenario.PullSource.start(workload, os.path.join(scratch, "pull"))
+                self.facts["pull"] = self.peers.pull_source.facts()
             with Progress(
                 TextColumn("{task.description}"),
                 BarColumn(),
@@ -172,13 +179,15 @@ class Run:
             self.warn("interrupted: everything mounted was torn down; rows so far are written")
         finally:
             with signals_held():
+                self.peers.close_registry()
                 shutil.rmtree(scratch, ignore_errors=True)
                 self._write(interrupted)
             signal.signal(signal.SIGTERM, old_term)
         if interrupted:
             return EXIT_INTERRUPTED
         self._print_table()
-        failed = [n for n, d in self.drivers.items() if d["status"] not in ("ok", "unsupported")]
+        failed = [n for n, d in [*self.drivers.items(), *self.peers.records.items()] if d["status"] == "failed"]
+        failed += [n for n, d in self.drivers.items() if d["status"] == "partial"]
         return EXIT_DRIVER_FAILED if failed else EXIT_OK
 
     def _drivers(self, workload: workloads.Workload, scratch: str, progress: Progress) -> None:
@@ -216,10 +225,13 @@ class Run:
                 backend = backend_of(status, name)
                 record.update(status_rows=[list(r) for r in status], backend=backend, backing=sandbox.facts())
                 opened.append(_Open(key, sandbox, driver, backend, record))
+            for o in opened:
+                self.rows += self.peers.start(o.name, o.sandbox, workload.name)
             for scenario in self.config.scenarios:
                 self._interleave(scenario, opened, workload, scratch, progress)
         finally:
             with signals_held():
+                self.peers.close()
                 for o in opened:
                     try:
                         o.sandbox.close()
@@ -236,41 +248,66 @@ class Run:
     ) -> None:
         """One repetition per driver in turn, so load from the rest of the machine falls on
         every driver alike; a driver whose scenario fails drops out, the others go on."""
-        running: dict[str, tuple[_Open, Iterator[None]]] = {}
+        running: dict[str, tuple[Callable[[Exception], None], Iterator[None]]] = {}
         contexts: list[Context] = []
         rounds = Rounds(self.config)
-        for o in opened:
-            task = progress.add_task(f"{o.name:<10} {scenario:<12}", total=steps_per_driver(self.config, scenario))
-            ctx = Context(
-                self.run_id,
-                self.config,
-                o.sandbox,
-                o.driver,
-                o.backend,
-                workload,
-                os.path.join(scratch, "workload"),
-                rounds=rounds,
-                advance=lambda t=task: progress.advance(t),
-                skip=lambda n, t=task: _shrink(progress, t, n),
-            )
+
+        def join(label: str, ctx: Context, steps: Iterator[None], fail: Callable[[Exception], None]) -> None:
             rounds.watch(ctx.rows)
             contexts.append(ctx)
-            running[o.name] = (o, SCENARIO_RUNNERS[scenario](ctx))
+            running[label] = (fail, steps)
+
+        for o in opened:
+            task = progress.add_task(f"{o.name:<10} {scenario:<12}", total=steps_per_driver(self.config, scenario))
+
+            def context(
+                system: str = "strata",
+                backend: str = o.backend,
+                o: _Open = o,
+                task: TaskID = task,
+                counted: bool = False,
+            ) -> Context:
+                """A context on `o`'s sandbox; only the driver's own scenario moves its progress bar."""
+                ctx = Context(
+                    self.run_id,
+                    self.config,
+                    o.sandbox,
+                    o.driver,
+                    backend,
+                    workload,
+                    os.path.join(scratch, "workload"),
+                    rounds=rounds,
+                    advance=lambda t=task: progress.advance(t) if counted else None,
+                    skip=lambda n, t=task: _shrink(progress, t, n) if counted else None,
+                    system=system,
+                )
+                if self.peers.pull_source is not None:
+                    ctx.pull_source = self.peers.pull_source.reference
+                return ctx
+
+            ctx = context(counted=True)
+            join(o.name, ctx, SCENARIO_RUNNERS[scenario](ctx), lambda exc, o=o: self._fail(o, scenario, exc))
+            if self.config.floors and scenario in floors.FLOORS:
+                ctx = context(FLOOR, floors.backend(scenario, o.name))
+                join(f"floor/{o.name}", ctx, floors.FLOORS[scenario](ctx), lambda exc, o=o: self._floor_failed(o, exc))
+            for label, peer, steps in self.peers.participants(scenario, o.name, o.sandbox):
+                ctx = context(peer.system, getattr(peer, "storage_driver", o.backend))
+                join(label, ctx, steps(ctx, peer), lambda exc, label=label: self.peers.fail(label, scenario, exc))
         try:
             turn = 0
-            while running:  # each pass visits the drivers in the order drawn for it
+            while running:  # each pass visits the participants in the order drawn for it
                 config = self.config
                 visit = order.visit(list(running), order=config.order, seed=config.seed, what="drivers", round_=turn)
                 turn += 1
                 for name in visit:
-                    o, steps = running[name]
+                    fail, steps = running[name]
                     try:
                         next(steps)
                     except StopIteration:
                         del running[name]
                     except Exception as exc:
                         del running[name]
-                        self._fail(o, scenario, exc)
+                        fail(exc)
         finally:
             for _, steps in running.values():  # interrupted: release what they hold
                 steps.close()  # type: ignore[attr-defined]
@@ -289,6 +326,11 @@ class Run:
         )
         self.warn(f"driver {o.name}, {what} failed: {type(exc).__name__}: {exc}")
 
+    def _floor_failed(self, o: _Open, exc: Exception) -> None:
+        """A floor that cannot be measured is noted; the driver's own rows stand."""
+        o.record["errors"].append(f"floor: {type(exc).__name__}: {exc}")  # type: ignore[attr-defined]
+        self.warn(f"floor for {o.name} failed: {type(exc).__name__}: {exc}")
+
     def run_json(self, interrupted: bool) -> dict[str, object]:
         return {
             **run_header(self.run_id, self.argv, self.started, interrupted),
@@ -300,6 +342,7 @@ class Run:
                 "drivers_requested": self.config.drivers,
             },
             "drivers": self.drivers,
+            "peers": self.peers.records,
             "warnings": self.warnings,
             "repetitions": self.phases,
             **self.facts,

@@ -2,7 +2,8 @@
 
 Per-layer layer-create rows are summarised by their chain totals here (the per-layer
 rows stay in the results files); each group shows its median, spread and 95% CI, and its
-ratio to the fastest driver measured side by side in the same group. The same numbers go
+ratio to the fastest driver or peer measured side by side in the same group (`x fastest`) and
+to the floor measured on the same driver's filesystem (`x floor`). The same numbers go
 to summary.csv (every column), summary.txt, and summary.md / summary.tex (the columns a
 paper shows), so no reader computes them differently.
 """
@@ -16,14 +17,16 @@ import os
 import pandas as pd
 from rich.table import Table
 
-from .results import GROUP_KEYS
+from .results import FLOOR, GROUP_KEYS, STRATA
 from .scenarios import SCENARIOS
 from .stats import summarize
 
 log = logging.getLogger(__name__)
 
-SPACE_KEYS = ["host", "driver", "scenario", "step", "workload", "depth", "cache"]
+SPACE_KEYS = ["host", "system", "driver", "scenario", "step", "workload", "depth", "cache"]
 COMPARE_KEYS = ["host", "scenario", "step", "workload", "depth", "cache", "execdriver"]  # x fastest: per host
+# a floor is measured per driver (on its backing filesystem): each row divides by its driver's floor
+FLOOR_KEYS = ["run_id", "host", "driver", "scenario", "step", "workload", "layer", "depth", "cache"]
 
 
 def summary(df: pd.DataFrame) -> pd.DataFrame:
@@ -33,9 +36,20 @@ def summary(df: pd.DataFrame) -> pd.DataFrame:
     keep = df[(df["scenario"] != "layer-create") | (df["layer"] == -1)]
     stats = summarize(keep, ["run_id", *GROUP_KEYS])  # never pool or rank across runs
     if stats.empty:
-        return stats.assign(vs_fastest=pd.Series(dtype=float))
-    fastest = stats.groupby(["run_id", *COMPARE_KEYS], dropna=False)["median"].transform("min")
-    stats["vs_fastest"] = stats["median"] / fastest
+        return stats.assign(vs_fastest=pd.Series(dtype=float), vs_floor=pd.Series(dtype=float))
+    engines = stats["median"].where(stats["system"] != FLOOR)  # the floor is not a contender
+    fastest = engines.groupby([stats[k] for k in ["run_id", *COMPARE_KEYS]], dropna=False).transform("min")
+    stats["vs_fastest"] = engines / fastest
+    floor = (
+        stats[stats["system"] == FLOOR]
+        .groupby(FLOOR_KEYS, dropna=False)["median"]
+        .min()  # runc and crun both floor `true`: the faster one is the floor
+        .rename("floor_median")
+        .reset_index()
+    )
+    stats = stats.merge(floor, how="left", on=FLOOR_KEYS)
+    stats["vs_floor"] = (stats["median"] / stats["floor_median"]).where(stats["system"] != FLOOR)
+    stats = stats.drop(columns="floor_median")
     space = (
         keep[keep["space_amplification"].notna()]
         .groupby(SPACE_KEYS, dropna=False)["space_amplification"]
@@ -46,8 +60,10 @@ def summary(df: pd.DataFrame) -> pd.DataFrame:
     merged = stats.merge(space, how="left", on=SPACE_KEYS)
     order = {name: i for i, name in enumerate(SCENARIOS)}
     merged = merged.assign(_order=merged["scenario"].map(order))
-    keys = ["host", "_order", "workload", "step", "depth", "cache", "execdriver", "driver"]
-    return merged.sort_values(keys, kind="stable").drop(columns="_order").reset_index(drop=True)
+    merged = merged.assign(_system=merged["system"].map(lambda v: {STRATA: 0, FLOOR: 2}.get(v, 1)))
+    keys = ["host", "_order", "workload", "step", "layer", "depth", "cache", "driver", "_system", "system",
+            "execdriver"]
+    return merged.sort_values(keys, kind="stable").drop(columns=["_order", "_system"]).reset_index(drop=True)
 
 
 def _ratio(value: float) -> str:
@@ -62,6 +78,7 @@ def rich_table(stats: pd.DataFrame, title: str = "bench: medians (ms) with sprea
     table = Table(title=title, show_lines=False)
     for col in (
         "host",
+        "system",
         "driver",
         "backend",
         "scenario",
@@ -75,12 +92,15 @@ def rich_table(stats: pd.DataFrame, title: str = "bench: medians (ms) with sprea
         "95% CI",
         "CI/median",
         "x fastest",
+        "x floor",
         "space x",
         "note",
     ):
         table.add_column(
             col,
-            justify="right" if col in ("depth", "n", "median", "IQR", "CI/median", "x fastest", "space x") else "left",
+            justify="right"
+            if col in ("depth", "n", "median", "IQR", "CI/median", "x fastest", "x floor", "space x")
+            else "left",
         )
     for r in stats.itertuples(index=False):
         note = r.note or ""
@@ -89,6 +109,7 @@ def rich_table(stats: pd.DataFrame, title: str = "bench: medians (ms) with sprea
         amp = getattr(r, "space_amplification", float("nan"))
         table.add_row(
             r.host or "-",
+            r.system,
             r.driver,
             r.backend,
             r.scenario,
@@ -102,6 +123,7 @@ def rich_table(stats: pd.DataFrame, title: str = "bench: medians (ms) with sprea
             f"{_ms(r.ci_low)}..{_ms(r.ci_high)}" if r.n else "-",
             "-" if pd.isna(r.precision) else f"{r.precision:.0%}",
             _ratio(r.vs_fastest),
+            _ratio(r.vs_floor),
             _ratio(amp),
             note,
         )
@@ -112,6 +134,7 @@ def plain_text(stats: pd.DataFrame) -> str:
     """The same table as text with fixed columns (for READMEs, commit messages, CI logs)."""
     cols = [
         "host",
+        "system",
         "driver",
         "backend",
         "scenario",
@@ -127,12 +150,14 @@ def plain_text(stats: pd.DataFrame) -> str:
         "p90_ms",
         "p99_ms",
         "x_fastest",
+        "x_floor",
         "space_x",
         "note",
     ]
     out = pd.DataFrame(
         {
             "host": stats["host"].fillna("").replace("", "-"),
+            "system": stats["system"],
             "driver": stats["driver"],
             "backend": stats["backend"],
             "scenario": stats["scenario"],
@@ -148,6 +173,7 @@ def plain_text(stats: pd.DataFrame) -> str:
             "p90_ms": stats["p90"].map(_ms),
             "p99_ms": stats["p99"].map(_ms),
             "x_fastest": stats["vs_fastest"].map(_ratio),
+            "x_floor": stats["vs_floor"].map(_ratio),
             "space_x": stats.get("space_amplification", pd.Series(float("nan"), index=stats.index)).map(_ratio),
             "note": [("WIDE; " if w else "") + (n or "") for w, n in zip(stats["wide"], stats["note"], strict=True)],
         },
@@ -161,6 +187,7 @@ def publication(stats: pd.DataFrame) -> pd.DataFrame:
     measured = stats[stats["n"] > 0]
     return pd.DataFrame(
         {
+            "system": measured["system"],
             "driver": measured["driver"],
             "scenario": measured["scenario"],
             "step": measured["step"],
@@ -173,6 +200,7 @@ def publication(stats: pd.DataFrame) -> pd.DataFrame:
             "p90 ms": measured["p90"].map(_ms),
             "p99 ms": measured["p99"].map(_ms),
             "x fastest": measured["vs_fastest"].map(_ratio),
+            "x floor": measured["vs_floor"].map(_ratio),
         }
     )
 

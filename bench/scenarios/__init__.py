@@ -20,13 +20,13 @@ from graphdrivers.whiteouts import PREFIX as WHITEOUT
 
 from .. import cache, environment, order
 from ..config import RunConfig
-from ..results import Row
+from ..results import STRATA, Row
 from ..rounds import Rounds
 from ..sandbox import Sandbox
 from ..workloads import Workload
 
-SCENARIOS = ("layer-create", "rootfs", "exec", "io")
-DEFAULT_SCENARIOS = ("layer-create", "rootfs", "exec")  # io runs when named: 12 fio jobs a repetition
+SCENARIOS = ("layer-create", "rootfs", "exec", "io", "pull")
+DEFAULT_SCENARIOS = ("layer-create", "rootfs", "exec")  # io (12 fio jobs a repetition) and pull run when named
 
 clock = time.perf_counter
 
@@ -46,10 +46,13 @@ class Context:
     rows: list[Row] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     facts: dict[str, object] = field(default_factory=dict)
+    system: str = STRATA  # a peer's context names the peer ("dockerd 20.10.24"), a floor's "floor"
+    pull_source: str = ""  # the pull scenario's reference in the run's loopback registry
 
     def row(self, scenario: str, step: str, **values: object) -> Row:
         row = Row(
             run_id=self.run_id,
+            system=self.system,
             driver=self.driver.name,
             backend=self.backend,
             backing_fs=self.sandbox.backing_fs,

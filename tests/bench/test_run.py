@@ -23,7 +23,9 @@ REPEAT = 3  # --quick
 
 
 def _rows(run: QuickRun) -> pd.DataFrame:
-    return _rows_at(run.out)
+    """strata's rows (floors, on by default, are checked on their own)."""
+    df = _rows_at(run.out)
+    return df[df["system"] == results.STRATA]
 
 
 def _rows_at(out: str) -> pd.DataFrame:
@@ -31,7 +33,7 @@ def _rows_at(out: str) -> pd.DataFrame:
 
 
 def test_schema_parquet_and_csv_twin(quick_run: QuickRun) -> None:
-    df = _rows(quick_run)
+    df = _rows_at(quick_run.out)
     assert list(df.columns) == list(results.COLUMNS)
     assert (df["schema_version"] == results.SCHEMA_VERSION).all()
     assert df["run_id"].nunique() == 1
@@ -86,6 +88,23 @@ def test_layer_create_rows_per_layer_and_chain_with_space(quick_run: QuickRun) -
             sub[sub["step"] == "create"]["seconds"].to_numpy() + sub[sub["step"] == "apply_diff"]["seconds"].to_numpy()
         )
         assert (abs(together - apart) < 1e-9).all()
+
+
+def test_floors_beside_the_driver_with_their_ratio(quick_run: QuickRun) -> None:
+    """vfs's floors: `tar -x` of each layer (layer-create), a copy_file_range copy of the
+    image tree (rootfs), runc and crun running a bundle (exec); x floor in the summary."""
+    df = _rows_at(quick_run.out)
+    floor = df[df["system"] == results.FLOOR]
+    assert (floor["driver"] == "vfs").all() and floor["seconds"].gt(0).all()
+    steps = set(zip(floor["scenario"], floor["step"], floor["backend"], strict=True))
+    assert {("layer-create", "apply_diff", "tar -x"), ("layer-create", "chain:apply_diff", "tar -x"),
+            ("rootfs", "create_read_write", "copy_file_range copy"), ("exec", "true", "runc run"),
+            ("exec", "run_rm_true", "crun run")} <= steps  # fmt: skip
+    assert set(floor[floor["scenario"] == "rootfs"]["depth"]) == {1, 8}
+    summary = pd.read_csv(os.path.join(quick_run.out, "summary.csv"))
+    chain = summary[(summary["step"] == "chain:apply_diff") & (summary["system"] == results.STRATA)]
+    assert chain["vs_floor"].gt(0).all() and summary[summary["system"] == results.FLOOR]["vs_fastest"].isna().all()
+    assert "x floor" in quick_run.proc.stdout
 
 
 def test_rootfs_rows_exist_for_each_depth(quick_run: QuickRun) -> None:
@@ -161,7 +180,7 @@ def test_summary_files_beside_the_csv(quick_run: QuickRun) -> None:
     assert csv["p90"].isna().all() and csv["p99"].isna().all() and (csv["n"] == REPEAT).all()
     with open(os.path.join(quick_run.out, "summary.md")) as f:
         markdown = f.read()
-    assert markdown.startswith("| driver") and "create_read_write+get" in markdown
+    assert markdown.startswith("| system   | driver") and "create_read_write+get" in markdown
     with open(os.path.join(quick_run.out, "summary.tex")) as f:
         latex = f.read()
     assert "\\begin{tabular}" in latex and "create\\_read\\_write+get" in latex
@@ -202,6 +221,7 @@ def test_failing_driver_is_reported_and_the_others_still_run(tmp_path) -> None:
     assert run["drivers"]["vfs"]["status"] == "ok" and run["drivers"]["overlay2"]["status"] == "ok"
     assert "warning: driver btrfs failed to start" in " ".join(proc.stderr.split())
     df = pd.read_parquet(os.path.join(out, results.PARQUET))
+    df = df[df["system"] == results.STRATA]
     assert set(df["driver"]) == {"vfs", "overlay2"} and len(df) == 2 * 5 * REPEAT
     assert os.listdir(backing) == []  # the --backing path is left as it was
 

@@ -1,0 +1,192 @@
+"""Peers (dockerd, podman) and floors beside strata in one real `bench run`, the pull
+scenario through a loopback registry, a peer that cannot start, and Ctrl-C in the middle
+of a peer step: nothing may be left (no peer process, mount, socket or directory)."""
+
+from __future__ import annotations
+
+import glob
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pandas as pd
+import pytest
+
+from bench import peers, results
+from bench.palette import FIXED, colour
+from graphdrivers import mountutil
+
+from .conftest import REPO, bench
+
+PEER_DIRS = (f"{peers.RUN_BASE}/dockerd-*", f"{peers.RUN_BASE}/podman-*")
+
+
+def _our_processes(paths: list[str]) -> list[str]:
+    """Live (not zombie) processes whose command line names one of `paths`."""
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                cmdline = f.read().replace(b"\0", b" ").decode(errors="replace")
+            with open(f"/proc/{pid}/stat") as f:
+                state = f.read().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if state != "Z" and int(pid) != os.getpid() and any(p in cmdline for p in paths):
+            found.append(cmdline)
+    return found
+
+
+def _peer_dirs() -> set[str]:
+    return {d for pattern in PEER_DIRS for d in glob.glob(pattern)}
+
+
+def _assert_nothing_left(scratch: str, run_dirs: set[str]) -> None:
+    assert mountutil.mounts_under(scratch) == []
+    for d in run_dirs:
+        assert mountutil.mounts_under(d) == [] and not os.path.exists(d), d  # sockets live there
+    assert _our_processes([scratch, *run_dirs]) == []
+    assert not os.path.exists(scratch)
+
+
+@pytest.fixture(scope="module")
+def peer_run(tmp_path_factory: pytest.TempPathFactory):
+    base = tmp_path_factory.mktemp("bench-peers")
+    out, scratch = str(base / "out"), str(base / "scratch")
+    proc = bench("run", "--driver", "vfs", "--peer", "dockerd", "--peer", "podman", "--scenario", "exec,pull",
+                 "--execdriver", "oci", "--quick", "--repeat", "2", "--out", out, "--scratch", scratch,
+                 timeout=900)  # fmt: skip
+    run_dirs = {str(p["run_dir"]) for p in results.load_run(out)["peers"].values()}
+    return out, scratch, proc, run_dirs
+
+
+def test_peers_and_floors_measured_beside_strata(peer_run) -> None:
+    out, _, proc, _ = peer_run
+    assert proc.returncode == 0, proc.stderr
+    df = results.load([out])
+    systems = {s.split()[0] for s in df["system"]}
+    assert systems == {"strata", "dockerd", "podman", "floor"}
+    assert any(s.startswith("dockerd 20.10.") for s in df["system"])
+    assert any(s.startswith("podman 4.") for s in df["system"])
+    for peer in ("dockerd", "podman"):
+        mine = df[df["system"].str.startswith(peer)]
+        assert set(mine["step"]) == {"load", "create", "true", "echo_first_byte", "write_copyup_in_container",
+                                     "run_rm_true", "pull"}  # fmt: skip
+        assert (mine["driver"] == "vfs").all() and (mine["backend"] == "vfs").all()
+        assert mine["seconds"].gt(0).all() and (mine["repetition"] >= 0).all()
+    strata = df[df["system"] == "strata"]
+    assert {"load", "create", "run_rm_true", "true", "pull", "fetch", "decompress", "apply"} <= set(strata["step"])
+    per_layer = strata[(strata["step"] == "fetch") & (strata["layer"] >= 0)]
+    assert len(per_layer) == 2 and per_layer["bytes"].gt(0).all()  # the busybox workload: one layer, 2 rounds
+    pulls = df[df["scenario"] == "pull"]
+    assert (pulls["cache"] == "cold").all() and pulls["cache_dropped"].all()
+    floor = df[df["system"] == results.FLOOR]
+    assert {"true", "run_rm_true", "apply"} <= set(floor["step"])
+    floor_true = floor[floor["step"] == "true"]
+    assert set(floor_true["execdriver"]) == {"oci"} and set(floor_true["backend"]) == {"runc run", "crun run"}
+    summary = pd.read_csv(os.path.join(out, "summary.csv"))
+    true = summary[(summary["step"] == "true") & (summary["system"] != results.FLOOR)]
+    assert true["vs_floor"].gt(0).all()  # every engine's `true` has its floor ratio
+    run = results.load_run(out)
+    assert run["peers"]["dockerd/vfs"]["status"] == "ok" and run["peers"]["podman/vfs"]["status"] == "ok"
+    assert run["pull"]["reference"].startswith("127.0.0.1:")
+    assert "x floor" in proc.stdout
+
+
+def test_peer_run_leaves_nothing(peer_run) -> None:
+    _, scratch, _, run_dirs = peer_run
+    assert len(run_dirs) == 2  # one run directory (sockets, exec root) per peer, gone again
+    assert all(d.startswith(peers.RUN_BASE) for d in run_dirs)
+    _assert_nothing_left(scratch, run_dirs)
+
+
+def test_a_peer_that_cannot_start_is_an_error_row_and_the_run_goes_on(tmp_path) -> None:
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "dockerd").write_text("#!/bin/sh\necho 'dockerd: cannot start here' >&2\nexit 1\n")
+    (fake / "dockerd").chmod(0o755)
+    out, scratch = str(tmp_path / "out"), str(tmp_path / "scratch")
+    env = {**os.environ, "PATH": f"{fake}:{os.environ['PATH']}",
+           "PYTHONPATH": os.pathsep.join(filter(None, [REPO, os.environ.get("PYTHONPATH")]))}  # fmt: skip
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench.cli", "run", "--driver", "vfs", "--peer", "dockerd", "--scenario", "exec",
+         "--execdriver", "oci", "--no-floors", "--quick", "--repeat", "1", "--warmup", "0", "--out", out,
+         "--scratch", scratch],
+        env=env, capture_output=True, text=True, timeout=600, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 1, proc.stderr
+    assert "peer dockerd/vfs failed to start" in " ".join(proc.stderr.split())
+    df = results.load([out])
+    errors = df[df["system"] == "dockerd"]
+    assert len(errors) == 6 and errors["seconds"].isna().all()
+    assert errors["note"].str.contains("dockerd exited 1 while starting").all()
+    assert errors["note"].str.contains("cannot start here").all()  # the daemon's own words
+    strata = df[df["system"] == "strata"]
+    assert strata["seconds"].notna().any() and {"true", "load"} <= set(strata["step"])
+    run = results.load_run(out)
+    assert run["peers"]["dockerd/vfs"]["status"] == "failed"
+    assert "cannot start here" in run["peers"]["dockerd/vfs"]["errors"][0]
+    _assert_nothing_left(scratch, set())
+    assert _our_processes([str(tmp_path)]) == []  # its containerd was stopped too
+
+
+def test_sigint_in_the_middle_of_a_peer_step_leaves_nothing(tmp_path) -> None:
+    out, scratch = str(tmp_path / "out"), str(tmp_path / "scratch")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [REPO, os.environ.get("PYTHONPATH")]))}
+    before = _peer_dirs()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bench.cli", "run", "--driver", "vfs", "--peer", "dockerd", "--peer", "podman",
+         "--scenario", "exec", "--execdriver", "oci", "--no-floors", "--quick", "--repeat", "50", "--out", out,
+         "--scratch", scratch],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:  # until a peer's CLI command is running
+            run_dirs = _peer_dirs() - before
+            clients = [c for c in _our_processes(list(run_dirs)) if c.split()[0].endswith(("/docker", "/podman"))]
+            if any(" start " in c or " create " in c or " load " in c for c in clients):
+                break
+            assert proc.poll() is None, proc.communicate()
+            time.sleep(0.02)
+        else:
+            raise AssertionError("no peer step was ever seen running")
+        assert mountutil.mounts_under(scratch)  # the driver's filesystem, the peers' data roots
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=180)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 130, err
+    assert "interrupted" in err
+    assert run_dirs  # the peers' directories seen while they ran: gone now
+    _assert_nothing_left(scratch, run_dirs)
+    assert results.load_run(out)["interrupted"] is True
+
+
+def test_peers_without_a_scenario_they_measure_are_refused(tmp_path) -> None:
+    proc = bench("run", "--driver", "vfs", "--peer", "dockerd", "--scenario", "rootfs", "--out", str(tmp_path / "o"))
+    assert proc.returncode == 2 and "--peer measures the exec and pull scenarios" in proc.stderr
+    assert not (tmp_path / "o").exists()
+
+
+def test_a_pairing_a_peer_cannot_do_is_refused_by_name(tmp_path) -> None:
+    with pytest.raises(peers.PeerUnavailable, match="podman has no storage driver like strata's devmapper"):
+        peers.make("podman", "devmapper", str(tmp_path / "data"))
+    assert not os.path.exists(tmp_path / "data")
+
+
+def test_peers_and_floors_get_their_fixed_colours() -> None:
+    df = results.frame([
+        results.Row("r", "overlay2", "overlay2", "ext4", "exec", "true", "busybox"),
+        results.Row("r", "overlay2", "overlay2", "ext4", "exec", "true", "busybox", system="dockerd 20.10.24"),
+        results.Row("r", "overlay2", "overlay", "ext4", "exec", "true", "busybox", system="podman 4.3.1"),
+        results.Row("r", "overlay2", "runc run", "ext4", "exec", "true", "busybox", system="floor"),
+    ])  # fmt: skip
+    labels = list(results.label_runs(df)["driver"])
+    assert labels[0] == "overlay2" and labels[1].startswith("dockerd/") and labels[2].startswith("podman/")
+    assert [colour(label) for label in labels] == [FIXED["overlay2"], FIXED["dockerd"], FIXED["podman"],
+                                                   FIXED["floor"]]  # fmt: skip
