@@ -18,6 +18,7 @@ aufs and devmapper have no floor row: no primitive does their step alone here.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
 import os
 import shutil
@@ -27,7 +28,7 @@ from collections.abc import Iterator
 
 from graphdrivers import mountutil
 
-from .scenarios import Context, clock, repetitions
+from .scenarios import Context, Phase, Repetition, clock, phased, phases
 from .scenarios.exec import _stack
 from .scenarios.pull import pull_rounds
 from .scenarios.rootfs import image_layers
@@ -87,18 +88,24 @@ def rootfs(ctx: Context) -> Iterator[None]:
     if kind not in ("overlay2", "btrfs", "vfs"):
         return
     base = os.path.join(ctx.sandbox.mountpoint, "floor-rootfs")
+    serial = itertools.count()  # container dirs: warm-ups and re-warms reuse repetition indices
     try:
         for depth in ctx.config.depths:
             stack = image_layers(ctx, depth)
             common = {"depth": depth, "files": sum(la.files for la in stack), "bytes": sum(la.bytes for la in stack)}
+            lowers: list[str] = []
+            lower = ""
             if kind == "overlay2":
                 lowers = [os.path.join(base, f"d{depth}", f"l{i}") for i in range(len(stack))]
                 for layer, lower in zip(stack, lowers, strict=True):
                     _untar(layer, lower)
             else:
                 lower = _prepared_tree(kind, stack, os.path.join(base, f"d{depth}", "tree"))
-            for rep in repetitions(ctx, depth):
-                top = os.path.join(base, f"d{depth}", f"c{rep.index}")
+
+            def once(phase: Phase, rep: Repetition, depth: int = depth, common: dict = common,
+                     lowers: list[str] = lowers, lower: str = lower) -> None:
+                top = os.path.join(base, f"d{depth}", f"c{next(serial)}")
+                rep.start()
                 if kind == "overlay2":
                     seconds = _overlay(lowers, top)
                 else:
@@ -106,7 +113,8 @@ def rootfs(ctx: Context) -> Iterator[None]:
                 if rep.measured:
                     for step, s in seconds.items():
                         ctx.row("rootfs", step, seconds=s, **common, **rep.columns())
-                yield
+
+            yield from phased(ctx, "rootfs", phases(ctx.config, (depth,)), once)
             shutil.rmtree(os.path.join(base, f"d{depth}"), ignore_errors=True)
     finally:
         for point in mountutil.mounts_under(base) if os.path.isdir(base) else []:
@@ -177,10 +185,11 @@ def layer_create(ctx: Context) -> Iterator[None]:
     base = os.path.join(ctx.sandbox.mountpoint, "floor-untar")
     wl = ctx.workload
     try:
-        for rep in repetitions(ctx):
+        def once(phase: Phase, rep: Repetition) -> None:
+            rep.start()
             total = 0.0
             for i, layer in enumerate(wl.layers):
-                seconds = _untar(layer, os.path.join(base, f"r{rep.index}", f"l{i}"))
+                seconds = _untar(layer, os.path.join(base, "r", f"l{i}"))
                 total += seconds
                 if rep.measured:
                     ctx.row("layer-create", "apply_diff", seconds=seconds, layer=i, depth=i + 1, files=layer.files,
@@ -189,7 +198,8 @@ def layer_create(ctx: Context) -> Iterator[None]:
                 ctx.row("layer-create", "chain:apply_diff", seconds=total, layer=-1, depth=len(wl.layers),
                         files=wl.files, bytes=wl.bytes, **rep.columns())  # fmt: skip
             shutil.rmtree(base, ignore_errors=True)
-            yield
+
+        yield from phased(ctx, "layer-create", phases(ctx.config), once)
     finally:
         shutil.rmtree(base, ignore_errors=True)
 
@@ -243,17 +253,19 @@ def exec_(ctx: Context) -> Iterator[None]:
                 ctx.warnings.append(f"floor: {runtime} not found; no {runtime} floor")
                 continue
             bundles.append(_Bundle(runtime, rootfs, os.path.join(base, runtime)))
-        serial = 0
-        for rep in repetitions(ctx):
+        serial = itertools.count()
+
+        def once(phase: Phase, rep: Repetition) -> None:
+            rep.start()
             for bundle in bundles:
                 for step in ("true", "run_rm_true"):
-                    serial += 1
-                    seconds = bundle.run(f"floor-{os.getpid()}-{serial}", ["/bin/true"])
+                    seconds = bundle.run(f"floor-{os.getpid()}-{next(serial)}", ["/bin/true"])
                     if rep.measured:  # beside strata's oci rows; the runtime tells the two floors apart
                         row = ctx.row("exec", step, seconds=seconds, execdriver="oci", runtime=bundle.runtime,
                                       **common, **rep.columns())  # fmt: skip
                         row.backend = f"{bundle.runtime} run"
-            yield
+
+        yield from phased(ctx, "exec", phases(ctx.config), once)
     finally:
         shutil.rmtree(base, ignore_errors=True)
 

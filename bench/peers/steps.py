@@ -20,7 +20,7 @@ from typing import Protocol
 from engine.images import testimages
 
 from .. import cache
-from ..scenarios import Context, repetitions
+from ..scenarios import Context, Phase, Repetition, phased, phases
 from ..scenarios.exec import WRITE_ARGV, _stack
 from ..scenarios.pull import pull_rounds
 
@@ -63,9 +63,11 @@ def exec_steps(ctx: Context, peer: Engineish) -> Iterator[None]:
     stack = _stack(ctx)
     common = {"depth": len(stack), "files": sum(la.files for la in stack), "bytes": sum(la.bytes for la in stack)}
     attach = hasattr(peer, "start_attached")
-    for rep in repetitions(ctx):
+
+    def once(phase: Phase, rep: Repetition) -> None:
+        rep.start()
         cold = rep.cache == "cold"
-        times = {"load": peer.load(archive)}  # repetitions() dropped the cache right before
+        times = {"load": peer.load(archive)}  # rep.start() dropped the cache right before
         _cold(cold)
         times["create"], cid = peer.create(IMAGE, "/bin/true")
         if attach:
@@ -88,7 +90,9 @@ def exec_steps(ctx: Context, peer: Engineish) -> Iterator[None]:
             for step, seconds in times.items():
                 runc = {"execdriver": "oci", "runtime": "runc"} if step in ATTACHED else {}
                 ctx.row("exec", step, seconds=seconds, **runc, **common, **rep.columns())
-        yield
+
+    yield from phased(ctx, "exec", phases(ctx.config), once)
+
 
 def pull_steps(ctx: Context, peer: Engineish) -> Iterator[None]:
     wl = ctx.workload
