@@ -210,13 +210,14 @@ class _Bundle:
 
     def __init__(self, runtime: str, rootfs: str, directory: str) -> None:
         from engine.execdrivers.base import ProcessSpec
-        from engine.execdrivers.oci import OciDriver, bundle_config, process_env
+        from engine.execdrivers.oci import OciDriver
+        from engine.execdrivers.ocispec import oci_spec, process_env
         from engine.execdrivers.users import resolve
 
         self.oci = OciDriver(os.path.join(directory, "state"), {"exec.runtime": runtime})
         self.runtime = runtime
         self.directory = directory
-        self.bundle_config, self.process_env, self.resolve, self.spec = bundle_config, process_env, resolve, ProcessSpec
+        self.oci_spec, self.process_env, self.resolve, self.spec = oci_spec, process_env, resolve, ProcessSpec
         self.rootfs = rootfs
 
     def run(self, name: str, argv: list[str]) -> float:
@@ -227,7 +228,7 @@ class _Bundle:
         bundle = os.path.join(self.directory, name)
         os.makedirs(bundle, exist_ok=True)
         with open(os.path.join(bundle, "config.json"), "w") as f:
-            json.dump(self.bundle_config(spec, user, self.process_env(spec, user)), f)
+            json.dump(self.oci_spec(spec, user, self.process_env(spec, user)), f)
         cmd = self.oci.runtime_command("run", "--bundle", bundle, name)
         preexec = self.oci.enter_runtime_namespace if self.oci.hide_cgroup2 else None
         t0 = clock()
