@@ -10,10 +10,11 @@ from . import api
 from .containers import jobs as containers
 from .images import jobs as images
 from .jobspec import JobSpec
+from .network import jobs as network
 from .registry import jobs as registry
 from .system import info as system
 
-MODULES = (images, containers, registry, system, api)
+MODULES = (images, containers, network, registry, system, api)
 
 
 def specs() -> dict[str, JobSpec]:

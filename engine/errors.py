@@ -102,3 +102,13 @@ class RegistryError(EngineError):
 
 class DigestMismatch(RegistryError):
     """A manifest or blob the registry sent does not hash to the digest it was asked by."""
+
+
+class NoSuchNetwork(EngineError):
+    def __init__(self, ref: str) -> None:
+        super().__init__(f"no such network: {ref}")
+        self.ref = ref
+
+
+class NetworkError(EngineError):
+    """The networkdriver could not set up or tear down a network (netlink, nftables)."""

@@ -117,7 +117,11 @@ def run(host: str, argv: list[str]) -> int:
             err.write(f"strata run: {exc}\n".encode())
             return 2
         config = {"Image": ns.image, "Cmd": ns.args, "Env": ns.env, "WorkingDir": ns.workdir, "User": ns.user,
-                  "Hostname": ns.hostname, "HostConfig": {"AutoRemove": ns.rm, "NetworkMode": ns.network}}
+                  "Hostname": ns.hostname, "ExposedPorts": {e if "/" in e else e + "/tcp": {} for e in ns.expose},
+                  "HostConfig": {"AutoRemove": ns.rm, "NetworkMode": ns.network, "PublishAllPorts": ns.publish_all,
+                                 "PortBindings": containerargs.publish_bindings(ns.publish)},
+                  "NetworkingConfig": {"EndpointsConfig": {ns.network: {
+                      "Aliases": ns.network_alias, "IPAMConfig": {"IPv4Address": ns.ip} if ns.ip else None}}}}
         if ns.name and not all(c.isascii() and (c.isalnum() or c in "_.-") for c in ns.name):
             raise ClientError(f"invalid container name {ns.name!r}: only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed")
         query = f"?name={ns.name}" if ns.name else ""

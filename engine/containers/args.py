@@ -19,9 +19,14 @@ OPTIONS: tuple[tuple[tuple[str, ...], str, str, object, str], ...] = (
     (("-u", "--user"), "user", "value", "", "USER[:GROUP] to run as"),
     (("--name",), "name", "value", "", "the container's name"),
     (("--hostname",), "hostname", "value", "", "the container's hostname"),
-    (("--net", "--network"), "network", "value", "none", "none (loopback only) or host"),
+    (("--net", "--network"), "network", "value", "default",
+     "none (loopback only), host, bridge or a network's name; default: none standalone, bridge in the daemon"),
+    (("-p", "--publish"), "publish", "append", None, "[IP:][HOSTPORT:]PORT[/tcp|udp]: publish a port (bridge)"),
+    (("-P", "--publish-all"), "publish_all", "flag", False, "publish every exposed port on an ephemeral host port"),
+    (("--expose",), "expose", "append", None, "PORT[-PORT][/tcp|udp]: expose a port (see -P)"),
+    (("--network-alias",), "network_alias", "append", None, "another name peers resolve (user-defined networks)"),
+    (("--ip",), "ip", "value", "", "the container's IPv4 address (user-defined networks)"),
 )
-NETWORKS = ("none", "host")
 
 
 class UsageError(Exception):
@@ -54,8 +59,6 @@ def parse_run(argv: list[str]) -> SimpleNamespace:
             if i + 1 >= len(argv):
                 raise UsageError(f"option {flag} needs a value")
             inline, i = argv[i + 1], i + 1
-        if dest == "network" and inline not in NETWORKS:
-            raise UsageError(f"--network must be one of {', '.join(NETWORKS)}, not {inline!r}")
         if kind == "append":
             values[dest].append(inline)  # type: ignore[union-attr]
         else:
@@ -64,3 +67,15 @@ def parse_run(argv: list[str]) -> SimpleNamespace:
     if i >= len(argv):
         raise UsageError("run needs an IMAGE (strata -H HOST run [OPTIONS] IMAGE [COMMAND...])")
     return SimpleNamespace(image=argv[i], args=argv[i + 1 :], **values)
+
+
+def publish_bindings(specs: list[str]) -> dict[str, list[dict[str, str]]]:
+    """`-p` values as the API's HostConfig.PortBindings (the daemon checks them)."""
+    bindings: dict[str, list[dict[str, str]]] = {}
+    for spec in specs:
+        rest, _, proto = spec.partition("/")
+        parts = rest.split(":")
+        host_ip = parts[0] if len(parts) == 3 else ""
+        host_port = parts[-2] if len(parts) >= 2 else ""
+        bindings.setdefault(f"{parts[-1]}/{proto or 'tcp'}", []).append({"HostIp": host_ip, "HostPort": host_port})
+    return bindings

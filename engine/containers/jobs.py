@@ -26,8 +26,7 @@ FOLLOW_POLL = 0.05  # seconds between looks at the log files while following
 
 jobs = JobTable()
 _KINDS = {"flag": bool, "value": str, "append": list}
-RUN_OPTIONS = {dest: Option(_KINDS[kind], help_text, flags, default,
-                            containerargs.NETWORKS if dest == "network" else None)
+RUN_OPTIONS = {dest: Option(_KINDS[kind], help_text, flags, default)
                for flags, dest, kind, default, help_text in containerargs.OPTIONS}
 CREATE_OPTIONS = {name: option for name, option in RUN_OPTIONS.items() if name != "detach"}
 CREATE_ARGS = "IMAGE [COMMAND [ARG...]]"
@@ -40,8 +39,9 @@ def _store(job: Job) -> Containers:
 def _create(job: Job, keep_mounted: bool = False) -> Container:
     o = job.options
     return _store(job).create(job.args[0], job.args[1:], env=o["env"], workdir=o["workdir"], user=o["user"],
-                              name=o["name"], hostname=o["hostname"], network=o["network"], auto_remove=o["rm"],
-                              keep_mounted=keep_mounted)
+                              name=o["name"], hostname=o["hostname"], network=o["network"], publish=o["publish"],
+                              publish_all=o["publish_all"], expose=o["expose"], aliases=o["network_alias"],
+                              ip=o["ip"], auto_remove=o["rm"], keep_mounted=keep_mounted)
 
 
 @jobs.job("create", args=CREATE_ARGS, options=CREATE_OPTIONS, help="create a container")
@@ -227,6 +227,20 @@ def _status_text(c: Container, now: dt.datetime) -> str:
     return "Created"
 
 
+def _network_summary(job: Job, c: Container) -> dict:
+    """`Ports` (Docker's list form) and `NetworkSettings.Networks` of a listed container."""
+    settings = job.engine.network.settings(c.id, c.network, c.exposed)
+    listed = []
+    for key, bindings in settings["Ports"].items():
+        port, proto = key.split("/")
+        for b in bindings or [{}]:
+            entry = {"PrivatePort": int(port), "Type": proto}
+            if b:
+                entry.update({"IP": b["HostIp"], "PublicPort": int(b["HostPort"])})
+            listed.append(entry)
+    return {"Ports": listed, "NetworkSettings": {"Networks": settings["Networks"]}}
+
+
 @jobs.job("ps", help="list containers", options={
     "all": Option(bool, "stopped containers too", ("-a", "--all")),
     "quiet": Option(bool, "ids only", ("-q", "--quiet")), "json": JSON})
@@ -240,7 +254,7 @@ def ps(job: Job) -> int:
         job.write_json([{"Id": c.id, "Names": ["/" + c.name], "Image": c.image_ref, "ImageID": c.image,
                          "Command": " ".join(c.args), "Created": c.created, "State": c.state.status,
                          "Status": _status_text(c, dt.datetime.now(dt.UTC)), "ExitCode": c.state.exit_code,
-                         "HostConfig": {"NetworkMode": c.network}}
+                         "HostConfig": {"NetworkMode": c.network}, **_network_summary(job, c)}
                         for c in found])  # fmt: skip
         return 0
     now = dt.datetime.now(dt.UTC)

@@ -14,6 +14,9 @@ import os
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from ..network import ports
+from ..network.ports import PortBinding
+
 CONFIG_FILE = "config.v2.json"
 
 CREATED = "created"
@@ -55,7 +58,10 @@ class Container:
     workdir: str
     user: str
     hostname: str
-    network: str = "none"
+    network: str = "none"  # none, host, or the name of its (first) bridge network
+    ports: list[dict[str, Any]] = field(default_factory=list)  # -p bindings (network.ports.PortBinding)
+    publish_all: bool = False  # -P
+    exposed: list[str] = field(default_factory=list)  # "80/tcp": the image's and --expose's
     auto_remove: bool = False
     layer: str = ""  # the driver's read-write layer (the container id)
     parent_layer: str | None = None  # what `diff` compares against: the init layer or the image's top
@@ -125,7 +131,8 @@ class Container:
             "Name": "/" + self.name,
             "Driver": driver_name,
             "ExecDriver": self.execdriver_description(),
-            "HostConfig": {"NetworkMode": self.network, "AutoRemove": self.auto_remove},
+            "HostConfig": {"NetworkMode": self.network, "AutoRemove": self.auto_remove,
+                           "PortBindings": port_bindings(self.ports), "PublishAllPorts": self.publish_all},
             "GraphDriver": {"Name": driver_name, "Data": driver_data},
             "Config": {
                 "Hostname": self.hostname,
@@ -134,10 +141,23 @@ class Container:
                 "Cmd": self.args,
                 "Image": self.image_ref,
                 "WorkingDir": self.workdir,
+                "ExposedPorts": {key: {} for key in self.exposed},
             },
         }
+
+    def port_bindings(self) -> list[PortBinding]:
+        return [ports.from_json(raw) for raw in self.ports]
 
     def execdriver_description(self) -> str:
         if self.execdriver == "oci":
             return f"oci ({self.exec_options.get('exec.runtime', 'runc')})"
         return self.execdriver
+
+
+def port_bindings(raw: list[dict[str, Any]]) -> dict[str, list[dict[str, str]]]:
+    """HostConfig.PortBindings: what was asked for (`NetworkSettings.Ports` has what was bound)."""
+    found: dict[str, list[dict[str, str]]] = {}
+    for binding in map(ports.from_json, raw):
+        found.setdefault(binding.key, []).append(
+            {"HostIp": binding.host_ip, "HostPort": str(binding.host_port) if binding.host_port else ""})
+    return found

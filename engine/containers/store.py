@@ -36,6 +36,9 @@ from ..errors import Conflict, ContainerStartError, EngineError, NoSuchContainer
 from ..execdrivers import ExecDriver, ExitStatus, Handle, MonitorInfo, ProcessSpec
 from ..images.graph import Graph, LayerSource, NewImage
 from ..images.graphdb import NAMES, GraphDB
+from ..network import ports
+from ..network.hostfiles import TARGETS as NETWORK_FILES
+from ..network.service import NULL_MODE, Networks
 from ..reference import normalize_tag
 from .record import CREATED, EXITED, RUNNING, Container, iso, now_iso
 
@@ -50,8 +53,10 @@ class Containers:
     """The containers of one engine root: records in the GraphDB, layers in the driver,
     images from the Graph, processes through the execdriver `exec.driver` chooses."""
 
-    def __init__(self, root: str, driver: Driver, db: GraphDB, graph: Graph, exec_options: dict[str, str]) -> None:
+    def __init__(self, root: str, driver: Driver, db: GraphDB, graph: Graph, exec_options: dict[str, str],
+                 network: Networks) -> None:
         self.root = root
+        self.network = network
         self.driver = driver
         self.db = db
         self.graph = graph
@@ -120,7 +125,12 @@ class Containers:
         user: str = "",
         name: str = "",
         hostname: str = "",
-        network: str = "none",
+        network: str = "default",
+        publish: list[str] | None = None,
+        publish_all: bool = False,
+        expose: list[str] | None = None,
+        aliases: list[str] | None = None,
+        ip: str = "",
         auto_remove: bool = False,
         keep_mounted: bool = False,
     ) -> Container:
@@ -129,8 +139,12 @@ class Containers:
         args = list(cfg.get("Entrypoint") or []) + list(cmd or cfg.get("Cmd") or [])
         if not args:
             raise UsageError("no command specified: the image has none and none was given")
-        if network not in ("none", "host"):
-            raise UsageError(f"unknown network mode {network!r} (strata knows none and host)")
+        network = self.network.resolve_mode(network)
+        bindings = [b for spec in publish or [] for b in ports.parse_publish(spec)]
+        exposed = {*(cfg.get("ExposedPorts") or {}), *(k for e in expose or [] for k in ports.parse_expose(e)),
+                   *(b.key for b in bindings)}
+        if (bindings or publish_all) and network in (NULL_MODE, "host"):
+            raise UsageError(f"published ports (-p, -P) need a bridge network; this container's is {network}")
         merged_env = _merge_env(cfg.get("Env") or [DEFAULT_PATH], env or [])
         workdir = workdir or cfg.get("WorkingDir") or "/"
         if not workdir.startswith("/"):
@@ -153,6 +167,9 @@ class Containers:
             user=user or cfg.get("User") or "",
             hostname=hostname or container_id[:12],
             network=network,
+            ports=[b.to_json() for b in bindings],
+            publish_all=publish_all,
+            exposed=sorted(exposed),
             auto_remove=auto_remove,
             layer=container_id,
             parent_layer=image.top_layer,
@@ -170,6 +187,7 @@ class Containers:
             os.makedirs(c.paths(self.dir)[0], mode=0o700)
             self._create_layers(c)
             c.save(self.dir)
+            self.network.join(c.id, c.name, c.hostname, network, aliases, ip)
         except BaseException:
             self._discard(c)
             raise
@@ -187,7 +205,9 @@ class Containers:
         self.driver.create_read_write(c.layer, c.parent_layer)
         path = self._mount(c)
         missing = [m for m in MOUNT_POINTS if not _is_dir(os.path.join(path, m))]
-        if not missing:
+        files = [] if c.network in (NULL_MODE, "host") else [
+            f.lstrip("/") for f in NETWORK_FILES.values() if not os.path.lexists(os.path.join(path, f.lstrip("/")))]
+        if not missing and not files:
             return
         self._unmount(c)
         self.driver.remove(c.layer)
@@ -198,6 +218,9 @@ class Containers:
             for m in missing:
                 with contextlib.suppress(FileExistsError):
                     os.mkdir(os.path.join(init_path, m), 0o755)
+            for f in files:  # what a bridged container's network files are bound over
+                os.makedirs(os.path.dirname(os.path.join(init_path, f)), 0o755, exist_ok=True)
+                os.close(os.open(os.path.join(init_path, f), os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW, 0o644))
         finally:
             self.driver.put(c.init_layer)
         c.parent_layer = c.init_layer
@@ -211,6 +234,7 @@ class Containers:
             if layer:
                 with contextlib.suppress(LayerNotFound):
                     self.driver.remove(layer)
+        self.network.forget(c.id)
         self.db.remove_entity(c.id)
         shutil.rmtree(c.paths(self.dir)[0], ignore_errors=True)
 
@@ -240,11 +264,12 @@ class Containers:
             raise Conflict(f"container {c.short_id} is already running")
         _, out, err, exec_dir = c.paths(self.dir)
         path = self._mount(c)
-        spec = ProcessSpec(path, c.args, c.env, c.workdir, c.user, c.hostname, c.network)
         driver = self._execdriver(c.execdriver, c.exec_options)
         try:
+            spec = self._process_spec(c, path)
             handle = driver.start(c.id, spec, exec_dir, out, err)
         except BaseException as exc:
+            self.network.detach(c.id)
             self._unmount(c)
             if isinstance(exc, execdrivers.ExecError):
                 raise ContainerStartError(str(exc), 125) from None
@@ -266,6 +291,18 @@ class Containers:
                     c.save(self.dir)
             raise ContainerStartError(handle.start_error, status.code)
         return handle
+
+    def _process_spec(self, c: Container, path: str) -> ProcessSpec:
+        """What the execdriver runs; a bridged container's network is set up here."""
+        spec = ProcessSpec(path, c.args, c.env, c.workdir, c.user, c.hostname, c.network)
+        wanted = c.port_bindings()
+        if c.publish_all:
+            bound = {b.key for b in wanted}
+            wanted += [ports.PortBinding(int(k.split("/")[0]), k.split("/")[1]) for k in c.exposed if k not in bound]
+        attachment = self.network.attach(c.id, c.network, wanted)
+        if attachment is not None:
+            spec.network, spec.netns_path, spec.files = "netns", attachment.netns_path, attachment.files
+        return spec
 
     def handle(self, c: Container) -> Handle | None:
         """The running process of `c` (re-attached after an engine restart), or None; waiting on
@@ -317,6 +354,7 @@ class Containers:
             self._unmount(c)
             c.rootfs = None
             self._execdriver(c.execdriver, c.exec_options).release(c.id, c.paths(self.dir)[3])
+            self.network.detach(c.id)
             c.save(self.dir)
         if c.auto_remove:
             self.remove(c, force=True)
@@ -380,6 +418,8 @@ class Containers:
                 self.refresh(c)
             elif c.rootfs:
                 self._unmount(c)
+        running = {c.id for c in self.list()}
+        self.network.repair(running)
 
     # -- filesystem views --------------------------------------------------------------
 
@@ -441,6 +481,7 @@ class Containers:
         if not os.path.isdir(c.paths(self.dir)[0]):
             raise NoSuchContainer(c.id)
         data = c.inspect(self.driver.name, _safe_metadata(self.driver, c.layer), self.log_paths(c)[0])
+        data["NetworkSettings"] = self.network.settings(c.id, c.network, c.exposed)
         if c.state.running and not data["State"]["Pid"]:
             handle = self.handle(c)
             with contextlib.suppress(execdrivers.ExecError):

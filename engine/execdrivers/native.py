@@ -77,6 +77,10 @@ def _container_init(spec: ProcessSpec, user: users.User, env: dict[str, str], rl
     flags = linux.CLONE_NEWNS | linux.CLONE_NEWUTS | linux.CLONE_NEWIPC
     if spec.network == "none":
         flags |= linux.CLONE_NEWNET
+    elif spec.network == "netns":
+        fd = os.open(spec.netns_path, os.O_RDONLY | os.O_CLOEXEC)
+        linux.setns(fd, linux.CLONE_NEWNET)
+        os.close(fd)
     linux.unshare(flags)
     os.umask(0)
     root = spec.rootfs
@@ -87,6 +91,8 @@ def _container_init(spec: ProcessSpec, user: users.User, env: dict[str, str], rl
     linux.mount("proc", f"{root}/proc", "proc", mu.MS_NOSUID | mu.MS_NODEV | mu.MS_NOEXEC)
     _mount_dev(f"{root}/dev")
     linux.mount("sysfs", f"{root}/sys", "sysfs", mu.MS_RDONLY | mu.MS_NOSUID | mu.MS_NODEV | mu.MS_NOEXEC)
+    for dest, src in spec.files:
+        linux.mount(src, _ensure_file(root, dest), None, mu.MS_BIND)
     os.chdir(root)
     linux.pivot_root(".", ".")  # the old root is stacked under the new one...
     linux.umount(".", mu.MNT_DETACH)  # ...and detached here: nothing of the host stays visible
@@ -121,6 +127,18 @@ def _ensure_dir(path: str, mode: int) -> None:
         return
     if not stat.S_ISDIR(st.st_mode):
         raise ExecError(f"{path!r} in the rootfs is not a directory; cannot mount over it")
+
+
+def _ensure_file(root: str, dest: str) -> str:
+    """The file `dest` in the rootfs to bind over (the container store's init layer made it
+    if the image lacks it); one that resolves outside the rootfs is refused."""
+    path = os.path.realpath(os.path.join(root, dest.lstrip("/")))
+    if not path.startswith(os.path.realpath(root).rstrip("/") + "/"):
+        raise ExecError(f"{dest} in the rootfs resolves outside it; cannot bind over it")
+    if not os.path.exists(path):
+        os.makedirs(os.path.dirname(path), 0o755, exist_ok=True)
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW, 0o644))
+    return path
 
 
 def _mount_dev(dev: str) -> None:

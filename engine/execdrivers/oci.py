@@ -52,6 +52,8 @@ def bundle_config(spec: ProcessSpec, user: users.User, env: Mapping[str, str]) -
     namespaces = [{"type": t} for t in ("pid", "ipc", "uts", "mount")]
     if spec.network == "none":
         namespaces.append({"type": "network"})  # a new one: the runtime brings up only lo
+    elif spec.network == "netns":
+        namespaces.append({"type": "network", "path": spec.netns_path})
     nosuid_noexec_nodev = ["nosuid", "noexec", "nodev"]
     process_user: dict[str, Any] = {"uid": user.uid, "gid": user.gid}
     if user.additional_gids:
@@ -92,6 +94,8 @@ def bundle_config(spec: ProcessSpec, user: users.User, env: Mapping[str, str]) -
             },
             {"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue", "options": nosuid_noexec_nodev},
             {"destination": "/sys", "type": "sysfs", "source": "sysfs", "options": [*nosuid_noexec_nodev, "ro"]},
+            *[{"destination": dest, "type": "bind", "source": src, "options": ["rbind", "rprivate"]}
+              for dest, src in spec.files],
         ],
         "linux": {
             "namespaces": namespaces,

@@ -24,13 +24,27 @@ ATTACH_DRAIN_TIMEOUT = 30.0  # how long wait lets attach streams finish copying 
 RAW_STREAM = "application/vnd.docker.raw-stream"
 
 
-def _network(host_config: dict[str, Any]) -> str:
+def _network(body: dict[str, Any], host_config: dict[str, Any]) -> dict[str, Any]:
+    """The create job's network options from NetworkMode, PortBindings, PublishAllPorts,
+    ExposedPorts and the mode's NetworkingConfig endpoint (aliases, IPv4 address)."""
     mode = host_config.get("NetworkMode") or "default"
-    if mode in ("default", "bridge", "none"):
-        return "none"  # strata's networkdriver gives containers loopback only
-    if mode == "host":
-        return "host"
-    raise ApiError(400, f"network mode {mode!r} is not supported (none or host)")
+    publish = []
+    for key, bindings in (host_config.get("PortBindings") or {}).items():
+        for b in bindings or [{}]:
+            publish.append(f"{(b or {}).get('HostIp') or ''}:{(b or {}).get('HostPort') or ''}:{key}")
+    endpoints = ((body.get("NetworkingConfig") or {}).get("EndpointsConfig") or {})
+    if len(endpoints) > 1:
+        raise ApiError(400, "a container is created on one network; connect it to others afterwards")
+    endpoint = endpoints.get(mode) or next(iter(endpoints.values()), None) or {}
+    unknown = sorted(k for k, v in endpoint.items() if v and k not in ("Aliases", "IPAMConfig", "NetworkID"))
+    if unknown:
+        raise ApiError(400, f"EndpointsConfig field {unknown[0]} is not supported")
+    ipam = endpoint.get("IPAMConfig") or {}
+    if ipam.get("IPv6Address") or ipam.get("LinkLocalIPs"):
+        raise ApiError(400, "IPv6 and link-local addresses are not supported (strata's bridge is IPv4)")
+    return {"network": mode, "publish": publish, "publish_all": bool(host_config.get("PublishAllPorts")),
+            "expose": list(body.get("ExposedPorts") or {}), "network_alias": list(endpoint.get("Aliases") or []),
+            "ip": ipam.get("IPv4Address") or ""}
 
 
 class _Attachments:
@@ -89,7 +103,7 @@ def add_routes(router: Router, engine: Engine) -> None:
             "workdir": body.get("WorkingDir") or "",
             "user": body.get("User") or "",
             "hostname": body.get("Hostname") or "",
-            "network": _network(host_config),
+            **_network(body, host_config),
             "rm": bool(host_config.get("AutoRemove")),
         }
         job = jobio.run(engine, "create", body["Image"], *[str(a) for a in cmd], options=options)
@@ -192,9 +206,9 @@ def add_routes(router: Router, engine: Engine) -> None:
     def list_(req: Request) -> Reply:
         listed = jobio.run(engine, "ps", options={"all": req.flag("all"), "json": True}).json()
         return Reply(200, [{**{k: c[k] for k in ("Id", "Names", "Image", "ImageID", "Command", "State", "Status",
-                                                  "HostConfig")},
-                            "Created": unix_time(c["Created"]), "Ports": [], "Labels": {}, "SizeRw": 0,
-                            "SizeRootFs": 0, "NetworkSettings": {"Networks": {}}, "Mounts": []} for c in listed])
+                                                  "HostConfig", "Ports", "NetworkSettings")},
+                            "Created": unix_time(c["Created"]), "Labels": {}, "SizeRw": 0,
+                            "SizeRootFs": 0, "Mounts": []} for c in listed])
 
     @router.route("GET", "/containers/{id}/json")
     def inspect(req: Request) -> Reply:
