@@ -41,12 +41,16 @@ class Daemon:
         return self.proc.wait(30)
 
 
-def start_daemon(root: str, driver: str, *daemon_args: str) -> Daemon:
+def start_daemon(root: str, driver: str, *daemon_args: str, netns: str | None = None,
+                 execdriver: str = "native") -> Daemon:
+    """The daemon in the machine's network namespace with `--bridge none` (no test adds an
+    interface or a rule there), or with its default bridge inside the namespace file `netns`."""
     sock = os.path.join(root, "strata.sock")
     log = open(os.path.join(os.path.dirname(root), "daemon.log"), "wb")
+    prefix = ["nsenter", f"--net={netns}"] if netns else []
     proc = subprocess.Popen(
-        [sys.executable, "-m", "engine.cli", "--root", root, "-s", driver, "-o", "exec.driver=native",
-         "daemon", "-H", "unix://" + sock, *daemon_args],
+        [*prefix, sys.executable, "-m", "engine.cli", "--root", root, "-s", driver, "-o", f"exec.driver={execdriver}",
+         "daemon", "-H", "unix://" + sock, *(() if netns else ("--bridge", "none")), *daemon_args],
         stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONPATH": REPO})
     log.close()
     deadline = time.monotonic() + 30
