@@ -18,6 +18,7 @@ from ...errors import EngineError, NoSuchContainer
 from .. import jobio, mux
 from ..http import ApiError, Reply, Request, Router
 from .images import unix_time
+from .networks import endpoint_config
 
 POLL = 0.005  # seconds between looks at a container that has not started yet
 ATTACH_DRAIN_TIMEOUT = 30.0  # how long wait lets attach streams finish copying output
@@ -35,16 +36,9 @@ def _network(body: dict[str, Any], host_config: dict[str, Any]) -> dict[str, Any
     endpoints = ((body.get("NetworkingConfig") or {}).get("EndpointsConfig") or {})
     if len(endpoints) > 1:
         raise ApiError(400, "a container is created on one network; connect it to others afterwards")
-    endpoint = endpoints.get(mode) or next(iter(endpoints.values()), None) or {}
-    unknown = sorted(k for k, v in endpoint.items() if v and k not in ("Aliases", "IPAMConfig", "NetworkID"))
-    if unknown:
-        raise ApiError(400, f"EndpointsConfig field {unknown[0]} is not supported")
-    ipam = endpoint.get("IPAMConfig") or {}
-    if ipam.get("IPv6Address") or ipam.get("LinkLocalIPs"):
-        raise ApiError(400, "IPv6 and link-local addresses are not supported (strata's bridge is IPv4)")
+    aliases, ip = endpoint_config(endpoints.get(mode) or next(iter(endpoints.values()), None) or {})
     return {"network": mode, "publish": publish, "publish_all": bool(host_config.get("PublishAllPorts")),
-            "expose": list(body.get("ExposedPorts") or {}), "network_alias": list(endpoint.get("Aliases") or []),
-            "ip": ipam.get("IPv4Address") or ""}
+            "expose": list(body.get("ExposedPorts") or {}), "network_alias": aliases, "ip": ip}
 
 
 class _Attachments:

@@ -25,6 +25,17 @@ def _filters(req: Request) -> list[str]:
     return found
 
 
+def endpoint_config(endpoint: dict[str, Any]) -> tuple[list[str], str]:
+    """(aliases, IPv4 address) of an EndpointConfig; any other field set is refused."""
+    unknown = sorted(k for k, v in endpoint.items() if v and k not in ("Aliases", "IPAMConfig", "NetworkID"))
+    if unknown:
+        raise ApiError(400, f"EndpointConfig field {unknown[0]} is not supported")
+    ipam = endpoint.get("IPAMConfig") or {}
+    if ipam.get("IPv6Address") or ipam.get("LinkLocalIPs"):
+        raise ApiError(400, "IPv6 and link-local addresses are not supported (strata's bridge is IPv4)")
+    return list(endpoint.get("Aliases") or []), ipam.get("IPv4Address") or ""
+
+
 def _create_options(body: dict[str, Any]) -> dict[str, Any]:
     unknown = sorted(set(body) - CREATE_FIELDS)
     for name, value in (("EnableIPv6", "IPv6"), ("Attachable", "attachable"), ("Ingress", "ingress"),
@@ -87,15 +98,9 @@ def add_routes(router: Router, engine: Engine) -> None:
         body = req.json()
         if not isinstance(body, dict) or not body.get("Container"):
             raise ApiError(400, "connect needs a Container")
-        endpoint = body.get("EndpointConfig") or {}
-        unknown = sorted(k for k, v in endpoint.items() if v and k not in ("Aliases", "IPAMConfig", "NetworkID"))
-        if unknown:
-            raise ApiError(400, f"EndpointConfig field {unknown[0]} is not supported")
-        ipam = endpoint.get("IPAMConfig") or {}
-        if ipam.get("IPv6Address") or ipam.get("LinkLocalIPs"):
-            raise ApiError(400, "IPv6 and link-local addresses are not supported (strata's bridge is IPv4)")
+        aliases, ip = endpoint_config(body.get("EndpointConfig") or {})
         jobio.run(engine, "network_connect", req.params["id"], str(body["Container"]),
-                  options={"alias": list(endpoint.get("Aliases") or []), "ip": ipam.get("IPv4Address") or ""})
+                  options={"alias": aliases, "ip": ip})
         return Reply(200, None)
 
     @router.route("POST", "/networks/{id}/disconnect")
