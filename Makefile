@@ -4,7 +4,7 @@
 
 APT_PACKAGES := btrfs-progs xfsprogs e2fsprogs util-linux pkg-config \
 	libbtrfsutil-dev busybox-static runc crun docker-registry apache2-utils gcc python3-dev python3-venv \
-	skopeo fio libfuse3-dev fuse3 tini
+	skopeo fio libfuse3-dev fuse3 tini nftables iproute2
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
