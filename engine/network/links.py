@@ -14,12 +14,13 @@ import ipaddress
 import logging
 import os
 from collections.abc import Iterator
-
-from pyroute2 import IPRoute
-from pyroute2.netlink.exceptions import NetlinkError
+from typing import TYPE_CHECKING
 
 from ..errors import NetworkError
 from . import netns
+
+if TYPE_CHECKING:
+    from pyroute2 import IPRoute
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +29,11 @@ VETH_PREFIX = "veth"
 
 @contextlib.contextmanager
 def _ipr() -> Iterator[IPRoute]:
+    """A netlink socket; pyroute2 is imported here, by the first command that needs a link
+    (it is heavy, and `strata run` on none/host networks must not pay for it)."""
+    from pyroute2 import IPRoute
+    from pyroute2.netlink.exceptions import NetlinkError
+
     ipr = IPRoute()
     try:
         yield ipr

@@ -390,16 +390,21 @@ class Networks:
                         log.info("releasing %s's address %s on %s: the container ended", e.name, e.ip, net.name)
                         self._unplug(net, e)
                         released = True
+            leftover = False
             if os.path.isdir(self.netns_dir):
                 for name in os.listdir(self.netns_dir):
                     if name not in running:
                         netns.remove(self._netns_path(name))
+                        leftover = True
             known = {e.veth for n in self.state.networks.values() for e in n.endpoints.values() if e.veth}
-            try:
-                stray = [name for name in links.links(VETH_PREFIX) if name not in known]
-            except NetworkError as exc:
-                log.warning("cannot list links for repair: %s", exc)
-                stray = []
+            stray = []
+            # A veth is recorded before it is made, so strays can only be near a crash's traces
+            # (or beside running containers): without any, netlink (pyroute2) is not needed.
+            if released or leftover or known:
+                try:
+                    stray = [name for name in links.links(VETH_PREFIX) if name not in known]
+                except NetworkError as exc:
+                    log.warning("cannot list links for repair: %s", exc)
             for name in stray:
                 log.info("removing stray veth %s", name)
                 links.remove_link(name)
