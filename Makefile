@@ -7,7 +7,7 @@
 
 APT_PACKAGES := btrfs-progs xfsprogs e2fsprogs util-linux pkg-config \
 	libbtrfsutil-dev busybox-static runc crun docker-registry apache2-utils gcc python3-dev python3-venv \
-	skopeo fio libfuse3-dev fuse3 tini docker.io podman uidmap slirp4netns fuse-overlayfs
+	skopeo fio libfuse3-dev fuse3 tini nftables iproute2 docker.io podman uidmap slirp4netns fuse-overlayfs
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin

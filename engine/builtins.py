@@ -11,10 +11,11 @@ from .containers import jobs as containers
 from .containers import volumejobs as volumes
 from .images import jobs as images
 from .jobspec import JobSpec
+from .network import jobs as network
 from .registry import jobs as registry
 from .system import info as system
 
-MODULES = (images, containers, volumes, registry, system, api)
+MODULES = (images, containers, volumes, network, registry, system, api)
 
 
 def specs() -> dict[str, JobSpec]:

@@ -29,6 +29,7 @@ from .images.graph import Graph
 from .images.graphdb import GraphDB
 from .job import Job, lookup
 from .jobspec import JobSpec, encode
+from .network.service import Networks
 from .registry.service import RegistryService
 
 log = logging.getLogger(__name__)
@@ -39,6 +40,7 @@ class Engine:
     driver: graphdrivers.Driver
     db: GraphDB  # entities, edges, images, layers, blob sources: one SQLite file per driver
     graph: Graph  # the images (Docker's classic name for the image store)
+    network: Networks  # the networkdriver: networks, addresses, the container hooks
     containers: Containers
     registry: RegistryService
     api: ApiService
@@ -65,7 +67,8 @@ class Engine:
             os.makedirs(home, mode=0o700, exist_ok=True)
             self.db = self._db = GraphDB(os.path.join(home, "graph.db"))
             self.graph = Graph(home, self.driver, self.db)
-            self.containers = Containers(self.root, self.driver, self.db, self.graph, exec_options)
+            self.network = Networks(self.root)
+            self.containers = Containers(self.root, self.driver, self.db, self.graph, exec_options, self.network)
             self.registry = RegistryService(self.db)
             self.api = ApiService()
             self.jobs = builtins.specs()

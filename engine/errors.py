@@ -122,3 +122,13 @@ class RefusedOption(UsageError):
     """A create/run option strata cannot honour or a value it refuses; Docker's status 125."""
 
     status = 125
+
+
+class NoSuchNetwork(EngineError):
+    def __init__(self, ref: str) -> None:
+        super().__init__(f"no such network: {ref}")
+        self.ref = ref
+
+
+class NetworkError(EngineError):
+    """The networkdriver could not set up or tear down a network (netlink, nftables)."""

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import errno
 import os
+import shutil
+import subprocess
 import tempfile
 from collections.abc import Iterator
 
@@ -36,6 +38,16 @@ def _loop_devices(roots: tuple[str, ...]) -> set[str]:
     for name in os.listdir("/sys/block"):
         if name.startswith("loop") and _ours(loopdev.backing_file(name), roots):
             found.add(f"/dev/{name}")
+    return found
+
+
+def _network_state() -> set[str]:
+    """strata's links and nftables table in this (the machine's) network namespace: tests
+    make bridges only inside namespaces of their own, so any here is a leak."""
+    found = {f"link {name}" for name in os.listdir("/sys/class/net") if name.startswith(("strata", "br-", "stv"))}
+    nft = shutil.which("nft", path="/usr/sbin:/sbin:/usr/bin")
+    if nft and subprocess.run([nft, "list", "table", "ip", "strata"], capture_output=True).returncode == 0:
+        found.add("nft table ip strata")
     return found
 
 
@@ -71,16 +83,16 @@ def no_leaks(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     saved = (os.environ.get("TMPDIR"), os.environ.get(SESSION_MARK), tempfile.tempdir)
     os.environ["TMPDIR"] = tempfile.tempdir = str(session_tmp)
     os.environ[SESSION_MARK] = mark
-    before = (_our_mounts(roots), _loop_devices(roots), _our_processes(mark))
+    before = (_our_mounts(roots), _loop_devices(roots), _our_processes(mark), _network_state())
     yield
-    after = (_our_mounts(roots), _loop_devices(roots), _our_processes(mark))
+    after = (_our_mounts(roots), _loop_devices(roots), _our_processes(mark), _network_state())
     for key, value in (("TMPDIR", saved[0]), (SESSION_MARK, saved[1])):
         if value is None:
             os.environ.pop(key, None)
         else:
             os.environ[key] = value
     tempfile.tempdir = saved[2]
-    kinds = ("mounts", "loop devices", "processes")
+    kinds = ("mounts", "loop devices", "processes", "network state")
     leaked = [f"{kind}: {sorted(a - b)}" for kind, b, a in zip(kinds, before, after, strict=True) if a - b]
     if leaked:
         pytest.fail("tests leaked " + "; ".join(leaked), pytrace=False)

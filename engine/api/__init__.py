@@ -42,7 +42,12 @@ class ApiService:
 
 
 @jobs.job("serveapi", args="[HOST...]", help="serve the Docker Engine API until SIGTERM", options={
-    "group": Option(str, "group that may use the unix socket (it is 0660 root:GROUP)", ("-G", "--group"))})
+    "group": Option(str, "group that may use the unix socket (it is 0660 root:GROUP)", ("-G", "--group")),
+    "bridge": Option(str, "the default bridge's interface (default strata0); none: containers default to "
+                     "network none", ("-b", "--bridge"), ""),
+    "bip": Option(str, "the default bridge's address and prefix (default 172.17.0.1/16)", ("--bip",), ""),
+    "fixed_cidr": Option(str, "allocate default-bridge addresses from this sub-range of --bip", ("--fixed-cidr",),
+                         "")})
 def serveapi(job: Job) -> int:
     from . import server
 

@@ -11,6 +11,7 @@ from typing import Any
 
 from ..containers import args as containerargs
 from .http import ApiError
+from .routes.networks import endpoint_config
 
 BASIC_CONFIG = ("Image", "Cmd", "Entrypoint", "Env", "WorkingDir", "User", "Hostname")
 OUTPUT_ONLY = ("AttachStdout", "AttachStderr")  # attach decides what streams; create records nothing
@@ -25,14 +26,11 @@ ACCEPTED_VALUES: dict[str, tuple[Any, ...]] = {
     "HostConfig.RestartPolicy.Name": ("no",),
 }
 # Maps keyed by names (a path, a port): any entry asks for something, even with an empty value.
-NAME_MAPS = ("Config.Volumes", "Config.ExposedPorts", "HostConfig.PortBindings", "HostConfig.StorageOpt",
-             "HostConfig.Annotations")
+NAME_MAPS = ("Config.Volumes", "HostConfig.StorageOpt", "HostConfig.Annotations")
 REASONS = {
     "HostConfig.PidMode": "containers always get a pid namespace of their own",
     "HostConfig.IpcMode": "containers always get an IPC namespace of their own",
     "HostConfig.UTSMode": "containers always get a UTS namespace of their own",
-    "HostConfig.PortBindings": "published ports need a bridge network, which strata does not have yet",
-    "Config.ExposedPorts": "exposed ports need a bridge network, which strata does not have yet",
     "HostConfig.RestartPolicy.Name": "strata does not restart containers",
     "Config.Volumes": "anonymous volumes are not supported; name one (-v NAME:/path)",
     "Config.Tty": "strata has no terminal support",
@@ -68,18 +66,29 @@ def _judge(prefix: str, section: dict[str, Any], handled: set[str]) -> None:
         _refuse(field, value)
 
 
-def _network(config: dict[str, Any], host_config: dict[str, Any]) -> str:
+def _network(body: dict[str, Any], host_config: dict[str, Any]) -> dict[str, Any]:
+    """The create job's network options from NetworkMode, PortBindings, PublishAllPorts,
+    ExposedPorts and the mode's NetworkingConfig endpoint (aliases, IPv4 address); the
+    networkdriver judges the mode (container: is refused there)."""
     mode = host_config.get("NetworkMode") or "default"
-    if mode in ("default", "none"):
-        network = "none"  # strata's default network is loopback only
-    elif mode == "host":
-        network = "host"
-    else:
-        raise ApiError(400, f"HostConfig.NetworkMode={mode!r} is not supported (strata has none and host; "
-                       "bridge and user networks are not there yet)")
-    if config.get("NetworkDisabled") and network == "host":
-        raise ApiError(400, "Config.NetworkDisabled contradicts HostConfig.NetworkMode=host")
-    return network
+    if not isinstance(mode, str):
+        raise ApiError(400, "HostConfig.NetworkMode must be a string")
+    if body.get("NetworkDisabled"):
+        if mode not in ("default", "none"):
+            raise ApiError(400, f"Config.NetworkDisabled contradicts HostConfig.NetworkMode={mode}")
+        mode = "none"
+    publish = []
+    for key, bindings in (host_config.get("PortBindings") or {}).items():
+        for b in bindings or [{}]:
+            publish.append(f"{(b or {}).get('HostIp') or ''}:{(b or {}).get('HostPort') or ''}:{key}")
+    endpoints = ((body.get("NetworkingConfig") or {}).get("EndpointsConfig") or {})
+    if not isinstance(endpoints, dict):
+        raise ApiError(400, "NetworkingConfig.EndpointsConfig must be an object")
+    if len(endpoints) > 1:
+        raise ApiError(400, "a container is created on one network; connect it to others afterwards")
+    aliases, ip = endpoint_config(endpoints.get(mode) or next(iter(endpoints.values()), None) or {})
+    return {"network": mode, "publish": publish, "publish_all": bool(host_config.get("PublishAllPorts")),
+            "expose": list(body.get("ExposedPorts") or {}), "network_alias": aliases, "ip": ip}
 
 
 def _mask_option(host_config: dict[str, Any]) -> list[str]:
@@ -101,15 +110,11 @@ def options(body: Any, name: str) -> tuple[str, list[str], dict[str, Any]]:
     if not isinstance(host_config, dict):
         raise ApiError(400, "HostConfig must be an object")
     api_fields = {path.split(".")[1] for path, _ in containerargs.API_FIELDS.values()}
-    top = {"HostConfig", "NetworkingConfig", *BASIC_CONFIG, *OUTPUT_ONLY, "NetworkDisabled"}
+    top = {"HostConfig", "NetworkingConfig", *BASIC_CONFIG, *OUTPUT_ONLY, "NetworkDisabled", "ExposedPorts"}
     _judge("Config", body, top | api_fields)
-    _judge("HostConfig", host_config, api_fields | {"NetworkMode", "AutoRemove", "MaskedPaths", "ReadonlyPaths"})
+    _judge("HostConfig", host_config, api_fields | {"NetworkMode", "AutoRemove", "MaskedPaths", "ReadonlyPaths",
+                                                    "PortBindings", "PublishAllPorts"})
     network = _network(body, host_config)
-    endpoints = (body.get("NetworkingConfig") or {}).get("EndpointsConfig") or {}
-    for net, endpoint in endpoints.items():
-        if not _zero(endpoint) or net not in (host_config.get("NetworkMode") or "default", "default"):
-            raise ApiError(400, f"NetworkingConfig.EndpointsConfig.{net} is not supported (strata has no "
-                           "endpoints to configure)")
     cmd, env = body.get("Cmd") or [], body.get("Env") or []
     entrypoint = body.get("Entrypoint") or []
     for field, value in (("Cmd", cmd), ("Env", env), ("Entrypoint", entrypoint)):
@@ -133,7 +138,7 @@ def options(body: Any, name: str) -> tuple[str, list[str], dict[str, Any]]:
         "workdir": body.get("WorkingDir") or "",
         "user": body.get("User") or "",
         "hostname": body.get("Hostname") or "",
-        "network": network,
+        **network,
         "rm": bool(host_config.get("AutoRemove")),
         **extra,
     }

@@ -24,6 +24,7 @@ from ..errors import (
     InvalidReference,
     NoSuchContainer,
     NoSuchImage,
+    NoSuchNetwork,
     NoSuchVolume,
     RegistryError,
     UsageError,
@@ -33,6 +34,7 @@ from ..system.info import API_VERSION
 from .http import Router, TCPServer, UnixServer, make_handler
 from .routes import containers as routes_containers
 from .routes import images as routes_images
+from .routes import networks as routes_networks
 from .routes import system as routes_system
 from .routes import volumes as routes_volumes
 
@@ -44,7 +46,7 @@ SHUTDOWN_STOP_TIMEOUT = 5.0
 
 def error_status(exc: Exception) -> tuple[int, str] | None:
     """The HTTP status of a domain error (Docker's errdefs mapping)."""
-    if isinstance(exc, NoSuchImage | NoSuchContainer | NoSuchVolume | LayerNotFound):
+    if isinstance(exc, NoSuchImage | NoSuchContainer | NoSuchVolume | NoSuchNetwork | LayerNotFound):
         return 404, str(exc)
     if isinstance(exc, RegistryError):
         if exc.http_status in (401, 403, 404):
@@ -61,7 +63,7 @@ def error_status(exc: Exception) -> tuple[int, str] | None:
 
 def build_router(engine: Engine) -> Router:
     router = Router()
-    for module in (routes_system, routes_images, routes_containers, routes_volumes):
+    for module in (routes_system, routes_images, routes_containers, routes_volumes, routes_networks):
         module.add_routes(router, engine)
     return router
 
@@ -145,7 +147,9 @@ class ApiServer:
 
 def serveapi(job: Job) -> int:
     """`serveapi [HOST...]` (group): serve until the engine's `api.stop()` is called."""
-    server = ApiServer(job.engine, job.args, job.options["group"])
+    o = job.options
+    job.engine.network.configure_default(o["bip"], o["fixed_cidr"], o["bridge"])
+    server = ApiServer(job.engine, job.args, o["group"])
     job.engine.api.serving(server)
     log.info("API listening on %s", ", ".join(server.hosts))
     job.write("API listening on " + ", ".join(server.hosts) + "\n")

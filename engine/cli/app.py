@@ -22,6 +22,7 @@ from ..errors import EngineError
 from ..job import BROKEN_PIPE, Job
 from . import containers as containercli
 from . import images as imagecli
+from . import network as networkcli
 from . import registry as registrycli
 
 
@@ -37,6 +38,7 @@ def parser() -> argparse.ArgumentParser:
     imagecli.add_parsers(sub)
     containercli.add_parsers(sub)
     registrycli.add_parsers(sub)
+    networkcli.add_parsers(sub)
     return p
 
 
@@ -52,7 +54,7 @@ def _options(pairs: list[str]) -> dict[str, str]:
 
 def _job(engine: Engine, ns: argparse.Namespace) -> tuple[Job, str | None]:
     """The job for the parsed command, and the file its stdout goes to (None: our stdout)."""
-    for module in (containercli, registrycli):
+    for module in (containercli, registrycli, networkcli):
         found = module.job_for(engine, ns)
         if found is not None:
             return found

@@ -146,7 +146,11 @@ def run(host: str, argv: list[str]) -> int:
             return DAEMON_ERROR
         config = {"Image": ns.image, "Cmd": ns.args, "Env": ns.env, "WorkingDir": ns.workdir, "User": ns.user,
                   "Hostname": ns.hostname, **extra["Config"],
-                  "HostConfig": {"AutoRemove": ns.rm, "NetworkMode": ns.network, **extra["HostConfig"]}}
+                  "ExposedPorts": {e if "/" in e else e + "/tcp": {} for e in ns.expose},
+                  "HostConfig": {"AutoRemove": ns.rm, "NetworkMode": ns.network, "PublishAllPorts": ns.publish_all,
+                                 "PortBindings": containerargs.publish_bindings(ns.publish), **extra["HostConfig"]},
+                  "NetworkingConfig": {"EndpointsConfig": {ns.network: {
+                      "Aliases": ns.network_alias, "IPAMConfig": {"IPv4Address": ns.ip} if ns.ip else None}}}}
         problem = ns.name and containerargs.name_problem(ns.name)
         if problem:  # checked here too: the name goes into the request's URL
             raise ClientError(problem)

@@ -21,7 +21,8 @@ OPTIONS: tuple[tuple[tuple[str, ...], str, str, object, str], ...] = (
     (("--name",), "name", "value", "", "the container's name"),
     (("--hostname",), "hostname", "value", "", "the container's hostname"),
     (("--domainname",), "domainname", "value", "", "the container's NIS domain name"),
-    (("--net", "--network"), "network", "value", "none", "none (loopback only) or host"),
+    (("--net", "--network"), "network", "value", "default",
+     "none (loopback only), host, bridge or a network's name; default: none standalone, bridge in the daemon"),
     (("--pull",), "pull", "value", "missing", "pull the image first: missing (default), always or never"),
     (("-v", "--volume"), "volume", "append", None, "bind HOST:CTR[:ro] or named volume NAME:CTR[:ro]"),
     (("--mount",), "mount", "append", None, "type=bind|volume|tmpfs,source=..,target=..[,readonly]"),
@@ -50,6 +51,11 @@ OPTIONS: tuple[tuple[tuple[str, ...], str, str, object, str], ...] = (
     (("--stop-timeout",), "stop_timeout", "value", "", "seconds stop waits before SIGKILL (default 10)"),
     (("--init",), "init", "flag", False, "run an init (tini) as pid 1 that reaps and forwards signals"),
     (("--oom-kill-disable",), "oom_kill_disable", "flag", False, "never OOM-kill it (with --memory)"),
+    (("-p", "--publish"), "publish", "append", None, "[IP:][HOSTPORT:]PORT[/tcp|udp]: publish a port (bridge)"),
+    (("-P", "--publish-all"), "publish_all", "flag", False, "publish every exposed port on an ephemeral host port"),
+    (("--expose",), "expose", "append", None, "PORT[-PORT][/tcp|udp]: expose a port (see -P)"),
+    (("--network-alias",), "network_alias", "append", None, "another name peers resolve (user-defined networks)"),
+    (("--ip",), "ip", "value", "", "the container's IPv4 address (user-defined networks)"),
 )
 # The API's field for each option beyond the basic ones (Config.X or HostConfig.X) and how
 # its value is carried: the daemon client sends them, the API route reads them back.
@@ -216,9 +222,8 @@ def _mount_from_api(m: dict) -> str:
     return ",".join(parts)
 
 
-NETWORKS = ("none", "host")
 PULL_POLICIES = ("missing", "always", "never")
-CHOICES = {"network": NETWORKS, "pull": PULL_POLICIES}  # the options whose values are one of a few
+CHOICES = {"pull": PULL_POLICIES}  # the options whose values are one of a few
 
 
 NAME_RE = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]+")  # Docker's rule (at least two characters)
@@ -284,3 +289,15 @@ def parse_run(argv: list[str]) -> SimpleNamespace:
     if i >= len(argv):
         raise UsageError("run needs an IMAGE (strata -H HOST run [OPTIONS] IMAGE [COMMAND...])")
     return SimpleNamespace(image=argv[i], args=argv[i + 1 :], **values)
+
+
+def publish_bindings(specs: list[str]) -> dict[str, list[dict[str, str]]]:
+    """`-p` values as the API's HostConfig.PortBindings (the daemon checks them)."""
+    bindings: dict[str, list[dict[str, str]]] = {}
+    for spec in specs:
+        rest, _, proto = spec.partition("/")
+        parts = rest.split(":")
+        host_ip = parts[0] if len(parts) == 3 else ""
+        host_port = parts[-2] if len(parts) >= 2 else ""
+        bindings.setdefault(f"{parts[-1]}/{proto or 'tcp'}", []).append({"HostIp": host_ip, "HostPort": host_port})
+    return bindings

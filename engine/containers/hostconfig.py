@@ -383,6 +383,6 @@ def _extra_host(item: str) -> tuple[str, str]:
     if not host or not address:
         raise RefusedOption(f"invalid {what('add_host')}: {item!r} (HOST:IP)")
     if address == "host-gateway":
-        raise RefusedOption(f"invalid {what('add_host')}: host-gateway needs a bridge network, which strata does not "
-                         "have yet")
+        raise RefusedOption(f"invalid {what('add_host')}: host-gateway is not supported by strata (name the "
+                            "gateway's address)")
     return host, _ip(address.strip("[]"), "add_host")

@@ -47,8 +47,9 @@ def _create(job: Job, keep_mounted: bool = False) -> Container:
     _pull_if_asked(job, job.args[0], o["pull"])
     host = hostconfig.parse(o, o["network"])
     c = _store(job).create(job.args[0], job.args[1:], env=o["env"], workdir=o["workdir"], user=o["user"],
-                           name=o["name"], hostname=o["hostname"], network=o["network"], auto_remove=o["rm"],
-                           keep_mounted=keep_mounted, host=host)
+                           name=o["name"], hostname=o["hostname"], network=o["network"], publish=o["publish"],
+                           publish_all=o["publish_all"], expose=o["expose"], aliases=o["network_alias"], ip=o["ip"],
+                           auto_remove=o["rm"], keep_mounted=keep_mounted, host=host)
     for warning in host.warnings:
         job.error_line(f"{WARNING}{warning}")
     return c
@@ -250,6 +251,20 @@ def status_text(c: Container, now: dt.datetime) -> str:
     return "Created"
 
 
+def _network_summary(job: Job, c: Container) -> dict:
+    """`Ports` (Docker's list form) and `NetworkSettings.Networks` of a listed container."""
+    settings = job.engine.network.settings(c.id, c.network, c.exposed)
+    listed = []
+    for key, bindings in settings["Ports"].items():
+        port, proto = key.split("/")
+        for b in bindings or [{}]:
+            entry = {"PrivatePort": int(port), "Type": proto}
+            if b:
+                entry.update({"IP": b["HostIp"], "PublicPort": int(b["HostPort"])})
+            listed.append(entry)
+    return {"Ports": listed, "NetworkSettings": {"Networks": settings["Networks"]}}
+
+
 @jobs.job("ps", help="list containers", options={
     "all": Option(bool, "stopped containers too", ("-a", "--all")),
     "quiet": Option(bool, "ids only", ("-q", "--quiet")), "json": JSON, "format": FORMAT})
@@ -263,11 +278,11 @@ def ps(job: Job) -> int:
         job.write_json([{"Id": c.id, "Names": ["/" + c.name], "Image": c.image_ref, "ImageID": c.image,
                          "Command": " ".join(c.args), "Created": c.created, "State": c.state.status,
                          "Status": status_text(c, dt.datetime.now(dt.UTC)), "ExitCode": c.state.exit_code,
-                         "HostConfig": {"NetworkMode": c.network}, "Labels": c.labels}
+                         "HostConfig": {"NetworkMode": c.network}, "Labels": c.labels, **_network_summary(job, c)}
                         for c in found])  # fmt: skip
         return 0
     now = dt.datetime.now(dt.UTC)
-    rows = [_ps_row(c, now) for c in found]
+    rows = [_ps_row(c, now, _network_summary(job, c)["Ports"]) for c in found]
     if job.options["format"]:
         job.write(render_all(job.options["format"], rows, headers=PS_HEADERS))
         return 0
@@ -283,11 +298,18 @@ PS_HEADERS = {"ID": "CONTAINER ID", "Image": "IMAGE", "Command": "COMMAND", "Cre
               "LocalVolumes": "LOCAL VOLUMES"}
 
 
-def _ps_row(c: Container, now: dt.datetime) -> dict[str, str]:
+def _ports_text(listed: list[dict]) -> str:
+    """docker ps's PORTS: `0.0.0.0:8080->80/tcp, 443/tcp`."""
+    return ", ".join(f"{p['IP']}:{p['PublicPort']}->{p['PrivatePort']}/{p['Type']}" if "PublicPort" in p
+                     else f"{p['PrivatePort']}/{p['Type']}" for p in listed)
+
+
+def _ps_row(c: Container, now: dt.datetime, listed_ports: list[dict]) -> dict[str, str]:
     command = " ".join(c.args)
     command = f'"{command[:17]}…"' if len(command) > 20 else f'"{command}"'
     return {"ID": c.short_id, "Image": c.image_ref, "Command": command, "CreatedAt": go_time(c.created),
-            "RunningFor": f"{_since(c.created, now)} ago", "Ports": "", "Status": status_text(c, now),
+            "RunningFor": f"{_since(c.created, now)} ago", "Ports": _ports_text(listed_ports),
+            "Status": status_text(c, now),
             "State": c.state.status, "Size": "0B", "Names": c.name, "Labels": "", "Mounts": "",
             "Networks": c.network, "LocalVolumes": "0"}
 

@@ -14,6 +14,9 @@ import os
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from ..network import ports
+from ..network.ports import PortBinding
+
 CONFIG_FILE = "config.v2.json"
 
 CREATED = "created"
@@ -55,7 +58,10 @@ class Container:
     workdir: str
     user: str
     hostname: str
-    network: str = "none"
+    network: str = "none"  # none, host, or the name of its (first) bridge network
+    ports: list[dict[str, Any]] = field(default_factory=list)  # -p bindings (network.ports.PortBinding)
+    publish_all: bool = False  # -P
+    exposed: list[str] = field(default_factory=list)  # "80/tcp": the image's and --expose's
     auto_remove: bool = False
     layer: str = ""  # the driver's read-write layer (the container id)
     parent_layer: str | None = None  # what `diff` compares against: the init layer or the image's top
@@ -70,6 +76,7 @@ class Container:
     stop_signal: str = ""  # "" = SIGTERM
     stop_timeout: int | None = None  # None = the stop request's (10 s)
     volumes: list[list] = field(default_factory=list)  # [name, destination, read-only] of named volumes
+    etc: dict[str, list] = field(default_factory=dict)  # extra_hosts, dns, dns_search, dns_options: /etc files
 
     # -- files -------------------------------------------------------------------------
 
@@ -144,6 +151,7 @@ class Container:
                 "Labels": self.labels,
                 "StopSignal": self.stop_signal or "SIGTERM",
                 **({"StopTimeout": self.stop_timeout} if self.stop_timeout is not None else {}),
+                "ExposedPorts": {key: {} for key in self.exposed},
             },
         }
 
@@ -153,6 +161,10 @@ class Container:
         r = s.get("resources", {})
         return {
             "NetworkMode": self.network, "AutoRemove": self.auto_remove,
+            "PortBindings": port_bindings(self.ports), "PublishAllPorts": self.publish_all,
+            "ExtraHosts": [f"{h}:{a}" for h, a in self.etc.get("extra_hosts", [])] or None,
+            "Dns": self.etc.get("dns", []), "DnsSearch": self.etc.get("dns_search", []),
+            "DnsOptions": self.etc.get("dns_options", []),
             "ReadonlyRootfs": s.get("readonly_rootfs", False), "Privileged": s.get("privileged", False),
             "CapAdd": s.get("cap_add") or None, "CapDrop": s.get("cap_drop") or None,
             "Memory": r.get("memory", 0), "MemorySwap": r.get("memory_swap", 0),
@@ -177,7 +189,19 @@ class Container:
                    "RW": not read_only, "Propagation": ""} for name, dest, read_only in self.volumes]
         return found
 
+    def port_bindings(self) -> list[PortBinding]:
+        return [ports.from_json(raw) for raw in self.ports]
+
     def execdriver_description(self) -> str:
         if self.execdriver == "oci":
             return f"oci ({self.exec_options.get('exec.runtime', 'runc')})"
         return self.execdriver
+
+
+def port_bindings(raw: list[dict[str, Any]]) -> dict[str, list[dict[str, str]]]:
+    """HostConfig.PortBindings: what was asked for (`NetworkSettings.Ports` has what was bound)."""
+    found: dict[str, list[dict[str, str]]] = {}
+    for binding in map(ports.from_json, raw):
+        found.setdefault(binding.key, []).append(
+            {"HostIp": binding.host_ip, "HostPort": str(binding.host_port) if binding.host_port else ""})
+    return found

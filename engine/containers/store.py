@@ -37,6 +37,8 @@ from ..execdrivers import ExecDriver, ExitStatus, Handle, MonitorInfo, ProcessSp
 from ..execdrivers.settings import Mount, Settings
 from ..images.graph import Graph, LayerSource, NewImage
 from ..images.graphdb import NAMES, GraphDB
+from ..network import ports
+from ..network.service import NULL_MODE, Networks
 from ..reference import normalize_tag
 from . import args as containerargs
 from . import etcfiles
@@ -57,8 +59,10 @@ class Containers:
     """The containers of one engine root: records in the GraphDB, layers in the driver,
     images from the Graph, processes through the execdriver `exec.driver` chooses."""
 
-    def __init__(self, root: str, driver: Driver, db: GraphDB, graph: Graph, exec_options: dict[str, str]) -> None:
+    def __init__(self, root: str, driver: Driver, db: GraphDB, graph: Graph, exec_options: dict[str, str],
+                 network: Networks) -> None:
         self.root = root
+        self.network = network
         self.driver = driver
         self.db = db
         self.graph = graph
@@ -72,6 +76,7 @@ class Containers:
         self._handles: dict[str, Handle] = {}
         self._mounted: set[str] = set()  # containers whose layer this engine holds a `get` on
         self.volumes = Volumes(root)
+        network.files_changed = self._rewrite_etc
         self.restore()
 
     def _execdriver(self, name: str, options: dict[str, str]) -> ExecDriver:
@@ -128,7 +133,12 @@ class Containers:
         user: str = "",
         name: str = "",
         hostname: str = "",
-        network: str = "none",
+        network: str = "default",
+        publish: list[str] | None = None,
+        publish_all: bool = False,
+        expose: list[str] | None = None,
+        aliases: list[str] | None = None,
+        ip: str = "",
         auto_remove: bool = False,
         keep_mounted: bool = False,
         host: HostConfig | None = None,
@@ -140,8 +150,12 @@ class Containers:
         args = list(cfg.get("Entrypoint") or []) + list(cmd or cfg.get("Cmd") or [])
         if not args:
             raise UsageError("no command specified: the image has none and none was given")
-        if network not in ("none", "host"):
-            raise UsageError(f"unknown network mode {network!r} (strata knows none and host)")
+        network = self.network.resolve_mode(network)
+        bindings = [b for spec in publish or [] for b in ports.parse_publish(spec)]
+        exposed = {*(cfg.get("ExposedPorts") or {}), *(k for e in expose or [] for k in ports.parse_expose(e)),
+                   *(b.key for b in bindings)}
+        if (bindings or publish_all) and network in (NULL_MODE, "host"):
+            raise UsageError(f"published ports (-p, -P) need a bridge network; this container's is {network}")
         merged_env = _merge_env(cfg.get("Env") or [DEFAULT_PATH], env or [])
         workdir = workdir or cfg.get("WorkingDir") or "/"
         if not workdir.startswith("/"):
@@ -164,6 +178,9 @@ class Containers:
             user=user or cfg.get("User") or "",
             hostname=hostname or container_id[:12],
             network=network,
+            ports=[b.to_json() for b in bindings],
+            publish_all=publish_all,
+            exposed=sorted(exposed),
             auto_remove=auto_remove,
             layer=container_id,
             parent_layer=image.top_layer,
@@ -174,6 +191,8 @@ class Containers:
             stop_signal=host.stop_signal,
             stop_timeout=host.stop_timeout,
             volumes=[list(v) for v in host.volumes],
+            etc={"extra_hosts": [list(h) for h in host.extra_hosts], "dns": host.dns, "dns_search": host.dns_search,
+                 "dns_options": host.dns_options},
         )
         for volume, _dest, _ro in host.volumes:
             self.volumes.create(volume)  # as Docker does: a named volume is made on first use
@@ -186,9 +205,10 @@ class Containers:
             self.db.add_edge(container_id, "image", image.id)
         try:
             os.makedirs(c.paths(self.dir)[0], mode=0o700)
-            etcfiles.write(c.paths(self.dir)[0], etcfiles.contents(c.hostname, host.settings.domainname, network, host))
+            self._write_etc(c)
             self._create_layers(c)
             c.save(self.dir)
+            self.network.join(c.id, c.name, c.hostname, network, aliases, ip)
         except BaseException:
             self._discard(c)
             raise
@@ -235,6 +255,7 @@ class Containers:
         container is then gone for every listing), its directory last; a directory without
         an entry is a removal that died half way, which `restore` finishes."""
         self._unmount(c)
+        self.network.forget(c.id)
         self.db.remove_entity(c.id)
         self._remove_leftovers(c.id)
 
@@ -290,11 +311,12 @@ class Containers:
             raise Conflict(f"container {c.short_id} is already running")
         _, out, err, exec_dir = c.paths(self.dir)
         path = self._mount(c)
-        spec = ProcessSpec(path, c.args, c.env, c.workdir, c.user, c.hostname, c.network, self._settings(c))
         driver = self._execdriver(c.execdriver, c.exec_options)
         try:
+            spec = self._process_spec(c, path)
             handle = driver.start(c.id, spec, exec_dir, out, err)
         except BaseException as exc:
+            self.network.detach(c.id)
             self._unmount(c)
             if isinstance(exc, execdrivers.ExecError):
                 # Ended before it began: waiters and attachers see it exit, as with an exec failure.
@@ -336,9 +358,40 @@ class Containers:
             extra.append(Mount(dest, "bind", path, ("rbind", "rprivate", *(("ro",) if read_only else ()))))
         return replace(settings, mounts=(*extra, *settings.mounts))
 
+    def _write_etc(self, c: Container) -> None:
+        """The container's /etc files (etcfiles is their one writer): its hostname, --add-host
+        and --dns*, and on bridge networks its address and its running peers' names."""
+        own, peers = self.network.host_entries(c.id, c.network)
+        hc = HostConfig(Settings(), extra_hosts=[(h, a) for h, a in c.etc.get("extra_hosts", [])],
+                        dns=c.etc.get("dns", []), dns_search=c.etc.get("dns_search", []),
+                        dns_options=c.etc.get("dns_options", []))
+        etcfiles.write(c.paths(self.dir)[0], etcfiles.contents(c.hostname, c.settings.get("domainname", ""), c.network,
+                                                              hc, own, peers))
+
+    def _rewrite_etc(self, container_id: str) -> None:
+        """The networkdriver's report that a container's addresses or peers changed."""
+        try:
+            c = Container.load(self.dir, container_id)
+        except FileNotFoundError:
+            return  # removed meanwhile: nothing to rewrite
+        self._write_etc(c)
+
     def volume_users(self, name: str) -> list[str]:
         """The containers (short ids) that name the volume `name`."""
         return [c.short_id for c in self.list(include_stopped=True) if any(v[0] == name for v in c.volumes)]
+
+    def _process_spec(self, c: Container, path: str) -> ProcessSpec:
+        """What the execdriver runs; a bridged container's network is set up here."""
+        spec = ProcessSpec(path, c.args, c.env, c.workdir, c.user, c.hostname, c.network,
+                           settings=self._settings(c))
+        wanted = c.port_bindings()
+        if c.publish_all:
+            bound = {b.key for b in wanted}
+            wanted += [ports.PortBinding(int(k.split("/")[0]), k.split("/")[1]) for k in c.exposed if k not in bound]
+        attachment = self.network.attach(c.id, c.network, wanted)
+        if attachment is not None:
+            spec.network, spec.netns_path = "netns", attachment.netns_path
+        return spec
 
     def handle(self, c: Container) -> Handle | None:
         """The running process of `c` (re-attached after an engine restart), or None; waiting on
@@ -390,6 +443,7 @@ class Containers:
             self._unmount(c)
             c.rootfs = None
             self._execdriver(c.execdriver, c.exec_options).release(c.id, c.paths(self.dir)[3])
+            self.network.detach(c.id)
             c.save(self.dir)
         if c.auto_remove:
             self.remove(c, force=True)
@@ -460,6 +514,8 @@ class Containers:
                 self.refresh(c)
             elif c.rootfs:
                 self._unmount(c)
+        running = {c.id for c in self.list()}
+        self.network.repair(running)
 
     # -- filesystem views --------------------------------------------------------------
 
@@ -524,6 +580,10 @@ class Containers:
         for m in data["Mounts"]:
             if m["Type"] == "volume":
                 m["Source"] = self.volumes.mountpoint(m["Name"])
+        data["NetworkSettings"] = self.network.settings(c.id, c.network, c.exposed)
+        d = c.paths(self.dir)[0]
+        data.update({"ResolvConfPath": os.path.join(d, "resolv.conf"), "HostnamePath": os.path.join(d, "hostname"),
+                     "HostsPath": os.path.join(d, "hosts")})
         if c.state.running and not data["State"]["Pid"]:
             handle = self.handle(c)
             with contextlib.suppress(execdrivers.ExecError):

@@ -51,14 +51,18 @@ class ProcessSpec:
     cwd: str = "/"
     user: str = ""
     hostname: str = ""
-    network: str = "none"  # "none": a new network namespace with only lo; "host": the host's
+    network: str = "none"  # "none": a new network namespace with only lo; "host": the host's;
+    # "netns": join the namespace file `netns_path` (a bridged container's, set up by the engine)
+    netns_path: str = ""
     settings: Settings = field(default_factory=Settings)
 
     def validate(self) -> None:
         if not self.args:
             raise ExecError("no command given to run")
-        if self.network not in ("none", "host"):
-            raise ExecError(f"unknown network mode {self.network!r} (known: none, host)")
+        if self.network not in ("none", "host", "netns"):
+            raise ExecError(f"unknown network mode {self.network!r} (known: none, host, netns)")
+        if (self.network == "netns") != bool(self.netns_path):
+            raise ExecError("network mode netns needs a namespace path, and only it takes one")
         if not os.path.isabs(self.cwd):
             raise ExecError(f"the working directory must be absolute, got {self.cwd!r}")
         if not os.path.isdir(self.rootfs):

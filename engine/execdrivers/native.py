@@ -3,7 +3,8 @@
 No runtime binary is exec'd: the monitor (a fork of the engine) unshares a pid namespace
 and forks the container's first process, which applies the same OCI spec the oci driver
 gives runc (`ocispec.oci_spec`): it joins its cgroups (v1; made by the engine with the
-spec's limits and device rules), unshares mount, uts, ipc and network namespaces, binds
+spec's limits and device rules), unshares mount, uts, ipc and network namespaces (or joins the
+spec's network namespace, a bridged container's), binds
 the rootfs, makes the spec's mounts and device nodes, pivot_roots into it, writes the
 sysctls, masks and write-protects the spec's paths, sets hostname and
 rlimits, brings lo up, keeps the spec's capabilities, sets no_new_privs, drops to the
@@ -49,7 +50,7 @@ class NativeDriver(ExecDriver):
         group = cgroups.V1Cgroup.create(container_id, config["linux"]["resources"])
 
         def start_child() -> NoReturn:
-            _container_init(config, spec.network, group)
+            _container_init(config, group)
 
         try:
             monitor, pid, error = spawn_monitor(state_dir, stdout_path, stderr_path, start_child,
@@ -74,11 +75,18 @@ class NativeDriver(ExecDriver):
                 ("Runtime", "none (the OCI spec applied in the engine: namespaces, mounts, cgroup v1, pivot_root)")]
 
 
-def _container_init(config: dict[str, Any], network: str, group: cgroups.V1Cgroup) -> NoReturn:
+def _container_init(config: dict[str, Any], group: cgroups.V1Cgroup) -> NoReturn:
     """Pid 1 of the new pid namespace: build the container around itself, then exec."""
     group.join()
     flags = linux.CLONE_NEWNS | linux.CLONE_NEWUTS | linux.CLONE_NEWIPC
-    if network == "none":
+    network = next((ns for ns in config["linux"]["namespaces"] if ns["type"] == "network"), None)
+    if network is not None and "path" in network:  # a bridged container's namespace, set up by the engine
+        fd = os.open(network["path"], os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            linux.setns(fd, linux.CLONE_NEWNET)
+        finally:
+            os.close(fd)
+    elif network is not None:
         flags |= linux.CLONE_NEWNET
     linux.unshare(flags)
     os.umask(0)
@@ -104,7 +112,7 @@ def _container_init(config: dict[str, Any], network: str, group: cgroups.V1Cgrou
         linux.mount(None, "/", None, mu.MS_BIND | mu.MS_REMOUNT | mu.MS_RDONLY)
     if config["hostname"]:
         linux.sethostname(config["hostname"])
-    if network == "none":
+    if network is not None and "path" not in network:
         linux.loopback_up()
     process = config["process"]
     for limit in process["rlimits"]:

@@ -143,6 +143,8 @@ def oci_spec(spec: ProcessSpec, user: users.User, env: Mapping[str, str]) -> dic
     namespaces = [{"type": t} for t in ("pid", "ipc", "uts", "mount")]
     if spec.network == "none":
         namespaces.append({"type": "network"})  # a new one: the runtime brings up only lo
+    elif spec.network == "netns":
+        namespaces.append({"type": "network", "path": spec.netns_path})  # the engine's, with the veths
     gids = [*user.additional_gids, *users.group_ids(spec.rootfs, s.group_add)]
     process_user: dict[str, Any] = {"uid": user.uid, "gid": user.gid}
     if gids:

@@ -21,7 +21,7 @@ AUTH_OPTIONS = ("username", "password")  # what registry_auth(req) gives pull, p
 
 
 def _subcommands(parser: argparse.ArgumentParser | None = None, prefix: str = "") -> dict[str, argparse.ArgumentParser]:
-    """Every subcommand that runs a job, nested ones (`volume create`) included."""
+    """Every subcommand that runs a job, nested ones (`volume create`, `network ls`) by their full name."""
     [sub] = [a for a in (parser or app.parser())._actions if isinstance(a, argparse._SubParsersAction)]
     found = {}
     for name, child in sub.choices.items():
@@ -65,8 +65,21 @@ def _own_nodes(func: ast.FunctionDef) -> list[ast.AST]:
     return found
 
 
-def _option_keys(call: ast.Call, scope: list[ast.AST]) -> set[str] | None:
-    """The literal keys of a call's `options=` (a dict, or a name assigned a dict in the function)."""
+def _returned_keys(tree: ast.Module, call: ast.AST) -> set[str] | None:
+    """The literal keys of the dicts a module function returns, for `options=f(...)` or `**f(...)`."""
+    if not (isinstance(call, ast.Call) and isinstance(call.func, ast.Name)):
+        return None
+    funcs = [n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == call.func.id]
+    if not funcs:
+        return None
+    returns = [n.value for n in ast.walk(funcs[0]) if isinstance(n, ast.Return)]
+    assert returns and all(isinstance(r, ast.Dict) and None not in r.keys for r in returns), call.func.id
+    return {k.value for r in returns for k in r.keys if isinstance(k, ast.Constant)}
+
+
+def _option_keys(call: ast.Call, scope: list[ast.AST], tree: ast.Module) -> set[str] | None:
+    """The literal keys of a call's `options=` (a dict, a name assigned a dict in the function,
+    or a module function returning one)."""
     for kw in call.keywords:
         if kw.arg != "options":
             continue
@@ -79,11 +92,17 @@ def _option_keys(call: ast.Call, scope: list[ast.AST]) -> set[str] | None:
             [value] = assigned
         if isinstance(value, ast.Call) and ast.unparse(value.func) == "registry_auth":
             return set(AUTH_OPTIONS)
+        returned = _returned_keys(tree, value)
+        if returned is not None:
+            return returned
         assert isinstance(value, ast.Dict), ast.unparse(call)
         keys = {k.value for k in value.keys if isinstance(k, ast.Constant)}
-        spread = [ast.unparse(v) for k, v in zip(value.keys, value.values, strict=True) if k is None]
-        assert spread in ([], ["registry_auth(req)"]), ast.unparse(call)
-        return keys | (set(AUTH_OPTIONS) if spread else set())
+        for k, v in zip(value.keys, value.values, strict=True):
+            if k is None:
+                spread = set(AUTH_OPTIONS) if ast.unparse(v) == "registry_auth(req)" else _returned_keys(tree, v)
+                assert spread is not None, ast.unparse(call)
+                keys |= spread
+        return keys
     return None
 
 
@@ -103,7 +122,7 @@ def test_every_api_route_runs_declared_jobs_with_declared_options() -> None:
                     continue
                 name = call.args[1]
                 assert isinstance(name, ast.Constant) and name.value in SPECS, (filename, ast.unparse(call))
-                keys = _option_keys(call, scope) or set()
+                keys = _option_keys(call, scope, tree) or set()
                 assert keys <= set(SPECS[name.value].options), (filename, name.value, keys)
                 checked += 1
     assert checked > 20

@@ -27,15 +27,10 @@ RAW_STREAM = "application/vnd.docker.raw-stream"
 
 
 # The fields of Docker's container inspect that strata has no other value for; the docker
-# CLI reads them (`docker port` reads NetworkSettings.Ports and panics without it).
+# CLI reads them. (NetworkSettings is the networkdriver's, in every container's inspect.)
 _INSPECT_DEFAULTS: dict[str, Any] = {
-    "NetworkSettings": {"Bridge": "", "SandboxID": "", "HairpinMode": False, "LinkLocalIPv6Address": "",
-                        "LinkLocalIPv6PrefixLen": 0, "Ports": {}, "SandboxKey": "", "SecondaryIPAddresses": None,
-                        "SecondaryIPv6Addresses": None, "EndpointID": "", "Gateway": "", "GlobalIPv6Address": "",
-                        "GlobalIPv6PrefixLen": 0, "IPAddress": "", "IPPrefixLen": 0, "IPv6Gateway": "",
-                        "MacAddress": "", "Networks": {}},
     "Mounts": [], "RestartCount": 0, "Platform": "linux", "MountLabel": "", "ProcessLabel": "",
-    "AppArmorProfile": "", "ExecIDs": None, "ResolvConfPath": "", "HostnamePath": "", "HostsPath": "",
+    "AppArmorProfile": "", "ExecIDs": None,
 }
 
 
@@ -185,9 +180,9 @@ def add_routes(router: Router, engine: Engine) -> None:
     def list_(req: Request) -> Reply:
         listed = jobio.run(engine, "ps", options={"all": req.flag("all"), "json": True}).json()
         return Reply(200, [{**{k: c[k] for k in ("Id", "Names", "Image", "ImageID", "Command", "State", "Status",
-                                                  "HostConfig")},
-                            "Created": unix_time(c["Created"]), "Ports": [], "Labels": c["Labels"], "SizeRw": 0,
-                            "SizeRootFs": 0, "NetworkSettings": {"Networks": {}}, "Mounts": []} for c in listed])
+                                                  "HostConfig", "Ports", "NetworkSettings")},
+                            "Created": unix_time(c["Created"]), "Labels": c["Labels"], "SizeRw": 0,
+                            "SizeRootFs": 0, "Mounts": []} for c in listed])
 
     @router.route("GET", "/containers/{id}/json")
     def inspect(req: Request) -> Reply:

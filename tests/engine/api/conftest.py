@@ -41,14 +41,18 @@ class Daemon:
         return self.proc.wait(30)
 
 
-def start_daemon(root: str, driver: str, *daemon_args: str, exec_driver: str | None = "native") -> Daemon:
-    """`strata daemon` on `root`; `exec_driver` None keeps the engine's default (oci, runc)."""
+def start_daemon(root: str, driver: str, *daemon_args: str, netns: str | None = None,
+                 exec_driver: str | None = "native") -> Daemon:
+    """`strata daemon` on `root` (`exec_driver` None keeps the engine's default: oci, runc),
+    in the machine's network namespace with `--bridge none` (no test adds an interface or a
+    rule there), or with its default bridge inside the namespace file `netns`."""
     sock = os.path.join(root, "strata.sock")
     exec_opt = ["-o", f"exec.driver={exec_driver}"] if exec_driver else []
     log = open(os.path.join(os.path.dirname(root), "daemon.log"), "wb")
+    prefix = ["nsenter", f"--net={netns}"] if netns else []
     proc = subprocess.Popen(
-        [sys.executable, "-m", "engine.cli", "--root", root, "-s", driver, *exec_opt,
-         "daemon", "-H", "unix://" + sock, *daemon_args],
+        [*prefix, sys.executable, "-m", "engine.cli", "--root", root, "-s", driver, *exec_opt,
+         "daemon", "-H", "unix://" + sock, *(() if netns else ("--bridge", "none")), *daemon_args],
         stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONPATH": REPO})
     log.close()
     deadline = time.monotonic() + 30

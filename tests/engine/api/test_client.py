@@ -77,11 +77,13 @@ def test_run_arguments_parse_as_the_cli_parses_them() -> None:
 
     for argv in (["busybox"], ["--rm", "-d", "busybox", "true"],
                  ["-e", "A=1", "-eB=2", "--env=C=3", "--name=x", "-w", "/t", "--net", "host", "img", "sh", "-c", "-e"],
-                 ["-u", "1:2", "--hostname", "h", "--", "img", "--rm"]):
+                 ["-u", "1:2", "--hostname", "h", "--", "img", "--rm"],
+                 ["-p", "127.0.0.1:80:80", "--publish=81", "-P", "--expose", "90", "--network", "mynet",
+                  "--network-alias", "a", "--ip", "10.0.0.5", "img"]):
         client = vars(containerargs.parse_run(argv))
         cli = vars(app.parser().parse_args(["run", *argv]))
         assert client == {key: cli[key] for key in client}, argv
     for bad, message in ((["--bogus", "img"], "unknown option"), (["--rm"], "needs an IMAGE"),
-                         (["--net", "bridge", "img"], "must be one of"), (["-e"], "needs a value")):
+                         (["-P=1", "img"], "takes no value"), (["-e"], "needs a value")):
         with pytest.raises(containerargs.UsageError, match=message):
             containerargs.parse_run(bad)

@@ -162,11 +162,12 @@ def test_named_volumes(honour_daemon: Daemon) -> None:
 
 
 @pytest.mark.parametrize(("args", "field"), [
-    (["-p", "8080:80"], "Ports"),
+    (["-p", "8080:80"], "published ports (-p, -P) need a bridge network"),  # the daemon runs with --bridge none
     (["--pid", "host"], "PidMode"),
     (["--ipc", "host"], "IpcMode"),
     (["--uts", "host"], "UTSMode"),
-    (["--network", "bridge"], "NetworkMode"),
+    (["--network", "bridge"], "NetworkMode"),  # --bridge none: no default bridge, as with dockerd -b none
+    (["--network", "container:other"], "container:NAME is not supported"),
     (["--restart", "always"], "RestartPolicy"),
     (["-v", "/anonymous"], "Volumes"),
     (["--shm-size", "1g"], "ShmSize"),
@@ -191,7 +192,7 @@ def test_sdk_create_fields(honour_daemon: Daemon) -> None:
         assert b"Read-only file system" in out and b"0000000000000000" in out
         with pytest.raises(docker.errors.APIError) as refused_:
             client.containers.create("busybox", "true", ports={"80/tcp": 8080})
-        assert refused_.value.status_code == 400 and "Ports" in str(refused_.value)
+        assert refused_.value.status_code == 400 and "published ports" in str(refused_.value)
         with pytest.raises(docker.errors.APIError) as refused_:
             client.api.create_container("busybox", "true", tty=True)
         assert refused_.value.status_code == 400 and "Tty" in str(refused_.value)

@@ -15,7 +15,7 @@ import pytest
 
 import graphdrivers
 from engine.engine import Engine
-from engine.errors import Conflict, NoSuchContainer, NoSuchImage, UsageError
+from engine.errors import Conflict, NoSuchContainer, NoSuchImage, NoSuchNetwork, UsageError
 from engine.execdrivers.base import process_alive
 from graphdrivers import mountutil
 from graphdrivers.changes import Change
@@ -171,8 +171,12 @@ def test_ps_inspect_names_and_refusals(vfs_engine: Engine):
         store.create("nosuchimage", ["true"])
     with pytest.raises(UsageError):
         store.create("busybox", ["true"], name="bad name!")
+    with pytest.raises(NoSuchNetwork):
+        store.create("busybox", ["true"], network="nosuchnet")
+    with pytest.raises(UsageError):  # standalone, the default network is none: ports need a bridge
+        store.create("busybox", ["true"], publish=["80"])
     with pytest.raises(UsageError):
-        store.create("busybox", ["true"], network="bridge")
+        store.create("busybox", ["true"], network="bridge", publish=["80/sctp"])
     assert len(store.ids()) == 1  # none of the refused creates left anything
     status, _, err = job(vfs_engine, "rmi", "busybox")
     assert status != 0 and b"being used by container" in err  # the image a container needs stays
