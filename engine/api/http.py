@@ -123,6 +123,20 @@ class Request:
     def args(self, name: str) -> list[str]:
         return self.query.get(name, [])
 
+    def refuse_filters(self) -> None:
+        """strata's list endpoints take no `filters`: a filtered list answered unfiltered would
+        be a lie, so a non-empty filter is a 400 naming what was asked."""
+        raw = self.arg("filters")
+        if not raw:
+            return
+        try:
+            asked = json.loads(raw)
+        except ValueError:
+            raise ApiError(400, f"invalid filters: {raw!r}") from None
+        if asked:
+            names = ", ".join(sorted(asked)) if isinstance(asked, dict) else raw
+            raise ApiError(400, f"filters are not supported by strata: {names}")
+
     def flag(self, name: str, default: bool = False) -> bool:
         """A boolean query parameter, spelled as every strata boolean is (1/true/yes, 0/false/no)."""
         value = self.arg(name)

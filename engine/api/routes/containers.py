@@ -178,6 +178,7 @@ def add_routes(router: Router, engine: Engine) -> None:
 
     @router.route("GET", "/containers/json")
     def list_(req: Request) -> Reply:
+        req.refuse_filters()
         listed = jobio.run(engine, "ps", options={"all": req.flag("all"), "json": True}).json()
         return Reply(200, [{**{k: c[k] for k in ("Id", "Names", "Image", "ImageID", "Command", "State", "Status",
                                                   "HostConfig", "Ports", "NetworkSettings")},

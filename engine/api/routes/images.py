@@ -55,6 +55,7 @@ def add_routes(router: Router, engine: Engine) -> None:
 
     @router.route("GET", "/images/json")
     def images(req: Request) -> Reply:
+        req.refuse_filters()
         listed = jobio.run(engine, "images", options={"json": True, "all": req.flag("all")}).json()
         return Reply(200, [{"Id": i["Id"], "ParentId": i["ParentId"], "RepoTags": i["RepoTags"] or ["<none>:<none>"],
                             "RepoDigests": [], "Created": unix_time(i["Created"]), "Size": i["Size"],

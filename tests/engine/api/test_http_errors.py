@@ -5,6 +5,7 @@ from __future__ import annotations
 import http.client
 import json
 import socket
+import urllib.parse
 
 import pytest
 
@@ -143,3 +144,14 @@ def test_names_and_hostnames_are_checked_at_create(daemon: Daemon, busybox_tar: 
     body = json.dumps({"Image": "busybox", "Cmd": ["hostname"], "Hostname": "web-1.example"}).encode()
     assert _call(daemon, "POST", "/v1.41/containers/create", body)[0] == 201
     assert _call(daemon, "GET", "/v1.41/containers/json?all=1")[0] == 200
+
+
+@pytest.mark.parametrize("driver_name", ["vfs"])
+def test_list_filters_are_refused_not_ignored(daemon: Daemon) -> None:
+    """`docker ps --filter` / `docker images REPO`: strata does not filter, so it says so."""
+    for path in ("/v1.41/containers/json", "/v1.41/images/json"):
+        query = "?filters=" + urllib.parse.quote(json.dumps({"label": {"a=b": True}}))
+        status, body = _call(daemon, "GET", path + query)
+        assert status == 400 and "filters are not supported by strata: label" in body["message"]
+        status, _ = _call(daemon, "GET", path + "?filters=" + urllib.parse.quote("{}"))
+        assert status == 200
