@@ -31,7 +31,8 @@ CLI_ONLY = {
     "daemon": {"host", "log_level"},
 }
 # Declared options the CLI sets otherwise than with a flag of their own.
-NOT_FLAGS = {"password": "read from stdin with --password-stdin"}
+NOT_FLAGS = {"password": "read from stdin with --password-stdin",
+             "stdin_once": "what `run -i` without -d sets, as docker run does"}
 
 
 def command(sub: argparse._SubParsersAction, name: str, *, job: str | None = None,

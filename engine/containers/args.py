@@ -20,6 +20,8 @@ OPTIONS: tuple[tuple[tuple[str, ...], str, str, object, str], ...] = (
     (("--name",), "name", "value", "", "the container's name"),
     (("--hostname",), "hostname", "value", "", "the container's hostname"),
     (("--net", "--network"), "network", "value", "none", "none (loopback only) or host"),
+    (("-i", "--interactive"), "interactive", "flag", False, "keep stdin open and pass it to the container"),
+    (("-t", "--tty"), "tty", "flag", False, "give the container a terminal"),
 )
 NETWORKS = ("none", "host")
 
@@ -45,6 +47,10 @@ def parse_run(argv: list[str]) -> SimpleNamespace:
             raise UsageError(f"unknown option {word!r} (see strata run --help)")
         dest, kind = table[flag]
         if kind == "flag":
+            if inline and not has_value and not word.startswith("--"):
+                values[dest] = True
+                argv = [*argv[:i], "-" + inline, *argv[i + 1 :]]  # -it: -i, then -t
+                continue
             if has_value or inline:
                 raise UsageError(f"option {flag} takes no value")
             values[dest] = True

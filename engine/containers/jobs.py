@@ -9,17 +9,21 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import io
 import os
 import signal
+import threading
 import time
 from typing import IO
 
 from ..errors import ContainerStartError, EngineError, NoSuchContainer, UsageError
+from ..execdrivers import terminal
 from ..images.view import parse_time, table
 from ..job import Job
 from ..jobspec import JSON, JobTable, Option
 from . import args as containerargs
 from .record import Container
+from .stdio import ProcessIO, forward_input
 from .store import Containers
 
 FOLLOW_POLL = 0.05  # seconds between looks at the log files while following
@@ -29,7 +33,9 @@ _KINDS = {"flag": bool, "value": str, "append": list}
 RUN_OPTIONS = {dest: Option(_KINDS[kind], help_text, flags, default,
                             containerargs.NETWORKS if dest == "network" else None)
                for flags, dest, kind, default, help_text in containerargs.OPTIONS}
-CREATE_OPTIONS = {name: option for name, option in RUN_OPTIONS.items() if name != "detach"}
+STDIN_ONCE = Option(bool, "close the container's stdin when the attached client closes its own")
+CREATE_OPTIONS = {**{name: option for name, option in RUN_OPTIONS.items() if name != "detach"},
+                  "stdin_once": STDIN_ONCE}
 CREATE_ARGS = "IMAGE [COMMAND [ARG...]]"
 
 
@@ -39,9 +45,12 @@ def _store(job: Job) -> Containers:
 
 def _create(job: Job, keep_mounted: bool = False) -> Container:
     o = job.options
+    # as `docker run -i` does, a foreground run closes the container's stdin at the end of its own
+    stdin_once = o.get("stdin_once") or (job.name == "run" and o["interactive"] and not o["detach"])
     return _store(job).create(job.args[0], job.args[1:], env=o["env"], workdir=o["workdir"], user=o["user"],
                               name=o["name"], hostname=o["hostname"], network=o["network"], auto_remove=o["rm"],
-                              keep_mounted=keep_mounted)
+                              keep_mounted=keep_mounted, tty=o["tty"], open_stdin=o["interactive"],
+                              stdin_once=stdin_once)
 
 
 @jobs.job("create", args=CREATE_ARGS, options=CREATE_OPTIONS, help="create a container")
@@ -90,13 +99,21 @@ def run(job: Job) -> int:
             store.remove(store.get(c.id), force=True)
         return exc.status
     out_path, err_path = store.log_paths(c)
-    # A caller (the CLI's signal proxy) may append signals here; they go to the container.
+    stdio = store.process_io(c)
+    if stdio is not None:
+        _feed_stdin(job, stdio)
+    # A caller (the CLI's signal proxy) may append signals here; they go to the container,
+    # except SIGWINCH: the caller's terminal changed size, so the container's follows.
     pending: list[int] = getattr(job, "pending_signals", [])
     with open(out_path, "rb") as out, open(err_path, "rb") as err:
         while handle.wait(FOLLOW_POLL) is None:
             while pending:
+                sig = pending.pop(0)
+                if sig == signal.SIGWINCH:
+                    _follow_size(job, stdio)
+                    continue
                 with contextlib.suppress(EngineError):
-                    handle.kill(pending.pop(0))
+                    handle.kill(sig)
             _copy(out, job.stdout)
             _copy(err, job.stderr)
         status = store.wait(c)  # records the end (and removes the container when --rm)
@@ -105,6 +122,27 @@ def run(job: Job) -> int:
     if status.error:
         job.error_line(f"Error: {status.error}")
     return status.code
+
+
+def _feed_stdin(job: Job, stdio: ProcessIO) -> None:
+    """The job's stdin to the container while it runs (a thread: reading blocks); a terminal
+    of the job's own sets the container's terminal size."""
+    _follow_size(job, stdio)
+    read = getattr(job.stdin, "read1", job.stdin.read)
+
+    def feed() -> None:
+        with contextlib.suppress(OSError, ValueError):
+            forward_input(lambda: read(1 << 16), stdio, detach=b"", close_at_eof=True)
+
+    threading.Thread(target=feed, name=f"stdin-{job.name}", daemon=True).start()
+
+
+def _follow_size(job: Job, stdio: ProcessIO | None) -> None:
+    if stdio is None or not stdio.tty:
+        return
+    with contextlib.suppress(OSError, ValueError, io.UnsupportedOperation):
+        if os.isatty(job.stdin.fileno()):
+            stdio.resize(*terminal.get_size(job.stdin.fileno()))
 
 
 def _copy(src: IO[bytes], dst: IO[bytes]) -> None:

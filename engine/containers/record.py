@@ -57,6 +57,9 @@ class Container:
     hostname: str
     network: str = "none"
     auto_remove: bool = False
+    tty: bool = False  # -t: stdin, stdout and stderr are a terminal
+    open_stdin: bool = False  # -i: a stdin that attach streams write to
+    stdin_once: bool = False  # close that stdin when the first attached client closes its own
     layer: str = ""  # the driver's read-write layer (the container id)
     parent_layer: str | None = None  # what `diff` compares against: the init layer or the image's top
     init_layer: str | None = None  # mount points the image lacked (/proc, /dev, /sys)
@@ -134,6 +137,10 @@ class Container:
                 "Cmd": self.args,
                 "Image": self.image_ref,
                 "WorkingDir": self.workdir,
+                "Tty": self.tty,
+                "OpenStdin": self.open_stdin,
+                "StdinOnce": self.stdin_once,
+                "AttachStdin": self.open_stdin,
             },
         }
 

@@ -38,6 +38,7 @@ from ..images.graph import Graph, LayerSource, NewImage
 from ..images.graphdb import NAMES, GraphDB
 from ..reference import normalize_tag
 from .record import CREATED, EXITED, RUNNING, Container, iso, now_iso
+from .stdio import ProcessIO
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +65,7 @@ class Containers:
         self._lock = threading.RLock()
         self._handles: dict[str, Handle] = {}
         self._mounted: set[str] = set()  # containers whose layer this engine holds a `get` on
+        self._io: dict[str, ProcessIO] = {}  # stdin and terminal of the containers this engine started
         self.restore()
 
     def _execdriver(self, name: str, options: dict[str, str]) -> ExecDriver:
@@ -123,6 +125,9 @@ class Containers:
         network: str = "none",
         auto_remove: bool = False,
         keep_mounted: bool = False,
+        tty: bool = False,
+        open_stdin: bool = False,
+        stdin_once: bool = False,
     ) -> Container:
         image = self.graph.get_image(image_ref)
         cfg = image.config.get("config") or {}
@@ -154,6 +159,9 @@ class Containers:
             hostname=hostname or container_id[:12],
             network=network,
             auto_remove=auto_remove,
+            tty=tty,
+            open_stdin=open_stdin,
+            stdin_once=stdin_once,
             layer=container_id,
             parent_layer=image.top_layer,
             execdriver=self.exec_name,
@@ -240,7 +248,7 @@ class Containers:
             raise Conflict(f"container {c.short_id} is already running")
         _, out, err, exec_dir = c.paths(self.dir)
         path = self._mount(c)
-        spec = ProcessSpec(path, c.args, c.env, c.workdir, c.user, c.hostname, c.network)
+        spec = ProcessSpec(path, c.args, c.env, c.workdir, c.user, c.hostname, c.network, c.tty, c.open_stdin)
         driver = self._execdriver(c.execdriver, c.exec_options)
         try:
             handle = driver.start(c.id, spec, exec_dir, out, err)
@@ -251,6 +259,8 @@ class Containers:
             raise
         with self._lock:
             self._handles[c.id] = handle
+            if handle.stdin is not None or handle.console is not None:
+                self._io[c.id] = ProcessIO(c.id, handle.stdin, handle.console, out)
             c.state.status = RUNNING
             c.state.pid = handle.info.pid or 0
             c.state.exit_code, c.state.error, c.state.finished_at = 0, "", ""
@@ -277,6 +287,11 @@ class Containers:
                 handle = driver.attach(c.id, c.paths(self.dir)[3], MonitorInfo.from_json(c.monitor))
                 self._handles[c.id] = handle
             return handle
+
+    def process_io(self, c: Container) -> ProcessIO | None:
+        """The stdin and terminal of `c`'s process, if this engine started it with either."""
+        with self._lock:
+            return self._io.get(c.id)
 
     def refresh(self, c: Container) -> Container:
         """`c` with its state brought up to date (a process that ended is marked exited)."""
@@ -314,6 +329,9 @@ class Containers:
             c.state.pid = 0
             c.monitor = None
             self._handles.pop(c.id, None)
+            stdio = self._io.pop(c.id, None)
+            if stdio is not None:
+                stdio.close()
             self._unmount(c)
             c.rootfs = None
             self._execdriver(c.execdriver, c.exec_options).release(c.id, c.paths(self.dir)[3])

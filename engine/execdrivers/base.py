@@ -33,6 +33,7 @@ DEFAULT_PATH = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bi
 EXIT_FILE = "exit"
 PID_FILE = "pid"
 SYNC_FD = 3  # in the monitor and the container's first process: the start-report pipe
+CONSOLE_FD = 4  # in the native monitor and its child: the socket the terminal's master is sent on
 
 # Exit statuses with Docker's meanings.
 STATUS_CANNOT_INVOKE = 126
@@ -51,6 +52,8 @@ class ProcessSpec:
     user: str = ""
     hostname: str = ""
     network: str = "none"  # "none": a new network namespace with only lo; "host": the host's
+    tty: bool = False  # a terminal for stdin/stdout/stderr (`Handle.console` is its master)
+    open_stdin: bool = False  # a pipe for stdin (`Handle.stdin` is its write end)
 
     def validate(self) -> None:
         if not self.args:
@@ -157,16 +160,20 @@ def spawn_monitor(
     start_child: Callable[[], NoReturn],
     *,
     new_pid_namespace: bool = False,
+    stdin: int | None = None,
+    console: int | None = None,
 ) -> tuple[int, int, str]:
     """Fork the monitor; it forks `start_child` and waits for it.
 
+    `stdin` (a pipe's read end) becomes the child's stdin instead of /dev/null; `console`
+    (a socket) is the child's CONSOLE_FD, on which it sends its terminal's master.
     Returns (monitor pid, child pid, start error). The call returns once the child has
     exec'd (the sync pipe is close-on-exec) or reported why it could not.
     """
     read_end, write_end = os.pipe2(os.O_CLOEXEC)
     monitor = os.fork()
     if monitor == 0:
-        _monitor_main(state_dir, stdout_path, stderr_path, write_end, start_child, new_pid_namespace)
+        _monitor_main(state_dir, stdout_path, stderr_path, write_end, start_child, new_pid_namespace, stdin, console)
     os.close(write_end)
     chunks = []
     while chunk := os.read(read_end, 65536):
@@ -189,10 +196,12 @@ def _monitor_main(
     write_end: int,
     start_child: Callable[[], NoReturn],
     new_pid_namespace: bool,
+    stdin: int | None,
+    console: int | None,
 ) -> NoReturn:
     try:
         try:
-            child = _monitor_setup(stdout_path, stderr_path, write_end, start_child, new_pid_namespace)
+            child = _monitor_setup(stdout_path, stderr_path, write_end, start_child, new_pid_namespace, stdin, console)
         except BaseException as exc:  # before the child exists: tell the engine, which raises
             os.write(write_end, f"fatal {exc}\n".encode(errors="replace"))
             return
@@ -206,19 +215,27 @@ def _monitor_main(
 
 
 def _monitor_setup(
-    stdout_path: str, stderr_path: str, write_end: int, start_child: Callable[[], NoReturn], new_pid_namespace: bool
+    stdout_path: str,
+    stderr_path: str,
+    write_end: int,
+    start_child: Callable[[], NoReturn],
+    new_pid_namespace: bool,
+    stdin: int | None,
+    console: int | None,
 ) -> int:
-    """Detach, put the log files on fds 1 and 2, fork the child; returns its pid."""
+    """Detach, put the log files on fds 1 and 2 (and stdin on 0), fork the child; returns its pid."""
     os.setsid()  # no terminal signals; survives the engine's process group
     linux.set_process_name("strata-monitor")
     null = os.open("/dev/null", os.O_RDWR)
     out = os.open(stdout_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o640)
     err = os.open(stderr_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o640)
-    os.dup2(null, 0)
+    os.dup2(null if stdin is None else stdin, 0)
     os.dup2(out, 1)
     os.dup2(err, 2)
     os.dup2(write_end, SYNC_FD, inheritable=False)
-    os.closerange(SYNC_FD + 1, os.sysconf("SC_OPEN_MAX"))
+    if console is not None:
+        os.dup2(console, CONSOLE_FD)
+    os.closerange((SYNC_FD if console is None else CONSOLE_FD) + 1, os.sysconf("SC_OPEN_MAX"))
     if new_pid_namespace:
         linux.unshare(linux.CLONE_NEWPID)
     child = os.fork()
@@ -235,15 +252,25 @@ def _monitor_setup(
 SHELL_MONITOR = 'exit_file=$1; shift; "$@"; echo $? > "$exit_file"'
 
 
-def spawn_shell_monitor(state_dir: str, stdout_path: str, stderr_path: str, argv: list[str]) -> int:
+def spawn_shell_monitor(
+    state_dir: str, stdout_path: str, stderr_path: str, argv: list[str], *, stdin: int | None = None,
+    terminal: str | None = None,
+) -> int:
     """posix_spawn a `sh` that runs `argv` (the runtime) with the logs as stdout/stderr, in
-    a session of its own, and writes its exit status to the exit file; returns its pid."""
+    a session of its own, and writes its exit status to the exit file; returns its pid.
+
+    `stdin` (a pipe's read end) replaces /dev/null; `terminal` (a pty's slave path) is all
+    three instead, opened after setsid so that it is the session's controlling terminal:
+    a resize of its master then signals SIGWINCH to the runtime, which passes it on."""
     flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND
-    actions = [
-        (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
+    actions: list[tuple] = [
+        (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0) if stdin is None else (os.POSIX_SPAWN_DUP2, stdin, 0),
         (os.POSIX_SPAWN_OPEN, 1, stdout_path, flags, 0o640),
         (os.POSIX_SPAWN_OPEN, 2, stderr_path, flags, 0o640),
     ]
+    if terminal is not None:
+        actions = [(os.POSIX_SPAWN_OPEN, 0, terminal, os.O_RDWR, 0), (os.POSIX_SPAWN_DUP2, 0, 1),
+                   (os.POSIX_SPAWN_DUP2, 0, 2)]
     argv = ["/bin/sh", "-c", SHELL_MONITOR, "strata-monitor", os.path.join(state_dir, EXIT_FILE), *argv]
     try:
         return os.posix_spawn(
@@ -288,6 +315,9 @@ class Handle:
         self._child = child
         self._exit: ExitStatus | None = None
         self.start_error = ""  # why the process could not be exec'd, when the driver knows at start
+        # Held only by the engine that started the process (an fd cannot be persisted):
+        self.stdin: int | None = None  # write end of the process's stdin pipe (open_stdin)
+        self.console: int | None = None  # master of the process's terminal (tty)
 
     @property
     def monitor_pid(self) -> int:

@@ -10,16 +10,19 @@ No cgroups are set up (the container shares the engine's), which is what keeps i
 
 from __future__ import annotations
 
+import contextlib
 import os
 import resource
+import socket
 import stat
 from typing import NoReturn
 
 from graphdrivers import mountutil as mu
 
 from ..errors import ExecError
-from . import linux, users
+from . import linux, terminal, users
 from .base import (
+    CONSOLE_FD,
     PID_FILE,
     ExecDriver,
     Handle,
@@ -58,11 +61,29 @@ class NativeDriver(ExecDriver):
         def start_child() -> NoReturn:
             _container_init(spec, user, env, rlimits)
 
-        monitor, pid, error = spawn_monitor(state_dir, stdout_path, stderr_path, start_child, new_pid_namespace=True)
+        stdin_read, stdin_write = os.pipe() if spec.open_stdin and not spec.tty else (None, None)
+        pair = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM) if spec.tty else None
+        try:
+            monitor, pid, error = spawn_monitor(
+                state_dir, stdout_path, stderr_path, start_child, new_pid_namespace=True, stdin=stdin_read,
+                console=pair[1].fileno() if pair else None)
+        except BaseException:
+            _close(stdin_write)
+            if pair:
+                pair[0].close()
+            raise
+        finally:  # the engine's copies of what the monitor inherited
+            _close(stdin_read)
+            if pair:
+                pair[1].close()
         with open(os.path.join(state_dir, PID_FILE), "w") as f:
             f.write(str(pid))
         handle = self._new_handle(container_id, state_dir, monitor, pid)
         handle.start_error = error
+        handle.stdin = stdin_write
+        if pair:
+            handle.console = terminal.receive_master(pair[0])
+            pair[0].close()
         return handle
 
     def container_pid(self, handle: Handle, timeout: float) -> int | None:
@@ -70,6 +91,12 @@ class NativeDriver(ExecDriver):
 
     def status(self) -> list[tuple[str, str]]:
         return [("Execution Driver", "native"), ("Runtime", "none (namespaces + pivot_root in the engine)")]
+
+
+def _close(fd: int | None) -> None:
+    if fd is not None:
+        with contextlib.suppress(OSError):
+            os.close(fd)
 
 
 def _container_init(spec: ProcessSpec, user: users.User, env: dict[str, str], rlimits: list) -> NoReturn:
@@ -95,6 +122,8 @@ def _container_init(spec: ProcessSpec, user: users.User, env: dict[str, str], rl
         linux.sethostname(spec.hostname)
     if spec.network == "none":
         linux.loopback_up()
+    if spec.tty:
+        terminal.become_console_of_new_pty(CONSOLE_FD)
     for res, soft, hard in rlimits:
         resource.setrlimit(res, (soft, hard))
     if spec.cwd != "/":

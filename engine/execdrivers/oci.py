@@ -22,7 +22,7 @@ from typing import Any
 from graphdrivers import mountutil as mu
 
 from ..errors import ExecError, RuntimeNotSupported
-from . import cgroups, linux, users
+from . import cgroups, linux, terminal, users
 from .base import (
     PID_FILE,
     STATUS_CANNOT_INVOKE,
@@ -59,7 +59,7 @@ def bundle_config(spec: ProcessSpec, user: users.User, env: Mapping[str, str]) -
     return {
         "ociVersion": "1.0.2",
         "process": {
-            "terminal": False,
+            "terminal": spec.tty,
             "user": process_user,
             "args": list(spec.args),
             "env": [f"{k}={v}" for k, v in env.items()],
@@ -155,8 +155,25 @@ class OciDriver(ExecDriver):
         if self.hide_cgroup2:  # crun 1.8 on a hybrid host: a mount namespace without cgroup2
             hide = f'umount -l {cgroups.UNIFIED} 2>/dev/null; exec "$@"'
             cmd = ["unshare", "--mount", "--propagation", "private", "/bin/sh", "-c", hide, "crun", *cmd]
-        monitor = spawn_shell_monitor(state_dir, stdout_path, stderr_path, cmd)
-        return self._new_handle(container_id, state_dir, monitor, None)
+        # runc in the foreground copies its own stdio to the container's: a pipe for -i, and
+        # for -t a host pty whose master the engine keeps (runc makes the container's pty).
+        stdin_read, stdin_write = os.pipe() if spec.open_stdin and not spec.tty else (None, None)
+        master, slave, slave_path = terminal.host_pty() if spec.tty else (None, None, None)
+        try:
+            monitor = spawn_shell_monitor(state_dir, stdout_path, stderr_path, cmd, stdin=stdin_read,
+                                          terminal=slave_path)
+        except BaseException:
+            for fd in (stdin_write, master):
+                if fd is not None:
+                    os.close(fd)
+            raise
+        finally:
+            for fd in (stdin_read, slave):
+                if fd is not None:
+                    os.close(fd)
+        handle = self._new_handle(container_id, state_dir, monitor, None)
+        handle.stdin, handle.console = stdin_write, master
+        return handle
 
     def interpret(self, handle: Handle, status: ExitStatus) -> ExitStatus:
         """A runtime that failed before the process ran (no pid file): Docker's 127 or 126."""
