@@ -23,6 +23,7 @@ from ..errors import (
     InvalidArchive,
     InvalidReference,
     NoSuchContainer,
+    NoSuchExec,
     NoSuchImage,
     RegistryError,
     UsageError,
@@ -30,6 +31,7 @@ from ..errors import (
 from ..job import Job
 from .http import Router, TCPServer, UnixServer, make_handler
 from .routes import containers as routes_containers
+from .routes import exec as routes_exec
 from .routes import images as routes_images
 from .routes import system as routes_system
 
@@ -41,7 +43,7 @@ SHUTDOWN_STOP_TIMEOUT = 5.0
 
 def error_status(exc: Exception) -> tuple[int, str] | None:
     """The HTTP status of a domain error (Docker's errdefs mapping)."""
-    if isinstance(exc, NoSuchImage | NoSuchContainer | LayerNotFound):
+    if isinstance(exc, NoSuchImage | NoSuchContainer | NoSuchExec | LayerNotFound):
         return 404, str(exc)
     if isinstance(exc, RegistryError):
         if exc.http_status in (401, 403, 404):
@@ -58,7 +60,7 @@ def error_status(exc: Exception) -> tuple[int, str] | None:
 
 def build_router(engine: Engine) -> Router:
     router = Router()
-    for module in (routes_system, routes_images, routes_containers):
+    for module in (routes_system, routes_images, routes_containers, routes_exec):
         module.add_routes(router, engine)
     return router
 

@@ -110,7 +110,7 @@ def run(job: Job) -> int:
             while pending:
                 sig = pending.pop(0)
                 if sig == signal.SIGWINCH:
-                    _follow_size(job, stdio)
+                    follow_size(job, stdio)
                     continue
                 with contextlib.suppress(EngineError):
                     handle.kill(sig)
@@ -127,7 +127,7 @@ def run(job: Job) -> int:
 def _feed_stdin(job: Job, stdio: ProcessIO) -> None:
     """The job's stdin to the container while it runs (a thread: reading blocks); a terminal
     of the job's own sets the container's terminal size."""
-    _follow_size(job, stdio)
+    follow_size(job, stdio)
     read = getattr(job.stdin, "read1", job.stdin.read)
 
     def feed() -> None:
@@ -137,7 +137,8 @@ def _feed_stdin(job: Job, stdio: ProcessIO) -> None:
     threading.Thread(target=feed, name=f"stdin-{job.name}", daemon=True).start()
 
 
-def _follow_size(job: Job, stdio: ProcessIO | None) -> None:
+def follow_size(job: Job, stdio: ProcessIO | None) -> None:
+    """Give the process's terminal the size of the job's stdin, when that is a terminal."""
     if stdio is None or not stdio.tty:
         return
     with contextlib.suppress(OSError, ValueError, io.UnsupportedOperation):

@@ -37,6 +37,7 @@ class State:
     error: str = ""
     started_at: str = ""
     finished_at: str = ""
+    paused: bool = False  # its processes are frozen (freezer cgroup)
 
     @property
     def running(self) -> bool:
@@ -111,7 +112,7 @@ class Container:
             "State": {
                 "Status": s.status,
                 "Running": s.running,
-                "Paused": False,
+                "Paused": s.paused and s.running,
                 "Restarting": False,
                 "OOMKilled": False,
                 "Dead": False,

@@ -34,9 +34,11 @@ from graphdrivers.errors import LayerNotFound
 from .. import execdrivers
 from ..errors import Conflict, ContainerStartError, EngineError, NoSuchContainer, UsageError
 from ..execdrivers import ExecDriver, ExitStatus, Handle, MonitorInfo, ProcessSpec
+from ..execdrivers.base import ExecProcess
 from ..images.graph import Graph, LayerSource, NewImage
 from ..images.graphdb import NAMES, GraphDB
 from ..reference import normalize_tag
+from .exec import Execs
 from .record import CREATED, EXITED, RUNNING, Container, iso, now_iso
 from .stdio import ProcessIO
 
@@ -66,6 +68,7 @@ class Containers:
         self._handles: dict[str, Handle] = {}
         self._mounted: set[str] = set()  # containers whose layer this engine holds a `get` on
         self._io: dict[str, ProcessIO] = {}  # stdin and terminal of the containers this engine started
+        self.execs = Execs(self)
         self.restore()
 
     def _execdriver(self, name: str, options: dict[str, str]) -> ExecDriver:
@@ -339,6 +342,15 @@ class Containers:
         if c.auto_remove:
             self.remove(c, force=True)
 
+    def exec_in(self, c: Container, spec: ProcessSpec) -> ExecProcess:
+        """Start `spec` in the running container `c` (its rootfs and namespaces)."""
+        c = self.refresh(c)
+        handle = self.handle(c)
+        if not c.state.running or handle is None or not c.rootfs:
+            raise Conflict(f"container {c.short_id} is not running")
+        spec.rootfs = c.rootfs
+        return self._execdriver(c.execdriver, c.exec_options).exec(handle, spec)
+
     def kill(self, c: Container, sig: int = signal.SIGKILL) -> None:
         c = self.refresh(c)
         handle = self.handle(c)
@@ -378,6 +390,7 @@ class Containers:
         with self._lock:
             self._execdriver(c.execdriver, c.exec_options).release(c.id, c.paths(self.dir)[3])
             self._discard(c)
+        self.execs.forget_container(c.id)
 
     # -- restore after an engine restart -----------------------------------------------
 

@@ -17,6 +17,7 @@ cheaper than forking a large Python process. Neither starts a new interpreter.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import select
 import signal
@@ -70,6 +71,58 @@ class ProcessSpec:
 
     def env_dict(self) -> dict[str, str]:
         return dict(item.split("=", 1) for item in self.env)
+
+
+class ExecProcess:
+    """A process started in a running container (`docker exec`): its pid (a child of the
+    engine: the runtime, or the native driver's relay in the container's namespaces) and
+    the engine's ends of its stdio: pipes, or the master of its terminal."""
+
+    def __init__(self, pid: int, *, stdin: int | None = None, stdout: int | None = None,
+                 stderr: int | None = None, console: int | None = None, start_error: str = "") -> None:
+        self.pid = pid
+        self.stdin = stdin
+        self.stdout = stdout
+        self.stderr = stderr
+        self.console = console
+        self.start_error = start_error  # why the command could not be exec'd (native knows at start)
+
+    def wait(self) -> int:
+        """Block until the process ends; its exit status as a shell reports it."""
+        try:
+            _, wait_status = os.waitpid(self.pid, 0)
+        except ChildProcessError:
+            return STATUS_LOST
+        return status_code(wait_status)
+
+
+class ExecPipes:
+    """The pipes of an exec without a terminal: the child's ends (stdin, stdout, stderr) and the
+    engine's. `ExecPipes.close_child_ends()` once the child has them."""
+
+    def __init__(self, open_stdin: bool) -> None:
+        self.stdin_read, self.stdin = os.pipe() if open_stdin else (os.open(os.devnull, os.O_RDONLY), None)
+        self.stdout, self.stdout_write = os.pipe()
+        self.stderr, self.stderr_write = os.pipe()
+
+    @property
+    def child_ends(self) -> tuple[int, int, int]:
+        return self.stdin_read, self.stdout_write, self.stderr_write
+
+    def close_child_ends(self) -> None:
+        for fd in self.child_ends:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+    def close_all(self) -> None:
+        self.close_child_ends()
+        for fd in (self.stdin, self.stdout, self.stderr):
+            if fd is not None:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+
+    def process(self, pid: int, start_error: str = "") -> ExecProcess:
+        return ExecProcess(pid, stdin=self.stdin, stdout=self.stdout, stderr=self.stderr, start_error=start_error)
 
 
 @dataclass(frozen=True)
@@ -229,13 +282,8 @@ def _monitor_setup(
     null = os.open("/dev/null", os.O_RDWR)
     out = os.open(stdout_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o640)
     err = os.open(stderr_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o640)
-    os.dup2(null if stdin is None else stdin, 0)
-    os.dup2(out, 1)
-    os.dup2(err, 2)
-    os.dup2(write_end, SYNC_FD, inheritable=False)
-    if console is not None:
-        os.dup2(console, CONSOLE_FD)
-    os.closerange((SYNC_FD if console is None else CONSOLE_FD) + 1, os.sysconf("SC_OPEN_MAX"))
+    place_fds([null if stdin is None else stdin, out, err, write_end, console])
+    os.set_inheritable(SYNC_FD, False)
     if new_pid_namespace:
         linux.unshare(linux.CLONE_NEWPID)
     child = os.fork()
@@ -245,6 +293,21 @@ def _monitor_setup(
         except BaseException as exc:  # anything before exec: report, never return
             report_start_error(str(exc) or type(exc).__name__, STATUS_CANNOT_INVOKE)
     return child
+
+
+def place_fds(fds: list[int | None]) -> None:
+    """In a child: make fd i a copy of fds[i] (None: nothing there) and close every higher fd.
+
+    Every source is first copied above all targets, so one whose number is another's
+    target is not lost to an earlier dup2."""
+    lifted = [None if fd is None else fcntl.fcntl(fd, fcntl.F_DUPFD, 10 + len(fds)) for fd in fds]
+    for target, fd in enumerate(lifted):
+        if fd is not None:
+            os.dup2(fd, target)
+        else:
+            with contextlib.suppress(OSError):
+                os.close(target)
+    os.closerange(len(fds), os.sysconf("SC_OPEN_MAX"))
 
 
 # The OCI runtime's monitor is a shell, not a fork of the engine: spawning /bin/sh costs
@@ -405,6 +468,11 @@ class ExecDriver(ABC):
 
     def attach(self, container_id: str, state_dir: str, info: MonitorInfo) -> Handle:
         return Handle(self, container_id, state_dir, info, child=False)
+
+    @abstractmethod
+    def exec(self, handle: Handle, spec: ProcessSpec) -> ExecProcess:
+        """Start `spec` (args, env, cwd, user, tty, open_stdin; rootfs is the container's) in
+        the running container of `handle`; returns once it runs or failed to."""
 
     @abstractmethod
     def container_pid(self, handle: Handle, timeout: float) -> int | None:

@@ -24,12 +24,19 @@ from . import linux, terminal, users
 from .base import (
     CONSOLE_FD,
     PID_FILE,
+    STATUS_CANNOT_INVOKE,
+    SYNC_FD,
     ExecDriver,
+    ExecPipes,
+    ExecProcess,
     Handle,
     ProcessSpec,
     exec_process,
+    place_fds,
     prepare_state_dir,
+    report_start_error,
     spawn_monitor,
+    status_code,
 )
 
 # (name, major, minor): the nodes every container gets in its /dev, as runc creates them.
@@ -89,8 +96,84 @@ class NativeDriver(ExecDriver):
     def container_pid(self, handle: Handle, timeout: float) -> int | None:
         return handle.info.pid
 
+    def exec(self, handle: Handle, spec: ProcessSpec) -> ExecProcess:
+        """A fork of the engine joins the container's namespaces (setns) and forks the process,
+        which is then in its pid namespace; the fork waits for it and exits with its status."""
+        spec.validate()
+        target = handle.pid()
+        if target is None:
+            raise ExecError(f"container {handle.id} is not running")
+        user = users.resolve(spec.rootfs, spec.user)
+        env = spec.env_dict()
+        env.setdefault("HOME", user.home)
+        namespaces = [os.open(f"/proc/{target}/ns/{ns}", os.O_RDONLY | os.O_CLOEXEC) for ns in EXEC_NAMESPACES]
+        report_read, report_write = os.pipe2(os.O_CLOEXEC)
+        pair = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM) if spec.tty else None
+        pipes = None if spec.tty else ExecPipes(spec.open_stdin)
+        try:
+            pid = os.fork()
+            if pid == 0:
+                _exec_relay(spec, user, env, namespaces, report_write, pipes, pair[1].fileno() if pair else None)
+        finally:
+            for fd in (*namespaces, report_write):
+                os.close(fd)
+            if pair:
+                pair[1].close()
+            if pipes:
+                pipes.close_child_ends()
+        report = _read_all(report_read)
+        errors = [line[6:] for line in report.splitlines() if line.startswith("error ")]
+        if pair:
+            console = terminal.receive_master(pair[0])
+            pair[0].close()
+            return ExecProcess(pid, console=console, start_error="; ".join(errors))
+        assert pipes is not None
+        return pipes.process(pid, "; ".join(errors))
+
     def status(self) -> list[tuple[str, str]]:
         return [("Execution Driver", "native"), ("Runtime", "none (namespaces + pivot_root in the engine)")]
+
+
+EXEC_NAMESPACES = ("ipc", "uts", "net", "pid", "mnt")  # mnt last: it changes what /proc paths mean
+
+
+def _exec_relay(spec: ProcessSpec, user: users.User, env: dict[str, str], namespaces: list[int], report: int,
+                pipes: ExecPipes | None, console: int | None) -> NoReturn:
+    """The engine's fork for an exec: enter the container, fork the process, relay its status."""
+    try:
+        null = os.open(os.devnull, os.O_RDWR)
+        stdio = pipes.child_ends if pipes is not None else (null, null, null)
+        place_fds([*stdio, report, console, *namespaces])
+        os.set_inheritable(SYNC_FD, False)
+        for fd in range(CONSOLE_FD + 1, CONSOLE_FD + 1 + len(namespaces)):
+            linux.setns(fd)
+            os.close(fd)
+        child = os.fork()  # the pid namespace is the child's
+        if child == 0:
+            try:
+                if console is not None:
+                    terminal.become_console_of_new_pty(CONSOLE_FD)
+                _become(spec, user)
+                exec_process(spec.args, env)
+            except BaseException as exc:
+                report_start_error(str(exc) or type(exc).__name__, STATUS_CANNOT_INVOKE)
+        os.close(SYNC_FD)
+        with contextlib.suppress(OSError):
+            os.close(CONSOLE_FD)
+        _, wait_status = os.waitpid(child, 0)
+        os._exit(status_code(wait_status))
+    except BaseException as exc:
+        report_start_error(str(exc) or type(exc).__name__, STATUS_CANNOT_INVOKE)
+
+
+def _read_all(fd: int) -> str:
+    chunks = []
+    try:
+        while chunk := os.read(fd, 65536):
+            chunks.append(chunk)
+    finally:
+        os.close(fd)
+    return b"".join(chunks).decode(errors="replace")
 
 
 def _close(fd: int | None) -> None:
@@ -128,6 +211,12 @@ def _container_init(spec: ProcessSpec, user: users.User, env: dict[str, str], rl
         resource.setrlimit(res, (soft, hard))
     if spec.cwd != "/":
         os.makedirs(spec.cwd, 0o755, exist_ok=True)  # as runc does; after pivot_root, so symlinks stay inside
+    _become(spec, user)
+    exec_process(spec.args, env)
+
+
+def _become(spec: ProcessSpec, user: users.User) -> None:
+    """Inside the container: drop capabilities, become the user, enter the working directory."""
     linux.limit_capabilities()
     if user.uid or user.gid or user.additional_gids:
         os.setgroups(list(user.additional_gids))
@@ -138,7 +227,6 @@ def _container_init(spec: ProcessSpec, user: users.User, env: dict[str, str], rl
     except OSError as exc:
         raise ExecError(f"cannot enter the working directory {spec.cwd!r}: {exc.strerror}") from None
     os.umask(0o022)
-    exec_process(spec.args, env)
 
 
 def _ensure_dir(path: str, mode: int) -> None:

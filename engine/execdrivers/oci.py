@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import secrets
 import shutil
 import subprocess
 import time
@@ -28,6 +29,8 @@ from .base import (
     STATUS_CANNOT_INVOKE,
     STATUS_NOT_FOUND,
     ExecDriver,
+    ExecPipes,
+    ExecProcess,
     ExitStatus,
     Handle,
     ProcessSpec,
@@ -152,9 +155,7 @@ class OciDriver(ExecDriver):
         pid_file = os.path.join(state_dir, PID_FILE)
         cmd = self.runtime_command("run", "--bundle", state_dir, "--pid-file", pid_file, container_id, log=log)
         os.makedirs(self.state_root, exist_ok=True)
-        if self.hide_cgroup2:  # crun 1.8 on a hybrid host: a mount namespace without cgroup2
-            hide = f'umount -l {cgroups.UNIFIED} 2>/dev/null; exec "$@"'
-            cmd = ["unshare", "--mount", "--propagation", "private", "/bin/sh", "-c", hide, "crun", *cmd]
+        cmd = self._in_runtime_namespace(cmd)
         # runc in the foreground copies its own stdio to the container's: a pipe for -i, and
         # for -t a host pty whose master the engine keeps (runc makes the container's pty).
         stdin_read, stdin_write = os.pipe() if spec.open_stdin and not spec.tty else (None, None)
@@ -175,14 +176,54 @@ class OciDriver(ExecDriver):
         handle.stdin, handle.console = stdin_write, master
         return handle
 
+    def _in_runtime_namespace(self, cmd: list[str]) -> list[str]:
+        if self.hide_cgroup2:  # crun 1.8 on a hybrid host: a mount namespace without cgroup2
+            hide = f'umount -l {cgroups.UNIFIED} 2>/dev/null; exec "$@"'
+            return ["unshare", "--mount", "--propagation", "private", "/bin/sh", "-c", hide, "crun", *cmd]
+        return cmd
+
     def interpret(self, handle: Handle, status: ExitStatus) -> ExitStatus:
         """A runtime that failed before the process ran (no pid file): Docker's 127 or 126."""
         if status.code == 0 or os.path.exists(os.path.join(handle.state_dir, PID_FILE)):
             return status
-        log = os.path.join(handle.state_dir, RUNTIME_LOG)
-        error = runtime_errors(log) or f"{self.runtime} exited with status {status.code} before starting the process"
+        return ExitStatus(*self._start_failure(status.code, os.path.join(handle.state_dir, RUNTIME_LOG)),
+                          status.finished_at)
+
+    def _start_failure(self, code: int, log: str) -> tuple[int, str]:
+        error = runtime_errors(log) or f"{self.runtime} exited with status {code} before starting the process"
         not_found = "not found" in error or "no such file" in error.lower()
-        return ExitStatus(STATUS_NOT_FOUND if not_found else STATUS_CANNOT_INVOKE, status.finished_at, error)
+        return STATUS_NOT_FOUND if not_found else STATUS_CANNOT_INVOKE, error
+
+    def exec(self, handle: Handle, spec: ProcessSpec) -> ExecProcess:
+        """`runc exec --process` with the container's capabilities and limits; runc in the
+        foreground copies its stdio (pipes, or a host pty) to the process's, as for `start`."""
+        spec.validate()
+        user = users.resolve(spec.rootfs, spec.user)
+        name = f"exec-{secrets.token_hex(8)}"
+        files = [os.path.join(handle.state_dir, f"{name}.{ext}") for ext in ("json", "pid", "log")]
+        with open(files[0], "w") as f:
+            f.write(json.dumps(bundle_config(spec, user, process_env(spec, user))["process"]))
+        cmd = self._in_runtime_namespace(self.runtime_command("exec", "--process", files[0], "--pid-file", files[1],
+                                                              handle.id, log=files[2]))
+        if spec.tty:
+            master, slave, slave_path = terminal.host_pty()
+            os.close(slave)
+            actions = [(os.POSIX_SPAWN_OPEN, fd, slave_path, os.O_RDWR, 0) for fd in (0, 1, 2)]
+            try:  # a session of its own with the pty as controlling terminal: runc gets SIGWINCH
+                pid = os.posix_spawn(cmd[0], cmd, os.environ, file_actions=actions, setsid=True)
+            except BaseException:
+                os.close(master)
+                raise
+            return _OciExec(self, pid, files, console=master)
+        pipes = ExecPipes(spec.open_stdin)
+        try:
+            actions = [(os.POSIX_SPAWN_DUP2, fd, i) for i, fd in enumerate(pipes.child_ends)]
+            pid = os.posix_spawn(cmd[0], cmd, os.environ, file_actions=actions, setsid=True)
+        except BaseException:
+            pipes.close_all()
+            raise
+        pipes.close_child_ends()
+        return _OciExec(self, pid, files, stdin=pipes.stdin, stdout=pipes.stdout, stderr=pipes.stderr)
 
     def container_pid(self, handle: Handle, timeout: float) -> int | None:
         """The runtime writes the pid file once the process runs; wait for it (or the end)."""
@@ -232,6 +273,25 @@ class OciDriver(ExecDriver):
                 )
             )
         return rows
+
+
+class _OciExec(ExecProcess):
+    """A `runc exec`: a runtime that failed to start the process (no pid file) is Docker's
+    126 or 127, with the runtime's message; its files go when it is waited for."""
+
+    def __init__(self, driver: OciDriver, pid: int, files: list[str], **fds: int | None) -> None:
+        super().__init__(pid, **fds)
+        self.driver = driver
+        self.files = files
+
+    def wait(self) -> int:
+        code = super().wait()
+        if code != 0 and not os.path.exists(self.files[1]):
+            code, self.start_error = self.driver._start_failure(code, self.files[2])
+        for path in self.files:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+        return code
 
 
 def runtime_errors(log_path: str) -> str:
