@@ -18,7 +18,7 @@ from .commands import command, job_of
 
 FOLLOW_POLL = 0.05  # seconds between looks at the log files
 
-COMMANDS = ("create", "run", "start", "wait", "logs", "stop", "kill", "rm", "ps", "diff", "commit", "export")
+COMMANDS = ("create", "run", "start", "wait", "logs", "stop", "kill", "rm", "ps", "diff", "commit", "export", "exec")
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
@@ -34,6 +34,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     c = command(sub, "commit", positionals=("container", "repository"))
     c.add_argument("container", metavar="CONTAINER")
     c.add_argument("repository", nargs="?", metavar="REPOSITORY[:TAG]")
+    c = command(sub, "exec", positionals=("container", "args"))
+    c.add_argument("container", metavar="CONTAINER")
+    c.add_argument("args", nargs=argparse.REMAINDER, metavar="COMMAND")
     c = command(sub, "export", positionals=("container",))
     c.add_argument("-o", "--output", default=None, help="tar file (default: stdout)")
     c.add_argument("container", metavar="CONTAINER")
@@ -49,7 +52,11 @@ def job_for(engine: Engine, ns: argparse.Namespace) -> tuple[Job, str | None] | 
         return None
     if (cmd == "run" and ns.detach) or cmd == "start":
         _refuse_detached_on_process_bound_mounts(engine)
-    return job_of(engine, ns, stdout=out, stderr=err), getattr(ns, "output", None)
+    if cmd == "run" and ns.detach and (ns.interactive or ns.tty):
+        raise EngineError("-i and -t with -d need a long-lived engine that holds the container's stdin and "
+                          "terminal: use `strata daemon` and the docker CLI, or run in the foreground")
+    stdin = sys.stdin.buffer if cmd in ("run", "exec") and ns.interactive else None
+    return job_of(engine, ns, stdin=stdin, stdout=out, stderr=err), getattr(ns, "output", None)
 
 
 def process_bound_mounts(driver: object) -> str | None:
@@ -116,12 +123,32 @@ def _copy(src: IO[bytes], dst: IO[bytes]) -> None:
     dst.flush()
 
 
-PROXIED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2)
+PROXIED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2,
+           signal.SIGWINCH)  # the job resizes the container's terminal on SIGWINCH
 FORCE_AFTER = 3  # interrupts: the third ^C kills a container that ignores SIGINT
 
 
 @contextlib.contextmanager
-def proxy_signals(job: Job) -> Iterator[None]:
+def raw_terminal(enabled: bool) -> Iterator[None]:
+    """Our terminal in raw mode while a container's terminal is attached to it (as docker -it):
+    keys go to the container as they are typed, ^C included; restored on the way out."""
+    if not enabled or not sys.stdin.isatty():
+        yield
+        return
+    import termios
+    import tty
+
+    fd = sys.stdin.fileno()
+    saved = termios.tcgetattr(fd)
+    tty.setraw(fd)
+    try:
+        yield
+    finally:
+        termios.tcsetattr(fd, termios.TCSADRAIN, saved)
+
+
+@contextlib.contextmanager
+def proxy_signals(job: Job, only: tuple[int, ...] = PROXIED) -> Iterator[None]:
     """While a foreground `run` job runs, send the signals the CLI gets to its container.
 
     As `docker run` does (sig-proxy): ^C reaches the container's process, which decides.
@@ -139,7 +166,7 @@ def proxy_signals(job: Job) -> Iterator[None]:
         pending.append(signal.SIGKILL if interrupts >= FORCE_AFTER else sig)
 
     job.pending_signals = pending  # type: ignore[attr-defined]
-    previous = {sig: signal.signal(sig, forward) for sig in PROXIED}
+    previous = {sig: signal.signal(sig, forward) for sig in only}
     try:
         yield
     finally:

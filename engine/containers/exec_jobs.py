@@ -11,7 +11,7 @@ from ..job import Job
 from ..jobspec import JobTable, Option
 from .exec import ExecInstance, Execs
 from .jobs import follow_size
-from .stdio import forward_input
+from .stdio import forward_input, reader_of
 
 jobs = JobTable()
 
@@ -51,11 +51,11 @@ def exec_(job: Job) -> int:
     assert io is not None
     follow_size(job, io)
     if instance.open_stdin:
-        read = getattr(job.stdin, "read1", job.stdin.read)
+        read = reader_of(job.stdin)
 
         def feed() -> None:
             with contextlib.suppress(OSError, ValueError):
-                forward_input(lambda: read(1 << 16), io, detach=b"", close_at_eof=True)
+                forward_input(read, io, detach=b"", close_at_eof=True)
 
         threading.Thread(target=feed, name="exec-stdin", daemon=True).start()
     pending: list[int] = getattr(job, "pending_signals", [])

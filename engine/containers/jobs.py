@@ -23,7 +23,7 @@ from ..job import Job
 from ..jobspec import JSON, JobTable, Option
 from . import args as containerargs
 from .record import Container
-from .stdio import ProcessIO, forward_input
+from .stdio import ProcessIO, forward_input, reader_of
 from .store import Containers
 
 FOLLOW_POLL = 0.05  # seconds between looks at the log files while following
@@ -128,11 +128,11 @@ def _feed_stdin(job: Job, stdio: ProcessIO) -> None:
     """The job's stdin to the container while it runs (a thread: reading blocks); a terminal
     of the job's own sets the container's terminal size."""
     follow_size(job, stdio)
-    read = getattr(job.stdin, "read1", job.stdin.read)
+    read = reader_of(job.stdin)
 
     def feed() -> None:
         with contextlib.suppress(OSError, ValueError):
-            forward_input(lambda: read(1 << 16), stdio, detach=b"", close_at_eof=True)
+            forward_input(read, stdio, detach=b"", close_at_eof=True)
 
     threading.Thread(target=feed, name=f"stdin-{job.name}", daemon=True).start()
 

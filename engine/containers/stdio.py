@@ -16,6 +16,7 @@ import logging
 import os
 import threading
 from collections.abc import Callable
+from typing import IO
 
 from ..errors import Conflict, UsageError
 from ..execdrivers import terminal
@@ -115,6 +116,17 @@ def detach_sequence(keys: str | None) -> bytes:
             continue
         raise UsageError(f"invalid detach keys {keys!r}: {key!r} is neither a character nor ctrl-<a-z@[\\\\]^_>")
     return bytes(out)
+
+
+def reader_of(stream: IO[bytes]) -> Callable[[], bytes]:
+    """A read of what is there now: on the file descriptor when the stream has one (a thread
+    blocked in a buffered read would hold its lock when the interpreter exits)."""
+    try:
+        fd = stream.fileno()
+    except (OSError, ValueError, AttributeError):
+        read = getattr(stream, "read1", stream.read)
+        return lambda: read(CHUNK)
+    return lambda: os.read(fd, CHUNK)
 
 
 def forward_input(read: Callable[[], bytes], target: ProcessIO, *, detach: bytes, close_at_eof: bool) -> bool:

@@ -250,6 +250,8 @@ class Containers:
         if c.state.running:
             raise Conflict(f"container {c.short_id} is already running")
         _, out, err, exec_dir = c.paths(self.dir)
+        for log_path in (out, err):  # a TTY's output reaches them through the engine, maybe never
+            open(log_path, "ab").close()
         path = self._mount(c)
         spec = ProcessSpec(path, c.args, c.env, c.workdir, c.user, c.hostname, c.network, c.tty, c.open_stdin)
         driver = self._execdriver(c.execdriver, c.exec_options)
