@@ -103,6 +103,8 @@ class Job:
             log.debug("job %s args=%s options=%s", self.name, self.args, sorted(self.env))  # values may be secrets
             status = spec.handler(self)
             self.status = 0 if status is None else int(status)
+            if self.status == 0:
+                self.engine.events.job_succeeded(self.name, self.args)
         except (EngineError, DriverError) as exc:
             self.error = exc
             self.status = getattr(exc, "status", 1) if isinstance(exc, EngineError) else 1

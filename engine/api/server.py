@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 
 from graphdrivers.errors import DriverError, InvalidLayerId, LayerNotFound
 
+from ..containers.restart import RestartManager
 from ..engine import Engine
 from ..errors import (
     Conflict,
@@ -33,6 +34,7 @@ from .http import Router, TCPServer, UnixServer, make_handler
 from .routes import containers as routes_containers
 from .routes import exec as routes_exec
 from .routes import images as routes_images
+from .routes import lifecycle as routes_lifecycle
 from .routes import system as routes_system
 
 log = logging.getLogger(__name__)
@@ -60,7 +62,7 @@ def error_status(exc: Exception) -> tuple[int, str] | None:
 
 def build_router(engine: Engine) -> Router:
     router = Router()
-    for module in (routes_system, routes_images, routes_containers, routes_exec):
+    for module in (routes_system, routes_images, routes_containers, routes_exec, routes_lifecycle):
         module.add_routes(router, engine)
     return router
 
@@ -113,11 +115,14 @@ class ApiServer:
     def serve(self) -> None:
         threads = [threading.Thread(target=s.serve_forever, name=f"api-{i}", daemon=True)
                    for i, s in enumerate(self.servers)]
+        restarts = RestartManager(self.engine.containers)  # policies apply while a daemon runs
+        restarts.start()
         for t in threads:
             t.start()
         try:
             self.stopped.wait()
         finally:
+            restarts.stop()
             self._close()
             self._stop_containers()
 

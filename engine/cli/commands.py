@@ -32,7 +32,8 @@ CLI_ONLY = {
 }
 # Declared options the CLI sets otherwise than with a flag of their own.
 NOT_FLAGS = {"password": "read from stdin with --password-stdin",
-             "stdin_once": "what `run -i` without -d sets, as docker run does"}
+             "stdin_once": "what `run -i` without -d sets, as docker run does",
+             "one_shot": "the API's one-shot stats reading"}
 
 
 def command(sub: argparse._SubParsersAction, name: str, *, job: str | None = None,

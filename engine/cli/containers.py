@@ -18,7 +18,8 @@ from .commands import command, job_of
 
 FOLLOW_POLL = 0.05  # seconds between looks at the log files
 
-COMMANDS = ("create", "run", "start", "wait", "logs", "stop", "kill", "rm", "ps", "diff", "commit", "export", "exec")
+COMMANDS = ("create", "run", "start", "wait", "logs", "stop", "kill", "rm", "ps", "diff", "commit", "export", "exec",
+            "pause", "unpause", "restart", "rename", "update", "top", "stats", "cp", "events")
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
@@ -26,7 +27,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         c = command(sub, name, positionals=("image", "args"))
         c.add_argument("image", metavar="IMAGE")
         c.add_argument("args", nargs=argparse.REMAINDER, metavar="COMMAND")
-    for name in ("start", "wait", "stop", "kill", "rm"):
+    for name in ("start", "wait", "stop", "kill", "rm", "pause", "unpause", "restart", "update", "stats"):
         command(sub, name, positionals=("containers",)).add_argument("containers", nargs="+", metavar="CONTAINER")
     for name in ("logs", "diff"):
         command(sub, name, positionals=("container",)).add_argument("container", metavar="CONTAINER")
@@ -34,6 +35,16 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     c = command(sub, "commit", positionals=("container", "repository"))
     c.add_argument("container", metavar="CONTAINER")
     c.add_argument("repository", nargs="?", metavar="REPOSITORY[:TAG]")
+    c = command(sub, "rename", positionals=("container", "new_name"))
+    c.add_argument("container", metavar="CONTAINER")
+    c.add_argument("new_name", metavar="NEW_NAME")
+    c = command(sub, "top", positionals=("container", "ps_args"))
+    c.add_argument("container", metavar="CONTAINER")
+    c.add_argument("ps_args", nargs=argparse.REMAINDER, metavar="PS_OPTION")
+    c = command(sub, "cp", positionals=("source", "dest"))
+    c.add_argument("source", metavar="SRC", help="CONTAINER:PATH or a local path")
+    c.add_argument("dest", metavar="DEST", help="CONTAINER:PATH or a local path")
+    command(sub, "events")
     c = command(sub, "exec", positionals=("container", "args"))
     c.add_argument("container", metavar="CONTAINER")
     c.add_argument("args", nargs=argparse.REMAINDER, metavar="COMMAND")

@@ -22,6 +22,8 @@ OPTIONS: tuple[tuple[tuple[str, ...], str, str, object, str], ...] = (
     (("--net", "--network"), "network", "value", "none", "none (loopback only) or host"),
     (("-i", "--interactive"), "interactive", "flag", False, "keep stdin open and pass it to the container"),
     (("-t", "--tty"), "tty", "flag", False, "give the container a terminal"),
+    (("--restart",), "restart", "value", "no", "restart policy (applied by a daemon): no, on-failure[:N], always, "
+     "unless-stopped"),
 )
 NETWORKS = ("none", "host")
 

@@ -50,7 +50,7 @@ def _create(job: Job, keep_mounted: bool = False) -> Container:
     return _store(job).create(job.args[0], job.args[1:], env=o["env"], workdir=o["workdir"], user=o["user"],
                               name=o["name"], hostname=o["hostname"], network=o["network"], auto_remove=o["rm"],
                               keep_mounted=keep_mounted, tty=o["tty"], open_stdin=o["interactive"],
-                              stdin_once=stdin_once)
+                              stdin_once=stdin_once, restart_policy=o["restart"])
 
 
 @jobs.job("create", args=CREATE_ARGS, options=CREATE_OPTIONS, help="create a container")

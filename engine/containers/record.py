@@ -21,6 +21,12 @@ RUNNING = "running"
 EXITED = "exited"
 
 
+def restart_policy_json(policy: str) -> dict[str, Any]:
+    """Docker's {"Name", "MaximumRetryCount"} of a policy as `--restart` spells it."""
+    name, _, count = policy.partition(":")
+    return {"Name": "" if name == "no" else name, "MaximumRetryCount": int(count or 0)}
+
+
 def now_iso() -> str:
     return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
@@ -61,6 +67,10 @@ class Container:
     tty: bool = False  # -t: stdin, stdout and stderr are a terminal
     open_stdin: bool = False  # -i: a stdin that attach streams write to
     stdin_once: bool = False  # close that stdin when the first attached client closes its own
+    restart_policy: str = "no"  # no, on-failure[:N], always, unless-stopped (restart.py applies it)
+    restart_count: int = 0  # restarts by the policy since the last start by a user
+    manually_stopped: bool = False  # stopped by a user: `always` restarts it at daemon start, `unless-stopped` not
+    resources: dict[str, int] = field(default_factory=dict)  # cgroup limits set by `update` (HostConfig names)
     layer: str = ""  # the driver's read-write layer (the container id)
     parent_layer: str | None = None  # what `diff` compares against: the init layer or the image's top
     init_layer: str | None = None  # mount points the image lacked (/proc, /dev, /sys)
@@ -129,7 +139,9 @@ class Container:
             "Name": "/" + self.name,
             "Driver": driver_name,
             "ExecDriver": self.execdriver_description(),
-            "HostConfig": {"NetworkMode": self.network, "AutoRemove": self.auto_remove},
+            "RestartCount": self.restart_count,
+            "HostConfig": {"NetworkMode": self.network, "AutoRemove": self.auto_remove,
+                           "RestartPolicy": restart_policy_json(self.restart_policy), **self.resources},
             "GraphDriver": {"Name": driver_name, "Data": driver_data},
             "Config": {
                 "Hostname": self.hostname,

@@ -33,13 +33,16 @@ from graphdrivers.errors import LayerNotFound
 
 from .. import execdrivers
 from ..errors import Conflict, ContainerStartError, EngineError, NoSuchContainer, UsageError
+from ..events import Events
 from ..execdrivers import ExecDriver, ExitStatus, Handle, MonitorInfo, ProcessSpec
 from ..execdrivers.base import ExecProcess
+from ..execdrivers.cgroupfs import ContainerCgroups
 from ..images.graph import Graph, LayerSource, NewImage
 from ..images.graphdb import NAMES, GraphDB
 from ..reference import normalize_tag
 from .exec import Execs
 from .record import CREATED, EXITED, RUNNING, Container, iso, now_iso
+from .restart import parse_policy
 from .stdio import ProcessIO
 
 log = logging.getLogger(__name__)
@@ -53,8 +56,10 @@ class Containers:
     """The containers of one engine root: records in the GraphDB, layers in the driver,
     images from the Graph, processes through the execdriver `exec.driver` chooses."""
 
-    def __init__(self, root: str, driver: Driver, db: GraphDB, graph: Graph, exec_options: dict[str, str]) -> None:
+    def __init__(self, root: str, driver: Driver, db: GraphDB, graph: Graph, exec_options: dict[str, str],
+                 events: Events) -> None:
         self.root = root
+        self.events = events
         self.driver = driver
         self.db = db
         self.graph = graph
@@ -77,6 +82,10 @@ class Containers:
             root = os.path.join(self.root, "execdriver", name)
             self._execdrivers[key] = execdrivers.get_execdriver(name, root, options)
         return self._execdrivers[key]
+
+    def event(self, c: Container, action: str, **attributes: str) -> None:
+        """Emit a container event, with the attributes Docker gives every one (image, name)."""
+        self.events.emit("container", action, c.id, image=c.image_ref, name=c.name, **attributes)
 
     # -- lookup ------------------------------------------------------------------------
 
@@ -131,12 +140,16 @@ class Containers:
         tty: bool = False,
         open_stdin: bool = False,
         stdin_once: bool = False,
+        restart_policy: str = "no",
     ) -> Container:
         image = self.graph.get_image(image_ref)
         cfg = image.config.get("config") or {}
         args = list(cfg.get("Entrypoint") or []) + list(cmd or cfg.get("Cmd") or [])
         if not args:
             raise UsageError("no command specified: the image has none and none was given")
+        restart_policy = parse_policy(restart_policy)
+        if restart_policy != "no" and auto_remove:
+            raise UsageError("conflicting options: a restart policy and --rm (auto-remove)")
         if network not in ("none", "host"):
             raise UsageError(f"unknown network mode {network!r} (strata knows none and host)")
         merged_env = _merge_env(cfg.get("Env") or [DEFAULT_PATH], env or [])
@@ -165,6 +178,7 @@ class Containers:
             tty=tty,
             open_stdin=open_stdin,
             stdin_once=stdin_once,
+            restart_policy=restart_policy,
             layer=container_id,
             parent_layer=image.top_layer,
             execdriver=self.exec_name,
@@ -186,6 +200,7 @@ class Containers:
             raise
         if not keep_mounted:
             self._unmount(c)
+        self.event(c, "create")
         return c
 
     def _create_layers(self, c: Container) -> None:
@@ -245,10 +260,16 @@ class Containers:
 
     # -- start, wait, signals ------------------------------------------------------------
 
-    def start(self, c: Container) -> Handle:
+    def start(self, c: Container, *, by_policy: bool = False) -> Handle:
+        """Start the container's process; `by_policy`: a restart by its restart policy (the
+        count goes on), else a user's start (the count and a manual stop are forgotten)."""
         c = self.refresh(c)
         if c.state.running:
             raise Conflict(f"container {c.short_id} is already running")
+        if by_policy:
+            c.restart_count += 1
+        else:
+            c.restart_count, c.manually_stopped = 0, False
         _, out, err, exec_dir = c.paths(self.dir)
         for log_path in (out, err):  # a TTY's output reaches them through the engine, maybe never
             open(log_path, "ab").close()
@@ -273,6 +294,10 @@ class Containers:
             c.monitor = handle.info.to_json()
             c.rootfs = path
             c.save(self.dir)
+        if c.resources and not handle.start_error:
+            with contextlib.suppress(EngineError):  # a process that already ended has no cgroups to limit
+                self.cgroups(c).set_limits(c.resources)
+        self.event(c, "start")
         if handle.start_error:  # known at once (native): report like Docker's start does
             status = self.wait(c)
             with self._lock:
@@ -332,6 +357,7 @@ class Containers:
             c.state.error = status.error
             c.state.finished_at = iso(status.finished_at or time.time())
             c.state.pid = 0
+            c.state.paused = False
             c.monitor = None
             self._handles.pop(c.id, None)
             stdio = self._io.pop(c.id, None)
@@ -341,6 +367,7 @@ class Containers:
             c.rootfs = None
             self._execdriver(c.execdriver, c.exec_options).release(c.id, c.paths(self.dir)[3])
             c.save(self.dir)
+        self.event(c, "die", exitCode=str(c.state.exit_code))
         if c.auto_remove:
             self.remove(c, force=True)
 
@@ -362,6 +389,67 @@ class Containers:
             handle.kill(sig)
         except execdrivers.ExecError as exc:
             raise Conflict(str(exc)) from None
+        self.event(c, "kill", signal=str(sig))
+        if c.state.paused and sig in (signal.SIGKILL, signal.SIGTERM):
+            self.unpause(c)  # as Docker does: a frozen process cannot act on the signal
+
+    # -- cgroups: pause, limits, statistics ------------------------------------------------
+
+    def cgroups(self, c: Container) -> ContainerCgroups:
+        """The cgroups of the running container `c`."""
+        c = self.refresh(c)
+        handle = self.handle(c)
+        pid = handle.pid() if handle is not None and c.state.running else None
+        if pid is None:
+            raise Conflict(f"container {c.short_id} is not running")
+        return ContainerCgroups.of_process(pid)
+
+    def pause(self, c: Container) -> None:
+        """Freeze every process of the container (the freezer cgroup)."""
+        groups = self.cgroups(c)
+        with self._lock:
+            c = self._load(c.id)
+            if c.state.paused:
+                raise Conflict(f"container {c.short_id} is already paused")
+            groups.freeze()
+            c.state.paused = True
+            c.save(self.dir)
+        self.event(c, "pause")
+
+    def unpause(self, c: Container) -> None:
+        groups = self.cgroups(c)
+        with self._lock:
+            c = self._load(c.id)
+            if not c.state.paused:
+                raise Conflict(f"container {c.short_id} is not paused")
+            groups.thaw()
+            c.state.paused = False
+            c.save(self.dir)
+        self.event(c, "unpause")
+
+    def update(self, c: Container, limits: dict[str, int], policy: str | None) -> None:
+        """Record new cgroup limits (applied at every start) and/or a restart policy."""
+        with self._lock:
+            c = self._load(c.id)
+            c.resources.update(limits)
+            if policy is not None:
+                c.restart_policy = policy
+            c.save(self.dir)
+        self.event(c, "update")
+
+    def rename(self, c: Container, new_name: str) -> None:
+        if not NAME_RE.match(new_name):
+            raise UsageError(f"invalid container name {new_name!r}: only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed")
+        with self._lock, self.db.transaction():
+            c = self._load(c.id)
+            owner = self.db.resolve_name(new_name)
+            if owner is not None:
+                raise Conflict(f'the container name "/{new_name}" is already in use by container {owner}')
+            self.db.remove_edge(NAMES, c.name)
+            self.db.add_edge(NAMES, new_name, c.id)
+            old_name, c.name = c.name, new_name
+            c.save(self.dir)
+        self.event(c, "rename", oldName="/" + old_name)
 
     def stop(self, c: Container, timeout: float = 10.0) -> ExitStatus:
         """SIGTERM, then SIGKILL if it still runs after `timeout` seconds (docker stop)."""
@@ -370,12 +458,20 @@ class Containers:
             return ExitStatus(c.state.exit_code, 0.0, c.state.error)
         handle = self.handle(c)
         assert handle is not None
+        with self._lock:  # before the signal: a restart policy must not undo the stop
+            c.manually_stopped = True
+            c.save(self.dir)
         with contextlib.suppress(execdrivers.ExecError):
             handle.kill(signal.SIGTERM)
+        if c.state.paused:
+            with contextlib.suppress(EngineError):
+                self.unpause(c)
         if handle.wait(timeout) is None:
             with contextlib.suppress(execdrivers.ExecError):
                 handle.kill(signal.SIGKILL)
-        return self.wait(c)
+        status = self.wait(c)
+        self.event(c, "stop")
+        return status
 
     # -- remove ------------------------------------------------------------------------
 
@@ -393,6 +489,7 @@ class Containers:
             self._execdriver(c.execdriver, c.exec_options).release(c.id, c.paths(self.dir)[3])
             self._discard(c)
         self.execs.forget_container(c.id)
+        self.event(c, "destroy")
 
     # -- restore after an engine restart -----------------------------------------------
 

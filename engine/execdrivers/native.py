@@ -5,7 +5,8 @@ namespace and forks the container's first process, which unshares mount, uts, ip
 network namespaces, binds the rootfs, mounts minimal /proc /dev /sys, pivot_roots into
 it, sets the hostname, brings lo up, drops capabilities and user, and execs. It is the
 research baseline for how fast exec startup can be: two forks, a dozen syscalls, one exec.
-No cgroups are set up (the container shares the engine's), which is what keeps it lean.
+Its processes join cgroups of their own (cgroupfs.py: no limits set, but they can be
+measured, frozen and listed as runc's are).
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from .base import (
     spawn_monitor,
     status_code,
 )
+from .cgroupfs import ContainerCgroups
 
 # (name, major, minor): the nodes every container gets in its /dev, as runc creates them.
 DEVICES = (("null", 1, 3), ("zero", 1, 5), ("full", 1, 7), ("random", 1, 8), ("urandom", 1, 9), ("tty", 5, 0))
@@ -65,7 +67,10 @@ class NativeDriver(ExecDriver):
         prepare_state_dir(state_dir)
         rlimits = sane_rlimits()
 
+        groups = ContainerCgroups.create(container_id, state_dir)
+
         def start_child() -> NoReturn:
+            groups.join()  # while the host's /sys/fs/cgroup is in view
             _container_init(spec, user, env, rlimits)
 
         stdin_read, stdin_write = os.pipe() if spec.open_stdin and not spec.tty else (None, None)
@@ -106,6 +111,7 @@ class NativeDriver(ExecDriver):
         user = users.resolve(spec.rootfs, spec.user)
         env = spec.env_dict()
         env.setdefault("HOME", user.home)
+        groups = ContainerCgroups.of_process(target)
         namespaces = [os.open(f"/proc/{target}/ns/{ns}", os.O_RDONLY | os.O_CLOEXEC) for ns in EXEC_NAMESPACES]
         report_read, report_write = os.pipe2(os.O_CLOEXEC)
         pair = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM) if spec.tty else None
@@ -113,7 +119,8 @@ class NativeDriver(ExecDriver):
         try:
             pid = os.fork()
             if pid == 0:
-                _exec_relay(spec, user, env, namespaces, report_write, pipes, pair[1].fileno() if pair else None)
+                _exec_relay(spec, user, env, groups, namespaces, report_write, pipes,
+                            pair[1].fileno() if pair else None)
         finally:
             for fd in (*namespaces, report_write):
                 os.close(fd)
@@ -130,6 +137,9 @@ class NativeDriver(ExecDriver):
         assert pipes is not None
         return pipes.process(pid, "; ".join(errors))
 
+    def release(self, container_id: str, state_dir: str) -> None:
+        ContainerCgroups.remove_recorded(state_dir)
+
     def status(self) -> list[tuple[str, str]]:
         return [("Execution Driver", "native"), ("Runtime", "none (namespaces + pivot_root in the engine)")]
 
@@ -137,14 +147,15 @@ class NativeDriver(ExecDriver):
 EXEC_NAMESPACES = ("ipc", "uts", "net", "pid", "mnt")  # mnt last: it changes what /proc paths mean
 
 
-def _exec_relay(spec: ProcessSpec, user: users.User, env: dict[str, str], namespaces: list[int], report: int,
-                pipes: ExecPipes | None, console: int | None) -> NoReturn:
+def _exec_relay(spec: ProcessSpec, user: users.User, env: dict[str, str], groups: ContainerCgroups,
+                namespaces: list[int], report: int, pipes: ExecPipes | None, console: int | None) -> NoReturn:
     """The engine's fork for an exec: enter the container, fork the process, relay its status."""
     try:
         null = os.open(os.devnull, os.O_RDWR)
         stdio = pipes.child_ends if pipes is not None else (null, null, null)
         place_fds([*stdio, report, console, *namespaces])
         os.set_inheritable(SYNC_FD, False)
+        groups.join()
         for fd in range(CONSOLE_FD + 1, CONSOLE_FD + 1 + len(namespaces)):
             linux.setns(fd)
             os.close(fd)

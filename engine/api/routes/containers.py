@@ -36,6 +36,13 @@ def _network(host_config: dict[str, Any]) -> str:
     raise ApiError(400, f"network mode {mode!r} is not supported (none or host)")
 
 
+def _restart_policy(policy: dict[str, Any]) -> str:
+    """HostConfig.RestartPolicy as `--restart` spells it."""
+    name = policy.get("Name") or "no"
+    count = policy.get("MaximumRetryCount") or 0
+    return f"{name}:{count}" if name == "on-failure" and count else name
+
+
 class _Attachments:
     """Which containers have an attach stream copying their output.
 
@@ -97,6 +104,7 @@ def add_routes(router: Router, engine: Engine) -> None:
             "tty": bool(body.get("Tty")),
             "interactive": bool(body.get("OpenStdin")),
             "stdin_once": bool(body.get("StdinOnce")),
+            "restart": _restart_policy(host_config.get("RestartPolicy") or {}),
         }
         job = jobio.run(engine, "create", body["Image"], *[str(a) for a in cmd], options=options)
         return Reply(201, {"Id": job.stdout.getvalue().decode().strip(), "Warnings": []})
