@@ -153,15 +153,22 @@ def _copy(src: IO[bytes], dst: IO[bytes]) -> None:
 
 
 @jobs.job("logs", args="CONTAINER", help="a container's output", options={
-    "follow": Option(bool, "keep streaming until the container stops", ("-f", "--follow"))})
+    "follow": Option(bool, "keep streaming until the container stops", ("-f", "--follow")),
+    "tail": Option(str, "only the last N lines of each stream (default all)", ("-n", "--tail"), "all")})
 def logs(job: Job) -> int:
-    """`logs CONTAINER` (follow: keep streaming until the container stops)."""
+    """`logs CONTAINER` (follow: keep streaming until the container stops; tail: from the last
+    N lines of stdout and of stderr). The logs are the raw bytes the container wrote, with no
+    time of their own, so there is no --since, --until or --timestamps."""
     (ref,) = job.args
     store = _store(job)
     c = store.get(ref)
     out_path, err_path = store.log_paths(c)
     follow = job.options["follow"]
+    tail = _tail_lines(job.options["tail"])
     with _open_or_empty(out_path) as out, _open_or_empty(err_path) as err:
+        if tail is not None:
+            _seek_tail(out, tail)
+            _seek_tail(err, tail)
         _copy(out, job.stdout)
         _copy(err, job.stderr)
         while follow and store.refresh(c).state.running:
@@ -175,6 +182,36 @@ def logs(job: Job) -> int:
         _copy(out, job.stdout)
         _copy(err, job.stderr)
     return 0
+
+
+def _tail_lines(text: str) -> int | None:
+    if text in ("", "all"):
+        return None
+    if not text.isdigit():
+        raise UsageError(f"--tail takes a number of lines or 'all', not {text!r}")
+    return int(text)
+
+
+def _seek_tail(f: IO[bytes], lines: int) -> None:
+    """Put `f` at the start of its last `lines` lines (an unfinished last line counts)."""
+    end = f.seek(0, os.SEEK_END)
+    if lines == 0:
+        return
+    pos, count = end, 0
+    while pos > 0:
+        step = min(pos, 1 << 16)
+        pos -= step
+        f.seek(pos)
+        block = f.read(step)
+        i = len(block)
+        while (i := block.rfind(b"\n", 0, i)) >= 0:
+            if pos + i == end - 1:
+                continue  # the newline that ends the last line
+            count += 1
+            if count == lines:
+                f.seek(pos + i + 1)
+                return
+    f.seek(0)
 
 
 def _open_or_empty(path: str) -> IO[bytes]:

@@ -235,7 +235,15 @@ def add_routes(router: Router, engine: Engine) -> None:
             raise ApiError(400, "you must choose at least one stream (stdout or stderr)")
         drop = lambda _b: b""  # noqa: E731 -- a stream the client did not ask for
         raw = lambda b: b  # noqa: E731 -- a TTY's output is one stream, sent as it is
-        chunks = jobio.stream(engine, "logs", c.id, options={"follow": req.flag("follow")},
+        for name in ("since", "until"):
+            if (req.arg(name) or "0") not in ("0", "0.000000000"):
+                raise ApiError(400, f"logs {name} is not supported: strata keeps a container's output as the raw "
+                                    "bytes it wrote, without times")
+        if req.flag("timestamps"):
+            raise ApiError(400, "logs timestamps are not supported: strata keeps a container's output as the raw "
+                                "bytes it wrote, without times")
+        options = {"follow": req.flag("follow"), "tail": req.arg("tail") or "all"}
+        chunks = jobio.stream(engine, "logs", c.id, options=options,
                               out=(raw if c.tty else mux.stdout_frame) if req.flag("stdout") else drop,
                               err=(raw if c.tty else mux.stderr_frame) if req.flag("stderr") else drop)
         return Reply(200, stream=chunks, content_type=RAW_STREAM if c.tty else MUX_STREAM)
