@@ -22,7 +22,7 @@ from typing import IO, Any
 
 from graphdrivers import naivediff, whiteouts
 from graphdrivers.archive import apply_layer, export_paths
-from graphdrivers.archive.resolve import open_in_root
+from graphdrivers.archive.resolve import open_in_root, openat2_in_root
 from graphdrivers.changes import Change
 from graphdrivers.errors import UnsafeArchive
 
@@ -63,9 +63,17 @@ def _rootfs(store: Containers, c: Container) -> Iterator[str]:
         store.driver.put(c.layer)
 
 
-def _open_dir(c: Container, rootfs: str, relpath: str, shown: str) -> int:
+def _open_dir(c: Container, rootfs: str, relpath: str, shown: str, *, follow: bool = False) -> int:
+    """An O_PATH fd of the directory `relpath` of the rootfs; `follow`: a final symlink is
+    followed (still inside the rootfs), as for a destination."""
     try:
-        return open_in_root(rootfs, relpath, os.O_PATH | os.O_DIRECTORY)
+        if not follow:
+            return open_in_root(rootfs, relpath, os.O_PATH | os.O_DIRECTORY)
+        root_fd = os.open(rootfs, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            return openat2_in_root(root_fd, relpath or ".", os.O_PATH | os.O_DIRECTORY)
+        finally:
+            os.close(root_fd)
     except FileNotFoundError:
         raise NoSuchPath(c, shown) from None
     except NotADirectoryError:
@@ -140,7 +148,7 @@ def put_archive(store: Containers, c: Container, path: str, stream: IO[bytes], *
     """Extract the tar `stream` into the directory `path` of the container."""
     parent, name = _clean(path)
     with _rootfs(store, c) as rootfs, tempfile.TemporaryFile(dir=os.path.join(store.root, "tmp")) as spool:
-        fd = _open_dir(c, rootfs, f"{parent}/{name}".strip("/"), path)
+        fd = _open_dir(c, rootfs, f"{parent}/{name}".strip("/"), path, follow=True)
         try:
             dest = f"/proc/self/fd/{fd}"
             if no_overwrite_dir_non_dir:  # read it first: the applier replaces what is in the way
@@ -219,11 +227,14 @@ def _copy_out(store: Containers, c: Container, path: str, local: str) -> None:
 def _copy_in(store: Containers, c: Container, local: str, path: str) -> None:
     if not os.path.lexists(local):
         raise UsageError(f"no such local file or directory: {local}")
-    try:
-        is_dir = stat_path(store, c, path)["mode"] & _MODE_DIR
-        into, name = path, os.path.basename(os.path.abspath(local))
-    except NoSuchPath:
-        is_dir = False
+    parent, last = _clean(path)
+    with _rootfs(store, c) as rootfs:
+        try:
+            os.close(_open_dir(c, rootfs, f"{parent}/{last}".strip("/"), path, follow=True))
+            is_dir = True  # (a link to a directory too: a destination is followed)
+        except (NoSuchPath, UsageError):
+            is_dir = False
+    into, name = path, os.path.basename(os.path.abspath(local))
     if not is_dir:
         into, name = os.path.dirname(path.rstrip("/")) or "/", os.path.basename(path.rstrip("/"))
     with tempfile.TemporaryFile(dir=os.path.join(store.root, "tmp")) as spool:

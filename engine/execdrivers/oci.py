@@ -199,6 +199,7 @@ class OciDriver(ExecDriver):
         foreground copies its stdio (pipes, or a host pty) to the process's, as for `start`."""
         spec.validate()
         user = users.resolve(spec.rootfs, spec.user)
+        self._wait_running(handle)
         name = f"exec-{secrets.token_hex(8)}"
         files = [os.path.join(handle.state_dir, f"{name}.{ext}") for ext in ("json", "pid", "log")]
         with open(files[0], "w") as f:
@@ -224,6 +225,22 @@ class OciDriver(ExecDriver):
             raise
         pipes.close_child_ends()
         return _OciExec(self, pid, files, stdin=pipes.stdin, stdout=pipes.stdout, stderr=pipes.stderr)
+
+    def _wait_running(self, handle: Handle, timeout: float = 10.0) -> None:
+        """Until the runtime reports the container running: just after `start` it may still
+        be creating it, and the runtime's exec refuses a container it does not know yet."""
+        deadline = time.monotonic() + timeout
+        while True:
+            result = subprocess.run(self.runtime_command("state", handle.id), capture_output=True, text=True,
+                                    preexec_fn=self.enter_runtime_namespace if self.hide_cgroup2 else None)
+            with contextlib.suppress(ValueError):
+                if result.returncode == 0 and json.loads(result.stdout).get("status") == "running":
+                    return
+            if handle.exit_status() is not None:
+                raise ExecError(f"container {handle.id} is not running")
+            if time.monotonic() > deadline:
+                raise ExecError(f"{self.runtime} did not report container {handle.id} running in {timeout}s")
+            time.sleep(0.01)
 
     def container_pid(self, handle: Handle, timeout: float) -> int | None:
         """The runtime writes the pid file once the process runs; wait for it (or the end)."""
