@@ -297,7 +297,7 @@ def _since(text: str, now: dt.datetime) -> str:
 def _status_text(c: Container, now: dt.datetime) -> str:
     s = c.state
     if s.running:
-        return f"Up {_since(s.started_at, now)}"
+        return f"Up {_since(s.started_at, now)}" + (" (Paused)" if s.paused else "")
     if s.status == "exited":
         return f"Exited ({s.exit_code}) {_since(s.finished_at, now)} ago"
     return "Created"

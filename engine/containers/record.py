@@ -120,7 +120,7 @@ class Container:
             "Path": self.args[0] if self.args else "",
             "Args": self.args[1:],
             "State": {
-                "Status": s.status,
+                "Status": "paused" if s.paused and s.running else s.status,
                 "Running": s.running,
                 "Paused": s.paused and s.running,
                 "Restarting": False,

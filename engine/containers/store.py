@@ -350,6 +350,7 @@ class Containers:
             if fresh.state.status != RUNNING:
                 c.state = fresh.state
                 return
+            vars(c).update(vars(fresh))  # the record as it is now (a stop, a rename may have changed it)
             if status is None:
                 status = ExitStatus(execdrivers.base.STATUS_LOST, time.time(), "the container's monitor is gone")
             c.state.status = EXITED

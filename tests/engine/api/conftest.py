@@ -41,11 +41,11 @@ class Daemon:
         return self.proc.wait(30)
 
 
-def start_daemon(root: str, driver: str, *daemon_args: str) -> Daemon:
+def start_daemon(root: str, driver: str, *daemon_args: str, execdriver: str = "native") -> Daemon:
     sock = os.path.join(root, "strata.sock")
     log = open(os.path.join(os.path.dirname(root), "daemon.log"), "wb")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "engine.cli", "--root", root, "-s", driver, "-o", "exec.driver=native",
+        [sys.executable, "-m", "engine.cli", "--root", root, "-s", driver, "-o", f"exec.driver={execdriver}",
          "daemon", "-H", "unix://" + sock, *daemon_args],
         stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONPATH": REPO})
     log.close()
@@ -66,11 +66,17 @@ def busybox_tar(tmp_path_factory: pytest.TempPathFactory) -> str:
 
 
 @pytest.fixture
-def daemon(driver_name: str, make_backing) -> Iterator[Daemon]:
+def execdriver_name() -> str:
+    """The daemon's execdriver; a test parametrizes it to run on both."""
+    return "native"
+
+
+@pytest.fixture
+def daemon(driver_name: str, execdriver_name: str, make_backing) -> Iterator[Daemon]:
     fs = make_backing(graphdrivers.registration(driver_name).backing_fs)
     root = os.path.join(fs.mountpoint, "root")
     os.makedirs(root)
-    d = start_daemon(root, driver_name)
+    d = start_daemon(root, driver_name, execdriver=execdriver_name)
     try:
         yield d
     finally:
