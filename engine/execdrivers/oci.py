@@ -186,8 +186,8 @@ class OciDriver(ExecDriver):
         """A runtime that failed before the process ran (no pid file): Docker's 127 or 126."""
         if status.code == 0 or os.path.exists(os.path.join(handle.state_dir, PID_FILE)):
             return status
-        return ExitStatus(*self._start_failure(status.code, os.path.join(handle.state_dir, RUNTIME_LOG)),
-                          status.finished_at)
+        code, error = self._start_failure(status.code, os.path.join(handle.state_dir, RUNTIME_LOG))
+        return ExitStatus(code, status.finished_at, error)
 
     def _start_failure(self, code: int, log: str) -> tuple[int, str]:
         error = runtime_errors(log) or f"{self.runtime} exited with status {code} before starting the process"
