@@ -221,8 +221,10 @@ def _open_or_empty(path: str) -> IO[bytes]:
     return open(path, "rb")
 
 
-@jobs.job("stop", args="CONTAINER...", help="SIGTERM, then SIGKILL after a timeout", options={
-    "time": Option(float, "seconds before SIGKILL (default 10)", ("-t", "--time"), 10.0)})
+STOP_TIME = Option(float, "seconds before SIGKILL (default 10)", ("-t", "--time"), 10.0)
+
+
+@jobs.job("stop", args="CONTAINER...", help="SIGTERM, then SIGKILL after a timeout", options={"time": STOP_TIME})
 def stop(job: Job) -> int:
     """`stop CONTAINER...` (time: seconds before SIGKILL, default 10)."""
     store = _store(job)

@@ -9,6 +9,7 @@ from ..errors import Conflict, UsageError
 from ..job import Job
 from ..jobspec import JobTable, Option
 from .copy import copy
+from .jobs import STOP_TIME
 from .restart import parse_policy
 from .store import Containers
 
@@ -49,8 +50,8 @@ def unpause(job: Job) -> int:
     return _each(job, "unpause")
 
 
-@jobs.job("restart", args="CONTAINER...", help="stop (if running) and start containers", options={
-    "time": Option(float, "seconds before SIGKILL (default 10)", ("-t", "--time"), 10.0)})
+@jobs.job("restart", args="CONTAINER...", help="stop (if running) and start containers",
+          options={"time": STOP_TIME})
 def restart(job: Job) -> int:
     store = _store(job)
     for ref in job.args:

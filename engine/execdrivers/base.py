@@ -226,7 +226,8 @@ def spawn_monitor(
     read_end, write_end = os.pipe2(os.O_CLOEXEC)
     monitor = os.fork()
     if monitor == 0:
-        _monitor_main(state_dir, stdout_path, stderr_path, write_end, start_child, new_pid_namespace, stdin, console)
+        _monitor_main(state_dir, write_end, lambda: _monitor_setup(stdout_path, stderr_path, write_end, start_child,
+                                                                   new_pid_namespace, stdin, console))
     os.close(write_end)
     chunks = []
     while chunk := os.read(read_end, 65536):
@@ -242,19 +243,11 @@ def spawn_monitor(
     return monitor, pids[0], "; ".join(errors)
 
 
-def _monitor_main(
-    state_dir: str,
-    stdout_path: str,
-    stderr_path: str,
-    write_end: int,
-    start_child: Callable[[], NoReturn],
-    new_pid_namespace: bool,
-    stdin: int | None,
-    console: int | None,
-) -> NoReturn:
+def _monitor_main(state_dir: str, write_end: int, setup: Callable[[], int]) -> NoReturn:
+    """The monitor: `setup` detaches it and forks the child; then it waits and records the status."""
     try:
         try:
-            child = _monitor_setup(stdout_path, stderr_path, write_end, start_child, new_pid_namespace, stdin, console)
+            child = setup()
         except BaseException as exc:  # before the child exists: tell the engine, which raises
             os.write(write_end, f"fatal {exc}\n".encode(errors="replace"))
             return
