@@ -179,3 +179,36 @@ def test_docker_sdk_exec_lifecycle_archive_events(daemon: Daemon, busybox_tar: s
         assert [e["Action"] for e in seen] == ["pause", "unpause", "rename"]
     finally:
         client.close()
+
+
+def test_attach_detach_keys_leave_the_container_running(daemon: Daemon, busybox_tar: str) -> None:
+    api = docker.APIClient(base_url=daemon.host, version="1.41", timeout=60)
+    try:
+        with open(busybox_tar, "rb") as f:
+            for _ in api.load_image(f.read()):
+                pass
+        cid = api.create_container("busybox", ["sh"], stdin_open=True, tty=True)["Id"]
+        api.start(cid)
+        sock = api.attach_socket(cid, params={"stdin": 1, "stdout": 1, "stream": 1, "detachKeys": "ctrl-x,x"})
+        raw = sock._sock
+        raw.sendall(b"echo attached-$((40+2))\n")
+        seen = b""
+        while b"attached-42" not in seen:
+            chunk = raw.recv(4096)
+            assert chunk, f"the stream ended early: {seen!r}"
+            seen += chunk
+        raw.sendall(b"\x18x")  # ctrl-x, x: the attach ends, the shell does not see them
+        while raw.recv(4096):
+            pass
+        sock.close()
+        assert api.inspect_container(cid)["State"]["Running"] is True
+        again = api.exec_create(cid, ["true"])["Id"]
+        api.exec_start(again)
+        assert api.exec_inspect(again)["ExitCode"] == 0
+        api.remove_container(cid, force=True)
+        other = api.create_container("busybox", ["true"], name="keys")["Id"]
+        with pytest.raises(docker.errors.APIError, match="invalid detach keys"):
+            api.attach_socket(other, params={"stdin": 1, "stream": 1, "detachKeys": "ctrl-long"})
+        api.remove_container(other)
+    finally:
+        api.close()
