@@ -1,7 +1,7 @@
 """The engine's event stream (`docker events`): what happened to containers and images, when.
 
 Events are appended to `<root>/events.jsonl` as they happen, so that `since` reaches back
-past an engine's restart (the last KEEP of them), and are handed to the followers of the
+past an engine's restart (the last KEEP of them at least), and are handed to the followers of the
 stream and to the engine's own listeners (the restart manager). Actions and attributes
 are Docker's: container create/start/die/destroy/..., image pull/tag/delete/...
 """
@@ -27,6 +27,7 @@ log = logging.getLogger(__name__)
 
 KEEP = 1024
 FILE = "events.jsonl"
+MAX_FILE = 1 << 20  # bytes: past this, the file is cut back to the last KEEP events
 FILTER_KEYS = ("type", "event", "container", "image")
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ns|us|ms|s|m|h)$")
 _UNITS = {"ns": 1e-9, "us": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
@@ -104,30 +105,27 @@ IMAGE_JOBS = {"pull": ("pull", 0), "push": ("push", 0), "tag": ("tag", 0), "rmi"
 
 
 class Events:
-    """The events of one engine root: a bounded log on disk and in memory, and its followers."""
+    """The events of one engine root: a bounded log on disk, read when first followed (opening
+    an engine costs nothing), and its followers and listeners."""
 
     def __init__(self, root: str) -> None:
         self.path = os.path.join(root, FILE)
         self._cond = threading.Condition()
-        self._recent: deque[Event] = deque(self._load(), maxlen=KEEP)
+        self._recent: deque[Event] | None = None  # the last KEEP, once someone follows
         self._listeners: list[Callable[[Event], None]] = []
-        self._rewrite()
 
-    def _load(self) -> list[Event]:
-        events = []
-        with contextlib.suppress(FileNotFoundError), open(self.path) as f:
-            for line in f:
-                with contextlib.suppress(ValueError, TypeError, KeyError):
-                    raw = json.loads(line)
-                    events.append(Event(raw["type"], raw["action"], raw["actor"], raw["attributes"], raw["time_nano"]))
-        return events[-KEEP:]
-
-    def _rewrite(self) -> None:
-        """Keep the file as long as the memory: the last KEEP events (a torn last line is dropped)."""
-        tmp = self.path + ".tmp"
-        with open(tmp, "w") as f:
-            f.write("".join(_record(e) for e in self._recent))
-        os.replace(tmp, self.path)
+    def _load(self) -> deque[Event]:
+        """The file's last KEEP events (a torn last line, from a crash, is skipped)."""
+        if self._recent is None:
+            events: deque[Event] = deque(maxlen=KEEP)
+            with contextlib.suppress(FileNotFoundError), open(self.path) as f:
+                for line in f:
+                    with contextlib.suppress(ValueError, TypeError, KeyError):
+                        raw = json.loads(line)
+                        events.append(Event(raw["type"], raw["action"], raw["actor"], raw["attributes"],
+                                            raw["time_nano"]))
+            self._recent = events
+        return self._recent
 
     def listen(self, callback: Callable[[Event], None]) -> None:
         """Call `callback(event)` for every event from now on (quickly: it runs in the emitter)."""
@@ -137,11 +135,13 @@ class Events:
     def emit(self, type_: str, action: str, actor: str, **attributes: str) -> Event:
         event = Event(type_, action, actor, {k: str(v) for k, v in attributes.items() if v != ""}, time.time_ns())
         with self._cond:
-            self._recent.append(event)
+            if self._recent is not None:
+                self._recent.append(event)
             with open(self.path, "a") as f:
                 f.write(_record(event))
-            if len(self._recent) == KEEP and event.time_nano % 64 == 0:
-                self._rewrite()  # now and then, so the file stays bounded
+                size = f.tell()
+            if size > MAX_FILE:
+                self._trim()
             listeners = list(self._listeners)
             self._cond.notify_all()
         for callback in listeners:
@@ -150,6 +150,14 @@ class Events:
             except Exception:
                 log.exception("an event listener failed on %s %s", event.type, event.action)
         return event
+
+    def _trim(self) -> None:
+        """Keep the file to the last KEEP events."""
+        events = self._load()
+        tmp = self.path + ".tmp"
+        with open(tmp, "w") as f:
+            f.write("".join(_record(e) for e in events))
+        os.replace(tmp, self.path)
 
     def job_succeeded(self, name: str, args: list[str]) -> None:
         """The image events of a finished job (its arguments name the images)."""
@@ -172,14 +180,14 @@ class Events:
         seen = start - 1
         while True:
             with self._cond:
-                batch = [e for e in self._recent if e.time_nano > seen]
+                batch = [e for e in self._load() if e.time_nano > seen]
                 if not batch:
                     now = time.time_ns()
                     if end is not None and now >= end:
                         return
                     timeout = 1.0 if end is None else min(1.0, (end - now) / 1e9)
                     self._cond.wait(timeout)
-                    batch = [e for e in self._recent if e.time_nano > seen]
+                    batch = [e for e in self._load() if e.time_nano > seen]
             for event in batch:
                 seen = event.time_nano
                 if end is not None and event.time_nano > end:

@@ -142,7 +142,7 @@ class ApiServer:
         for c in store.list():
             log.info("stopping container %s on shutdown", c.short_id)
             try:
-                store.stop(c, SHUTDOWN_STOP_TIMEOUT)
+                store.stop(c, SHUTDOWN_STOP_TIMEOUT, by_user=False)  # `unless-stopped` starts it again
             except (EngineError, DriverError) as exc:
                 log.warning("could not stop container %s on shutdown: %s", c.short_id, exc)
 

@@ -386,6 +386,7 @@ class Containers:
         handle = self.handle(c)
         if not c.state.running or handle is None:
             raise Conflict(f"container {c.short_id} is not running")
+        self._stopped_by_user(c)  # as Docker's kill: no restart policy undoes it
         try:
             handle.kill(sig)
         except execdrivers.ExecError as exc:
@@ -452,16 +453,22 @@ class Containers:
             c.save(self.dir)
         self.event(c, "rename", oldName="/" + old_name)
 
-    def stop(self, c: Container, timeout: float = 10.0) -> ExitStatus:
-        """SIGTERM, then SIGKILL if it still runs after `timeout` seconds (docker stop)."""
+    def _stopped_by_user(self, c: Container) -> None:
+        """Before the signal: a restart policy must not undo a user's stop (or rm -f)."""
+        with self._lock:
+            c.manually_stopped = True
+            c.save(self.dir)
+
+    def stop(self, c: Container, timeout: float = 10.0, *, by_user: bool = True) -> ExitStatus:
+        """SIGTERM, then SIGKILL if it still runs after `timeout` seconds (docker stop).
+        `by_user`: a user's stop, which no restart policy undoes (a daemon's shutdown is not)."""
         c = self.refresh(c)
         if not c.state.running:
             return ExitStatus(c.state.exit_code, 0.0, c.state.error)
         handle = self.handle(c)
         assert handle is not None
-        with self._lock:  # before the signal: a restart policy must not undo the stop
-            c.manually_stopped = True
-            c.save(self.dir)
+        if by_user:
+            self._stopped_by_user(c)
         with contextlib.suppress(execdrivers.ExecError):
             handle.kill(signal.SIGTERM)
         if c.state.paused:
@@ -481,6 +488,7 @@ class Containers:
         if c.state.running:
             if not force:
                 raise Conflict(f"you cannot remove a running container {c.short_id}: stop it first or use -f")
+            self._stopped_by_user(c)
             with contextlib.suppress(Conflict):
                 self.kill(c, signal.SIGKILL)
             self.wait(c)

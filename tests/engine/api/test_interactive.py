@@ -12,7 +12,7 @@ import time
 import docker
 import pytest
 
-from tests.engine.api.conftest import Daemon
+from tests.engine.api.conftest import Daemon, start_daemon
 from tests.support import terminal
 
 COUNTER = "i=0; while :; do i=$((i+1)); echo $i > /tmp/counter; sleep 0.05; done"
@@ -119,6 +119,18 @@ def test_restart_policy_restarts_a_failing_container(daemon: Daemon, busybox_tar
     finally:
         api.close()
     _ok(daemon, "rm", "flaky", "steady")
+
+    # a daemon's shutdown stops containers, but not as a user does: they start with the next one
+    _ok(daemon, "run", "-d", "--name", "keeper", "--restart", "unless-stopped", "busybox", "sleep", "60")
+    assert daemon.stop() == 0
+    daemon.proc = start_daemon(daemon.root, daemon.driver).proc  # the fixture stops this one
+    for _ in range(200):
+        if _ok(daemon, "inspect", "-f", "{{.State.Status}}", "keeper").strip() == "running":
+            break
+        time.sleep(0.05)
+    else:
+        raise AssertionError("the unless-stopped container was not started with the daemon")
+    _ok(daemon, "rm", "-f", "keeper")
 
 
 @pytest.mark.parametrize("execdriver_name", ["native", "oci"])
