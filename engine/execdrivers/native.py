@@ -83,6 +83,7 @@ class NativeDriver(ExecDriver):
             _close(stdin_write)
             if pair:
                 pair[0].close()
+            ContainerCgroups.remove_recorded(state_dir)
             raise
         finally:  # the engine's copies of what the monitor inherited
             _close(stdin_read)
