@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import Conflict, ContainerStartError, NoSuchExec, UsageError
 from ..execdrivers import ProcessSpec
-from ..execdrivers.base import ExecProcess
+from ..execdrivers.base import STATUS_CANNOT_INVOKE, ExecProcess
 from .stdio import ProcessIO
 
 if TYPE_CHECKING:
@@ -121,22 +121,32 @@ class Execs:
         for key in [k for k, e in self._instances.items() if e.finished_at and now - e.finished_at > FORGET_AFTER]:
             del self._instances[key]
 
+    def check_startable(self, instance: ExecInstance) -> None:
+        """Refuse at once what `start` would: a second start, a container stopped or paused."""
+        if instance.started:
+            raise Conflict(f"exec instance {instance.id[:12]} has already been started")
+        c = self.store.refresh(self.store.get(instance.container_id))
+        if not c.state.running:
+            raise Conflict(f"container {c.short_id} is not running")
+        if c.state.paused:
+            raise Conflict(f"container {c.short_id} is paused, unpause it first")
+
     def start(self, instance: ExecInstance) -> ExecInstance:
         """Start the process (once); its output waits in pipes until `pump` (or `run_detached`)."""
+        self.check_startable(instance)
         with self._lock:
             if instance.started:
                 raise Conflict(f"exec instance {instance.id[:12]} has already been started")
             instance.started = True
         c = self.store.get(instance.container_id)
-        if c.state.paused:
-            raise Conflict(f"container {c.short_id} is paused, unpause it first")
         spec = ProcessSpec("", instance.args, _merged_env(c.env, instance.env), instance.workdir or c.workdir,
                            instance.user or c.user, c.hostname, c.network, instance.tty, instance.open_stdin)
         try:
             process = self.store.exec_in(c, spec)
         except BaseException:
-            instance.ended.set()
+            instance.exit_code = STATUS_CANNOT_INVOKE  # as Docker's: it could not be run
             instance.finished_at = time.time()
+            instance.ended.set()
             raise
         instance.process = process
         instance.pid = process.pid

@@ -36,7 +36,7 @@ def _network(host_config: dict[str, Any]) -> str:
     raise ApiError(400, f"network mode {mode!r} is not supported (none or host)")
 
 
-def _restart_policy(policy: dict[str, Any]) -> str:
+def restart_policy(policy: dict[str, Any]) -> str:
     """HostConfig.RestartPolicy as `--restart` spells it."""
     name = policy.get("Name") or "no"
     count = policy.get("MaximumRetryCount") or 0
@@ -104,7 +104,7 @@ def add_routes(router: Router, engine: Engine) -> None:
             "tty": bool(body.get("Tty")),
             "interactive": bool(body.get("OpenStdin")),
             "stdin_once": bool(body.get("StdinOnce")),
-            "restart": _restart_policy(host_config.get("RestartPolicy") or {}),
+            "restart": restart_policy(host_config.get("RestartPolicy") or {}),
         }
         job = jobio.run(engine, "create", body["Image"], *[str(a) for a in cmd], options=options)
         return Reply(201, {"Id": job.stdout.getvalue().decode().strip(), "Warnings": []})

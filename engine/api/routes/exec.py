@@ -9,6 +9,7 @@ from typing import IO
 
 from ...containers.stdio import detach_sequence, forward_input
 from ...engine import Engine
+from ...errors import EngineError
 from .. import jobio, mux
 from ..http import ApiError, Reply, Request, Router
 from .containers import MUX_STREAM, RAW_STREAM
@@ -44,11 +45,22 @@ def add_routes(router: Router, engine: Engine) -> None:
             execs.run_detached(instance)
             return Reply(200, None)
         detach = detach_sequence(instance.detach_keys)
-        execs.start(instance)
-        io = instance.io
-        assert io is not None
+        execs.check_startable(instance)
 
         def hijacked(sock: socket.socket, rfile: IO[bytes]) -> None:
+            """As dockerd does: the process starts once the connection is the client's, so no
+            output can be read with the headers; a start that fails is told on the stream."""
+            frame = (lambda _stream, data: data) if instance.tty else mux.frame
+            try:
+                execs.start(instance)
+            except EngineError as exc:
+                with contextlib.suppress(OSError):
+                    sock.sendall(frame(mux.STDERR, f"{exc}\r\n".encode()))
+                    sock.shutdown(socket.SHUT_WR)
+                return
+            io = instance.io
+            assert io is not None
+
             def feed() -> None:
                 read = getattr(rfile, "read1", rfile.read)
                 with contextlib.suppress(OSError, ValueError):
@@ -57,10 +69,7 @@ def add_routes(router: Router, engine: Engine) -> None:
 
             if instance.open_stdin:
                 threading.Thread(target=feed, name=f"exec-stdin-{instance.id[:12]}", daemon=True).start()
-            if instance.tty:
-                execs.pump(instance, lambda _stream, data: sock.sendall(data))
-            else:
-                execs.pump(instance, lambda stream, data: sock.sendall(mux.frame(stream, data)))
+            execs.pump(instance, lambda stream, data: sock.sendall(frame(stream, data)))
             with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_WR)
 

@@ -11,11 +11,10 @@ from ...containers import copy
 from ...engine import Engine
 from .. import jobio
 from ..http import ApiError, Reply, Request, Router
+from .containers import restart_policy
 
-# HostConfig fields of POST /containers/{id}/update that strata writes, by update's option name
-UPDATE_FIELDS = {"Memory": "memory", "MemorySwap": "memory_swap", "MemoryReservation": "memory_reservation",
-                 "CpuShares": "cpu_shares", "CpuPeriod": "cpu_period", "CpuQuota": "cpu_quota",
-                 "PidsLimit": "pids_limit"}
+# HostConfig fields of POST /containers/{id}/update that strata writes (update's options)
+UPDATE_FIELDS = ("Memory", "MemorySwap", "MemoryReservation", "CpuShares", "CpuPeriod", "CpuQuota", "PidsLimit")
 PATH_STAT = "X-Docker-Container-Path-Stat"
 
 
@@ -29,11 +28,15 @@ def add_routes(router: Router, engine: Engine) -> None:
     def container_id(req: Request) -> str:
         return store.get(req.params["id"]).id  # a missing container is a 404
 
-    for action in ("pause", "unpause"):
-        def act(req: Request, action: str = action) -> Reply:
-            jobio.run(engine, action, container_id(req))
-            return Reply(204, None)
-        router.add("POST", f"/containers/{{id}}/{action}", act)
+    @router.route("POST", "/containers/{id}/pause")
+    def pause(req: Request) -> Reply:
+        jobio.run(engine, "pause", container_id(req))
+        return Reply(204, None)
+
+    @router.route("POST", "/containers/{id}/unpause")
+    def unpause(req: Request) -> Reply:
+        jobio.run(engine, "unpause", container_id(req))
+        return Reply(204, None)
 
     @router.route("POST", "/containers/{id}/restart")
     def restart(req: Request) -> Reply:
@@ -57,16 +60,17 @@ def add_routes(router: Router, engine: Engine) -> None:
         if unknown:
             raise ApiError(400, f"update of {', '.join(unknown)} is not supported (strata updates "
                                 f"{', '.join(UPDATE_FIELDS)} and RestartPolicy)")
-        options: dict[str, Any] = {}
-        for key, name in UPDATE_FIELDS.items():
-            value = body.get(key) or 0
-            if value:
-                options[name] = str(value) if name.startswith("memory") else int(value)
         policy = body.get("RestartPolicy") or {}
-        if policy.get("Name"):
-            count = policy.get("MaximumRetryCount") or 0
-            options["restart"] = f"{policy['Name']}:{count}" if policy["Name"] == "on-failure" and count \
-                else policy["Name"]
+        options = {
+            "memory": _size(body, "Memory"),
+            "memory_swap": _size(body, "MemorySwap"),
+            "memory_reservation": _size(body, "MemoryReservation"),
+            "cpu_shares": int(body.get("CpuShares") or 0),
+            "cpu_period": int(body.get("CpuPeriod") or 0),
+            "cpu_quota": int(body.get("CpuQuota") or 0),
+            "pids_limit": int(body.get("PidsLimit") or 0),
+            "restart": restart_policy(policy) if policy.get("Name") else "",
+        }
         jobio.run(engine, "update", container_id(req), options=options)
         return Reply(200, {"Warnings": []})
 
@@ -109,6 +113,12 @@ def add_routes(router: Router, engine: Engine) -> None:
                  for value in (values if isinstance(values, list) else [k for k, on in values.items() if on])]
         options = {"since": req.arg("since") or "", "until": req.arg("until") or "", "filter": items, "json": True}
         return Reply(200, stream=jobio.stream(engine, "events", options=options))
+
+
+def _size(body: dict[str, Any], key: str) -> str:
+    """A byte count of the body as update's size option takes it ("" when unset)."""
+    value = int(body.get(key) or 0)
+    return str(value) if value else ""
 
 
 def _path_arg(req: Request) -> str:
