@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import signal
 import time
+from collections.abc import Iterator
 
 import pytest
 
@@ -22,6 +23,16 @@ class Ran:
 
 
 MONITORS: list[int] = []  # every monitor this module started: none may outlive it
+STARTED: list[tuple[ExecDriver, str, str]] = []  # (driver, id, state dir) to release after each test
+
+
+@pytest.fixture(autouse=True)
+def _release_started() -> Iterator[None]:
+    """As the engine does when a container ends: the runtime's state, native's cgroups go."""
+    yield
+    while STARTED:
+        driver, name, state = STARTED.pop()
+        driver.release(name, state)
 
 
 def start(driver: ExecDriver, rootfs: str, tmp_path, args: list[str], **spec):
@@ -30,6 +41,7 @@ def start(driver: ExecDriver, rootfs: str, tmp_path, args: list[str], **spec):
     name = f"{tmp_path.name[-20:]}-{n}"  # unique, like the engine's ids: runtimes keep per-id cgroups
     handle = driver.start(name, ProcessSpec(rootfs, args, **spec), state, f"{state}.out", f"{state}.err")
     MONITORS.append(handle.monitor_pid)
+    STARTED.append((driver, name, state))
     return handle, f"{state}.out", f"{state}.err"
 
 
