@@ -135,11 +135,14 @@ def stats(job: Job) -> int:
             current["preread"] = before["read"] if before else "0001-01-01T00:00:00Z"
             previous[c.id] = current
             readings.append(current)
-        if job.options["json"]:
-            job.write("".join(json.dumps(r) + "\n" for r in readings))
-        elif readings:
-            job.write(table([HEADER, *(row(r) for r in readings)]))
-        job.stdout.flush()
+        try:
+            if job.options["json"]:
+                job.write("".join(json.dumps(r) + "\n" for r in readings))
+            elif readings:
+                job.write(table([HEADER, *(row(r) for r in readings)]))
+            job.stdout.flush()
+        except BrokenPipeError:  # the reader went away: the end of a stream, not an error
+            break
         if once or stop.wait(INTERVAL):
             break
     return 0

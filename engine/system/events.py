@@ -22,7 +22,10 @@ def events(job: Job) -> int:
     since, until = parse_when(job.options["since"]), parse_when(job.options["until"])
     filters = parse_filters(job.options["filter"])
     stop: threading.Event | None = getattr(job, "cancelled", None)
-    for event in job.engine.events.follow(since, until, filters, stop):
-        job.write(json.dumps(event.json()) + "\n" if job.options["json"] else event.line() + "\n")
-        job.stdout.flush()
+    try:
+        for event in job.engine.events.follow(since, until, filters, stop):
+            job.write(json.dumps(event.json()) + "\n" if job.options["json"] else event.line() + "\n")
+            job.stdout.flush()
+    except BrokenPipeError:  # the reader went away: the end of a stream, not an error
+        pass
     return 0
