@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import pty
@@ -78,7 +79,21 @@ def spawn(argv: list[str], env: dict[str, str], rows: int = 30, cols: int = 100)
 
 def shell_session(term: Terminal) -> int:
     """The checks every -it test makes: a TTY of the container's own devpts, its size the
-    terminal's and following a resize, the shell's exit status passed through."""
+    terminal's and following a resize, the shell's exit status passed through. A check
+    that fails leaves no client behind."""
+    try:
+        return _shell_checks(term)
+    except BaseException:
+        with contextlib.suppress(ProcessLookupError, ChildProcessError):
+            os.kill(term.pid, signal.SIGKILL)
+            os.waitpid(term.pid, 0)
+        raise
+    finally:
+        with contextlib.suppress(OSError):
+            term.close()
+
+
+def _shell_checks(term: Terminal) -> int:
     term.expect(b"# ")
     term.send(b"tty; stty size\r")
     term.expect(b"30 100")
@@ -93,6 +108,4 @@ def shell_session(term: Terminal) -> int:
             continue
     term.expect(b"44 132")
     term.send(b"exit 3\r")
-    status = term.wait()
-    term.close()
-    return status
+    return term.wait()
