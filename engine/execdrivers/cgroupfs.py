@@ -26,6 +26,7 @@ log = logging.getLogger(__name__)
 CONTROLLERS = ("cpu", "cpuacct", "memory", "blkio", "pids", "freezer")  # what the native driver makes
 STATE_FILE = "cgroups.json"  # in the execdriver state directory: the native driver's, to remove them
 FREEZE_WAIT = 10.0  # seconds a freeze may take (FREEZING until every task has stopped)
+REMOVE_WAIT = 10.0  # seconds the last tasks of an ended container may take to leave its cgroups
 
 
 def _read(path: str) -> str:
@@ -86,22 +87,22 @@ class ContainerCgroups:
                 paths = json.load(f)
         except FileNotFoundError:
             return
-        for controller, path in paths.items():
-            if controller == "freezer":  # a frozen cgroup's tasks never exit
-                with contextlib.suppress(FileNotFoundError):
-                    _thaw_path(path)
-            for _ in range(50):  # a cgroup whose last task is still exiting is busy for a moment
+        if "freezer" in paths:  # a frozen cgroup's tasks never exit
+            with contextlib.suppress(FileNotFoundError):
+                _thaw_path(paths["freezer"])
+        deadline = time.monotonic() + REMOVE_WAIT
+        for path in paths.values():
+            while True:  # the namespace's other processes are killed with its init, and leave late
                 try:
                     os.rmdir(path)
                     break
                 except FileNotFoundError:
                     break
                 except OSError as exc:
-                    if exc.errno != errno.EBUSY:
-                        raise
-                    time.sleep(0.01)
-            else:
-                log.warning("cgroup %s is still busy; leaving it", path)
+                    if exc.errno != errno.EBUSY or time.monotonic() > deadline:
+                        log.warning("cgroup %s: %s; leaving it", path, exc.strerror)
+                        break
+                    time.sleep(0.02)
         os.unlink(record)
 
     def join(self) -> None:
