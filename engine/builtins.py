@@ -7,15 +7,17 @@ exists) read the declarations from here, so a job added to a module is everywher
 from __future__ import annotations
 
 from . import api
+from .containers import exec_jobs, lifecycle, observe
 from .containers import jobs as containers
 from .containers import volumejobs as volumes
 from .images import jobs as images
 from .jobspec import JobSpec
 from .network import jobs as network
 from .registry import jobs as registry
+from .system import events
 from .system import info as system
 
-MODULES = (images, containers, volumes, network, registry, system, api)
+MODULES = (images, containers, exec_jobs, lifecycle, observe, volumes, network, registry, system, events, api)
 
 
 def specs() -> dict[str, JobSpec]:

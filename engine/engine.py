@@ -25,6 +25,7 @@ from . import builtins
 from .api import ApiService
 from .containers.store import Containers
 from .errors import EngineError, EngineLocked
+from .events import Events
 from .images.graph import Graph
 from .images.graphdb import GraphDB
 from .job import Job, lookup
@@ -41,6 +42,7 @@ class Engine:
     db: GraphDB  # entities, edges, images, layers, blob sources: one SQLite file per driver
     graph: Graph  # the images (Docker's classic name for the image store)
     network: Networks  # the networkdriver: networks, addresses, the container hooks
+    events: Events  # what happened to containers and images (docker events)
     containers: Containers
     registry: RegistryService
     api: ApiService
@@ -68,7 +70,9 @@ class Engine:
             self.db = self._db = GraphDB(os.path.join(home, "graph.db"))
             self.graph = Graph(home, self.driver, self.db)
             self.network = Networks(self.root)
-            self.containers = Containers(self.root, self.driver, self.db, self.graph, exec_options, self.network)
+            self.events = Events(self.root)
+            self.containers = Containers(self.root, self.driver, self.db, self.graph, exec_options, self.network,
+                                         self.events)
             self.registry = RegistryService(self.db)
             self.api = ApiService()
             self.jobs = builtins.specs()

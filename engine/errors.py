@@ -41,6 +41,12 @@ class NoSuchContainer(EngineError):
         self.ref = ref
 
 
+class NoSuchExec(EngineError):
+    def __init__(self, ref: str) -> None:
+        super().__init__(f"no such exec instance: {ref}")
+        self.ref = ref
+
+
 class Conflict(EngineError):
     """The request contradicts the current state (a name taken, an ambiguous prefix...)."""
 

@@ -112,6 +112,8 @@ class Job:
             log.debug("job %s args=%s options=%s", self.name, self.args, sorted(self.env))  # values may be secrets
             status = spec.handler(self)
             self.status = 0 if status is None else int(status)
+            if self.status == 0:
+                self.engine.events.job_succeeded(self.name, self.args)
         except BrokenPipeError as exc:  # whoever read the output went away (`strata export c | head`)
             self.error = exc
             self.status = BROKEN_PIPE

@@ -15,6 +15,7 @@ from .routes.networks import endpoint_config
 
 BASIC_CONFIG = ("Image", "Cmd", "Entrypoint", "Env", "WorkingDir", "User", "Hostname")
 OUTPUT_ONLY = ("AttachStdout", "AttachStderr")  # attach decides what streams; create records nothing
+INTERACTIVE = ("Tty", "OpenStdin", "AttachStdin", "StdinOnce")  # -t, -i (AttachStdin: as OpenStdin's client)
 # Fields whose non-zero values strata accepts, and which: they ask for what strata does.
 ACCEPTED_VALUES: dict[str, tuple[Any, ...]] = {
     "HostConfig.IpcMode": ("private", "shareable"),
@@ -23,7 +24,6 @@ ACCEPTED_VALUES: dict[str, tuple[Any, ...]] = {
     "HostConfig.VolumeDriver": ("local",),
     "HostConfig.MemorySwappiness": (-1,),
     "HostConfig.LogConfig.Type": ("json-file",),
-    "HostConfig.RestartPolicy.Name": ("no",),
 }
 # Maps keyed by names (a path, a port): any entry asks for something, even with an empty value.
 NAME_MAPS = ("Config.Volumes", "HostConfig.StorageOpt", "HostConfig.Annotations")
@@ -31,11 +31,7 @@ REASONS = {
     "HostConfig.PidMode": "containers always get a pid namespace of their own",
     "HostConfig.IpcMode": "containers always get an IPC namespace of their own",
     "HostConfig.UTSMode": "containers always get a UTS namespace of their own",
-    "HostConfig.RestartPolicy.Name": "strata does not restart containers",
     "Config.Volumes": "anonymous volumes are not supported; name one (-v NAME:/path)",
-    "Config.Tty": "strata has no terminal support",
-    "Config.OpenStdin": "strata does not attach stdin",
-    "Config.AttachStdin": "strata does not attach stdin",
 }
 
 
@@ -102,6 +98,17 @@ def _mask_option(host_config: dict[str, Any]) -> list[str]:
                    "is supported")
 
 
+def restart_policy(policy: Any) -> str:
+    """HostConfig.RestartPolicy as `--restart` spells it (the create job judges it)."""
+    if not isinstance(policy, dict):
+        raise ApiError(400, "HostConfig.RestartPolicy must be an object")
+    name = policy.get("Name") or "no"
+    count = policy.get("MaximumRetryCount") or 0
+    if not isinstance(name, str) or not isinstance(count, int):
+        raise ApiError(400, "HostConfig.RestartPolicy needs a string Name and an integer MaximumRetryCount")
+    return f"{name}:{count}" if name == "on-failure" and count else name
+
+
 def options(body: Any, name: str) -> tuple[str, list[str], dict[str, Any]]:
     """(image, command, create options) of a create request body; a field strata cannot honour is a 400."""
     if not isinstance(body, dict) or not body.get("Image"):
@@ -110,10 +117,18 @@ def options(body: Any, name: str) -> tuple[str, list[str], dict[str, Any]]:
     if not isinstance(host_config, dict):
         raise ApiError(400, "HostConfig must be an object")
     api_fields = {path.split(".")[1] for path, _ in containerargs.API_FIELDS.values()}
-    top = {"HostConfig", "NetworkingConfig", *BASIC_CONFIG, *OUTPUT_ONLY, "NetworkDisabled", "ExposedPorts"}
+    top = {"HostConfig", "NetworkingConfig", *BASIC_CONFIG, *OUTPUT_ONLY, *INTERACTIVE, "NetworkDisabled",
+           "ExposedPorts"}
     _judge("Config", body, top | api_fields)
     _judge("HostConfig", host_config, api_fields | {"NetworkMode", "AutoRemove", "MaskedPaths", "ReadonlyPaths",
-                                                    "PortBindings", "PublishAllPorts"})
+                                                    "PortBindings", "PublishAllPorts", "RestartPolicy",
+                                                    "ConsoleSize"})
+    console = host_config.get("ConsoleSize")
+    if not _zero(console) and not body.get("Tty"):
+        raise ApiError(400, "HostConfig.ConsoleSize is the size of a terminal: it needs Config.Tty")
+    if not _zero(console) and not (isinstance(console, list) and len(console) == 2
+                                   and all(isinstance(n, int) and 0 < n < 65536 for n in console)):
+        raise ApiError(400, "HostConfig.ConsoleSize must be [rows, columns] of positive integers")
     network = _network(body, host_config)
     cmd, env = body.get("Cmd") or [], body.get("Env") or []
     entrypoint = body.get("Entrypoint") or []
@@ -140,6 +155,11 @@ def options(body: Any, name: str) -> tuple[str, list[str], dict[str, Any]]:
         "hostname": body.get("Hostname") or "",
         **network,
         "rm": bool(host_config.get("AutoRemove")),
+        "tty": bool(body.get("Tty")),
+        "interactive": bool(body.get("OpenStdin")),
+        "stdin_once": bool(body.get("StdinOnce")),
+        "restart": restart_policy(host_config.get("RestartPolicy") or {}),
+        "console_size": [] if _zero(console) else [str(n) for n in console],
         **extra,
     }
     return str(body["Image"]), [str(a) for a in cmd], values

@@ -81,6 +81,7 @@ def stream(
                               else io.BytesIO())
     stdout_sink = io.BufferedWriter(_QueueWriter(q, cancelled, out), 1 << 16)
     job = engine.job(name, *args, options=options, stdin=stdin, stdout=stdout_sink, stderr=stderr_sink)
+    job.cancelled = cancelled  # type: ignore[attr-defined]  # a job that waits (events, stats) ends with its reader
 
     def work() -> None:
         try:

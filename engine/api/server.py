@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 
 from graphdrivers.errors import DriverError, InvalidLayerId, LayerNotFound
 
+from ..containers.restart import RestartManager
 from ..engine import Engine
 from ..errors import (
     Conflict,
@@ -23,6 +24,7 @@ from ..errors import (
     InvalidArchive,
     InvalidReference,
     NoSuchContainer,
+    NoSuchExec,
     NoSuchImage,
     NoSuchNetwork,
     NoSuchVolume,
@@ -33,7 +35,9 @@ from ..job import Job
 from ..system.info import API_VERSION
 from .http import Router, TCPServer, UnixServer, make_handler
 from .routes import containers as routes_containers
+from .routes import exec as routes_exec
 from .routes import images as routes_images
+from .routes import lifecycle as routes_lifecycle
 from .routes import networks as routes_networks
 from .routes import system as routes_system
 from .routes import volumes as routes_volumes
@@ -46,7 +50,7 @@ SHUTDOWN_STOP_TIMEOUT = 5.0
 
 def error_status(exc: Exception) -> tuple[int, str] | None:
     """The HTTP status of a domain error (Docker's errdefs mapping)."""
-    if isinstance(exc, NoSuchImage | NoSuchContainer | NoSuchVolume | NoSuchNetwork | LayerNotFound):
+    if isinstance(exc, NoSuchImage | NoSuchContainer | NoSuchVolume | NoSuchNetwork | NoSuchExec | LayerNotFound):
         return 404, str(exc)
     if isinstance(exc, RegistryError):
         if exc.http_status in (401, 403, 404):
@@ -63,7 +67,8 @@ def error_status(exc: Exception) -> tuple[int, str] | None:
 
 def build_router(engine: Engine) -> Router:
     router = Router()
-    for module in (routes_system, routes_images, routes_containers, routes_volumes, routes_networks):
+    for module in (routes_system, routes_images, routes_containers, routes_volumes, routes_networks, routes_exec,
+                   routes_lifecycle):
         module.add_routes(router, engine)
     return router
 
@@ -116,11 +121,14 @@ class ApiServer:
     def serve(self) -> None:
         threads = [threading.Thread(target=s.serve_forever, name=f"api-{i}", daemon=True)
                    for i, s in enumerate(self.servers)]
+        restarts = RestartManager(self.engine.containers)  # policies apply while a daemon runs
+        restarts.start()
         for t in threads:
             t.start()
         try:
             self.stopped.wait()
         finally:
+            restarts.stop()
             self._close()
             self._stop_containers()
 
@@ -140,7 +148,7 @@ class ApiServer:
         for c in store.list():
             log.info("stopping container %s on shutdown", c.short_id)
             try:
-                store.stop(c, SHUTDOWN_STOP_TIMEOUT)
+                store.stop(c, SHUTDOWN_STOP_TIMEOUT, by_user=False)  # `unless-stopped` starts it again
             except (EngineError, DriverError) as exc:
                 log.warning("could not stop container %s on shutdown: %s", c.short_id, exc)
 

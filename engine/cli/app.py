@@ -10,6 +10,7 @@ import argparse
 import contextlib
 import io
 import os
+import signal
 import sys
 from collections.abc import Iterator
 from typing import Any
@@ -144,8 +145,9 @@ def main(argv: list[str] | None = None) -> int:
         with Engine(ns.root, ns.driver, _options(ns.storage_opt), read_only=ns.command in READ_ONLY) as engine:
             job, output = _job(engine, ns)
             progress = ns.command == "load" and not ns.quiet and sys.stderr.isatty()
-            if ns.command == "run" and not ns.detach:
-                with containercli.proxy_signals(job):
+            if ns.command in ("run", "exec") and not ns.detach:
+                only = containercli.PROXIED if ns.command == "run" else (signal.SIGWINCH,)
+                with containercli.proxy_signals(job, only), containercli.raw_terminal(ns.tty):
                     status = _run(job, output, progress)
             else:
                 status = _run(job, output, progress)

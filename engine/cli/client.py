@@ -130,6 +130,67 @@ def _pump(conn: _Connection, out: IO[bytes], err: IO[bytes]) -> None:
         target.flush()
 
 
+def _feed(attach: _Connection) -> None:
+    """Our stdin to the container (a thread: reading blocks); at its end, half-close the
+    connection, which closes the container's stdin (StdinOnce), as the docker CLI does."""
+    import os
+    import threading
+
+    def feed() -> None:
+        try:
+            while data := os.read(0, 65536):
+                attach.sock.sendall(data)
+            attach.sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass
+
+    threading.Thread(target=feed, daemon=True).start()
+
+
+def _resize(host: str, cid: str) -> None:
+    """The container's terminal gets our terminal's size."""
+    import os
+
+    try:
+        cols, rows = os.get_terminal_size(0)
+    except OSError:
+        return
+    try:
+        _call(host, "POST", f"/containers/{cid}/resize?h={rows}&w={cols}", expect=(200,))
+    except ClientError:
+        pass  # it ended already
+
+
+class _terminal:
+    """Our terminal raw while the container's is attached, and its size followed (SIGWINCH)."""
+
+    def __init__(self, host: str, cid: str, enabled: bool) -> None:
+        self.host, self.cid, self.enabled = host, cid, enabled
+        self.saved: Any = None
+
+    def __enter__(self) -> None:
+        import os
+
+        if not self.enabled or not os.isatty(0):
+            self.enabled = False
+            return
+        import signal
+        import termios
+        import tty
+
+        self.saved = termios.tcgetattr(0)
+        tty.setraw(0)
+        signal.signal(signal.SIGWINCH, lambda _s, _f: _resize(self.host, self.cid))
+
+    def __exit__(self, *exc: object) -> None:
+        if self.enabled:
+            import signal
+            import termios
+
+            signal.signal(signal.SIGWINCH, signal.SIG_DFL)
+            termios.tcsetattr(0, termios.TCSADRAIN, self.saved)
+
+
 def run(host: str, argv: list[str]) -> int:
     """`run` through the daemon; returns the container's exit status (125: refused)."""
     out, err = sys.stdout.buffer, sys.stderr.buffer
@@ -144,11 +205,16 @@ def run(host: str, argv: list[str]) -> int:
         except containerargs.UsageError as exc:
             err.write(f"strata run: {exc}\n".encode())
             return DAEMON_ERROR
+        policy, _, count = ns.restart.partition(":")
+        if count and not count.isdigit():
+            raise ClientError(f"invalid restart policy {ns.restart!r}: the maximum retry count must be a number")
         config = {"Image": ns.image, "Cmd": ns.args, "Env": ns.env, "WorkingDir": ns.workdir, "User": ns.user,
-                  "Hostname": ns.hostname, **extra["Config"],
+                  "Hostname": ns.hostname, **extra["Config"], "Tty": ns.tty, "OpenStdin": ns.interactive,
+                  "StdinOnce": ns.interactive and not ns.detach, "AttachStdin": ns.interactive and not ns.detach,
                   "ExposedPorts": {e if "/" in e else e + "/tcp": {} for e in ns.expose},
                   "HostConfig": {"AutoRemove": ns.rm, "NetworkMode": ns.network, "PublishAllPorts": ns.publish_all,
-                                 "PortBindings": containerargs.publish_bindings(ns.publish), **extra["HostConfig"]},
+                                 "PortBindings": containerargs.publish_bindings(ns.publish), **extra["HostConfig"],
+                                 "RestartPolicy": {"Name": policy, "MaximumRetryCount": int(count or 0)}},
                   "NetworkingConfig": {"EndpointsConfig": {ns.network: {
                       "Aliases": ns.network_alias, "IPAMConfig": {"IPv4Address": ns.ip} if ns.ip else None}}}}
         problem = ns.name and containerargs.name_problem(ns.name)
@@ -175,13 +241,24 @@ def run(host: str, argv: list[str]) -> int:
         attach = _Connection(host)
         waiter = _Connection(host)
         try:
-            status = attach.send("POST", f"/containers/{cid}/attach?stream=1&stdout=1&stderr=1", upgrade=True)
+            stdin = "&stdin=1" if ns.interactive else ""
+            status = attach.send("POST", f"/containers/{cid}/attach?stream=1&stdout=1&stderr=1{stdin}", upgrade=True)
             if status not in (101, 200):
                 raise ClientError(attach.json().get("message", "attach failed"))
             if waiter.send("POST", f"/containers/{cid}/wait?condition={'removed' if ns.rm else 'next-exit'}") != 200:
                 raise ClientError(waiter.json().get("message", "wait failed"))
-            _call(host, "POST", f"/containers/{cid}/start", expect=(204,))
-            _pump(attach, out, err)
+            with _terminal(host, cid, ns.tty):
+                _call(host, "POST", f"/containers/{cid}/start", expect=(204,))
+                if ns.tty:
+                    _resize(host, cid)
+                if ns.interactive:
+                    _feed(attach)
+                if ns.tty:
+                    while chunk := attach.file.read1(65536):
+                        out.write(chunk)
+                        out.flush()
+                else:
+                    _pump(attach, out, err)
             result = waiter.json()
         finally:
             attach.close()

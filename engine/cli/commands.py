@@ -31,7 +31,10 @@ CLI_ONLY = {
     "daemon": {"host", "log_level"},
 }
 # Declared options the CLI sets otherwise than with a flag of their own.
-NOT_FLAGS = {"password": "read from stdin with --password-stdin"}
+NOT_FLAGS = {"password": "read from stdin with --password-stdin",
+             "stdin_once": "what `run -i` without -d sets, as docker run does",
+             "one_shot": "the API's one-shot stats reading",
+             "console_size": "the API's ConsoleSize; `run -t` here sizes the terminal as the caller's"}
 
 
 def command(sub: argparse._SubParsersAction, name: str, *, job: str | None = None,

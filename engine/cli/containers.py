@@ -18,7 +18,8 @@ from .commands import command, job_of
 
 FOLLOW_POLL = 0.05  # seconds between looks at the log files
 
-COMMANDS = ("create", "run", "start", "wait", "logs", "stop", "kill", "rm", "ps", "diff", "commit", "export")
+COMMANDS = ("create", "run", "start", "wait", "logs", "stop", "kill", "rm", "ps", "diff", "commit", "export", "exec",
+            "pause", "unpause", "restart", "rename", "update", "top", "stats", "cp", "events")
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
@@ -26,7 +27,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         c = command(sub, name, positionals=("image", "args"))
         c.add_argument("image", metavar="IMAGE")
         c.add_argument("args", nargs=argparse.REMAINDER, metavar="COMMAND")
-    for name in ("start", "wait", "stop", "kill", "rm"):
+    for name in ("start", "wait", "stop", "kill", "rm", "pause", "unpause", "restart", "update", "stats"):
         command(sub, name, positionals=("containers",)).add_argument("containers", nargs="+", metavar="CONTAINER")
     for name in ("logs", "diff"):
         command(sub, name, positionals=("container",)).add_argument("container", metavar="CONTAINER")
@@ -41,6 +42,19 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     for name in ("inspect", "rm"):
         command(volume, name, job=f"volume_{name}", positionals=("names",)).add_argument("names", nargs="+",
                                                                                         metavar="VOLUME")
+    c = command(sub, "rename", positionals=("container", "new_name"))
+    c.add_argument("container", metavar="CONTAINER")
+    c.add_argument("new_name", metavar="NEW_NAME")
+    c = command(sub, "top", positionals=("container", "ps_args"))
+    c.add_argument("container", metavar="CONTAINER")
+    c.add_argument("ps_args", nargs=argparse.REMAINDER, metavar="PS_OPTION")
+    c = command(sub, "cp", positionals=("source", "dest"))
+    c.add_argument("source", metavar="SRC", help="CONTAINER:PATH or a local path")
+    c.add_argument("dest", metavar="DEST", help="CONTAINER:PATH or a local path")
+    command(sub, "events")
+    c = command(sub, "exec", positionals=("container", "args"))
+    c.add_argument("container", metavar="CONTAINER")
+    c.add_argument("args", nargs=argparse.REMAINDER, metavar="COMMAND")
     c = command(sub, "export", positionals=("container",))
     c.add_argument("-o", "--output", default=None, help="tar file (default: stdout)")
     c.add_argument("container", metavar="CONTAINER")
@@ -59,7 +73,11 @@ def job_for(engine: Engine, ns: argparse.Namespace) -> tuple[Job, str | None] | 
         return None
     if (cmd == "run" and ns.detach) or cmd == "start":
         _refuse_detached_if_mounts_end_with_us(engine)
-    return job_of(engine, ns, stdout=out, stderr=err), getattr(ns, "output", None)
+    if cmd == "run" and ns.detach and (ns.interactive or ns.tty):
+        raise EngineError("-i and -t with -d need a long-lived engine that holds the container's stdin and "
+                          "terminal: use `strata daemon` and the docker CLI, or run in the foreground")
+    stdin = sys.stdin.buffer if cmd in ("run", "exec") and ns.interactive else None
+    return job_of(engine, ns, stdin=stdin, stdout=out, stderr=err), getattr(ns, "output", None)
 
 
 def _refuse_detached_if_mounts_end_with_us(engine: Engine) -> None:
@@ -112,12 +130,32 @@ def _copy(src: IO[bytes], dst: IO[bytes]) -> None:
     dst.flush()
 
 
-PROXIED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2)
+PROXIED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2,
+           signal.SIGWINCH)  # the job resizes the container's terminal on SIGWINCH
 FORCE_AFTER = 3  # interrupts: the third ^C kills a container that ignores SIGINT
 
 
 @contextlib.contextmanager
-def proxy_signals(job: Job) -> Iterator[None]:
+def raw_terminal(enabled: bool) -> Iterator[None]:
+    """Our terminal in raw mode while a container's terminal is attached to it (as docker -it):
+    keys go to the container as they are typed, ^C included; restored on the way out."""
+    if not enabled or not sys.stdin.isatty():
+        yield
+        return
+    import termios
+    import tty
+
+    fd = sys.stdin.fileno()
+    saved = termios.tcgetattr(fd)
+    tty.setraw(fd)
+    try:
+        yield
+    finally:
+        termios.tcsetattr(fd, termios.TCSADRAIN, saved)
+
+
+@contextlib.contextmanager
+def proxy_signals(job: Job, only: tuple[int, ...] = PROXIED) -> Iterator[None]:
     """While a foreground `run` job runs, send the signals the CLI gets to its container.
 
     As `docker run` does (sig-proxy): ^C reaches the container's process, which decides.
@@ -135,7 +173,7 @@ def proxy_signals(job: Job) -> Iterator[None]:
         pending.append(signal.SIGKILL if interrupts >= FORCE_AFTER else sig)
 
     job.pending_signals = pending  # type: ignore[attr-defined]
-    previous = {sig: signal.signal(sig, forward) for sig in PROXIED}
+    previous = {sig: signal.signal(sig, forward) for sig in only}
     try:
         yield
     finally:

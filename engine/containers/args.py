@@ -56,6 +56,10 @@ OPTIONS: tuple[tuple[tuple[str, ...], str, str, object, str], ...] = (
     (("--expose",), "expose", "append", None, "PORT[-PORT][/tcp|udp]: expose a port (see -P)"),
     (("--network-alias",), "network_alias", "append", None, "another name peers resolve (user-defined networks)"),
     (("--ip",), "ip", "value", "", "the container's IPv4 address (user-defined networks)"),
+    (("-i", "--interactive"), "interactive", "flag", False, "keep stdin open and pass it to the container"),
+    (("-t", "--tty"), "tty", "flag", False, "give the container a terminal"),
+    (("--restart",), "restart", "value", "no", "restart policy (applied by a daemon): no, on-failure[:N], always, "
+     "unless-stopped"),
 )
 # The API's field for each option beyond the basic ones (Config.X or HostConfig.X) and how
 # its value is carried: the daemon client sends them, the API route reads them back.
@@ -270,6 +274,10 @@ def parse_run(argv: list[str]) -> SimpleNamespace:
             raise UsageError(f"unknown option {word!r} (see strata run --help)")
         dest, kind = table[flag]
         if kind == "flag":
+            if inline and not has_value and not word.startswith("--") and not inline.startswith("="):
+                values[dest] = True
+                argv = [*argv[:i], "-" + inline, *argv[i + 1 :]]  # -it: -i, then -t
+                continue
             if has_value or inline:
                 raise UsageError(f"option {flag} takes no value")
             values[dest] = True

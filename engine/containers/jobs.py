@@ -12,10 +12,12 @@ import datetime as dt
 import io
 import os
 import signal
+import threading
 import time
 from typing import IO
 
 from ..errors import ContainerStartError, EngineError, NoSuchContainer, NoSuchImage, UsageError
+from ..execdrivers import terminal
 from ..images.view import go_time, parse_time, table
 from ..job import Job
 from ..jobspec import FORMAT, INSPECT_FORMAT, JSON, JobTable, Option
@@ -23,6 +25,7 @@ from ..templates import render_all
 from . import args as containerargs
 from . import hostconfig
 from .record import Container
+from .stdio import ProcessIO, forward_input, reader_of
 from .store import Containers
 
 FOLLOW_POLL = 0.05  # seconds between looks at the log files while following
@@ -32,7 +35,10 @@ _KINDS = {"flag": bool, "value": str, "append": list}
 RUN_OPTIONS = {dest: Option(_KINDS[kind], help_text, flags, default,
                             containerargs.CHOICES.get(dest))
                for flags, dest, kind, default, help_text in containerargs.OPTIONS}
-CREATE_OPTIONS = {name: option for name, option in RUN_OPTIONS.items() if name != "detach"}
+STDIN_ONCE = Option(bool, "close the container's stdin when the attached client closes its own")
+CONSOLE_SIZE = Option(list, "the terminal's size at start, [rows, cols] (the API's ConsoleSize)")
+CREATE_OPTIONS = {**{name: option for name, option in RUN_OPTIONS.items() if name != "detach"},
+                  "stdin_once": STDIN_ONCE, "console_size": CONSOLE_SIZE}
 CREATE_ARGS = "IMAGE [COMMAND [ARG...]]"
 WARNING = "WARNING: "  # the prefix of a create warning on the job's stderr (the API's "Warnings")
 
@@ -46,10 +52,14 @@ def _create(job: Job, keep_mounted: bool = False) -> Container:
     o = job.options
     _pull_if_asked(job, job.args[0], o["pull"])
     host = hostconfig.parse(o, o["network"])
+    # as `docker run -i` does, a foreground run closes the container's stdin at the end of its own
+    stdin_once = o.get("stdin_once") or (job.name == "run" and o["interactive"] and not o["detach"])
     c = _store(job).create(job.args[0], job.args[1:], env=o["env"], workdir=o["workdir"], user=o["user"],
                            name=o["name"], hostname=o["hostname"], network=o["network"], publish=o["publish"],
                            publish_all=o["publish_all"], expose=o["expose"], aliases=o["network_alias"], ip=o["ip"],
-                           auto_remove=o["rm"], keep_mounted=keep_mounted, host=host)
+                           auto_remove=o["rm"], keep_mounted=keep_mounted, host=host, tty=o["tty"],
+                           open_stdin=o["interactive"], stdin_once=stdin_once, restart_policy=o["restart"],
+                           console_size=o.get("console_size") or [])
     for warning in host.warnings:
         job.error_line(f"{WARNING}{warning}")
     return c
@@ -114,13 +124,21 @@ def run(job: Job) -> int:
             store.remove(store.get(c.id), force=True)
         return exc.status
     out_path, err_path = store.log_paths(c)
-    # A caller (the CLI's signal proxy) may append signals here; they go to the container.
+    stdio = store.process_io(c)
+    if stdio is not None:
+        _feed_stdin(job, stdio)
+    # A caller (the CLI's signal proxy) may append signals here; they go to the container,
+    # except SIGWINCH: the caller's terminal changed size, so the container's follows.
     pending: list[int] = getattr(job, "pending_signals", [])
     with open(out_path, "rb") as out, open(err_path, "rb") as err:
         while handle.wait(FOLLOW_POLL) is None:
             while pending:
+                sig = pending.pop(0)
+                if sig == signal.SIGWINCH:
+                    follow_size(job, stdio)
+                    continue
                 with contextlib.suppress(EngineError):
-                    handle.kill(pending.pop(0))
+                    handle.kill(sig)
             _copy(out, job.stdout)
             _copy(err, job.stderr)
         status = store.wait(c)  # records the end (and removes the container when --rm)
@@ -131,6 +149,28 @@ def run(job: Job) -> int:
     return status.code
 
 
+def _feed_stdin(job: Job, stdio: ProcessIO) -> None:
+    """The job's stdin to the container while it runs (a thread: reading blocks); a terminal
+    of the job's own sets the container's terminal size."""
+    follow_size(job, stdio)
+    read = reader_of(job.stdin)
+
+    def feed() -> None:
+        with contextlib.suppress(OSError, ValueError):
+            forward_input(read, stdio, detach=b"", close_at_eof=True)
+
+    threading.Thread(target=feed, name=f"stdin-{job.name}", daemon=True).start()
+
+
+def follow_size(job: Job, stdio: ProcessIO | None) -> None:
+    """Give the process's terminal the size of the job's stdin, when that is a terminal."""
+    if stdio is None or not stdio.tty:
+        return
+    with contextlib.suppress(OSError, ValueError, io.UnsupportedOperation):
+        if os.isatty(job.stdin.fileno()):
+            stdio.resize(*terminal.get_size(job.stdin.fileno()))
+
+
 def _copy(src: IO[bytes], dst: IO[bytes]) -> None:
     while chunk := src.read(1 << 20):
         dst.write(chunk)
@@ -138,15 +178,22 @@ def _copy(src: IO[bytes], dst: IO[bytes]) -> None:
 
 
 @jobs.job("logs", args="CONTAINER", help="a container's output", options={
-    "follow": Option(bool, "keep streaming until the container stops", ("-f", "--follow"))})
+    "follow": Option(bool, "keep streaming until the container stops", ("-f", "--follow")),
+    "tail": Option(str, "only the last N lines of each stream (default all)", ("-n", "--tail"), "all")})
 def logs(job: Job) -> int:
-    """`logs CONTAINER` (follow: keep streaming until the container stops)."""
+    """`logs CONTAINER` (follow: keep streaming until the container stops; tail: from the last
+    N lines of stdout and of stderr). The logs are the raw bytes the container wrote, with no
+    time of their own, so there is no --since, --until or --timestamps."""
     (ref,) = job.args
     store = _store(job)
     c = store.get(ref)
     out_path, err_path = store.log_paths(c)
     follow = job.options["follow"]
+    tail = _tail_lines(job.options["tail"])
     with _open_or_empty(out_path) as out, _open_or_empty(err_path) as err:
+        if tail is not None:
+            _seek_tail(out, tail)
+            _seek_tail(err, tail)
         _copy(out, job.stdout)
         _copy(err, job.stderr)
         while follow and store.refresh(c).state.running:
@@ -162,6 +209,36 @@ def logs(job: Job) -> int:
     return 0
 
 
+def _tail_lines(text: str) -> int | None:
+    if text in ("", "all"):
+        return None
+    if not text.isdigit():
+        raise UsageError(f"--tail takes a number of lines or 'all', not {text!r}")
+    return int(text)
+
+
+def _seek_tail(f: IO[bytes], lines: int) -> None:
+    """Put `f` at the start of its last `lines` lines (an unfinished last line counts)."""
+    end = f.seek(0, os.SEEK_END)
+    if lines == 0:
+        return
+    pos, count = end, 0
+    while pos > 0:
+        step = min(pos, 1 << 16)
+        pos -= step
+        f.seek(pos)
+        block = f.read(step)
+        i = len(block)
+        while (i := block.rfind(b"\n", 0, i)) >= 0:
+            if pos + i == end - 1:
+                continue  # the newline that ends the last line
+            count += 1
+            if count == lines:
+                f.seek(pos + i + 1)
+                return
+    f.seek(0)
+
+
 def _open_or_empty(path: str) -> IO[bytes]:
     """A log file, or an empty one for a container that never started."""
     if not os.path.exists(path):
@@ -169,8 +246,10 @@ def _open_or_empty(path: str) -> IO[bytes]:
     return open(path, "rb")
 
 
-@jobs.job("stop", args="CONTAINER...", help="SIGTERM, then SIGKILL after a timeout", options={
-    "time": Option(float, "seconds before SIGKILL (default: its --stop-timeout, else 10)", ("-t", "--time"))})
+STOP_TIME = Option(float, "seconds before SIGKILL (default: its --stop-timeout, else 10)", ("-t", "--time"))
+
+
+@jobs.job("stop", args="CONTAINER...", help="SIGTERM, then SIGKILL after a timeout", options={"time": STOP_TIME})
 def stop(job: Job) -> int:
     """`stop CONTAINER...` (time: seconds before SIGKILL, default the container's stop timeout)."""
     store = _store(job)
@@ -245,7 +324,7 @@ def _since(text: str, now: dt.datetime) -> str:
 def status_text(c: Container, now: dt.datetime) -> str:
     s = c.state
     if s.running:
-        return f"Up {_since(s.started_at, now)}"
+        return f"Up {_since(s.started_at, now)}" + (" (Paused)" if s.paused else "")
     if s.status == "exited":
         return f"Exited ({s.exit_code}) {_since(s.finished_at, now)} ago"
     return "Created"

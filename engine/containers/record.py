@@ -24,6 +24,12 @@ RUNNING = "running"
 EXITED = "exited"
 
 
+def restart_policy_json(policy: str) -> dict[str, Any]:
+    """Docker's {"Name", "MaximumRetryCount"} of a policy as `--restart` spells it."""
+    name, _, count = policy.partition(":")
+    return {"Name": "" if name == "no" else name, "MaximumRetryCount": int(count or 0)}
+
+
 def now_iso() -> str:
     return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
@@ -40,6 +46,7 @@ class State:
     error: str = ""
     started_at: str = ""
     finished_at: str = ""
+    paused: bool = False  # its processes are frozen (freezer cgroup)
 
     @property
     def running(self) -> bool:
@@ -63,6 +70,14 @@ class Container:
     publish_all: bool = False  # -P
     exposed: list[str] = field(default_factory=list)  # "80/tcp": the image's and --expose's
     auto_remove: bool = False
+    tty: bool = False  # -t: stdin, stdout and stderr are a terminal
+    open_stdin: bool = False  # -i: a stdin that attach streams write to
+    stdin_once: bool = False  # close that stdin when the first attached client closes its own
+    console_size: list[int] = field(default_factory=list)  # the terminal's size at start: [rows, cols] (API)
+    restart_policy: str = "no"  # no, on-failure[:N], always, unless-stopped (restart.py applies it)
+    restart_count: int = 0  # restarts by the policy since the last start by a user
+    manually_stopped: bool = False  # stopped by a user: `always` restarts it at daemon start, `unless-stopped` not
+    resources: dict[str, int] = field(default_factory=dict)  # cgroup limits set by `update` (HostConfig names)
     layer: str = ""  # the driver's read-write layer (the container id)
     parent_layer: str | None = None  # what `diff` compares against: the init layer or the image's top
     init_layer: str | None = None  # mount points the image lacked (/proc, /dev, /sys)
@@ -118,9 +133,9 @@ class Container:
             "Path": self.args[0] if self.args else "",
             "Args": self.args[1:],
             "State": {
-                "Status": s.status,
+                "Status": "paused" if s.paused and s.running else s.status,
                 "Running": s.running,
-                "Paused": False,
+                "Paused": s.paused and s.running,
                 "Restarting": False,
                 "OOMKilled": False,
                 "Dead": False,
@@ -137,7 +152,9 @@ class Container:
             "Name": "/" + self.name,
             "Driver": driver_name,
             "ExecDriver": self.execdriver_description(),
-            "HostConfig": self.host_config(),
+            "RestartCount": self.restart_count,
+            "HostConfig": {**self.host_config(), "RestartPolicy": restart_policy_json(self.restart_policy),
+                           **self.resources},
             "Mounts": self.mounts(),
             "GraphDriver": {"Name": driver_name, "Data": driver_data},
             "Config": {
@@ -152,6 +169,10 @@ class Container:
                 "StopSignal": self.stop_signal or "SIGTERM",
                 **({"StopTimeout": self.stop_timeout} if self.stop_timeout is not None else {}),
                 "ExposedPorts": {key: {} for key in self.exposed},
+                "Tty": self.tty,
+                "OpenStdin": self.open_stdin,
+                "StdinOnce": self.stdin_once,
+                "AttachStdin": self.open_stdin,
             },
         }
 

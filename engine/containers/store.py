@@ -33,7 +33,10 @@ from graphdrivers.errors import DriverError, LayerNotFound
 
 from .. import execdrivers
 from ..errors import Conflict, ContainerStartError, EngineError, NoSuchContainer, UsageError
+from ..events import Events
 from ..execdrivers import ExecDriver, ExitStatus, Handle, MonitorInfo, ProcessSpec
+from ..execdrivers.base import ExecProcess
+from ..execdrivers.cgroupfs import ContainerCgroups
 from ..execdrivers.settings import Mount, Settings
 from ..images.graph import Graph, LayerSource, NewImage
 from ..images.graphdb import NAMES, GraphDB
@@ -42,8 +45,11 @@ from ..network.service import NULL_MODE, Networks
 from ..reference import normalize_tag
 from . import args as containerargs
 from . import etcfiles
+from .exec import Execs
 from .hostconfig import HostConfig
 from .record import CREATED, EXITED, RUNNING, Container, iso, now_iso
+from .restart import parse_policy
+from .stdio import ProcessIO
 from .volumes import Volumes
 
 log = logging.getLogger(__name__)
@@ -60,9 +66,10 @@ class Containers:
     images from the Graph, processes through the execdriver `exec.driver` chooses."""
 
     def __init__(self, root: str, driver: Driver, db: GraphDB, graph: Graph, exec_options: dict[str, str],
-                 network: Networks) -> None:
+                 network: Networks, events: Events) -> None:
         self.root = root
         self.network = network
+        self.events = events
         self.driver = driver
         self.db = db
         self.graph = graph
@@ -77,6 +84,8 @@ class Containers:
         self._mounted: set[str] = set()  # containers whose layer this engine holds a `get` on
         self.volumes = Volumes(root)
         network.files_changed = self._rewrite_etc
+        self._io: dict[str, ProcessIO] = {}  # stdin and terminal of the containers this engine started
+        self.execs = Execs(self)
         self.restore()
 
     def _execdriver(self, name: str, options: dict[str, str]) -> ExecDriver:
@@ -85,6 +94,10 @@ class Containers:
             root = os.path.join(self.root, "execdriver", name)
             self._execdrivers[key] = execdrivers.get_execdriver(name, root, options)
         return self._execdrivers[key]
+
+    def event(self, c: Container, action: str, **attributes: str) -> None:
+        """Emit a container event, with the attributes Docker gives every one (image, name)."""
+        self.events.emit("container", action, c.id, image=c.image_ref, name=c.name, **attributes)
 
     # -- lookup ------------------------------------------------------------------------
 
@@ -142,6 +155,11 @@ class Containers:
         auto_remove: bool = False,
         keep_mounted: bool = False,
         host: HostConfig | None = None,
+        tty: bool = False,
+        open_stdin: bool = False,
+        stdin_once: bool = False,
+        console_size: list[int] | None = None,
+        restart_policy: str = "no",
     ) -> Container:
         """A new container (`host`: its settings, mounts, limits, labels... from hostconfig.parse)."""
         host = host or HostConfig(Settings())
@@ -150,6 +168,9 @@ class Containers:
         args = list(cfg.get("Entrypoint") or []) + list(cmd or cfg.get("Cmd") or [])
         if not args:
             raise UsageError("no command specified: the image has none and none was given")
+        restart_policy = parse_policy(restart_policy)
+        if restart_policy != "no" and auto_remove:
+            raise UsageError("conflicting options: a restart policy and --rm (auto-remove)")
         network = self.network.resolve_mode(network)
         bindings = [b for spec in publish or [] for b in ports.parse_publish(spec)]
         exposed = {*(cfg.get("ExposedPorts") or {}), *(k for e in expose or [] for k in ports.parse_expose(e)),
@@ -182,6 +203,11 @@ class Containers:
             publish_all=publish_all,
             exposed=sorted(exposed),
             auto_remove=auto_remove,
+            tty=tty,
+            open_stdin=open_stdin,
+            stdin_once=stdin_once,
+            console_size=[int(n) for n in console_size or []],
+            restart_policy=restart_policy,
             layer=container_id,
             parent_layer=image.top_layer,
             execdriver=self.exec_name,
@@ -214,6 +240,7 @@ class Containers:
             raise
         if not keep_mounted:
             self._unmount(c)
+        self.event(c, "create")
         return c
 
     def _create_layers(self, c: Container) -> None:
@@ -305,11 +332,19 @@ class Containers:
 
     # -- start, wait, signals ------------------------------------------------------------
 
-    def start(self, c: Container) -> Handle:
+    def start(self, c: Container, *, by_policy: bool = False) -> Handle:
+        """Start the container's process; `by_policy`: a restart by its restart policy (the
+        count goes on), else a user's start (the count and a manual stop are forgotten)."""
         c = self.refresh(c)
         if c.state.running:
             raise Conflict(f"container {c.short_id} is already running")
+        if by_policy:
+            c.restart_count += 1
+        else:
+            c.restart_count, c.manually_stopped = 0, False
         _, out, err, exec_dir = c.paths(self.dir)
+        for log_path in (out, err):  # a TTY's output reaches them through the engine, maybe never
+            open(log_path, "ab").close()
         path = self._mount(c)
         driver = self._execdriver(c.execdriver, c.exec_options)
         try:
@@ -329,6 +364,10 @@ class Containers:
             raise
         with self._lock:
             self._handles[c.id] = handle
+            if handle.stdin is not None or handle.console is not None:
+                self._io[c.id] = ProcessIO(c.id, handle.stdin, handle.console, out)
+                if handle.console is not None and c.console_size:
+                    self._io[c.id].resize(*c.console_size)
             c.state.status = RUNNING
             c.state.pid = handle.info.pid or 0
             c.state.exit_code, c.state.error, c.state.finished_at = 0, "", ""
@@ -336,6 +375,10 @@ class Containers:
             c.monitor = handle.info.to_json()
             c.rootfs = path
             c.save(self.dir)
+        if c.resources and not handle.start_error:
+            with contextlib.suppress(EngineError):  # a process that already ended has no cgroups to limit
+                self.cgroups(c).set_limits(c.resources)
+        self.event(c, "start")
         if handle.start_error:  # known at once (native): report like Docker's start does
             status = self.wait(c)
             with self._lock:
@@ -383,7 +426,7 @@ class Containers:
     def _process_spec(self, c: Container, path: str) -> ProcessSpec:
         """What the execdriver runs; a bridged container's network is set up here."""
         spec = ProcessSpec(path, c.args, c.env, c.workdir, c.user, c.hostname, c.network,
-                           settings=self._settings(c))
+                           tty=c.tty, open_stdin=c.open_stdin, settings=self._settings(c))
         wanted = c.port_bindings()
         if c.publish_all:
             bound = {b.key for b in wanted}
@@ -403,6 +446,11 @@ class Containers:
                 handle = driver.attach(c.id, c.paths(self.dir)[3], MonitorInfo.from_json(c.monitor))
                 self._handles[c.id] = handle
             return handle
+
+    def process_io(self, c: Container) -> ProcessIO | None:
+        """The stdin and terminal of `c`'s process, if this engine started it with either."""
+        with self._lock:
+            return self._io.get(c.id)
 
     def refresh(self, c: Container) -> Container:
         """`c` with its state brought up to date (a process that ended is marked exited)."""
@@ -431,6 +479,7 @@ class Containers:
             if fresh.state.status != RUNNING:
                 c.state = fresh.state
                 return
+            vars(c).update(vars(fresh))  # the record as it is now (a stop, a rename may have changed it)
             if status is None:
                 status = ExitStatus(execdrivers.base.STATUS_LOST, time.time(), "the container's monitor is gone")
             c.state.status = EXITED
@@ -438,29 +487,117 @@ class Containers:
             c.state.error = status.error
             c.state.finished_at = iso(status.finished_at or time.time())
             c.state.pid = 0
+            c.state.paused = False
             c.monitor = None
             self._handles.pop(c.id, None)
+            stdio = self._io.pop(c.id, None)
+            if stdio is not None:
+                stdio.close()
             self._unmount(c)
             c.rootfs = None
             self._execdriver(c.execdriver, c.exec_options).release(c.id, c.paths(self.dir)[3])
             self.network.detach(c.id)
             c.save(self.dir)
+        self.event(c, "die", exitCode=str(c.state.exit_code))
         if c.auto_remove:
             self.remove(c, force=True)
+
+    def exec_in(self, c: Container, spec: ProcessSpec) -> ExecProcess:
+        """Start `spec` in the running container `c` (its rootfs and namespaces)."""
+        c = self.refresh(c)
+        handle = self.handle(c)
+        if not c.state.running or handle is None or not c.rootfs:
+            raise Conflict(f"container {c.short_id} is not running")
+        spec.rootfs = c.rootfs
+        # the process joins the container's namespaces; of its settings it takes the process
+        # section (capabilities, rlimits, no_new_privs, user), so the spec's network stays "none";
+        # as Docker's, an exec runs without the container's --init
+        spec.settings = replace(Settings.from_json(c.settings), init="")
+        return self._execdriver(c.execdriver, c.exec_options).exec(handle, spec)
 
     def kill(self, c: Container, sig: int = signal.SIGKILL) -> None:
         c = self.refresh(c)
         handle = self.handle(c)
         if not c.state.running or handle is None:
             raise Conflict(f"container {c.short_id} is not running")
+        self._stopped_by_user(c)  # as Docker's kill: no restart policy undoes it
         try:
             handle.kill(sig)
         except execdrivers.ExecError as exc:
             raise Conflict(str(exc)) from None
+        self.event(c, "kill", signal=str(sig))
+        if c.state.paused and sig in (signal.SIGKILL, signal.SIGTERM):
+            self.unpause(c)  # as Docker does: a frozen process cannot act on the signal
 
-    def stop(self, c: Container, timeout: float | None = None) -> ExitStatus:
+    # -- cgroups: pause, limits, statistics ------------------------------------------------
+
+    def cgroups(self, c: Container) -> ContainerCgroups:
+        """The cgroups of the running container `c`."""
+        c = self.refresh(c)
+        handle = self.handle(c)
+        pid = handle.pid() if handle is not None and c.state.running else None
+        if pid is None:
+            raise Conflict(f"container {c.short_id} is not running")
+        return ContainerCgroups.of_process(pid)
+
+    def pause(self, c: Container) -> None:
+        """Freeze every process of the container (the freezer cgroup)."""
+        groups = self.cgroups(c)
+        with self._lock:
+            c = self._load(c.id)
+            if c.state.paused:
+                raise Conflict(f"container {c.short_id} is already paused")
+            groups.freeze()
+            c.state.paused = True
+            c.save(self.dir)
+        self.event(c, "pause")
+
+    def unpause(self, c: Container) -> None:
+        groups = self.cgroups(c)
+        with self._lock:
+            c = self._load(c.id)
+            if not c.state.paused:
+                raise Conflict(f"container {c.short_id} is not paused")
+            groups.thaw()
+            c.state.paused = False
+            c.save(self.dir)
+        self.event(c, "unpause")
+
+    def update(self, c: Container, limits: dict[str, int], policy: str | None) -> None:
+        """Record new cgroup limits (applied at every start) and/or a restart policy."""
+        with self._lock:
+            c = self._load(c.id)
+            c.resources.update(limits)
+            if policy is not None:
+                c.restart_policy = policy
+            c.save(self.dir)
+        self.event(c, "update")
+
+    def rename(self, c: Container, new_name: str) -> None:
+        problem = containerargs.name_problem(new_name)
+        if problem:
+            raise UsageError(problem)
+        with self._lock, self.db.transaction():
+            c = self._load(c.id)
+            owner = self.db.resolve_name(new_name)
+            if owner is not None:
+                raise Conflict(f'the container name "/{new_name}" is already in use by container {owner}')
+            self.db.remove_edge(NAMES, c.name)
+            self.db.add_edge(NAMES, new_name, c.id)
+            old_name, c.name = c.name, new_name
+            c.save(self.dir)
+        self.event(c, "rename", oldName="/" + old_name)
+
+    def _stopped_by_user(self, c: Container) -> None:
+        """Before the signal: a restart policy must not undo a user's stop (or rm -f)."""
+        with self._lock:
+            c.manually_stopped = True
+            c.save(self.dir)
+
+    def stop(self, c: Container, timeout: float | None = None, *, by_user: bool = True) -> ExitStatus:
         """The stop signal (SIGTERM unless --stop-signal), then SIGKILL if it still runs after
-        `timeout` seconds (default: its --stop-timeout, else 10) (docker stop)."""
+        `timeout` seconds (default: its --stop-timeout, else 10) (docker stop).
+        `by_user`: a user's stop, which no restart policy undoes (a daemon's shutdown is not)."""
         c = self.refresh(c)
         if not c.state.running:
             return ExitStatus(c.state.exit_code, 0.0, c.state.error)
@@ -468,12 +605,19 @@ class Containers:
             timeout = DEFAULT_STOP_TIMEOUT if c.stop_timeout is None else float(c.stop_timeout)
         handle = self.handle(c)
         assert handle is not None
+        if by_user:
+            self._stopped_by_user(c)
         with contextlib.suppress(execdrivers.ExecError):
             handle.kill(signal.Signals[c.stop_signal or "SIGTERM"])
+        if c.state.paused:
+            with contextlib.suppress(EngineError):
+                self.unpause(c)
         if handle.wait(timeout) is None:
             with contextlib.suppress(execdrivers.ExecError):
                 handle.kill(signal.SIGKILL)
-        return self.wait(c)
+        status = self.wait(c)
+        self.event(c, "stop")
+        return status
 
     # -- remove ------------------------------------------------------------------------
 
@@ -482,6 +626,7 @@ class Containers:
         if c.state.running:
             if not force:
                 raise Conflict(f"you cannot remove a running container {c.short_id}: stop it first or use -f")
+            self._stopped_by_user(c)
             with contextlib.suppress(Conflict):
                 self.kill(c, signal.SIGKILL)
             self.wait(c)
@@ -490,6 +635,8 @@ class Containers:
         with self._lock:
             self._execdriver(c.execdriver, c.exec_options).release(c.id, c.paths(self.dir)[3])
             self._discard(c)
+        self.execs.forget_container(c.id)
+        self.event(c, "destroy")
 
     # -- restore after an engine restart -----------------------------------------------
 

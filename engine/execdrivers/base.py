@@ -17,6 +17,7 @@ cheaper than forking a large Python process. Neither starts a new interpreter.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import select
 import signal
@@ -34,6 +35,7 @@ DEFAULT_PATH = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bi
 EXIT_FILE = "exit"
 PID_FILE = "pid"
 SYNC_FD = 3  # in the monitor and the container's first process: the start-report pipe
+CONSOLE_FD = 4  # in the native monitor and its child: the socket the terminal's master is sent on
 
 # Exit statuses with Docker's meanings.
 STATUS_CANNOT_INVOKE = 126
@@ -54,6 +56,8 @@ class ProcessSpec:
     network: str = "none"  # "none": a new network namespace with only lo; "host": the host's;
     # "netns": join the namespace file `netns_path` (a bridged container's, set up by the engine)
     netns_path: str = ""
+    tty: bool = False  # a terminal for stdin/stdout/stderr (`Handle.console` is its master)
+    open_stdin: bool = False  # a pipe for stdin (`Handle.stdin` is its write end)
     settings: Settings = field(default_factory=Settings)
 
     def validate(self) -> None:
@@ -73,6 +77,58 @@ class ProcessSpec:
 
     def env_dict(self) -> dict[str, str]:
         return dict(item.split("=", 1) for item in self.env)
+
+
+class ExecProcess:
+    """A process started in a running container (`docker exec`): its pid (a child of the
+    engine: the runtime, or the native driver's relay in the container's namespaces) and
+    the engine's ends of its stdio: pipes, or the master of its terminal."""
+
+    def __init__(self, pid: int, *, stdin: int | None = None, stdout: int | None = None,
+                 stderr: int | None = None, console: int | None = None, start_error: str = "") -> None:
+        self.pid = pid
+        self.stdin = stdin
+        self.stdout = stdout
+        self.stderr = stderr
+        self.console = console
+        self.start_error = start_error  # why the command could not be exec'd (native knows at start)
+
+    def wait(self) -> int:
+        """Block until the process ends; its exit status as a shell reports it."""
+        try:
+            _, wait_status = os.waitpid(self.pid, 0)
+        except ChildProcessError:
+            return STATUS_LOST
+        return status_code(wait_status)
+
+
+class ExecPipes:
+    """The pipes of an exec without a terminal: the child's ends (stdin, stdout, stderr) and the
+    engine's. `ExecPipes.close_child_ends()` once the child has them."""
+
+    def __init__(self, open_stdin: bool) -> None:
+        self.stdin_read, self.stdin = os.pipe() if open_stdin else (os.open(os.devnull, os.O_RDONLY), None)
+        self.stdout, self.stdout_write = os.pipe()
+        self.stderr, self.stderr_write = os.pipe()
+
+    @property
+    def child_ends(self) -> tuple[int, int, int]:
+        return self.stdin_read, self.stdout_write, self.stderr_write
+
+    def close_child_ends(self) -> None:
+        for fd in self.child_ends:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+    def close_all(self) -> None:
+        self.close_child_ends()
+        for fd in (self.stdin, self.stdout, self.stderr):
+            if fd is not None:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+
+    def process(self, pid: int, start_error: str = "") -> ExecProcess:
+        return ExecProcess(pid, stdin=self.stdin, stdout=self.stdout, stderr=self.stderr, start_error=start_error)
 
 
 @dataclass(frozen=True)
@@ -163,16 +219,21 @@ def spawn_monitor(
     start_child: Callable[[], NoReturn],
     *,
     new_pid_namespace: bool = False,
+    stdin: int | None = None,
+    console: int | None = None,
 ) -> tuple[int, int, str]:
     """Fork the monitor; it forks `start_child` and waits for it.
 
+    `stdin` (a pipe's read end) becomes the child's stdin instead of /dev/null; `console`
+    (a socket) is the child's CONSOLE_FD, on which it sends its terminal's master.
     Returns (monitor pid, child pid, start error). The call returns once the child has
     exec'd (the sync pipe is close-on-exec) or reported why it could not.
     """
     read_end, write_end = os.pipe2(os.O_CLOEXEC)
     monitor = os.fork()
     if monitor == 0:
-        _monitor_main(state_dir, stdout_path, stderr_path, write_end, start_child, new_pid_namespace)
+        _monitor_main(state_dir, write_end, lambda: _monitor_setup(stdout_path, stderr_path, write_end, start_child,
+                                                                   new_pid_namespace, stdin, console))
     os.close(write_end)
     chunks = []
     while chunk := os.read(read_end, 65536):
@@ -188,17 +249,11 @@ def spawn_monitor(
     return monitor, pids[0], "; ".join(errors)
 
 
-def _monitor_main(
-    state_dir: str,
-    stdout_path: str,
-    stderr_path: str,
-    write_end: int,
-    start_child: Callable[[], NoReturn],
-    new_pid_namespace: bool,
-) -> NoReturn:
+def _monitor_main(state_dir: str, write_end: int, setup: Callable[[], int]) -> NoReturn:
+    """The monitor: `setup` detaches it and forks the child; then it waits and records the status."""
     try:
         try:
-            child = _monitor_setup(stdout_path, stderr_path, write_end, start_child, new_pid_namespace)
+            child = setup()
         except BaseException as exc:  # before the child exists: tell the engine, which raises
             os.write(write_end, f"fatal {exc}\n".encode(errors="replace"))
             return
@@ -212,19 +267,22 @@ def _monitor_main(
 
 
 def _monitor_setup(
-    stdout_path: str, stderr_path: str, write_end: int, start_child: Callable[[], NoReturn], new_pid_namespace: bool
+    stdout_path: str,
+    stderr_path: str,
+    write_end: int,
+    start_child: Callable[[], NoReturn],
+    new_pid_namespace: bool,
+    stdin: int | None,
+    console: int | None,
 ) -> int:
-    """Detach, put the log files on fds 1 and 2, fork the child; returns its pid."""
+    """Detach, put the log files on fds 1 and 2 (and stdin on 0), fork the child; returns its pid."""
     os.setsid()  # no terminal signals; survives the engine's process group
     linux.set_process_name("strata-monitor")
     null = os.open("/dev/null", os.O_RDWR)
     out = os.open(stdout_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o640)
     err = os.open(stderr_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o640)
-    os.dup2(null, 0)
-    os.dup2(out, 1)
-    os.dup2(err, 2)
-    os.dup2(write_end, SYNC_FD, inheritable=False)
-    os.closerange(SYNC_FD + 1, os.sysconf("SC_OPEN_MAX"))
+    place_fds([null if stdin is None else stdin, out, err, write_end, console])
+    os.set_inheritable(SYNC_FD, False)
     if new_pid_namespace:
         linux.unshare(linux.CLONE_NEWPID)
     child = os.fork()
@@ -236,20 +294,45 @@ def _monitor_setup(
     return child
 
 
+def place_fds(fds: list[int | None]) -> None:
+    """In a child: make fd i a copy of fds[i] (None: nothing there) and close every higher fd.
+
+    Every source is first copied above all targets, so one whose number is another's
+    target is not lost to an earlier dup2."""
+    lifted = [None if fd is None else fcntl.fcntl(fd, fcntl.F_DUPFD, 10 + len(fds)) for fd in fds]
+    for target, fd in enumerate(lifted):
+        if fd is not None:
+            os.dup2(fd, target)
+        else:
+            with contextlib.suppress(OSError):
+                os.close(target)
+    os.closerange(len(fds), os.sysconf("SC_OPEN_MAX"))
+
+
 # The OCI runtime's monitor is a shell, not a fork of the engine: spawning /bin/sh costs
 # one vfork+exec, while forking a large Python process copies its page tables twice.
 SHELL_MONITOR = 'exit_file=$1; shift; "$@"; echo $? > "$exit_file"'
 
 
-def spawn_shell_monitor(state_dir: str, stdout_path: str, stderr_path: str, argv: list[str]) -> int:
+def spawn_shell_monitor(
+    state_dir: str, stdout_path: str, stderr_path: str, argv: list[str], *, stdin: int | None = None,
+    terminal: str | None = None,
+) -> int:
     """posix_spawn a `sh` that runs `argv` (the runtime) with the logs as stdout/stderr, in
-    a session of its own, and writes its exit status to the exit file; returns its pid."""
+    a session of its own, and writes its exit status to the exit file; returns its pid.
+
+    `stdin` (a pipe's read end) replaces /dev/null; `terminal` (a pty's slave path) is all
+    three instead, opened after setsid so that it is the session's controlling terminal:
+    a resize of its master then signals SIGWINCH to the runtime, which passes it on."""
     flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND
-    actions = [
-        (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
+    actions: list[tuple] = [
+        (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0) if stdin is None else (os.POSIX_SPAWN_DUP2, stdin, 0),
         (os.POSIX_SPAWN_OPEN, 1, stdout_path, flags, 0o640),
         (os.POSIX_SPAWN_OPEN, 2, stderr_path, flags, 0o640),
     ]
+    if terminal is not None:
+        actions = [(os.POSIX_SPAWN_OPEN, 0, terminal, os.O_RDWR, 0), (os.POSIX_SPAWN_DUP2, 0, 1),
+                   (os.POSIX_SPAWN_DUP2, 0, 2)]
     argv = ["/bin/sh", "-c", SHELL_MONITOR, "strata-monitor", os.path.join(state_dir, EXIT_FILE), *argv]
     try:
         return os.posix_spawn(
@@ -294,6 +377,9 @@ class Handle:
         self._child = child
         self._exit: ExitStatus | None = None
         self.start_error = ""  # why the process could not be exec'd, when the driver knows at start
+        # Held only by the engine that started the process (an fd cannot be persisted):
+        self.stdin: int | None = None  # write end of the process's stdin pipe (open_stdin)
+        self.console: int | None = None  # master of the process's terminal (tty)
 
     @property
     def monitor_pid(self) -> int:
@@ -381,6 +467,11 @@ class ExecDriver(ABC):
 
     def attach(self, container_id: str, state_dir: str, info: MonitorInfo) -> Handle:
         return Handle(self, container_id, state_dir, info, child=False)
+
+    @abstractmethod
+    def exec(self, handle: Handle, spec: ProcessSpec) -> ExecProcess:
+        """Start `spec` (args, env, cwd, user, tty, open_stdin; rootfs is the container's) in
+        the running container of `handle`; returns once it runs or failed to."""
 
     @abstractmethod
     def container_pid(self, handle: Handle, timeout: float) -> int | None:

@@ -10,6 +10,7 @@ are then v1 only (the cgroup2 controllers -- on this host just hugetlb -- are no
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import os
@@ -61,6 +62,9 @@ def detect() -> CgroupLayout:
 # -- cgroup v1 limits, as the native execdriver applies them ----------------------------
 
 PARENT = "strata"  # containers' cgroups are /<controller>/strata/<container id>
+# made even without limits: pause (freezer), stats (cpuacct, memory, blkio, pids), top and update
+# (cpu, memory, pids) find the container in them, as in runc's
+OBSERVED = ("freezer", "cpu", "cpuacct", "memory", "blkio", "pids")
 
 
 def _rule_text(rule: dict) -> str:
@@ -119,7 +123,8 @@ class V1Cgroup:
             if set(writes) != {"devices"}:
                 raise ExecError(f"the native execdriver sets cgroup v1 limits only; this host has {layout.describe()}")
             return cls(container_id, ())
-        present = tuple(c for c in writes if os.path.isdir(os.path.join(CGROUP_ROOT, c)))
+        wanted = [*writes, *(c for c in OBSERVED if c not in writes)]
+        present = tuple(c for c in wanted if os.path.isdir(os.path.join(CGROUP_ROOT, c)))
         missing = sorted(set(writes) - set(present) - {"devices"})
         if missing:
             raise ExecError(f"cgroup controller {', '.join(missing)} is not mounted on this host")
@@ -133,7 +138,7 @@ class V1Cgroup:
                     for d in (parent, path):  # a v1 cpuset starts empty: inherit before narrowing
                         for name in ("cpuset.cpus", "cpuset.mems"):
                             _write(d, name, _read(os.path.dirname(d), name))
-                for name, value in writes[controller]:
+                for name, value in writes.get(controller, []):
                     _write(path, name, value)
         except BaseException:
             group.remove()
@@ -170,6 +175,9 @@ def remove_container(container_id: str) -> None:
     for controller in os.listdir(CGROUP_ROOT) if os.path.isdir(CGROUP_ROOT) else ():
         path = os.path.join(CGROUP_ROOT, controller, PARENT, container_id)
         if os.path.isdir(path):
+            if controller == "freezer":  # a paused container's frozen tasks never leave
+                with contextlib.suppress(ExecError):
+                    _write(path, "freezer.state", "THAWED")
             remove_dir(path)
 
 

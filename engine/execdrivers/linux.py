@@ -69,8 +69,8 @@ def unshare(flags: int) -> None:
     _check(_libc.unshare(flags), f"unshare(0x{flags:x})")
 
 
-def setns(fd: int, nstype: int) -> None:
-    """Join the namespace `fd` refers to (a network namespace: only the calling thread)."""
+def setns(fd: int, nstype: int = 0) -> None:
+    """Join the namespace `fd` refers to (nstype 0: any kind; a network namespace: only the calling thread)."""
     _check(_libc.setns(fd, nstype), f"setns(0x{nstype:x})")
 
 

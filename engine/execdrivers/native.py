@@ -10,6 +10,9 @@ sysctls, masks and write-protects the spec's paths, sets hostname and
 rlimits, brings lo up, keeps the spec's capabilities, sets no_new_privs, drops to the
 user and execs. It is the research baseline for how fast exec startup can be: two forks,
 a few dozen syscalls, one exec.
+Those cgroups (cgroups.py: /sys/fs/cgroup/<controller>/strata/<id>, with freezer, cpuacct,
+blkio and the rest made even without limits) are where pause, stats, top and update find it;
+exec joins its namespaces (setns) and cgroups; -t gives it a terminal of its own devpts.
 """
 
 from __future__ import annotations
@@ -17,14 +20,32 @@ from __future__ import annotations
 import contextlib
 import os
 import resource
+import socket
 import stat
 from typing import Any, NoReturn
 
 from graphdrivers import mountutil as mu
 
 from ..errors import ExecError
-from . import cgroups, linux, users
-from .base import PID_FILE, ExecDriver, Handle, ProcessSpec, exec_process, prepare_state_dir, spawn_monitor
+from . import cgroups, linux, terminal, users
+from .base import (
+    CONSOLE_FD,
+    PID_FILE,
+    STATUS_CANNOT_INVOKE,
+    SYNC_FD,
+    ExecDriver,
+    ExecPipes,
+    ExecProcess,
+    Handle,
+    ProcessSpec,
+    exec_process,
+    place_fds,
+    prepare_state_dir,
+    report_start_error,
+    spawn_monitor,
+    status_code,
+)
+from .cgroupfs import ContainerCgroups
 from .ocispec import DEFAULT_DEVICES, oci_spec, process_env
 
 DEV_LINKS = (("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"), ("stdout", "/proc/self/fd/1"),
@@ -52,20 +73,69 @@ class NativeDriver(ExecDriver):
         def start_child() -> NoReturn:
             _container_init(config, group)
 
+        stdin_read, stdin_write = os.pipe() if spec.open_stdin and not spec.tty else (None, None)
+        pair = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM) if spec.tty else None
         try:
-            monitor, pid, error = spawn_monitor(state_dir, stdout_path, stderr_path, start_child,
-                                                new_pid_namespace=True)
+            monitor, pid, error = spawn_monitor(
+                state_dir, stdout_path, stderr_path, start_child, new_pid_namespace=True, stdin=stdin_read,
+                console=pair[1].fileno() if pair else None)
         except BaseException:
+            _close(stdin_write)
+            if pair:
+                pair[0].close()
             group.remove()
             raise
+        finally:  # the engine's copies of what the monitor inherited
+            _close(stdin_read)
+            if pair:
+                pair[1].close()
         with open(os.path.join(state_dir, PID_FILE), "w") as f:
             f.write(str(pid))
         handle = self._new_handle(container_id, state_dir, monitor, pid)
         handle.start_error = error
+        handle.stdin = stdin_write
+        if pair:
+            handle.console = terminal.receive_master(pair[0])
+            pair[0].close()
         return handle
 
     def container_pid(self, handle: Handle, timeout: float) -> int | None:
         return handle.info.pid
+
+    def exec(self, handle: Handle, spec: ProcessSpec) -> ExecProcess:
+        """A fork of the engine joins the container's namespaces (setns) and forks the process,
+        which is then in its pid namespace; the fork waits for it and exits with its status."""
+        spec.validate()
+        target = handle.pid()
+        if target is None:
+            raise ExecError(f"container {handle.id} is not running")
+        user = users.resolve(spec.rootfs, spec.user)
+        process = oci_spec(spec, user, process_env(spec, user))["process"]  # the container's capabilities
+        groups = ContainerCgroups.of_process(target)
+        namespaces = [os.open(f"/proc/{target}/ns/{ns}", os.O_RDONLY | os.O_CLOEXEC) for ns in EXEC_NAMESPACES]
+        report_read, report_write = os.pipe2(os.O_CLOEXEC)
+        pair = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM) if spec.tty else None
+        pipes = None if spec.tty else ExecPipes(spec.open_stdin)
+        try:
+            pid = os.fork()
+            if pid == 0:
+                _exec_relay(process, groups, namespaces, report_write, pipes,
+                            pair[1].fileno() if pair else None)
+        finally:
+            for fd in (*namespaces, report_write):
+                os.close(fd)
+            if pair:
+                pair[1].close()
+            if pipes:
+                pipes.close_child_ends()
+        report = _read_all(report_read)
+        errors = [line[6:] for line in report.splitlines() if line.startswith("error ")]
+        if pair:
+            console = terminal.receive_master(pair[0])
+            pair[0].close()
+            return ExecProcess(pid, console=console, start_error="; ".join(errors))
+        assert pipes is not None
+        return pipes.process(pid, "; ".join(errors))
 
     def release(self, container_id: str, state_dir: str) -> None:
         cgroups.remove_container(container_id)
@@ -73,6 +143,56 @@ class NativeDriver(ExecDriver):
     def status(self) -> list[tuple[str, str]]:
         return [("Execution Driver", "native"),
                 ("Runtime", "none (the OCI spec applied in the engine: namespaces, mounts, cgroup v1, pivot_root)")]
+
+
+EXEC_NAMESPACES = ("ipc", "uts", "net", "pid", "mnt")  # mnt last: it changes what /proc paths mean
+
+
+def _exec_relay(process: dict[str, Any], groups: ContainerCgroups, namespaces: list[int], report: int,
+                pipes: ExecPipes | None, console: int | None) -> NoReturn:
+    """The engine's fork for an exec: enter the container, fork the process, relay its status."""
+    try:
+        null = os.open(os.devnull, os.O_RDWR)
+        stdio = pipes.child_ends if pipes is not None else (null, null, null)
+        place_fds([*stdio, report, console, *namespaces])
+        os.set_inheritable(SYNC_FD, False)
+        groups.join()
+        for fd in range(CONSOLE_FD + 1, CONSOLE_FD + 1 + len(namespaces)):
+            linux.setns(fd)
+            os.close(fd)
+        child = os.fork()  # the pid namespace is the child's
+        if child == 0:
+            try:
+                if console is not None:
+                    terminal.become_console_of_new_pty(CONSOLE_FD)
+                _become(process)
+                os.chdir(process["cwd"])
+                exec_process(process["args"], dict(item.split("=", 1) for item in process["env"]))
+            except BaseException as exc:
+                report_start_error(str(exc) or type(exc).__name__, STATUS_CANNOT_INVOKE)
+        os.close(SYNC_FD)
+        with contextlib.suppress(OSError):
+            os.close(CONSOLE_FD)
+        _, wait_status = os.waitpid(child, 0)
+        os._exit(status_code(wait_status))
+    except BaseException as exc:
+        report_start_error(str(exc) or type(exc).__name__, STATUS_CANNOT_INVOKE)
+
+
+def _read_all(fd: int) -> str:
+    chunks = []
+    try:
+        while chunk := os.read(fd, 65536):
+            chunks.append(chunk)
+    finally:
+        os.close(fd)
+    return b"".join(chunks).decode(errors="replace")
+
+
+def _close(fd: int | None) -> None:
+    if fd is not None:
+        with contextlib.suppress(OSError):
+            os.close(fd)
 
 
 def _container_init(config: dict[str, Any], group: cgroups.V1Cgroup) -> NoReturn:
@@ -115,12 +235,25 @@ def _container_init(config: dict[str, Any], group: cgroups.V1Cgroup) -> NoReturn
     if network is not None and "path" not in network:
         linux.loopback_up()
     process = config["process"]
+    if process["terminal"]:
+        terminal.become_console_of_new_pty(CONSOLE_FD)
     for limit in process["rlimits"]:
         resource.setrlimit(getattr(resource, limit["type"]), (limit["soft"], limit["hard"]))
     cwd = process["cwd"]
     if cwd != "/":
         with contextlib.suppress(OSError):  # as runc does; after pivot_root, so symlinks stay inside
             os.makedirs(cwd, 0o755, exist_ok=True)
+    _become(process)
+    try:
+        os.chdir(cwd)
+    except OSError as exc:
+        raise ExecError(f"cannot enter the working directory {cwd!r}: {exc.strerror}") from None
+    os.umask(0o022)
+    exec_process(process["args"], dict(item.split("=", 1) for item in process["env"]))
+
+
+def _become(process: dict[str, Any]) -> None:
+    """Inside the container: keep the spec's capabilities, become its user, set no_new_privs."""
     caps = process["capabilities"]
     linux.drop_bounding(caps["bounding"])
     u = process["user"]  # switched while root's capabilities still allow it; setuid clears them
@@ -132,12 +265,6 @@ def _container_init(config: dict[str, Any], group: cgroups.V1Cgroup) -> NoReturn
         linux.set_capabilities(caps["effective"], caps["permitted"])
     if process["noNewPrivileges"]:
         linux.prctl(PR_SET_NO_NEW_PRIVS, 1)
-    try:
-        os.chdir(cwd)
-    except OSError as exc:
-        raise ExecError(f"cannot enter the working directory {cwd!r}: {exc.strerror}") from None
-    os.umask(0o022)
-    exec_process(process["args"], dict(item.split("=", 1) for item in process["env"]))
 
 
 def _in_root(root: str, path: str) -> str:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import secrets
 import shutil
 import subprocess
 import time
@@ -21,12 +22,14 @@ from collections.abc import Mapping
 from graphdrivers import mountutil as mu
 
 from ..errors import ExecError, RuntimeNotSupported
-from . import cgroups, linux, users
+from . import cgroups, linux, terminal, users
 from .base import (
     PID_FILE,
     STATUS_CANNOT_INVOKE,
     STATUS_NOT_FOUND,
     ExecDriver,
+    ExecPipes,
+    ExecProcess,
     ExitStatus,
     Handle,
     ProcessSpec,
@@ -80,20 +83,92 @@ class OciDriver(ExecDriver):
         pid_file = os.path.join(state_dir, PID_FILE)
         cmd = self.runtime_command("run", "--bundle", state_dir, "--pid-file", pid_file, container_id, log=log)
         os.makedirs(self.state_root, exist_ok=True)
+        cmd = self._in_runtime_namespace(cmd)
+        # runc in the foreground copies its own stdio to the container's: a pipe for -i, and
+        # for -t a host pty whose master the engine keeps (runc makes the container's pty).
+        stdin_read, stdin_write = os.pipe() if spec.open_stdin and not spec.tty else (None, None)
+        master, slave, slave_path = terminal.host_pty() if spec.tty else (None, None, None)
+        try:
+            monitor = spawn_shell_monitor(state_dir, stdout_path, stderr_path, cmd, stdin=stdin_read,
+                                          terminal=slave_path)
+        except BaseException:
+            for fd in (stdin_write, master):
+                if fd is not None:
+                    os.close(fd)
+            raise
+        finally:
+            for fd in (stdin_read, slave):
+                if fd is not None:
+                    os.close(fd)
+        handle = self._new_handle(container_id, state_dir, monitor, None)
+        handle.stdin, handle.console = stdin_write, master
+        return handle
+
+    def _in_runtime_namespace(self, cmd: list[str]) -> list[str]:
         if self.hide_cgroup2:  # crun 1.8 on a hybrid host: a mount namespace without cgroup2
             hide = f'umount -l {cgroups.UNIFIED} 2>/dev/null; exec "$@"'
-            cmd = ["unshare", "--mount", "--propagation", "private", "/bin/sh", "-c", hide, "crun", *cmd]
-        monitor = spawn_shell_monitor(state_dir, stdout_path, stderr_path, cmd)
-        return self._new_handle(container_id, state_dir, monitor, None)
+            return ["unshare", "--mount", "--propagation", "private", "/bin/sh", "-c", hide, "crun", *cmd]
+        return cmd
 
     def interpret(self, handle: Handle, status: ExitStatus) -> ExitStatus:
         """A runtime that failed before the process ran (no pid file): Docker's 127 or 126."""
         if status.code == 0 or os.path.exists(os.path.join(handle.state_dir, PID_FILE)):
             return status
-        log = os.path.join(handle.state_dir, RUNTIME_LOG)
-        error = runtime_errors(log) or f"{self.runtime} exited with status {status.code} before starting the process"
+        code, error = self._start_failure(status.code, os.path.join(handle.state_dir, RUNTIME_LOG))
+        return ExitStatus(code, status.finished_at, error)
+
+    def _start_failure(self, code: int, log: str) -> tuple[int, str]:
+        error = runtime_errors(log) or f"{self.runtime} exited with status {code} before starting the process"
         not_found = "not found" in error or "no such file" in error.lower()
-        return ExitStatus(STATUS_NOT_FOUND if not_found else STATUS_CANNOT_INVOKE, status.finished_at, error)
+        return STATUS_NOT_FOUND if not_found else STATUS_CANNOT_INVOKE, error
+
+    def exec(self, handle: Handle, spec: ProcessSpec) -> ExecProcess:
+        """`runc exec --process` with the container's capabilities and limits; runc in the
+        foreground copies its stdio (pipes, or a host pty) to the process's, as for `start`."""
+        spec.validate()
+        user = users.resolve(spec.rootfs, spec.user)
+        self._wait_running(handle)
+        name = f"exec-{secrets.token_hex(8)}"
+        files = [os.path.join(handle.state_dir, f"{name}.{ext}") for ext in ("json", "pid", "log")]
+        with open(files[0], "w") as f:
+            f.write(json.dumps(oci_spec(spec, user, process_env(spec, user))["process"]))
+        cmd = self._in_runtime_namespace(self.runtime_command("exec", "--process", files[0], "--pid-file", files[1],
+                                                              handle.id, log=files[2]))
+        if spec.tty:
+            master, slave, slave_path = terminal.host_pty()
+            os.close(slave)
+            actions = [(os.POSIX_SPAWN_OPEN, fd, slave_path, os.O_RDWR, 0) for fd in (0, 1, 2)]
+            try:  # a session of its own with the pty as controlling terminal: runc gets SIGWINCH
+                pid = os.posix_spawn(cmd[0], cmd, os.environ, file_actions=actions, setsid=True)
+            except BaseException:
+                os.close(master)
+                raise
+            return _OciExec(self, pid, files, console=master)
+        pipes = ExecPipes(spec.open_stdin)
+        try:
+            actions = [(os.POSIX_SPAWN_DUP2, fd, i) for i, fd in enumerate(pipes.child_ends)]
+            pid = os.posix_spawn(cmd[0], cmd, os.environ, file_actions=actions, setsid=True)
+        except BaseException:
+            pipes.close_all()
+            raise
+        pipes.close_child_ends()
+        return _OciExec(self, pid, files, stdin=pipes.stdin, stdout=pipes.stdout, stderr=pipes.stderr)
+
+    def _wait_running(self, handle: Handle, timeout: float = 10.0) -> None:
+        """Until the runtime reports the container running: just after `start` it may still
+        be creating it, and the runtime's exec refuses a container it does not know yet."""
+        deadline = time.monotonic() + timeout
+        while True:
+            result = subprocess.run(self.runtime_command("state", handle.id), capture_output=True, text=True,
+                                    preexec_fn=self.enter_runtime_namespace if self.hide_cgroup2 else None)
+            with contextlib.suppress(ValueError):
+                if result.returncode == 0 and json.loads(result.stdout).get("status") == "running":
+                    return
+            if handle.exit_status() is not None:
+                raise ExecError(f"container {handle.id} is not running")
+            if time.monotonic() > deadline:
+                raise ExecError(f"{self.runtime} did not report container {handle.id} running in {timeout}s")
+            time.sleep(0.01)
 
     def container_pid(self, handle: Handle, timeout: float) -> int | None:
         """The runtime writes the pid file once the process runs; wait for it (or the end)."""
@@ -143,6 +218,25 @@ class OciDriver(ExecDriver):
                 )
             )
         return rows
+
+
+class _OciExec(ExecProcess):
+    """A `runc exec`: a runtime that failed to start the process (no pid file) is Docker's
+    126 or 127, with the runtime's message; its files go when it is waited for."""
+
+    def __init__(self, driver: OciDriver, pid: int, files: list[str], **fds: int | None) -> None:
+        super().__init__(pid, **fds)
+        self.driver = driver
+        self.files = files
+
+    def wait(self) -> int:
+        code = super().wait()
+        if code != 0 and not os.path.exists(self.files[1]):
+            code, self.start_error = self.driver._start_failure(code, self.files[2])
+        for path in self.files:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+        return code
 
 
 def runtime_errors(log_path: str) -> str:

@@ -171,7 +171,7 @@ def oci_spec(spec: ProcessSpec, user: users.User, env: Mapping[str, str]) -> dic
     config: dict[str, Any] = {
         "ociVersion": "1.0.2",
         "process": {
-            "terminal": False,
+            "terminal": spec.tty,
             "user": process_user,
             "args": args,
             "env": [f"{k}={v}" for k, v in env.items()],

@@ -16,7 +16,9 @@ from engine.cli import app
 from engine.cli.commands import CLI_ONLY, NOT_FLAGS
 
 SPECS = builtins.specs()
-REACHED_OTHERWISE = {"container_inspect": "`strata inspect` of containers"}
+REACHED_OTHERWISE = {"container_inspect": "`strata inspect` of containers",
+                     "exec_create": "the API's first step of docker exec (`strata exec` does both)",
+                     "exec_inspect": "the API's GET /exec/{id}/json"}
 AUTH_OPTIONS = ("username", "password")  # what registry_auth(req) gives pull, push and search
 
 

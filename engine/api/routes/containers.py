@@ -10,11 +10,12 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import IO, Any
 
 from ...containers.jobs import WARNING
 from ...containers.record import Container
+from ...containers.stdio import ProcessIO, detach_sequence, forward_input
 from ...engine import Engine
 from ...errors import EngineError, NoSuchContainer
 from ...images.view import unix_time
@@ -24,6 +25,8 @@ from ..http import ApiError, Reply, Request, Router
 POLL = 0.005  # seconds between looks at a container that has not started yet
 ATTACH_DRAIN_TIMEOUT = 30.0  # how long wait lets attach streams finish copying output
 RAW_STREAM = "application/vnd.docker.raw-stream"
+MUX_STREAM = "application/vnd.docker.multiplexed-stream"
+FOLLOW_POLL = 0.02  # seconds between looks at the log files of an attached container
 
 
 # The fields of Docker's container inspect that strata has no other value for; the docker
@@ -137,12 +140,21 @@ def add_routes(router: Router, engine: Engine) -> None:
         c = container(req)
         if not req.flag("stream") and not req.flag("logs"):
             raise ApiError(400, "attach needs stream=1 or logs=1")
-        want_out, want_err = req.flag("stdout"), req.flag("stderr")
+        want_in, want_out, want_err = req.flag("stdin"), req.flag("stdout"), req.flag("stderr")
+        detach = detach_sequence(req.arg("detachKeys"))
+        replay = req.flag("logs") or not c.state.running  # output from the start when it starts now
         attachments.begin(c.id)
 
-        def hijacked(sock: socket.socket, _rfile: IO[bytes]) -> None:
+        def hijacked(sock: socket.socket, rfile: IO[bytes]) -> None:
+            detached = threading.Event()
             try:
-                _follow(_await_start(c), sock, want_out, want_err)
+                current = _await_start(c)
+                stdio = store.process_io(current)
+                if want_in and stdio is not None and current.open_stdin:
+                    threading.Thread(target=_input, args=(rfile, sock, stdio, detach, current.stdin_once, detached),
+                                     name=f"attach-stdin-{c.short_id}", daemon=True).start()
+                if req.flag("stream"):
+                    _follow(current, sock, want_out, want_err, replay=replay, stop=detached)
             except (BrokenPipeError, ConnectionResetError, NoSuchContainer):
                 pass
             finally:
@@ -150,20 +162,48 @@ def add_routes(router: Router, engine: Engine) -> None:
                 with contextlib.suppress(OSError):
                     sock.shutdown(socket.SHUT_WR)
 
-        return Reply(200, hijack=hijacked, content_type=RAW_STREAM)
+        return Reply(200, hijack=hijacked, content_type=RAW_STREAM if c.tty else MUX_STREAM)
 
-    def _follow(c: Container, sock: socket.socket, want_out: bool, want_err: bool) -> None:
-        """Copy the container's output as frames until its process ends, without recording the
-        end: that is the wait endpoint's job (it alone sees the exit code of an --rm container)."""
+    def _input(rfile: IO[bytes], sock: socket.socket, stdio: ProcessIO, detach: bytes, close_at_eof: bool,
+               detached: threading.Event) -> None:
+        """The client's input to the container; on the detach keys the attach ends, the container runs on."""
+        read = getattr(rfile, "read1", rfile.read)
+        try:
+            if forward_input(lambda: read(1 << 16), stdio, detach=detach, close_at_eof=close_at_eof):
+                detached.set()
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
+        except (OSError, ValueError):
+            pass
+
+    def _follow(c: Container, sock: socket.socket, want_out: bool, want_err: bool, *, replay: bool,
+                stop: threading.Event) -> None:
+        """Copy the container's output (frames, or raw for a TTY) until its process ends, without
+        recording the end: that is the wait endpoint's job (it alone sees the exit code of an
+        --rm container). `replay`: from the start of the logs, else only what comes now."""
         out_path, err_path = store.log_paths(c)
         handle = store.handle(c)
+        write = (lambda _stream, data: sock.sendall(data)) if c.tty else \
+            (lambda stream, data: sock.sendall(mux.frame(stream, data)))
         with _open(out_path) as out, _open(err_path) as err:
-            while True:
-                ended = handle is None or handle.wait(0.05) is not None
-                _pump(out, sock, mux.STDOUT, want_out)
-                _pump(err, sock, mux.STDERR, want_err)
+            if not replay:
+                out.seek(0, os.SEEK_END)
+                err.seek(0, os.SEEK_END)
+            while not stop.is_set():
+                ended = handle is None or handle.wait(FOLLOW_POLL) is not None
+                _pump(out, write, mux.STDOUT, want_out)
+                _pump(err, write, mux.STDERR, want_err)
                 if ended:
                     break
+
+    @router.route("POST", "/containers/{id}/resize")
+    def resize(req: Request) -> Reply:
+        c = store.refresh(container(req))
+        stdio = store.process_io(c) if c.state.running else None
+        if stdio is None:
+            raise ApiError(409, f"container {c.short_id} is not running with a terminal this daemon holds")
+        stdio.resize(req.int_arg("h", 0) or 0, req.int_arg("w", 0) or 0)
+        return Reply(200, None)
 
     @router.route("GET", "/containers/{id}/logs")
     def logs(req: Request) -> Reply:
@@ -171,10 +211,19 @@ def add_routes(router: Router, engine: Engine) -> None:
         if not req.flag("stdout") and not req.flag("stderr"):
             raise ApiError(400, "you must choose at least one stream (stdout or stderr)")
         drop = lambda _b: b""  # noqa: E731 -- a stream the client did not ask for
-        chunks = jobio.stream(engine, "logs", c.id, options={"follow": req.flag("follow")},
-                              out=mux.stdout_frame if req.flag("stdout") else drop,
-                              err=mux.stderr_frame if req.flag("stderr") else drop)
-        return Reply(200, stream=chunks, content_type=RAW_STREAM)
+        raw = lambda b: b  # noqa: E731 -- a TTY's output is one stream, sent as it is
+        for name in ("since", "until"):
+            if (req.arg(name) or "0") not in ("0", "0.000000000"):
+                raise ApiError(400, f"logs {name} is not supported: strata keeps a container's output as the raw "
+                                    "bytes it wrote, without times")
+        if req.flag("timestamps"):
+            raise ApiError(400, "logs timestamps are not supported: strata keeps a container's output as the raw "
+                                "bytes it wrote, without times")
+        options = {"follow": req.flag("follow"), "tail": req.arg("tail") or "all"}
+        chunks = jobio.stream(engine, "logs", c.id, options=options,
+                              out=(raw if c.tty else mux.stdout_frame) if req.flag("stdout") else drop,
+                              err=(raw if c.tty else mux.stderr_frame) if req.flag("stderr") else drop)
+        return Reply(200, stream=chunks, content_type=RAW_STREAM if c.tty else MUX_STREAM)
 
     @router.route("GET", "/containers/json")
     def list_(req: Request) -> Reply:
@@ -188,8 +237,7 @@ def add_routes(router: Router, engine: Engine) -> None:
     @router.route("GET", "/containers/{id}/json")
     def inspect(req: Request) -> Reply:
         data = inspected(req)
-        data.setdefault("Config", {}).update({"Tty": False, "OpenStdin": False, "AttachStdout": True,
-                                              "AttachStderr": True})
+        data.setdefault("Config", {}).update({"AttachStdout": True, "AttachStderr": True})
         data.setdefault("HostConfig", {})["LogConfig"] = {"Type": "json-file", "Config": {}}
         for key, value in _INSPECT_DEFAULTS.items():
             data.setdefault(key, copy.deepcopy(value))
@@ -238,7 +286,7 @@ def _open(path: str) -> IO[bytes]:
     return open(path if os.path.exists(path) else os.devnull, "rb")
 
 
-def _pump(src: IO[bytes], sock: socket.socket, stream: int, wanted: bool) -> None:
+def _pump(src: IO[bytes], write: Callable[[int, bytes], None], stream: int, wanted: bool) -> None:
     while chunk := src.read(1 << 20):
         if wanted:
-            sock.sendall(mux.frame(stream, chunk))
+            write(stream, chunk)

@@ -72,11 +72,17 @@ def busybox_tar(tmp_path_factory: pytest.TempPathFactory) -> str:
 
 
 @pytest.fixture
-def daemon(driver_name: str, make_backing) -> Iterator[Daemon]:
+def execdriver_name() -> str:
+    """The daemon's execdriver; a test parametrizes it to run on both."""
+    return "native"
+
+
+@pytest.fixture
+def daemon(driver_name: str, execdriver_name: str, make_backing) -> Iterator[Daemon]:
     fs = make_backing(graphdrivers.registration(driver_name).backing_fs)
     root = os.path.join(fs.mountpoint, "root")
     os.makedirs(root)
-    d = start_daemon(root, driver_name)
+    d = start_daemon(root, driver_name, exec_driver=execdriver_name)
     try:
         yield d
     finally:

@@ -9,16 +9,18 @@ import sys
 import pytest
 
 from tests.engine.api.conftest import REPO, Daemon
+from tests.support import terminal
 from tests.support.registry_server import RegistryServer
 
 
-def _strata(daemon: Daemon, *args: str, env_host: bool = False) -> subprocess.CompletedProcess:
+def _strata(daemon: Daemon, *args: str, env_host: bool = False, input: bytes | None = None) \
+        -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": REPO}
     host_args: tuple[str, ...] = ("-H", daemon.host)
     if env_host:
         env["STRATA_HOST"], host_args = daemon.host, ()
     return subprocess.run([sys.executable, "-m", "engine.cli", *host_args, *args], env=env, capture_output=True,
-                          timeout=60)
+                          timeout=60, input=input)
 
 
 @pytest.mark.parametrize("driver_name", ["overlay2"])
@@ -35,6 +37,12 @@ def test_run_through_the_daemon(daemon: Daemon, busybox_tar: str) -> None:
     detached = _strata(daemon, "run", "-d", "busybox", "true")
     assert detached.returncode == 0 and len(detached.stdout.strip()) == 64
     assert daemon.docker("wait", detached.stdout.decode().strip()).stdout == b"0\n"
+    piped = _strata(daemon, "run", "-i", "--rm", "busybox", "sh", "-c", "cat; echo end", input=b"hi\n")
+    assert (piped.returncode, piped.stdout) == (0, b"hi\nend\n")
+    env = {**os.environ, "PYTHONPATH": REPO}
+    session = terminal.spawn([sys.executable, "-m", "engine.cli", "-H", daemon.host, "run", "-it", "--rm", "busybox",
+                              "sh"], env)
+    assert terminal.shell_session(session) == 3
     # --rm left nothing; the named and the detached containers are there.
     names = daemon.docker("ps", "-a", "--format", "{{.Names}}").stdout.decode().split()
     assert "kept" in names and len(names) == 2
@@ -79,7 +87,8 @@ def test_run_arguments_parse_as_the_cli_parses_them() -> None:
                  ["-e", "A=1", "-eB=2", "--env=C=3", "--name=x", "-w", "/t", "--net", "host", "img", "sh", "-c", "-e"],
                  ["-u", "1:2", "--hostname", "h", "--", "img", "--rm"],
                  ["-p", "127.0.0.1:80:80", "--publish=81", "-P", "--expose", "90", "--network", "mynet",
-                  "--network-alias", "a", "--ip", "10.0.0.5", "img"]):
+                  "--network-alias", "a", "--ip", "10.0.0.5", "img"],
+                 ["-it", "--restart", "on-failure:3", "img", "sh"], ["-i", "-t", "--rm", "img"]):
         client = vars(containerargs.parse_run(argv))
         cli = vars(app.parser().parse_args(["run", *argv]))
         assert client == {key: cli[key] for key in client}, argv

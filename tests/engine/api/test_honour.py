@@ -168,7 +168,7 @@ def test_named_volumes(honour_daemon: Daemon) -> None:
     (["--uts", "host"], "UTSMode"),
     (["--network", "bridge"], "NetworkMode"),  # --bridge none: no default bridge, as with dockerd -b none
     (["--network", "container:other"], "container:NAME is not supported"),
-    (["--restart", "always"], "RestartPolicy"),
+    (["--restart", "always", "--rm"], "restart"),  # restart policies are honoured, but not with --rm
     (["-v", "/anonymous"], "Volumes"),
     (["--shm-size", "1g"], "ShmSize"),
     (["--memory-reservation", "10m"], "MemoryReservation"),
@@ -193,9 +193,10 @@ def test_sdk_create_fields(honour_daemon: Daemon) -> None:
         with pytest.raises(docker.errors.APIError) as refused_:
             client.containers.create("busybox", "true", ports={"80/tcp": 8080})
         assert refused_.value.status_code == 400 and "published ports" in str(refused_.value)
-        with pytest.raises(docker.errors.APIError) as refused_:
-            client.api.create_container("busybox", "true", tty=True)
-        assert refused_.value.status_code == 400 and "Tty" in str(refused_.value)
+        tty = client.api.create_container("busybox", "true", tty=True, stdin_open=True)  # honoured now
+        config = client.api.inspect_container(tty["Id"])["Config"]
+        assert (config["Tty"], config["OpenStdin"]) == (True, True)
+        client.api.remove_container(tty["Id"])
         volume = client.volumes.create("sdkvol", labels={"x": "y"})
         assert volume.attrs["Labels"] == {"x": "y"}
         assert [v.name for v in client.volumes.list()] == ["sdkvol"]

@@ -96,8 +96,8 @@ def test_protocol_errors_are_docker_json(daemon: Daemon) -> None:
 @pytest.mark.parametrize("driver_name", ["vfs"])
 def test_endpoints_strata_lacks_answer_501(daemon: Daemon) -> None:
     assert _call(daemon, "POST", "/v1.41/build") == (501, {"message": "not implemented by strata: POST /build"})
-    status, body = _call(daemon, "POST", "/v1.41/containers/abc/exec", b"{}")
-    assert status == 501 and body["message"] == "not implemented by strata: POST /containers/abc/exec"
+    status, body = _call(daemon, "POST", "/v1.41/build/prune", b"{}")
+    assert status == 501 and body["message"] == "not implemented by strata: POST /build/prune"
     status, body = _call(daemon, "GET", "/v1.41/services")
     assert status == 503 and "not a swarm manager" in body["message"]
     status, body = _call(daemon, "GET", "/v1.41/no/such/thing")

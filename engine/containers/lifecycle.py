@@ -1,0 +1,124 @@
+"""The lifecycle jobs of running containers: restart, pause, unpause, rename, update, cp."""
+
+from __future__ import annotations
+
+from graphdrivers.errors import InvalidOption
+from graphdrivers.units import parse_size
+
+from ..errors import Conflict, UsageError
+from ..job import Job
+from ..jobspec import JobTable, Option
+from .copy import copy
+from .jobs import STOP_TIME
+from .restart import parse_policy
+from .store import Containers
+
+jobs = JobTable()
+
+# update's options: (option name, HostConfig key, kind) -- sizes take 512m, 1g...
+LIMITS = (("memory", "Memory", "size"), ("memory_swap", "MemorySwap", "size"),
+          ("memory_reservation", "MemoryReservation", "size"), ("cpu_shares", "CpuShares", "int"),
+          ("cpu_period", "CpuPeriod", "int"), ("cpu_quota", "CpuQuota", "int"), ("pids_limit", "PidsLimit", "int"))
+
+
+def _store(job: Job) -> Containers:
+    return job.engine.containers
+
+
+def _each(job: Job, action: str) -> int:
+    """Apply `action` (a store method) to every named container, as docker does: report each
+    failure and go on; status 1 if any failed."""
+    store = _store(job)
+    status = 0
+    for ref in job.args:
+        try:
+            getattr(store, action)(store.get(ref))
+            job.write(ref + "\n")
+        except (Conflict, UsageError) as exc:
+            job.error_line(f"Error: {exc}")
+            status = 1
+    return status
+
+
+@jobs.job("pause", args="CONTAINER...", help="freeze every process of containers")
+def pause(job: Job) -> int:
+    return _each(job, "pause")
+
+
+@jobs.job("unpause", args="CONTAINER...", help="thaw paused containers")
+def unpause(job: Job) -> int:
+    return _each(job, "unpause")
+
+
+@jobs.job("restart", args="CONTAINER...", help="stop (if running) and start containers",
+          options={"time": STOP_TIME})
+def restart(job: Job) -> int:
+    store = _store(job)
+    for ref in job.args:
+        c = store.get(ref)
+        store.stop(c, job.options["time"])
+        store.start(store.get(c.id))
+        store.event(c, "restart")
+        job.write(ref + "\n")
+    return 0
+
+
+@jobs.job("rename", args="CONTAINER NEW_NAME", help="rename a container")
+def rename(job: Job) -> int:
+    ref, new_name = job.args
+    store = _store(job)
+    store.rename(store.get(ref), new_name)
+    return 0
+
+
+@jobs.job("update", args="CONTAINER...", help="change the cgroup limits or restart policy of containers", options={
+    "memory": Option(str, "memory limit (e.g. 512m)", ("-m", "--memory"), ""),
+    "memory_swap": Option(str, "memory plus swap limit; -1 for no limit", ("--memory-swap",), ""),
+    "memory_reservation": Option(str, "memory soft limit", ("--memory-reservation",), ""),
+    "cpu_shares": Option(int, "relative CPU weight", ("-c", "--cpu-shares"), 0),
+    "cpu_period": Option(int, "CFS period (microseconds)", ("--cpu-period",), 0),
+    "cpu_quota": Option(int, "CFS quota (microseconds per period)", ("--cpu-quota",), 0),
+    "pids_limit": Option(int, "most processes at once; -1 for no limit", ("--pids-limit",), 0),
+    "restart": Option(str, "restart policy: no, on-failure[:N], always, unless-stopped", ("--restart",), "")})
+def update(job: Job) -> int:
+    """`update CONTAINER...`: limits are written to a running container's cgroups at once and
+    kept in its record, so every later start applies them too."""
+    limits = _limits(job)
+    policy = parse_policy(job.options["restart"]) if job.options["restart"] else None
+    if not limits and policy is None:
+        raise UsageError("update needs at least one limit or --restart")
+    store = _store(job)
+    for ref in job.args:
+        c = store.refresh(store.get(ref))
+        if policy is not None and policy != "no" and c.auto_remove:
+            raise Conflict(f"container {c.short_id} is removed when it exits (--rm): it cannot have a restart policy")
+        if c.state.running and limits:
+            store.cgroups(c).set_limits(limits)
+        store.update(c, limits, policy)
+        job.write(ref + "\n")
+    return 0
+
+
+def _limits(job: Job) -> dict[str, int]:
+    limits = {}
+    for name, key, kind in LIMITS:
+        value = job.options[name]
+        if value in ("", 0):
+            continue
+        if kind == "size":
+            try:
+                value = -1 if value == "-1" else parse_size(value, what=f"--{name.replace('_', '-')}")
+            except InvalidOption as exc:
+                raise UsageError(str(exc)) from None
+        if value < -1 or (value == -1 and key not in ("MemorySwap", "PidsLimit", "CpuQuota")):
+            raise UsageError(f"--{name.replace('_', '-')} must be positive, got {job.options[name]!r}")
+        limits[key] = value
+    if "Memory" in limits and 0 < limits.get("MemorySwap", 0) < limits["Memory"]:
+        raise UsageError("--memory-swap must be at least --memory (it is memory plus swap)")
+    return limits
+
+
+@jobs.job("cp", args="SRC DEST", help="copy files between a container (CONTAINER:PATH) and the local filesystem")
+def cp(job: Job) -> int:
+    copy(_store(job), *job.args)
+    return 0
