@@ -366,8 +366,6 @@ class Containers:
             self._handles[c.id] = handle
             if handle.stdin is not None or handle.console is not None:
                 self._io[c.id] = ProcessIO(c.id, handle.stdin, handle.console, out)
-                if handle.console is not None and c.console_size:
-                    self._io[c.id].resize(*c.console_size)
             c.state.status = RUNNING
             c.state.pid = handle.info.pid or 0
             c.state.exit_code, c.state.error, c.state.finished_at = 0, "", ""
@@ -426,7 +424,8 @@ class Containers:
     def _process_spec(self, c: Container, path: str) -> ProcessSpec:
         """What the execdriver runs; a bridged container's network is set up here."""
         spec = ProcessSpec(path, c.args, c.env, c.workdir, c.user, c.hostname, c.network,
-                           tty=c.tty, open_stdin=c.open_stdin, settings=self._settings(c))
+                           tty=c.tty, open_stdin=c.open_stdin, settings=self._settings(c),
+                           console_size=(c.console_size[0], c.console_size[1]) if c.console_size else None)
         wanted = c.port_bindings()
         if c.publish_all:
             bound = {b.key for b in wanted}

@@ -58,6 +58,7 @@ class ProcessSpec:
     netns_path: str = ""
     tty: bool = False  # a terminal for stdin/stdout/stderr (`Handle.console` is its master)
     open_stdin: bool = False  # a pipe for stdin (`Handle.stdin` is its write end)
+    console_size: tuple[int, int] | None = None  # (rows, columns) of that terminal from the start
     settings: Settings = field(default_factory=Settings)
 
     def validate(self) -> None:

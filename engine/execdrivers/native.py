@@ -237,6 +237,8 @@ def _container_init(config: dict[str, Any], group: cgroups.V1Cgroup) -> NoReturn
     process = config["process"]
     if process["terminal"]:
         terminal.become_console_of_new_pty(CONSOLE_FD)
+        if "consoleSize" in process:
+            terminal.set_size(0, process["consoleSize"]["height"], process["consoleSize"]["width"])
     for limit in process["rlimits"]:
         resource.setrlimit(getattr(resource, limit["type"]), (limit["soft"], limit["hard"]))
     cwd = process["cwd"]

@@ -88,6 +88,8 @@ class OciDriver(ExecDriver):
         # for -t a host pty whose master the engine keeps (runc makes the container's pty).
         stdin_read, stdin_write = os.pipe() if spec.open_stdin and not spec.tty else (None, None)
         master, slave, slave_path = terminal.host_pty() if spec.tty else (None, None, None)
+        if master is not None and spec.console_size:  # runc sizes the container's pty as its own
+            terminal.set_size(master, *spec.console_size)
         try:
             monitor = spawn_shell_monitor(state_dir, stdout_path, stderr_path, cmd, stdin=stdin_read,
                                           terminal=slave_path)

@@ -172,6 +172,8 @@ def oci_spec(spec: ProcessSpec, user: users.User, env: Mapping[str, str]) -> dic
         "ociVersion": "1.0.2",
         "process": {
             "terminal": spec.tty,
+            **({"consoleSize": {"height": spec.console_size[0], "width": spec.console_size[1]}}
+               if spec.tty and spec.console_size else {}),
             "user": process_user,
             "args": args,
             "env": [f"{k}={v}" for k, v in env.items()],

@@ -203,3 +203,20 @@ def test_sdk_create_fields(honour_daemon: Daemon) -> None:
         volume.remove()
     finally:
         client.close()
+
+
+def test_console_size_sizes_the_terminal_at_start(honour_daemon: Daemon) -> None:
+    """HostConfig.ConsoleSize is the TTY's size from the first instruction; without Tty it is refused."""
+    client = docker.APIClient(base_url=honour_daemon.host)
+    try:
+        created = client.create_container("busybox", ["stty", "size"], tty=True,
+                                          host_config={"ConsoleSize": [31, 101]})
+        client.start(created["Id"])
+        assert client.wait(created["Id"])["StatusCode"] == 0
+        assert client.logs(created["Id"]).split() == [b"31", b"101"]
+        client.remove_container(created["Id"])
+        with pytest.raises(docker.errors.APIError) as refused_:
+            client.create_container("busybox", "true", host_config={"ConsoleSize": [31, 101]})
+        assert refused_.value.status_code == 400 and "ConsoleSize" in str(refused_.value)
+    finally:
+        client.close()
