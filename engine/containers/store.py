@@ -171,6 +171,7 @@ class Containers:
         restart_policy = parse_policy(restart_policy)
         if restart_policy != "no" and auto_remove:
             raise UsageError("conflicting options: a restart policy and --rm (auto-remove)")
+        host.warnings.extend(_unmounted_image_volumes(cfg, host))
         network = self.network.resolve_mode(network)
         bindings = [b for spec in publish or [] for b in ports.parse_publish(spec)]
         exposed = {*(cfg.get("ExposedPorts") or {}), *(k for e in expose or [] for k in ports.parse_expose(e)),
@@ -801,3 +802,14 @@ def _committed_config(base: dict[str, Any], c: Container, diff_id: str, message:
 
 
 __all__ = ["CREATED", "EXITED", "RUNNING", "Containers"]
+
+
+def _unmounted_image_volumes(cfg: dict, host: HostConfig) -> list[str]:
+    """Docker gives each VOLUME an image declares an anonymous volume; strata makes none, so
+    a declared path that no mount covers is said, not silently left in the container layer."""
+    mounted = {m.destination.rstrip("/") or "/" for m in host.settings.mounts}
+    missing = sorted(v for v in cfg.get("Volumes") or {} if (v.rstrip("/") or "/") not in mounted)
+    if not missing:
+        return []
+    return [f"the image declares VOLUME {', '.join(missing)}: strata creates no anonymous volumes, so what is "
+            "written there stays in the container's layer (mount a named volume there with -v NAME:PATH)"]

@@ -375,3 +375,22 @@ def test_strata_cli_honours_and_refuses_create_options(vfs_engine: Engine) -> No
     status, _, err = job(vfs_engine, "run", "busybox", "true", memory="1m")
     assert status == 125 and b"--memory (Memory)" in err and b"6MB" in err
     assert vfs_engine.containers.ids() == []
+
+
+def test_image_volumes_strata_does_not_create_are_said(vfs_engine: Engine, tmp_path) -> None:
+    """An image's VOLUME gets no anonymous volume here: create says so (Docker's warning
+    channel) unless a mount covers the path."""
+    import dataclasses
+    import json as jsonlib
+
+    from engine.images import testimages
+
+    base = testimages.busybox(str(tmp_path / "build"))
+    config = jsonlib.loads(base.config_bytes)
+    config["config"]["Volumes"] = {"/data": {}}
+    image = dataclasses.replace(base, tags=["withvol:1"], config_bytes=jsonlib.dumps(config).encode())
+    assert job(vfs_engine, "load", testimages.write(str(tmp_path / "withvol.tar"), [image]))[0] == 0
+    status, _, err = job(vfs_engine, "create", "withvol:1", "true")
+    assert status == 0 and b"WARNING: the image declares VOLUME /data: strata creates no anonymous volumes" in err
+    status, _, err = job(vfs_engine, "create", "withvol:1", "true", tmpfs='["/data"]')
+    assert status == 0 and b"VOLUME" not in err, err
