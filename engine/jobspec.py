@@ -11,6 +11,7 @@ Options travel in a job's environment as strings (as Docker's engine jobs carrie
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -88,8 +89,8 @@ def encode(value: Any) -> str:
     return "" if value is None else str(value)
 
 
-def _arity(usage: str) -> tuple[int, int | None]:
-    """(min, max) positional arguments of a usage line: `[X]` is optional, `X...` repeats."""
+def _words(usage: str) -> list[str]:
+    """The top-level words of a usage line: `IMAGE [COMMAND [ARG...]]` is two."""
     words, depth, word = [], 0, ""
     for ch in usage:
         depth += (ch == "[") - (ch == "]")
@@ -98,9 +99,49 @@ def _arity(usage: str) -> tuple[int, int | None]:
             word = ""
         else:
             word += ch
-    words = [w for w in (*words, word) if w]
+    return [w for w in (*words, word) if w]
+
+
+def _arity(usage: str) -> tuple[int, int | None]:
+    """(min, max) positional arguments of a usage line: `[X]` is optional, `X...` repeats."""
+    words = _words(usage)
     required = sum(1 for w in words if not w.startswith("["))
     return required, None if any("..." in w for w in words) else len(words)
+
+
+VERBATIM = ("COMMAND", "PS_OPTION")  # usage words that start a command line passed on as typed
+REST = "..."  # the nargs of a verbatim command line: argparse.REMAINDER, flags included
+
+
+@dataclass(frozen=True)
+class Positional:
+    """One positional argument of a usage line, as a command-line parser takes it.
+
+    `nargs` is argparse's: None (exactly one), "?", "+", "*", or REST for a command line
+    that follows (`run IMAGE ls -l`: `-l` is the command's, not ours)."""
+
+    dest: str
+    metavar: str
+    nargs: str | None
+
+
+def positionals(usage: str) -> list[Positional]:
+    """The positionals of a usage line, in order, so a CLI parses exactly what a job declares.
+
+    `[X]` is optional, `X...` repeats, and a word starting with a VERBATIM name takes the
+    rest of the line as it is (`CONTAINER COMMAND [ARG...]`)."""
+    found: list[Positional] = []
+    for word in _words(usage):
+        optional = word.startswith("[") and word.endswith("]")
+        inner = word[1:-1] if optional else word
+        if inner.startswith(VERBATIM):
+            found.append(Positional("args", inner.split(" ")[0].split("...")[0], REST))
+            break
+        repeated = inner.endswith("...")
+        metavar = inner.removesuffix("...")
+        nargs = ("*" if optional else "+") if repeated else ("?" if optional else None)
+        found.append(Positional(re.split(r"[^A-Za-z0-9_]", metavar)[0].lower(), metavar, nargs))
+    return found
 
 
 @dataclass(frozen=True)
@@ -112,6 +153,10 @@ class JobSpec:
     usage: str = ""
     options: Mapping[str, Option] = field(default_factory=dict)
     help: str = ""
+
+    @property
+    def positionals(self) -> list[Positional]:
+        return positionals(self.usage)
 
     def check_args(self, args: list[str]) -> None:
         low, high = _arity(self.usage)

@@ -1,21 +1,22 @@
 """Subcommands made from job declarations: each one's options come from its JobSpec.
 
-A subcommand names its job and which parsed positionals become the job's arguments; its
-option flags, types, defaults and help are the job's declared options, and the values go
-back to the job under the declared names. A flag the job does not declare can only be
-added by hand (`CLI_ONLY` lists those), and a test holds the two together.
+A subcommand names its job; its positionals are the job's declared usage line
+(`jobspec.positionals`), its option flags, types, defaults and help the job's declared
+options, and the values go back to the job in order and under the declared names. A flag
+the job does not declare can only be added by hand (`CLI_ONLY` lists those), and a test
+holds the two together.
 """
 
 from __future__ import annotations
 
 import argparse
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import IO, Any
 
 from .. import builtins
 from ..engine import Engine
 from ..job import Job
-from ..jobspec import JobSpec
+from ..jobspec import REST, JobSpec
 
 SPECS = builtins.specs()
 
@@ -38,10 +39,13 @@ NOT_FLAGS = {"password": "read from stdin with --password-stdin",
 
 
 def command(sub: argparse._SubParsersAction, name: str, *, job: str | None = None,
-            positionals: Sequence[str] = ()) -> argparse.ArgumentParser:
+            arguments_from: Sequence[str] | None = None, helps: Mapping[str, str] | None = None
+            ) -> argparse.ArgumentParser:
     """The subcommand `name` of the job `job` (default: the same name) with the job's options.
 
-    `positionals` are the parsed names whose values, in order, are the job's arguments.
+    Its positionals are the job's usage line; `arguments_from` instead names CLI flags whose
+    values are the job's arguments (`load -i FILE`, `daemon -H HOST`, as docker's are), and
+    `helps` gives a positional its help text.
     """
     spec = SPECS[job or name]
     parser = sub.add_parser(name, help=spec.help)
@@ -55,7 +59,14 @@ def command(sub: argparse._SubParsersAction, name: str, *, job: str | None = Non
         else:
             parser.add_argument(*option.flags, dest=dest, type=option.type, default=option.default,
                                 choices=option.choices, help=option.help)
-    parser.set_defaults(job=spec.name, positionals=tuple(positionals))
+    if arguments_from is None:
+        for arg in spec.positionals:
+            if arg.dest in spec.options:
+                raise ValueError(f"job {spec.name}: positional {arg.dest!r} is also an option's name")
+            parser.add_argument(arg.dest, metavar=arg.metavar, help=(helps or {}).get(arg.dest),
+                                nargs=argparse.REMAINDER if arg.nargs == REST else arg.nargs)
+        arguments_from = [arg.dest for arg in spec.positionals]
+    parser.set_defaults(job=spec.name, positionals=tuple(arguments_from))
     return parser
 
 

@@ -23,48 +23,22 @@ COMMANDS = ("create", "run", "start", "wait", "logs", "stop", "kill", "rm", "ps"
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
-    for name in ("create", "run"):
-        c = command(sub, name, positionals=("image", "args"))
-        c.add_argument("image", metavar="IMAGE")
-        c.add_argument("args", nargs=argparse.REMAINDER, metavar="COMMAND")
-    for name in ("start", "wait", "stop", "kill", "rm", "pause", "unpause", "restart", "update", "stats"):
-        command(sub, name, positionals=("containers",)).add_argument("containers", nargs="+", metavar="CONTAINER")
-    for name in ("logs", "diff"):
-        command(sub, name, positionals=("container",)).add_argument("container", metavar="CONTAINER")
-    command(sub, "ps")
-    c = command(sub, "commit", positionals=("container", "repository"))
-    c.add_argument("container", metavar="CONTAINER")
-    c.add_argument("repository", nargs="?", metavar="REPOSITORY[:TAG]")
+    for name in ("create", "run", "start", "wait", "stop", "kill", "rm", "pause", "unpause", "restart", "update",
+                 "stats", "logs", "diff", "ps", "commit", "rename", "top", "events", "exec"):
+        command(sub, name)
     volume = sub.add_parser("volume", help="named volumes").add_subparsers(dest="volume_command", required=True,
                                                                             metavar="COMMAND")
-    command(volume, "create", job="volume_create", positionals=("name",)).add_argument("name", nargs="?")
-    command(volume, "ls", job="volume_ls")
-    for name in ("inspect", "rm"):
-        command(volume, name, job=f"volume_{name}", positionals=("names",)).add_argument("names", nargs="+",
-                                                                                        metavar="VOLUME")
-    c = command(sub, "rename", positionals=("container", "new_name"))
-    c.add_argument("container", metavar="CONTAINER")
-    c.add_argument("new_name", metavar="NEW_NAME")
-    c = command(sub, "top", positionals=("container", "ps_args"))
-    c.add_argument("container", metavar="CONTAINER")
-    c.add_argument("ps_args", nargs=argparse.REMAINDER, metavar="PS_OPTION")
-    c = command(sub, "cp", positionals=("source", "dest"))
-    c.add_argument("source", metavar="SRC", help="CONTAINER:PATH or a local path")
-    c.add_argument("dest", metavar="DEST", help="CONTAINER:PATH or a local path")
-    command(sub, "events")
-    c = command(sub, "exec", positionals=("container", "args"))
-    c.add_argument("container", metavar="CONTAINER")
-    c.add_argument("args", nargs=argparse.REMAINDER, metavar="COMMAND")
-    c = command(sub, "export", positionals=("container",))
-    c.add_argument("-o", "--output", default=None, help="tar file (default: stdout)")
-    c.add_argument("container", metavar="CONTAINER")
+    for name in ("create", "ls", "inspect", "rm"):
+        command(volume, name, job=f"volume_{name}")
+    command(sub, "cp", helps={"src": "CONTAINER:PATH or a local path", "dest": "CONTAINER:PATH or a local path"})
+    command(sub, "export").add_argument("-o", "--output", default=None, help="tar file (default: stdout)")
 
 
 def job_for(engine: Engine, ns: argparse.Namespace) -> tuple[Job, str | None] | None:
     """The job of a container command (and the file its stdout goes to), None for others."""
     out, err = sys.stdout.buffer, sys.stderr.buffer
     cmd = ns.command
-    if cmd == "inspect" and _all_containers(engine, ns.images):
+    if cmd == "inspect" and _all_containers(engine, ns.image):
         return job_of(engine, ns, name="container_inspect", extra={"format": ns.format}, stdout=out,
                       stderr=err), None
     if cmd == "volume":

@@ -13,27 +13,14 @@ from .commands import command, job_of
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
-    c = command(sub, "load", positionals=("input",))
+    c = command(sub, "load", arguments_from=("input",))
     c.add_argument("-i", "--input", default="-", help="archive file or OCI layout directory (default: stdin)")
     c.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
-    c = command(sub, "save", positionals=("images",))
-    c.add_argument("-o", "--output", default=None, help="archive file (default: stdout)")
-    c.add_argument("images", nargs="+", metavar="IMAGE")
-    c = command(sub, "import", positionals=("file", "name"))
-    c.add_argument("file", metavar="FILE", help="tar file (plain, gzip or zstd), or - for stdin")
-    c.add_argument("name", metavar="REPOSITORY[:TAG]", nargs="?")
-    command(sub, "images")
-    c = command(sub, "tag", positionals=("source", "target"))
-    c.add_argument("source", metavar="SOURCE_IMAGE")
-    c.add_argument("target", metavar="TARGET_IMAGE[:TAG]")
-    for name in ("rmi", "inspect"):
-        command(sub, name, positionals=("images",)).add_argument("images", nargs="+", metavar="IMAGE")
-    command(sub, "history", positionals=("image",)).add_argument("image", metavar="IMAGE")
-    command(sub, "info")
-    command(sub, "df")
+    command(sub, "save").add_argument("-o", "--output", default=None, help="archive file (default: stdout)")
+    command(sub, "import", helps={"file": "tar file (plain, gzip or zstd), or - for stdin"})
+    for name in ("images", "tag", "rmi", "inspect", "history", "info", "df", "version", "testimage"):
+        command(sub, name)
     command(sub, "system", job="df").add_argument("subcommand", choices=("df",), help="df: disk usage")
-    command(sub, "version")
-    command(sub, "testimage")
 
 
 def job_for(engine: Engine, ns: argparse.Namespace) -> tuple[Job, str | None]:

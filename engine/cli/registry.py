@@ -16,17 +16,12 @@ LOG_LEVELS = ("debug", "info", "warning", "error")
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
-    c = command(sub, "daemon", job="serveapi", positionals=("host",))
+    c = command(sub, "daemon", job="serveapi", arguments_from=("host",))
     c.add_argument("-H", "--host", action="append", default=[], metavar="HOST",
                    help="unix:///path or tcp://ADDRESS:PORT (default: unix:///run/strata/strata.sock)")
     c.add_argument("--log-level", choices=LOG_LEVELS, default="info", help="what the daemon logs to stderr")
-    for name in ("pull", "push"):
-        c = command(sub, name, positionals=("image",))
-        _password_stdin(c)
-        c.add_argument("image", metavar="NAME[:TAG]")
-    c = command(sub, "search", positionals=("term",))
-    _password_stdin(c)
-    c.add_argument("term", metavar="REGISTRY/TERM")
+    for name in ("pull", "push", "search"):
+        _password_stdin(command(sub, name))
 
 
 def _password_stdin(c: argparse.ArgumentParser) -> None:

@@ -8,7 +8,7 @@ import pytest
 
 from engine.engine import Engine
 from engine.errors import EngineError, EngineLocked, NoSuchImage, NoSuchJob, UsageError
-from engine.jobspec import Option, declare
+from engine.jobspec import REST, Option, Positional, declare, positionals
 
 
 def test_a_job_runs_its_handler_with_args_options_and_streams(vfs_engine: Engine) -> None:
@@ -49,6 +49,18 @@ def test_positional_arity_comes_from_the_usage_line(vfs_engine: Engine) -> None:
     job = vfs_engine.job("two", "a")
     assert job.run() == 2 and job.stderr.getvalue() == b"Error: usage: two SOURCE TARGET[:TAG] [EXTRA]\n"
     assert vfs_engine.job("two", "a", "b", "c", "d").run() == 2
+
+
+def test_the_cli_positionals_are_the_usage_line() -> None:
+    assert positionals("IMAGE [COMMAND [ARG...]]") == [Positional("image", "IMAGE", None),
+                                                       Positional("args", "COMMAND", REST)]
+    assert positionals("CONTAINER [PS_OPTION...]")[1] == Positional("args", "PS_OPTION", REST)
+    assert positionals("NAME[:TAG|@DIGEST]") == [Positional("name", "NAME[:TAG|@DIGEST]", None)]
+    assert positionals("FILE|- [REPOSITORY[:TAG]]") == [Positional("file", "FILE|-", None),
+                                                        Positional("repository", "REPOSITORY[:TAG]", "?")]
+    assert positionals("CONTAINER...") == [Positional("container", "CONTAINER", "+")]
+    assert positionals("[HOST...]") == [Positional("host", "HOST", "*")]
+    assert positionals("") == []
 
 
 def test_an_engine_error_is_status_1_and_one_line_on_stderr(vfs_engine: Engine) -> None:
