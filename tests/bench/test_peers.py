@@ -6,10 +6,8 @@ from __future__ import annotations
 
 import glob
 import os
-import signal
 import subprocess
 import sys
-import time
 
 import pandas as pd
 import pytest
@@ -18,6 +16,7 @@ from bench import peers, results
 from bench.palette import FIXED, colour
 from graphdrivers import mountutil
 
+from ..support.interrupt import interrupt_when
 from .conftest import REPO, bench
 
 PEER_DIRS = (f"{peers.RUN_BASE}/dockerd-*", f"{peers.RUN_BASE}/podman-*")
@@ -142,24 +141,18 @@ def test_sigint_in_the_middle_of_a_peer_step_leaves_nothing(tmp_path) -> None:
          "--scratch", scratch],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
-    try:
-        deadline = time.monotonic() + 300
-        while time.monotonic() < deadline:  # until a peer's CLI command is running
-            run_dirs = _peer_dirs() - before
-            clients = [c for c in _our_processes(list(run_dirs)) if c.split()[0].endswith(("/docker", "/podman"))]
-            if any(" start " in c or " create " in c or " load " in c for c in clients):
-                break
-            assert proc.poll() is None, proc.communicate()
-            time.sleep(0.02)
-        else:
-            raise AssertionError("no peer step was ever seen running")
-        assert mountutil.mounts_under(scratch)  # the driver's filesystem, the peers' data roots
-        proc.send_signal(signal.SIGINT)
-        _, err = proc.communicate(timeout=180)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+    run_dirs: set[str] = set()
+
+    def peer_step_running() -> bool:
+        nonlocal run_dirs
+        run_dirs = _peer_dirs() - before
+        clients = [c for c in _our_processes(list(run_dirs)) if c.split()[0].endswith(("/docker", "/podman"))]
+        return any(" start " in c or " create " in c or " load " in c for c in clients)
+
+    def mounted() -> None:  # the driver's filesystem, the peers' data roots
+        assert mountutil.mounts_under(scratch)
+
+    err = interrupt_when(proc, peer_step_running, within=300, settle=mounted)
     assert proc.returncode == 130, err
     assert "interrupted" in err
     assert run_dirs  # the peers' directories seen while they ran: gone now

@@ -5,10 +5,8 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 
 import pandas as pd
 
@@ -17,6 +15,7 @@ from bench.config import QUICK_DEPTHS
 from bench.scenarios.exec import EXEC_STEPS
 from graphdrivers import loopdev, mountutil
 
+from ..support.interrupt import interrupt_when
 from .conftest import REPO, QuickRun, bench
 
 REPEAT = 3  # --quick
@@ -258,24 +257,16 @@ def test_sigint_mid_run_unmounts_everything(tmp_path) -> None:
         stderr=subprocess.PIPE,
         text=True,
     )
-    try:
-        deadline = time.monotonic() + 60
-        layers = os.path.join(scratch, "vfs-ext4", "mnt", "root", "vfs", "dir")  # <driver>-<backing fs>
-        while time.monotonic() < deadline:  # wait until the driver is mounted and making layers
-            if os.path.isdir(layers) and len(os.listdir(layers)) > 20:
-                break
-            assert proc.poll() is None, proc.communicate()
-            time.sleep(0.05)
-        else:
-            raise AssertionError("the run never got going")
-        image = os.path.join(scratch, "vfs-ext4", "ext4.img")
+    layers = os.path.join(scratch, "vfs-ext4", "mnt", "root", "vfs", "dir")  # <driver>-<backing fs>
+    image = os.path.join(scratch, "vfs-ext4", "ext4.img")
+
+    def making_layers() -> bool:
+        return os.path.isdir(layers) and len(os.listdir(layers)) > 20
+
+    def mounted() -> None:
         assert mountutil.mounts_under(scratch) and loopdev.devices_for(image)
-        proc.send_signal(signal.SIGINT)
-        _, err = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+
+    err = interrupt_when(proc, making_layers, within=60, settle=mounted, timeout=60)
     assert proc.returncode == 130, err
     assert "interrupted" in err
     assert mountutil.mounts_under(scratch) == [] and loopdev.devices_for(image) == []
