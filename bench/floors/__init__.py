@@ -21,11 +21,8 @@ from __future__ import annotations
 
 import logging
 
-from .exec import exec_
-from .layercreate import layer_create
-from .pull import BACKENDS as PULL_BACKENDS
-from .pull import pull
-from .rootfs import KINDS, rootfs
+from . import exec as exec_floors
+from . import layercreate, pull, rootfs
 from .untar import BACKEND as UNTAR
 
 log = logging.getLogger(__name__)
@@ -35,9 +32,10 @@ def backend(scenario: str, driver: str) -> str:
     """What the floor rows of `scenario` on `driver` measured (their `backend` column;
     exec and pull rows name theirs step by step)."""
     if scenario == "rootfs":
-        kind = KINDS.get(driver)
+        kind = rootfs.KINDS.get(driver)
         return kind.backend if kind else ""
-    return {"layer-create": UNTAR, "pull": PULL_BACKENDS["pull"]}.get(scenario, "")
+    return {"layer-create": UNTAR, "pull": pull.BACKENDS["pull"]}.get(scenario, "")
 
 
-FLOORS = {"rootfs": rootfs, "layer-create": layer_create, "exec": exec_, "pull": pull}
+FLOORS = {"rootfs": rootfs.rootfs, "layer-create": layercreate.layer_create, "exec": exec_floors.exec_,
+          "pull": pull.pull}
