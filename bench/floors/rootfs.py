@@ -63,7 +63,27 @@ class _Overlay:
         return {"create_read_write+get": t1 - t0, "put": t2 - t1}
 
 
-class _Snapshot:
+class _Tree:
+    """A floor whose container layer is a whole new tree made from the unpacked image."""
+
+    backend = ""
+    tree = ""
+
+    def make(self, top: str) -> None:
+        raise NotImplementedError
+
+    def drop(self, top: str) -> None:
+        raise NotImplementedError
+
+    def once(self, top: str) -> dict[str, float]:
+        t0 = clock()
+        self.make(top)
+        t1 = clock()
+        self.drop(top)
+        return {"create_read_write": t1 - t0}
+
+
+class _Snapshot(_Tree):
     backend = "btrfs snapshot ioctl"
 
     def __init__(self, ctx: Context, stack: list[Layer], directory: str, image: Layers) -> None:
@@ -72,33 +92,30 @@ class _Snapshot:
         self.tree = os.path.join(directory, "tree")
         os.makedirs(directory, exist_ok=True)
         btrfsutil.create_subvolume(self.tree)
-        tmp = merged(stack, self.tree + ".tmp")
-        for name in os.listdir(tmp):
-            os.rename(os.path.join(tmp, name), os.path.join(self.tree, name))
-        os.rmdir(tmp)
+        merged(stack, self.tree)
 
-    def once(self, top: str) -> dict[str, float]:
+    def make(self, top: str) -> None:
         import btrfsutil
 
-        t0 = clock()
         btrfsutil.create_snapshot(self.tree, top)
-        t1 = clock()
+
+    def drop(self, top: str) -> None:
+        import btrfsutil
+
         btrfsutil.delete_subvolume(top)
-        return {"create_read_write": t1 - t0}
 
 
-class _Copy:
+class _Copy(_Tree):
     backend = "copy_file_range copy"
 
     def __init__(self, ctx: Context, stack: list[Layer], directory: str, image: Layers) -> None:
         self.tree = merged(stack, os.path.join(directory, "tree"))
 
-    def once(self, top: str) -> dict[str, float]:
-        t0 = clock()
+    def make(self, top: str) -> None:
         copy_tree(self.tree, top)
-        t1 = clock()
+
+    def drop(self, top: str) -> None:
         shutil.rmtree(top)
-        return {"create_read_write": t1 - t0}
 
 
 class _Reflink:

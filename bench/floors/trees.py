@@ -21,9 +21,7 @@ def unpack(layer: Layer, dest: str) -> None:
 
 
 def merged(stack: list[Layer], dest: str) -> str:
-    """The stack unpacked into one directory, bottom first (the rootfs a bundle runs in)."""
-    with contextlib.suppress(FileNotFoundError):
-        shutil.rmtree(dest)
+    """The stack unpacked into `dest` (new, or empty: a btrfs subvolume), bottom first."""
     for layer in stack:
         unpack(layer, dest)
         with tarfile.open(layer.path) as tar:  # apply the layer's whiteouts, as a driver would
