@@ -1,5 +1,6 @@
 """Floors: `tar -x` started before the clock, the FUSE mount floor, and the rootfs floors of
-devmapper (FICLONE) and aufs (FUSE mount + INIT) in a real `bench run --quick`."""
+devmapper (FICLONE), aufs (FUSE mount + INIT) and btrfs (snapshot ioctl) in a real
+`bench run --quick`."""
 
 from __future__ import annotations
 
@@ -76,26 +77,28 @@ def test_fuse_bare_mount_negotiates_in_process_and_leaves_nothing(tmp_path) -> N
 def union_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str]:
     base = tmp_path_factory.mktemp("bench-floors")
     out, scratch = str(base / "out"), str(base / "scratch")
-    proc = bench("run", "--driver", "devmapper", "--driver", "aufs", "--scenario", "rootfs", "--quick",
+    proc = bench("run", "--driver", "devmapper", "--driver", "aufs", "--driver", "btrfs", "--scenario", "rootfs",
+                 "--quick",
                  "--repeat", "3", "--warmup", "0", "--cache", "warm", "--out", out, "--scratch", scratch,
                  timeout=600)  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     return out, scratch
 
 
-def test_devmapper_and_aufs_rootfs_floors_have_rows_and_statistics(union_run) -> None:
+def test_devmapper_aufs_and_btrfs_rootfs_floors_have_rows_and_statistics(union_run) -> None:
     out, scratch = union_run
     df = results.load([out])
     floor = df[df["system"] == results.FLOOR]
     steps = set(zip(floor["driver"], floor["step"], floor["backend"], strict=True))
     ficlone, fuse = rootfs_floors.KINDS["devmapper"].backend, rootfs_floors.KINDS["aufs"].backend
     assert steps == {("devmapper", "create_read_write", ficlone), ("devmapper", "remove", ficlone),
-                     ("aufs", "get", fuse), ("aufs", "create_read_write+get", fuse), ("aufs", "put", fuse)}  # fmt: skip
+                     ("aufs", "get", fuse), ("aufs", "create_read_write+get", fuse), ("aufs", "put", fuse),
+                     ("btrfs", "create_read_write", "btrfs snapshot ioctl")}  # fmt: skip
     assert floor["seconds"].gt(0).all() and (floor["repetition"] >= 0).all()
     summary = pd.read_csv(os.path.join(out, "summary.csv"))
     floors = summary[summary["system"] == results.FLOOR]
     assert (floors["n"] == 3).all() and floors[["median", "ci_low", "ci_high"]].notna().all().all()
-    for driver, step in (("devmapper", "create_read_write"), ("aufs", "get")):
+    for driver, step in (("devmapper", "create_read_write"), ("aufs", "get"), ("btrfs", "create_read_write")):
         strata = summary[(summary["system"] == results.STRATA) & (summary["driver"] == driver)
                          & (summary["step"] == step)]  # fmt: skip
         assert len(strata) == 2 and strata["vs_floor"].gt(0).all()  # both depths joined to their floor
