@@ -233,7 +233,8 @@ def parser() -> argparse.ArgumentParser:
         "--floors",
         action=argparse.BooleanOptionalAction,
         default=True,
-        help="also measure the primitive each step cannot beat (mount, snapshot, tar -x, runc run; default on)",
+        help="also measure the primitive each step cannot beat (mount, snapshot, FICLONE, tar -x, runc run, "
+        "plain HTTP; default on)",
     )
     run.add_argument("--quick", action="store_true", help="small sizes, few repetitions (seconds; for tests)")
     run.add_argument(

@@ -226,9 +226,11 @@ def write_summaries(stats: pd.DataFrame, directory: str) -> list[str]:
 def start_shares(stats: pd.DataFrame) -> pd.DataFrame:
     """Per driver, cache mode and execdriver: the end-to-end start (`run_rm_true`), the part
     of it spent in the driver (`run_rm_true:driver`: create_read_write + get + put +
-    remove), that part's share, and the runtime-only `true` beside them."""
+    remove), that part's share, and the runtime-only `true` beside them. strata's rows only:
+    a peer's or floor's start has no driver share (and would land on strata's keys)."""
     keys = ["run_id", "driver", "backend", "backing_fs", "cache", "execdriver"]
-    exec_rows = stats[(stats["scenario"] == "exec") & (stats["n"] > 0)]
+    exec_rows = stats[(stats["scenario"] == "exec") & (stats["n"] > 0) & (stats["system"] == STRATA)
+                      & (stats["execdriver"].fillna("") != "")]  # fmt: skip
     wide = exec_rows.pivot_table(index=keys, columns="step", values="median", aggfunc="first")
     if "run_rm_true" not in wide or "run_rm_true:driver" not in wide:
         return pd.DataFrame()

@@ -1,9 +1,9 @@
 """strata's own Engine, driven like a peer for the steps a peer is measured on.
 
-The steps a peer's CLI does (load the workload archive, pull, create, `run --rm true`)
-are measured for strata through its Engine and jobs, in process, on an engine root beside
-the driver's sandbox root (same backing filesystem, same driver and options), so the
-rows for strata and the peers mean the same thing step by step.
+The steps a peer's CLI does that no strata scenario measures otherwise (load the workload
+archive, pull, create) are measured for strata through its Engine and jobs, in process, on
+an engine root beside the driver's sandbox root (same backing filesystem, same driver and
+options), so the rows for strata and the peers mean the same thing step by step.
 """
 
 from __future__ import annotations
@@ -45,9 +45,6 @@ class StrataEngine:
     def create(self, image: str, *cmd: str) -> tuple[float, str]:
         seconds, out = self._job("create", image, *cmd)
         return seconds, out.splitlines()[-1]
-
-    def run_rm(self, image: str, *cmd: str) -> float:
-        return self._job("run", image, *cmd, rm=True)[0]
 
     def rm(self, container: str) -> None:
         self._job("rm", container, force=True)

@@ -119,10 +119,21 @@ def _stages(ctx: Context, engine: object, directory: str) -> list[dict[str, floa
     return times
 
 
+def record(ctx: Context, seconds: float, stages: list[dict[str, float]], columns: dict[str, object]) -> None:
+    """The rows of one measured round: the whole pull, each stage per layer, and its chain."""
+    wl = ctx.workload
+    whole = {"depth": len(wl.layers), "files": wl.files, "bytes": wl.bytes}
+    ctx.row(SCENARIO, "pull", seconds=seconds, **whole, **columns)
+    for stage in STAGES:
+        for i, (layer, t) in enumerate(zip(wl.layers, stages, strict=True)):
+            ctx.row(SCENARIO, stage, seconds=t[stage], layer=i, depth=i + 1, files=layer.files, bytes=layer.bytes,
+                    **columns)  # fmt: skip
+        ctx.row(SCENARIO, f"chain:{stage}", seconds=sum(t[stage] for t in stages), **whole, **columns)
+
+
 def run(ctx: Context) -> Iterator[None]:
     from ..peers.strata import StrataEngine
 
-    wl = ctx.workload
     engine = StrataEngine(ctx.driver.name, ctx.sandbox.root + "-engine-pull", ctx.sandbox.options)
     directory = os.path.join(ctx.sandbox.mountpoint, "pull-stages")
     try:
@@ -136,13 +147,7 @@ def run(ctx: Context) -> Iterator[None]:
             if index < 0:
                 yield
                 continue
-            ctx.row(SCENARIO, "pull", seconds=seconds, depth=len(wl.layers), files=wl.files, bytes=wl.bytes, **columns)
-            for stage in STAGES:
-                for i, (layer, t) in enumerate(zip(wl.layers, stages, strict=True)):
-                    ctx.row(SCENARIO, stage, seconds=t[stage], layer=i, depth=i + 1, files=layer.files,
-                            bytes=layer.bytes, **columns)  # fmt: skip
-                ctx.row(SCENARIO, f"chain:{stage}", seconds=sum(t[stage] for t in stages), depth=len(wl.layers),
-                        files=wl.files, bytes=wl.bytes, **columns)  # fmt: skip
+            record(ctx, seconds, stages, columns)
             yield
     finally:
         shutil.rmtree(directory, ignore_errors=True)

@@ -82,16 +82,40 @@ def test_peers_and_floors_measured_beside_strata(peer_run) -> None:
     pulls = df[df["scenario"] == "pull"]
     assert (pulls["cache"] == "cold").all() and pulls["cache_dropped"].all()
     floor = df[df["system"] == results.FLOOR]
-    assert {"true", "run_rm_true", "apply"} <= set(floor["step"])
-    floor_true = floor[floor["step"] == "true"]
-    assert set(floor_true["execdriver"]) == {"oci"} and set(floor_true["backend"]) == {"runc run", "crun run"}
+    assert set(floor["step"]) == {"true", "run_rm_true", "echo_first_byte", "load", "pull", "fetch", "decompress",
+                                  "apply", "chain:fetch", "chain:decompress", "chain:apply"}  # fmt: skip
+    assert floor["seconds"].gt(0).all()
+    for step in ("true", "echo_first_byte"):
+        runtimes = floor[floor["step"] == step]
+        assert set(runtimes["execdriver"]) == {"oci"} and set(runtimes["backend"]) == {"runc run", "crun run"}
+    assert set(floor[floor["step"] == "load"]["backend"]) == {"archive read + tar -x"}
+    assert set(floor[floor["step"] == "fetch"]["backend"]) == {"HTTP GET (requests)"}
     summary = pd.read_csv(os.path.join(out, "summary.csv"))
-    true = summary[(summary["step"] == "true") & (summary["system"] != results.FLOOR)]
-    assert true["vs_floor"].gt(0).all()  # every engine's `true` has its floor ratio
+    floors = summary[summary["system"] == results.FLOOR]
+    assert (floors["n"] == 2).all() and floors[["median", "ci_low", "ci_high"]].notna().all().all()
+    engines = summary[summary["system"] != results.FLOOR]
+    for step in ("true", "echo_first_byte", "load", "run_rm_true", "pull", "chain:fetch", "chain:apply"):
+        mine = engines[engines["step"] == step]
+        assert len(mine) >= 1 and mine["vs_floor"].gt(0).all(), step  # every engine's step has its floor ratio
+    run_rm = engines[engines["step"] == "run_rm_true"]
+    assert len(run_rm) == 3 and set(run_rm["execdriver"]) == {"oci"}  # strata, dockerd, podman: side by side
+    assert run_rm["vs_fastest"].min() == 1.0
     run = results.load_run(out)
     assert run["peers"]["dockerd/vfs"]["status"] == "ok" and run["peers"]["podman/vfs"]["status"] == "ok"
     assert run["pull"]["reference"].startswith("127.0.0.1:")
     assert "x floor" in proc.stdout
+
+
+def test_each_step_has_one_source_per_system_and_driver(peer_run) -> None:
+    """No step is measured twice for one system and driver (strata's `run_rm_true` comes from
+    the exec scenario only, not also from the Engine that measures load and create)."""
+    out, _, _, _ = peer_run
+    df = results.load([out])
+    keys = ["system", "driver", "backend", "scenario", "step", "layer", "depth", "cache", "repetition"]
+    counts = df[df["seconds"].notna()].groupby(keys, dropna=False).size()
+    assert counts.max() == 1, counts[counts > 1]
+    strata = df[df["system"] == results.STRATA]
+    assert set(strata[strata["step"] == "run_rm_true"]["execdriver"]) == {"oci"}
 
 
 def test_peer_run_leaves_nothing(peer_run) -> None:

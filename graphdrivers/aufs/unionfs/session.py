@@ -43,6 +43,19 @@ def serve(ops: UnionOperations, mountpoint: str, *, passthrough: bool, fsname: s
     session.serve()
 
 
+def bare_mount(mountpoint: str, *, fsname: str) -> Session:
+    """A FUSE mount with no filesystem behind it: mount(2) and the INIT handshake, answered
+    in this process, and nothing else -- what any FUSE union costs before a server process
+    exists or a branch is indexed (bench measures it as the aufs driver's floor).
+
+    Nothing answers later requests, so touch nothing under `mountpoint`: unmount it with
+    `mountutil.umount` (the kernel asks a plain FUSE mount nothing on umount), then `close()`.
+    """
+    session = Session(None, mountpoint, passthrough=False, fsname=fsname)  # type: ignore[arg-type]
+    session.mount()
+    return session
+
+
 class Session:
     def __init__(self, ops: UnionOperations, mountpoint: str, *, passthrough: bool, fsname: str) -> None:
         self.ops = ops
