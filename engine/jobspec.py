@@ -49,6 +49,8 @@ class Option:
 
 JSON = Option(bool, "JSON output", ("--json",))  # the output switch many jobs share
 FORMAT = Option(str, "a Go template for each row ({{.ID}}, {{json .}}, table ...; see README)", ("--format",), "")
+CHANGE = Option(list, "a Dockerfile instruction for the image's config (CMD, ENTRYPOINT, ENV, EXPOSE, LABEL, ONBUILD, "
+                "USER, VOLUME, WORKDIR)", ("-c", "--change"))  # commit's and import's
 INSPECT_FORMAT = Option(str, "a Go template for each object ({{.Id}}, {{json .State}}; see README)",
                         ("-f", "--format"), "")
 

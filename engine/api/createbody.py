@@ -13,7 +13,7 @@ from ..containers import args as containerargs
 from .http import ApiError
 from .routes.networks import endpoint_config
 
-BASIC_CONFIG = ("Image", "Cmd", "Entrypoint", "Env", "WorkingDir", "User", "Hostname")
+BASIC_CONFIG = ("Image", "Cmd", "Env", "WorkingDir", "User", "Hostname")
 OUTPUT_ONLY = ("AttachStdout", "AttachStderr")  # attach decides what streams; create records nothing
 INTERACTIVE = ("Tty", "OpenStdin", "AttachStdin", "StdinOnce")  # -t, -i (AttachStdin: as OpenStdin's client)
 # Fields whose non-zero values strata accepts, and which: they ask for what strata does.
@@ -35,11 +35,12 @@ REASONS = {
 }
 
 
-def _zero(value: Any) -> bool:
+def zero(value: Any) -> bool:
+    """A value at its zero (null, "", 0, false, or made only of those): it asks for nothing."""
     if isinstance(value, dict):
-        return all(_zero(v) for v in value.values())
+        return all(zero(v) for v in value.values())
     if isinstance(value, list):
-        return all(_zero(v) for v in value)
+        return all(zero(v) for v in value)
     return value in (None, "", 0, False)
 
 
@@ -52,7 +53,7 @@ def _judge(prefix: str, section: dict[str, Any], handled: set[str]) -> None:
     """Refuse every field of `section` that is neither handled nor zero nor an accepted value."""
     for name, value in section.items():
         field = f"{prefix}.{name}"
-        if name in handled or (_zero(value) and not (field in NAME_MAPS and value)):
+        if name in handled or (zero(value) and not (field in NAME_MAPS and value)):
             continue
         if isinstance(value, dict) and any(k.startswith(field + ".") for k in ACCEPTED_VALUES):
             _judge(field, value, set())
@@ -124,21 +125,16 @@ def options(body: Any, name: str) -> tuple[str, list[str], dict[str, Any]]:
                                                     "PortBindings", "PublishAllPorts", "RestartPolicy",
                                                     "ConsoleSize"})
     console = host_config.get("ConsoleSize")
-    if not _zero(console) and not body.get("Tty"):
+    if not zero(console) and not body.get("Tty"):
         raise ApiError(400, "HostConfig.ConsoleSize is the size of a terminal: it needs Config.Tty")
-    if not _zero(console) and not (isinstance(console, list) and len(console) == 2
+    if not zero(console) and not (isinstance(console, list) and len(console) == 2
                                    and all(isinstance(n, int) and 0 < n < 65536 for n in console)):
         raise ApiError(400, "HostConfig.ConsoleSize must be [rows, columns] of positive integers")
     network = _network(body, host_config)
     cmd, env = body.get("Cmd") or [], body.get("Env") or []
-    entrypoint = body.get("Entrypoint") or []
-    for field, value in (("Cmd", cmd), ("Env", env), ("Entrypoint", entrypoint)):
-        if isinstance(value, str) and field != "Env":
-            value = [value]
+    for field, value in (("Cmd", cmd), ("Env", env)):
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
             raise ApiError(400, f"Config.{field} must be a list of strings")
-    cmd = ([entrypoint] if isinstance(entrypoint, str) else list(entrypoint)) + (
-        [cmd] if isinstance(cmd, str) else list(cmd))
     for field in ("WorkingDir", "User", "Hostname"):
         if not isinstance(body.get(field) or "", str):
             raise ApiError(400, f"Config.{field} must be a string")
@@ -159,7 +155,7 @@ def options(body: Any, name: str) -> tuple[str, list[str], dict[str, Any]]:
         "interactive": bool(body.get("OpenStdin")),
         "stdin_once": bool(body.get("StdinOnce")),
         "restart": restart_policy(host_config.get("RestartPolicy") or {}),
-        "console_size": [] if _zero(console) else [str(n) for n in console],
+        "console_size": [] if zero(console) else [str(n) for n in console],
         **extra,
     }
     return str(body["Image"]), [str(a) for a in cmd], values

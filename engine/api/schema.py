@@ -38,6 +38,14 @@ HOST_CONFIG: dict[str, Spec] = {
     "PortBindings": "object", "RestartPolicy": "object", "LogConfig": "object", "PublishAllPorts": "boolean",
     "VolumesFrom": "strings", "Links": "strings", "ShmSize": "integer", "Isolation": "string",
 }
+UPDATE_CONFIG: dict[str, Spec] = {name: HOST_CONFIG[name] for name in (
+    "Memory", "MemorySwap", "MemoryReservation", "NanoCpus", "CpuShares", "CpuPeriod", "CpuQuota", "CpusetCpus",
+    "PidsLimit", "RestartPolicy")}
+EXEC_CONFIG: dict[str, Spec] = {
+    "User": "string", "Privileged": "boolean", "Tty": "boolean", "ConsoleSize": "list", "AttachStdin": "boolean",
+    "AttachStdout": "boolean", "AttachStderr": "boolean", "Detach": "boolean", "DetachKeys": "string",
+    "Env": "strings", "WorkingDir": "string", "Cmd": "strings",
+}
 _PYTHON = {"string": str, "integer": int, "boolean": bool, "object": dict, "list": list}
 _WORDS = {"string": "a string", "integer": "an integer", "boolean": "a boolean", "object": "an object",
           "list": "a list", "strings": "a list of strings", "string map": "an object of strings"}

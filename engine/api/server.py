@@ -20,6 +20,7 @@ from ..containers.restart import RestartManager
 from ..engine import Engine
 from ..errors import (
     Conflict,
+    ContainerStartError,
     EngineError,
     InvalidArchive,
     InvalidReference,
@@ -31,6 +32,7 @@ from ..errors import (
     RegistryError,
     UsageError,
 )
+from ..execdrivers.base import STATUS_CANNOT_INVOKE, STATUS_NOT_FOUND
 from ..job import Job
 from ..system.info import API_VERSION
 from .http import Router, TCPServer, UnixServer, make_handler
@@ -60,6 +62,8 @@ def error_status(exc: Exception) -> tuple[int, str] | None:
         return 409, str(exc)
     if isinstance(exc, InvalidReference | UsageError | InvalidArchive | InvalidLayerId):
         return 400, str(exc)
+    if isinstance(exc, ContainerStartError) and exc.status in (STATUS_CANNOT_INVOKE, STATUS_NOT_FOUND):
+        return 400, str(exc)  # dockerd's startInvalidConfigError: the command is missing or not executable
     if isinstance(exc, EngineError | DriverError):
         return 500, str(exc)
     return None

@@ -133,8 +133,13 @@ def _quiet_broken_pipe() -> int:
 
 def main(argv: list[str] | None = None) -> int:
     ns = _parse(argv)
-    if ns.client_host:  # main.py sends `-H HOST run` to the client before this parser runs
-        print("strata: -H/--host is for `run` (a client of the daemon); other commands open --root directly, "
+    # main.py sends `-H HOST run` (or STRATA_HOST) to the client before this parser runs; any other
+    # command would open --root here, not the daemon the user named: refused, not quietly local
+    # (the daemon serves its own -H: a STRATA_HOST meant for clients does not concern it)
+    named = "-H/--host" if ns.client_host else "STRATA_HOST" if os.environ.get("STRATA_HOST") and \
+        ns.command != "daemon" else ""
+    if named:
+        print(f"strata: {named} is for `run` (a client of the daemon); other commands open --root directly, "
               "or use the docker CLI with DOCKER_HOST", file=sys.stderr)
         return 2
     if ns.command == "daemon":

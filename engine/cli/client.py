@@ -102,14 +102,15 @@ def _call(host: str, method: str, path: str, body: Any = None, expect: tuple[int
     return data
 
 
-def _pull(host: str, image: str, err: IO[bytes]) -> None:
+def _pull(host: str, image: str, err: IO[bytes], platform: str) -> None:
     """Pull through the daemon (POST /images/create), its progress on stderr, as docker run does."""
     name, tag = image, ""
     if "@" not in image and ":" in image.rsplit("/", 1)[-1]:
         name, tag = image.rsplit(":", 1)
     conn = _Connection(host)
     try:
-        query = f"fromImage={name}" + (f"&tag={tag}" if tag else "")  # the reference grammar is URL-safe
+        query = f"fromImage={name}" + (f"&tag={tag}" if tag else "") + (f"&platform={platform}" if platform
+                                                                        else "")  # references are URL-safe
         status = conn.send("POST", f"/images/create?{query}")
         lines = conn.body().decode(errors="replace").splitlines()
     finally:
@@ -220,16 +221,16 @@ def run(host: str, argv: list[str]) -> int:
         problem = ns.name and containerargs.name_problem(ns.name)
         if problem:  # checked here too: the name goes into the request's URL
             raise ClientError(problem)
-        query = f"?name={ns.name}" if ns.name else ""
+        query = "?" + "&".join(f"{k}={v}" for k, v in (("name", ns.name), ("platform", ns.platform)) if v)
         if ns.pull == "always":
-            _pull(host, ns.image, err)
+            _pull(host, ns.image, err, ns.platform)
         try:
             created = _call(host, "POST", f"/containers/create{query}", config, expect=(201,))
         except NotFound:
             if ns.pull != "missing":
                 raise
             err.write(f"Unable to find image '{ns.image}' locally\n".encode())
-            _pull(host, ns.image, err)
+            _pull(host, ns.image, err, ns.platform)
             created = _call(host, "POST", f"/containers/create{query}", config, expect=(201,))
         cid = created["Id"]
         for warning in created.get("Warnings") or []:

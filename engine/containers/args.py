@@ -18,11 +18,14 @@ OPTIONS: tuple[tuple[tuple[str, ...], str, str, object, str], ...] = (
     (("-e", "--env"), "env", "append", None, "KEY=VALUE for the container's environment"),
     (("-w", "--workdir"), "workdir", "value", "", "working directory inside the container"),
     (("-u", "--user"), "user", "value", "", "USER[:GROUP] to run as"),
+    (("--entrypoint",), "entrypoint", "append", None, "replace the image's ENTRYPOINT ('' for none; repeat the "
+     "flag for more words)"),
     (("--name",), "name", "value", "", "the container's name"),
     (("--hostname",), "hostname", "value", "", "the container's hostname"),
     (("--domainname",), "domainname", "value", "", "the container's NIS domain name"),
     (("--net", "--network"), "network", "value", "default",
      "none (loopback only), host, bridge or a network's name; default: none standalone, bridge in the daemon"),
+    (("--platform",), "platform", "value", "", "OS/ARCH[/VARIANT] the image must be for (pulled for it if missing)"),
     (("--pull",), "pull", "value", "missing", "pull the image first: missing (default), always or never"),
     (("-v", "--volume"), "volume", "append", None, "bind HOST:CTR[:ro] or named volume NAME:CTR[:ro]"),
     (("--mount",), "mount", "append", None, "type=bind|volume|tmpfs,source=..,target=..[,readonly]"),
@@ -35,6 +38,8 @@ OPTIONS: tuple[tuple[tuple[str, ...], str, str, object, str], ...] = (
     (("-m", "--memory"), "memory", "value", "", "memory limit (bytes, or with k/m/g)"),
     (("--memory-swap",), "memory_swap", "value", "", "memory + swap limit (-1: unlimited swap)"),
     (("--cpus",), "cpus", "value", "", "number of CPUs (CFS quota)"),
+    (("--cpu-period",), "cpu_period", "value", "", "CFS period in microseconds (with --cpu-quota; not with --cpus)"),
+    (("--cpu-quota",), "cpu_quota", "value", "", "CFS quota in microseconds per period (-1: none)"),
     (("-c", "--cpu-shares"), "cpu_shares", "value", "", "relative CPU weight"),
     (("--cpuset-cpus",), "cpuset_cpus", "value", "", "CPUs it may run on (0-1, 0,1)"),
     (("--pids-limit",), "pids_limit", "value", "", "most processes (-1: unlimited)"),
@@ -65,6 +70,7 @@ OPTIONS: tuple[tuple[tuple[str, ...], str, str, object, str], ...] = (
 # its value is carried: the daemon client sends them, the API route reads them back.
 API_FIELDS: dict[str, tuple[str, str]] = {
     "domainname": ("Config.Domainname", "str"), "label": ("Config.Labels", "map"),
+    "entrypoint": ("Config.Entrypoint", "list"),
     "stop_signal": ("Config.StopSignal", "str"), "stop_timeout": ("Config.StopTimeout", "int"),
     "volume": ("HostConfig.Binds", "list"), "mount": ("HostConfig.Mounts", "mounts"),
     "tmpfs": ("HostConfig.Tmpfs", "tmpfs"), "read_only": ("HostConfig.ReadonlyRootfs", "bool"),
@@ -72,6 +78,7 @@ API_FIELDS: dict[str, tuple[str, str]] = {
     "privileged": ("HostConfig.Privileged", "bool"), "device": ("HostConfig.Devices", "devices"),
     "memory": ("HostConfig.Memory", "bytes"), "memory_swap": ("HostConfig.MemorySwap", "bytes"),
     "cpus": ("HostConfig.NanoCpus", "nano"), "cpu_shares": ("HostConfig.CpuShares", "int"),
+    "cpu_period": ("HostConfig.CpuPeriod", "int"), "cpu_quota": ("HostConfig.CpuQuota", "int"),
     "cpuset_cpus": ("HostConfig.CpusetCpus", "str"), "pids_limit": ("HostConfig.PidsLimit", "int"),
     "ulimit": ("HostConfig.Ulimits", "ulimits"), "sysctl": ("HostConfig.Sysctls", "map"),
     "security_opt": ("HostConfig.SecurityOpt", "list"), "group_add": ("HostConfig.GroupAdd", "list"),
@@ -127,7 +134,11 @@ def mount_to_api(text: str) -> dict:
     if "tmpfs-size" in fields:
         tmpfs["SizeBytes"] = parse_size(fields.pop("tmpfs-size"), "--mount tmpfs-size")
     if "tmpfs-mode" in fields:
-        tmpfs["Mode"] = int(fields.pop("tmpfs-mode"), 8)
+        mode = fields.pop("tmpfs-mode")
+        try:
+            tmpfs["Mode"] = int(mode, 8)
+        except ValueError:
+            raise UsageError(f"--mount tmpfs-mode: {mode!r} is not an octal mode (like 1777)") from None
     if tmpfs:
         mount["TmpfsOptions"] = tmpfs
     if fields:

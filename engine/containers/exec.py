@@ -46,6 +46,8 @@ class ExecInstance:
     tty: bool
     open_stdin: bool
     detach_keys: str = ""
+    attach_stdout: bool = True  # the client gets the process's stdout (AttachStdout)
+    attach_stderr: bool = True
     running: bool = False
     started: bool = False
     exit_code: int | None = None
@@ -64,8 +66,8 @@ class ExecInstance:
             "ExitCode": self.exit_code,
             "Pid": self.pid,
             "OpenStdin": self.open_stdin,
-            "OpenStdout": True,
-            "OpenStderr": True,
+            "OpenStdout": self.attach_stdout,
+            "OpenStderr": self.attach_stderr,
             "CanRemove": False,
             "DetachKeys": self.detach_keys,
             "ProcessConfig": {"tty": self.tty, "entrypoint": self.args[0], "arguments": self.args[1:],
@@ -82,7 +84,8 @@ class Execs:
         self._instances: dict[str, ExecInstance] = {}
 
     def create(self, container_ref: str, args: list[str], *, env: list[str], user: str, workdir: str, tty: bool,
-               interactive: bool, detach_keys: str = "") -> ExecInstance:
+               interactive: bool, detach_keys: str = "", attach_stdout: bool = True,
+               attach_stderr: bool = True) -> ExecInstance:
         if not args:
             raise UsageError("exec needs a command")
         if workdir and not workdir.startswith("/"):
@@ -96,7 +99,7 @@ class Execs:
         if c.state.paused:
             raise Conflict(f"container {c.short_id} is paused, unpause it first")
         instance = ExecInstance(secrets.token_hex(32), c.id, list(args), list(env), user, workdir, tty, interactive,
-                                detach_keys)
+                                detach_keys, attach_stdout, attach_stderr)
         with self._lock:
             self._forget_old()
             self._instances[instance.id] = instance

@@ -25,6 +25,10 @@ CREATE_OPTIONS = {
     "detach_keys": Option(str, "the keys that detach from the process (default ctrl-p,ctrl-q)",
                           ("--detach-keys",), ""),
 }
+API_OPTIONS = {  # exec_create's alone: the CLI's exec always streams both
+    "attach_stdout": Option(bool, "stream the process's stdout to the client (the API's AttachStdout)", default=True),
+    "attach_stderr": Option(bool, "stream the process's stderr to the client (the API's AttachStderr)", default=True),
+}
 
 
 def _execs(job: Job) -> Execs:
@@ -34,7 +38,8 @@ def _execs(job: Job) -> Execs:
 def _create(job: Job) -> ExecInstance:
     o = job.options
     return _execs(job).create(job.args[0], job.args[1:], env=o["env"], user=o["user"], workdir=o["workdir"],
-                              tty=o["tty"], interactive=o["interactive"], detach_keys=o["detach_keys"])
+                              tty=o["tty"], interactive=o["interactive"], detach_keys=o["detach_keys"],
+                              attach_stdout=o.get("attach_stdout", True), attach_stderr=o.get("attach_stderr", True))
 
 
 @jobs.job("exec", args=EXEC_ARGS, help="run a command in a running container", options={
@@ -84,7 +89,7 @@ def _write(job: Job, stream: int, data: bytes) -> None:
     out.flush()
 
 
-@jobs.job("exec_create", args=EXEC_ARGS, options=CREATE_OPTIONS,
+@jobs.job("exec_create", args=EXEC_ARGS, options={**CREATE_OPTIONS, **API_OPTIONS},
           help="create an exec instance (the API's first step of docker exec); prints its id")
 def exec_create(job: Job) -> int:
     job.write(_create(job).id + "\n")

@@ -56,7 +56,7 @@ class HostConfig:
 
 def what(dest: str) -> str:
     """How an option is named in errors: its flag and, when it has one, its API field."""
-    flags = next(f for f, d, *_ in containerargs.OPTIONS if d == dest)
+    flags = next((f for f, d, *_ in containerargs.OPTIONS if d == dest), ("--" + dest.replace("_", "-"),))
     api = containerargs.API_FIELDS.get(dest)
     return f"{flags[-1]}" + (f" ({api[0].split('.')[1]})" if api else "")
 
@@ -88,7 +88,7 @@ def parse(o: dict[str, Any], network: str) -> HostConfig:
     if o["stop_signal"]:
         hc.stop_signal = signal_name(o["stop_signal"], what("stop_signal"))
     if o["stop_timeout"] != "":
-        hc.stop_timeout = _int(o["stop_timeout"], "stop_timeout")
+        hc.stop_timeout = integer(o["stop_timeout"], "stop_timeout")
     hc.extra_hosts = [_extra_host(h) for h in o["add_host"]]
     hc.dns = [_ip(d, "dns") for d in o["dns"]]
     hc.dns_search = list(o["dns_search"])
@@ -98,21 +98,31 @@ def parse(o: dict[str, Any], network: str) -> HostConfig:
     return hc
 
 
-def signal_name(text: str, what_: str) -> str:
-    """A signal as Docker takes it (`TERM`, `SIGTERM`, `15`), checked; returns `SIGNAME`."""
-    name = text.upper()
+def signal_number(text: str, what_: str) -> int:
+    """A signal as Docker's ParseSignal takes it (`TERM`, `SIGTERM`, `15`, `40`), checked: the
+    one parser of --stop-signal, an image's STOPSIGNAL and `kill -s`."""
+    name = text.strip().upper()
     if name.isdigit():
-        try:
-            return signal.Signals(int(name)).name
-        except ValueError:
-            raise RefusedOption(f"invalid {what_}: {text!r} is not a signal") from None
+        if not 0 < int(name) <= signal.SIGRTMAX:
+            raise RefusedOption(f"invalid {what_}: {text!r} is not a signal")
+        return int(name)
     name = name if name.startswith("SIG") else "SIG" + name
     if name not in signal.Signals.__members__:
         raise RefusedOption(f"invalid {what_}: {text!r} is not a signal")
-    return name
+    return int(signal.Signals[name])
 
 
-def _int(text: str, dest: str) -> int:
+def signal_name(text: str, what_: str) -> str:
+    """A signal checked by `signal_number`, as it is recorded: `SIGNAME`, or the number of one without a name."""
+    number = signal_number(text, what_)
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return str(number)
+
+
+def integer(text: str, dest: str) -> int:
+    """An integer option, or a RefusedOption naming it."""
     try:
         return int(text)
     except ValueError:
@@ -177,7 +187,7 @@ def _mounts(o: dict[str, Any], hc: HostConfig) -> list[Mount]:
 def _mount_option(item: str, hc: HostConfig) -> list[Mount]:
     try:
         m = containerargs.mount_to_api(item)  # one reading of --mount, shared with the daemon client
-    except containerargs.RefusedOption as exc:
+    except containerargs.UsageError as exc:
         raise RefusedOption(str(exc)) from None
     kind, source, dest, read_only = m["Type"], m.get("Source", ""), m.get("Target", ""), m.get("ReadOnly", False)
     _check_destination(dest, "mount")
@@ -265,24 +275,24 @@ def _resources(o: dict[str, Any]) -> tuple[Resources, list[str]]:
     if swap and not _swap_limit_supported():
         warnings.append(WARN_NO_SWAP)
         swap = 0
-    quota = period = 0
-    if o["cpus"]:
-        nano = _nano(o["cpus"])
-        ncpu = os.cpu_count() or 1
-        if not 10_000_000 <= nano <= ncpu * 1_000_000_000:
-            raise RefusedOption(f"invalid {what('cpus')}: range of CPUs is from 0.01 to {ncpu}.00, as there are only "
-                             f"{ncpu} CPUs available")
-        period = ocispec.CPU_PERIOD
-        quota = nano * period // 1_000_000_000
-    shares = _int(o["cpu_shares"], "cpu_shares") if o["cpu_shares"] else 0
+    quota, period = cpu_quota(o["cpus"]) if o["cpus"] else (0, 0)
+    if o["cpu_period"] or o["cpu_quota"]:
+        if o["cpus"]:
+            raise RefusedOption(f"conflicting options: {what('cpus')} and {what('cpu_period')}/{what('cpu_quota')} "
+                                "cannot both be set")
+        period = integer(o["cpu_period"], "cpu_period") if o["cpu_period"] else 0
+        quota = integer(o["cpu_quota"], "cpu_quota") if o["cpu_quota"] else 0
+        if period and not 1000 <= period <= 1_000_000:
+            raise RefusedOption(f"invalid {what('cpu_period')}: CPU cfs period can not be less than 1ms (i.e. 1000) "
+                                "or larger than 1s (i.e. 1000000)")
+        if quota and quota < 1000 and quota != -1:
+            raise RefusedOption(f"invalid {what('cpu_quota')}: CPU cfs quota can not be less than 1ms (i.e. 1000)")
+    shares = integer(o["cpu_shares"], "cpu_shares") if o["cpu_shares"] else 0
     if shares < 0:
         raise RefusedOption(f"invalid {what('cpu_shares')}: must not be negative")
     if o["cpuset_cpus"]:
-        wanted, online = _cpu_list(o["cpuset_cpus"]), _online_cpus()
-        if not wanted <= online:
-            raise RefusedOption(f"invalid {what('cpuset_cpus')}: requested CPUs are not available - requested "
-                             f"{o['cpuset_cpus']}, available: {','.join(map(str, sorted(online)))}")
-    pids = _int(o["pids_limit"], "pids_limit") if o["pids_limit"] else 0
+        check_cpuset(o["cpuset_cpus"])
+    pids = integer(o["pids_limit"], "pids_limit") if o["pids_limit"] else 0
     if o["oom_kill_disable"] and not memory:
         warnings.append(WARN_NO_OOM_LIMIT)
     resources = Resources(memory=memory, memory_swap=swap, cpu_quota=quota, cpu_period=period, cpu_shares=shares,
@@ -291,19 +301,38 @@ def _resources(o: dict[str, Any]) -> tuple[Resources, list[str]]:
     return resources, warnings
 
 
+def cpu_quota(text: str) -> tuple[int, int]:
+    """--cpus (NanoCpus) as the CFS (quota, period) that enforce it, checked against the host's CPUs."""
+    nano = nano_cpus(text)
+    ncpu = os.cpu_count() or 1
+    if not 10_000_000 <= nano <= ncpu * 1_000_000_000:
+        raise RefusedOption(f"invalid {what('cpus')}: range of CPUs is from 0.01 to {ncpu}.00, as there are only "
+                            f"{ncpu} CPUs available")
+    return nano * ocispec.CPU_PERIOD // 1_000_000_000, ocispec.CPU_PERIOD
+
+
+def check_cpuset(text: str) -> None:
+    """--cpuset-cpus: a CPU list (0-1, 0,2) of online CPUs."""
+    wanted, online = _cpu_list(text), _online_cpus()
+    if not wanted <= online:
+        raise RefusedOption(f"invalid {what('cpuset_cpus')}: requested CPUs are not available - requested "
+                            f"{text}, available: {','.join(map(str, sorted(online)))}")
+
+
 def containerargs_size(text: str, dest: str) -> int:
     if not text:
         return 0
     try:
         return containerargs.parse_size(text, what(dest))
-    except containerargs.RefusedOption as exc:
+    except containerargs.UsageError as exc:
         raise RefusedOption(str(exc)) from None
 
 
-def _nano(text: str) -> int:
+def nano_cpus(text: str) -> int:
+    """--cpus as the API's NanoCpus."""
     try:
         return containerargs.parse_nano(text, what("cpus"))
-    except containerargs.RefusedOption as exc:
+    except containerargs.UsageError as exc:
         raise RefusedOption(str(exc)) from None
 
 
@@ -318,7 +347,7 @@ def _ulimit(item: str) -> Ulimit:
     if name not in ocispec.RLIMITS:
         raise RefusedOption(f"invalid {what('ulimit')}: unknown limit {name!r} "
                          f"(known: {', '.join(sorted(ocispec.RLIMITS))})")
-    soft, hard = _int(soft_text, "ulimit"), _int(hard_text or soft_text, "ulimit")
+    soft, hard = integer(soft_text, "ulimit"), integer(hard_text or soft_text, "ulimit")
     if soft > hard:
         raise RefusedOption(f"invalid {what('ulimit')}: {item!r}: the soft limit is greater than the hard one")
     return Ulimit(name, soft, hard)

@@ -20,7 +20,7 @@ from ..errors import ContainerStartError, EngineError, NoSuchContainer, NoSuchIm
 from ..execdrivers import terminal
 from ..images.view import go_time, parse_time, table
 from ..job import Job
-from ..jobspec import FORMAT, INSPECT_FORMAT, JSON, JobTable, Option
+from ..jobspec import CHANGE, FORMAT, INSPECT_FORMAT, JSON, JobTable, Option
 from ..templates import render_all
 from . import args as containerargs
 from . import hostconfig
@@ -50,22 +50,23 @@ def _store(job: Job) -> Containers:
 def _create(job: Job, keep_mounted: bool = False) -> Container:
     """Create from the job's options; Docker's warnings go to stderr as `WARNING: ...` lines."""
     o = job.options
-    _pull_if_asked(job, job.args[0], o["pull"])
+    _pull_if_asked(job, job.args[0], o["pull"], o["platform"])
     host = hostconfig.parse(o, o["network"])
     # as `docker run -i` does, a foreground run closes the container's stdin at the end of its own
     stdin_once = o.get("stdin_once") or (job.name == "run" and o["interactive"] and not o["detach"])
-    c = _store(job).create(job.args[0], job.args[1:], env=o["env"], workdir=o["workdir"], user=o["user"],
-                           name=o["name"], hostname=o["hostname"], network=o["network"], publish=o["publish"],
+    c = _store(job).create(job.args[0], job.args[1:], entrypoint=o["entrypoint"], env=o["env"],
+                           workdir=o["workdir"], user=o["user"], name=o["name"], hostname=o["hostname"],
+                           network=o["network"], publish=o["publish"],
                            publish_all=o["publish_all"], expose=o["expose"], aliases=o["network_alias"], ip=o["ip"],
                            auto_remove=o["rm"], keep_mounted=keep_mounted, host=host, tty=o["tty"],
                            open_stdin=o["interactive"], stdin_once=stdin_once, restart_policy=o["restart"],
-                           console_size=o.get("console_size") or [])
+                           console_size=o.get("console_size") or [], platform=o["platform"])
     for warning in host.warnings:
         job.error_line(f"{WARNING}{warning}")
     return c
 
 
-def _pull_if_asked(job: Job, ref: str, policy: str) -> None:
+def _pull_if_asked(job: Job, ref: str, policy: str, platform: str) -> None:
     """docker run's --pull: fetch the image when missing (or always); progress goes to stderr."""
     if policy == "never":
         return
@@ -75,7 +76,8 @@ def _pull_if_asked(job: Job, ref: str, policy: str) -> None:
             return
         except NoSuchImage:
             job.error_line(f"Unable to find image '{ref}' locally")
-    job.engine.job("pull", ref, stdout=job.stderr, stderr=io.BytesIO()).run(check=True)  # its error is ours
+    job.engine.job("pull", ref, options={"platform": platform}, stdout=job.stderr,
+                   stderr=io.BytesIO()).run(check=True)  # its error is ours
 
 
 @jobs.job("create", args=CREATE_ARGS, options=CREATE_OPTIONS, help="create a container")
@@ -259,22 +261,12 @@ def stop(job: Job) -> int:
     return 0
 
 
-def _signal(name: str) -> int:
-    name = name.upper().removeprefix("SIG")
-    if name.isdigit():
-        return int(name)
-    try:
-        return int(signal.Signals["SIG" + name])
-    except KeyError:
-        raise UsageError(f"unknown signal {name!r}") from None
-
-
 @jobs.job("kill", args="CONTAINER...", help="signal containers", options={
     "signal": Option(str, "the signal, by name or number (default KILL)", ("-s", "--signal"), "KILL")})
 def kill(job: Job) -> int:
     """`kill CONTAINER...` (signal, default KILL)."""
     store = _store(job)
-    sig = _signal(job.options["signal"])
+    sig = hostconfig.signal_number(job.options["signal"], "signal")
     for ref in job.args:
         store.kill(store.get(ref), sig)
         job.write(ref + "\n")
@@ -389,7 +381,8 @@ def _ps_row(c: Container, now: dt.datetime, listed_ports: list[dict]) -> dict[st
     return {"ID": c.short_id, "Image": c.image_ref, "Command": command, "CreatedAt": go_time(c.created),
             "RunningFor": f"{_since(c.created, now)} ago", "Ports": _ports_text(listed_ports),
             "Status": status_text(c, now),
-            "State": c.state.status, "Size": "0B", "Names": c.name, "Labels": "", "Mounts": "",
+            "State": c.state.status, "Size": "0B", "Names": c.name,
+            "Labels": ",".join(f"{k}={v}" for k, v in sorted(c.labels.items())), "Mounts": "",
             "Networks": c.network, "LocalVolumes": "0"}
 
 
@@ -424,13 +417,17 @@ def diff(job: Job) -> int:
 
 @jobs.job("commit", args="CONTAINER [REPOSITORY[:TAG]]", help="make an image of a container's changes",
           options={"message": Option(str, "commit message", ("-m", "--message"), ""),
-                   "author": Option(str, "author", ("-a", "--author"), "")})
+                   "author": Option(str, "author", ("-a", "--author"), ""),
+                   "change": CHANGE,
+                   "pause": Option(str, "pause a running container during the commit (true, false)",
+                                   ("-p", "--pause"), "true", ("true", "false"))})
 def commit(job: Job) -> int:
-    """`commit CONTAINER [REPOSITORY[:TAG]]` (message, author): prints the image id."""
+    """`commit CONTAINER [REPOSITORY[:TAG]]` (message, author, change, pause): prints the image id."""
     args = job.args
     store = _store(job)
     image_id = store.commit(store.get(args[0]), args[1] if len(args) > 1 else "",
-                            message=job.options["message"], author=job.options["author"])
+                            message=job.options["message"], author=job.options["author"],
+                            changes=job.options["change"], pause=job.options["pause"] == "true")
     job.write(image_id + "\n")
     return 0
 

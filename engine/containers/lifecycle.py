@@ -2,23 +2,23 @@
 
 from __future__ import annotations
 
-from graphdrivers.errors import InvalidOption
-from graphdrivers.units import parse_size
-
 from ..errors import Conflict, UsageError
 from ..job import Job
 from ..jobspec import JobTable, Option
+from . import hostconfig
 from .copy import copy
-from .jobs import STOP_TIME
+from .jobs import RUN_OPTIONS, STOP_TIME
 from .restart import parse_policy
 from .store import Containers
 
 jobs = JobTable()
 
-# update's options: (option name, HostConfig key, kind) -- sizes take 512m, 1g...
-LIMITS = (("memory", "Memory", "size"), ("memory_swap", "MemorySwap", "size"),
-          ("memory_reservation", "MemoryReservation", "size"), ("cpu_shares", "CpuShares", "int"),
-          ("cpu_period", "CpuPeriod", "int"), ("cpu_quota", "CpuQuota", "int"), ("pids_limit", "PidsLimit", "int"))
+# update's options: create's own (one table, args.OPTIONS, read by one parser each), and the
+# HostConfig field each sets; --memory-reservation is update's alone.
+UPDATE_LIMITS = {"memory": "Memory", "memory_swap": "MemorySwap", "memory_reservation": "MemoryReservation",
+                 "cpus": "NanoCpus", "cpu_shares": "CpuShares", "cpu_period": "CpuPeriod", "cpu_quota": "CpuQuota",
+                 "cpuset_cpus": "CpusetCpus", "pids_limit": "PidsLimit"}
+UNLIMITED_OK = ("MemorySwap", "PidsLimit", "CpuQuota")  # the limits -1 lifts
 
 
 def _store(job: Job) -> Containers:
@@ -72,13 +72,8 @@ def rename(job: Job) -> int:
 
 
 @jobs.job("update", args="CONTAINER...", help="change the cgroup limits or restart policy of containers", options={
-    "memory": Option(str, "memory limit (e.g. 512m)", ("-m", "--memory"), ""),
-    "memory_swap": Option(str, "memory plus swap limit; -1 for no limit", ("--memory-swap",), ""),
+    **{name: RUN_OPTIONS[name] for name in UPDATE_LIMITS if name in RUN_OPTIONS},
     "memory_reservation": Option(str, "memory soft limit", ("--memory-reservation",), ""),
-    "cpu_shares": Option(int, "relative CPU weight", ("-c", "--cpu-shares"), 0),
-    "cpu_period": Option(int, "CFS period (microseconds)", ("--cpu-period",), 0),
-    "cpu_quota": Option(int, "CFS quota (microseconds per period)", ("--cpu-quota",), 0),
-    "pids_limit": Option(int, "most processes at once; -1 for no limit", ("--pids-limit",), 0),
     "restart": Option(str, "restart policy: no, on-failure[:N], always, unless-stopped", ("--restart",), "")})
 def update(job: Job) -> int:
     """`update CONTAINER...`: limits are written to a running container's cgroups at once and
@@ -99,21 +94,31 @@ def update(job: Job) -> int:
     return 0
 
 
-def _limits(job: Job) -> dict[str, int]:
-    limits = {}
-    for name, key, kind in LIMITS:
-        value = job.options[name]
-        if value in ("", 0):
+def _limits(job: Job) -> dict[str, int | str]:
+    """The limits asked for, by HostConfig name, parsed as create parses them (hostconfig)."""
+    o = job.options
+    limits: dict[str, int | str] = {}
+    for name, key in UPDATE_LIMITS.items():
+        text = str(o[name]).strip()
+        if text == "" or (text == "0" and key != "CpusetCpus"):  # 0: unchanged (a cpuset "0" is CPU 0)
             continue
-        if kind == "size":
-            try:
-                value = -1 if value == "-1" else parse_size(value, what=f"--{name.replace('_', '-')}")
-            except InvalidOption as exc:
-                raise UsageError(str(exc)) from None
-        if value < -1 or (value == -1 and key not in ("MemorySwap", "PidsLimit", "CpuQuota")):
-            raise UsageError(f"--{name.replace('_', '-')} must be positive, got {job.options[name]!r}")
+        if key == "NanoCpus":
+            if o["cpu_period"] or o["cpu_quota"]:
+                raise UsageError("conflicting options: --cpus and --cpu-period/--cpu-quota cannot both be set")
+            limits["CpuQuota"], limits["CpuPeriod"] = hostconfig.cpu_quota(text)
+            limits[key] = hostconfig.nano_cpus(text)
+            continue
+        if key == "CpusetCpus":
+            hostconfig.check_cpuset(text)
+            limits[key] = text
+            continue
+        value = hostconfig.containerargs_size(text, name) if key.startswith("Memory") else \
+            hostconfig.integer(text, name)
+        if value < -1 or (value == -1 and key not in UNLIMITED_OK):
+            raise UsageError(f"--{name.replace('_', '-')} must be positive, got {text!r}")
         limits[key] = value
-    if "Memory" in limits and 0 < limits.get("MemorySwap", 0) < limits["Memory"]:
+    memory, swap = int(limits.get("Memory", 0)), int(limits.get("MemorySwap", 0))
+    if memory and 0 < swap < memory:
         raise UsageError("--memory-swap must be at least --memory (it is memory plus swap)")
     return limits
 

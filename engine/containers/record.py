@@ -77,7 +77,7 @@ class Container:
     restart_policy: str = "no"  # no, on-failure[:N], always, unless-stopped (restart.py applies it)
     restart_count: int = 0  # restarts by the policy since the last start by a user
     manually_stopped: bool = False  # stopped by a user: `always` restarts it at daemon start, `unless-stopped` not
-    resources: dict[str, int] = field(default_factory=dict)  # cgroup limits set by `update` (HostConfig names)
+    resources: dict[str, int | str] = field(default_factory=dict)  # cgroup limits set by `update` (HostConfig names)
     layer: str = ""  # the driver's read-write layer (the container id)
     parent_layer: str | None = None  # what `diff` compares against: the init layer or the image's top
     init_layer: str | None = None  # mount points the image lacked (/proc, /dev, /sys)
@@ -92,6 +92,8 @@ class Container:
     stop_timeout: int | None = None  # None = the stop request's (10 s)
     volumes: list[list] = field(default_factory=list)  # [name, destination, read-only] of named volumes
     etc: dict[str, list] = field(default_factory=dict)  # extra_hosts, dns, dns_search, dns_options: /etc files
+    entrypoint: list[str] = field(default_factory=list)  # Config.Entrypoint after the merge (command.resolve)
+    cmd: list[str] = field(default_factory=list)  # Config.Cmd after the merge
 
     # -- files -------------------------------------------------------------------------
 
@@ -116,6 +118,8 @@ class Container:
         with open(os.path.join(cls.dir_of(containers_dir, container_id), CONFIG_FILE)) as f:
             raw = json.load(f)
         raw["state"] = State(**raw["state"])
+        if "cmd" not in raw:  # a record from before entrypoint and cmd were kept apart
+            raw["cmd"] = raw["args"]
         return cls(**raw)
 
     # -- views -------------------------------------------------------------------------
@@ -161,7 +165,8 @@ class Container:
                 "Hostname": self.hostname,
                 "User": self.user,
                 "Env": self.env,
-                "Cmd": self.args,
+                "Cmd": self.cmd,
+                "Entrypoint": self.entrypoint or None,
                 "Image": self.image_ref,
                 "WorkingDir": self.workdir,
                 "Domainname": self.settings.get("domainname", ""),
@@ -190,6 +195,7 @@ class Container:
             "CapAdd": s.get("cap_add") or None, "CapDrop": s.get("cap_drop") or None,
             "Memory": r.get("memory", 0), "MemorySwap": r.get("memory_swap", 0),
             "NanoCpus": r.get("cpu_quota", 0) * 1_000_000_000 // r["cpu_period"] if r.get("cpu_period") else 0,
+            "CpuPeriod": r.get("cpu_period", 0), "CpuQuota": r.get("cpu_quota", 0),
             "CpuShares": r.get("cpu_shares", 0), "CpusetCpus": r.get("cpuset_cpus", ""),
             "PidsLimit": r.get("pids_limit") or None, "OomKillDisable": r.get("oom_kill_disable", False),
             "Ulimits": [{"Name": u["name"], "Soft": u["soft"], "Hard": u["hard"]} for u in s.get("ulimits", [])],

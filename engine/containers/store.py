@@ -32,21 +32,24 @@ from graphdrivers.archive import export_paths
 from graphdrivers.errors import DriverError, LayerNotFound
 
 from .. import execdrivers
-from ..errors import Conflict, ContainerStartError, EngineError, NoSuchContainer, UsageError
+from ..errors import Conflict, ContainerStartError, EngineError, NoSuchContainer, NoSuchImage, UsageError
 from ..events import Events
 from ..execdrivers import ExecDriver, ExitStatus, Handle, MonitorInfo, ProcessSpec
 from ..execdrivers.base import ExecProcess
 from ..execdrivers.cgroupfs import ContainerCgroups
 from ..execdrivers.settings import Mount, Settings
-from ..images.graph import Graph, LayerSource, NewImage
+from ..images import instructions
+from ..images.graph import Graph, Image, LayerSource, NewImage
 from ..images.graphdb import NAMES, GraphDB
 from ..network import ports
 from ..network.service import NULL_MODE, Networks
 from ..reference import normalize_tag
+from ..system import host as hostfacts
+from ..system.host import DEFAULT_PATH
 from . import args as containerargs
-from . import etcfiles
+from . import command, etcfiles
 from .exec import Execs
-from .hostconfig import HostConfig
+from .hostconfig import HostConfig, signal_name, signal_number
 from .record import CREATED, EXITED, RUNNING, Container, iso, now_iso
 from .restart import parse_policy
 from .stdio import ProcessIO
@@ -58,7 +61,6 @@ MOUNT_POINTS = ("proc", "dev", "sys")
 ETC_FILES = tuple(f"etc/{name}" for name in etcfiles.FILES)  # bound over from the container's directory
 DEFAULT_STOP_TIMEOUT = 10.0
 STATUS_START_FAILED = 126  # Docker's exit code when the container's setup fails (unknown user, group...)
-DEFAULT_PATH = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
 class Containers:
@@ -141,6 +143,7 @@ class Containers:
         image_ref: str,
         cmd: list[str],
         *,
+        entrypoint: list[str] | None = None,
         env: list[str] | None = None,
         workdir: str = "",
         user: str = "",
@@ -160,14 +163,16 @@ class Containers:
         stdin_once: bool = False,
         console_size: list[int] | None = None,
         restart_policy: str = "no",
+        platform: str = "",
     ) -> Container:
-        """A new container (`host`: its settings, mounts, limits, labels... from hostconfig.parse)."""
+        """A new container (`host`: its settings, mounts, limits, labels... from hostconfig.parse);
+        `entrypoint` replaces the image's (`[""]`: none), see command.resolve."""
         host = host or HostConfig(Settings())
         image = self.graph.get_image(image_ref)
         cfg = image.config.get("config") or {}
-        args = list(cfg.get("Entrypoint") or []) + list(cmd or cfg.get("Cmd") or [])
-        if not args:
-            raise UsageError("no command specified: the image has none and none was given")
+        if platform:
+            _check_platform(image_ref, image.config, platform)
+        entrypoint, cmd = command.resolve(cfg, entrypoint or [], cmd or [])
         restart_policy = parse_policy(restart_policy)
         if restart_policy != "no" and auto_remove:
             raise UsageError("conflicting options: a restart policy and --rm (auto-remove)")
@@ -194,7 +199,9 @@ class Containers:
             created=now_iso(),
             image=image.id,
             image_ref=image_ref,
-            args=args,
+            args=[*entrypoint, *cmd],
+            entrypoint=entrypoint,
+            cmd=cmd,
             env=merged_env,
             workdir=workdir,
             user=user or cfg.get("User") or "",
@@ -214,8 +221,8 @@ class Containers:
             execdriver=self.exec_name,
             exec_options=self.exec_options,
             settings=host.settings.to_json(),
-            labels=host.labels,
-            stop_signal=host.stop_signal,
+            labels={**(cfg.get("Labels") or {}), **host.labels},  # as Docker merges them: the user's win
+            stop_signal=host.stop_signal or _image_stop_signal(cfg),
             stop_timeout=host.stop_timeout,
             volumes=[list(v) for v in host.volumes],
             etc={"extra_hosts": [list(h) for h in host.extra_hosts], "dns": host.dns, "dns_search": host.dns_search,
@@ -563,7 +570,7 @@ class Containers:
             c.save(self.dir)
         self.event(c, "unpause")
 
-    def update(self, c: Container, limits: dict[str, int], policy: str | None) -> None:
+    def update(self, c: Container, limits: dict[str, int | str], policy: str | None) -> None:
         """Record new cgroup limits (applied at every start) and/or a restart policy."""
         with self._lock:
             c = self._load(c.id)
@@ -608,7 +615,7 @@ class Containers:
         if by_user:
             self._stopped_by_user(c)
         with contextlib.suppress(execdrivers.ExecError):
-            handle.kill(signal.Signals[c.stop_signal or "SIGTERM"])
+            handle.kill(signal_number(c.stop_signal or "SIGTERM", "stop signal"))
         if c.state.paused:
             with contextlib.suppress(EngineError):
                 self.unpause(c)
@@ -679,24 +686,43 @@ class Containers:
             raise
         return export_paths(path, everything, on_close=lambda: self.driver.put(c.layer))
 
-    def commit(self, c: Container, tag: str = "", *, message: str = "", author: str = "") -> str:
-        """The container's changes as a new image layer over its image; returns the image id."""
+    def commit(self, c: Container, tag: str = "", *, message: str = "", author: str = "",
+               changes: list[str] | None = None, pause: bool = True) -> str:
+        """The container's changes as a new image layer over its image; returns the image id.
+        `changes`: Dockerfile instructions applied to the new image's config (images.instructions);
+        `pause`: freeze a running container while its changes are read, so the layer is one moment's."""
         tags = [normalize_tag(tag)] if tag else []
         graph = self.graph
         image = graph.get_image(c.image)
-        with self._spooled_diff(c) as (path, diff_id):
-            source = LayerSource(name=f"container {c.short_id}", open=lambda: open(path, "rb"),
-                                 size=os.path.getsize(path))
-            with graph.lease() as lease:
-                parent = None
-                for layer in image.layers:  # pin the image's layers for the commit
-                    graph.ensure_layer(lease, parent, layer.diff_id, _NO_SOURCE)
-                    parent = layer.chain_id
-                new_layer, _ = graph.ensure_layer(lease, image.top_layer, diff_id, source)
-                config = _committed_config(image.config, c, diff_id, message, author)
-                config_bytes = json.dumps(config, separators=(",", ":"), sort_keys=True).encode()
-                [(image_id, _)] = graph.commit(lease, [NewImage(config_bytes, [*image.layers, new_layer], tags,
-                                                                image.id)])
+        config = instructions.apply(container_config(image.config.get("config") or {}, c), changes or [])
+        c = self.refresh(c)
+        frozen = pause and c.state.running and not c.state.paused
+        if frozen:
+            self.pause(c)
+        try:
+            with self._spooled_diff(c) as (path, diff_id):
+                return self._commit_layer(c, image, path, diff_id, tags,
+                                          _committed_config(image.config, c, config, diff_id, message, author))
+        finally:
+            if frozen:
+                with contextlib.suppress(Conflict):  # it ended meanwhile: nothing is frozen any more
+                    self.unpause(c)
+
+    def _commit_layer(self, c: Container, image: Image, path: str, diff_id: str, tags: list[str],
+                      config: dict[str, Any]) -> str:
+        """The spooled diff at `path` as a new layer over `image`, and the image of `config` on it."""
+        graph = self.graph
+        source = LayerSource(name=f"container {c.short_id}", open=lambda: open(path, "rb"),
+                             size=os.path.getsize(path))
+        with graph.lease() as lease:
+            parent = None
+            for layer in image.layers:  # pin the image's layers for the commit
+                graph.ensure_layer(lease, parent, layer.diff_id, _NO_SOURCE)
+                parent = layer.chain_id
+            new_layer, _ = graph.ensure_layer(lease, image.top_layer, diff_id, source)
+            config_bytes = json.dumps(config, separators=(",", ":"), sort_keys=True).encode()
+            [(image_id, _)] = graph.commit(lease, [NewImage(config_bytes, [*image.layers, new_layer], tags,
+                                                            image.id)])
         return image_id
 
     @contextlib.contextmanager
@@ -776,13 +802,23 @@ def _no_source() -> Any:
 _NO_SOURCE = LayerSource(name="existing layer", open=_no_source)
 
 
-def _committed_config(base: dict[str, Any], c: Container, diff_id: str, message: str, author: str) -> dict[str, Any]:
-    """The image config of a commit: the base's, with the container's command and settings."""
+def container_config(image_config: dict[str, Any], c: Container) -> dict[str, Any]:
+    """The container's Config as a commit starts from it: its image's, with what the container runs
+    and carries (command, environment, user, labels, ports, stop signal) in place of the image's."""
+    config = json.loads(json.dumps(image_config))
+    config.update({"Cmd": c.cmd or None, "Entrypoint": c.entrypoint or None, "Env": c.env, "WorkingDir": c.workdir,
+                   "User": c.user, "Hostname": c.hostname, "Labels": c.labels or None,
+                   "ExposedPorts": {key: {} for key in c.exposed} or None})
+    if c.stop_signal:
+        config["StopSignal"] = c.stop_signal
+    return config
+
+
+def _committed_config(base: dict[str, Any], c: Container, inner: dict[str, Any], diff_id: str, message: str,
+                      author: str) -> dict[str, Any]:
+    """The image config of a commit: the base image's, with `inner` as its `config` and the new layer."""
     config = json.loads(json.dumps(base))
     created = now_iso()
-    inner = dict(config.get("config") or {})
-    inner.update({"Cmd": c.args, "Env": c.env, "WorkingDir": c.workdir, "User": c.user, "Hostname": c.hostname})
-    inner.pop("Entrypoint", None)  # c.args already starts with it
     config["config"] = inner
     config["container"] = c.id
     config["container_config"] = {"Cmd": c.args, "Image": c.image_ref}
@@ -804,10 +840,31 @@ def _committed_config(base: dict[str, Any], c: Container, diff_id: str, message:
 __all__ = ["CREATED", "EXITED", "RUNNING", "Containers"]
 
 
+def _check_platform(ref: str, config: dict[str, Any], wanted: str) -> None:
+    """docker create --platform: the local image must be for that platform (else, as dockerd
+    answers, there is no such image: the client may pull the one asked for)."""
+    want = hostfacts.parse_platform(wanted)
+    have = (config.get("os") or "linux", config.get("architecture") or hostfacts.arch(), config.get("variant") or "")
+    if want[:2] != have[:2] or (want[2] and want[2] != have[2]):
+        raise NoSuchImage(f"{ref} (the image is for {'/'.join(p for p in have if p)}, not the platform asked for: "
+                          f"{'/'.join(p for p in want if p)})")
+
+
+def _image_stop_signal(cfg: dict[str, Any]) -> str:
+    """The image's STOPSIGNAL; one no signal parser takes is SIGTERM, as Docker's StopSignal() does."""
+    text = cfg.get("StopSignal") or ""
+    try:
+        return signal_name(text, "image STOPSIGNAL") if text else ""
+    except UsageError:
+        log.warning("the image's STOPSIGNAL %r is not a signal: the container stops with SIGTERM", text)
+        return ""
+
+
 def _unmounted_image_volumes(cfg: dict, host: HostConfig) -> list[str]:
     """Docker gives each VOLUME an image declares an anonymous volume; strata makes none, so
     a declared path that no mount covers is said, not silently left in the container layer."""
-    mounted = {m.destination.rstrip("/") or "/" for m in host.settings.mounts}
+    mounted = {dest.rstrip("/") or "/" for dest in [*(m.destination for m in host.settings.mounts),
+                                                    *(v[1] for v in host.volumes)]}
     missing = sorted(v for v in cfg.get("Volumes") or {} if (v.rstrip("/") or "/") not in mounted)
     if not missing:
         return []

@@ -28,10 +28,10 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar, NoReturn
 
 from ..errors import ExecError
+from ..system.host import DEFAULT_PATH
 from . import linux
 from .settings import Settings
 
-DEFAULT_PATH = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 EXIT_FILE = "exit"
 PID_FILE = "pid"
 SYNC_FD = 3  # in the monitor and the container's first process: the start-report pipe

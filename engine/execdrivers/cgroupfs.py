@@ -21,7 +21,7 @@ from . import cgroups
 
 log = logging.getLogger(__name__)
 
-CONTROLLERS = ("cpu", "cpuacct", "memory", "blkio", "pids", "freezer")  # what is read and written here
+CONTROLLERS = ("cpu", "cpuacct", "cpuset", "memory", "blkio", "pids", "freezer")  # what is read and written here
 FREEZE_WAIT = 10.0  # seconds a freeze may take (FREEZING until every task has stopped)
 
 
@@ -146,9 +146,9 @@ class ContainerCgroups:
             "pids_stats": pids_stats,
         }
 
-    def set_limits(self, limits: dict[str, int]) -> None:
+    def set_limits(self, limits: dict[str, int | str]) -> None:
         """Write cgroup limits by Docker's HostConfig names (Memory, MemorySwap, MemoryReservation,
-        CpuShares, CpuPeriod, CpuQuota, PidsLimit); 0 leaves one as it is, -1 lifts it."""
+        CpuShares, CpuPeriod, CpuQuota, CpusetCpus, PidsLimit); 0 leaves one as it is, -1 lifts it."""
         memory, swap = limits.get("Memory", 0), limits.get("MemorySwap", 0)
         if memory or swap:
             path = self._path("memory")
@@ -162,11 +162,20 @@ class ContainerCgroups:
                     _write(os.path.join(path, name), str(value))
         for key, controller, name in (("MemoryReservation", "memory", "memory.soft_limit_in_bytes"),
                                       ("CpuShares", "cpu", "cpu.shares"), ("CpuPeriod", "cpu", "cpu.cfs_period_us"),
-                                      ("CpuQuota", "cpu", "cpu.cfs_quota_us"), ("PidsLimit", "pids", "pids.max")):
+                                      ("CpuQuota", "cpu", "cpu.cfs_quota_us"), ("CpusetCpus", "cpuset", "cpuset.cpus"),
+                                      ("PidsLimit", "pids", "pids.max")):
             value = limits.get(key, 0)
             if value:
-                text = "max" if key == "PidsLimit" and value < 0 else str(value)
-                _write(os.path.join(self._path(controller), name), text)
+                text = "max" if key == "PidsLimit" and int(value) < 0 else str(value)
+                _write(os.path.join(self._own_path(controller), name), text)
+
+    def _own_path(self, controller: str) -> str:
+        """The container's own cgroup of `controller`: a limit is never written to the root one,
+        which every process of the host shares."""
+        path = self._path(controller)
+        if os.path.normpath(path) == os.path.join(cgroups.CGROUP_ROOT, controller):
+            raise RuntimeNotSupported(f"a {controller} limit", "the container has no cgroup of its own there")
+        return path
 
 
 def _thaw_path(path: str) -> None:

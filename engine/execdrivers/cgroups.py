@@ -63,8 +63,8 @@ def detect() -> CgroupLayout:
 
 PARENT = "strata"  # containers' cgroups are /<controller>/strata/<container id>
 # made even without limits: pause (freezer), stats (cpuacct, memory, blkio, pids), top and update
-# (cpu, memory, pids) find the container in them, as in runc's
-OBSERVED = ("freezer", "cpu", "cpuacct", "memory", "blkio", "pids")
+# (cpu, cpuset, memory, pids) find the container in them, as in runc's
+OBSERVED = ("freezer", "cpu", "cpuacct", "cpuset", "memory", "blkio", "pids")
 
 
 def _rule_text(rule: dict) -> str:

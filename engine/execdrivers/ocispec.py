@@ -99,8 +99,8 @@ def _resources(s: Settings, devices: list[Device]) -> dict[str, Any]:
     if memory:
         out["memory"] = memory
     cpu: dict[str, Any] = {}
-    if r.cpu_quota:
-        cpu["quota"], cpu["period"] = r.cpu_quota, r.cpu_period or CPU_PERIOD
+    if r.cpu_quota or r.cpu_period:  # a period alone keeps the quota unlimited (-1), as the kernel's default
+        cpu["quota"], cpu["period"] = r.cpu_quota or -1, r.cpu_period or CPU_PERIOD
     if r.cpu_shares:
         cpu["shares"] = r.cpu_shares
     if r.cpuset_cpus:

@@ -40,7 +40,7 @@ from graphdrivers.locks import KeyedLocks
 from ..errors import Conflict, EngineError, ImageInUse, InvalidArchive, InvalidReference, NoSuchImage
 from ..reference import image_hex, normalize_tag
 from . import layerstream
-from .graphdb import TAGS, GraphDB
+from .graphdb import DIGESTS, TAGS, GraphDB
 
 log = logging.getLogger(__name__)
 
@@ -136,6 +136,7 @@ class Image:
     parent: str | None
     tags: list[str]
     added: float
+    digests: list[str] = field(default_factory=list)  # `repo@sha256:...` of the manifests it was pulled/pushed as
 
     @property
     def top_layer(self) -> str | None:
@@ -477,7 +478,12 @@ class Graph:
             parent=self.db.parent_of(image_id),
             tags=self.db.tags_of(image_id),
             added=added,
+            digests=self.db.digests_of(image_id),
         )
+
+    def record_digest(self, image_id: str, repository: str, digest: str) -> None:
+        """The image is (in) the registry manifest `repository@digest` (docker images --digests)."""
+        self.db.add_edge(DIGESTS, f"{repository}@{digest}", image_id, replace=True)
 
     def images(self) -> list[Image]:
         ids = [r[0] for r in self.db.query("SELECT id FROM images ORDER BY added DESC, id")]

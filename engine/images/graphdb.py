@@ -21,6 +21,7 @@ from contextlib import contextmanager
 
 TAGS = "tags"
 NAMES = "names"
+DIGESTS = "digests"  # `repo@sha256:...` -> image id: the manifests it was pulled or pushed as (RepoDigests)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS entities (
@@ -51,7 +52,7 @@ class GraphDB:
         self._depth = 0
         with self.transaction():
             self.create_tables(_SCHEMA)
-            for root in (TAGS, NAMES):
+            for root in (TAGS, NAMES, DIGESTS):
                 self.conn.execute("INSERT OR IGNORE INTO entities(id, kind) VALUES (?, 'root')", (root,))
 
     def close(self) -> None:
@@ -160,6 +161,10 @@ class GraphDB:
 
     def tags_of(self, image_id: str) -> list[str]:
         rows = self.query("SELECT name FROM edges WHERE src = ? AND dst = ? ORDER BY name", (TAGS, image_id))
+        return [row[0] for row in rows]
+
+    def digests_of(self, image_id: str) -> list[str]:
+        rows = self.query("SELECT name FROM edges WHERE src = ? AND dst = ? ORDER BY name", (DIGESTS, image_id))
         return [row[0] for row in rows]
 
     def resolve_name(self, name: str) -> str | None:

@@ -8,17 +8,17 @@ import datetime as dt
 import io
 import json
 import os
-import platform
 import shutil
 import tempfile
 from collections.abc import Iterator
 
 from ..errors import EngineError, InvalidArchive, InvalidReference, NoSuchImage
 from ..job import Job
-from ..jobspec import FORMAT, INSPECT_FORMAT, JSON, JobTable, Option
+from ..jobspec import CHANGE, FORMAT, INSPECT_FORMAT, JSON, JobTable, Option
 from ..reference import image_hex, normalize_tag
+from ..system import host
 from ..templates import render_all
-from . import testimages
+from . import instructions, testimages
 from . import view as imageview
 from .graph import Graph, Image, NewImage, diff_id_of_file
 from .load import ImagePlan, open_bundle, plan
@@ -92,10 +92,16 @@ def _apply_plans(job: Job, graph: Graph, plans: list[ImagePlan]) -> list[tuple[s
 # -- import --------------------------------------------------------------------------------
 
 
-@jobs.job("import", args="FILE|- [REPOSITORY[:TAG]]", help="make a one-layer image from a rootfs tar")
+@jobs.job("import", args="FILE|- [REPOSITORY[:TAG]]", help="make a one-layer image from a rootfs tar", options={
+    "change": CHANGE,
+    "message": Option(str, "the history comment (default: Imported from FILE)", ("-m", "--message"), ""),
+    "platform": Option(str, "OS/ARCH[/VARIANT] the image is for (default: this machine's)", ("--platform",), "")})
 def import_(job: Job) -> int:
-    """`import FILE|- [REPOSITORY[:TAG]]`: a one-layer image from a rootfs tar (plain, gzip, zstd)."""
+    """`import FILE|- [REPOSITORY[:TAG]]`: a one-layer image from a rootfs tar (plain, gzip, zstd);
+    change: Dockerfile instructions for its config, message: its history comment, platform: its os/arch."""
     tags = [normalize_tag(job.args[1])] if len(job.args) > 1 else []
+    os_name, arch, variant = host.parse_platform(job.options["platform"])
+    inner = instructions.apply({"Env": [host.DEFAULT_PATH]}, job.options["change"])
     graph: Graph = job.engine.graph
     with _input_path(job) as path:
         if not os.path.isfile(path):
@@ -104,12 +110,13 @@ def import_(job: Job) -> int:
         now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
         source_name = job.args[0] if job.args[0] != "-" else "-"
         config = {
-            "architecture": _arch(),
-            "os": "linux",
+            "architecture": arch,
+            "os": os_name,
+            **({"variant": variant} if variant else {}),
             "created": now,
-            "config": {"Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"]},
-            "history": [{"created": now, "created_by": f"strata import {source_name}", "comment": "Imported from "
-                         + source_name}],
+            "config": inner,
+            "history": [{"created": now, "created_by": f"strata import {source_name}",
+                         "comment": job.options["message"] or "Imported from " + source_name}],
             "rootfs": {"type": "layers", "diff_ids": [diff_id]},
         }
         config_bytes = json.dumps(config, separators=(",", ":"), sort_keys=True).encode()
@@ -118,11 +125,6 @@ def import_(job: Job) -> int:
             [(image_id, _)] = graph.commit(lease, [NewImage(config_bytes, [layer], tags)])
     job.write(image_id + "\n")
     return 0
-
-
-def _arch() -> str:
-    machine = platform.machine()
-    return {"x86_64": "amd64", "aarch64": "arm64"}.get(machine, machine)
 
 
 # -- save ----------------------------------------------------------------------------------
@@ -234,7 +236,9 @@ def images(job: Job) -> int:
         shown = [i for i in shown if i.tags or not graph.db.children_of(i.id)]
     if job.options["json"]:
         containers = job.engine.containers.list(include_stopped=True)
-        job.write_json([{"Id": i.id, "RepoTags": i.tags, "ParentId": i.parent or "", "Size": i.size,
+        job.write_json([{"Id": i.id, "RepoTags": i.tags, "RepoDigests": i.digests,
+                         "Labels": (i.config.get("config") or {}).get("Labels") or {},
+                         "ParentId": i.parent or "", "Size": i.size,
                          "Created": i.config.get("created", ""), "Layers": [la.chain_id for la in i.layers],
                          "Containers": sum(1 for c in containers if c.image == i.id)}
                         for i in shown])

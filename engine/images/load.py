@@ -23,6 +23,7 @@ from typing import IO, Any
 
 from ..errors import InvalidArchive
 from ..reference import normalize_tag
+from ..system import host
 from .graph import LayerSource, image_id_of
 
 MAX_METADATA = 16 << 20  # manifests and configs larger than this are refused, not parsed
@@ -326,7 +327,7 @@ def _walk_index(bundle: Bundle, index: Any, plans: list[ImagePlan], depth: int) 
 
 def _pick_platform(index: Any) -> Any:
     """Of a multi-platform index keep the manifests for linux on this machine's architecture."""
-    arch = {"x86_64": "amd64", "aarch64": "arm64"}.get(os.uname().machine, os.uname().machine)
+    arch = host.arch()
     if not isinstance(index, dict) or not isinstance(index.get("manifests"), list):
         raise InvalidArchive("a nested image index is malformed")
     chosen = [d for d in index["manifests"] if isinstance(d, dict)

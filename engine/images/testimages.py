@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 
 from graphdrivers.archive.build import LayerBuilder
 
+from ..system import host
 from .save import OutImage, OutLayer, write_docker_archive, write_oci_layout
 
 BUSYBOX = "/bin/busybox"
@@ -74,7 +75,7 @@ def _config(diff_ids: list[str], history: list[str], cmd: list[str]) -> bytes:
         "architecture": "amd64",
         "os": "linux",
         "created": CREATED,
-        "config": {"Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"], "Cmd": cmd},
+        "config": {"Env": [host.DEFAULT_PATH], "Cmd": cmd},
         "history": [{"created": CREATED, "created_by": h} for h in history],
         "rootfs": {"type": "layers", "diff_ids": diff_ids},
     }

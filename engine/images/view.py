@@ -58,7 +58,7 @@ def inspect(graph: Graph, image: Image) -> dict[str, Any]:
     return {
         "Id": image.id,
         "RepoTags": image.tags,
-        "RepoDigests": [],
+        "RepoDigests": image.digests,
         "Parent": image.parent or "",
         "Comment": _last_comment(config),
         "Created": config.get("created", ""),
@@ -97,7 +97,8 @@ def image_rows(images: list[Image]) -> list[dict[str, str]]:
         created = image.config.get("created")
         for tag in image.tags or ["<none>:<none>"]:
             repo, _, name = tag.rpartition(":")
-            rows.append({"ID": image.short_id, "Repository": repo, "Tag": name, "Digest": "<none>",
+            digest = next((d.partition("@")[2] for d in image.digests if d.partition("@")[0] == repo), "<none>")
+            rows.append({"ID": image.short_id, "Repository": repo, "Tag": name, "Digest": digest,
                          "CreatedSince": ago(created), "CreatedAt": go_time(created), "Size": size(image.size),
                          "SharedSize": "N/A", "UniqueSize": "N/A", "VirtualSize": size(image.size),
                          "Containers": "N/A"})

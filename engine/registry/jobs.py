@@ -12,18 +12,19 @@ non-loopback registry), `platform` ("linux/amd64") for pull, `limit` and `json` 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import io
 import json
-import platform
 from collections.abc import Iterator
 from typing import IO, TYPE_CHECKING
 
 from .. import reference
-from ..errors import InvalidArchive, UsageError
+from ..errors import InvalidArchive, NoSuchImage, RegistryError, UsageError
 from ..images.graph import Graph, LayerSource, NewImage
 from ..job import Job
 from ..jobspec import JobTable, Option
+from ..system import host
 from .protocol import MEDIA_OCI_MANIFEST, Credentials, Manifest
 
 if TYPE_CHECKING:
@@ -47,24 +48,50 @@ def _client(job: Job, registry: str) -> RegistryClient:
 
 
 def _platform(job: Job) -> tuple[str, str]:
-    default = "linux/" + {"x86_64": "amd64", "aarch64": "arm64"}.get(platform.machine(), platform.machine())
-    text = job.options["platform"] or default
-    os_name, _, arch = text.partition("/")
-    if not os_name or not arch:
-        raise UsageError(f"platform must be OS/ARCH (like linux/amd64), got {text!r}")
+    os_name, arch, variant = host.parse_platform(job.options["platform"])
+    if variant:
+        raise UsageError(f"pull --platform {job.options['platform']}: strata picks manifests by OS and "
+                         "architecture; a variant is not supported")
     return os_name, arch
 
 
 # -- pull ----------------------------------------------------------------------------------
 
 
+ALL_TAGS = Option(bool, "every tag of the repository", ("-a", "--all-tags"))
+
+
+def _all_tags(job: Job) -> bool:
+    """The all_tags option, refused with a tag or digest (as docker's -a is)."""
+    if not job.options["all_tags"]:
+        return False
+    _, path = reference.split_domain(job.args[0])
+    if "@" in path or ":" in path:
+        raise UsageError(f"{job.name} --all-tags takes a repository name, not a tag or digest: {job.args[0]!r}")
+    return True
+
+
 @jobs.job("pull", args="NAME[:TAG|@DIGEST]", help="download an image from a registry", options={
-    **AUTH, "platform": Option(str, "OS/ARCH of the image to pull (default: this machine's)", ("--platform",))})
+    **AUTH, "platform": Option(str, "OS/ARCH of the image to pull (default: this machine's)", ("--platform",)),
+    "all_tags": ALL_TAGS})
 def pull(job: Job) -> int:
-    """`pull NAME[:TAG|@DIGEST]`: prints progress lines, then the digest and the image id."""
+    """`pull NAME[:TAG|@DIGEST]`: prints progress lines, then the digest and the image id
+    (all_tags: of every tag the registry lists for the repository, in order)."""
     ref = reference.parse(job.args[0])
     client = _client(job, ref.registry)
-    manifest = client.get_manifest(ref.repository, ref.ref, _platform(job))
+    platform = _platform(job)
+    if not _all_tags(job):
+        return _pull_one(job, client, ref, platform)
+    tags = sorted(client.tags(ref.repository))
+    if not tags:
+        raise RegistryError(f"{ref.familiar_name}: the registry lists no tags for it", 404)
+    for tag in tags:
+        _pull_one(job, client, dataclasses.replace(ref, tag=tag), platform)
+    return 0
+
+
+def _pull_one(job: Job, client: RegistryClient, ref: reference.Reference, platform: tuple[str, str]) -> int:
+    manifest = client.get_manifest(ref.repository, ref.ref, platform)
     body = manifest.json
     job.write(f"{ref.tag or ref.digest}: Pulling from {ref.repository}\n")
     config_desc = body.get("config") or {}
@@ -90,6 +117,7 @@ def pull(job: Job) -> int:
             layers.append(layer)
             parent = layer.chain_id
         [(image_id, _)] = graph.commit(lease, [NewImage(config_bytes, layers, tags)])
+    graph.record_digest(image_id, ref.familiar_name, manifest.digest)
     job.write(f"Digest: {manifest.digest}\n")
     job.write(f"Status: Downloaded image for {ref}\n")
     job.write(f"{image_id}\n")
@@ -135,16 +163,30 @@ def _blob_opener(client: RegistryClient, ref: reference.Reference, digest: str):
 # -- push ----------------------------------------------------------------------------------
 
 
-@jobs.job("push", args="NAME[:TAG]", options=AUTH, help="upload an image to the registry its name starts with")
+@jobs.job("push", args="NAME[:TAG]", options={**AUTH, "all_tags": ALL_TAGS},
+          help="upload an image to the registry its name starts with")
 def push(job: Job) -> int:
-    """`push NAME[:TAG]`: the local image of that name to the registry its name starts with."""
+    """`push NAME[:TAG]`: the local image of that name to the registry its name starts with
+    (all_tags: every local tag of the repository)."""
     ref = reference.parse(job.args[0])
     if ref.digest:
         raise UsageError("push takes a tag, not a digest")
     graph: Graph = job.engine.graph
-    image = graph.get_image(ref.local_tag)
+    refs = [ref]
+    if _all_tags(job):
+        refs = sorted({dataclasses.replace(ref, tag=t.rpartition(":")[2]) for image in graph.images()
+                       for t in image.tags if t.rpartition(":")[0] == ref.familiar_name}, key=str)
+        if not refs:
+            raise NoSuchImage(f"{ref.familiar_name} (no local tag of it)")
     client = _client(job, ref.registry)
     job.write(f"The push refers to repository [{ref.registry}/{ref.repository}]\n")
+    for one in refs:
+        _push_one(job, graph, client, one)
+    return 0
+
+
+def _push_one(job: Job, graph: Graph, client: RegistryClient, ref: reference.Reference) -> None:
+    image = graph.get_image(ref.local_tag)
     descriptors = []
     for layer in image.layers:
         size = graph.layer_tar_size(layer)
@@ -164,8 +206,8 @@ def push(job: Job) -> int:
     }, separators=(",", ":")).encode()
     manifest = Manifest(MEDIA_OCI_MANIFEST, body, "sha256:" + hashlib.sha256(body).hexdigest())
     digest = client.put_manifest(ref.repository, ref.tag or "latest", manifest)
+    graph.record_digest(image.id, ref.familiar_name, digest)
     job.write(f"{ref.tag or 'latest'}: digest: {digest} size: {len(body)}\n")
-    return 0
 
 
 _PUSHED = {"exists": "Layer already exists", "mounted": "Mounted from another repository", "uploaded": "Pushed"}

@@ -30,9 +30,8 @@ MIN_API_VERSION = "1.24"
 
 def version_facts() -> dict[str, Any]:
     """docker version's server fields (GoVersion carries the Python version strata runs on)."""
-    machine = platform.machine()
     details = {"ApiVersion": API_VERSION, "MinAPIVersion": MIN_API_VERSION, "Os": "linux",
-               "Arch": {"x86_64": "amd64", "aarch64": "arm64"}.get(machine, machine),
+               "Arch": host.arch(),
                "KernelVersion": platform.release(), "GitCommit": "", "GoVersion": platform.python_version()}
     return {"Platform": {"Name": "strata"}, "Components": [{"Name": "Engine", "Version": __version__,
                                                              "Details": details}],
@@ -135,7 +134,7 @@ def usage(job: Job) -> dict[str, Any]:
                      "SizeRootFs": size_rw + sizes.get(c.image, 0), "Labels": {}, "Mounts": []})
     return {
         "LayersSize": sum(layer.size for layer in graph.layers()),
-        "Images": [{"Id": i.id, "ParentId": i.parent or "", "RepoTags": i.tags, "RepoDigests": [],
+        "Images": [{"Id": i.id, "ParentId": i.parent or "", "RepoTags": i.tags, "RepoDigests": i.digests,
                     "Created": unix_time(i.config.get("created", "")), "Size": i.size,
                     "SharedSize": sum(la.size for la in i.layers if users[la.chain_id] > 1), "VirtualSize": i.size,
                     "Labels": {}, "Containers": sum(1 for c in containers if c.image == i.id)} for i in images],

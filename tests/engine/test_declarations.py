@@ -139,6 +139,7 @@ def test_create_body_gives_declared_options() -> None:
                   for _flags, dest, kind, _default, _help in containerargs.OPTIONS}
     body = {"Image": "busybox", **containerargs.to_api({**everything, "memory": "8m", "memory_swap": "16m",
                                                          "cpus": "1", "cpu_shares": "2", "pids_limit": "5",
+                                                         "cpu_period": "100000", "cpu_quota": "50000",
                                                          "stop_timeout": "3", "ulimit": ["nofile=1:2"],
                                                          "mount": ["type=tmpfs,target=/t"], "label": ["a=b"],
                                                          "sysctl": ["a=b"], "tmpfs": ["/t"], "device": ["/dev/null"]})}

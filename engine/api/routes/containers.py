@@ -81,6 +81,7 @@ def add_routes(router: Router, engine: Engine) -> None:
         schema.check_container_config(body)
         image, cmd, options = createbody.options(body, req.arg("name") or "")
         options["pull"] = "never"  # Docker's create answers 404 for a missing image; the client pulls
+        options["platform"] = req.arg("platform") or ""
         job = jobio.run(engine, "create", image, *cmd, options=options)
         warnings = [line.removeprefix(WARNING) for line in job.stderr.getvalue().decode().splitlines()
                     if line.startswith(WARNING)]
@@ -270,9 +271,13 @@ def add_routes(router: Router, engine: Engine) -> None:
         ref = req.arg("container")
         if not ref:
             raise ApiError(400, "container is required")
+        if not createbody.zero(req.json(required=False)):
+            raise ApiError(400, "commit's body (a container config) is not supported by strata: give the image's "
+                                "config as changes (docker commit -c 'CMD ...')")
         repo, tag = req.arg("repo"), req.arg("tag")
         args = [ref] + ([f"{repo}:{tag}" if tag else repo] if repo else [])
-        options = {"message": req.arg("comment") or "", "author": req.arg("author") or ""}
+        options = {"message": req.arg("comment") or "", "author": req.arg("author") or "",
+                   "change": req.args("changes"), "pause": "true" if req.flag("pause", True) else "false"}
         job = jobio.run(engine, "commit", *args, options=options)
         return Reply(201, {"Id": job.stdout.getvalue().decode().strip()})
 

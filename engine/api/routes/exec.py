@@ -10,9 +10,15 @@ from typing import IO
 from ...containers.stdio import detach_sequence, forward_input
 from ...engine import Engine
 from ...errors import EngineError
-from .. import jobio, mux
+from .. import createbody, jobio, mux, schema
 from ..http import ApiError, Reply, Request, Router
 from .containers import MUX_STREAM, RAW_STREAM
+
+# The exec config fields strata honours; any other field with a value is refused by name. Two
+# are read elsewhere, as dockerd does: Detach at start (the docker CLI sends it in both), and
+# Container (docker-py repeats the container the URL names).
+EXEC_HONOURED = ("Cmd", "User", "Privileged", "Tty", "AttachStdin", "AttachStdout", "AttachStderr", "Detach",
+                 "DetachKeys", "Env", "WorkingDir", "Container")
 
 
 def add_routes(router: Router, engine: Engine) -> None:
@@ -21,12 +27,18 @@ def add_routes(router: Router, engine: Engine) -> None:
     @router.route("POST", "/containers/{id}/exec")
     def create(req: Request) -> Reply:
         body = req.json()
-        if not isinstance(body, dict) or not isinstance(body.get("Cmd"), list) or not body["Cmd"]:
+        schema.check(body, schema.EXEC_CONFIG, "exec config")
+        if not body.get("Cmd"):
             raise ApiError(400, "the exec config needs a Cmd (a non-empty list)")
         if body.get("Privileged"):
             raise ApiError(400, "privileged exec is not supported: strata gives exec'd processes the "
                                 "container's capabilities")
+        for name, value in body.items():
+            if name not in EXEC_HONOURED and not createbody.zero(value):
+                raise ApiError(400, f"exec config: {name}={value!r} is not supported by strata")
         options = {
+            "attach_stdout": body.get("AttachStdout", True) is not False,
+            "attach_stderr": body.get("AttachStderr", True) is not False,
             "interactive": bool(body.get("AttachStdin")),
             "tty": bool(body.get("Tty")),
             "env": [str(e) for e in body.get("Env") or []],
@@ -69,7 +81,8 @@ def add_routes(router: Router, engine: Engine) -> None:
 
             if instance.open_stdin:
                 threading.Thread(target=feed, name=f"exec-stdin-{instance.id[:12]}", daemon=True).start()
-            execs.pump(instance, lambda stream, data: sock.sendall(frame(stream, data)))
+            wanted = {mux.STDOUT: instance.attach_stdout, mux.STDERR: instance.attach_stderr}
+            execs.pump(instance, lambda stream, data: sock.sendall(frame(stream, data)) if wanted[stream] else None)
             with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_WR)
 

@@ -9,6 +9,7 @@ import json
 from ...engine import Engine
 from ...errors import NoSuchImage
 from ...images.view import unix_time
+from ...reference import split_domain
 from .. import jobio
 from ..http import ApiError, Reply, Request, Router, json_lines
 
@@ -58,8 +59,8 @@ def add_routes(router: Router, engine: Engine) -> None:
         req.refuse_filters()
         listed = jobio.run(engine, "images", options={"json": True, "all": req.flag("all")}).json()
         return Reply(200, [{"Id": i["Id"], "ParentId": i["ParentId"], "RepoTags": i["RepoTags"] or ["<none>:<none>"],
-                            "RepoDigests": [], "Created": unix_time(i["Created"]), "Size": i["Size"],
-                            "SharedSize": -1, "VirtualSize": i["Size"], "Labels": {},
+                            "RepoDigests": i["RepoDigests"], "Created": unix_time(i["Created"]), "Size": i["Size"],
+                            "SharedSize": -1, "VirtualSize": i["Size"], "Labels": i["Labels"],
                             "Containers": i["Containers"]} for i in listed])
 
     @router.route("GET", "/images/{name:path}/json")
@@ -105,7 +106,9 @@ def add_routes(router: Router, engine: Engine) -> None:
         ref = source
         if tag:
             ref = f"{source}@{tag}" if tag.startswith("sha256:") else f"{source}:{tag}"
-        options = {**registry_auth(req), "platform": req.arg("platform") or ""}
+        _, path = split_domain(source)
+        options = {**registry_auth(req), "platform": req.arg("platform") or "",
+                   "all_tags": not tag and "@" not in path and ":" not in path}  # Docker's pull -a: no tag anywhere
         return Reply(200, stream=jobio.stream(engine, "pull", ref, options=options, line=_status_message,
                                               on_error=_error_message))
 
@@ -115,7 +118,9 @@ def add_routes(router: Router, engine: Engine) -> None:
         repo = req.arg("repo")
         tag = req.arg("tag")
         args = ["-"] + ([f"{repo}:{tag}" if tag else repo] if repo else [])
-        job = jobio.run(engine, "import", *args, stdin=req.body)
+        options = {"change": req.args("changes"), "message": req.arg("message") or "",
+                   "platform": req.arg("platform") or ""}
+        job = jobio.run(engine, "import", *args, options=options, stdin=req.body)
         return Reply(200, stream=json_lines([{"status": job.stdout.getvalue().decode().strip()}]))
 
     @router.route("POST", "/images/{name:path}/push")
@@ -123,9 +128,12 @@ def add_routes(router: Router, engine: Engine) -> None:
         name = req.params["name"]
         tag = req.arg("tag")
         ref = f"{name}:{tag}" if tag else name
-        check_images(ref)
-        return Reply(200, stream=jobio.stream(engine, "push", ref, options=registry_auth(req), line=_status_message,
-                                              on_error=_error_message))
+        _, path = split_domain(name)
+        all_tags = not tag and ":" not in path  # Docker's push of a bare name: every tag of it
+        if not all_tags:
+            check_images(ref)
+        return Reply(200, stream=jobio.stream(engine, "push", ref, options={**registry_auth(req), "all_tags": all_tags},
+                                              line=_status_message, on_error=_error_message))
 
     @router.route("GET", "/images/search")
     def search(req: Request) -> Reply:

@@ -7,14 +7,14 @@ import base64
 import json
 from typing import Any
 
+from ...containers import args as containerargs
 from ...containers import copy
+from ...containers.lifecycle import UPDATE_LIMITS
 from ...engine import Engine
-from .. import jobio
+from .. import createbody, jobio, schema
 from ..createbody import restart_policy
 from ..http import ApiError, Reply, Request, Router
 
-# HostConfig fields of POST /containers/{id}/update that strata writes (update's options)
-UPDATE_FIELDS = ("Memory", "MemorySwap", "MemoryReservation", "CpuShares", "CpuPeriod", "CpuQuota", "PidsLimit")
 PATH_STAT = "X-Docker-Container-Path-Stat"
 
 
@@ -54,21 +54,24 @@ def add_routes(router: Router, engine: Engine) -> None:
     @router.route("POST", "/containers/{id}/update")
     def update(req: Request) -> Reply:
         body = req.json()
-        if not isinstance(body, dict):
-            raise ApiError(400, "the update body must be a JSON object")
-        unknown = sorted(k for k, v in body.items() if v and k not in UPDATE_FIELDS and k != "RestartPolicy")
+        schema.check(body, schema.UPDATE_CONFIG, "update config")
+        fields = UPDATE_LIMITS.values()
+        unknown = sorted(k for k, v in body.items() if not createbody.zero(v) and k not in fields
+                         and k != "RestartPolicy")
         if unknown:
             raise ApiError(400, f"update of {', '.join(unknown)} is not supported (strata updates "
-                                f"{', '.join(UPDATE_FIELDS)} and RestartPolicy)")
+                                f"{', '.join(fields)} and RestartPolicy)")
         policy = body.get("RestartPolicy") or {}
+        try:  # the create options' own reading of HostConfig fields (containers/args.py)
+            values = containerargs.from_api({}, {k: v for k, v in body.items() if k in fields})
+        except containerargs.UsageError as exc:
+            raise ApiError(400, f"invalid update request: {exc}") from None
         options = {
-            "memory": _size(body, "Memory"),
-            "memory_swap": _size(body, "MemorySwap"),
-            "memory_reservation": _size(body, "MemoryReservation"),
-            "cpu_shares": int(body.get("CpuShares") or 0),
-            "cpu_period": int(body.get("CpuPeriod") or 0),
-            "cpu_quota": int(body.get("CpuQuota") or 0),
-            "pids_limit": int(body.get("PidsLimit") or 0),
+            "memory": values.get("memory", ""), "memory_swap": values.get("memory_swap", ""),
+            "memory_reservation": str(body.get("MemoryReservation") or ""), "cpus": values.get("cpus", ""),
+            "cpu_shares": values.get("cpu_shares", ""), "cpu_period": values.get("cpu_period", ""),
+            "cpu_quota": values.get("cpu_quota", ""), "cpuset_cpus": values.get("cpuset_cpus", ""),
+            "pids_limit": values.get("pids_limit", ""),
             "restart": restart_policy(policy) if policy.get("Name") else "",
         }
         jobio.run(engine, "update", container_id(req), options=options)
@@ -113,12 +116,6 @@ def add_routes(router: Router, engine: Engine) -> None:
                  for value in (values if isinstance(values, list) else [k for k, on in values.items() if on])]
         options = {"since": req.arg("since") or "", "until": req.arg("until") or "", "filter": items, "json": True}
         return Reply(200, stream=jobio.stream(engine, "events", options=options))
-
-
-def _size(body: dict[str, Any], key: str) -> str:
-    """A byte count of the body as update's size option takes it ("" when unset)."""
-    value = int(body.get(key) or 0)
-    return str(value) if value else ""
 
 
 def _path_arg(req: Request) -> str:
