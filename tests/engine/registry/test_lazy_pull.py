@@ -478,3 +478,29 @@ def test_kill_fuse_process_mid_fetch(make_backing, registry: RegistryServer, ima
             assert engine.driver.lazy_status(top)["State"] == "complete"
     finally:
         engine.close()
+
+
+def test_through_the_daemon(make_backing, image: str) -> None:
+    """`strata -H HOST run --pull lazy` pulls lazily through the daemon (POST /images/create
+    with strata's `lazy`); after `docker rmi`, `docker pull` of the same eStargz image is an
+    ordinary full pull."""
+    from tests.engine.api.conftest import REPO, start_daemon
+
+    root = os.path.join(make_backing("ext4", 1 << 30).mountpoint, "root")
+    os.mkdir(root)
+    daemon = start_daemon(root, "aufs")
+    try:
+        env = {**os.environ, "PYTHONPATH": REPO}
+        done = subprocess.run([sys.executable, "-m", "engine.cli", "-H", daemon.host, "run", "--rm", "--pull", "lazy",
+                               image, "cat", "/data/other.txt"], env=env, capture_output=True, timeout=120)
+        assert (done.returncode, done.stdout) == (0, b"another file\n"), done.stderr
+        assert b"Pull complete (lazy: TOC only)" in done.stderr
+        assert os.listdir(os.path.join(root, "aufs", "lazy"))
+        assert daemon.docker("rmi", image).returncode == 0
+        assert os.listdir(os.path.join(root, "aufs", "lazy")) == []
+        pulled = daemon.docker("pull", image, timeout=120)
+        assert pulled.returncode == 0, pulled.stderr
+        ran = daemon.docker("run", "--rm", image, "sha256sum", "/data/hard.bin")
+        assert ran.stdout.split()[0].decode() == hashlib.sha256(DATA).hexdigest(), ran.stderr
+    finally:
+        assert daemon.stop() == 0
