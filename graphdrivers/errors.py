@@ -100,3 +100,26 @@ class ThinPoolFull(DriverError):
 
 class FuseMountError(DriverError):
     """The FUSE process could not mount or serve a union."""
+
+
+class EstargzError(DriverError):
+    """A blob, footer or TOC that is not valid eStargz, or input it cannot be made from."""
+
+
+class ChunkDigestMismatch(EstargzError):
+    """A chunk whose bytes do not inflate to its TOC `chunkDigest`: never served to a reader."""
+
+    def __init__(self, name: str, chunk_offset: int, expected: str, detail: str) -> None:
+        super().__init__(f"chunk of {name!r} at file offset {chunk_offset} does not match {expected}: {detail}")
+        self.name = name
+        self.chunk_offset = chunk_offset
+        self.expected = expected
+
+
+class LazyNotSupported(DriverError):
+    """The driver (or its backend) cannot serve a layer whose files are still arriving."""
+
+    def __init__(self, driver: str, reason: str) -> None:
+        super().__init__(f"driver {driver!r} cannot pull lazily: {reason}")
+        self.driver = driver
+        self.reason = reason

@@ -109,6 +109,8 @@ def add_routes(router: Router, engine: Engine) -> None:
         _, path = split_domain(source)
         options = {**registry_auth(req), "platform": req.arg("platform") or "",
                    "all_tags": not tag and "@" not in path and ":" not in path}  # Docker's pull -a: no tag anywhere
+        if req.arg("lazy"):  # strata's extension: `pull --lazy` (docker clients never send it)
+            options["lazy"] = req.arg("lazy")
         return Reply(200, stream=jobio.stream(engine, "pull", ref, options=options, line=_status_message,
                                               on_error=_error_message))
 
