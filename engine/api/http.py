@@ -7,6 +7,7 @@ concurrent clients, and a thread per connection keeps streaming and hijacking si
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import logging
@@ -23,7 +24,7 @@ from urllib.parse import parse_qs, urlsplit
 from graphdrivers.errors import InvalidOption
 from graphdrivers.units import parse_bool
 
-from . import unimplemented
+from . import hangup, unimplemented
 
 log = logging.getLogger(__name__)
 
@@ -183,7 +184,10 @@ class Request:
 
 @dataclass
 class Reply:
-    """What a route returns: a JSON value, bytes, a stream of chunks, or a hijack."""
+    """What a route returns: a JSON value, bytes, a stream of chunks, or a hijack.
+
+    A stream with a `cancel()` method is told when the client hangs up (hangup.py); a
+    stream that raises ends the reply without its last chunk, so the client sees a failure."""
 
     status: int = 200
     body: Any = None
@@ -334,13 +338,20 @@ def make_handler(router: Router, server_headers: dict[str, str],
                 self.send_header("Transfer-Encoding", "chunked")
                 self._headers(reply)
                 self.end_headers()
+                cancel = getattr(reply.stream, "cancel", None)
                 try:
-                    for chunk in reply.stream:
-                        if chunk:
-                            self.wfile.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
-                            self.wfile.flush()
+                    with hangup.watch(self.connection, cancel) if cancel else contextlib.nullcontext():
+                        for chunk in reply.stream:
+                            if chunk:
+                                self.wfile.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+                                self.wfile.flush()
                     self.wfile.write(b"0\r\n\r\n")
                 except (BrokenPipeError, ConnectionResetError):
+                    self.close_connection = True
+                except Exception as exc:
+                    # The status went out with the headers; only an unfinished chunked body can
+                    # still say "failed" (the client reports an unexpected EOF, not success).
+                    log.error("%s %s: the streamed reply failed: %s", self.command, self.path, exc, exc_info=exc)
                     self.close_connection = True
                 finally:
                     close = getattr(reply.stream, "close", None)
