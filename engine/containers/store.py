@@ -669,6 +669,12 @@ class Containers:
     def changes(self, c: Container) -> list:
         return self.driver.changes(c.layer, c.parent_layer)
 
+    def sizes(self, c: Container) -> tuple[int, int]:
+        """`docker ps -s`: the bytes of the files the container changed (SizeRw), and of its
+        whole filesystem, the image's included (SizeRootFs)."""
+        changed = self.driver.diff_size(c.layer, c.parent_layer)
+        return changed, changed + self.graph.get_image(c.image).size
+
     def export(self, c: Container) -> IO[bytes]:
         """A tar stream of the container's whole filesystem; close it to release the mount."""
         path = self.driver.get(c.layer)

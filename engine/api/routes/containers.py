@@ -255,11 +255,12 @@ def add_routes(router: Router, engine: Engine) -> None:
     @router.route("GET", "/containers/json")
     def list_(req: Request) -> Reply:
         req.refuse_filters()
-        listed = jobio.run(engine, "ps", options={"all": req.flag("all"), "json": True}).json()
+        options = {"all": req.flag("all"), "last": req.int_arg("limit", -1), "size": req.flag("size"), "json": True}
+        listed = jobio.run(engine, "ps", options=options).json()
+        sizes = ("SizeRw", "SizeRootFs") if req.flag("size") else ()  # dockerd leaves them out without size
         return Reply(200, [{**{k: c[k] for k in ("Id", "Names", "Image", "ImageID", "Command", "State", "Status",
-                                                  "HostConfig", "Ports", "NetworkSettings")},
-                            "Created": unix_time(c["Created"]), "Labels": c["Labels"], "SizeRw": 0,
-                            "SizeRootFs": 0, "Mounts": []} for c in listed])
+                                                  "HostConfig", "Ports", "NetworkSettings", *sizes)},
+                            "Created": unix_time(c["Created"]), "Labels": c["Labels"], "Mounts": []} for c in listed])
 
     @router.route("GET", "/containers/{id}/json")
     def inspect(req: Request) -> Reply:
