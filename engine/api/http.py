@@ -124,19 +124,27 @@ class Request:
     def args(self, name: str) -> list[str]:
         return self.query.get(name, [])
 
+    def filters(self) -> list[str]:
+        """The `filters` parameter as KEY=VALUE items (the jobs' --filter form): Docker's map
+        of lists, or the older map of {value: true} the docker CLI still sends."""
+        raw = self.json_arg("filters") or {}
+        if not isinstance(raw, dict):
+            raise ApiError(400, f"filters must be a JSON object, got {self.arg('filters')!r}")
+        found = []
+        for key, values in raw.items():
+            if isinstance(values, dict):
+                values = [value for value, on in values.items() if on]
+            if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
+                raise ApiError(400, f"filter {key!r} must be a list of strings or an object of booleans")
+            found += [f"{key}={value}" for value in values]
+        return found
+
     def refuse_filters(self) -> None:
-        """strata's list endpoints take no `filters`: a filtered list answered unfiltered would
+        """For an endpoint that takes no `filters`: a filtered list answered unfiltered would
         be a lie, so a non-empty filter is a 400 naming what was asked."""
-        raw = self.arg("filters")
-        if not raw:
-            return
-        try:
-            asked = json.loads(raw)
-        except ValueError:
-            raise ApiError(400, f"invalid filters: {raw!r}") from None
+        asked = sorted({item.partition("=")[0] for item in self.filters()})
         if asked:
-            names = ", ".join(sorted(asked)) if isinstance(asked, dict) else raw
-            raise ApiError(400, f"filters are not supported by strata: {names}")
+            raise ApiError(400, f"filters are not supported by strata: {', '.join(asked)}")
 
     def flag(self, name: str, default: bool = False) -> bool:
         """A boolean query parameter, spelled as every strata boolean is (1/true/yes, 0/false/no)."""
@@ -225,11 +233,11 @@ class Router:
                 if m == method or (method == "HEAD" and m == "GET"):
                     return func, found.groupdict()
                 allowed = True
-        if allowed:
-            raise ApiError(405, f"method {method} not allowed on {path}")
-        missing = unimplemented.answer(method, path)
+        missing = unimplemented.answer(method, path)  # before 405: POST /containers/prune is no {id}
         if missing is not None:
             raise ApiError(*missing)
+        if allowed:
+            raise ApiError(405, f"method {method} not allowed on {path}")
         raise ApiError(404, f"page not found: {method} {path}")
 
 

@@ -286,6 +286,8 @@ def add_routes(router: Router, engine: Engine) -> None:
 
     @router.route("DELETE", "/containers/{id}")
     def delete(req: Request) -> Reply:
+        if req.flag("link"):
+            raise ApiError(400, "link: strata has no legacy container links (--link) to remove")
         jobio.run(engine, "rm", inspected(req)["Id"], options={"force": req.flag("force")})
         return Reply(204, None)
 

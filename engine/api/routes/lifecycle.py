@@ -106,12 +106,8 @@ def add_routes(router: Router, engine: Engine) -> None:
 
     @router.route("GET", "/events")
     def events(req: Request) -> Reply:
-        filters = req.json_arg("filters") or {}
-        if not isinstance(filters, dict):
-            raise ApiError(400, "filters must be a JSON object")
-        items = [f"{key}={value}" for key, values in filters.items()
-                 for value in (values if isinstance(values, list) else [k for k, on in values.items() if on])]
-        options = {"since": req.arg("since") or "", "until": req.arg("until") or "", "filter": items, "json": True}
+        options = {"since": req.arg("since") or "", "until": req.arg("until") or "", "filter": req.filters(),
+                   "json": True}
         return Reply(200, stream=jobio.stream(engine, "events", options=options))
 
 
