@@ -605,6 +605,7 @@ class Containers:
             timeout = DEFAULT_STOP_TIMEOUT if c.stop_timeout is None else float(c.stop_timeout)
         handle = self.handle(c)
         assert handle is not None
+        log.info("stopping container %s: %s, then SIGKILL after %gs", c.short_id, c.stop_signal or "SIGTERM", timeout)
         if by_user:
             self._stopped_by_user(c)
         with contextlib.suppress(execdrivers.ExecError):

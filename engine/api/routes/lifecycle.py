@@ -7,7 +7,7 @@ import base64
 import json
 from typing import Any
 
-from ...containers import copy
+from ...containers import copy, observe
 from ...engine import Engine
 from .. import jobio
 from ..createbody import restart_policy
@@ -40,7 +40,8 @@ def add_routes(router: Router, engine: Engine) -> None:
 
     @router.route("POST", "/containers/{id}/restart")
     def restart(req: Request) -> Reply:
-        jobio.run(engine, "restart", container_id(req), options={"time": req.int_arg("t", 10)})
+        # no t: the container's own stop timeout (--stop-timeout), else the default, as stop does
+        jobio.run(engine, "restart", container_id(req), options={"time": req.int_arg("t", None)})
         return Reply(204, None)
 
     @router.route("POST", "/containers/{id}/rename")
@@ -83,10 +84,12 @@ def add_routes(router: Router, engine: Engine) -> None:
     def stats(req: Request) -> Reply:
         stream = req.flag("stream", True)
         options = {"json": True, "no_stream": not stream, "one_shot": req.flag("one-shot")}
-        cid = container_id(req)
-        if not store.refresh(store.get(cid)).state.running:
-            raise ApiError(409, f"container {cid[:12]} is not running")
-        return Reply(200, stream=jobio.stream(engine, "stats", cid, options=options))
+        c = store.refresh(store.get(req.params["id"]))
+        if not c.state.running:
+            if not stream:  # dockerd answers one empty reading; a stream of nothing would never end
+                return Reply(200, observe.empty_stats(c))
+            raise ApiError(409, f"container {c.short_id} is not running")
+        return Reply(200, stream=jobio.stream(engine, "stats", c.id, options=options))
 
     @router.route("HEAD", "/containers/{id}/archive")
     def archive_stat(req: Request) -> Reply:
