@@ -113,6 +113,7 @@ class Events:
         self._cond = threading.Condition()
         self._recent: deque[Event] | None = None  # the last KEEP, once someone follows
         self._listeners: list[Callable[[Event], None]] = []
+        self._latest = 0  # time_nano of the last event emitted by this process
 
     def _load(self) -> deque[Event]:
         """The file's last KEEP events (a torn last line, from a crash, is skipped)."""
@@ -143,6 +144,7 @@ class Events:
             if size > MAX_FILE:
                 self._trim()
             listeners = list(self._listeners)
+            self._latest = event.time_nano
             self._cond.notify_all()
         for callback in listeners:
             try:
@@ -150,6 +152,12 @@ class Events:
             except Exception:
                 log.exception("an event listener failed on %s %s", event.type, event.action)
         return event
+
+    def wait_newer(self, time_nano: int, timeout: float) -> bool:
+        """Block until an event later than `time_nano` is emitted (True) or `timeout` passes:
+        a waiter for a change of state (a start, a removal) sleeps until something happens."""
+        with self._cond:
+            return self._cond.wait_for(lambda: self._latest > time_nano, timeout)
 
     def _trim(self) -> None:
         """Keep the file to the last KEEP events."""

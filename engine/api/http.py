@@ -7,6 +7,7 @@ concurrent clients, and a thread per connection keeps streaming and hijacking si
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import logging
@@ -23,7 +24,7 @@ from urllib.parse import parse_qs, urlsplit
 from graphdrivers.errors import InvalidOption
 from graphdrivers.units import parse_bool
 
-from . import unimplemented
+from . import hangup, unimplemented
 
 log = logging.getLogger(__name__)
 
@@ -123,19 +124,27 @@ class Request:
     def args(self, name: str) -> list[str]:
         return self.query.get(name, [])
 
+    def filters(self) -> list[str]:
+        """The `filters` parameter as KEY=VALUE items (the jobs' --filter form): Docker's map
+        of lists, or the older map of {value: true} the docker CLI still sends."""
+        raw = self.json_arg("filters") or {}
+        if not isinstance(raw, dict):
+            raise ApiError(400, f"filters must be a JSON object, got {self.arg('filters')!r}")
+        found = []
+        for key, values in raw.items():
+            if isinstance(values, dict):
+                values = [value for value, on in values.items() if on]
+            if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
+                raise ApiError(400, f"filter {key!r} must be a list of strings or an object of booleans")
+            found += [f"{key}={value}" for value in values]
+        return found
+
     def refuse_filters(self) -> None:
-        """strata's list endpoints take no `filters`: a filtered list answered unfiltered would
+        """For an endpoint that takes no `filters`: a filtered list answered unfiltered would
         be a lie, so a non-empty filter is a 400 naming what was asked."""
-        raw = self.arg("filters")
-        if not raw:
-            return
-        try:
-            asked = json.loads(raw)
-        except ValueError:
-            raise ApiError(400, f"invalid filters: {raw!r}") from None
+        asked = sorted({item.partition("=")[0] for item in self.filters()})
         if asked:
-            names = ", ".join(sorted(asked)) if isinstance(asked, dict) else raw
-            raise ApiError(400, f"filters are not supported by strata: {names}")
+            raise ApiError(400, f"filters are not supported by strata: {', '.join(asked)}")
 
     def flag(self, name: str, default: bool = False) -> bool:
         """A boolean query parameter, spelled as every strata boolean is (1/true/yes, 0/false/no)."""
@@ -183,7 +192,10 @@ class Request:
 
 @dataclass
 class Reply:
-    """What a route returns: a JSON value, bytes, a stream of chunks, or a hijack."""
+    """What a route returns: a JSON value, bytes, a stream of chunks, or a hijack.
+
+    A stream with a `cancel()` method is told when the client hangs up (hangup.py); a
+    stream that raises ends the reply without its last chunk, so the client sees a failure."""
 
     status: int = 200
     body: Any = None
@@ -221,11 +233,11 @@ class Router:
                 if m == method or (method == "HEAD" and m == "GET"):
                     return func, found.groupdict()
                 allowed = True
-        if allowed:
-            raise ApiError(405, f"method {method} not allowed on {path}")
-        missing = unimplemented.answer(method, path)
+        missing = unimplemented.answer(method, path)  # before 405: POST /containers/prune is no {id}
         if missing is not None:
             raise ApiError(*missing)
+        if allowed:
+            raise ApiError(405, f"method {method} not allowed on {path}")
         raise ApiError(404, f"page not found: {method} {path}")
 
 
@@ -334,13 +346,20 @@ def make_handler(router: Router, server_headers: dict[str, str],
                 self.send_header("Transfer-Encoding", "chunked")
                 self._headers(reply)
                 self.end_headers()
+                cancel = getattr(reply.stream, "cancel", None)
                 try:
-                    for chunk in reply.stream:
-                        if chunk:
-                            self.wfile.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
-                            self.wfile.flush()
+                    with hangup.watch(self.connection, cancel) if cancel else contextlib.nullcontext():
+                        for chunk in reply.stream:
+                            if chunk:
+                                self.wfile.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+                                self.wfile.flush()
                     self.wfile.write(b"0\r\n\r\n")
                 except (BrokenPipeError, ConnectionResetError):
+                    self.close_connection = True
+                except Exception as exc:
+                    # The status went out with the headers; only an unfinished chunked body can
+                    # still say "failed" (the client reports an unexpected EOF, not success).
+                    log.error("%s %s: the streamed reply failed: %s", self.command, self.path, exc, exc_info=exc)
                     self.close_connection = True
                 finally:
                     close = getattr(reply.stream, "close", None)

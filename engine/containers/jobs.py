@@ -16,6 +16,8 @@ import threading
 import time
 from typing import IO
 
+from graphdrivers.units import human_size
+
 from ..errors import ContainerStartError, EngineError, NoSuchContainer, NoSuchImage, UsageError
 from ..execdrivers import terminal
 from ..images.view import go_time, parse_time, table
@@ -339,26 +341,37 @@ def _network_summary(job: Job, c: Container) -> dict:
 
 @jobs.job("ps", help="list containers", options={
     "all": Option(bool, "stopped containers too", ("-a", "--all")),
+    "last": Option(int, "the N most recently created containers, stopped ones too", ("-n", "--last"), -1),
+    "latest": Option(bool, "the most recently created container, stopped or not", ("-l", "--latest")),
+    "size": Option(bool, "the size of each container's changes and of its whole filesystem", ("-s", "--size")),
     "quiet": Option(bool, "ids only", ("-q", "--quiet")), "json": JSON, "format": FORMAT})
 def ps(job: Job) -> int:
-    """`ps` (all: stopped ones too; quiet: ids only; json; format: a template per row)."""
-    found = _store(job).list(include_stopped=job.options["all"])
-    if job.options["quiet"]:
+    """`ps` (all: stopped ones too; last N / latest: the N (1) newest, stopped or not, as
+    docker's -n and -l; size: SizeRw and SizeRootFs, which walk each layer; quiet: ids only;
+    json; format: a template per row)."""
+    o = job.options
+    last = 1 if o["latest"] and o["last"] < 1 else o["last"]
+    found = _store(job).list(include_stopped=o["all"] or last > 0)
+    if last > 0:
+        found = found[:last]  # newest first
+    if o["quiet"]:
         job.write("".join(c.short_id + "\n" for c in found))
         return 0
-    if job.options["json"]:
+    sizes = {c.id: _store(job).sizes(c) for c in found} if o["size"] else {}
+    if o["json"]:
         job.write_json([{"Id": c.id, "Names": ["/" + c.name], "Image": c.image_ref, "ImageID": c.image,
                          "Command": " ".join(c.args), "Created": c.created, "State": c.state.status,
                          "Status": status_text(c, dt.datetime.now(dt.UTC)), "ExitCode": c.state.exit_code,
-                         "HostConfig": {"NetworkMode": c.network}, "Labels": c.labels, **_network_summary(job, c)}
+                         "HostConfig": {"NetworkMode": c.network}, "Labels": c.labels, **_network_summary(job, c),
+                         **({"SizeRw": sizes[c.id][0], "SizeRootFs": sizes[c.id][1]} if sizes else {})}
                         for c in found])  # fmt: skip
         return 0
     now = dt.datetime.now(dt.UTC)
-    rows = [_ps_row(c, now, _network_summary(job, c)["Ports"]) for c in found]
-    if job.options["format"]:
-        job.write(render_all(job.options["format"], rows, headers=PS_HEADERS))
+    rows = [_ps_row(c, now, _network_summary(job, c)["Ports"], sizes.get(c.id)) for c in found]
+    if o["format"]:
+        job.write(render_all(o["format"], rows, headers=PS_HEADERS))
         return 0
-    columns = ("ID", "Image", "Command", "RunningFor", "Status", "Names")
+    columns = ("ID", "Image", "Command", "RunningFor", "Status", "Names") + (("Size",) if sizes else ())
     job.write(table([tuple(PS_HEADERS[name] for name in columns), *(tuple(r[name] for name in columns) for r in rows)]))
     return 0
 
@@ -376,13 +389,21 @@ def _ports_text(listed: list[dict]) -> str:
                      else f"{p['PrivatePort']}/{p['Type']}" for p in listed)
 
 
-def _ps_row(c: Container, now: dt.datetime, listed_ports: list[dict]) -> dict[str, str]:
+def _size_text(sizes: tuple[int, int] | None) -> str:
+    """docker ps's SIZE: `2B (virtual 1.2MB)`; without --size, the docker CLI's 0B."""
+    if sizes is None:
+        return "0B"
+    return f"{human_size(sizes[0])} (virtual {human_size(sizes[1])})"
+
+
+def _ps_row(c: Container, now: dt.datetime, listed_ports: list[dict],
+            sizes: tuple[int, int] | None = None) -> dict[str, str]:
     command = " ".join(c.args)
     command = f'"{command[:17]}…"' if len(command) > 20 else f'"{command}"'
     return {"ID": c.short_id, "Image": c.image_ref, "Command": command, "CreatedAt": go_time(c.created),
             "RunningFor": f"{_since(c.created, now)} ago", "Ports": _ports_text(listed_ports),
             "Status": status_text(c, now),
-            "State": c.state.status, "Size": "0B", "Names": c.name,
+            "State": c.state.status, "Size": _size_text(sizes), "Names": c.name,
             "Labels": ",".join(f"{k}={v}" for k, v in sorted(c.labels.items())), "Mounts": "",
             "Networks": c.network, "LocalVolumes": "0"}
 

@@ -26,6 +26,7 @@ from .store import Containers
 jobs = JobTable()
 
 INTERVAL = 1.0  # seconds between stats samples
+ZERO_TIME = "0001-01-01T00:00:00Z"  # Go's zero time: a reading that has no time (Docker's "preread" of the first)
 DEFAULT_PS_ARGS = "-ef"
 
 
@@ -77,6 +78,15 @@ def sample(store: Containers, c: Container) -> dict[str, Any]:
 
 def _empty_cpu() -> dict[str, Any]:
     return {"cpu_usage": {"total_usage": 0}, "system_cpu_usage": 0, "online_cpus": 0, "throttling_data": {}}
+
+
+def empty_stats(c: Container) -> dict[str, Any]:
+    """dockerd's one reading of a container that is not running (stream=false): the zero
+    reading, named, rather than an error (docker-py's stats(stream=False) reads it)."""
+    return {"read": ZERO_TIME, "preread": ZERO_TIME, "id": c.id, "name": "/" + c.name, "num_procs": 0,
+            "storage_stats": {}, "pids_stats": {}, "memory_stats": {},
+            "blkio_stats": {"io_service_bytes_recursive": None, "io_serviced_recursive": None},
+            "cpu_stats": _empty_cpu(), "precpu_stats": _empty_cpu()}
 
 
 def cpu_percent(s: dict[str, Any]) -> float:
@@ -132,7 +142,7 @@ def stats(job: Job) -> int:
                 continue
             before = previous.get(c.id)
             current["precpu_stats"] = before["cpu_stats"] if before else _empty_cpu()
-            current["preread"] = before["read"] if before else "0001-01-01T00:00:00Z"
+            current["preread"] = before["read"] if before else ZERO_TIME
             previous[c.id] = current
             readings.append(current)
         try:

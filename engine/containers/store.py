@@ -32,12 +32,12 @@ from graphdrivers.archive import export_paths
 from graphdrivers.errors import DriverError, LayerNotFound
 
 from .. import execdrivers
-from ..errors import Conflict, ContainerStartError, EngineError, NoSuchContainer, NoSuchImage, UsageError
+from ..errors import Conflict, ContainerStartError, EngineError, NoSuchContainer, NoSuchImage, NoSuchVolume, UsageError
 from ..events import Events
 from ..execdrivers import ExecDriver, ExitStatus, Handle, MonitorInfo, ProcessSpec
 from ..execdrivers.base import ExecProcess
 from ..execdrivers.cgroupfs import ContainerCgroups
-from ..execdrivers.settings import Mount, Settings
+from ..execdrivers.settings import Mount, Resources, Settings
 from ..images import instructions
 from ..images.graph import Graph, Image, LayerSource, NewImage
 from ..images.graphdb import NAMES, GraphDB
@@ -61,6 +61,12 @@ MOUNT_POINTS = ("proc", "dev", "sys")
 ETC_FILES = tuple(f"etc/{name}" for name in etcfiles.FILES)  # bound over from the container's directory
 DEFAULT_STOP_TIMEOUT = 10.0
 STATUS_START_FAILED = 126  # Docker's exit code when the container's setup fails (unknown user, group...)
+# update's limits (HostConfig names) that the process's spec carries (Resources fields);
+# any other (MemoryReservation) is written to its cgroups once it runs (NanoCpus is carried
+# as the CpuQuota and CpuPeriod update sets beside it)
+UPDATED_RESOURCES = {"Memory": "memory", "MemorySwap": "memory_swap", "CpuShares": "cpu_shares",
+                     "CpuPeriod": "cpu_period", "CpuQuota": "cpu_quota", "CpusetCpus": "cpuset_cpus",
+                     "PidsLimit": "pids_limit"}
 
 
 class Containers:
@@ -228,8 +234,6 @@ class Containers:
             etc={"extra_hosts": [list(h) for h in host.extra_hosts], "dns": host.dns, "dns_search": host.dns_search,
                  "dns_options": host.dns_options},
         )
-        for volume, _dest, _ro in host.volumes:
-            self.volumes.create(volume)  # as Docker does: a named volume is made on first use
         with self.db.transaction():  # the name is taken or not, atomically
             if self.db.resolve_name(name) is not None:
                 raise Conflict(f'the container name "/{name}" is already in use by container '
@@ -237,7 +241,9 @@ class Containers:
             self.db.add_entity(container_id, "container")
             self.db.add_edge(NAMES, name, container_id)
             self.db.add_edge(container_id, "image", image.id)
+        made: list[str] = []  # the named volumes this create made: a failed create removes them
         try:
+            self._make_volumes([volume for volume, _dest, _ro in host.volumes], made)
             os.makedirs(c.paths(self.dir)[0], mode=0o700)
             self._write_etc(c)
             self._create_layers(c)
@@ -245,11 +251,23 @@ class Containers:
             self.network.join(c.id, c.name, c.hostname, network, aliases, ip)
         except BaseException:
             self._discard(c)
+            for volume in made:
+                with contextlib.suppress(EngineError):  # another container took it up meanwhile
+                    self.volumes.remove(volume, self.volume_users(volume))
             raise
         if not keep_mounted:
             self._unmount(c)
         self.event(c, "create")
         return c
+
+    def _make_volumes(self, names: list[str], made: list[str]) -> None:
+        """As Docker does, a named volume is made on first use; each one made is added to `made`."""
+        for name in names:
+            try:
+                self.volumes.inspect(name)
+            except NoSuchVolume:
+                self.volumes.create(name)
+                made.append(name)
 
     def _create_layers(self, c: Container) -> None:
         """The read-write layer; under it an init layer when the image lacks mount points.
@@ -381,9 +399,10 @@ class Containers:
             c.monitor = handle.info.to_json()
             c.rootfs = path
             c.save(self.dir)
-        if c.resources and not handle.start_error:
+        rest = {key: value for key, value in c.resources.items() if key not in UPDATED_RESOURCES}
+        if rest and not handle.start_error:  # the limits a spec cannot carry, set once it runs
             with contextlib.suppress(EngineError):  # a process that already ended has no cgroups to limit
-                self.cgroups(c).set_limits(c.resources)
+                self.cgroups(c).set_limits(rest)
         self.event(c, "start")
         if handle.start_error:  # known at once (native): report like Docker's start does
             status = self.wait(c)
@@ -405,7 +424,8 @@ class Containers:
             if not os.path.isdir(path):
                 raise Conflict(f"volume {name!r} of container {c.short_id} was removed")
             extra.append(Mount(dest, "bind", path, ("rbind", "rprivate", *(("ro",) if read_only else ()))))
-        return replace(settings, mounts=(*extra, *settings.mounts))
+        return replace(settings, mounts=(*extra, *settings.mounts),
+                       resources=_with_updates(settings.resources, c.resources))
 
     def _write_etc(self, c: Container) -> None:
         """The container's /etc files (etcfiles is their one writer): its hostname, --add-host
@@ -612,6 +632,7 @@ class Containers:
             timeout = DEFAULT_STOP_TIMEOUT if c.stop_timeout is None else float(c.stop_timeout)
         handle = self.handle(c)
         assert handle is not None
+        log.info("stopping container %s: %s, then SIGKILL after %gs", c.short_id, c.stop_signal or "SIGTERM", timeout)
         if by_user:
             self._stopped_by_user(c)
         with contextlib.suppress(execdrivers.ExecError):
@@ -675,6 +696,12 @@ class Containers:
 
     def changes(self, c: Container) -> list:
         return self.driver.changes(c.layer, c.parent_layer)
+
+    def sizes(self, c: Container) -> tuple[int, int]:
+        """`docker ps -s`: the bytes of the files the container changed (SizeRw), and of its
+        whole filesystem, the image's included (SizeRootFs)."""
+        changed = self.driver.diff_size(c.layer, c.parent_layer)
+        return changed, changed + self.graph.get_image(c.image).size
 
     def export(self, c: Container) -> IO[bytes]:
         """A tar stream of the container's whole filesystem; close it to release the mount."""
@@ -783,6 +810,18 @@ def _safe_metadata(driver: Any, layer: str) -> dict[str, str]:
         return dict(driver.metadata(layer))
     except Exception:  # inspect must not fail because a driver cannot describe a layer
         return {}
+
+
+def _with_updates(resources: Resources, updated: dict[str, int]) -> Resources:
+    """The create-time limits with those `update` set since (Docker's HostConfig names; 0
+    keeps a limit, -1 lifts it), so the process starts under them rather than being limited
+    after it began."""
+    changes: dict[str, int] = {}
+    for key, value in updated.items():
+        name = UPDATED_RESOURCES.get(key)
+        if name and value:
+            changes[name] = value if value != -1 or name == "memory_swap" else 0  # swap -1: unlimited swap
+    return replace(resources, **changes)
 
 
 def _merge_env(base: list[str], override: list[str]) -> list[str]:

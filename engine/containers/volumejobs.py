@@ -64,9 +64,11 @@ def volume_inspect(job: Job) -> int:
     return 0
 
 
-@jobs.job("volume_rm", args="NAME...", help="remove volumes no container names")
+@jobs.job("volume_rm", args="NAME...", help="remove volumes no container names", options={
+    "force": Option(bool, "a volume that does not exist is no error", ("-f", "--force"))})
 def volume_rm(job: Job) -> int:
-    """`volume rm NAME...`: refuses a volume a container still names."""
+    """`volume rm NAME...`: refuses a volume a container still names; force (as dockerd's)
+    only forgives a missing volume, never one in use."""
     store = _store(job)
     status = 0
     for name in job.args:
@@ -74,6 +76,8 @@ def volume_rm(job: Job) -> int:
             store.volumes.remove(name, store.volume_users(name))
             job.write(name + "\n")
         except EngineError as exc:
+            if job.options["force"] and isinstance(exc, NoSuchVolume):
+                continue
             if len(job.args) == 1:
                 raise
             job.error_line(f"Error: {exc}")

@@ -537,8 +537,9 @@ class Graph:
         ids = [r[0] for r in self.db.query("SELECT id FROM images ORDER BY added DESC, id")]
         return [self.get_image(i) for i in ids]
 
-    def delete(self, ref: str, force: bool = False) -> list[str]:
-        """Docker's rmi rules; returns the "Untagged: ..." / "Deleted: ..." lines."""
+    def delete(self, ref: str, force: bool = False, prune: bool = True) -> list[str]:
+        """Docker's rmi rules (prune: untagged parents nothing else needs go too); returns the
+        "Untagged: ..." / "Deleted: ..." lines."""
         image_id = self.resolve(ref)
         by_tag = None
         if image_hex(ref) is None:
@@ -574,7 +575,7 @@ class Graph:
             chains = [layer.chain_id for layer in image.layers]
             # as docker rmi does: untagged parents nothing else needs go too
             parent = image.parent
-            while parent is not None and not self.db.tags_of(parent) and not self.db.children_of(parent) \
+            while prune and parent is not None and not self.db.tags_of(parent) and not self.db.children_of(parent) \
                     and not self.db.users_of_image(parent):
                 above = self.get_image(parent)
                 self.db.remove_entity(parent)

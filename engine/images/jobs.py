@@ -177,9 +177,11 @@ def tag(job: Job) -> int:
 
 
 @jobs.job("rmi", args="IMAGE...", help="remove images", options={
-    "force": Option(bool, "untag everywhere; delete despite containers", ("-f", "--force"))})
+    "force": Option(bool, "untag everywhere; delete despite containers", ("-f", "--force")),
+    "no_prune": Option(bool, "keep the untagged parents nothing else needs", ("--no-prune",))})
 def rmi(job: Job) -> int:
-    """`rmi IMAGE...` (force: untag everywhere / delete despite containers).
+    """`rmi IMAGE...` (force: untag everywhere / delete despite containers; no_prune: keep
+    untagged parents).
 
     Like docker rmi, every image is tried; the first failure is raised at the end.
     """
@@ -187,7 +189,7 @@ def rmi(job: Job) -> int:
     failures: list[EngineError] = []
     for ref in job.args:
         try:
-            for line in job.engine.graph.delete(ref, force=force):
+            for line in job.engine.graph.delete(ref, force=force, prune=not job.options["no_prune"]):
                 job.write(line + "\n")
         except EngineError as exc:
             if len(job.args) > 1:

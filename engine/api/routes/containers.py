@@ -11,7 +11,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
-from typing import IO, Any
+from typing import IO, Any, TypeVar
 
 from ...containers.jobs import WARNING
 from ...containers.record import Container
@@ -19,13 +19,15 @@ from ...containers.stdio import ProcessIO, detach_sequence, forward_input
 from ...engine import Engine
 from ...errors import EngineError, NoSuchContainer
 from ...images.view import unix_time
-from .. import createbody, jobio, mux, schema
+from .. import createbody, hangup, jobio, mux, schema
+from ..hangup import Cancellable
 from ..http import ApiError, Reply, Request, Router
 
-POLL = 0.005  # seconds between looks at a container that has not started yet
+AWAIT_CHECK = 1.0  # seconds between looks at the client while a request waits for a container's event
 ATTACH_DRAIN_TIMEOUT = 30.0  # how long wait lets attach streams finish copying output
 RAW_STREAM = "application/vnd.docker.raw-stream"
 MUX_STREAM = "application/vnd.docker.multiplexed-stream"
+T = TypeVar("T")
 FOLLOW_POLL = 0.02  # seconds between looks at the log files of an attached container
 
 
@@ -98,36 +100,57 @@ def add_routes(router: Router, engine: Engine) -> None:
     @router.route("POST", "/containers/{id}/wait")
     def wait(req: Request) -> Reply:
         """Headers go out at once and the body when the container stops: the docker CLI waits
-        for this response to begin before it starts the container (as dockerd's wait does)."""
+        for this response to begin before it starts the container (as dockerd's wait does).
+        next-exit and removed on a container that is not running wait for its next run."""
         c = container(req)
         condition = req.arg("condition") or "not-running"
         if condition not in ("not-running", "next-exit", "removed"):
             raise ApiError(400, f"invalid condition {condition!r}")
+        gone = threading.Event()
 
         def body() -> Iterator[bytes]:
             try:
-                current = _await_start(c) if condition != "not-running" else c
+                current = _await_run(c, gone) if condition != "not-running" else c
+                if current is None:
+                    return  # the client went away first
                 handle = store.handle(current) if current.state.running else None
                 if handle is not None:
                     handle.wait(None)  # the process ended; its output may still be in flight
                 attachments.drained(c.id, ATTACH_DRAIN_TIMEOUT)
                 status = store.wait(current)
-                if condition == "removed":
-                    while _exists(c.id):
-                        time.sleep(POLL)
+                if condition == "removed" and not _await(lambda: not _exists(c.id), gone):
+                    return
                 result = {"StatusCode": status.code, "Error": {"Message": status.error} if status.error else None}
             except EngineError as exc:
                 result = {"StatusCode": -1, "Error": {"Message": str(exc)}}
             yield json.dumps(result).encode() + b"\n"
 
-        return Reply(200, stream=body())
+        return Reply(200, stream=Cancellable(body(), gone))
 
-    def _await_start(c: Container) -> Container:
-        """Block until the container has run (the CLI waits before it starts the container)."""
-        while c.state.status == "created":
-            time.sleep(POLL)
-            c = store.get(c.id)
-        return c
+    def _await_run(c: Container, gone: threading.Event) -> Container | None:
+        """`c` running: as it is. Not running (created, or exited: dockerd's attach and
+        next-exit are about the next run): block until a start after `c` was read, or a
+        failed one; None if the client hangs up first. Sleeps until an event, not polling."""
+        if c.state.running:
+            return c
+        before = (c.state.started_at, c.state.finished_at)
+
+        def ran() -> Container | None:
+            current = store.get(c.id)
+            return current if (current.state.started_at, current.state.finished_at) != before else None
+
+        return _await(ran, gone)
+
+    def _await(ready: Callable[[], T], gone: threading.Event) -> T | None:
+        """`ready()`'s first true value, looked for again after each event (and each
+        AWAIT_CHECK seconds); None when the client hangs up first."""
+        while True:
+            mark = time.time_ns()
+            if found := ready():
+                return found
+            if gone.is_set():
+                return None
+            engine.events.wait_newer(mark, AWAIT_CHECK)
 
     def _exists(container_id: str) -> bool:
         try:
@@ -143,19 +166,24 @@ def add_routes(router: Router, engine: Engine) -> None:
             raise ApiError(400, "attach needs stream=1 or logs=1")
         want_in, want_out, want_err = req.flag("stdin"), req.flag("stdout"), req.flag("stderr")
         detach = detach_sequence(req.arg("detachKeys"))
-        replay = req.flag("logs") or not c.state.running  # output from the start when it starts now
+        # logs=1: the output from the first run on; else what is written from now on (not the
+        # earlier runs' output that a `docker start -a` of a stopped container would repeat)
+        offsets = (0, 0) if req.flag("logs") else tuple(_size(p) for p in store.log_paths(c))
         attachments.begin(c.id)
 
         def hijacked(sock: socket.socket, rfile: IO[bytes]) -> None:
-            detached = threading.Event()
+            ended = threading.Event()  # detached by the keys, or the client hung up
             try:
-                current = _await_start(c)
-                stdio = store.process_io(current)
-                if want_in and stdio is not None and current.open_stdin:
-                    threading.Thread(target=_input, args=(rfile, sock, stdio, detach, current.stdin_once, detached),
-                                     name=f"attach-stdin-{c.short_id}", daemon=True).start()
-                if req.flag("stream"):
-                    _follow(current, sock, want_out, want_err, replay=replay, stop=detached)
+                with hangup.watch(sock, ended.set, hijacked=True):
+                    current = _await_run(c, ended) if req.flag("stream") else c
+                    if current is None:
+                        return
+                    stdio = store.process_io(current)
+                    if want_in and stdio is not None and current.open_stdin:
+                        threading.Thread(target=_input, args=(rfile, sock, stdio, detach, current.stdin_once, ended),
+                                         name=f"attach-stdin-{c.short_id}", daemon=True).start()
+                    if req.flag("stream"):
+                        _follow(current, sock, want_out, want_err, offsets=offsets, stop=ended)
             except (BrokenPipeError, ConnectionResetError, NoSuchContainer):
                 pass
             finally:
@@ -177,19 +205,18 @@ def add_routes(router: Router, engine: Engine) -> None:
         except (OSError, ValueError):
             pass
 
-    def _follow(c: Container, sock: socket.socket, want_out: bool, want_err: bool, *, replay: bool,
+    def _follow(c: Container, sock: socket.socket, want_out: bool, want_err: bool, *, offsets: tuple[int, ...],
                 stop: threading.Event) -> None:
         """Copy the container's output (frames, or raw for a TTY) until its process ends, without
         recording the end: that is the wait endpoint's job (it alone sees the exit code of an
-        --rm container). `replay`: from the start of the logs, else only what comes now."""
+        --rm container). `offsets`: where in the stdout and stderr logs to begin."""
         out_path, err_path = store.log_paths(c)
         handle = store.handle(c)
         write = (lambda _stream, data: sock.sendall(data)) if c.tty else \
             (lambda stream, data: sock.sendall(mux.frame(stream, data)))
         with _open(out_path) as out, _open(err_path) as err:
-            if not replay:
-                out.seek(0, os.SEEK_END)
-                err.seek(0, os.SEEK_END)
+            out.seek(offsets[0])
+            err.seek(offsets[1])
             while not stop.is_set():
                 ended = handle is None or handle.wait(FOLLOW_POLL) is not None
                 _pump(out, write, mux.STDOUT, want_out)
@@ -229,11 +256,12 @@ def add_routes(router: Router, engine: Engine) -> None:
     @router.route("GET", "/containers/json")
     def list_(req: Request) -> Reply:
         req.refuse_filters()
-        listed = jobio.run(engine, "ps", options={"all": req.flag("all"), "json": True}).json()
+        options = {"all": req.flag("all"), "last": req.int_arg("limit", -1), "size": req.flag("size"), "json": True}
+        listed = jobio.run(engine, "ps", options=options).json()
+        sizes = ("SizeRw", "SizeRootFs") if req.flag("size") else ()  # dockerd leaves them out without size
         return Reply(200, [{**{k: c[k] for k in ("Id", "Names", "Image", "ImageID", "Command", "State", "Status",
-                                                  "HostConfig", "Ports", "NetworkSettings")},
-                            "Created": unix_time(c["Created"]), "Labels": c["Labels"], "SizeRw": 0,
-                            "SizeRootFs": 0, "Mounts": []} for c in listed])
+                                                  "HostConfig", "Ports", "NetworkSettings", *sizes)},
+                            "Created": unix_time(c["Created"]), "Labels": c["Labels"], "Mounts": []} for c in listed])
 
     @router.route("GET", "/containers/{id}/json")
     def inspect(req: Request) -> Reply:
@@ -259,6 +287,8 @@ def add_routes(router: Router, engine: Engine) -> None:
 
     @router.route("DELETE", "/containers/{id}")
     def delete(req: Request) -> Reply:
+        if req.flag("link"):
+            raise ApiError(400, "link: strata has no legacy container links (--link) to remove")
         jobio.run(engine, "rm", inspected(req)["Id"], options={"force": req.flag("force")})
         return Reply(204, None)
 
@@ -285,6 +315,14 @@ def add_routes(router: Router, engine: Engine) -> None:
     def export(req: Request) -> Reply:
         container_id = inspected(req)["Id"]  # a missing container is a 404 before the tar starts
         return Reply(200, stream=jobio.stream(engine, "export", container_id), content_type="application/x-tar")
+
+
+def _size(path: str) -> int:
+    """The length of a log file (0: not written yet)."""
+    try:
+        return os.path.getsize(path)
+    except FileNotFoundError:
+        return 0
 
 
 def _open(path: str) -> IO[bytes]:

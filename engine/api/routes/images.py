@@ -139,6 +139,7 @@ def add_routes(router: Router, engine: Engine) -> None:
 
     @router.route("GET", "/images/search")
     def search(req: Request) -> Reply:
+        req.refuse_filters()  # is-official, is-automated, stars: strata's search does not filter
         term = req.arg("term")
         if not term:
             raise ApiError(400, "term is required")
@@ -157,7 +158,7 @@ def add_routes(router: Router, engine: Engine) -> None:
     @router.route("DELETE", "/images/{name:path}")
     def delete(req: Request) -> Reply:
         name = req.params["name"]
-        job = jobio.run(engine, "rmi", name, options={"force": req.flag("force")})
+        job = jobio.run(engine, "rmi", name, options={"force": req.flag("force"), "no_prune": req.flag("noprune")})
         items = []
         for line in job.stdout.getvalue().decode().splitlines():
             kind, _, value = line.partition(": ")

@@ -8,7 +8,7 @@ import json
 from typing import Any
 
 from ...containers import args as containerargs
-from ...containers import copy
+from ...containers import copy, observe
 from ...containers.lifecycle import UPDATE_LIMITS
 from ...engine import Engine
 from .. import createbody, jobio, schema
@@ -40,7 +40,8 @@ def add_routes(router: Router, engine: Engine) -> None:
 
     @router.route("POST", "/containers/{id}/restart")
     def restart(req: Request) -> Reply:
-        jobio.run(engine, "restart", container_id(req), options={"time": req.int_arg("t", 10)})
+        # no t: the container's own stop timeout (--stop-timeout), else the default, as stop does
+        jobio.run(engine, "restart", container_id(req), options={"time": req.int_arg("t", None)})
         return Reply(204, None)
 
     @router.route("POST", "/containers/{id}/rename")
@@ -86,10 +87,12 @@ def add_routes(router: Router, engine: Engine) -> None:
     def stats(req: Request) -> Reply:
         stream = req.flag("stream", True)
         options = {"json": True, "no_stream": not stream, "one_shot": req.flag("one-shot")}
-        cid = container_id(req)
-        if not store.refresh(store.get(cid)).state.running:
-            raise ApiError(409, f"container {cid[:12]} is not running")
-        return Reply(200, stream=jobio.stream(engine, "stats", cid, options=options))
+        c = store.refresh(store.get(req.params["id"]))
+        if not c.state.running:
+            if not stream:  # dockerd answers one empty reading; a stream of nothing would never end
+                return Reply(200, observe.empty_stats(c))
+            raise ApiError(409, f"container {c.short_id} is not running")
+        return Reply(200, stream=jobio.stream(engine, "stats", c.id, options=options))
 
     @router.route("HEAD", "/containers/{id}/archive")
     def archive_stat(req: Request) -> Reply:
@@ -109,12 +112,8 @@ def add_routes(router: Router, engine: Engine) -> None:
 
     @router.route("GET", "/events")
     def events(req: Request) -> Reply:
-        filters = req.json_arg("filters") or {}
-        if not isinstance(filters, dict):
-            raise ApiError(400, "filters must be a JSON object")
-        items = [f"{key}={value}" for key, values in filters.items()
-                 for value in (values if isinstance(values, list) else [k for k, on in values.items() if on])]
-        options = {"since": req.arg("since") or "", "until": req.arg("until") or "", "filter": items, "json": True}
+        options = {"since": req.arg("since") or "", "until": req.arg("until") or "", "filter": req.filters(),
+                   "json": True}
         return Reply(200, stream=jobio.stream(engine, "events", options=options))
 
 

@@ -13,18 +13,6 @@ CREATE_FIELDS = {"Name", "Driver", "IPAM", "Internal", "Labels", "CheckDuplicate
                  "EnableIPv6", "Ingress", "Scope", "ConfigOnly", "ConfigFrom"}
 
 
-def _filters(req: Request) -> list[str]:
-    """`filters={"name": {"x": true}}` (or lists) as the job's KEY=VALUE filters."""
-    raw = req.json_arg("filters") or {}
-    if not isinstance(raw, dict):
-        raise ApiError(400, "filters must be a JSON object")
-    found = []
-    for key, values in raw.items():
-        for value in values if isinstance(values, list) else [v for v, on in dict(values).items() if on]:
-            found.append(f"{key}={value}")
-    return found
-
-
 def endpoint_config(endpoint: dict[str, Any]) -> tuple[list[str], str]:
     """(aliases, IPv4 address) of an EndpointConfig; any other field set is refused."""
     unknown = sorted(k for k, v in endpoint.items() if v and k not in ("Aliases", "IPAMConfig", "NetworkID"))
@@ -66,7 +54,7 @@ def _create_options(body: dict[str, Any]) -> dict[str, Any]:
 def add_routes(router: Router, engine: Engine) -> None:
     @router.route("GET", "/networks")
     def list_(req: Request) -> Reply:
-        job = jobio.run(engine, "network_ls", options={"filter": _filters(req), "json": True})
+        job = jobio.run(engine, "network_ls", options={"filter": req.filters(), "json": True})
         return Reply(200, job.json())
 
     @router.route("GET", "/networks/{id}")
@@ -88,7 +76,7 @@ def add_routes(router: Router, engine: Engine) -> None:
 
     @router.route("POST", "/networks/prune")
     def prune(req: Request) -> Reply:
-        if _filters(req):
+        if req.filters():
             raise ApiError(400, "network prune filters are not supported")
         names = jobio.run(engine, "network_prune").stdout.getvalue().decode().split()
         return Reply(200, {"NetworksDeleted": names})

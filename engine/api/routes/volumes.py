@@ -26,6 +26,7 @@ def add_routes(router: Router, engine: Engine) -> None:
 
     @router.route("GET", "/volumes")
     def list_(req: Request) -> Reply:
+        req.refuse_filters()
         return Reply(200, {"Volumes": jobio.run(engine, "volume_ls", options={"json": True}).json(), "Warnings": []})
 
     @router.route("GET", "/volumes/{name}")
@@ -34,5 +35,5 @@ def add_routes(router: Router, engine: Engine) -> None:
 
     @router.route("DELETE", "/volumes/{name}")
     def remove(req: Request) -> Reply:
-        jobio.run(engine, "volume_rm", req.params["name"])
+        jobio.run(engine, "volume_rm", req.params["name"], options={"force": req.flag("force")})
         return Reply(204, None)
