@@ -368,7 +368,8 @@ def test_detached_containers_keep_their_rootfs_after_the_cli_ends(driver_name, d
 def test_strata_cli_honours_and_refuses_create_options(vfs_engine: Engine) -> None:
     """The `strata` flags reach the container; a refused value is Docker's 125 naming the flag."""
     status, out, err = job(vfs_engine, "run", "busybox", "sh", "-c",
-                           "touch /x 2>/dev/null || echo ro; grep -w "^10.9.8.7" /etc/hosts; grep CapEff /proc/self/status",
+                           "touch /x 2>/dev/null || echo ro; grep '^10.9.8.7' /etc/hosts; "
+                           "grep CapEff /proc/self/status",
                            rm="1", read_only="1", add_host='["db:10.9.8.7"]', cap_drop='["ALL"]')
     assert status == 0, err
     assert out.decode().split() == ["ro", "10.9.8.7", "db", "CapEff:", "0000000000000000"]
