@@ -17,7 +17,7 @@ import threading
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from contextlib import AbstractContextManager
-from typing import IO, ClassVar
+from typing import IO, TYPE_CHECKING, ClassVar
 
 from . import naivediff
 from .changes import Change
@@ -29,12 +29,16 @@ from .errors import (
     LayerInUse,
     LayerNotFound,
     LayerNotMounted,
+    LazyNotSupported,
     ParentNotFound,
     QuotaNotSupported,
 )
 from .locks import KeyedLocks
 from .options import DriverOptions
 from .units import parse_size
+
+if TYPE_CHECKING:
+    from .lazy.source import LazyBlob
 
 log = logging.getLogger(__name__)
 
@@ -253,6 +257,47 @@ class Driver(ABC):
         self._cleanup()
         if errors:
             raise DriverError(f"cleanup of {self.name!r} could not unmount: " + "; ".join(errors))
+
+    # -- lazy layers: files fetched from a registry on first read ----------------------
+
+    def lazy_unsupported(self) -> str | None:
+        """Why this driver cannot hold lazy layers (None: it can)."""
+        return "it must have a layer's data before it can mount it (lazy pull needs aufs with aufs.backend=fuse)"
+
+    def create_lazy(self, id: str, parent: str | None, blob: LazyBlob) -> int:
+        """A read-only layer whose metadata comes from `blob`'s eStargz TOC at once and
+        whose files arrive from the registry when first read (or in the background).
+        Returns the bytes of file data the layer will hold. `LazyNotSupported` (naming
+        the driver) where the driver cannot serve such a layer."""
+        reason = self.lazy_unsupported()
+        if reason is not None:
+            raise LazyNotSupported(self.name, reason)
+        validate_id(id)
+        if parent is not None:
+            validate_id(parent)
+        with self._layer_lock(id):
+            if self._exists(id):
+                raise LayerExists(id)
+            if parent is not None and not self._exists(parent):
+                raise ParentNotFound(id, parent)
+            return self._create_lazy(id, parent, blob)
+
+    def _create_lazy(self, id: str, parent: str | None, blob: LazyBlob) -> int:
+        raise LazyNotSupported(self.name, self.lazy_unsupported() or "not implemented")
+
+    def lazy_status(self, id: str) -> dict[str, object] | None:
+        """A lazy layer's progress (State lazy|complete|bad, Files/BytesFetched of Total,
+        Reason, LastError); None for an ordinary layer."""
+        return None
+
+    def lazy_complete(self, id: str) -> str | None:
+        """Fetch all of a lazy layer now and verify it; returns the path of its verified
+        blob (the engine records its tar-split, then calls `lazy_forget`), or None for an
+        ordinary layer. `DriverError` when the layer is bad or the registry fails."""
+        return None
+
+    def lazy_forget(self, id: str) -> None:  # noqa: B027 -- optional hook
+        """Drop a complete lazy layer's state: it is an ordinary layer from now on."""
 
     @abstractmethod
     def status(self) -> list[tuple[str, str]]:

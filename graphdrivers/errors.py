@@ -114,3 +114,12 @@ class ChunkDigestMismatch(EstargzError):
         self.name = name
         self.chunk_offset = chunk_offset
         self.expected = expected
+
+
+class LazyNotSupported(DriverError):
+    """The driver (or its backend) cannot serve a layer whose files are still arriving."""
+
+    def __init__(self, driver: str, reason: str) -> None:
+        super().__init__(f"driver {driver!r} cannot pull lazily: {reason}")
+        self.driver = driver
+        self.reason = reason

@@ -51,6 +51,22 @@ def bool_parser(what: str) -> Callable[[str], bool]:
     return lambda text: parse_bool(text, what=what)
 
 
+_SECONDS_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s)?\s*$")
+
+
+def parse_seconds(text: str, *, what: str) -> float:
+    """A positive duration: `5`, `2.5s` or `500ms` (Docker's style for timeouts)."""
+    match = _SECONDS_RE.match(str(text))
+    if not match or float(match.group(1)) <= 0:
+        raise InvalidOption(f"{what}: {text!r} is not a positive duration (examples: 5, 2.5s, 500ms)")
+    return float(match.group(1)) / (1000 if match.group(2) == "ms" else 1)
+
+
+def seconds_parser(what: str) -> Callable[[str], float]:
+    """A parser for duration option `what`."""
+    return lambda text: parse_seconds(text, what=what)
+
+
 def human_size(n: float) -> str:
     """The inverse for display, as `docker info` prints sizes (decimal units, 3 significant digits)."""
     for unit in ("B", "kB", "MB", "GB", "TB"):

@@ -23,7 +23,8 @@ OPTIONS: tuple[tuple[tuple[str, ...], str, str, object, str], ...] = (
     (("--domainname",), "domainname", "value", "", "the container's NIS domain name"),
     (("--net", "--network"), "network", "value", "default",
      "none (loopback only), host, bridge or a network's name; default: none standalone, bridge in the daemon"),
-    (("--pull",), "pull", "value", "missing", "pull the image first: missing (default), always or never"),
+    (("--pull",), "pull", "value", "missing",
+     "pull the image first: missing (default), always, never, or lazy (when missing: pull --lazy)"),
     (("-v", "--volume"), "volume", "append", None, "bind HOST:CTR[:ro] or named volume NAME:CTR[:ro]"),
     (("--mount",), "mount", "append", None, "type=bind|volume|tmpfs,source=..,target=..[,readonly]"),
     (("--tmpfs",), "tmpfs", "append", None, "a tmpfs at PATH[:OPTIONS]"),
@@ -226,7 +227,7 @@ def _mount_from_api(m: dict) -> str:
     return ",".join(parts)
 
 
-PULL_POLICIES = ("missing", "always", "never")
+PULL_POLICIES = ("missing", "always", "never", "lazy")
 CHOICES = {"pull": PULL_POLICIES}  # the options whose values are one of a few
 
 

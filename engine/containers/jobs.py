@@ -66,16 +66,18 @@ def _create(job: Job, keep_mounted: bool = False) -> Container:
 
 
 def _pull_if_asked(job: Job, ref: str, policy: str) -> None:
-    """docker run's --pull: fetch the image when missing (or always); progress goes to stderr."""
+    """docker run's --pull: fetch the image when missing (or always; `lazy`: when missing,
+    a lazy pull); progress goes to stderr."""
     if policy == "never":
         return
-    if policy == "missing":
+    if policy in ("missing", "lazy"):
         try:
             job.engine.graph.get_image(ref)
             return
         except NoSuchImage:
             job.error_line(f"Unable to find image '{ref}' locally")
-    job.engine.job("pull", ref, stdout=job.stderr, stderr=io.BytesIO()).run(check=True)  # its error is ours
+    env = {"lazy": "1"} if policy == "lazy" else {}
+    job.engine.job("pull", ref, env=env, stdout=job.stderr, stderr=io.BytesIO()).run(check=True)  # its error is ours
 
 
 @jobs.job("create", args=CREATE_ARGS, options=CREATE_OPTIONS, help="create a container")

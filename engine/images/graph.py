@@ -35,6 +35,7 @@ from typing import IO, Any
 
 from graphdrivers import Driver
 from graphdrivers.errors import LayerNotFound, UnsafeArchive
+from graphdrivers.lazy.source import LazyBlob
 from graphdrivers.locks import KeyedLocks
 
 from ..errors import Conflict, EngineError, ImageInUse, InvalidArchive, InvalidReference, NoSuchImage
@@ -215,6 +216,24 @@ class Graph:
         Returns (layer, created). The layer stays pinned by `lease`. Any failure leaves
         no trace of the layer and raises InvalidArchive (bad content) or a driver error.
         """
+        def fill(chain: str) -> int:
+            self.driver.create(chain, parent)
+            return self._apply(chain, parent, diff_id, source, progress)
+
+        layer, created = self._ensure(lease, parent, diff_id, fill)
+        if not created and progress is not None and source.size:
+            progress(source.size)
+        return layer, created
+
+    def ensure_lazy_layer(self, lease: Lease, parent: str | None, diff_id: str,
+                          blob: Callable[[], LazyBlob]) -> tuple[Layer, bool]:
+        """The layer `diff_id` over `parent`; unless present, a lazy one: `blob()` (the
+        layer's TOC, fetched only now) gives the driver its metadata, and its files
+        arrive when first read. Journaled like any layer: a crash leaves nothing."""
+        return self._ensure(lease, parent, diff_id, lambda chain: self.driver.create_lazy(chain, parent, blob()))
+
+    def _ensure(self, lease: Lease, parent: str | None, diff_id: str,
+                fill: Callable[[str], int]) -> tuple[Layer, bool]:
         chain = chain_id(parent, diff_id)
         with self._layer_locks.hold(chain):
             with self._lock:
@@ -222,14 +241,12 @@ class Graph:
                 lease.chains.append(chain)
             existing = self.layer(chain)
             if existing is None:
-                return self._create_layer(chain, parent, diff_id, source, progress), True
+                return self._create_layer(chain, parent, diff_id, fill), True
             if not self.driver.exists(chain):
                 users = ", ".join(u[7:19] for u in self.layer_users(chain)) or "none"
                 raise EngineError(f"layer {chain[:12]} is recorded but missing from the {self.driver.name} driver "
                                   f"(removed behind the engine's back); remove the images using it ({users}) "
                                   "and load again")
-            if progress is not None and source.size:
-                progress(source.size)
             return existing, False
 
     def pin(self, lease: Lease, layers: Iterable[Layer]) -> None:
@@ -254,14 +271,14 @@ class Graph:
         layer, _ = self.ensure_layer(lease, parent, diff_id, source)
         return layer
 
-    def _create_layer(self, chain: str, parent: str | None, diff_id: str, source: LayerSource,
-                      progress: Progress | None) -> Layer:
+    def _create_layer(self, chain: str, parent: str | None, diff_id: str, fill: Callable[[str], int]) -> Layer:
+        """Journal the layer `creating`, let `fill` make it in the driver (returning its
+        size), then mark it `ready`; any failure forgets it."""
         with self.db.transaction() as c:
             c.execute("INSERT INTO layers(chain_id, parent, diff_id, size, state) VALUES (?, ?, ?, 0, 'creating')",
                       (chain, parent, diff_id))
         try:
-            self.driver.create(chain, parent)
-            size = self._apply(chain, parent, diff_id, source, progress)
+            size = fill(chain)
             with self.db.transaction() as c:
                 c.execute("UPDATE layers SET state = 'ready', size = ? WHERE chain_id = ?", (size, chain))
         except BaseException:
@@ -374,8 +391,37 @@ class Graph:
                 return removed
             removed += done
 
+    def settle_lazy(self, layer: Layer) -> None:
+        """Make a lazily pulled layer an ordinary one: the driver fetches whatever has not
+        arrived and verifies the blob's digest and diff id; its tar-split is recorded from
+        the verified blob (save and push need it); then the driver drops the lazy state.
+        Nothing for an ordinary layer; a driver error for a bad one."""
+        blob = self.driver.lazy_complete(layer.chain_id)
+        if blob is None:
+            return
+        with self._layer_locks.hold(layer.chain_id):
+            ts_out, commit = layerstream.write_tarsplit(self.tarsplit_path(layer.chain_id))
+            try:
+                with open(blob, "rb") as raw:
+                    kind, sniffed = layerstream.sniff(raw)
+                    tar = layerstream.HashingReader(layerstream.decompressor(kind, sniffed))
+                    splitter = layerstream.TarSplitter(ts_out)
+                    tar.taps.append(splitter.feed)
+                    tar.drain()
+                    splitter.close()
+                if tar.digest() != layer.diff_id:
+                    raise InvalidArchive(f"lazy layer {layer.chain_id[:12]}: its blob's tar is {tar.digest()}, "
+                                         f"not the diff id {layer.diff_id}")
+            except BaseException:
+                ts_out.close()
+                raise
+            commit()
+            self.driver.lazy_forget(layer.chain_id)
+        log.info("lazy layer %s is now an ordinary layer", layer.chain_id[:12])
+
     def layer_tar_size(self, layer: Layer) -> int:
         """Length of the layer's original tar (a tar or HTTP header needs it before the data)."""
+        self.settle_lazy(layer)
         ts_path = self.tarsplit_path(layer.chain_id)
         if not os.path.exists(ts_path):
             raise InvalidArchive(f"layer {layer.chain_id[:12]} has no tar-split; it cannot be exported")

@@ -75,8 +75,18 @@ def inspect(graph: Graph, image: Image) -> dict[str, Any]:
         "GraphDriver": {"Name": graph.driver.name, "Data": driver_data},
         "RootFS": {"Type": "layers", "Layers": [layer.diff_id for layer in image.layers]},
         "Metadata": {"LastTagTime": dt.datetime.fromtimestamp(image.added, dt.UTC).isoformat()},
-        "Strata": {"Layers": [layer.chain_id for layer in image.layers]},
+        "Strata": {"Layers": [layer.chain_id for layer in image.layers], **_lazy(graph, image)},
     }
+
+
+def _lazy(graph: Graph, image: Image) -> dict[str, Any]:
+    """`Lazy`: the progress of each layer still (or once) fetched lazily, by diff id."""
+    found = []
+    for layer in image.layers:
+        status = graph.driver.lazy_status(layer.chain_id)
+        if status is not None:
+            found.append({"Layer": layer.diff_id, **status})
+    return {"Lazy": found} if found else {}
 
 
 def _last_comment(config: dict[str, Any]) -> str:

@@ -218,6 +218,28 @@ class RegistryClient:
             resp.raw.decode_content = False
             yield resp.raw
 
+    def blob_url(self, repo: str, digest: str) -> str:
+        return f"{self.base}/v2/{repo}/blobs/{digest}"
+
+    def read_range(self, repo: str, digest: str, start: int, end: int) -> bytes:
+        """Bytes [start, end) of a blob with one Range request (the registry must answer 206)."""
+        resp = self._request("GET", f"/v2/{repo}/blobs/{digest}", scope=f"repository:{repo}:pull",
+                             headers={"Range": f"bytes={start}-{end - 1}", "Accept-Encoding": "identity"})
+        if resp.status_code != 206:
+            if resp.status_code == 200:
+                raise RegistryError(f"{self.host} ignores Range requests on blob {digest}; a lazy pull needs them")
+            raise _registry_error(resp, f"bytes {start}-{end - 1} of blob {digest} of {repo}")
+        if len(resp.content) != end - start:
+            raise RegistryError(f"{self.host} sent {len(resp.content)} bytes of blob {digest} for a range of "
+                                f"{end - start}")
+        return resp.content
+
+    def auth_headers(self, repo: str) -> dict[str, str]:
+        """The headers that authorize reading `repo` (after a request of that scope has
+        authenticated), for a fetcher that reads blobs later by itself."""
+        token = self._tokens.get(f"repository:{repo}:pull")
+        return {"Authorization": token} if token else {}
+
     def upload_blob(
         self, repo: str, digest: str, data: IO[bytes], size: int, *, mount_from: str | None = None,
         chunk_size: int | None = None,

@@ -12,6 +12,7 @@ non-loopback registry), `platform` ("linux/amd64") for pull, `limit` and `json` 
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import io
 import json
@@ -20,8 +21,12 @@ import platform
 from collections.abc import Iterator
 from typing import IO, TYPE_CHECKING
 
+from graphdrivers.archive import estargz
+from graphdrivers.errors import EstargzError, LazyNotSupported
+from graphdrivers.lazy.source import BlobSource, LazyBlob
+
 from .. import reference
-from ..errors import InvalidArchive, UsageError
+from ..errors import DigestMismatch, InvalidArchive, UsageError
 from ..images.graph import Graph, LayerSource, NewImage
 from ..images.layerblob import ESTARGZ_HELP, LayerBlobs
 from ..job import Job
@@ -60,10 +65,19 @@ def _platform(job: Job) -> tuple[str, str]:
 
 
 @jobs.job("pull", args="NAME[:TAG|@DIGEST]", help="download an image from a registry", options={
-    **AUTH, "platform": Option(str, "OS/ARCH of the image to pull (default: this machine's)", ("--platform",))})
+    **AUTH, "platform": Option(str, "OS/ARCH of the image to pull (default: this machine's)", ("--platform",)),
+    "lazy": Option(bool, "fetch only each eStargz layer's TOC now; files arrive when first read", ("--lazy",))})
 def pull(job: Job) -> int:
-    """`pull NAME[:TAG|@DIGEST]`: prints progress lines, then the digest and the image id."""
+    """`pull NAME[:TAG|@DIGEST]`: prints progress lines, then the digest and the image id.
+
+    With `lazy`, each layer must be eStargz (its TOC digest annotated): only the TOC is
+    fetched (two Range requests), checked against the annotation, and the image is
+    registered at once; the driver fetches files when they are first read."""
     ref = reference.parse(job.args[0])
+    lazy = job.options["lazy"]
+    graph: Graph = job.engine.graph
+    if lazy and (reason := graph.driver.lazy_unsupported()) is not None:
+        raise LazyNotSupported(graph.driver.name, reason)
     client = _client(job, ref.registry)
     manifest = client.get_manifest(ref.repository, ref.ref, _platform(job))
     body = manifest.json
@@ -75,18 +89,26 @@ def pull(job: Job) -> int:
     layer_descs = body.get("layers") or []
     if len(diff_ids) != len(layer_descs):
         raise InvalidArchive(f"{ref}: the manifest lists {len(layer_descs)} layers, the config {len(diff_ids)}")
-    graph: Graph = job.engine.graph
+    if lazy:
+        for desc in layer_descs:
+            _toc_digest(ref, desc)  # refuse before anything is made
     tags = [ref.local_tag] if ref.tag else []
     with graph.lease() as lease:
         parent = None
         layers = []
         for desc, diff_id in zip(layer_descs, diff_ids, strict=True):
             digest = desc["digest"]
-            source = LayerSource(name=f"{ref.repository}@{digest[:19]}", open=_blob_opener(client, ref, digest),
-                                 digest=digest, size=desc.get("size"))
-            layer, created = graph.ensure_layer(lease, parent, diff_id, source)
+            if lazy:
+                layer, created = graph.ensure_lazy_layer(
+                    lease, parent, diff_id, functools.partial(_lazy_blob, client, ref, desc, diff_id))
+                done = "Pull complete (lazy: TOC only)"
+            else:
+                source = LayerSource(name=f"{ref.repository}@{digest[:19]}", open=_blob_opener(client, ref, digest),
+                                     digest=digest, size=desc.get("size"))
+                layer, created = graph.ensure_layer(lease, parent, diff_id, source)
+                done = "Pull complete"
             job.engine.registry.remember(digest, ref)
-            job.write(f"{digest[7:19]}: {'Pull complete' if created else 'Already exists'}\n")
+            job.write(f"{digest[7:19]}: {done if created else 'Already exists'}\n")
             job.report(action="layer", item=digest, created=created)
             layers.append(layer)
             parent = layer.chain_id
@@ -95,6 +117,49 @@ def pull(job: Job) -> int:
     job.write(f"Status: Downloaded image for {ref}\n")
     job.write(f"{image_id}\n")
     return 0
+
+
+def _toc_digest(ref: reference.Reference, desc: dict) -> str:
+    """The layer's eStargz TOC digest annotation; a layer without it cannot be pulled lazily."""
+    toc_digest = (desc.get("annotations") or {}).get(estargz.TOC_DIGEST_ANNOTATION)
+    if not toc_digest or not desc.get("size"):
+        raise UsageError(f"{ref}: layer {desc.get('digest')} is not eStargz (no {estargz.TOC_DIGEST_ANNOTATION} "
+                         "annotation), so it cannot be pulled lazily; pull the image without --lazy, or push it "
+                         "with --estargz")
+    return toc_digest
+
+
+def _lazy_blob(client: RegistryClient, ref: reference.Reference, desc: dict, diff_id: str) -> LazyBlob:
+    """Fetch the layer's footer and TOC only, and check the TOC against its annotation."""
+    digest, size = desc["digest"], int(desc["size"])
+    pieces: dict[tuple[int, int], bytes] = {}
+
+    def read_range(start: int, end: int) -> bytes:
+        pieces[start, end] = data = client.read_range(ref.repository, digest, start, end)
+        return data
+
+    try:
+        toc, toc_digest = estargz.read_toc(read_range, size)
+    except EstargzError as exc:
+        raise InvalidArchive(f"{ref}: layer {digest} has no readable eStargz TOC: {exc}") from None
+    if toc_digest != _toc_digest(ref, desc):
+        raise DigestMismatch(f"{ref}: layer {digest}'s TOC hashes to {toc_digest}, its annotation says "
+                             f"{_toc_digest(ref, desc)}")
+    offset = int(toc.toc_offset or 0)
+    tail = _joined(pieces, offset, size) or read_range(offset, size)
+    source = BlobSource(url=client.blob_url(ref.repository, digest), digest=digest, size=size, diff_id=diff_id,
+                        toc_offset=offset, headers=client.auth_headers(ref.repository))
+    return LazyBlob(source, toc.to_json(), tail)
+
+
+def _joined(pieces: dict[tuple[int, int], bytes], start: int, end: int) -> bytes | None:
+    """Bytes [start, end) from ranges already fetched, if they cover it."""
+    out, at = [], start
+    for (s, e), data in sorted(pieces.items()):
+        if s <= at < e:
+            out.append(data[at - s: min(e, end) - s])
+            at = min(e, end)
+    return b"".join(out) if at >= end else None
 
 
 def _fetch_config(client: RegistryClient, ref: reference.Reference, desc: dict) -> bytes:

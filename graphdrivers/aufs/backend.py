@@ -26,9 +26,11 @@ class UnionBackend(Protocol):
 
     name: str  # "kernel" or "fuse", as metadata() reports it
     max_branches: int | None  # how many branches one union can stack; None: no limit
+    serves_lazy: bool  # can branches be lazy layers (files fetched on first read)?
 
-    def mount(self, mountpoint: str, branches: list[str], mount_label: str) -> None:
-        """Mount the union of `branches` (writable first) at `mountpoint`."""
+    def mount(self, mountpoint: str, branches: list[str], mount_label: str, lazy: dict[int, str] | None = None) -> None:
+        """Mount the union of `branches` (writable first) at `mountpoint`; `lazy` maps the
+        index of each lazy branch to its layer's state directory."""
 
     def unmount(self, mountpoint: str) -> None:
         """Undo `mount`."""
@@ -45,7 +47,8 @@ class UnionBackend(Protocol):
         """Unmount what is still mounted and stop helpers; mounts are not made any more."""
 
 
-def choose(wanted: str | None, *, passthrough: bool, server: str, given: frozenset[str]) -> UnionBackend:
+def choose(wanted: str | None, *, passthrough: bool, server: str, given: frozenset[str],
+           lazy_timeout: float, lazy_prefetch: bool) -> UnionBackend:
     """The backend asked for, else kernel aufs when the kernel has it, else FUSE.
 
     `given` are the option keys the user set: passthrough is on by default, but only the
@@ -69,4 +72,4 @@ def choose(wanted: str | None, *, passthrough: bool, server: str, given: frozens
         if importlib.util.find_spec("pyfuse3") is None:
             raise DriverNotSupported("aufs", "aufs.fuse_server=pyfuse3 needs the pyfuse3 package (pip install pyfuse3)")
         passthrough = False
-    return FuseBackend(passthrough=passthrough, server=server)
+    return FuseBackend(passthrough=passthrough, server=server, lazy_timeout=lazy_timeout, lazy_prefetch=lazy_prefetch)

@@ -82,10 +82,12 @@ class Zygote:
         self.stderr.seek(0)
         return self.stderr.read().decode(errors="replace").strip()[-2000:]
 
-    def request(self, mountpoint: str, branches: list[str], *, passthrough: bool) -> MountProcess:
+    def request(self, mountpoint: str, branches: list[str], *, passthrough: bool, lazy: dict[int, str],
+                lazy_timeout: float, lazy_prefetch: bool) -> MountProcess:
         """Have a process mount the union; return once the mount answers."""
         assert self.popen.stdin is not None
-        request = {"mountpoint": mountpoint, "branches": branches, "passthrough": passthrough}
+        request = {"mountpoint": mountpoint, "branches": branches, "passthrough": passthrough,
+                   "lazy": lazy, "lazy_timeout": lazy_timeout, "lazy_prefetch": lazy_prefetch}
         try:
             self.popen.stdin.write(json.dumps(request).encode() + b"\n")
         except BrokenPipeError:
@@ -173,17 +175,23 @@ class FuseBackend:
 
     name = "fuse"
     max_branches: int | None = None
+    serves_lazy = True
 
-    def __init__(self, *, passthrough: bool, server: str = "direct") -> None:
+    def __init__(self, *, passthrough: bool, server: str = "direct", lazy_timeout: float = 5.0,
+                 lazy_prefetch: bool = True) -> None:
         self.server = server
+        self.lazy_timeout = lazy_timeout  # seconds a read may wait for a lazy layer's registry
+        self.lazy_prefetch = lazy_prefetch  # fetch lazy layers' files in the background too
         self.passthrough = passthrough  # asked for; a mount serves data itself where the kernel cannot
         self.refused: bool | None = None  # did the kernel refuse passthrough? (None: no mount yet)
         self._lock = threading.Lock()  # one request at a time: answers come back on one pipe
         self._zygote: Zygote | None = None
         self._procs: dict[str, MountProcess] = {}
 
-    def mount(self, mountpoint: str, branches: list[str], mount_label: str = "") -> None:
-        """`mount_label` is ignored: a FUSE mount has no SELinux context option here."""
+    def mount(self, mountpoint: str, branches: list[str], mount_label: str = "",
+              lazy: dict[int, str] | None = None) -> None:
+        """`mount_label` is ignored: a FUSE mount has no SELinux context option here.
+        `lazy`: branch index -> state directory of a lazy layer (its process fetches)."""
         with self._lock:
             if self._zygote is not None and not self._zygote.alive():
                 self._zygote.stop()
@@ -191,7 +199,10 @@ class FuseBackend:
             if self._zygote is None:
                 self._zygote = Zygote(self.server)
                 log.debug("started FUSE zygote %d", self._zygote.popen.pid)
-            proc = self._procs[mountpoint] = self._zygote.request(mountpoint, branches, passthrough=self.passthrough)
+            proc = self._procs[mountpoint] = self._zygote.request(
+                mountpoint, branches, passthrough=self.passthrough, lazy=lazy or {}, lazy_timeout=self.lazy_timeout,
+                lazy_prefetch=self.lazy_prefetch,
+            )
             self.refused = self.passthrough and not proc.passthrough
 
     def probe(self, scratch: str) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 
 from .. import mountutil
+from ..errors import LazyNotSupported
 
 # CONFIG_AUFS_BRANCH_MAX_127, the default of every distribution kernel that shipped aufs
 MAX_BRANCHES = 127
@@ -28,8 +29,12 @@ class KernelBackend:
 
     name = "kernel"
     max_branches: int | None = MAX_BRANCHES
+    serves_lazy = False
 
-    def mount(self, mountpoint: str, branches: list[str], mount_label: str) -> None:
+    def mount(self, mountpoint: str, branches: list[str], mount_label: str, lazy: dict[int, str] | None = None) -> None:
+        if lazy:
+            raise LazyNotSupported("aufs", "kernel aufs cannot fetch a lazy layer's files on first read "
+                                           "(use aufs.backend=fuse)")
         rw, lower = branches[0], branches[1:]
         page = os.sysconf("SC_PAGESIZE")
         label = f",context={mount_label}" if mount_label else ""

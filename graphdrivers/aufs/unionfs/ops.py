@@ -18,11 +18,16 @@ import os
 import stat
 import sys
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 from ... import mountutil, whiteouts
+from ...lazy.layer import Activity
 from . import abi
 from .abi import Passthrough
 from .tree import Node, Union
+
+if TYPE_CHECKING:
+    from ...lazy.layer import LazyLayer
 
 RO_TIMEOUT = abi.split_time(3600.0)  # read-only branches never change while mounted
 RW_TIMEOUT = abi.split_time(1.0)  # the writable branch is only changed through us, but stay modest
@@ -85,6 +90,8 @@ class UnionOperations:
         self._views: dict[int, int] = {}  # read-only branch -> its no-atime view (mountutil.detached_view)
         self._dirs: dict[int, tuple[Node, list[bytes]]] = {}
         self._dir_handles = itertools.count(1)
+        self._lazy: dict[int, tuple[LazyLayer, str]] = {}  # handle of a file still arriving -> its layer, name
+        self.lazy_activity = Activity()  # readers waiting on lazy files hold the background fetch back
 
     def branch_root(self) -> str:
         return os.fsdecode(self.u.rw)
@@ -301,14 +308,40 @@ class UnionOperations:
         flags &= ~_OPEN_STRIP
         if node.entry.branch:
             flags |= os.O_NOATIME  # reading through a union must not touch a read-only layer
+        layer = self.u.lazy_layer(node)
+        name = os.fsdecode(node.path)
+        arriving = layer is not None and self._arriving(layer, name)
         fd = os.open(self.u.real(node), flags)
         try:
             if not node.entry.branch:
                 node.st = None
-            return (fd, *self._opened(node_id, node, fd))
+            opened = (fd, *self._opened(node_id, node, fd, serve=arriving))
+            if arriving:
+                assert layer is not None
+                self._lazy[fd] = (layer, name)
+            return opened
         except BaseException:
             os.close(fd)
             raise
+
+    def _arriving(self, layer: LazyLayer, name: str) -> bool:
+        """A file of a lazy layer whose data is not all here: served by this process,
+        which fetches what a read needs first, never passed through. EIO in a bad layer."""
+        layer.check(name)
+        if not layer.needs_fetch(name):
+            return False
+        self.lazy_activity.touch()
+        return True
+
+    def read(self, fh: int, size: int, offset: int) -> bytes:
+        """File data served by this process (no passthrough): a file still arriving gets
+        the chunks this read needs fetched and verified first (EIO if that fails)."""
+        lazy = self._lazy.get(fh)
+        if lazy is not None:
+            layer, name = lazy
+            self.lazy_activity.touch()
+            layer.ensure(name, offset, size)
+        return os.pread(fh, size, offset)
 
     def create(
         self, parent_inode: int, name: bytes, mode: int, flags: int, uid: int, gid: int
@@ -325,8 +358,9 @@ class UnionOperations:
             os.unlink(path)
             raise
 
-    def _opened(self, node_id: int, node: Node, fd: int) -> tuple[int, int]:
-        """Register open `fd` of kernel inode `node_id`: (open flags, backing id)."""
+    def _opened(self, node_id: int, node: Node, fd: int, *, serve: bool = False) -> tuple[int, int]:
+        """Register open `fd` of kernel inode `node_id`: (open flags, backing id); with
+        `serve`, its data is served by this process even where passthrough is on."""
         st = os.fstat(fd)
         key = (st.st_dev, st.st_ino)
         inode = self._open_inodes.get(node_id)
@@ -340,7 +374,7 @@ class UnionOperations:
                 node.attr = None  # it names the old node id
             raise OSError(errno.ESTALE, "copied up while open; look the name up again")
         if inode is None:
-            backing = self._new_backing(node) if self.passthrough and not self._passthrough_refused else 0
+            backing = self._new_backing(node) if self.passthrough and not self._passthrough_refused and not serve else 0
             inode = self._open_inodes[node_id] = OpenInode(key, backing)
         inode.opens += 1
         self._handles[fd] = node_id
@@ -388,6 +422,7 @@ class UnionOperations:
 
     def release(self, fh: int) -> None:
         self._rw_fds.discard(fh)
+        self._lazy.pop(fh, None)
         os.close(fh)
         inode_id = self._handles.pop(fh)
         inode = self._open_inodes[inode_id]

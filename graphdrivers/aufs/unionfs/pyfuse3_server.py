@@ -171,7 +171,7 @@ class Pyfuse3Operations(pyfuse3.Operations):
 
     @_errno_only
     def read(self, fh: int, off: int, size: int) -> bytes:
-        return os.pread(fh, size, off)
+        return self.ops.read(fh, size, off)
 
     @_errno_only
     def write(self, fh: int, off: int, buf: bytes) -> int:

@@ -306,7 +306,7 @@ class Session:
 
     def _read(self, nodeid: int, body: memoryview, uid: int, gid: int) -> bytes:
         fh, offset, size, *_ = abi.READ_IN.unpack_from(body)
-        return os.pread(fh, size, offset)
+        return self.ops.read(fh, size, offset)
 
     def _write(self, nodeid: int, body: memoryview, uid: int, gid: int) -> bytes:
         fh, offset, size, *_ = abi.WRITE_IN.unpack_from(body)

@@ -17,10 +17,14 @@ import errno
 import itertools
 import os
 import shutil
+from typing import TYPE_CHECKING
 
 from ... import whiteouts
 from .. import whiteout
 from . import copyup
+
+if TYPE_CHECKING:
+    from ...lazy.layer import LazyLayer
 
 ROOT_INODE = 1  # FUSE's root node id; kept here so this module has no FUSE dependency
 
@@ -103,11 +107,16 @@ def make_marker(path: bytes) -> None:
 
 
 class Union:
-    """The merged view of `branches` (writable first) and every operation that changes it."""
+    """The merged view of `branches` (writable first) and every operation that changes it.
 
-    def __init__(self, branches: list[str]) -> None:
+    `lazy` maps the index of a read-only branch whose files are still arriving to its
+    `LazyLayer`: its metadata is all in the branch already, and a file's data is fetched
+    before anything copies it (`fill`); reads are the operations' business."""
+
+    def __init__(self, branches: list[str], lazy: dict[int, LazyLayer] | None = None) -> None:
         if not branches:
             raise ValueError("a union needs at least its writable branch")
+        self.lazy = lazy or {}
         self.roots = [os.fsencode(os.path.abspath(b)) for b in branches]
         self.rw = self.roots[0]
         root = Node(ROOT_INODE, None, b"", b"", Entry(0, list(range(len(self.roots))), False))
@@ -174,6 +183,16 @@ class Union:
         self.nodes[ino] = node
         return ino
 
+    def lazy_layer(self, node: Node) -> LazyLayer | None:
+        """The lazy layer `node`'s data comes from, if its file may still be arriving."""
+        return self.lazy.get(node.entry.branch) if self.lazy and node.entry.dirs is None else None
+
+    def fill(self, node: Node) -> None:
+        """Fetch all of a lazy file's data (before a copy-up reads it whole)."""
+        layer = self.lazy_layer(node)
+        if layer is not None:
+            layer.ensure(os.fsdecode(node.path))
+
     def get(self, ino: int) -> Node:
         try:
             return self.nodes[ino]
@@ -208,6 +227,7 @@ class Union:
         assert node.parent is not None
         self.ensure_rw_dir(node.parent)
         branch = entry.branch
+        self.fill(node)
         copyup.copy_node(self.roots[branch] + node.path, self.rw + node.path, b"cp.%d" % next(self._tmp))
         entry.branch = 0
         entry.lower = True
