@@ -10,7 +10,6 @@ import json
 import os
 import subprocess
 import tarfile
-from collections.abc import Iterator
 
 import pytest
 import requests
@@ -26,12 +25,6 @@ from tests.unit.archive_tools import snapshot, without_root_and_times_of
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 GZIP_LAYER = "application/vnd.oci.image.layer.v1.tar+gzip"
 EXTRA = (estargz.TOC_NAME, estargz.NO_PREFETCH_LANDMARK)
-
-
-@pytest.fixture(scope="module")
-def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RegistryServer]:
-    with RegistryServer(str(tmp_path_factory.mktemp("esgz-registry"))) as server:
-        yield server
 
 
 @pytest.fixture(scope="module")
