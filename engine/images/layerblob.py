@@ -26,8 +26,6 @@ import tempfile
 from collections.abc import Iterator
 from typing import IO
 
-from graphdrivers.archive import estargz
-
 from .graph import Graph, Image, Layer
 from .save import MT_LAYER, OutImage, OutLayer
 
@@ -62,6 +60,8 @@ class LayerBlobs(contextlib.ExitStack):
         return OutLayer(layer.diff_id, self.graph.layer_tar_size(layer), lambda: self.graph.open_layer_tar(layer))
 
     def _estargz(self, layer: Layer) -> OutLayer:
+        from graphdrivers.archive import estargz  # the converter, loaded only by a push or save that needs it
+
         os.makedirs(self.tmpdir, exist_ok=True)
         spool = self.enter_context(tempfile.TemporaryFile(dir=self.tmpdir, prefix="estargz-"))
         with self.graph.open_layer_tar(layer) as tar:
