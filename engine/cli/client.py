@@ -102,14 +102,15 @@ def _call(host: str, method: str, path: str, body: Any = None, expect: tuple[int
     return data
 
 
-def _pull(host: str, image: str, err: IO[bytes]) -> None:
-    """Pull through the daemon (POST /images/create), its progress on stderr, as docker run does."""
+def _pull(host: str, image: str, err: IO[bytes], *, lazy: bool = False) -> None:
+    """Pull through the daemon (POST /images/create), its progress on stderr, as docker run does;
+    `lazy` asks for strata's lazy pull."""
     name, tag = image, ""
     if "@" not in image and ":" in image.rsplit("/", 1)[-1]:
         name, tag = image.rsplit(":", 1)
     conn = _Connection(host)
     try:
-        query = f"fromImage={name}" + (f"&tag={tag}" if tag else "")  # the reference grammar is URL-safe
+        query = f"fromImage={name}" + (f"&tag={tag}" if tag else "") + ("&lazy=1" if lazy else "")  # URL-safe
         status = conn.send("POST", f"/images/create?{query}")
         lines = conn.body().decode(errors="replace").splitlines()
     finally:
@@ -226,10 +227,10 @@ def run(host: str, argv: list[str]) -> int:
         try:
             created = _call(host, "POST", f"/containers/create{query}", config, expect=(201,))
         except NotFound:
-            if ns.pull != "missing":
+            if ns.pull not in ("missing", "lazy"):
                 raise
             err.write(f"Unable to find image '{ns.image}' locally\n".encode())
-            _pull(host, ns.image, err)
+            _pull(host, ns.image, err, lazy=ns.pull == "lazy")
             created = _call(host, "POST", f"/containers/create{query}", config, expect=(201,))
         cid = created["Id"]
         for warning in created.get("Warnings") or []:

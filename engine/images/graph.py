@@ -31,17 +31,19 @@ import zlib
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from graphdrivers import Driver
 from graphdrivers.errors import LayerNotFound, UnsafeArchive
-from graphdrivers.lazy.source import LazyBlob
 from graphdrivers.locks import KeyedLocks
 
 from ..errors import Conflict, EngineError, ImageInUse, InvalidArchive, InvalidReference, NoSuchImage
 from ..reference import image_hex, normalize_tag
 from . import layerstream
 from .graphdb import TAGS, GraphDB
+
+if TYPE_CHECKING:
+    from graphdrivers.lazy.source import LazyBlob
 
 log = logging.getLogger(__name__)
 

@@ -21,9 +21,7 @@ import platform
 from collections.abc import Iterator
 from typing import IO, TYPE_CHECKING
 
-from graphdrivers.archive import estargz
 from graphdrivers.errors import EstargzError, LazyNotSupported
-from graphdrivers.lazy.source import BlobSource, LazyBlob
 
 from .. import reference
 from ..errors import DigestMismatch, InvalidArchive, UsageError
@@ -34,6 +32,8 @@ from ..jobspec import JobTable, Option
 from .protocol import MEDIA_OCI_MANIFEST, Credentials, Manifest
 
 if TYPE_CHECKING:
+    from graphdrivers.lazy.source import LazyBlob
+
     from .client import RegistryClient
 
 MEDIA_OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
@@ -121,6 +121,8 @@ def pull(job: Job) -> int:
 
 def _toc_digest(ref: reference.Reference, desc: dict) -> str:
     """The layer's eStargz TOC digest annotation; a layer without it cannot be pulled lazily."""
+    from graphdrivers.archive import estargz  # the format, loaded only by lazy pulls (not every engine start)
+
     toc_digest = (desc.get("annotations") or {}).get(estargz.TOC_DIGEST_ANNOTATION)
     if not toc_digest or not desc.get("size"):
         raise UsageError(f"{ref}: layer {desc.get('digest')} is not eStargz (no {estargz.TOC_DIGEST_ANNOTATION} "
@@ -131,6 +133,9 @@ def _toc_digest(ref: reference.Reference, desc: dict) -> str:
 
 def _lazy_blob(client: RegistryClient, ref: reference.Reference, desc: dict, diff_id: str) -> LazyBlob:
     """Fetch the layer's footer and TOC only, and check the TOC against its annotation."""
+    from graphdrivers.archive import estargz  # loaded only by lazy pulls
+    from graphdrivers.lazy.source import BlobSource, LazyBlob
+
     digest, size = desc["digest"], int(desc["size"])
     pieces: dict[tuple[int, int], bytes] = {}
 

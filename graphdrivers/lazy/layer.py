@@ -223,9 +223,9 @@ class LazyLayer:
             return
         self.check(name)
         end = f.size if size is None else min(f.size, offset + size)
-        wanted = [c for c in f.chunks if c.offset < end and c.offset + c.size > offset] or list(f.chunks[:1])
+        wanted = [c for c in f.chunks if c.offset < end and c.offset + c.size > offset]
         marks = self._marks()
-        if all(marks[c.index] for c in wanted):
+        if all(marks[c.index] for c in wanted):  # also: nothing wanted (a read at or past the end)
             return
         with self._file_lock(f.index):
             marks = self._marks()  # another holder may have fetched them meanwhile

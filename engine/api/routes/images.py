@@ -108,6 +108,8 @@ def add_routes(router: Router, engine: Engine) -> None:
         if tag:
             ref = f"{source}@{tag}" if tag.startswith("sha256:") else f"{source}:{tag}"
         options = {**registry_auth(req), "platform": req.arg("platform") or ""}
+        if req.arg("lazy"):  # strata's extension: `pull --lazy` (docker clients never send it)
+            options["lazy"] = req.arg("lazy")
         return Reply(200, stream=jobio.stream(engine, "pull", ref, options=options, line=_status_message,
                                               on_error=_error_message))
 
