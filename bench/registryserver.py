@@ -3,15 +3,22 @@
 The `pull` scenario pushes the workload image into one (its storage in the run's scratch
 area) and pulls it back through every driver and peer; the engine's registry tests use
 the same server, with basic auth when they ask for users.
+
+`bytes_sent` counts what the registry sent, from its own access log: at level info it
+logs every response when it completes, with the completion time (ns) and
+`http.response.written`, so a step's bytes are those of the responses completed inside
+its time window -- no proxy between client and registry.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import re
 import socket
 import subprocess
 import time
+from datetime import datetime
 from types import TracebackType
 
 import requests
@@ -20,7 +27,7 @@ log = logging.getLogger(__name__)
 
 CONFIG = """version: 0.1
 log:
-  level: warn
+  level: info
 storage:
   filesystem:
     rootdirectory: {root}
@@ -36,6 +43,10 @@ AUTH = """auth:
     realm: strata-test
     path: {path}
 """
+
+
+# one completed response: `time="<RFC 3339 ns>" level=... msg="response completed[ with error]" ... written=N`
+_RESPONSE = re.compile(rb'^time="([^"]+)" .*msg="response completed.* http\.response\.written=(\d+)')
 
 
 def _free_port() -> int:
@@ -91,6 +102,28 @@ class RegistryServer:
                 return f.read()[-2000:]
         except FileNotFoundError:
             return ""
+
+    def log_size(self) -> int:
+        """Where the access log ends now: `bytes_sent` need not read what came before."""
+        try:
+            return os.path.getsize(os.path.join(self.directory, "registry.log"))
+        except FileNotFoundError:
+            return 0
+
+    def bytes_sent(self, since: float, until: float, *, log_from: int = 0) -> int:
+        """Bytes of the responses the registry completed between the wall-clock times `since`
+        and `until` (time.time()), headers not counted, from its access log (read from
+        byte `log_from`). A response still being sent at `until` is not counted."""
+        total = 0
+        with open(os.path.join(self.directory, "registry.log"), "rb") as f:
+            f.seek(log_from)
+            for line in f:
+                match = _RESPONSE.match(line)
+                if match:
+                    when = datetime.fromisoformat(match[1].decode().replace("Z", "+00:00")).timestamp()
+                    if since <= when <= until:
+                        total += int(match[2])
+        return total
 
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:

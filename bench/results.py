@@ -16,8 +16,8 @@ import pandas as pd
 # 2: the io scenario's fio columns (iops ... runtime_s). 3: allocated_bytes,
 # space_amplification_allocated, space_per_write, load1, steal; exec's read steps read a data
 # file dropped cold after the mount, and new steps (README "What is measured"). 4: host, worker.
-# 5: `system` (strata, a peer engine, or the floor).
-SCHEMA_VERSION = 5
+# 5: `system` (strata, a peer engine, or the floor). 6: bytes_fetched (pull's first-byte steps).
+SCHEMA_VERSION = 6
 STRATA, FLOOR = "strata", "floor"
 PARQUET, CSV, RUN_JSON = "results.parquet", "results.csv", "run.json"
 
@@ -60,6 +60,7 @@ COLUMNS: dict[str, str] = {
     "runtime_s": "float64",
     "load1": "float64",
     "steal": "float64",
+    "bytes_fetched": "Int64",
     "note": "string",
 }
 # what identifies a group of repetitions of the same measurement
@@ -114,6 +115,7 @@ class Row:
     runtime_s: float = math.nan
     load1: float = math.nan
     steal: float = math.nan
+    bytes_fetched: int | None = None
     note: str = ""
     host: str = ""  # the machine (hostname) that measured the row
     worker: str = ""  # what ran it there: "local", "process", or a Dask worker's address

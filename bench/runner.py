@@ -280,9 +280,11 @@ class Run:
                     advance=lambda t=task: progress.advance(t) if counted else None,
                     skip=lambda n, t=task: _shrink(progress, t, n) if counted else None,
                     system=system,
+                    error=lambda message, o=o: o.record["errors"].append(message),  # type: ignore[attr-defined]
                 )
                 if self.peers.pull_source is not None:
                     ctx.pull_source = self.peers.pull_source.reference
+                    ctx.pull = self.peers.pull_source
                 return ctx
 
             ctx = context(counted=True)

@@ -13,6 +13,7 @@ import tarfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import graphdrivers
 from graphdrivers.whiteouts import OPAQUE
@@ -24,6 +25,9 @@ from ..results import STRATA, Row
 from ..rounds import Rounds
 from ..sandbox import Sandbox
 from ..workloads import Workload
+
+if TYPE_CHECKING:
+    from .pull import PullSource
 
 SCENARIOS = ("layer-create", "rootfs", "exec", "io", "pull")
 DEFAULT_SCENARIOS = ("layer-create", "rootfs", "exec")  # io (12 fio jobs a repetition) and pull run when named
@@ -48,6 +52,8 @@ class Context:
     facts: dict[str, object] = field(default_factory=dict)
     system: str = STRATA  # a peer's context names the peer ("dockerd 20.10.24"), a floor's "floor"
     pull_source: str = ""  # the pull scenario's reference in the run's loopback registry
+    pull: PullSource | None = None  # that registry and its images (the pull scenario's lazy steps)
+    error: Callable[[str], None] = lambda message: None  # an entry in the driver's run.json `errors`
 
     def row(self, scenario: str, step: str, **values: object) -> Row:
         row = Row(

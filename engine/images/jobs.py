@@ -20,9 +20,10 @@ from ..system import host
 from ..templates import render_all
 from . import instructions, testimages
 from . import view as imageview
-from .graph import Graph, Image, NewImage, diff_id_of_file
+from .graph import Graph, NewImage, diff_id_of_file
+from .layerblob import ESTARGZ_HELP, LayerBlobs
 from .load import ImagePlan, open_bundle, plan
-from .save import OutImage, OutLayer, write_docker_archive
+from .save import OutImage, write_docker_archive
 
 jobs = JobTable()
 
@@ -130,24 +131,29 @@ def import_(job: Job) -> int:
 # -- save ----------------------------------------------------------------------------------
 
 
-@jobs.job("save", args="IMAGE...", help="write images to a docker save archive")
+@jobs.job("save", args="IMAGE...", help="write images to a docker save archive", options={
+    "estargz": Option(bool, ESTARGZ_HELP, ("--estargz",))})
 def save(job: Job) -> int:
     """`save IMAGE...`: a docker save archive on stdout.
 
     As in Docker, an image named by a tag carries that tag; one named by id carries none.
+    With `--estargz` the layer blobs are eStargz (and the configs list their diff ids).
     """
     graph: Graph = job.engine.graph
     chosen: dict[str, OutImage] = {}
-    for ref in job.args:
-        image = graph.get_image(ref)
-        out = chosen.get(image.id)
-        if out is None:
-            layers = [_out_layer(graph, image, i) for i in range(len(image.layers))]
-            out = chosen[image.id] = OutImage(image.config_bytes, layers, [], image.parent)
-        tag = _tag_of(ref)
-        if tag is not None and tag in image.tags and tag not in out.tags:
-            out.tags.append(tag)
-    write_docker_archive(job.stdout, list(chosen.values()))
+    with LayerBlobs(graph, os.path.join(job.engine.root, "tmp"), estargz=job.options["estargz"]) as blobs:
+        for ref in job.args:
+            image = graph.get_image(ref)
+            out = chosen.get(image.id)
+            if out is None:
+                out = chosen[image.id] = blobs.image(image)
+            tag = _tag_of(ref)
+            if tag is not None and tag in image.tags and tag not in out.tags:
+                out.tags.append(tag)
+        for out in chosen.values():
+            if out.parent in chosen:  # an eStargz config has a new id: link to the parent's
+                out.parent = chosen[out.parent].id
+        write_docker_archive(job.stdout, list(chosen.values()))
     return 0
 
 
@@ -158,11 +164,6 @@ def _tag_of(ref: str) -> str | None:
         return normalize_tag(ref)
     except InvalidReference:
         return None
-
-
-def _out_layer(graph: Graph, image: Image, index: int) -> OutLayer:
-    layer = image.layers[index]
-    return OutLayer(layer.diff_id, graph.layer_tar_size(layer), lambda: graph.open_layer_tar(layer))
 
 
 # -- tag, rmi ------------------------------------------------------------------------------

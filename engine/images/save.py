@@ -37,9 +37,26 @@ EPOCH = 0  # archive entry mtimes: fixed, so the same images always make the sam
 
 @dataclass
 class OutLayer:
+    """A layer as an archive or a registry gets it: a blob, by default the layer tar itself
+    (then its digest is the diff id); `engine.images.layerblob` also makes eStargz ones."""
+
     diff_id: str
-    size: int  # length of the uncompressed tar
+    size: int  # length of the blob
     open: Callable[[], contextlib.AbstractContextManager[IO[bytes]]]
+    blob_digest: str = ""  # "" when the blob is the tar: its digest is the diff id
+    media_type: str = MT_LAYER["none"]
+    annotations: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def digest(self) -> str:
+        return self.blob_digest or self.diff_id
+
+    def descriptor(self) -> dict[str, object]:
+        """The OCI descriptor of the blob (manifests list these)."""
+        desc: dict[str, object] = {"mediaType": self.media_type, "digest": self.digest, "size": self.size}
+        if self.annotations:
+            desc["annotations"] = dict(self.annotations)
+        return desc
 
 
 @dataclass
@@ -102,7 +119,7 @@ def write_docker_archive(out: IO[bytes], images: list[OutImage], *, legacy: bool
                 w.file(config_name, image.config_bytes)
                 layer_names = []
                 for layer in image.layers:
-                    name = f"blobs/sha256/{layer.diff_id.split(':', 1)[1]}"
+                    name = f"blobs/sha256/{layer.digest.split(':', 1)[1]}"
                     if name not in w.written:
                         with layer.open() as stream:
                             w.stream(name, layer.size, stream)
@@ -111,8 +128,7 @@ def write_docker_archive(out: IO[bytes], images: list[OutImage], *, legacy: bool
                     "schemaVersion": 2,
                     "mediaType": MT_OCI_MANIFEST,
                     "config": {"mediaType": MT_OCI_CONFIG, "digest": image.id, "size": len(image.config_bytes)},
-                    "layers": [{"mediaType": MT_LAYER["none"], "digest": layer.diff_id, "size": layer.size}
-                               for layer in image.layers],
+                    "layers": [layer.descriptor() for layer in image.layers],
                 })
                 digest = hashlib.sha256(oci_manifest).hexdigest()
                 w.file(f"blobs/sha256/{digest}", oci_manifest)

@@ -17,6 +17,7 @@ import functools
 import hashlib
 import io
 import json
+import os
 from collections.abc import Iterator
 from typing import IO, TYPE_CHECKING
 
@@ -25,6 +26,7 @@ from graphdrivers.errors import EstargzError, LazyNotSupported
 from .. import reference
 from ..errors import DigestMismatch, InvalidArchive, NoSuchImage, RegistryError, UsageError
 from ..images.graph import Graph, LayerSource, NewImage
+from ..images.layerblob import ESTARGZ_HELP, LayerBlobs
 from ..job import Job
 from ..jobspec import JobTable, Option
 from ..system import host
@@ -36,7 +38,6 @@ if TYPE_CHECKING:
     from .client import RegistryClient
 
 MEDIA_OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
-MEDIA_OCI_LAYER = "application/vnd.oci.image.layer.v1.tar"
 
 jobs = JobTable()
 AUTH = {
@@ -234,11 +235,12 @@ def _blob_opener(client: RegistryClient, ref: reference.Reference, digest: str):
 # -- push ----------------------------------------------------------------------------------
 
 
-@jobs.job("push", args="NAME[:TAG]", options={**AUTH, "all_tags": ALL_TAGS},
-          help="upload an image to the registry its name starts with")
+@jobs.job("push", args="NAME[:TAG]", help="upload an image to the registry its name starts with", options={
+    **AUTH, "all_tags": ALL_TAGS, "estargz": Option(bool, ESTARGZ_HELP, ("--estargz",))})
 def push(job: Job) -> int:
     """`push NAME[:TAG]`: the local image of that name to the registry its name starts with
-    (all_tags: every local tag of the repository)."""
+    (all_tags: every local tag of the repository); with `--estargz` its layers as eStargz
+    blobs (see engine.images.layerblob)."""
     ref = reference.parse(job.args[0])
     if ref.digest:
         raise UsageError("push takes a tag, not a digest")
@@ -258,22 +260,21 @@ def push(job: Job) -> int:
 
 def _push_one(job: Job, graph: Graph, client: RegistryClient, ref: reference.Reference) -> None:
     image = graph.get_image(ref.local_tag)
-    descriptors = []
-    for layer in image.layers:
-        size = graph.layer_tar_size(layer)
-        mount_from = job.engine.registry.mount_source(layer.diff_id, ref)
-        with graph.open_layer_tar(layer) as stream:
-            outcome = client.upload_blob(ref.repository, layer.diff_id, stream, size, mount_from=mount_from)
-        job.engine.registry.remember(layer.diff_id, ref)
-        job.write(f"{layer.diff_id[7:19]}: {_PUSHED[outcome]}\n")
-        descriptors.append({"mediaType": MEDIA_OCI_LAYER, "digest": layer.diff_id, "size": size})
-    config_digest = "sha256:" + hashlib.sha256(image.config_bytes).hexdigest()
-    client.upload_blob(ref.repository, config_digest, io.BytesIO(image.config_bytes), len(image.config_bytes))
+    with LayerBlobs(graph, os.path.join(job.engine.root, "tmp"), estargz=job.options["estargz"]) as blobs:
+        out = blobs.image(image)
+        for layer in out.layers:
+            mount_from = job.engine.registry.mount_source(layer.digest, ref)
+            with layer.open() as stream:
+                outcome = client.upload_blob(ref.repository, layer.digest, stream, layer.size, mount_from=mount_from)
+            job.engine.registry.remember(layer.digest, ref)
+            job.write(f"{layer.digest[7:19]}: {_PUSHED[outcome]}\n")
+    config_digest = "sha256:" + hashlib.sha256(out.config_bytes).hexdigest()
+    client.upload_blob(ref.repository, config_digest, io.BytesIO(out.config_bytes), len(out.config_bytes))
     body = json.dumps({
         "schemaVersion": 2,
         "mediaType": MEDIA_OCI_MANIFEST,
-        "config": {"mediaType": MEDIA_OCI_CONFIG, "digest": config_digest, "size": len(image.config_bytes)},
-        "layers": descriptors,
+        "config": {"mediaType": MEDIA_OCI_CONFIG, "digest": config_digest, "size": len(out.config_bytes)},
+        "layers": [layer.descriptor() for layer in out.layers],
     }, separators=(",", ":")).encode()
     manifest = Manifest(MEDIA_OCI_MANIFEST, body, "sha256:" + hashlib.sha256(body).hexdigest())
     digest = client.put_manifest(ref.repository, ref.tag or "latest", manifest)

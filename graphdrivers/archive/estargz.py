@@ -535,11 +535,12 @@ def _prioritized(spool: IO[bytes], prioritized: Sequence[str]) -> Iterator[_Item
     picked: dict[str, None] = {}
 
     def pick(path: str) -> None:
+        """`path` after its parent directories (those the tar has) and hard-link target."""
         if path in picked:
             return
         if path:
             pick(posixpath.dirname(path))
-        elif path not in found:
+        if path not in found:  # a parent directory the tar leaves implicit
             return
         entry, _ = found[path]
         if entry.type == LNK:

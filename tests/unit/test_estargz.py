@@ -156,6 +156,8 @@ def test_prioritized_files_come_first_then_the_landmark() -> None:
     assert no_prefetch.prefetch_names() == []
     with pytest.raises(EstargzError, match="'nope' is not in the layer"):
         _convert(_layer(), prioritized=["nope"])
+    implicit, _ = _convert(build_tar([member("a/b/f", data=b"x"), member("g", data=b"y")]), prioritized=["a/b/f"])
+    assert _read(implicit)[0].prefetch_names() == ["a/b/f"]  # no directory entries to pull in
 
 
 def test_converting_twice_keeps_one_toc_and_one_landmark() -> None:

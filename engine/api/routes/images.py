@@ -83,17 +83,19 @@ def add_routes(router: Router, engine: Engine) -> None:
 
     @router.route("GET", "/images/get")
     def save_many(req: Request) -> Reply:
-        return _save(req.args("names"))
+        return _save(req, req.args("names"))
 
     @router.route("GET", "/images/{name:path}/get")
     def save_one(req: Request) -> Reply:
-        return _save([req.params["name"]])
+        return _save(req, [req.params["name"]])
 
-    def _save(names: list[str]) -> Reply:
+    def _save(req: Request, names: list[str]) -> Reply:
+        """`estargz=1` is strata's own query parameter (Docker's API has none): eStargz blobs."""
         if not names:
             raise ApiError(400, "no image names given (query parameter names)")
         check_images(*names)
-        return Reply(200, stream=jobio.stream(engine, "save", *names), content_type="application/x-tar")
+        return Reply(200, stream=jobio.stream(engine, "save", *names, options={"estargz": req.flag("estargz")}),
+                     content_type="application/x-tar")
 
     @router.route("POST", "/images/create")
     def create(req: Request) -> Reply:
@@ -134,8 +136,10 @@ def add_routes(router: Router, engine: Engine) -> None:
         all_tags = not tag and ":" not in path  # Docker's push of a bare name: every tag of it
         if not all_tags:
             check_images(ref)
-        return Reply(200, stream=jobio.stream(engine, "push", ref, options={**registry_auth(req), "all_tags": all_tags},
-                                              line=_status_message, on_error=_error_message))
+        options = {**registry_auth(req), "all_tags": all_tags,
+                   "estargz": req.flag("estargz")}  # estargz: strata's own parameter
+        return Reply(200, stream=jobio.stream(engine, "push", ref, options=options, line=_status_message,
+                                              on_error=_error_message))
 
     @router.route("GET", "/images/search")
     def search(req: Request) -> Reply:

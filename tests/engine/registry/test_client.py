@@ -17,12 +17,6 @@ from tests.support.registry_server import RegistryServer
 
 
 @pytest.fixture(scope="module")
-def registry(tmp_path_factory: pytest.TempPathFactory):
-    with RegistryServer(str(tmp_path_factory.mktemp("registry"))) as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
 def auth_registry(tmp_path_factory: pytest.TempPathFactory):
     with RegistryServer(str(tmp_path_factory.mktemp("registry-auth")), users={"alice": "s3cret"}) as server:
         yield server

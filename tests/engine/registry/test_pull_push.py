@@ -14,12 +14,6 @@ from tests.support.registry_server import RegistryServer
 
 
 @pytest.fixture(scope="module")
-def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RegistryServer]:
-    with RegistryServer(str(tmp_path_factory.mktemp("registry"))) as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
 def auth_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RegistryServer]:
     with RegistryServer(str(tmp_path_factory.mktemp("registry-auth")), users={"bob": "hunter2"}) as server:
         yield server
