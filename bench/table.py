@@ -19,7 +19,7 @@ from rich.table import Table
 
 from .results import FLOOR, GROUP_KEYS, STRATA
 from .scenarios import SCENARIOS
-from .stats import summarize
+from .stats import CONFIDENCE, summarize
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +74,14 @@ def _ms(seconds: float) -> str:
     return "-" if seconds is None or (isinstance(seconds, float) and math.isnan(seconds)) else f"{seconds * 1000:.2f}"
 
 
+def _ci(low: float, high: float, level: float, sep: str = "..") -> str:
+    """The median's CI in ms, with the confidence it reaches when that is below 95% (n < 6)."""
+    if pd.isna(low) or pd.isna(high):
+        return "-"
+    text = f"{_ms(low)}{sep}{_ms(high)}"
+    return text if level >= CONFIDENCE else f"{text} ({level:.0%})"
+
+
 def rich_table(stats: pd.DataFrame, title: str = "bench: medians (ms) with spread") -> Table:
     table = Table(title=title, show_lines=False)
     for col in (
@@ -120,7 +128,7 @@ def rich_table(stats: pd.DataFrame, title: str = "bench: medians (ms) with sprea
             str(r.n),
             _ms(r.median),
             _ms(r.iqr),
-            f"{_ms(r.ci_low)}..{_ms(r.ci_high)}" if r.n else "-",
+            _ci(r.ci_low, r.ci_high, r.ci_level),
             "-" if pd.isna(r.precision) else f"{r.precision:.0%}",
             _ratio(r.vs_fastest),
             _ratio(r.vs_floor),
@@ -168,7 +176,7 @@ def plain_text(stats: pd.DataFrame) -> str:
             "n": stats["n"],
             "median_ms": stats["median"].map(_ms),
             "iqr_ms": stats["iqr"].map(_ms),
-            "ci95_ms": [f"{_ms(a)}..{_ms(b)}" for a, b in zip(stats["ci_low"], stats["ci_high"], strict=True)],
+            "ci95_ms": [_ci(*ci) for ci in zip(stats["ci_low"], stats["ci_high"], stats["ci_level"], strict=True)],
             "ci_over_median": stats["precision"].map(_ratio),
             "p90_ms": stats["p90"].map(_ms),
             "p99_ms": stats["p99"].map(_ms),
@@ -196,7 +204,10 @@ def publication(stats: pd.DataFrame) -> pd.DataFrame:
             "exec": measured["execdriver"].replace("", "-"),
             "n": measured["n"],
             "median ms": measured["median"].map(_ms),
-            "95% CI ms": [f"{_ms(a)}-{_ms(b)}" for a, b in zip(measured["ci_low"], measured["ci_high"], strict=True)],
+            "95% CI ms": [
+                _ci(*ci, sep="-")
+                for ci in zip(measured["ci_low"], measured["ci_high"], measured["ci_level"], strict=True)
+            ],
             "p90 ms": measured["p90"].map(_ms),
             "p99 ms": measured["p99"].map(_ms),
             "x fastest": measured["vs_fastest"].map(_ratio),
@@ -216,7 +227,8 @@ def write_summaries(stats: pd.DataFrame, directory: str) -> list[str]:
     styled = table.style.hide(axis="index").format(escape="latex").format_index(escape="latex", axis="columns")
     latex = styled.to_latex(
         hrules=True,
-        caption="Medians with percentile-bootstrap 95\\% CIs; p90/p99 only where n supports them.",
+        caption="Medians with exact order-statistic 95\\% CIs (below n = 6: [min, max] at the confidence given); "
+        "p90/p99 only where n supports them.",
     )
     with open(os.path.join(directory, "summary.tex"), "w") as f:
         f.write(latex)

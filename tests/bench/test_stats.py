@@ -22,8 +22,29 @@ def test_precision_and_wide_follow_the_median_ci() -> None:
     assert tight["precision"] < 0.01 and not tight["wide"]
     loose = stats.describe(np.array([1.0, 5.0, 1.2, 6.0, 0.8]))
     assert loose["precision"] > stats.WIDE_SPREAD and loose["wide"]
-    single = stats.describe(np.array([3.0]))
-    assert (single["ci_low"], single["ci_high"]) == (3.0, 3.0)
+    single = stats.describe(np.array([3.0]))  # one value: no interval, never "perfectly precise"
+    assert math.isnan(single["ci_low"]) and math.isnan(single["ci_high"]) and single["ci_level"] == 0
+    assert single["precision"] == math.inf and single["wide"]
+
+
+def test_median_ci_is_the_exact_order_statistic_interval() -> None:
+    """Ranks from the binomial: 95% from n = 6; below that [min, max] at its real level."""
+    assert stats.median_ranks(3) == (1, 0.75)
+    assert stats.median_ranks(5) == (1, 0.9375)
+    assert stats.median_ranks(6) == (1, 0.96875)
+    assert stats.median_ranks(20)[0] == 6  # the textbook x(6)..x(15)
+    values = np.arange(1.0, 21.0)
+    assert stats.median_ci(values) == (6.0, 15.0)
+    three = stats.describe(np.array([2.0, 1.0, 3.0]))
+    assert (three["ci_low"], three["ci_high"], three["ci_level"]) == (1.0, 3.0, 0.75)
+
+
+def test_median_ci_covers_the_true_median_at_least_as_often_as_it_says() -> None:
+    rng = np.random.default_rng(7)
+    for n in (3, 6, 10, 30):
+        samples = rng.lognormal(0.0, 0.5, (4000, n))  # true median 1
+        covered = [low <= 1.0 <= high for low, high in map(stats.median_ci, samples)]
+        assert np.mean(covered) >= stats.median_ranks(n)[1] - 0.015, n
 
 
 def test_ratio_ci_brackets_the_ratio() -> None:
