@@ -405,10 +405,11 @@ def print_summary(console: Console, df: pd.DataFrame, out: str, config: RunConfi
     table = Console(file=sys.stdout, width=max(Console().width, 200))
     table.print(rich_table(stats))
     write_summaries(stats, out)
-    shares = start_shares(stats)
+    shares = start_shares(df)
     if len(shares):
-        table.print("end-to-end start (run_rm_true): the driver's share (create_read_write + get + put + remove)")
-        table.print(shares.to_string(index=False, float_format=lambda v: f"{v:.2f}"), highlight=False)
+        table.print("end-to-end start (run_rm_true): the driver's share (create_read_write + get + put + remove); "
+                    "medians in ms with n and 95% CI")
+        table.print(shares.to_string(index=False), highlight=False)
     if facts["measured_groups"]:
         console.print(
             f"precision (CI width / median): median {_share(facts['precision_median'])}, worst "

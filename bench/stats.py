@@ -113,13 +113,11 @@ def _median_ratio(base: np.ndarray, new: np.ndarray, axis: int = -1) -> np.ndarr
 
 
 def ratio_ci(base: np.ndarray, new: np.ndarray, seed: int = BOOTSTRAP_SEED) -> tuple[float, float]:
-    """95% bootstrap interval of median(new) / median(base), resampling both independently."""
+    """95% bootstrap interval of median(new) / median(base), resampling both independently;
+    none (NaN) when a side has a single value: resampling it cannot show its uncertainty."""
     base, new = finite(base), finite(new)
-    if len(base) == 0 or len(new) == 0:
+    if len(base) < 2 or len(new) < 2:
         return float("nan"), float("nan")
-    if len(base) == 1 and len(new) == 1:
-        point = float(_median_ratio(base, new))
-        return point, point
     return _bootstrap((base, new), _median_ratio, seed)
 
 

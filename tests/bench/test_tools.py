@@ -222,5 +222,5 @@ def test_report_facets_a_cluster_run_by_host(tmp_path) -> None:
     assert "host <b>h1</b>" in page and "host <b>h2</b>" in page and "vfs on h2" in page
     stats = pd.read_csv(tmp_path / "report" / "summary.csv")
     assert set(stats["host"]) == {"h1", "h2"}
-    ratio = stats.groupby("host")["vs_fastest"].min()  # x fastest ranks drivers within a host
-    assert (ratio == 1.0).all()
+    # each driver's cell ran on its own worker, not interleaved with the others: no x fastest
+    assert stats["vs_fastest"].isna().all()
