@@ -213,10 +213,12 @@ class Run:
                 )
                 try:
                     driver = sandbox.open()
-                    status = driver.status()
-                except Exception as exc:
-                    with signals_held():
+                    status = driver.status()  # aufs mounts a FUSE probe here
+                except BaseException as exc:
+                    with signals_held():  # not yet in `opened`: close it here, Ctrl-C included
                         sandbox.close()
+                    if not isinstance(exc, Exception):
+                        raise
                     if several_fs and isinstance(exc, graphdrivers.errors.DriverNotSupported):
                         record.update(status="unsupported", reason=str(exc))
                         self.warn(f"driver {name} does not run on {fstype} and is left out there: {exc}")

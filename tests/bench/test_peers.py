@@ -183,3 +183,34 @@ def test_peers_and_floors_get_their_fixed_colours() -> None:
     assert labels[0] == "overlay2" and labels[1].startswith("dockerd/") and labels[2].startswith("podman/")
     assert [colour(label) for label in labels] == [FIXED["overlay2"], FIXED["dockerd"], FIXED["podman"],
                                                    FIXED["floor"]]  # fmt: skip
+
+
+def test_sigint_while_a_peer_starts_leaves_nothing(tmp_path) -> None:
+    """Ctrl-C while dockerd is still starting: its containerd and the daemon (each in a session
+    of its own, so the terminal's SIGINT never reaches them) are stopped, nothing stays."""
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "dockerd").write_text("#!/bin/sh\nwhile :; do sleep 0.2; done\n")  # never becomes ready
+    (fake / "dockerd").chmod(0o755)
+    out, scratch = str(tmp_path / "out"), str(tmp_path / "scratch")
+    env = {**os.environ, "PATH": f"{fake}:{os.environ['PATH']}",
+           "PYTHONPATH": os.pathsep.join(filter(None, [REPO, os.environ.get("PYTHONPATH")]))}  # fmt: skip
+    before = _peer_dirs()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bench.cli", "run", "--driver", "vfs", "--peer", "dockerd", "--scenario", "exec",
+         "--execdriver", "oci", "--no-floors", "--quick", "--repeat", "1", "--warmup", "0", "--out", out,
+         "--scratch", scratch],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    run_dirs: set[str] = set()
+
+    def starting() -> bool:
+        nonlocal run_dirs
+        run_dirs = _peer_dirs() - before
+        return any(str(fake / "dockerd") in c for c in _our_processes([str(fake)]))
+
+    err = interrupt_when(proc, starting, within=300)
+    assert proc.returncode == 130, err
+    assert run_dirs
+    _assert_nothing_left(scratch, run_dirs)
+    assert _our_processes([str(tmp_path)]) == []  # the fake daemon and its containerd too
