@@ -29,24 +29,22 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[list[str],
     work = tmp_path_factory.mktemp("bench-cli")
     image = testimages.write(str(work / "busybox.tar"), [testimages.busybox(str(work / "build"))])
     fs = LoopFilesystem(str(work / "backing"), "ext4", 1 << 30).create()
-    peer = podman.PrivatePodman(os.path.join(fs.mountpoint, "podman")) if podman.available() else None
+    podman.require()
+    peer = podman.PrivatePodman(os.path.join(fs.mountpoint, "podman"))
     try:
         strata, env = strata_command(str(work / "pycache"), "--root", os.path.join(fs.mountpoint, "strata"),
                                      "--driver", "overlay2")
         check([*strata, "load", "-i", image], env)
-        if peer is not None:
-            peer.podman("load", "-i", image)
-        yield strata, env, peer.command("run", "--rm", "--network", "none", "busybox", "true") if peer else None
+        peer.podman("load", "-i", image)
+        yield strata, env, peer.command("run", "--rm", "--network", "none", "busybox", "true")
     finally:
-        if peer is not None:
-            peer.remove()
+        peer.remove()
         fs.destroy()
 
 
 def test_run_rm_true_standalone(benchmark, setup) -> None:
     strata, env, podman_run = setup
-    contenders = [Contender("strata", lambda: check([*strata, "run", "--rm", "busybox", "true"], env))]
-    if podman_run is not None:
-        contenders.append(Contender("podman", lambda: check(podman_run)))
+    contenders = [Contender("strata", lambda: check([*strata, "run", "--rm", "busybox", "true"], env)),
+                  Contender("podman", lambda: check(podman_run))]
     benchmark.extra_info["command"] = " ".join(strata[1:]) + " run --rm busybox true"
     measure(benchmark, contenders, rounds=ROUNDS, reference="podman", goal=0.5)

@@ -17,6 +17,8 @@ import tempfile
 import time
 from types import TracebackType
 
+import pytest
+
 DOCKERD = "/usr/sbin/dockerd"
 DOCKER = "/usr/bin/docker"  # the client that ships with that dockerd
 
@@ -24,6 +26,13 @@ DOCKER = "/usr/bin/docker"  # the client that ships with that dockerd
 def available() -> bool:
     """Whether docker.io is installed (`make test` installs it)."""
     return os.access(DOCKERD, os.X_OK) and os.access(DOCKER, os.X_OK)
+
+
+def require() -> None:
+    """Fail where docker.io is missing: a side-by-side benchmark without its peer would
+    measure strata alone and pass (a skip in disguise); `make test` installs it."""
+    if not available():
+        pytest.fail(f"{DOCKERD} and {DOCKER} are needed (docker.io, which `make test` installs)")
 
 
 class PrivateDockerd:

@@ -14,12 +14,21 @@ import shutil
 import subprocess
 import tempfile
 
+import pytest
+
 PODMAN = "/usr/bin/podman"
 RUN_LIMITS = ("--ulimit", "nofile=1024:1024", "--ulimit", "nproc=4096:4096")
 
 
 def available() -> bool:
     return os.access(PODMAN, os.X_OK)
+
+
+def require() -> None:
+    """Fail where podman is missing: a side-by-side benchmark without its peer would
+    measure strata alone and pass (a skip in disguise); `make test` installs it."""
+    if not available():
+        pytest.fail(f"{PODMAN} is needed (podman, which `make test` installs)")
 
 
 class PrivatePodman:
