@@ -20,12 +20,13 @@ def verdict_lines(out: str, verdict: str) -> list[str]:
     return [line for line in out.splitlines() if verdict in line and "│" in line]
 
 
-def test_same_distribution_is_no_difference(tmp_path, capsys) -> None:
-    base = write_run(str(tmp_path / "a"), seed=1)
-    new = write_run(str(tmp_path / "b"), seed=2)
+@pytest.mark.parametrize("seeds", [(1, 2), (4, 4)], ids=["same-distribution", "identical-runs"])
+def test_same_distribution_is_no_difference(tmp_path, capsys, seeds: tuple[int, int]) -> None:
+    base = write_run(str(tmp_path / "a"), seed=seeds[0])
+    new = write_run(str(tmp_path / "b"), seed=seeds[1])
     status, out = compare(capsys, base, new)
     assert status == 0, out
-    assert "0 SLOWER, 0 FASTER" in out and "no difference" in out
+    assert "0 SLOWER, 0 FASTER, 16 no difference" in out and "\nno difference" in out
     assert "same configuration, machine and software" in out
 
 
@@ -168,14 +169,6 @@ def test_two_cluster_runs_compare_host_by_host(tmp_path, capsys) -> None:
     other = write_run(str(tmp_path / "c"), seed=2, hosts={"h1": 1.0, "h3": 1.0})
     status, out = compare(capsys, base, other)
     assert status == 2 and "the runs measured different hosts" in out
-
-
-def test_two_identical_runs_are_no_difference(tmp_path, capsys) -> None:
-    base = write_run(str(tmp_path / "a"), seed=4)
-    new = write_run(str(tmp_path / "b"), seed=4)
-    status, out = compare(capsys, base, new)
-    assert status == 0, out
-    assert "0 SLOWER, 0 FASTER, 16 no difference" in out and "\nno difference" in out
 
 
 def test_peers_and_filesystems_are_never_pooled_with_strata(tmp_path, capsys) -> None:

@@ -101,20 +101,25 @@ def test_peer_run_leaves_nothing(peer_run) -> None:
     _assert_nothing_left(scratch, run_dirs)
 
 
-def test_a_peer_that_cannot_start_is_an_error_row_and_the_run_goes_on(tmp_path) -> None:
+def _with_fake_dockerd(tmp_path, script: str) -> tuple[list[str], dict[str, str], str, str]:
+    """A `dockerd` shell script first on PATH, and the argv of a one-repetition exec run with it
+    as the peer: (argv, env, out, scratch)."""
     fake = tmp_path / "bin"
     fake.mkdir()
-    (fake / "dockerd").write_text("#!/bin/sh\necho 'dockerd: cannot start here' >&2\nexit 1\n")
+    (fake / "dockerd").write_text(f"#!/bin/sh\n{script}\n")
     (fake / "dockerd").chmod(0o755)
     out, scratch = str(tmp_path / "out"), str(tmp_path / "scratch")
     env = {**os.environ, "PATH": f"{fake}:{os.environ['PATH']}",
            "PYTHONPATH": os.pathsep.join(filter(None, [REPO, os.environ.get("PYTHONPATH")]))}  # fmt: skip
-    proc = subprocess.run(
-        [sys.executable, "-m", "bench.cli", "run", "--driver", "vfs", "--peer", "dockerd", "--scenario", "exec",
-         "--execdriver", "oci", "--no-floors", "--quick", "--repeat", "1", "--warmup", "0", "--out", out,
-         "--scratch", scratch],
-        env=env, capture_output=True, text=True, timeout=600, check=False,
-    )  # fmt: skip
+    argv = [sys.executable, "-m", "bench.cli", "run", "--driver", "vfs", "--peer", "dockerd", "--scenario", "exec",
+            "--execdriver", "oci", "--no-floors", "--quick", "--repeat", "1", "--warmup", "0", "--out", out,
+            "--scratch", scratch]  # fmt: skip
+    return argv, env, out, scratch
+
+
+def test_a_peer_that_cannot_start_is_an_error_row_and_the_run_goes_on(tmp_path) -> None:
+    argv, env, out, scratch = _with_fake_dockerd(tmp_path, "echo 'dockerd: cannot start here' >&2\nexit 1")
+    proc = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=600, check=False)
     assert proc.returncode == 1, proc.stderr
     assert "peer dockerd/vfs failed to start" in " ".join(proc.stderr.split())
     df = results.load([out])
@@ -188,26 +193,15 @@ def test_peers_and_floors_get_their_fixed_colours() -> None:
 def test_sigint_while_a_peer_starts_leaves_nothing(tmp_path) -> None:
     """Ctrl-C while dockerd is still starting: its containerd and the daemon (each in a session
     of its own, so the terminal's SIGINT never reaches them) are stopped, nothing stays."""
-    fake = tmp_path / "bin"
-    fake.mkdir()
-    (fake / "dockerd").write_text("#!/bin/sh\nwhile :; do sleep 0.2; done\n")  # never becomes ready
-    (fake / "dockerd").chmod(0o755)
-    out, scratch = str(tmp_path / "out"), str(tmp_path / "scratch")
-    env = {**os.environ, "PATH": f"{fake}:{os.environ['PATH']}",
-           "PYTHONPATH": os.pathsep.join(filter(None, [REPO, os.environ.get("PYTHONPATH")]))}  # fmt: skip
+    argv, env, _, scratch = _with_fake_dockerd(tmp_path, "while :; do sleep 0.2; done")  # never becomes ready
     before = _peer_dirs()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "bench.cli", "run", "--driver", "vfs", "--peer", "dockerd", "--scenario", "exec",
-         "--execdriver", "oci", "--no-floors", "--quick", "--repeat", "1", "--warmup", "0", "--out", out,
-         "--scratch", scratch],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+    proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     run_dirs: set[str] = set()
 
     def starting() -> bool:
         nonlocal run_dirs
         run_dirs = _peer_dirs() - before
-        return any(str(fake / "dockerd") in c for c in _our_processes([str(fake)]))
+        return bool(_our_processes([str(tmp_path / "bin" / "dockerd")]))
 
     err = interrupt_when(proc, starting, within=300)
     assert proc.returncode == 130, err
