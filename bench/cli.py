@@ -163,20 +163,22 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--target-ci",
         type=_fraction,
-        default=TARGET_CI,
         help=f"--repeat auto: wanted 95%% CI width of each median, as a fraction of it (default {TARGET_CI})",
     )
     run.add_argument(
-        "--max-repeat", type=_positive, default=MAX_REPEAT, help=f"--repeat auto: most rounds (default {MAX_REPEAT})"
+        "--max-repeat", type=_positive, help=f"--repeat auto: most rounds (default {MAX_REPEAT})"
     )
     run.add_argument(
         "--max-time",
         type=float,
-        default=MAX_TIME,
         help=f"--repeat auto: most seconds per phase (scenario x cache mode x depth; default {MAX_TIME:.0f})",
     )
     run.add_argument("--warmup", type=_non_negative, help="unrecorded warm-up repetitions (default 1)")
-    run.add_argument("--cache", choices=("warm", "cold", "both"), default="warm")
+    run.add_argument(
+        "--cache",
+        choices=("warm", "cold", "both"),
+        help="exec, rootfs, layer-create (io, pull: always cold); default warm",
+    )
     run.add_argument("--backing", default="loop", help="'loop' (a fresh loop fs per driver) or a directory")
     run.add_argument("--execdriver", action="append", choices=EXECDRIVERS, help="default: both")
     run.add_argument("--out", help="result directory (default results/<timestamp>)")
@@ -206,7 +208,7 @@ def parser() -> argparse.ArgumentParser:
         help="run each driver on each of these loop filesystems it supports (default: the one it registered for)",
     )
     run.add_argument(
-        "--pad-bytes", type=_size, default=0, help="rootfs: data in each padding layer (e.g. 4M; default none)"
+        "--pad-bytes", type=_size, help="rootfs: data in each padding layer (e.g. 4M; default none)"
     )
     run.add_argument(
         "--copyup-bytes",
@@ -220,7 +222,7 @@ def parser() -> argparse.ArgumentParser:
         help=f"exec cow_small_writes: one-byte writes (default {COW_WRITES}, or as many as fit in the big file)",
     )
     run.add_argument(
-        "--cow-stride", type=_size, default=COW_STRIDE, help="exec cow_small_writes: bytes between writes (256K)"
+        "--cow-stride", type=_size, help="exec cow_small_writes: bytes between writes (256K)"
     )
     run.add_argument(
         "--peer",
@@ -297,8 +299,54 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-def _run_precondition(args: argparse.Namespace) -> str | None:
-    """What makes this `bench run` impossible before anything is set up, or None."""
+# option -> the scenario it configures: given without that scenario it would do nothing
+SCENARIO_OPTIONS = {
+    "io_runtime": "io",
+    "io_jobs": "io",
+    "depths": "rootfs",
+    "pad_bytes": "rootfs",
+    "copyup_bytes": "exec",
+    "cow_writes": "exec",
+    "cow_stride": "exec",
+    "execdriver": "exec",
+}
+AUTO_OPTIONS = ("target_ci", "max_repeat", "max_time")  # they steer --repeat auto only
+
+
+def _flag(dest: str) -> str:
+    return "--" + dest.replace("_", "-")
+
+
+def _ignored_option(args: argparse.Namespace, workloads: list[str] | None = None) -> str | None:
+    """An option given where it would change nothing, named with why (None if there is none):
+    an option accepted and ignored would make the user believe it was honoured."""
+    scenarios = set(args.scenario)
+    for dest, scenario in SCENARIO_OPTIONS.items():
+        if getattr(args, dest) is not None and scenario not in scenarios:
+            return (f"{_flag(dest)} configures the {scenario} scenario, which this run does not measure "
+                    f"(add --scenario {scenario})")
+    adaptive = args.repeat == "auto" or (args.repeat is None and not args.quick)
+    for dest in AUTO_OPTIONS:
+        if getattr(args, dest) is not None and not adaptive:
+            fixed = args.repeat if args.repeat is not None else "3 (--quick)"
+            return f"{_flag(dest)} steers --repeat auto; with a fixed --repeat {fixed} it would change nothing"
+    if adaptive and args.max_repeat is not None and args.max_repeat < AUTO_MIN_REPEAT:
+        return (f"--max-repeat {args.max_repeat} is below --repeat auto's minimum of {AUTO_MIN_REPEAT} rounds "
+                "(the fewest with a 95% CI of a median); give a fixed --repeat instead")
+    if args.depth is not None and args.workload != "deep" and "deep" not in (workloads or []):
+        return (f"--depth sets the deep workload's layers; the workload is {args.image or args.workload} "
+                "(add --workload deep)")
+    if args.seed is not None and args.order == "fixed":
+        return "--seed draws the random visiting order; with --order fixed there is nothing to draw"
+    if args.cache is not None and scenarios <= {"io", "pull"}:
+        return ("--cache: io and pull drop the page cache before every job and pull (always cold); "
+                "it would change nothing")
+    return None
+
+
+def _run_precondition(args: argparse.Namespace, workloads: list[str] | None = None) -> str | None:
+    """What makes this `bench run` impossible (or an option in it ignored) before anything is
+    set up, or None."""
     from .cache import DROP_CACHES
 
     if not args.driver:
@@ -311,11 +359,14 @@ def _run_precondition(args: argparse.Namespace) -> str | None:
         return _storage_opts_problem(args)  # the rest are facts of the workers' hosts, not this one
     if args.backing != "loop" and not os.path.isdir(args.backing):
         return f"--backing {args.backing}: not a directory (give 'loop' or an existing directory)"
-    if args.cache != "warm" and not os.access(DROP_CACHES, os.W_OK):
+    problem = _ignored_option(args, workloads)
+    if problem:
+        return problem
+    if args.cache not in (None, "warm") and not os.access(DROP_CACHES, os.W_OK):
         return f"--cache {args.cache} needs to write {DROP_CACHES} (run as root), or use --cache warm"
     if args.backing_fs and args.backing != "loop":
         return f"--backing-fs makes loop filesystems; with --backing {args.backing} the filesystem is that directory's"
-    if args.cow_stride < 1:
+    if args.cow_stride is not None and args.cow_stride < 1:
         return "--cow-stride must be at least 1 byte"
     if args.image is not None and not os.path.isfile(args.image):
         return f"--image {args.image}: no such file"
@@ -374,7 +425,7 @@ def _run(argv: list[str], args: argparse.Namespace) -> int:
         except MatrixError as exc:
             print(f"bench: {exc}", file=sys.stderr)
             return 2
-    problem = _run_precondition(args)
+    problem = _run_precondition(args, workloads)
     if problem:
         print(f"bench: {problem}", file=sys.stderr)
         return 2
@@ -416,11 +467,11 @@ def _config(args: argparse.Namespace) -> RunConfig:
         depths=args.depths or FULL_DEPTHS,
         repeat=AUTO_MIN_REPEAT if args.repeat in (None, "auto") else args.repeat,
         adaptive=args.repeat == "auto" or (args.repeat is None and not args.quick),
-        target_ci=args.target_ci,
-        max_repeat=args.max_repeat,
-        max_time=args.max_time,
+        target_ci=TARGET_CI if args.target_ci is None else args.target_ci,
+        max_repeat=MAX_REPEAT if args.max_repeat is None else args.max_repeat,
+        max_time=MAX_TIME if args.max_time is None else args.max_time,
         warmup=1 if args.warmup is None else args.warmup,
-        cache=args.cache,
+        cache=args.cache or "warm",
         backing=args.backing,
         execdrivers=args.execdriver or list(EXECDRIVERS),
         out=args.out or "",
@@ -433,9 +484,9 @@ def _config(args: argparse.Namespace) -> RunConfig:
         order=args.order,
         cpus=args.cpus or [],
         backing_fs=args.backing_fs or [],
-        pad_bytes=args.pad_bytes,
+        pad_bytes=args.pad_bytes or 0,
         copyup_bytes=args.copyup_bytes or COPYUP_BYTES[False],
-        cow_stride=args.cow_stride,
+        cow_stride=COW_STRIDE if args.cow_stride is None else args.cow_stride,
         peers=list(dict.fromkeys(args.peer)),
         floors=args.floors,
     )

@@ -13,11 +13,16 @@ The test's unit is a repetition, so a change of the whole machine between two ru
 from others on a shared host) would be a real difference to it: two identical runs made
 minutes apart on a shared machine differ by 10-20% in process start-up for every driver.
 Such a change moves a whole scenario together, so by default each group is judged on its
-own change: its ratio divided by its scenario's common shift (the geometric median of the
-scenario's ratios), tested on the NEW values scaled by that shift. The shift itself is
-judged once per scenario: it fails only when it is beyond `--fail-above` and most of the
-scenario's groups moved significantly the same way -- then compare says it cannot tell
-the machine from code every driver shares. `--absolute` judges raw ratios instead.
+own change: its ratio divided by its scenario's common shift, tested on the NEW values
+scaled by that shift. A shift is only a shift when most groups moved together: the
+shift is the geometric median of the ratios of the largest set of groups whose ratio CIs
+share a point, when that set is more than half of the scenario; else there is no common
+shift (1) and the groups are judged raw, so that when half the drivers changed the
+untouched half is not pushed the other way. A group is never SLOWER or FASTER
+on its own change unless its raw change is significant in the same direction. The shift
+itself is judged once per scenario: it fails only when it is beyond `--fail-above` and
+most of the scenario's groups moved significantly the same way -- then compare says it
+cannot tell the machine from code every driver shares. `--absolute` judges raw ratios.
 """
 
 from __future__ import annotations
@@ -37,7 +42,7 @@ from .stats import finite, ratio_ci
 
 log = logging.getLogger(__name__)
 
-KEYS = ["host", "driver", "backend", "scenario", "step", "workload", "layer", "depth", "cache", "execdriver"]
+KEYS = results.GROUP_KEYS  # strata, a peer and the floor, and each backing filesystem, are their own groups
 ALPHA = 0.05  # false discovery rate
 SHIFT = 1.1  # a scenario whose groups moved by more than this together: the machine, not one driver
 EXIT_SAME, EXIT_SLOWER, EXIT_REFUSED = 0, 1, 2
@@ -105,6 +110,37 @@ def _geometric_median(ratios: pd.Series) -> float:
     return float(np.exp(np.median(np.log(ratios.clip(lower=1e-12)))))
 
 
+@dataclass(frozen=True)
+class Shift:
+    """A scenario's common shift: the geometric median of all its ratios (for the record),
+    the most groups whose ratio CIs share a point, and the shift divided out -- the geometric
+    median of those groups' ratios when they are more than half of the scenario, else 1
+    (no common movement to remove)."""
+
+    median: float
+    agreeing: int
+    groups: int
+    value: float
+
+    @property
+    def common(self) -> bool:
+        return 2 * self.agreeing > self.groups
+
+
+def scenario_shift(g: pd.DataFrame) -> Shift:
+    """The common shift of one scenario's groups (rows with ratio, ci_low, ci_high): the
+    largest set of groups that agree on one ratio within their CIs."""
+    low, high = g["ci_low"].to_numpy(dtype=float), g["ci_high"].to_numpy(dtype=float)
+    best = np.zeros(len(g), dtype=bool)
+    for point in low[np.isfinite(low)]:  # the most intervals overlap at some interval's lower end
+        members = (low <= point) & (point <= high)
+        if members.sum() > best.sum():
+            best = members
+    agreeing = int(best.sum())
+    value = _geometric_median(g["ratio"][best]) if 2 * agreeing > len(g) else 1.0
+    return Shift(_geometric_median(g["ratio"]), agreeing, len(g), value)
+
+
 def group_tests(
     base: pd.DataFrame, new: pd.DataFrame, fail_above: float, alpha: float = ALPHA, *, absolute: bool = False
 ) -> pd.DataFrame:
@@ -129,13 +165,27 @@ def group_tests(
                      "raw_p": _mwu(nv, bv)})  # fmt: skip
     table = pd.DataFrame(rows)
     table["raw_q"] = _q(table["raw_p"].tolist())
-    shifts = table.groupby(["host", "scenario"])["ratio"].transform(_geometric_median)
-    table["shift"] = 1.0 if absolute else shifts
+    table["shift"] = 1.0
+    if not absolute:
+        for _, g in table.groupby(["host", "scenario"]):
+            table.loc[g.index, "shift"] = scenario_shift(g).value
     table["own"] = table["ratio"] / table["shift"]
     table["p"] = [_mwu(nv / shift, bv) for (_, bv, nv), shift in zip(pairs, table["shift"], strict=True)]
     table["q"] = _q(table["p"].tolist())
-    table["verdict"] = [_verdict(q, r, fail_above, alpha) for q, r in zip(table["q"], table["own"], strict=True)]
+    table["verdict"] = [
+        _own_verdict(_verdict(q, own, fail_above, alpha), raw_q, ratio, alpha)
+        for q, own, raw_q, ratio in zip(table["q"], table["own"], table["raw_q"], table["ratio"], strict=True)
+    ]
     return table[COLUMNS]
+
+
+def _own_verdict(verdict: str, raw_q: float, ratio: float, alpha: float) -> str:
+    """An own change counts only when the raw change is significant the same way: dividing
+    out a shift never makes an unmoved group SLOWER or FASTER."""
+    if verdict not in ("SLOWER", "FASTER"):
+        return verdict
+    same_way = ratio > 1 if verdict == "SLOWER" else ratio < 1
+    return verdict if raw_q < alpha and same_way else "same"
 
 
 def _mwu(new: np.ndarray, base: np.ndarray) -> float:
@@ -152,7 +202,7 @@ def scenario_verdicts(table: pd.DataFrame, fail_above: float, alpha: float = ALP
     beyond `fail_above` and most of its groups moved significantly (raw q) in that direction."""
     out = {}
     for (host, scenario), g in table.groupby(["host", "scenario"], sort=False):
-        shift = _geometric_median(g["ratio"])
+        shift = scenario_shift(g).value
         up = ((g["raw_q"] < alpha) & (g["ratio"] > 1)).sum()
         down = ((g["raw_q"] < alpha) & (g["ratio"] < 1)).sum()
         if shift > fail_above and 2 * up >= len(g):
@@ -177,6 +227,7 @@ def one_sided(base: pd.DataFrame, new: pd.DataFrame) -> list[str]:
         for key in sorted(keys, key=str):
             g = dict(zip(KEYS, key, strict=True))
             where = f"{g['host']} " if g["host"] else ""
+            where += "" if g["system"] == results.STRATA else f"{g['system']} "
             lines.append(
                 f"group only in {side}: {where}{g['driver']} {g['scenario']} {g['step']} depth {g['depth']} "
                 f"{g['cache']} {g['execdriver'] or ''}".rstrip()
@@ -185,13 +236,20 @@ def one_sided(base: pd.DataFrame, new: pd.DataFrame) -> list[str]:
 
 
 def common_shifts(table: pd.DataFrame) -> list[str]:
-    """Per scenario, the median ratio over its groups; a warning where all drivers moved together."""
+    """Per scenario, the median ratio over its groups, whether it is a common shift (divided
+    out) or not; a warning where all drivers moved together."""
     lines = []
     for (host, scenario), g in table.groupby(["host", "scenario"], sort=False):
-        shift = _geometric_median(g["ratio"])
+        shift = scenario_shift(g)
         per_driver = g.groupby("driver")["ratio"].median()
         together = len(per_driver) > 1 and ((per_driver > SHIFT).all() or (per_driver < 1 / SHIFT).all())
-        line = f"{_where(host, scenario)}: median ratio {shift:.2f} over {len(g)} groups"
+        line = f"{_where(host, scenario)}: median ratio {shift.median:.2f} over {len(g)} groups, "
+        line += (
+            f"{shift.agreeing} agree on one ratio within their CIs: common shift {shift.value:.2f}"
+            if shift.common
+            else f"at most {shift.agreeing} agree on one ratio within their CIs: no common shift, "
+            "groups judged on raw ratios"
+        )
         if together:
             line += (
                 f" -- every driver moved ({', '.join(f'{d} {r:.2f}' for d, r in per_driver.items())}): "
@@ -208,7 +266,8 @@ def _ms(seconds: float) -> str:
 def _render(table: pd.DataFrame, fail_above: float, alpha: float) -> Table:
     t = Table(title=f"median NEW/BASE; own = ratio / its scenario's shift: Mann-Whitney U on it, "
                     f"Benjamini-Hochberg q < {alpha}, beyond {fail_above}x")
-    columns = ["host", "driver", "scenario", "step", "depth", "cache", "exec", "n", "base ms", "new ms", "ratio"]
+    columns = ["host", "system", "driver", "fs", "scenario", "step", "depth", "cache", "exec", "n", "base ms", "new ms",
+               "ratio"]
     for col in [*columns, "95% CI", "own"]:
         t.add_column(col, justify="right" if col in ("depth", "base ms", "new ms", "ratio", "own") else "left")
     for col in ("p", "q", "verdict"):
@@ -217,7 +276,9 @@ def _render(table: pd.DataFrame, fail_above: float, alpha: float) -> Table:
     for r in table.itertuples(index=False):
         t.add_row(
             r.host or "-",
+            r.system,
             r.driver,
+            r.backing_fs,
             r.scenario,
             r.step,
             str(r.depth),

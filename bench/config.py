@@ -2,7 +2,7 @@
 
 `--quick` shrinks everything (sizes, repetitions, the depth sweep) so the tests can run
 the real harness end to end in seconds; the full defaults are what `make bench` runs.
-With `--repeat auto` (the default without --quick) `repeat` is the fewest rounds (5), and the
+With `--repeat auto` (the default without --quick) `repeat` is the fewest rounds (6), and the
 data decide the rest: rounds go on until every group's median is known to `target_ci`
 (CI width / median) or `max_repeat` rounds or `max_time` seconds are spent on the phase.
 """
@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, field
 FULL_DEPTHS = (1, 8, 32, 64, 127)
 QUICK_DEPTHS = (1, 8)
 EXECDRIVERS = ("oci", "native")
-AUTO_MIN_REPEAT = 5  # rounds before precision is judged: fewer make the bootstrap CI meaningless
+AUTO_MIN_REPEAT = 6  # rounds before precision is judged: below 6 no median CI reaches 95% (bench.stats)
 TARGET_CI = 0.10
 MAX_REPEAT = 30
 MAX_TIME = 120.0  # seconds per phase (a scenario's cache mode, and depth for rootfs)

@@ -20,7 +20,7 @@ from matplotlib.lines import Line2D
 from matplotlib.ticker import LogLocator, NullFormatter, StrMethodFormatter
 
 from . import palette
-from .stats import finite
+from .stats import finite, median_ci
 
 log = logging.getLogger(__name__)
 
@@ -137,7 +137,9 @@ def step_panels(rows: pd.DataFrame, scenario: str) -> tuple[pd.DataFrame, str, l
     return sub, note, sorted(sub["driver"].unique()), panels
 
 
-MEDIAN_HANDLE = Line2D([], [], color="black", marker="_", markersize=14, linestyle="", label="median, 95% CI")
+MEDIAN_HANDLE = Line2D(
+    [], [], color="black", marker="_", markersize=14, linestyle="", label="median, 95% CI (n < 6: min-max)"
+)
 
 
 def scenario_figure(rows: pd.DataFrame, stats: pd.DataFrame, scenario: str, runs: list[dict]) -> plt.Figure | None:
@@ -185,7 +187,7 @@ def depth_figure(rows: pd.DataFrame, stats: pd.DataFrame, runs: list[dict]) -> p
         ax.set_xticks(depths, [str(d) for d in depths])
         axis_scale(ax, sub.loc[(sub["step"] == step) & (sub["cache"] == cache), "seconds"] * 1000, "y", "ms")
         ax.set_title(panel_title(step, "", cache), fontsize=9)
-    band = Line2D([], [], color="grey", marker="o", label="median, band: 95% CI")
+    band = Line2D([], [], color="grey", marker="o", label="median, band: 95% CI (n < 6: min-max)")
     finish(fig, "rootfs against image depth: repetitions, median and 95% CI", caption(sub, runs), labels, [band])
     return fig
 
@@ -219,16 +221,21 @@ def space_figure(rows: pd.DataFrame, runs: list[dict]) -> plt.Figure | None:
     workloads = sorted(sub["workload"].unique())
     fig, axes = new_figure(len(workloads), width=max(3.4, 0.9 * len(labels) + 1))
     for ax, workload in zip(axes, workloads, strict=True):
+        ticks = []
         for i, label in enumerate(labels):
             values = finite(sub.loc[(sub["workload"] == workload) & (sub["driver"] == label), "space_amplification"])
+            ticks.append(f"{label}\nn={len(values)}")
             if len(values):
                 ax.scatter(np.full(len(values), i), values, s=12, alpha=0.6, color=palette.colour(label))
-                ax.plot([i - 0.3, i + 0.3], [np.median(values)] * 2, color="black", linewidth=2)
+                med, (low, high) = float(np.median(values)), median_ci(values)
+                ax.plot([i - 0.3, i + 0.3], [med] * 2, color="black", linewidth=2)
+                if np.isfinite(low):
+                    ax.errorbar([i], [med], yerr=[[med - low], [high - med]], fmt="none", color="black", capsize=5)
         ax.axhline(1.0, color="grey", linestyle="--", linewidth=1)
-        ax.set_xticks(range(len(labels)), labels, fontsize=8)
+        ax.set_xticks(range(len(labels)), ticks, fontsize=8)
         ax.set_ylim(bottom=0)
         ax.set_ylabel("backing fs bytes used / bytes of file data")
         ax.set_title(f"workload {workload}", fontsize=9)
-    median = Line2D([], [], color="black", linewidth=2, label="median")
+    median = Line2D([], [], color="black", linewidth=2, label="median, CI (bench.stats)")
     finish(fig, "space amplification of the layer chain", caption(sub, runs), labels, [median])
     return fig

@@ -29,7 +29,7 @@ from . import figures, palette, results
 from .compare import KEYS, timed
 from .machine import REPO
 from .report import save
-from .stats import summarize
+from .stats import CONFIDENCE, summarize
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +84,22 @@ def _sides_with(value: float, level: float, other: float) -> bool:
     return abs(math.log(value / level)) < abs(math.log(value / other))
 
 
+SIDE = ("n", "ms", "ci_low_ms", "ci_high_ms", "ci_level")  # what a flagged step shows of each run
+
+
+def _side(name: str, row: object) -> dict[str, object]:
+    """One run of a flagged step: n, median and the median's CI (ms) with its confidence."""
+    values = (row.n, row.median * 1000, row.ci_low * 1000, row.ci_high * 1000, row.ci_level)  # type: ignore[attr-defined]
+    return {f"{name}_{c}": v for c, v in zip(SIDE, values, strict=True)}
+
+
+def _shown(step: pd.Series, side: str) -> str:
+    level = step[f"{side}_ci_level"]
+    at = "" if level >= CONFIDENCE else f" at {level:.0%}"
+    return (f"{step[f'{side}_ms']:.3f} ({step[f'{side}_ci_low_ms']:.3f}..{step[f'{side}_ci_high_ms']:.3f}{at}, "
+            f"n={step[f'{side}_n']})")
+
+
 def find_steps(table: pd.DataFrame, threshold: float) -> pd.DataFrame:
     """Neighbouring runs of a group whose CIs do not overlap, whose ratio is beyond threshold,
     and whose levels hold in the runs around them (where there are any)."""
@@ -106,12 +122,12 @@ def find_steps(table: pd.DataFrame, threshold: float) -> pd.DataFrame:
                         **dict(zip(KEYS, key, strict=True)),
                         "before": before.run,
                         "after": after.run,
-                        "before_ms": before.median * 1000,
-                        "after_ms": after.median * 1000,
+                        **_side("before", before),
+                        **_side("after", after),
                         "ratio": ratio,
                     }
                 )
-    columns = [*KEYS, "before", "after", "before_ms", "after_ms", "ratio"]
+    columns = [*KEYS, "before", "after", *[f"{side}_{c}" for side in ("before", "after") for c in SIDE], "ratio"]
     return pd.DataFrame(flagged, columns=columns)
 
 
@@ -157,7 +173,9 @@ def history(directories: list[str], out: str, threshold: float = DEFAULT_THRESHO
     steps = find_steps(table, threshold)
     print(f"{len(runs)} runs ordered by {ordering}: " + ", ".join(r.label for r in runs))
     t = Table(title=f"steps: neighbouring runs with non-overlapping 95% CIs and a ratio beyond {threshold}x")
-    for col in ("driver", "scenario", "step", "depth", "cache", "exec", "before", "after", "ms", "ratio", "figure"):
+    columns = ("driver", "scenario", "step", "depth", "cache", "exec", "before", "after", "ms: median (CI, n)",
+               "ratio", "figure")
+    for col in columns:
         t.add_column(col)
     for i, s in steps.iterrows():
         name = save(step_figure(table, s), out, f"step_{i:03d}")
@@ -170,7 +188,7 @@ def history(directories: list[str], out: str, threshold: float = DEFAULT_THRESHO
             s["execdriver"] or "-",
             s["before"],
             s["after"],
-            f"{s['before_ms']:.3f} -> {s['after_ms']:.3f}",
+            f"{_shown(s, 'before')} -> {_shown(s, 'after')}",
             f"{s['ratio']:.2f}",
             name,
         )

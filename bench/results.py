@@ -183,7 +183,8 @@ def label_runs(df: pd.DataFrame) -> pd.DataFrame:
     """Name each series `driver/backend` when the backend is not the driver itself (so FUSE
     aufs is never shown as kernel aufs), a peer's or the floor's `system/driver` (so dockerd
     on overlay2 sits beside strata's overlay2 in its own colour), and tell apart the same
-    driver from different hosts and runs."""
+    driver on different backing filesystems and workloads (`vfs [xfs]`), hosts and runs, so
+    no figure draws two of them as one series."""
     df = df.copy()
     backend = df["backend"].fillna("")
     kind = backend.str.split().str[0].fillna("")  # "fuse (direct, passthrough)" -> "fuse"
@@ -191,6 +192,10 @@ def label_runs(df: pd.DataFrame) -> pd.DataFrame:
     df["driver"] = df["driver"].where((kind == df["driver"]) | (kind == ""), df["driver"] + "/" + backend)
     system = df["system"].fillna(STRATA).str.split().str[0]  # "dockerd 20.10.24" -> "dockerd"
     df["driver"] = df["driver"].where(system == STRATA, system + "/" + df["driver"])
+    # the same series on two backing filesystems or workloads is two series: `vfs [xfs, mixed]`
+    varying = [c for c in ("backing_fs", "workload") if (df.groupby("driver")[c].nunique() > 1).any()]
+    if varying:
+        df["driver"] = df["driver"] + " [" + df[varying].fillna("?").astype(str).agg(", ".join, axis=1) + "]"
     if df["host"].nunique() > 1:  # a cluster run: the same driver on each host is its own series
         df["driver"] = df["driver"] + " on " + df["host"]
     per_driver = df.groupby("driver")["run_id"].nunique()

@@ -15,13 +15,14 @@ extra repetitions, which is cheap next to comparing unequal samples.
 from __future__ import annotations
 
 import logging
+import math
 from collections import defaultdict
 
 import numpy as np
 
 from .config import RunConfig
 from .results import Row
-from .stats import median_ci, precision
+from .stats import CONFIDENCE, median_ci, median_ranks, precision
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +80,8 @@ class Rounds:
             log.info("phase %s: %d rounds (%s, worst CI/median %.3f)", phase, done, reason, worst)
 
     def worst_precision(self, phase: Phase) -> float:
-        """The widest median CI (as a fraction of the median) among the phase's groups."""
+        """The widest median CI (as a fraction of the median) among the phase's groups; a group
+        too small for a 95% interval (n < 6, see bench.stats) is infinitely imprecise."""
         cache, depth = phase
         groups: dict[tuple[str, str, str, str], list[float]] = defaultdict(list)
         for rows in self.sources:
@@ -94,7 +96,10 @@ class Rounds:
         for values in groups.values():
             array = np.asarray(values)
             median = float(np.median(array))
-            widths.append(precision(median, *median_ci(array)) if median > 0 else 0.0)
+            if median_ranks(len(array))[1] < CONFIDENCE:
+                widths.append(math.inf)
+            else:
+                widths.append(precision(median, *median_ci(array)) if median > 0 else 0.0)
         return max(widths, default=0.0)
 
     def facts(self) -> list[dict[str, object]]:

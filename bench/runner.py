@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import math
 import os
 import platform
 import secrets
@@ -48,6 +49,7 @@ from .scenarios import SCENARIOS, Context, layer_create, rootfs, steps_per_drive
 from .scenarios import exec as exec_scenario
 from .scenarios import io as io_scenario
 from .scenarios import pull as pull_scenario
+from .stats import CONFIDENCE
 from .table import rich_table, start_shares, summary, write_summaries
 
 SCENARIO_RUNNERS: dict[str, Callable[[Context], Iterator[None]]] = {
@@ -102,7 +104,8 @@ def expand_drivers(names: list[str]) -> list[str]:
 
 
 def _rounded(value: float) -> float | None:
-    return None if pd.isna(value) else round(float(value), 4)
+    """A figure for run.json: None where there is none or it is unbounded (a one-value group)."""
+    return None if pd.isna(value) or not math.isfinite(value) else round(float(value), 4)
 
 
 def new_run_id() -> str:
@@ -210,10 +213,12 @@ class Run:
                 )
                 try:
                     driver = sandbox.open()
-                    status = driver.status()
-                except Exception as exc:
-                    with signals_held():
+                    status = driver.status()  # aufs mounts a FUSE probe here
+                except BaseException as exc:
+                    with signals_held():  # not yet in `opened`: close it here, Ctrl-C included
                         sandbox.close()
+                    if not isinstance(exc, Exception):
+                        raise
                     if several_fs and isinstance(exc, graphdrivers.errors.DriverNotSupported):
                         record.update(status="unsupported", reason=str(exc))
                         self.warn(f"driver {name} does not run on {fstype} and is left out there: {exc}")
@@ -386,7 +391,13 @@ def statistics(stats: pd.DataFrame, config: RunConfig) -> dict[str, object]:
         "precision_median": _rounded(measured["precision"].median()) if len(measured) else None,
         "precision_worst": _rounded(measured["precision"].max()) if len(measured) else None,
         "groups_above_target": int((measured["precision"] > config.target_ci).sum()) if len(measured) else 0,
+        # groups too small for a 95% interval of the median (n < 6): their CI is [min, max] at ci_level
+        "groups_below_95": int((measured["ci_level"] < CONFIDENCE).sum()) if len(measured) else 0,
     }
+
+
+def _share(value: float | None) -> str:
+    return "unbounded" if value is None else f"{value:.1%}"
 
 
 def print_summary(console: Console, df: pd.DataFrame, out: str, config: RunConfig, facts: dict) -> None:
@@ -398,16 +409,25 @@ def print_summary(console: Console, df: pd.DataFrame, out: str, config: RunConfi
     table = Console(file=sys.stdout, width=max(Console().width, 200))
     table.print(rich_table(stats))
     write_summaries(stats, out)
-    shares = start_shares(stats)
+    shares = start_shares(df)
     if len(shares):
-        table.print("end-to-end start (run_rm_true): the driver's share (create_read_write + get + put + remove)")
-        table.print(shares.to_string(index=False, float_format=lambda v: f"{v:.2f}"), highlight=False)
-    if facts["precision_median"] is not None:
+        table.print("end-to-end start (run_rm_true): the driver's share (create_read_write + get + put + remove); "
+                    "medians in ms with n and 95% CI")
+        table.print(shares.to_string(index=False), highlight=False)
+    if facts["measured_groups"]:
         console.print(
-            f"precision (95% CI width / median): median {facts['precision_median']:.1%}, worst "
-            f"{facts['precision_worst']:.1%}; {facts['groups_above_target']} of {facts['measured_groups']} groups "
+            f"precision (CI width / median): median {_share(facts['precision_median'])}, worst "
+            f"{_share(facts['precision_worst'])}; {facts['groups_above_target']} of {facts['measured_groups']} groups "
             f"above {config.target_ci:.0%}"
             + ("" if config.adaptive else " (fixed --repeat; --repeat auto repeats until precise)"),
+            highlight=False,
+        )
+    if facts["groups_below_95"]:
+        levels = stats.loc[stats["n"] > 0, "ci_level"]
+        console.print(
+            f"note: {facts['groups_below_95']} of {facts['measured_groups']} groups have n < 6, too few for a 95% "
+            f"CI of the median: their CI is [min, max] at the confidence it reaches (as low as {levels.min():.0%}; "
+            "none for n = 1)",
             highlight=False,
         )
     wide = stats[stats["wide"]]

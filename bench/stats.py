@@ -2,8 +2,13 @@
 
 Every table, figure, comparison and the notebook take their numbers from here, so there
 is one rule for what a CI is and what "too wide to compare" means. The bootstrap is
-seeded so the same rows always give the same intervals. A group is flagged `wide` when
-its median is too uncertain to compare: the 95% CI is wider than half the median. The
+seeded so the same rows always give the same intervals. The median's CI is the exact
+distribution-free one: the interval between two order statistics whose ranks come from the
+binomial distribution (any continuous distribution, no resampling). It reaches 95% only from
+n = 6; below that the widest such interval, [min, max], covers the median with probability
+1 - 2 * 0.5**n (75% at n = 3, 94% at n = 5), and `ci_level` says so instead of claiming 95%;
+a single value has no interval at all. A group is flagged `wide` when
+its median is too uncertain to compare: the CI is wider than half the median. The
 IQR is not part of that rule: a broad distribution (a loaded machine, a bimodal step)
 still has a well-known median once n is large enough, and its spread is shown where it
 belongs, in the IQR, p90/p99 and the CDF figures. Tail percentiles are only reported when
@@ -15,6 +20,7 @@ empty rather than guessed.
 from __future__ import annotations
 
 import logging
+import math
 import warnings
 
 import numpy as np
@@ -44,6 +50,7 @@ STAT_COLUMNS = [
     "p99",
     "ci_low",
     "ci_high",
+    "ci_level",
     "precision",
     "wide",
     "note",
@@ -76,14 +83,28 @@ def _bootstrap(samples: tuple[np.ndarray, ...], statistic, seed: int) -> tuple[f
     return float(low), float(high)
 
 
-def median_ci(values: np.ndarray, seed: int = BOOTSTRAP_SEED) -> tuple[float, float]:
-    """95% percentile-bootstrap interval of the median."""
-    values = finite(values)
-    if len(values) == 0:
+def median_ranks(n: int) -> tuple[int, float]:
+    """The 1-based rank j of the order statistics x(j) <= median <= x(n+1-j) for the narrowest
+    symmetric interval that covers the median with at least 95%, and the confidence it
+    reaches: 1 - 2 * P(B <= j-1) with B ~ Binomial(n, 1/2). Below n = 6 no interval reaches
+    95%: j is 1 ([min, max]) and the level is what it really is; n < 2 has no interval (0)."""
+    if n < 2:
+        return 1, 0.0
+    tail = (1 - CONFIDENCE) / 2
+    # ppf: the smallest k with P(B <= k) >= tail, so P(B <= k - 1) < tail: j = k is the
+    # largest rank that keeps 95%; 0 (so 1: [min, max]) when even that falls short
+    j = max(int(sps.binom.ppf(tail, n, 0.5)), 1)
+    return j, float(1 - 2 * sps.binom.cdf(j - 1, n, 0.5))
+
+
+def median_ci(values: np.ndarray) -> tuple[float, float]:
+    """The exact order-statistic interval of the median (95% from n = 6; below that
+    [min, max] at the level `median_ranks` gives); no interval (NaN) for fewer than 2 values."""
+    values = np.sort(finite(values))
+    if len(values) < 2:
         return float("nan"), float("nan")
-    if len(values) == 1:
-        return float(values[0]), float(values[0])
-    return _bootstrap((values,), np.median, seed)
+    j, _ = median_ranks(len(values))
+    return float(values[j - 1]), float(values[len(values) - j])
 
 
 def _median_ratio(base: np.ndarray, new: np.ndarray, axis: int = -1) -> np.ndarray:
@@ -92,19 +113,22 @@ def _median_ratio(base: np.ndarray, new: np.ndarray, axis: int = -1) -> np.ndarr
 
 
 def ratio_ci(base: np.ndarray, new: np.ndarray, seed: int = BOOTSTRAP_SEED) -> tuple[float, float]:
-    """95% bootstrap interval of median(new) / median(base), resampling both independently."""
+    """95% bootstrap interval of median(new) / median(base), resampling both independently;
+    none (NaN) when a side has a single value: resampling it cannot show its uncertainty."""
     base, new = finite(base), finite(new)
-    if len(base) == 0 or len(new) == 0:
+    if len(base) < 2 or len(new) < 2:
         return float("nan"), float("nan")
-    if len(base) == 1 and len(new) == 1:
-        point = float(_median_ratio(base, new))
-        return point, point
     return _bootstrap((base, new), _median_ratio, seed)
 
 
 def precision(median: float, ci_low: float, ci_high: float) -> float:
-    """Width of the median's CI as a fraction of the median (0.10 = +-5%)."""
-    return (ci_high - ci_low) / median if median > 0 else float("nan")
+    """Width of the median's CI as a fraction of the median (0.10 = +-5%); a median with
+    no interval (one value) is infinitely imprecise, never perfectly precise."""
+    if not median > 0:
+        return float("nan")
+    if not (np.isfinite(ci_low) and np.isfinite(ci_high)):
+        return math.inf
+    return (ci_high - ci_low) / median
 
 
 def describe(values: np.ndarray) -> dict[str, object]:
@@ -114,6 +138,7 @@ def describe(values: np.ndarray) -> dict[str, object]:
         return {k: (0 if k == "n" else False if k == "wide" else float("nan")) for k in STAT_COLUMNS if k != "note"}
     q1, median, q3 = np.percentile(values, [25, 50, 75])
     low, high = median_ci(values)
+    _, level = median_ranks(n)
     tails = {
         name: float(np.percentile(values, p)) if n >= need else float("nan")
         for name, (p, need) in TAIL_PERCENTILES.items()
@@ -131,13 +156,15 @@ def describe(values: np.ndarray) -> dict[str, object]:
         **tails,
         "ci_low": low,
         "ci_high": high,
+        "ci_level": level,
         "precision": width,
         "wide": wide,
     }
 
 
 def summarize(df: pd.DataFrame, keys: list[str] | None = None) -> pd.DataFrame:
-    """One row per group with n, median, IQR, min, max, p90/p99, bootstrap CI, precision, `wide`, notes."""
+    """One row per group with n, median, IQR, min, max, p90/p99, the median's CI and its level,
+    precision, `wide`, notes."""
     keys = keys or GROUP_KEYS
     out = []
     for key, group in df.groupby(keys, dropna=False, sort=True):

@@ -51,6 +51,7 @@ def validate_id(layer_id: object) -> str:
 
 
 DISOWNED_DIR = ".disowned"  # in a driver home: one file per layer left mounted past its instance
+PARTIAL = ".partial-"  # prefix of a disowned record being written (no layer id starts with "."), renamed when complete
 
 class Driver(ABC):
     """Base of every graphdriver.
@@ -140,16 +141,25 @@ class Driver(ABC):
         with self._layer_lock(id):
             if self._refs.get(id, 0) > 0:
                 raise LayerInUse(id, f"it is mounted ({self._refs[id]} reference(s))")
+            if self._disowned_path(id) is not None:
+                raise LayerInUse(id, "an earlier instance left it mounted for a running container (get or adopt it, "
+                                     "then put it)")
             if not self._exists(id):
                 raise LayerNotFound(id)
             self._remove(id)
             log.debug("%s: removed layer %s", self.name, id)
 
     def get(self, id: str, mount_label: str = "") -> str:
-        """Make the layer's full filesystem visible; every call needs a matching `put`."""
+        """Make the layer's full filesystem visible; every call needs a matching `put`. A
+        layer an earlier instance disowned is still mounted (its container runs in it): the
+        first `get` takes that mount over as its reference instead of mounting it again."""
         validate_id(id)
         with self._layer_lock(id):
             count = self._refs.get(id, 0)
+            disowned = self._disowned_path(id) if count == 0 else None
+            if disowned is not None:
+                self._take_over(id, disowned)
+                return disowned
             if count == 0:
                 if not self._exists(id):
                     raise LayerNotFound(id)
@@ -193,8 +203,10 @@ class Driver(ABC):
             path = self._paths.pop(id)
             del self._refs[id]
             os.makedirs(self._disowned_dir, mode=0o700, exist_ok=True)
-            with open(os.path.join(self._disowned_dir, id), "w") as f:
+            partial = os.path.join(self._disowned_dir, PARTIAL + id)
+            with open(partial, "w") as f:  # a crash leaves no empty record, only a partial one
                 f.write(path)
+            os.replace(partial, os.path.join(self._disowned_dir, id))
             self._disown(id, path)
             log.debug("%s: layer %s stays mounted at %s past this instance", self.name, id, path)
             return path
@@ -206,14 +218,26 @@ class Driver(ABC):
         with self._layer_lock(id):
             if self._refs.get(id):
                 raise LayerInUse(id, "this instance has mounted it itself")
-            self._refs[id] = 1
-            self._paths[id] = path
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(os.path.join(self._disowned_dir, id))
+            self._take_over(id, path)
+
+    def _take_over(self, id: str, path: str) -> None:
+        """One reference to the disowned mount at `path`, and the record of it gone."""
+        self._refs[id] = 1
+        self._paths[id] = path
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(os.path.join(self._disowned_dir, id))
 
     def is_disowned(self, id: str) -> bool:
         """Whether an instance left the layer mounted past its end (see `disown`)."""
-        return os.path.exists(os.path.join(self._disowned_dir, id))
+        return self._disowned_path(id) is not None
+
+    def _disowned_path(self, id: str) -> str | None:
+        """Where a disowned layer is mounted, from its record; None without a (complete) one."""
+        try:
+            with open(os.path.join(self._disowned_dir, id)) as f:
+                return f.read() or None
+        except FileNotFoundError:
+            return None
 
     def disowned_mounts(self) -> set[str]:
         """Mount points of disowned layers: recovery at startup must leave them mounted."""
@@ -223,8 +247,12 @@ class Driver(ABC):
             return set()
         found = set()
         for name in names:
+            if name.startswith(PARTIAL):
+                continue  # disown crashed before the record was complete: nothing was left mounted by it
             with contextlib.suppress(OSError), open(os.path.join(self._disowned_dir, name)) as f:
-                found.add(os.path.realpath(f.read()))
+                path = f.read()
+                if path:  # an empty record (written in place by older versions) names nothing
+                    found.add(os.path.realpath(path))
         return found
 
     def disown_unsupported(self) -> str | None:

@@ -125,7 +125,8 @@ def xfs_prjquota(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     except OSError as exc:
         if exc.errno != errno.EINVAL:
             raise
-        pytest.skip("this kernel cannot mount xfs with prjquota (built without CONFIG_XFS_QUOTA)")
+        pytest.skip("missing kernel backend: this kernel cannot mount xfs with prjquota (built without "
+                    "CONFIG_XFS_QUOTA)")
     try:
         root = os.path.join(fs.mountpoint, "root")
         os.mkdir(root)

@@ -54,8 +54,10 @@ class Peers:
                 continue
             try:
                 peer.start()
-            except Exception as exc:
-                peer.close()
+            except BaseException as exc:
+                peer.close()  # Ctrl-C too: a daemon in its own session would not get it and stay
+                if not isinstance(exc, Exception):
+                    raise
                 reason = exc if isinstance(exc, PeerFailed) else f"{type(exc).__name__}: {exc}"
                 record.update(status="failed", errors=[f"start: {reason}"])
                 self.warn(f"peer {label} failed to start and is left out: {reason}")

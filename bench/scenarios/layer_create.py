@@ -44,13 +44,15 @@ def _allocated(driver, layer_id: str, tar_path: str) -> int:  # type: ignore[no-
 
 
 def _chain(ctx: Context, rep: Repetition) -> None:
+    """The timed chain first, untouched between its steps; then, in every repetition alike
+    (warm-ups too, so measured chains are followed by what warm-up chains are), each layer's
+    allocated bytes, which need a get+put per layer and so must not fall between timed steps."""
     driver, mnt = ctx.driver, ctx.sandbox.mountpoint
     with Layers(driver, f"lc{rep.index}{rep.cache[0]}") as layers:
         settle(mnt, ctx.sandbox.backing_fs)
         rep.start()
         chain_before = used_bytes(mnt)
-        total_create = total_apply = 0.0
-        chain_allocated = 0
+        timed = []  # per layer: id, create seconds, apply_diff seconds, used bytes before and after
         parent = None
         for i, layer in enumerate(ctx.workload.layers):
             layer_id = layers.new_id(f"l{i}")
@@ -63,25 +65,24 @@ def _chain(ctx: Context, rep: Repetition) -> None:
                 t2 = clock()
                 driver.apply_diff(layer_id, parent, stream)
                 t3 = clock()
-            after = used_bytes(mnt)
-            total_create += t1 - t0
-            total_apply += t3 - t2
-            if rep.measured:
-                allocated = _allocated(driver, layer_id, layer.path)
-                chain_allocated += allocated
-                common = {"layer": i, "depth": i + 1, "files": layer.files, "bytes": layer.bytes, **rep.columns()}
-                ctx.row(SCENARIO, "create", seconds=t1 - t0, **common)
-                ctx.row(SCENARIO, "apply_diff", seconds=t3 - t2, **common)
-                ctx.row(SCENARIO, "create+apply_diff", seconds=(t1 - t0) + (t3 - t2), **common).with_space(
-                    before, after, allocated
-                )
+            timed.append((layer_id, t1 - t0, t3 - t2, before, used_bytes(mnt)))
             parent = layer_id
         chain_after = used_bytes(mnt)
-        if rep.measured:
-            wl = ctx.workload
-            common = {"layer": -1, "depth": len(wl.layers), "files": wl.files, "bytes": wl.bytes, **rep.columns()}
-            ctx.row(SCENARIO, "chain:create", seconds=total_create, **common)
-            ctx.row(SCENARIO, "chain:apply_diff", seconds=total_apply, **common)
-            ctx.row(SCENARIO, "chain:create+apply_diff", seconds=total_create + total_apply, **common).with_space(
-                chain_before, chain_after, chain_allocated
+        allocated = [_allocated(driver, t[0], layer.path) for t, layer in zip(timed, ctx.workload.layers, strict=True)]
+        if not rep.measured:
+            return
+        for i, ((_, create, apply, before, after), layer) in enumerate(zip(timed, ctx.workload.layers, strict=True)):
+            common = {"layer": i, "depth": i + 1, "files": layer.files, "bytes": layer.bytes, **rep.columns()}
+            ctx.row(SCENARIO, "create", seconds=create, **common)
+            ctx.row(SCENARIO, "apply_diff", seconds=apply, **common)
+            ctx.row(SCENARIO, "create+apply_diff", seconds=create + apply, **common).with_space(
+                before, after, allocated[i]
             )
+        wl = ctx.workload
+        total_create, total_apply = sum(t[1] for t in timed), sum(t[2] for t in timed)
+        common = {"layer": -1, "depth": len(wl.layers), "files": wl.files, "bytes": wl.bytes, **rep.columns()}
+        ctx.row(SCENARIO, "chain:create", seconds=total_create, **common)
+        ctx.row(SCENARIO, "chain:apply_diff", seconds=total_apply, **common)
+        ctx.row(SCENARIO, "chain:create+apply_diff", seconds=total_create + total_apply, **common).with_space(
+            chain_before, chain_after, sum(allocated)
+        )

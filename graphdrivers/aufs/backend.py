@@ -59,10 +59,11 @@ def choose(wanted: str | None, *, passthrough: bool, server: str, given: frozens
     has_aufs = kernel_backend.available()
     chosen = wanted or ("kernel" if has_aufs else "fuse")
     if chosen == "kernel":
+        for key in ("aufs.fuse_server", "aufs.fuse_passthrough"):
+            if key in given:
+                raise InvalidOption(f"{key} applies to the FUSE backend, not to kernel aufs")
         if not has_aufs:
             raise DriverNotSupported("aufs", "the kernel has no aufs (not in /proc/filesystems); use aufs.backend=fuse")
-        if "aufs.fuse_server" in given:
-            raise InvalidOption("aufs.fuse_server applies to the FUSE backend, not to kernel aufs")
         return kernel_backend.KernelBackend()
     if not os.path.exists("/dev/fuse"):
         raise DriverNotSupported("aufs", "the FUSE backend needs /dev/fuse (modprobe fuse)")

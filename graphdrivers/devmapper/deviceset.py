@@ -76,7 +76,8 @@ class Settings:
 
 class DeviceSet:
     def __init__(self, home: str, pool: ThinPool, settings: Settings, keep: frozenset[str] = frozenset()) -> None:
-        """`keep`: mount points recovery leaves mounted (detached containers run in them)."""
+        """`keep`: paths whose mounts recovery leaves mounted (detached containers run in them):
+        a mount point that is one of them or holds one (mnt/<id> for mnt/<id>/rootfs)."""
         self.home = home
         self._keep = keep
         self.pool = pool
@@ -157,7 +158,9 @@ class DeviceSet:
             raise DriverStateError(f"{self.home}/transaction-metadata is not valid JSON: {exc}") from None
 
     def _recover(self) -> None:
-        for point in set(mountutil.mounts_under(self.mnt_dir)) - self._keep:  # left by a process that died
+        for point in set(mountutil.mounts_under(self.mnt_dir)):
+            if any(kept == point or kept.startswith(point + "/") for kept in self._keep):
+                continue  # a disowned layer's mount: `get` returned its rootfs/ below the mount point
             log.info("devmapper: unmounting %s, left mounted by a process that died", point)
             mountutil.umount_retry(point)
         txn = self._read_txn()

@@ -85,7 +85,8 @@ class DevmapperDriver(Driver):
 
     @staticmethod
     def _choose_backend(opts: DevmapperOptions) -> str:
-        """dm-thin when the kernel has it (or when asked for), else the reflink pool."""
+        """dm-thin when the kernel has it (or when asked for), else the reflink pool (which
+        refuses the dm-thin-only dm.use_deferred_removal rather than ignore it)."""
         wanted = opts.backend
         reason = dmthinpool.unavailable_reason() if wanted != "reflink" else None
         if wanted == "dmthin" or opts.thinpooldev:
@@ -94,6 +95,9 @@ class DevmapperDriver(Driver):
             return "dmthin"
         if wanted is None and reason is None:
             return "dmthin"
+        if opts.use_deferred_removal:  # the reflink pool's devices are files: nothing to defer
+            raise InvalidOption("dm.use_deferred_removal=true needs the dmthin backend (device-mapper devices); "
+                                "the reflink pool has no device to remove")
         return "reflink"
 
     def _pool_name(self) -> str:

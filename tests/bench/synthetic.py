@@ -51,28 +51,36 @@ def write_run(
     commit: str = "0" * 40,
     started: str = "2026-01-01T00:00:00+00:00",
     hosts: dict[str, float] | None = None,
+    systems: dict[str, float] | None = None,
+    filesystems: dict[str, float] | None = None,
 ) -> str:
     """Write a result directory; `slower` maps (driver, step, depth, execdriver) to a factor,
     and groups in `without` are left out. `hosts` (name -> factor) makes a cluster run: every
-    group on each host, that much slower there, and run.json's `hosts`."""
+    group on each host, that much slower there, and run.json's `hosts`. `systems` (strata or
+    a peer -> factor) and `filesystems` (backing filesystem -> factor; `slower` keys may then
+    end in the filesystem) measure every group once per system and filesystem."""
     rng = np.random.default_rng(seed)
     slower = slower or {}
     settings = RunConfig(drivers=list(drivers), scenarios=list(STEPS), depths=(1, 8), repeat=n, quick=True)
     rows = []
-    for (host, host_factor), driver in itertools.product((hosts or {"": 1.0}).items(), drivers):
+    places = itertools.product(
+        (hosts or {"": 1.0}).items(), (systems or {results.STRATA: 1.0}).items(), (filesystems or {"": 1.0}).items()
+    )
+    for ((host, host_factor), (system, system_factor), (fs, fs_factor)), driver in itertools.product(places, drivers):
         for scenario, steps in STEPS.items():
             for step, execdriver, depth, median in steps:
                 group = (driver, step, depth, execdriver)
                 if group in without:
                     continue
-                factor = DRIVER_FACTOR[driver] * slower.get(group, 1.0) * host_factor
+                change = slower.get(group, 1.0) * slower.get((*group, fs), 1.0)
+                factor = DRIVER_FACTOR[driver] * change * host_factor * system_factor * fs_factor
                 for i, seconds in enumerate(rng.lognormal(math.log(median * factor), sigma, n)):
                     rows.append(
                         results.Row(
                             run_id=run_id,
                             driver=driver,
                             backend=driver,
-                            backing_fs="btrfs" if driver == "btrfs" else "ext4",
+                            backing_fs=fs or ("btrfs" if driver == "btrfs" else "ext4"),
                             scenario=scenario,
                             step=step,
                             workload="busybox",
@@ -82,6 +90,7 @@ def write_run(
                             seconds=float(seconds),
                             execdriver=execdriver,
                             host=host,
+                            system=system,
                             worker=f"tcp://{host}:1234" if host else "local",
                         )
                     )

@@ -20,12 +20,13 @@ def verdict_lines(out: str, verdict: str) -> list[str]:
     return [line for line in out.splitlines() if verdict in line and "│" in line]
 
 
-def test_same_distribution_is_no_difference(tmp_path, capsys) -> None:
-    base = write_run(str(tmp_path / "a"), seed=1)
-    new = write_run(str(tmp_path / "b"), seed=2)
+@pytest.mark.parametrize("seeds", [(1, 2), (4, 4)], ids=["same-distribution", "identical-runs"])
+def test_same_distribution_is_no_difference(tmp_path, capsys, seeds: tuple[int, int]) -> None:
+    base = write_run(str(tmp_path / "a"), seed=seeds[0])
+    new = write_run(str(tmp_path / "b"), seed=seeds[1])
     status, out = compare(capsys, base, new)
     assert status == 0, out
-    assert "0 SLOWER, 0 FASTER" in out and "no difference" in out
+    assert "0 SLOWER, 0 FASTER, 16 no difference" in out and "\nno difference" in out
     assert "same configuration, machine and software" in out
 
 
@@ -168,3 +169,46 @@ def test_two_cluster_runs_compare_host_by_host(tmp_path, capsys) -> None:
     other = write_run(str(tmp_path / "c"), seed=2, hosts={"h1": 1.0, "h3": 1.0})
     status, out = compare(capsys, base, other)
     assert status == 2 and "the runs measured different hosts" in out
+
+
+def test_peers_and_filesystems_are_never_pooled_with_strata(tmp_path, capsys) -> None:
+    """dockerd's rows (five times slower) and a second backing filesystem are groups of their
+    own: 20 values a side each, and a change on xfs alone is found on xfs alone."""
+    where = {"systems": {"strata": 1.0, "dockerd 20.10.24": 5.0}, "filesystems": {"ext4": 1.0, "xfs": 1.3}}
+    base = write_run(str(tmp_path / "a"), seed=1, **where)
+    new = write_run(str(tmp_path / "b"), seed=2, slower={(*ONE_GROUP, "xfs"): 3.0}, **where)
+    status, out = compare(capsys, base, new)
+    assert status == 1, out
+    rows = [line for line in out.splitlines() if "│" in line and "create_read_write+get" in line]
+    assert len(rows) == 2 * 2 * 2 * 2  # 2 systems x 2 filesystems x 2 drivers x 2 depths
+    assert all("20/20" in line for line in rows)
+    slower = verdict_lines(out, "SLOWER")
+    assert len(slower) == 2 and all("xfs" in line and "overlay2" in line and "│     8 │" in line for line in slower)
+    assert {line.split("│")[2].strip() for line in slower} == {"strata", "dockerd 20.10.24"}
+
+
+def test_half_the_drivers_changing_leaves_the_other_half_alone(tmp_path, capsys) -> None:
+    """overlay2 1.5x slower on every exec group, vfs untouched: that is no common shift, and
+    vfs must not come out FASTER by dividing out half of overlay2's change."""
+    base = write_run(str(tmp_path / "a"), seed=1)
+    half = {("overlay2", "true", 2, x): 1.5 for x in ("oci", "native")}
+    new = write_run(str(tmp_path / "b"), seed=2, slower=half)
+    status, out = compare(capsys, base, new)
+    assert status == 1, out
+    assert not verdict_lines(out, "FASTER")
+    slower = verdict_lines(out, "SLOWER")
+    assert len(slower) == 2 and all("overlay2" in line and "true" in line for line in slower)
+    assert "exec: median ratio" in out and "no common shift, groups judged on raw ratios" in out
+
+
+def test_an_unmoved_group_in_a_shifted_scenario_is_not_called_faster(tmp_path, capsys) -> None:
+    """Every rootfs group but one 1.3x slower: the one that did not move is not FASTER on its
+    own change (ratio / 1.3 = 0.77): its raw change is not significant."""
+    base = write_run(str(tmp_path / "a"), seed=1)
+    groups = [(d, step, depth, "") for d in ("vfs", "overlay2") for step in ("create_read_write+get", "put")
+              for depth in (1, 8)]  # fmt: skip
+    new = write_run(str(tmp_path / "b"), seed=2, slower={g: 1.3 for g in groups if g != ("vfs", "put", 1, "")})
+    status, out = compare(capsys, base, new)
+    assert "rootfs: median ratio 1.3" in out and "7 agree on one ratio within their CIs" in out
+    assert not verdict_lines(out, "FASTER") and not verdict_lines(out, "SLOWER")
+    assert status == 1 and "SLOWER (whole scenario): rootfs" in out

@@ -35,6 +35,7 @@ def test_a_step_is_flagged_exactly_where_it_happened(tmp_path, capsys) -> None:
     assert "1 step(s) flagged" in text
     (row,) = [line for line in text.splitlines() if "│" in line and "vfs" in line]
     assert "put" in row and "22222222 2026-01-02" in row and "33333333 2026-01-03" in row
+    assert row.count("n=20") == 2 and row.count("..") == 2  # each side's n and median CI
     assert (out / "step_000.png").exists() and (out / "step_000.pdf").exists()
     assert (out / "history.csv").read_text().count("\n") > 4 * 16
 

@@ -42,6 +42,12 @@ def _peer_dirs() -> set[str]:
     return {d for pattern in PEER_DIRS for d in glob.glob(pattern)}
 
 
+def _peer_dirs_of(scratch: str, before: set[str]) -> set[str]:
+    """The peer run directories that appeared since `before` and belong to the run using
+    `scratch`: a process names both (other runs on this machine make their own)."""
+    return {d for d in _peer_dirs() - before if any(scratch in c for c in _our_processes([d]))}
+
+
 def _assert_nothing_left(scratch: str, run_dirs: set[str]) -> None:
     assert mountutil.mounts_under(scratch) == []
     for d in run_dirs:
@@ -125,20 +131,25 @@ def test_peer_run_leaves_nothing(peer_run) -> None:
     _assert_nothing_left(scratch, run_dirs)
 
 
-def test_a_peer_that_cannot_start_is_an_error_row_and_the_run_goes_on(tmp_path) -> None:
+def _with_fake_dockerd(tmp_path, script: str) -> tuple[list[str], dict[str, str], str, str]:
+    """A `dockerd` shell script first on PATH, and the argv of a one-repetition exec run with it
+    as the peer: (argv, env, out, scratch)."""
     fake = tmp_path / "bin"
     fake.mkdir()
-    (fake / "dockerd").write_text("#!/bin/sh\necho 'dockerd: cannot start here' >&2\nexit 1\n")
+    (fake / "dockerd").write_text(f"#!/bin/sh\n{script}\n")
     (fake / "dockerd").chmod(0o755)
     out, scratch = str(tmp_path / "out"), str(tmp_path / "scratch")
     env = {**os.environ, "PATH": f"{fake}:{os.environ['PATH']}",
            "PYTHONPATH": os.pathsep.join(filter(None, [REPO, os.environ.get("PYTHONPATH")]))}  # fmt: skip
-    proc = subprocess.run(
-        [sys.executable, "-m", "bench.cli", "run", "--driver", "vfs", "--peer", "dockerd", "--scenario", "exec",
-         "--execdriver", "oci", "--no-floors", "--quick", "--repeat", "1", "--warmup", "0", "--out", out,
-         "--scratch", scratch],
-        env=env, capture_output=True, text=True, timeout=600, check=False,
-    )  # fmt: skip
+    argv = [sys.executable, "-m", "bench.cli", "run", "--driver", "vfs", "--peer", "dockerd", "--scenario", "exec",
+            "--execdriver", "oci", "--no-floors", "--quick", "--repeat", "1", "--warmup", "0", "--out", out,
+            "--scratch", scratch]  # fmt: skip
+    return argv, env, out, scratch
+
+
+def test_a_peer_that_cannot_start_is_an_error_row_and_the_run_goes_on(tmp_path) -> None:
+    argv, env, out, scratch = _with_fake_dockerd(tmp_path, "echo 'dockerd: cannot start here' >&2\nexit 1")
+    proc = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=600, check=False)
     assert proc.returncode == 1, proc.stderr
     assert "peer dockerd/vfs failed to start" in " ".join(proc.stderr.split())
     df = results.load([out])
@@ -169,7 +180,7 @@ def test_sigint_in_the_middle_of_a_peer_step_leaves_nothing(tmp_path) -> None:
 
     def peer_step_running() -> bool:
         nonlocal run_dirs
-        run_dirs = _peer_dirs() - before
+        run_dirs |= _peer_dirs_of(scratch, before)
         clients = [c for c in _our_processes(list(run_dirs)) if c.split()[0].endswith(("/docker", "/podman"))]
         return any(" start " in c or " create " in c or " load " in c for c in clients)
 
@@ -207,3 +218,24 @@ def test_peers_and_floors_get_their_fixed_colours() -> None:
     assert labels[0] == "overlay2" and labels[1].startswith("dockerd/") and labels[2].startswith("podman/")
     assert [colour(label) for label in labels] == [FIXED["overlay2"], FIXED["dockerd"], FIXED["podman"],
                                                    FIXED["floor"]]  # fmt: skip
+
+
+def test_sigint_while_a_peer_starts_leaves_nothing(tmp_path) -> None:
+    """Ctrl-C while dockerd is still starting: its containerd and the daemon (each in a session
+    of its own, so the terminal's SIGINT never reaches them) are stopped, nothing stays."""
+    never_ready = 'case "$1" in --version) echo "Docker version 20.10.24";; *) while :; do sleep 0.2; done;; esac'
+    argv, env, _, scratch = _with_fake_dockerd(tmp_path, never_ready)  # its containerd is real
+    before = _peer_dirs()
+    proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    run_dirs: set[str] = set()
+
+    def starting() -> bool:
+        nonlocal run_dirs
+        run_dirs |= _peer_dirs_of(scratch, before)
+        return bool(run_dirs) and bool(_our_processes([str(tmp_path / "bin" / "dockerd")]))
+
+    err = interrupt_when(proc, starting, within=300)
+    assert proc.returncode == 130, err
+    assert run_dirs
+    _assert_nothing_left(scratch, run_dirs)
+    assert _our_processes([str(tmp_path)]) == []  # the fake daemon and its containerd too

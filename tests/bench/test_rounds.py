@@ -33,6 +33,19 @@ def test_rounds_auto_stops_when_every_group_is_precise() -> None:
     assert rounds.facts()[0]["reason"] == "precise"
 
 
+def test_rounds_auto_never_calls_a_group_too_small_for_a_95_percent_ci_precise() -> None:
+    """Five identical-looking values have no 95% CI of their median (n < 6), one value none at all."""
+    rounds = Rounds(RunConfig(drivers=["vfs"], scenarios=["rootfs"], repeat=1, adaptive=True, max_repeat=30))
+    tight = _rows("vfs", [1.0, 1.001, 0.999, 1.0, 1.0])
+    rounds.watch(tight)
+    assert rounds.worst_precision(("warm", 1)) == float("inf") and rounds.more(("warm", 1), 5)
+    tight += _rows("vfs", [1.0])
+    assert rounds.worst_precision(("warm", 1)) < 0.01 and not rounds.more(("warm", 1), 6)
+    single = Rounds(RunConfig(drivers=["vfs"], scenarios=["rootfs"], repeat=1, adaptive=True))
+    single.watch(_rows("vfs", [1.0]))
+    assert single.more(("warm", 1), 1)
+
+
 def test_rounds_auto_is_bounded_by_max_repeat_and_max_time() -> None:
     noisy = _rows("vfs", [1.0, 3.0, 0.5, 2.0, 0.7, 4.0])
     config = RunConfig(drivers=["vfs"], scenarios=["rootfs"], repeat=5, adaptive=True, max_repeat=6)

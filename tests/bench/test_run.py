@@ -299,3 +299,27 @@ def test_a_storage_opt_for_no_driver_of_the_run_is_refused(tmp_path) -> None:
     proc = bench("run", "--driver", "vfs", "-o", "passthrough", "--quick", "--out", str(tmp_path))
     assert proc.returncode == 2 and "DRIVER.KEY=VALUE" in proc.stderr
     assert os.listdir(tmp_path) == []
+
+
+def test_ctrl_c_while_a_driver_reports_its_status_leaves_nothing(tmp_path, monkeypatch) -> None:
+    """Ctrl-C arriving inside driver.status() -- after the sandbox's loop filesystem is
+    mounted, before the driver counts as opened -- still unmounts and detaches it."""
+    from bench.config import RunConfig
+    from bench.runner import Run
+    from graphdrivers.vfs.driver import VfsDriver
+
+    seen: list[str] = []
+
+    def interrupted_status(self: VfsDriver) -> list[tuple[str, str]]:
+        seen.extend(mountutil.mounts_under(scratch))  # the sandbox is mounted at this point
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(VfsDriver, "status", interrupted_status)
+    scratch, out = str(tmp_path / "scratch"), str(tmp_path / "out")
+    config = RunConfig(drivers=["vfs"], scenarios=["rootfs"], depths=(1,), repeat=1, warmup=0, quick=True,
+                       out=out, scratch=scratch)  # fmt: skip
+    assert Run(config, ["bench", "run"]).execute() == 130
+    assert seen  # it was interrupted with the loop filesystem mounted
+    assert not os.path.exists(scratch) and mountutil.mounts_under(str(tmp_path)) == []
+    assert loopdev.devices_for(os.path.join(scratch, "vfs-ext4", "ext4.img")) == []
+    assert results.load_run(out)["interrupted"] is True

@@ -22,8 +22,29 @@ def test_precision_and_wide_follow_the_median_ci() -> None:
     assert tight["precision"] < 0.01 and not tight["wide"]
     loose = stats.describe(np.array([1.0, 5.0, 1.2, 6.0, 0.8]))
     assert loose["precision"] > stats.WIDE_SPREAD and loose["wide"]
-    single = stats.describe(np.array([3.0]))
-    assert (single["ci_low"], single["ci_high"]) == (3.0, 3.0)
+    single = stats.describe(np.array([3.0]))  # one value: no interval, never "perfectly precise"
+    assert math.isnan(single["ci_low"]) and math.isnan(single["ci_high"]) and single["ci_level"] == 0
+    assert single["precision"] == math.inf and single["wide"]
+
+
+def test_median_ci_is_the_exact_order_statistic_interval() -> None:
+    """Ranks from the binomial: 95% from n = 6; below that [min, max] at its real level."""
+    assert stats.median_ranks(3) == (1, 0.75)
+    assert stats.median_ranks(5) == (1, 0.9375)
+    assert stats.median_ranks(6) == (1, 0.96875)
+    assert stats.median_ranks(20)[0] == 6  # the textbook x(6)..x(15)
+    values = np.arange(1.0, 21.0)
+    assert stats.median_ci(values) == (6.0, 15.0)
+    three = stats.describe(np.array([2.0, 1.0, 3.0]))
+    assert (three["ci_low"], three["ci_high"], three["ci_level"]) == (1.0, 3.0, 0.75)
+
+
+def test_median_ci_covers_the_true_median_at_least_as_often_as_it_says() -> None:
+    rng = np.random.default_rng(7)
+    for n in (3, 6, 10, 30):
+        samples = rng.lognormal(0.0, 0.5, (4000, n))  # true median 1
+        covered = [low <= 1.0 <= high for low, high in map(stats.median_ci, samples)]
+        assert np.mean(covered) >= stats.median_ranks(n)[1] - 0.015, n
 
 
 def test_ratio_ci_brackets_the_ratio() -> None:
@@ -64,3 +85,68 @@ def test_x_fastest_ranks_drivers_within_a_run_only(tmp_path) -> None:
     stats = summary(label_runs(results.load([slow, fast])))
     assert set(stats["run_id"]) == {"20260101T000000Z-aaaa", "20260102T000000Z-bbbb"}
     assert (stats["vs_fastest"] == 1.0).all()
+
+
+def _summary_of(directory: str, **changes: object):
+    from bench import results
+    from bench.table import summary
+
+    df = results.load([directory])
+    for column, value in changes.items():
+        df[column] = value(df) if callable(value) else value
+    return summary(df)
+
+
+def test_x_floor_and_space_x_never_pool_backing_filesystems(tmp_path) -> None:
+    """vfs on ext4 and on xfs (twice as slow, three times the space), each with its floor:
+    each row divides by the floor on its own filesystem and shows its own space."""
+    from .synthetic import write_run
+
+    run = write_run(str(tmp_path / "a"), drivers=("vfs",), systems={"strata": 1.0, "floor": 0.5},
+                    filesystems={"ext4": 1.0, "xfs": 2.0})  # fmt: skip
+    stats = _summary_of(run, space_amplification=lambda df: df["backing_fs"].map({"ext4": 1.0, "xfs": 3.0}))
+    strata = stats[(stats["system"] == "strata") & (stats["step"] != "true")]  # `true`: the fastest runtime's floor
+    assert strata["vs_floor"].between(1.6, 2.4).all(), strata[["backing_fs", "step", "vs_floor"]]
+    assert (strata["vs_floor_low"] < strata["vs_floor"]).all() and (strata["vs_floor"] < strata["vs_floor_high"]).all()
+    space = stats.groupby("backing_fs")["space_amplification"].agg(["min", "max"])
+    assert space.loc["ext4"].tolist() == [1.0, 1.0] and space.loc["xfs"].tolist() == [3.0, 3.0]
+    assert (stats["space_n"] == stats["n"]).all()
+
+
+def test_x_fastest_carries_a_ci_and_the_fastest_is_the_reference(tmp_path) -> None:
+    from .synthetic import write_run
+
+    stats = _summary_of(write_run(str(tmp_path / "a"), n=30))
+    fastest, others = stats[stats["vs_fastest"] == 1.0], stats[stats["vs_fastest"] > 1.0]
+    assert len(fastest) == 8 and len(others) == 8  # overlay2 beats vfs (3x) in every group
+    assert fastest["vs_fastest_low"].isna().all()
+    assert ((others["vs_fastest_low"] < 3.0) & (3.0 < others["vs_fastest_high"])).all()
+
+
+def test_x_fastest_is_empty_across_cells_that_were_not_interleaved(tmp_path) -> None:
+    """--isolate process / --cluster: each driver's cell ran on its own, so drivers are not
+    ranked against each other; a peer measured in the same cell still is."""
+    from .synthetic import write_run
+
+    run = write_run(str(tmp_path / "a"), systems={"strata": 1.0, "dockerd 20.10.24": 2.0})
+    stats = _summary_of(run, worker="process")
+    assert stats["vs_fastest"].between(0.99, 1.01).sum() == 16  # strata, fastest in its own cell
+    assert stats.loc[stats["system"] != "strata", "vs_fastest"].between(1.6, 2.4).all()
+    alone = _summary_of(write_run(str(tmp_path / "b")), worker="process")
+    assert alone["vs_fastest"].isna().all()
+
+
+def test_figure_series_tell_backing_filesystems_and_workloads_apart(tmp_path) -> None:
+    """One driver on two filesystems and two workloads is four series, each its driver's colour."""
+    import pandas as pd
+
+    from bench import palette, results
+
+    from .synthetic import write_run
+
+    a = results.load([write_run(str(tmp_path / "a"), drivers=("vfs",), filesystems={"ext4": 1.0, "xfs": 2.0})])
+    b = a.assign(workload="mixed")
+    labels = set(results.label_runs(pd.concat([a, b], ignore_index=True))["driver"])
+    assert labels == {"vfs [ext4, busybox]", "vfs [xfs, busybox]", "vfs [ext4, mixed]", "vfs [xfs, mixed]"}
+    assert {palette.colour(label) for label in labels} == {palette.colour("vfs")}
+    assert set(results.label_runs(a[a["backing_fs"] == "ext4"])["driver"]) == {"vfs"}  # nothing varies: plain

@@ -25,18 +25,21 @@ ROUNDS = 20
 
 
 @pytest.fixture(scope="module")
-def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[list[str], dict[str, str], list[str] | None]]:
+def setup(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[tuple[list[str], dict[str, str], tuple[list[str], dict[str, str]]]]:
+    podman.require()
     work = tmp_path_factory.mktemp("bench-cli")
     image = testimages.write(str(work / "busybox.tar"), [testimages.busybox(str(work / "build"))])
     fs = LoopFilesystem(str(work / "backing"), "ext4", 1 << 30).create()
-    peer = podman.PrivatePodman(os.path.join(fs.mountpoint, "podman")) if podman.available() else None
+    peer = None
     try:
+        peer = podman.PrivatePodman(os.path.join(fs.mountpoint, "podman"))
         strata, env = strata_command(str(work / "pycache"), "--root", os.path.join(fs.mountpoint, "strata"),
                                      "--driver", "overlay2")
         check([*strata, "load", "-i", image], env)
-        if peer is not None:
-            peer.podman("load", "-i", image)
-        yield strata, env, peer.command("run", "--rm", "--network", "none", "busybox", "true") if peer else None
+        peer.podman("load", "-i", image)
+        yield strata, env, (peer.command("run", "--rm", "--network", "none", "busybox", "true"), peer.env)
     finally:
         if peer is not None:
             peer.remove()
@@ -45,8 +48,7 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[list[str],
 
 def test_run_rm_true_standalone(benchmark, setup) -> None:
     strata, env, podman_run = setup
-    contenders = [Contender("strata", lambda: check([*strata, "run", "--rm", "busybox", "true"], env))]
-    if podman_run is not None:
-        contenders.append(Contender("podman", lambda: check(podman_run)))
+    contenders = [Contender("strata", lambda: check([*strata, "run", "--rm", "busybox", "true"], env)),
+                  Contender("podman", lambda: check(*podman_run))]
     benchmark.extra_info["command"] = " ".join(strata[1:]) + " run --rm busybox true"
     measure(benchmark, contenders, rounds=ROUNDS, reference="podman", goal=0.5)

@@ -54,9 +54,9 @@ def contenders(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, s
         os.makedirs(root)
         daemon = start_daemon(root, DRIVER)
         hosts = {"strata": daemon.host}
-        if dockerd.available():
-            peer = dockerd.PrivateDockerd(os.path.join(fs.mountpoint, "dockerd"), DRIVER).start()
-            hosts["dockerd"] = peer.host
+        dockerd.require()
+        peer = dockerd.PrivateDockerd(os.path.join(fs.mountpoint, "dockerd"), DRIVER).start()
+        hosts["dockerd"] = peer.host
         for host in hosts.values():
             assert _docker(host, "load", "-i", image).returncode == 0
         yield hosts

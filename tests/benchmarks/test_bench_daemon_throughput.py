@@ -24,7 +24,6 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from engine.api.http import UnixServer
 from engine.images import testimages
 from graphdrivers.backing import LoopFilesystem
 from tests.benchmarks.sidebyside import Contender, measure
@@ -112,10 +111,10 @@ def daemons(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, tupl
         strata = start_daemon(root, "overlay2", exec_driver=None)
         assert strata.docker("load", "-i", image).returncode == 0
         found = {"strata": (strata.host, strata.proc.pid)}
-        if dockerd.available():
-            peer = dockerd.PrivateDockerd(os.path.join(fs.mountpoint, "dockerd")).start()
-            peer.docker("load", "-i", image)
-            found["dockerd"] = (peer.host, peer.pid())
+        dockerd.require()
+        peer = dockerd.PrivateDockerd(os.path.join(fs.mountpoint, "dockerd")).start()
+        peer.docker("load", "-i", image)
+        found["dockerd"] = (peer.host, peer.pid())
         yield found
     finally:
         if strata is not None:
@@ -125,9 +124,6 @@ def daemons(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, tupl
         fs.destroy()
 
 
-@pytest.mark.xfail(UnixServer.request_queue_size < CLIENTS, reason=(
-    f"the API server's listen backlog ({UnixServer.request_queue_size}) overflows with {CLIENTS} clients: "
-    "issue #18 section 2 (branch defects) raises it"))
 def test_concurrent_runs(benchmark, daemons: dict[str, tuple[str, int]], tmp_path) -> None:
     peaks = {name: PeakRss(pid) for name, (_, pid) in daemons.items()}
 

@@ -34,9 +34,7 @@ ROUNDS = 5
 COW = [n for n in ("overlay2", "btrfs") if n in graphdrivers.registered()][:1]
 
 
-DOCKER = dockerd.available()
-NOTE = "docker load measured side by side" if DOCKER else \
-    "docker.io is not installed: strata load is reported beside the tar -x floor only"
+NOTE = "docker load measured side by side"
 
 
 SALT = f"bench-engine-{os.getpid()}-{time.time_ns()}"
@@ -98,18 +96,17 @@ def test_tar_extract_floor(benchmark, archive, backing: str) -> None:
     benchmark.extra_info.update(note=NOTE)
 
 
-if DOCKER:
+@pytest.mark.benchmark(group="engine-load-100MB")
+@pytest.mark.parametrize("backing", ["ext4"], indirect=True)
+def test_docker_load(benchmark, archive, backing: str) -> None:
+    dockerd.require()
+    path, _ = archive
+    with dockerd.PrivateDockerd(os.path.join(backing, "dockerd")) as peer:
+        def reset() -> None:  # rmi prunes the untagged steps
+            peer.docker("rmi", f"strata-bench/multi:{SALT}", f"strata-bench/busybox:{SALT}", check=False)
 
-    @pytest.mark.benchmark(group="engine-load-100MB")
-    @pytest.mark.parametrize("backing", ["ext4"], indirect=True)
-    def test_docker_load(benchmark, archive, backing: str) -> None:
-        path, _ = archive
-        with dockerd.PrivateDockerd(os.path.join(backing, "dockerd")) as peer:
-            def reset() -> None:  # rmi prunes the untagged steps
-                peer.docker("rmi", f"strata-bench/multi:{SALT}", f"strata-bench/busybox:{SALT}", check=False)
+        def load() -> None:
+            peer.docker("load", "-i", path)
 
-            def load() -> None:
-                peer.docker("load", "-i", path)
-
-            benchmark.pedantic(load, setup=reset, rounds=ROUNDS, warmup_rounds=1)
-        benchmark.extra_info.update(driver="overlay2 (dockerd)", note=NOTE)
+        benchmark.pedantic(load, setup=reset, rounds=ROUNDS, warmup_rounds=1)
+    benchmark.extra_info.update(driver="overlay2 (dockerd)", note=NOTE)

@@ -49,10 +49,10 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str, 
                                          "--driver", "overlay2")
             contenders = [Contender("strata", lambda: check([*strata, "pull", remote], env),
                                     lambda: _strata_rmi(strata, env, remote))]
-            if dockerd.available():
-                peer = dockerd.PrivateDockerd(os.path.join(fs.mountpoint, "dockerd")).start()
-                contenders.append(Contender("dockerd", lambda: peer.docker("pull", remote),
-                                            lambda: peer.docker("rmi", remote, check=False)))
+            dockerd.require()
+            peer = dockerd.PrivateDockerd(os.path.join(fs.mountpoint, "dockerd")).start()
+            contenders.append(Contender("dockerd", lambda: peer.docker("pull", remote),
+                                        lambda: peer.docker("rmi", remote, check=False)))
             yield remote, " ".join(strata[1:]) + f" pull {remote}", contenders
     finally:
         if peer is not None:

@@ -243,3 +243,53 @@ def test_id_reused_after_remove_is_a_new_layer(driver: Driver, base: str) -> Non
     driver.create(base)
     with mounted(driver, base) as path:
         assert os.listdir(path) == []
+
+
+def _mounts_at(path: str) -> int:
+    return sum(1 for point, _, _ in mountutil.mount_table() if point == os.path.realpath(path))
+
+
+def test_a_disowned_layer_is_taken_over_by_get_and_never_removed(driver_name: str, driver_root: str) -> None:
+    """A layer left mounted for a running detached container: a later instance may not remove
+    it (its files would go from under the container), and its `get` takes the mount over --
+    the same path and files, no second mount on it -- so its `put` ends it."""
+    name, options = resolve_driver(driver_name)
+    first = graphdrivers.get_driver(name, root=driver_root, options=options)
+    try:
+        first.create_read_write("ctr")
+        path = first.get("ctr")
+        write(os.path.join(path, "alive"), b"running\n")
+        if first.disown_unsupported() is not None:
+            with pytest.raises(graphdrivers.errors.DriverError, match="cannot leave layer ctr mounted"):
+                first.disown("ctr")
+            first.put("ctr")
+            return
+        assert first.disown("ctr") == path
+        mounts = _mounts_at(path)
+    finally:
+        first.cleanup()
+    later = graphdrivers.get_driver(name, root=driver_root, options=options)
+    try:
+        assert later.is_disowned("ctr") and _mounts_at(path) == mounts  # still mounted for the container
+        with pytest.raises(graphdrivers.errors.LayerInUse, match="left it mounted for a running container"):
+            later.remove("ctr")
+        assert later.get("ctr") == path and _mounts_at(path) == mounts
+        assert read(os.path.join(path, "alive")) == b"running\n" and not later.is_disowned("ctr")
+        later.put("ctr")
+        assert _mounts_at(path) == 0
+        later.remove("ctr")
+        assert not later.exists("ctr")
+    finally:
+        later.cleanup()
+    assert mountutil.mounts_under(driver_root) == []
+
+
+def test_an_incomplete_disowned_record_names_no_mount(driver: Driver) -> None:
+    """A crash while an older version wrote a record in place left it empty: it must not read
+    as the current directory (recovery would spare, or unmount, the wrong path)."""
+    records = os.path.join(driver.home, graphdrivers.driver.DISOWNED_DIR)
+    os.makedirs(records, exist_ok=True)
+    open(os.path.join(records, "gone"), "w").close()
+    with open(os.path.join(records, graphdrivers.driver.PARTIAL + "half"), "w") as f:
+        f.write(driver.home)
+    assert driver.disowned_mounts() == set() and not driver.is_disowned("gone")

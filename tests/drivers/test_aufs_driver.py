@@ -125,6 +125,9 @@ def test_fuse_server_options_are_honoured_or_refused(make_backing) -> None:
         )
     with pytest.raises(InvalidOption, match=r"aufs\.fuse_server"):
         graphdrivers.get_driver("aufs", root=root, options={"aufs.fuse_server": "libfuse2"})
+    for key, value in (("aufs.fuse_passthrough", "false"), ("aufs.fuse_server", "direct")):
+        with pytest.raises(InvalidOption, match=rf"{key} applies to the FUSE backend, not to kernel aufs"):
+            graphdrivers.get_driver("aufs", root=root, options={"aufs.backend": "kernel", key: value})
     d = graphdrivers.get_driver("aufs", root=root, options={"aufs.backend": "fuse", "aufs.fuse_server": "pyfuse3"})
     try:
         assert isinstance(d, AufsDriver) and not d.backend.passthrough  # type: ignore[attr-defined]

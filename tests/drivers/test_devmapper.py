@@ -238,6 +238,7 @@ def test_restart_checks_fs_and_grows_base(make_driver):
         ({"dm.basesize": "lots"}, "not a size"),
         ({"dm.fs": "btrfs"}, "not one of xfs, ext4"),
         ({"dm.backend": "lvm"}, "not one of dmthin, reflink"),
+        ({"dm.backend": "reflink", "dm.use_deferred_removal": "true"}, "dm.use_deferred_removal=true needs"),
     ],
 )
 def test_bad_options_are_refused(make_driver, xfs_root, options, message):
@@ -246,8 +247,12 @@ def test_bad_options_are_refused(make_driver, xfs_root, options, message):
     assert not os.path.exists(os.path.join(xfs_root, "devmapper"))
 
 
-@pytest.mark.skipif(dmthinpool.unavailable_reason() is None, reason="device-mapper is present here")
-def test_dmthin_backend_says_why_it_cannot_run(make_driver):
+def test_dmthin_backend_runs_or_says_why_it_cannot(make_driver):
+    """dm.backend=dmthin is honoured where device-mapper is, refused with the reason where not."""
+    if dmthinpool.unavailable_reason() is None:
+        d = make_driver(**{"dm.backend": "dmthin"})
+        assert d.backend == "dmthin" and dict(d.status())["Backend"] == "dmthin"
+        return
     with pytest.raises(DriverNotSupported, match="device-mapper"):
         make_driver(**{"dm.backend": "dmthin"})
 

@@ -1,24 +1,26 @@
 """A private Debian dockerd (docker.io) for benchmarks that measure strata beside Docker.
 
-Each one has its own data root in a directory the caller owns, and its exec root, pidfile
-and unix socket in a private directory under /run (unix socket paths are short), no
-iptables and no bridge, so it neither touches nor depends on a system
-daemon; its managed containerd lives under the exec root and stops with it. Images go in
-from archives (`docker load`) or from a loopback registry, never from a public one.
+The daemon is bench's peer (`bench.peers.dockerd.Dockerd`): its own containerd, data root,
+exec root, pidfile and unix socket, an empty config file, no iptables and no bridge, so it
+neither touches nor depends on a system daemon, and the tests measure the same dockerd
+`bench run --peer dockerd` does. Images go in from archives (`docker load`) or from a
+loopback registry, never from a public one. This module only adapts it to the tests'
+calls (`docker(...)`, `host`, `pid()`, a context manager).
 """
 
 from __future__ import annotations
 
 import os
 import shutil
-import signal
 import subprocess
-import tempfile
-import time
 from types import TracebackType
 
+import pytest
+
+from bench.peers.dockerd import CLIENT as DOCKER  # the client that ships with that dockerd
+from bench.peers.dockerd import Dockerd
+
 DOCKERD = "/usr/sbin/dockerd"
-DOCKER = "/usr/bin/docker"  # the client that ships with that dockerd
 
 
 def available() -> bool:
@@ -26,77 +28,47 @@ def available() -> bool:
     return os.access(DOCKERD, os.X_OK) and os.access(DOCKER, os.X_OK)
 
 
+def require() -> None:
+    """Fail where docker.io is missing: a side-by-side benchmark without its peer would
+    measure strata alone and pass (a skip in disguise); `make test` installs it."""
+    if not available():
+        pytest.fail(f"{DOCKERD} and {DOCKER} are needed (docker.io, which `make test` installs)")
+
+
 class PrivateDockerd:
-    """`dockerd` with its data root `directory`/data; `stop` (or leaving the `with`) ends it
-    and its containerd and removes every mount it left and both directories."""
+    """bench's dockerd peer with its data under `directory`; `stop` (or leaving the `with`)
+    ends it and its containerd and removes every mount it left and its directories."""
 
     def __init__(self, directory: str, storage_driver: str = "overlay2") -> None:
         self.directory = directory
-        self.storage_driver = storage_driver
-        self.data_root = os.path.join(directory, "data")
-        self.run_dir = tempfile.mkdtemp(prefix="strata-dockerd-", dir="/run")
-        self.exec_root = os.path.join(self.run_dir, "exec")
-        self.socket = os.path.join(self.run_dir, "docker.sock")
-        self.host = "unix://" + self.socket
-        self.proc: subprocess.Popen[bytes] | None = None
+        self.peer = Dockerd(storage_driver, os.path.join(directory, "data"))  # strata's driver names match dockerd's
+        self.host = "unix://" + self.peer.socket
 
-    def start(self, timeout: float = 60) -> PrivateDockerd:
-        os.makedirs(self.data_root, exist_ok=True)
-        os.makedirs(self.exec_root, exist_ok=True)
-        log = open(os.path.join(self.directory, "dockerd.log"), "wb")
-        self.proc = subprocess.Popen(
-            [DOCKERD, "--data-root", self.data_root, "--exec-root", self.exec_root,
-             "--pidfile", os.path.join(self.run_dir, "dockerd.pid"), "--host", self.host,
-             "--storage-driver", self.storage_driver, "--iptables=false", "--ip-masq=false", "--bridge=none"],
-            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        log.close()
-        deadline = time.monotonic() + timeout
-        while self.docker("version", check=False).returncode != 0:
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                log = self.log()
-                self.stop()
-                raise RuntimeError(f"dockerd did not start: {log}")
-            time.sleep(0.1)
+    def start(self) -> PrivateDockerd:
+        try:
+            self.peer.start()
+        except BaseException:
+            self.stop()
+            raise
         return self
 
     def docker(self, *args: str, check: bool = True, timeout: float = 300) -> subprocess.CompletedProcess[bytes]:
         """The docker client against this daemon."""
-        env = {**os.environ, "DOCKER_HOST": self.host, "DOCKER_CONFIG": os.path.join(self.directory, "cfg")}
-        done = subprocess.run([DOCKER, *args], env=env, capture_output=True, timeout=timeout)
+        done = subprocess.run(self.peer.argv(*args), env=self.peer.env(), capture_output=True, timeout=timeout)
         if check and done.returncode != 0:
             raise RuntimeError(f"docker {' '.join(args)}: {done.stderr.decode(errors='replace')}")
         return done
 
     def pid(self) -> int:
-        assert self.proc is not None
-        return self.proc.pid
+        with open(os.path.join(self.peer.run_dir, "dockerd.pid")) as f:
+            return int(f.read())
 
     def log(self) -> str:
-        try:
-            with open(os.path.join(self.directory, "dockerd.log"), errors="replace") as f:
-                return f.read()[-3000:]
-        except FileNotFoundError:
-            return ""
+        return self.peer.log_tail()
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(60)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
-        self._unmount_leftovers()
+        self.peer.close()
         shutil.rmtree(self.directory, ignore_errors=True)
-        shutil.rmtree(self.run_dir, ignore_errors=True)
-
-    def _unmount_leftovers(self) -> None:
-        """Mounts a killed daemon left (its overlay mounts, the netns and plugin bind mounts)."""
-        with open("/proc/self/mountinfo") as f:
-            points = [line.split()[4] for line in f]
-        for point in sorted((p for p in points if p.startswith((self.directory + "/", self.run_dir + "/"))),
-                            key=len, reverse=True):
-            subprocess.run(["umount", "-l", point], capture_output=True)
 
     def __enter__(self) -> PrivateDockerd:
         return self.start()
