@@ -128,7 +128,10 @@ def parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="measure drivers; writes a result directory")
     run.add_argument(
-        "--driver", action="append", help="driver name (repeatable) or 'all'; required unless --matrix has it"
+        "--driver",
+        action="append",
+        help="driver name, or a variant NAME[KEY=VALUE,...] measured beside it (repeatable), or 'all'; "
+        "required unless --matrix has it",
     )
     run.add_argument("--matrix", metavar="FILE.toml", help="the run's cells and options from a file (README: matrix)")
     run.add_argument(
@@ -340,9 +343,17 @@ def _run_precondition(args: argparse.Namespace) -> str | None:
 
 
 def _storage_opts_problem(args: argparse.Namespace) -> str | None:
+    """Malformed driver variants, variants beside --peer, and -o keys naming no driver of the run."""
     from .runner import expand_drivers
+    from .variants import VariantError, parse
 
-    running = expand_drivers(args.driver)
+    try:
+        specs = [parse(d) for d in expand_drivers(args.driver)]
+    except VariantError as exc:
+        return str(exc)
+    if args.peer and any(spec.options for spec in specs):
+        return "--peer pairs a peer with a driver's defaults: run driver variants (NAME[KEY=VALUE]) without --peer"
+    running = [spec.name for spec in specs]
     for key, _ in args.storage_opt:
         if key.split(".", 1)[0] not in running:
             return f"--storage-opt {key}: names no driver of this run ({', '.join(running)})"

@@ -57,10 +57,6 @@ class RunConfig:
     peers: list[str] = field(default_factory=list)  # --peer: engines measured beside strata (dockerd, podman)
     floors: bool = True  # --floors: the primitive each step cannot beat, measured on the same data
 
-    def driver_options(self, driver: str) -> dict[str, str]:
-        """The storage options meant for `driver` (their keys start with its name)."""
-        return {k: v for k, v in self.storage_opts.items() if k.split(".", 1)[0] == driver}
-
     @property
     def cache_modes(self) -> list[str]:
         return ["warm", "cold"] if self.cache == "both" else [self.cache]

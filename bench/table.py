@@ -15,8 +15,10 @@ import math
 import os
 
 import pandas as pd
+from rich.markup import escape
 from rich.table import Table
 
+from . import variants
 from .results import FLOOR, GROUP_KEYS, STRATA
 from .scenarios import SCENARIOS
 from .stats import summarize
@@ -33,7 +35,7 @@ def summary(df: pd.DataFrame) -> pd.DataFrame:
     """Group statistics for the table: chain rows of layer-create, every other scenario; per run
     and host, so `x fastest` compares drivers measured side by side, never one run's driver (or
     one host's) with another's."""
-    keep = df[(df["scenario"] != "layer-create") | (df["layer"] == -1)]
+    keep = variants.labelled(df[(df["scenario"] != "layer-create") | (df["layer"] == -1)])
     stats = summarize(keep, ["run_id", *GROUP_KEYS])  # never pool or rank across runs
     if stats.empty:
         return stats.assign(vs_fastest=pd.Series(dtype=float), vs_floor=pd.Series(dtype=float))
@@ -110,7 +112,7 @@ def rich_table(stats: pd.DataFrame, title: str = "bench: medians (ms) with sprea
         table.add_row(
             r.host or "-",
             r.system,
-            r.driver,
+            escape(r.driver),  # a variant, aufs[fuse_passthrough=false], is not markup
             r.backend,
             r.scenario,
             r.step,

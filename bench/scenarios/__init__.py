@@ -48,12 +48,14 @@ class Context:
     facts: dict[str, object] = field(default_factory=dict)
     system: str = STRATA  # a peer's context names the peer ("dockerd 20.10.24"), a floor's "floor"
     pull_source: str = ""  # the pull scenario's reference in the run's loopback registry
+    options: str = ""  # the driver's options (`options` column): tells a variant's rows apart
 
     def row(self, scenario: str, step: str, **values: object) -> Row:
         row = Row(
             run_id=self.run_id,
             system=self.system,
             driver=self.driver.name,
+            options=self.options,
             backend=self.backend,
             backing_fs=self.sandbox.backing_fs,
             scenario=scenario,
