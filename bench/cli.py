@@ -24,7 +24,7 @@ from .order import ORDERS, new_seed
 from .peers import PEERS
 from .scenarios import DEFAULT_SCENARIOS, SCENARIOS
 from .scenarios.io import JOBS as IO_JOBS
-from .workloads import WORKLOADS
+from .workloads import BOTTOM_DATA_BYTES, WORKLOADS
 
 BACKING_FS = ("ext4", "xfs", "btrfs")
 
@@ -218,6 +218,12 @@ def parser() -> argparse.ArgumentParser:
         f"--quick {COPYUP_BYTES[True] >> 20}M)",
     )
     run.add_argument(
+        "--read-bytes",
+        type=_size,
+        default=BOTTOM_DATA_BYTES,
+        help=f"exec: size of the bottom data file the read steps read (default {BOTTOM_DATA_BYTES >> 20}M)",
+    )
+    run.add_argument(
         "--cow-writes",
         type=_positive,
         help=f"exec cow_small_writes: one-byte writes (default {COW_WRITES}, or as many as fit in the big file)",
@@ -319,6 +325,8 @@ def _run_precondition(args: argparse.Namespace) -> str | None:
         return f"--backing-fs makes loop filesystems; with --backing {args.backing} the filesystem is that directory's"
     if args.cow_stride < 1:
         return "--cow-stride must be at least 1 byte"
+    if args.read_bytes < 1:
+        return "--read-bytes must be at least 1 byte"
     if args.image is not None and not os.path.isfile(args.image):
         return f"--image {args.image}: no such file"
     if "io" in args.scenario:
@@ -445,6 +453,7 @@ def _config(args: argparse.Namespace) -> RunConfig:
         backing_fs=args.backing_fs or [],
         pad_bytes=args.pad_bytes,
         copyup_bytes=args.copyup_bytes or COPYUP_BYTES[False],
+        read_bytes=args.read_bytes,
         cow_stride=args.cow_stride,
         peers=list(dict.fromkeys(args.peer)),
         floors=args.floors,

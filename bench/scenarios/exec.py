@@ -31,7 +31,7 @@ from .. import execadapter
 from ..layers import Layers
 from ..pagecache import cached_bytes
 from ..space import settle, syncfs, used_bytes
-from ..workloads import BOTTOM_DATA, BOTTOM_DATA_BYTES, big_lower_layer, bottom_data_layer, busybox_layer
+from ..workloads import BOTTOM_DATA, big_lower_layer, bottom_data_layer, busybox_layer
 from . import Context, Phase, Repetition, clock, phased, phases
 from .rootfs import build_image
 
@@ -54,7 +54,7 @@ EXEC_STEPS = (
 def _stack(ctx: Context) -> list:
     base = [] if ctx.workload.name == "busybox" else [busybox_layer(ctx.workdir, "exec-busybox")]
     return [
-        bottom_data_layer(ctx.workdir),
+        bottom_data_layer(ctx.workdir, ctx.config.read_bytes),
         *base,
         *ctx.workload.layers,
         big_lower_layer(ctx.workdir, ctx.config.copyup_bytes),
@@ -68,16 +68,16 @@ def _flush(path: str, backing: str) -> None:
     syncfs(backing)
 
 
-def _read_all(path: str) -> float:
-    """Open and read all of the bottom data file in 1 MiB requests."""
+def _read_all(path: str, size: int) -> float:
+    """Open and read all of the bottom data file (`size` bytes) in 1 MiB requests."""
     buffer, done = bytearray(READ_CHUNK), 0
     t0 = clock()
     with open(os.path.join(path, BOTTOM_DATA), "rb", buffering=0) as f:
         while n := f.readinto(buffer):
             done += n
     t1 = clock()
-    if done != BOTTOM_DATA_BYTES:
-        raise RuntimeError(f"read {done} bytes of {BOTTOM_DATA}, expected {BOTTOM_DATA_BYTES}")
+    if done != size:
+        raise RuntimeError(f"read {done} bytes of {BOTTOM_DATA}, expected {size}")
     return t1 - t0
 
 
@@ -207,8 +207,8 @@ def run(ctx: Context) -> Iterator[None]:
         with Layers(driver, "exc") as container:
             path, common = fresh(container, rep)
             data = os.path.join(path, BOTTOM_DATA)
-            read_cached, read_s = cached_bytes(data), _read_all(path)
-            reread_cached, reread_s = cached_bytes(data), _read_all(path)
+            read_cached, read_s = cached_bytes(data), _read_all(path, config.read_bytes)
+            reread_cached, reread_s = cached_bytes(data), _read_all(path, config.read_bytes)
         with Layers(driver, "exf") as container:
             path, write_common = fresh(container, rep)
             write_s, writeback_s = _first_write(path, backing)

@@ -137,6 +137,7 @@ def test_bad_measurement_options_are_refused(tmp_path) -> None:
         (("--backing-fs", "zfs"), "unknown zfs"),
         (("--backing", str(tmp_path), "--backing-fs", "xfs"), "--backing-fs makes loop filesystems"),
         (("--cow-writes", "1000"), "does not fit"),
+        (("--read-bytes", "0"), "--read-bytes must be at least 1 byte"),
     ):
         proc = bench("run", "--driver", "vfs", "--quick", "--out", str(tmp_path / "never"), *args)
         assert proc.returncode == 2 and message in proc.stderr, proc.stderr
