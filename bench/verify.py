@@ -32,6 +32,7 @@ from scipy import stats as sps
 
 from . import results, variants
 from .stats import finite
+from .workloads import BOTTOM_DATA_BYTES
 
 log = logging.getLogger(__name__)
 
@@ -40,9 +41,9 @@ DRIVERS = ("vfs", "overlay2", "btrfs", "aufs", "devmapper")
 SERVED = "aufs[fuse_passthrough=false]"  # the FUSE server answers reads itself
 SHARES_PAGE_CACHE, OWN_PAGE_CACHE = ("overlay2", "aufs"), ("btrfs", "devmapper")
 SMALL_COPYUP, LARGE_COPYUP = 8 << 20, 64 << 20
-# exec's bottom data file: twice the default, so a cold read in a container stands out of the
-# ~30 ms (more under load) of runtime start both sides of cold-reads pay
-READ_BYTES = 128 << 20
+# exec's bottom data file (the default size): at 128 MiB, devmapper's loop devices twice
+# outlived remove's 2 s wait under load 10-40 and the run failed
+READ_BYTES = BOTTOM_DATA_BYTES
 GROWTH = math.sqrt(LARGE_COPYUP / SMALL_COPYUP)  # between "flat" (1x) and "proportional" (8x)
 DEPTHS = (1, 64)
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
