@@ -24,7 +24,7 @@ from .order import ORDERS, new_seed
 from .peers import PEERS
 from .scenarios import DEFAULT_SCENARIOS, SCENARIOS
 from .scenarios.io import JOBS as IO_JOBS
-from .workloads import WORKLOADS
+from .workloads import BOTTOM_DATA_BYTES, WORKLOADS
 
 BACKING_FS = ("ext4", "xfs", "btrfs")
 
@@ -128,7 +128,10 @@ def parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="measure drivers; writes a result directory")
     run.add_argument(
-        "--driver", action="append", help="driver name (repeatable) or 'all'; required unless --matrix has it"
+        "--driver",
+        action="append",
+        help="driver name, or a variant NAME[KEY=VALUE,...] measured beside it (repeatable), or 'all'; "
+        "required unless --matrix has it",
     )
     run.add_argument("--matrix", metavar="FILE.toml", help="the run's cells and options from a file (README: matrix)")
     run.add_argument(
@@ -215,6 +218,12 @@ def parser() -> argparse.ArgumentParser:
         type=_size,
         help=f"exec: size of the big lower file the copy-up steps write to (default {COPYUP_BYTES[False] >> 20}M; "
         f"--quick {COPYUP_BYTES[True] >> 20}M)",
+    )
+    run.add_argument(
+        "--read-bytes",
+        type=_size,
+        default=BOTTOM_DATA_BYTES,
+        help=f"exec: size of the bottom data file the read steps read (default {BOTTOM_DATA_BYTES >> 20}M)",
     )
     run.add_argument(
         "--cow-writes",
@@ -368,6 +377,8 @@ def _run_precondition(args: argparse.Namespace, workloads: list[str] | None = No
         return f"--backing-fs makes loop filesystems; with --backing {args.backing} the filesystem is that directory's"
     if args.cow_stride is not None and args.cow_stride < 1:
         return "--cow-stride must be at least 1 byte"
+    if args.read_bytes < 1:
+        return "--read-bytes must be at least 1 byte"
     if args.image is not None and not os.path.isfile(args.image):
         return f"--image {args.image}: no such file"
     if "io" in args.scenario:
@@ -392,9 +403,17 @@ def _run_precondition(args: argparse.Namespace, workloads: list[str] | None = No
 
 
 def _storage_opts_problem(args: argparse.Namespace) -> str | None:
+    """Malformed driver variants, variants beside --peer, and -o keys naming no driver of the run."""
     from .runner import expand_drivers
+    from .variants import VariantError, parse
 
-    running = expand_drivers(args.driver)
+    try:
+        specs = [parse(d) for d in expand_drivers(args.driver)]
+    except VariantError as exc:
+        return str(exc)
+    if args.peer and any(spec.options for spec in specs):
+        return "--peer pairs a peer with a driver's defaults: run driver variants (NAME[KEY=VALUE]) without --peer"
+    running = [spec.name for spec in specs]
     for key, _ in args.storage_opt:
         if key.split(".", 1)[0] not in running:
             return f"--storage-opt {key}: names no driver of this run ({', '.join(running)})"
@@ -487,6 +506,7 @@ def _config(args: argparse.Namespace) -> RunConfig:
         pad_bytes=args.pad_bytes or 0,
         copyup_bytes=args.copyup_bytes or COPYUP_BYTES[False],
         cow_stride=COW_STRIDE if args.cow_stride is None else args.cow_stride,
+        read_bytes=args.read_bytes,
         peers=list(dict.fromkeys(args.peer)),
         floors=args.floors,
     )

@@ -37,7 +37,7 @@ from rich.console import Console
 from rich.table import Table
 from scipy import stats as sps
 
-from . import results, rundiff
+from . import results, rundiff, variants
 from .stats import finite, ratio_ci
 
 log = logging.getLogger(__name__)
@@ -77,8 +77,9 @@ class Sides:
 
 
 def timed(df: pd.DataFrame) -> pd.DataFrame:
-    """The rows compared: chain totals of layer-create, every row of the other scenarios."""
-    return df[(df["scenario"] != "layer-create") | (df["layer"] == -1)]
+    """The rows compared: chain totals of layer-create, every row of the other scenarios
+    (a driver variant's rows under its own label)."""
+    return variants.labelled(df[(df["scenario"] != "layer-create") | (df["layer"] == -1)])
 
 
 def split(df: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
+from .workloads import BOTTOM_DATA_BYTES
+
 FULL_DEPTHS = (1, 8, 32, 64, 127)
 QUICK_DEPTHS = (1, 8)
 EXECDRIVERS = ("oci", "native")
@@ -52,14 +54,11 @@ class RunConfig:
     backing_fs: list[str] = field(default_factory=list)  # empty: each driver's registered filesystem
     pad_bytes: int = 0  # rootfs padding layers: bytes of data each (0: one tiny file)
     copyup_bytes: int = COPYUP_BYTES[False]
+    read_bytes: int = BOTTOM_DATA_BYTES  # exec's bottom data file, which the read steps read
     cow_writes: int = COW_WRITES
     cow_stride: int = COW_STRIDE
     peers: list[str] = field(default_factory=list)  # --peer: engines measured beside strata (dockerd, podman)
     floors: bool = True  # --floors: the primitive each step cannot beat, measured on the same data
-
-    def driver_options(self, driver: str) -> dict[str, str]:
-        """The storage options meant for `driver` (their keys start with its name)."""
-        return {k: v for k, v in self.storage_opts.items() if k.split(".", 1)[0] == driver}
 
     @property
     def cache_modes(self) -> list[str]:

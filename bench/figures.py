@@ -239,3 +239,37 @@ def space_figure(rows: pd.DataFrame, runs: list[dict]) -> plt.Figure | None:
     median = Line2D([], [], color="black", linewidth=2, label="median, CI (bench.stats)")
     finish(fig, "space amplification of the layer chain", caption(sub, runs), labels, [median])
     return fig
+
+
+def layer_space_figure(rows: pd.DataFrame, runs: list[dict]) -> plt.Figure | None:
+    """Space each layer of the chain takes against its depth (issue 14: not only the chain
+    total), beside the bytes of file data the layer itself adds: a driver that copies what is
+    below (vfs) climbs with depth, a copy-on-write one follows the data line."""
+    sub = rows[(rows["scenario"] == "layer-create") & (rows["step"] == "create+apply_diff") & (rows["layer"] >= 0)]
+    sub = sub[sub["space_used"].notna()]
+    if sub.empty or sub["depth"].max() < 2:  # one layer: nothing to draw against depth
+        return None
+    labels = sorted(sub["driver"].unique())
+    workloads = sorted(sub["workload"].unique())
+    fig, axes = new_figure(len(workloads), width=4.2, height=3.4)
+    rng = np.random.default_rng(0)
+    for ax, workload in zip(axes, workloads, strict=True):
+        panel = sub[sub["workload"] == workload]
+        for label in labels:
+            points = panel[panel["driver"] == label]
+            if points.empty:
+                continue
+            colour = palette.colour(label)
+            kib = points["space_used"].astype("float64") / 1024
+            ax.scatter(points["depth"] + rng.uniform(-0.15, 0.15, len(points)), kib, s=6, alpha=0.35, color=colour)
+            medians = kib.groupby(points["depth"]).median()
+            ax.plot(medians.index, medians.values, marker="o", markersize=4, color=colour,
+                    linestyle=palette.dash(label, labels), label=label)  # fmt: skip
+        data = (panel["bytes"].astype("float64") / 1024).groupby(panel["depth"]).median()
+        ax.plot(data.index, data.values, color="grey", linestyle="--", linewidth=1, label="file data")
+        axis_scale(ax, pd.concat([panel["space_used"].astype("float64") / 1024, data]), "y", "KiB used by the layer")
+        ax.set_xlabel("layer depth (1 = bottom)")
+        ax.set_title(f"workload {workload}", fontsize=9)
+    data_handle = Line2D([], [], color="grey", linestyle="--", label="file data in the layer")
+    finish(fig, "space per layer against depth: repetitions and median", caption(sub, runs), labels, [data_handle])
+    return fig

@@ -4,8 +4,9 @@ A reader who learned "overlay2 is blue" in one figure must not find it orange in
 next, nor in next month's report; so colours are assigned by name, not by plotting
 order. Known names get a fixed colour from the Okabe-Ito palette (readable by colour-blind
 readers and in greyscale print); any other name gets a stable one derived from its text.
-Series labelled `driver/backend`, `driver [fs]`, `driver on host` or `driver @run` take the
-colour of their driver, and a driver measured in several runs tells its runs apart by line
+Series labelled `driver/backend`, `driver[options]`, `driver [fs]`, `driver on host` or
+`driver @run` take the colour of their driver, and a driver measured in several runs or
+variants tells them apart by line
 style.
 """
 
@@ -31,8 +32,9 @@ DASHES = ("-", "--", ":", "-.")  # the same driver from several runs: same colou
 
 
 def base_name(label: str) -> str:
-    """The driver or system a series label names: `aufs/fuse [xfs] @2026...` -> `aufs`."""
-    return label.split(" @", 1)[0].split(" [", 1)[0].split(" on ", 1)[0].split("/", 1)[0].strip()
+    """The driver or system a series label names: `aufs/fuse [xfs] @2026...` -> `aufs`, and a
+    variant `aufs[fuse_passthrough=false]` -> `aufs` (its own line style tells it apart)."""
+    return label.split(" @", 1)[0].split(" on ", 1)[0].split("/", 1)[0].split("[", 1)[0].strip()
 
 
 def colour(label: str) -> str:

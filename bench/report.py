@@ -1,7 +1,8 @@
 """`bench report DIR... --out DIR`: figures (PNG and PDF), summaries and an index.html.
 
 Figures (bench.figures): per scenario every repetition with the median and its CI, rootfs
-against image depth, an empirical CDF per step, and space amplification. When several
+against image depth, an empirical CDF per step, space amplification, and the space each
+layer takes against its depth. When several
 result directories hold the same driver, each run is its own series, labelled with its
 run id, so nothing is pooled across runs. Rows from several hosts (a cluster run) get one
 set of figures per host (`NAME_HOST.png`), each captioned with that host's machine.
@@ -44,6 +45,7 @@ def draw(df: pd.DataFrame, stats: pd.DataFrame, runs: list[dict], out: str, suff
     for scenario in SCENARIOS:
         wanted.append((f"cdf_{scenario}", figures.cdf_figure(df, scenario, runs)))
     wanted.append(("space_amplification", figures.space_figure(df, runs)))
+    wanted.append(("layer_space_vs_depth", figures.layer_space_figure(df, runs)))
     return [save(fig, out, name + suffix) for name, fig in wanted if fig is not None]
 
 

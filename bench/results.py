@@ -13,10 +13,15 @@ from dataclasses import asdict, dataclass, fields
 
 import pandas as pd
 
+from . import variants
+
 # 2: the io scenario's fio columns (iops ... runtime_s). 3: allocated_bytes,
 # space_amplification_allocated, space_per_write, load1, steal; exec's read steps read a data
 # file dropped cold after the mount, and new steps (README "What is measured"). 4: host, worker.
-# 5: `system` (strata, a peer engine, or the floor). 6: bytes_fetched (pull's first-byte steps).
+# 5: `system` (strata, a peer engine, or the floor). 6: `options` (a driver variant's options),
+# `cached_bytes` (page cache before a read), bytes_fetched (pull's first-byte steps); exec's
+# first write has its own container layer, new steps reread_bottom, reread_bottom_in_container,
+# pull_to_first_byte, lazy_pull_to_first_byte.
 SCHEMA_VERSION = 6
 STRATA, FLOOR = "strata", "floor"
 PARQUET, CSV, RUN_JSON = "results.parquet", "results.csv", "run.json"
@@ -29,6 +34,7 @@ COLUMNS: dict[str, str] = {
     "worker": "string",
     "system": "string",
     "driver": "string",
+    "options": "string",
     "backend": "string",
     "backing_fs": "string",
     "scenario": "string",
@@ -41,6 +47,7 @@ COLUMNS: dict[str, str] = {
     "cache": "string",
     "cache_dropped": "boolean",
     "page_cache_bytes": "Int64",
+    "cached_bytes": "Int64",
     "repetition": "Int64",
     "seconds": "float64",
     "space_before": "Int64",
@@ -68,6 +75,7 @@ GROUP_KEYS = [
     "host",
     "system",
     "driver",
+    "options",
     "backend",
     "backing_fs",
     "scenario",
@@ -96,6 +104,7 @@ class Row:
     cache: str = "warm"
     cache_dropped: bool = False
     page_cache_bytes: int | None = None
+    cached_bytes: int | None = None  # of the file a read step reads, in the page cache right before it
     repetition: int = 0
     seconds: float = math.nan
     space_before: int | None = None
@@ -119,6 +128,7 @@ class Row:
     note: str = ""
     host: str = ""  # the machine (hostname) that measured the row
     worker: str = ""  # what ran it there: "local", "process", or a Dask worker's address
+    options: str = ""  # the driver's options, "key=value,..." sorted (a variant such as aufs[fuse_passthrough=false])
     system: str = STRATA  # who did the step: strata, a peer engine ("dockerd 20.10.24") or the floor
     schema_version: int = SCHEMA_VERSION
 
@@ -180,16 +190,17 @@ def load(directories: list[str]) -> pd.DataFrame:
 
 
 def label_runs(df: pd.DataFrame) -> pd.DataFrame:
-    """Name each series `driver/backend` when the backend is not the driver itself (so FUSE
-    aufs is never shown as kernel aufs), a peer's or the floor's `system/driver` (so dockerd
-    on overlay2 sits beside strata's overlay2 in its own colour), and tell apart the same
-    driver on different backing filesystems and workloads (`vfs [xfs]`), hosts and runs, so
-    no figure draws two of them as one series."""
-    df = df.copy()
+    """Name each series `driver[options]` for a driver variant, `driver/backend` when the
+    backend is not the driver itself (so FUSE aufs is never shown as kernel aufs), a peer's
+    or the floor's `system/driver` (so dockerd on overlay2 sits beside strata's overlay2 in
+    its own colour), and tell apart the same driver on different backing filesystems and
+    workloads (`vfs [xfs]`), hosts and runs, so no figure draws two of them as one series."""
     backend = df["backend"].fillna("")
     kind = backend.str.split().str[0].fillna("")  # "fuse (direct, passthrough)" -> "fuse"
+    own = (kind == df["driver"]) | (kind == "")
+    df = variants.labelled(df).copy()
     # the whole backend string: aufs over FUSE with and without passthrough are two series
-    df["driver"] = df["driver"].where((kind == df["driver"]) | (kind == ""), df["driver"] + "/" + backend)
+    df["driver"] = df["driver"].where(own, df["driver"] + "/" + backend)
     system = df["system"].fillna(STRATA).str.split().str[0]  # "dockerd 20.10.24" -> "dockerd"
     df["driver"] = df["driver"].where(system == STRATA, system + "/" + df["driver"])
     # the same series on two backing filesystems or workloads is two series: `vfs [xfs, mixed]`

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -39,7 +40,7 @@ from rich.progress import (
 
 import graphdrivers
 
-from . import environment, floors, machine, order, results, workloads
+from . import environment, floors, machine, order, results, variants, workloads
 from .config import RunConfig
 from .peers.hooks import Peers
 from .results import FLOOR, Row
@@ -73,6 +74,7 @@ class _Open:
     driver: graphdrivers.Driver
     backend: str
     record: dict[str, object]
+    options: str = ""  # the `options` column of its rows
 
 
 @contextlib.contextmanager
@@ -142,7 +144,7 @@ class Run:
 
     def warn(self, message: str) -> None:
         self.warnings.append(message)
-        self.console.print(f"[bold yellow]warning:[/] {message}", highlight=False)
+        self.console.print(f"[bold yellow]warning:[/] {escape(message)}", highlight=False)
 
     def execute(self) -> int:
         old_term = signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
@@ -198,11 +200,13 @@ class Run:
         opened: list[_Open] = []
         several_fs = bool(self.config.backing_fs)
         try:
-            for name, fstype in cells(expand_drivers(self.config.drivers), self.config.backing_fs):
-                key = f"{name}@{fstype}" if several_fs else name
-                record: dict[str, object] = {"status": "ok", "errors": [], "driver": name}
+            for text, fstype in cells(expand_drivers(self.config.drivers), self.config.backing_fs):
+                spec = variants.parse(text)
+                name = spec.name
+                key = f"{spec.label}@{fstype}" if several_fs else spec.label
+                options = spec.storage_opts(self.config.storage_opts)
+                record: dict[str, object] = {"status": "ok", "errors": [], "driver": name, "options": options}
                 self.drivers[key] = record
-                options = self.config.driver_options(name)
                 sandbox = Sandbox(
                     name,
                     scratch,
@@ -210,6 +214,7 @@ class Run:
                     self.run_id,
                     options=options,
                     fstype=fstype if self.config.backing == "loop" else None,
+                    slug=spec.slug,
                 )
                 try:
                     driver = sandbox.open()
@@ -229,7 +234,7 @@ class Run:
                     continue
                 backend = backend_of(status, name)
                 record.update(status_rows=[list(r) for r in status], backend=backend, backing=sandbox.facts())
-                opened.append(_Open(key, sandbox, driver, backend, record))
+                opened.append(_Open(key, sandbox, driver, backend, record, variants.text(name, options)))
             for o in opened:
                 self.rows += self.peers.start(o.name, o.sandbox, workload.name)
             for scenario in self.config.scenarios:
@@ -244,7 +249,11 @@ class Run:
                         self._fail(o, "teardown", exc)
             for o in opened:
                 fstype = o.sandbox.backing_fs
-                mine = (r for r in self.rows if r.driver == o.driver.name and r.backing_fs == fstype)
+                mine = (
+                    r
+                    for r in self.rows
+                    if (r.driver, r.backing_fs, r.options) == (o.driver.name, fstype, o.options)
+                )
                 if o.record["status"] == "partial" and not any(mine):
                     o.record["status"] = "failed"
 
@@ -263,7 +272,8 @@ class Run:
             running[label] = (fail, steps)
 
         for o in opened:
-            task = progress.add_task(f"{o.name:<10} {scenario:<12}", total=steps_per_driver(self.config, scenario))
+            description = escape(f"{o.name:<10} {scenario:<12}")  # a variant's label has brackets
+            task = progress.add_task(description, total=steps_per_driver(self.config, scenario))
 
             def context(
                 system: str = "strata",
@@ -286,6 +296,7 @@ class Run:
                     skip=lambda n, t=task: _shrink(progress, t, n) if counted else None,
                     system=system,
                     error=lambda message, o=o: o.record["errors"].append(message),  # type: ignore[attr-defined]
+                    options=o.options,
                 )
                 if self.peers.pull_source is not None:
                     ctx.pull_source = self.peers.pull_source.reference
@@ -295,7 +306,7 @@ class Run:
             ctx = context(counted=True)
             join(o.name, ctx, SCENARIO_RUNNERS[scenario](ctx), lambda exc, o=o: self._fail(o, scenario, exc))
             if self.config.floors and scenario in floors.FLOORS:
-                ctx = context(FLOOR, floors.backend(scenario, o.name))
+                ctx = context(FLOOR, floors.backend(scenario, o.driver.name))
                 join(f"floor/{o.name}", ctx, floors.FLOORS[scenario](ctx), lambda exc, o=o: self._floor_failed(o, exc))
             for label, peer, steps in self.peers.participants(scenario, o.name, o.sandbox):
                 ctx = context(peer.system, getattr(peer, "storage_driver", o.backend))

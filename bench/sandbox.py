@@ -17,6 +17,8 @@ import graphdrivers
 from graphdrivers import fsmagic, mountutil
 from graphdrivers.backing import MKFS, LoopFilesystem
 
+from . import variants
+
 LOOP_SIZE = 16 << 30  # sparse: costs only what the workload writes
 
 
@@ -43,13 +45,13 @@ def mount_facts(path: str) -> dict[str, str]:
 
 
 def cells(drivers: list[str], backing_fs: list[str]) -> list[tuple[str, str | None]]:
-    """The (driver, backing filesystem) pairs a run measures: every driver on every
-    filesystem of `backing_fs`, or, when that is empty, each on the one it registered for
-    (None for a name no driver registered: opening it says why). Whether a driver runs on
+    """The (driver, backing filesystem) pairs a run measures: every driver (or variant,
+    `aufs[...]`) on every filesystem of `backing_fs`, or, when that is empty, each on the one
+    it registered for (None for a name no driver registered: opening it says why). Whether a driver runs on
     a pair's filesystem is the driver's to say when it starts."""
     if backing_fs:
         return [(name, fs) for name in drivers for fs in backing_fs]
-    return [(name, _registered_fs(name)) for name in drivers]
+    return [(name, _registered_fs(variants.parse(name).name)) for name in drivers]
 
 
 def _registered_fs(name: str) -> str | None:
@@ -77,8 +79,10 @@ class Sandbox:
         loop_size: int = LOOP_SIZE,
         options: dict[str, str] | None = None,
         fstype: str | None = None,
+        slug: str | None = None,
     ) -> None:
         self.name = name
+        self.slug = slug or name  # names its directories: a driver's variants each get their own
         self.fstype = fstype  # the loop image's filesystem; None: the driver's registered one
         self.options = options or {}
         self.scratch = scratch
@@ -95,13 +99,13 @@ class Sandbox:
         try:
             if self.backing == "loop":
                 fstype = self.fstype or reg.backing_fs
-                self.fs = LoopFilesystem(os.path.join(self.scratch, f"{self.name}-{fstype}"), fstype, self.loop_size)
+                self.fs = LoopFilesystem(os.path.join(self.scratch, f"{self.slug}-{fstype}"), fstype, self.loop_size)
                 self.fs.create()
                 self.root = os.path.join(self.fs.mountpoint, "root")
                 os.mkdir(self.root)
                 self.backing_fs = fstype
             else:
-                self.root = os.path.join(os.path.abspath(self.backing), f"strata-bench-{self.run_id}", self.name)
+                self.root = os.path.join(os.path.abspath(self.backing), f"strata-bench-{self.run_id}", self.slug)
                 os.makedirs(self.root)
                 self.backing_fs = fsmagic.fs_name(self.root)
             self.driver = graphdrivers.get_driver(self.name, root=self.root, options=self.options)

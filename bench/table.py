@@ -16,8 +16,10 @@ import os
 
 import numpy as np
 import pandas as pd
+from rich.markup import escape
 from rich.table import Table
 
+from . import variants
 from .results import FLOOR, GROUP_KEYS, STRATA
 from .scenarios import SCENARIOS
 from .stats import CONFIDENCE, describe, finite, median_ci, median_ranks, ratio_ci, summarize
@@ -80,7 +82,7 @@ def summary(df: pd.DataFrame) -> pd.DataFrame:
     """Group statistics for the table: chain rows of layer-create, every other scenario; per run
     and host, so `x fastest` compares drivers measured side by side, never one run's driver (or
     one host's, or one matrix cell's) with another's; `x floor` and `space x` per group too."""
-    keep = df[(df["scenario"] != "layer-create") | (df["layer"] == -1)]
+    keep = variants.labelled(df[(df["scenario"] != "layer-create") | (df["layer"] == -1)])
     stats = summarize(keep, GROUP)
     if stats.empty:
         return stats.assign(**{c: pd.Series(dtype=float) for c in [*RATIO_COLUMNS, *SPACE_COLUMNS]})
@@ -179,7 +181,7 @@ def rich_table(stats: pd.DataFrame, title: str = "bench: medians (ms) with sprea
         table.add_row(
             r.host or "-",
             r.system,
-            r.driver,
+            escape(r.driver),  # a variant, aufs[fuse_passthrough=false], is not markup
             r.backend,
             r.backing_fs,
             r.scenario,

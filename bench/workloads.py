@@ -199,15 +199,15 @@ def big_lower_layer(directory: str, size: int, seed: int = SEED) -> Layer:
 
 
 # big enough that a cold read stands out from the jitter of starting a container process
-BOTTOM_DATA, BOTTOM_DATA_BYTES = "bench/bottom.bin", 64 << 20
+BOTTOM_DATA, BOTTOM_DATA_BYTES = "bench/bottom.bin", 64 << 20  # the default size (--read-bytes)
 
 
-def bottom_data_layer(directory: str, seed: int = SEED) -> Layer:
+def bottom_data_layer(directory: str, size: int = BOTTOM_DATA_BYTES, seed: int = SEED) -> Layer:
     """The exec image's bottom layer: one data file that only the read steps ever read (never
     a binary that runs), so a cold read of it is cold in the container too."""
     b = LayerBuilder()
-    b.big_file(BOTTOM_DATA, BOTTOM_DATA_BYTES, random.Random(seed + 4).randbytes(1 << 20))
-    return _finish(b, directory, "exec-bottom-data")
+    b.big_file(BOTTOM_DATA, size, random.Random(seed + 4).randbytes(1 << 20))
+    return _finish(b, directory, f"exec-bottom-data-{size}")
 
 
 @dataclass(frozen=True)

@@ -54,12 +54,14 @@ class Context:
     pull_source: str = ""  # the pull scenario's reference in the run's loopback registry
     pull: PullSource | None = None  # that registry and its images (the pull scenario's lazy steps)
     error: Callable[[str], None] = lambda message: None  # an entry in the driver's run.json `errors`
+    options: str = ""  # the driver's options (`options` column): tells a variant's rows apart
 
     def row(self, scenario: str, step: str, **values: object) -> Row:
         row = Row(
             run_id=self.run_id,
             system=self.system,
             driver=self.driver.name,
+            options=self.options,
             backend=self.backend,
             backing_fs=self.sandbox.backing_fs,
             scenario=scenario,

@@ -1,19 +1,23 @@
 """exec: process startup in a container rootfs, and first-touch costs of the driver.
 
 Driver level (no execdriver, measured from the host through a container layer's mount):
-the first read of a bottom-layer data file, the first write (copy-up) to the big lower
-file and the writeback of what it dirtied, the same write made durable with fsync, and
-the space that small writes into the big lower file take (copy-on-write granularity).
-Per execdriver: end-to-end start (`run_rm_true`: layer, mount, `/bin/true`, unmount,
-remove), and on a container layer of its own: start request until `/bin/true` exits,
-until `echo`'s first byte arrives, and until a `dd` that reads the bottom-layer data file,
-or writes one byte into the big lower file, exits.
+the first read of a bottom-layer data file and a re-read of it through the same mount,
+the first write (copy-up) to the big lower file and the writeback of what it dirtied, the
+same write made durable with fsync, and the space that small writes into the big lower
+file take (copy-on-write granularity). Per execdriver: end-to-end start (`run_rm_true`:
+layer, mount, `/bin/true`, unmount, remove), and on a container layer of its own: start
+request until `/bin/true` exits, until `echo`'s first byte arrives, until a `dd` that
+reads the bottom-layer data file exits (then the same `dd` again), and until one that
+writes one byte into the big lower file exits.
 
 The image is a one-file data layer at the bottom + busybox + the workload's layers + a
 layer holding the big file. Every measurement gets a fresh container layer, so each first
-touch really is the first; a cold repetition drops the page cache after the container
-layer is created and mounted (creating it copies files on vfs) and before the measured
-step, and the bottom data file is read by nothing but the read steps.
+touch really is the first (and a write never waits behind I/O a read left in flight); a
+cold repetition drops the page cache after the container layer is created and mounted
+(creating it copies files on vfs) and before the measured step, and the bottom data file
+is read by nothing but the read steps. Each read row records how much of the file was in
+the page cache right before it (`cached_bytes`): whether a new container's first read is
+served from memory depends on the driver sharing the image's page cache.
 """
 
 from __future__ import annotations
@@ -25,8 +29,9 @@ import graphdrivers
 
 from .. import execadapter
 from ..layers import Layers
+from ..pagecache import cached_bytes
 from ..space import settle, syncfs, used_bytes
-from ..workloads import BOTTOM_DATA, BOTTOM_DATA_BYTES, big_lower_layer, bottom_data_layer, busybox_layer
+from ..workloads import BOTTOM_DATA, big_lower_layer, bottom_data_layer, busybox_layer
 from . import Context, Phase, Repetition, clock, phased, phases
 from .rootfs import build_image
 
@@ -41,6 +46,7 @@ EXEC_STEPS = (
     "true",
     "echo_first_byte",
     "read_bottom_in_container",
+    "reread_bottom_in_container",
     "write_copyup_in_container",
 )
 
@@ -48,7 +54,7 @@ EXEC_STEPS = (
 def _stack(ctx: Context) -> list:
     base = [] if ctx.workload.name == "busybox" else [busybox_layer(ctx.workdir, "exec-busybox")]
     return [
-        bottom_data_layer(ctx.workdir),
+        bottom_data_layer(ctx.workdir, ctx.config.read_bytes),
         *base,
         *ctx.workload.layers,
         big_lower_layer(ctx.workdir, ctx.config.copyup_bytes),
@@ -62,23 +68,27 @@ def _flush(path: str, backing: str) -> None:
     syncfs(backing)
 
 
-def _first_touch(path: str, backing: str) -> tuple[float, float, float]:
-    """(first read of the bottom data file, first write to the big lower file, writeback
-    of what that write dirtied)."""
+def _read_all(path: str, size: int) -> float:
+    """Open and read all of the bottom data file (`size` bytes) in 1 MiB requests."""
     buffer, done = bytearray(READ_CHUNK), 0
     t0 = clock()
     with open(os.path.join(path, BOTTOM_DATA), "rb", buffering=0) as f:
         while n := f.readinto(buffer):
             done += n
     t1 = clock()
-    if done != BOTTOM_DATA_BYTES:
-        raise RuntimeError(f"read {done} bytes of {BOTTOM_DATA}, expected {BOTTOM_DATA_BYTES}")
+    if done != size:
+        raise RuntimeError(f"read {done} bytes of {BOTTOM_DATA}, expected {size}")
+    return t1 - t0
+
+
+def _first_write(path: str, backing: str) -> tuple[float, float]:
+    """(first write to the big lower file, writeback of what that write dirtied)."""
+    t0 = clock()
     with open(os.path.join(path, BIG_FILE), "r+b") as f:
         f.write(b"\0")
-    t2 = clock()
+    t1 = clock()
     _flush(path, backing)
-    t3 = clock()
-    return t1 - t0, t2 - t1, t3 - t2
+    return t1 - t0, clock() - t1
 
 
 def _durable_copyup(path: str) -> float:
@@ -147,22 +157,25 @@ def _run_rm_true(driver: graphdrivers.Driver, runner: execadapter.Runner, top: s
     return t3 - t0, (t1 - t0) + (t3 - t2)
 
 
-def _in_container(runner: execadapter.Runner, rootfs: str) -> dict[str, float]:
+def _in_container(runner: execadapter.Runner, rootfs: str) -> tuple[dict[str, float], dict[str, int | None]]:
     """The execdriver steps, in order, on one fresh container layer: the first read of the
-    bottom data file and the first write to the big lower file happen in the container."""
-    return {
-        "true": _timed(runner, rootfs, ["/bin/true"]),
-        "echo_first_byte": _echo_first_byte(runner, rootfs),
-        "read_bottom_in_container": _timed(runner, rootfs, [*READ_ARGV]),
-        "write_copyup_in_container": _timed(runner, rootfs, [*WRITE_ARGV]),
-    }
+    bottom data file (then the same read again) and the first write to the big lower file
+    happen in the container. Also: bytes of the data file cached before each read."""
+    data = os.path.join(rootfs, BOTTOM_DATA)
+    times = {"true": _timed(runner, rootfs, ["/bin/true"]), "echo_first_byte": _echo_first_byte(runner, rootfs)}
+    cached = {"read_bottom_in_container": cached_bytes(data)}
+    times["read_bottom_in_container"] = _timed(runner, rootfs, [*READ_ARGV])
+    cached["reread_bottom_in_container"] = cached_bytes(data)
+    times["reread_bottom_in_container"] = _timed(runner, rootfs, [*READ_ARGV])
+    times["write_copyup_in_container"] = _timed(runner, rootfs, [*WRITE_ARGV])
+    return times, cached
 
 
 def _runners(ctx: Context) -> dict[str, execadapter.Runner]:
     runners = {}
     for name in ctx.config.execdrivers:
         try:
-            state = os.path.join(ctx.workdir, f"exec-{ctx.driver.name}-{ctx.sandbox.backing_fs}-{name}")
+            state = os.path.join(ctx.workdir, f"exec-{ctx.sandbox.slug}-{ctx.sandbox.backing_fs}-{name}")
             runners[name] = execadapter.load(name, state)
             ctx.facts.setdefault("execdrivers", {})[name] = {"available": True, "runtime": runners[name].runtime}
         except execadapter.ExecUnavailable as exc:
@@ -193,7 +206,12 @@ def run(ctx: Context) -> Iterator[None]:
     def body(phase: Phase, rep: Repetition) -> None:
         with Layers(driver, "exc") as container:
             path, common = fresh(container, rep)
-            read_s, write_s, writeback_s = _first_touch(path, backing)
+            data = os.path.join(path, BOTTOM_DATA)
+            read_cached, read_s = cached_bytes(data), _read_all(path, config.read_bytes)
+            reread_cached, reread_s = cached_bytes(data), _read_all(path, config.read_bytes)
+        with Layers(driver, "exf") as container:
+            path, write_common = fresh(container, rep)
+            write_s, writeback_s = _first_write(path, backing)
         with Layers(driver, "exd") as container:
             path, durable_common = fresh(container, rep)
             durable_s = _durable_copyup(path)
@@ -205,9 +223,10 @@ def run(ctx: Context) -> Iterator[None]:
             syncfs(path)
             after = used_bytes(backing)
         if rep.measured:
-            ctx.row(SCENARIO, "first_read_bottom", seconds=read_s, **common)
-            ctx.row(SCENARIO, "first_write_copyup", seconds=write_s, **common)
-            ctx.row(SCENARIO, "first_write_copyup:writeback", seconds=writeback_s, **common)
+            ctx.row(SCENARIO, "first_read_bottom", seconds=read_s, cached_bytes=read_cached, **common)
+            ctx.row(SCENARIO, "reread_bottom", seconds=reread_s, cached_bytes=reread_cached, **common)
+            ctx.row(SCENARIO, "first_write_copyup", seconds=write_s, **write_common)
+            ctx.row(SCENARIO, "first_write_copyup:writeback", seconds=writeback_s, **write_common)
             ctx.row(SCENARIO, "first_write_copyup_durable", seconds=durable_s, **durable_common)
             cow_common.update(files=1, bytes=config.cow_writes)  # one file, one byte a write
             cow = ctx.row(SCENARIO, "cow_small_writes", seconds=cow_s, **cow_common).with_space(before, after)
@@ -218,13 +237,13 @@ def run(ctx: Context) -> Iterator[None]:
             run_common = {"depth": len(stack), "files": files, "bytes": size, **rep.columns()}
             with Layers(driver, f"exc{name}") as container:
                 path, in_common = fresh(container, rep)
-                times = _in_container(runner, path)
+                times, cached = _in_container(runner, path)
             if rep.measured:
                 ids = {"execdriver": name, "runtime": runner.runtime}
                 ctx.row(SCENARIO, "run_rm_true", seconds=total_s, **ids, **run_common)
                 ctx.row(SCENARIO, "run_rm_true:driver", seconds=driver_s, **ids, **run_common)
                 for step, seconds in times.items():
-                    ctx.row(SCENARIO, step, seconds=seconds, **ids, **in_common)
+                    ctx.row(SCENARIO, step, seconds=seconds, cached_bytes=cached.get(step), **ids, **in_common)
 
     try:
         with Layers(driver, "ex") as image:

@@ -10,7 +10,7 @@ import sys
 
 import pandas as pd
 
-from bench import cache, results
+from bench import cache, pagecache, results
 from bench.config import QUICK_DEPTHS
 from bench.scenarios.exec import EXEC_STEPS
 from graphdrivers import loopdev, mountutil
@@ -141,8 +141,9 @@ def test_drop_evicts_a_file_from_the_page_cache(make_backing) -> None:
         return int(out.stdout.split()[0])
 
     assert resident_pages() > 0
+    assert pagecache.cached_bytes(path) == resident_pages() * 4096 == 4 << 20  # the exec rows' cached_bytes
     cache.drop()
-    assert resident_pages() == 0
+    assert resident_pages() == 0 and pagecache.cached_bytes(path) == 0
 
 
 def test_exec_rows_are_numbers_or_say_why_not(quick_run: QuickRun) -> None:

@@ -11,7 +11,7 @@ import tarfile
 import pandas as pd
 import pytest
 
-from bench import imagearchive, report, results, workloads
+from bench import figures, imagearchive, report, results, workloads
 
 from .conftest import QuickRun, bench
 from .synthetic import write_run
@@ -31,7 +31,7 @@ def test_report_draws_figures_and_an_index(quick_run: QuickRun, tmp_path) -> Non
         "scenario_layer-create.png",
         "scenario_rootfs.png",
         "space_amplification.png",
-    ]
+    ]  # no layer_space_vs_depth: busybox is one layer (that figure: test_layer_space_figure_*)
     for png in pngs:
         assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         assert (out / png.replace(".png", ".pdf")).read_bytes()[:5] == b"%PDF-"
@@ -224,3 +224,37 @@ def test_report_facets_a_cluster_run_by_host(tmp_path) -> None:
     assert set(stats["host"]) == {"h1", "h2"}
     # each driver's cell ran on its own worker, not interleaved with the others: no x fastest
     assert stats["vs_fastest"].isna().all()
+
+
+
+def test_layer_space_figure_plots_each_layers_space_against_depth(tmp_path) -> None:
+    """A vfs layer holds copies of everything below it, an overlay2 layer only its own files:
+    the figure's median lines carry exactly the per-layer medians, beside the file data, and
+    the report includes it."""
+    used = {"vfs": (100, 200, 300), "overlay2": (100, 100, 100)}  # KiB a layer, by depth
+    rows = [
+        results.Row(
+            run_id="r", driver=driver, backend=driver, backing_fs="ext4", scenario="layer-create",
+            step="create+apply_diff", workload="deep", layer=depth - 1, depth=depth, bytes=90 << 10, repetition=rep,
+            seconds=0.01,
+        ).with_space(0, (kib + rep) << 10)
+        for driver, sizes in used.items() for depth, kib in enumerate(sizes, 1) for rep in range(3)
+    ]  # fmt: skip
+    rows += [  # the chain rows a real run has beside them (the summary's)
+        results.Row(run_id="r", driver=driver, backend=driver, backing_fs="ext4", scenario="layer-create",
+                    step="chain:create+apply_diff", workload="deep", layer=-1, depth=3, repetition=rep, seconds=0.03)
+        for driver in used for rep in range(3)
+    ]  # fmt: skip
+    df = results.frame(rows)
+    fig = figures.layer_space_figure(df, [{"run_id": "r"}])
+    lines = {line.get_label(): line for line in fig.axes[0].get_lines()}
+    for driver, sizes in used.items():
+        assert list(lines[driver].get_xdata()) == [1, 2, 3]
+        assert list(lines[driver].get_ydata()) == [kib + 1 for kib in sizes]  # the median of kib + 0, 1, 2
+    assert list(lines["file data"].get_ydata()) == [90, 90, 90]
+    out = tmp_path / "run"
+    results.write(str(out), rows, {"run_id": "r"})
+    proc = bench("report", str(out), "--out", str(tmp_path / "report"))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert (tmp_path / "report" / "layer_space_vs_depth.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert 'src="layer_space_vs_depth.png"' in (tmp_path / "report" / "index.html").read_text()
