@@ -118,7 +118,10 @@ def _limits(job: Job) -> dict[str, int]:
     return limits
 
 
-@jobs.job("cp", args="SRC DEST", help="copy files between a container (CONTAINER:PATH) and the local filesystem")
+@jobs.job("cp", args="SRC DEST", help="copy files between a container (CONTAINER:PATH) and the local filesystem",
+          options={"archive": Option(bool, "archive mode: keep the source's uid/gid (else the receiving side's "
+                                           "user owns the copy: root in a container, you here)", ("-a", "--archive")),
+                   "follow_link": Option(bool, "always follow a symlink in SRC", ("-L", "--follow-link"))})
 def cp(job: Job) -> int:
-    copy(_store(job), *job.args)
+    copy(_store(job), *job.args, archive=job.options["archive"], follow_link=job.options["follow_link"])
     return 0

@@ -101,7 +101,8 @@ def add_routes(router: Router, engine: Engine) -> None:
     @router.route("PUT", "/containers/{id}/archive")
     def archive_put(req: Request) -> Reply:
         copy.put_archive(store, store.get(req.params["id"]), _path_arg(req), req.body,
-                         no_overwrite_dir_non_dir=req.flag("noOverwriteDirNonDir"))
+                         no_overwrite_dir_non_dir=req.flag("noOverwriteDirNonDir"),
+                         copy_uid_gid=req.flag("copyUIDGID"))
         return Reply(200, None)
 
     @router.route("GET", "/events")
