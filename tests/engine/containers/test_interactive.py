@@ -172,7 +172,8 @@ def test_cli_cp_archive_mode_and_follow_link(tmp_path, exec_name, busybox_tar):
     root = str(tmp_path / "root")
     assert strata(root, "vfs", exec_name, "load", "-i", busybox_tar).returncode == 0
     assert strata(root, "vfs", exec_name, "run", "-d", "--name", "files", "busybox", "sleep", "60").returncode == 0
-    made = strata(root, "vfs", exec_name, "exec", "files", "sh", "-c", "echo data > /f && chown 7:8 /f && ln -s f /link")
+    made = strata(root, "vfs", exec_name, "exec", "files", "sh", "-c",
+                  "echo data > /f && chown 7:8 /f && ln -s f /link")
     assert made.returncode == 0, made.stderr
     local = tmp_path / "in.txt"
     local.write_text("in\n")
