@@ -9,6 +9,7 @@ from ..errors import Conflict, UsageError
 from ..job import Job
 from ..jobspec import JobTable, Option
 from .copy import copy
+from .hostconfig import check_reservation
 from .jobs import STOP_TIME
 from .restart import parse_policy
 from .store import Containers
@@ -92,6 +93,8 @@ def update(job: Job) -> int:
         c = store.refresh(store.get(ref))
         if policy is not None and policy != "no" and c.auto_remove:
             raise Conflict(f"container {c.short_id} is removed when it exits (--rm): it cannot have a restart policy")
+        wanted = {**c.host_config(), **c.resources, **limits}  # what the container has once updated
+        check_reservation(wanted["Memory"], wanted["MemoryReservation"], "--memory-reservation")
         if c.state.running and limits:
             store.cgroups(c).set_limits(limits)
         store.update(c, limits, policy)

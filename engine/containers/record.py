@@ -189,6 +189,7 @@ class Container:
             "ReadonlyRootfs": s.get("readonly_rootfs", False), "Privileged": s.get("privileged", False),
             "CapAdd": s.get("cap_add") or None, "CapDrop": s.get("cap_drop") or None,
             "Memory": r.get("memory", 0), "MemorySwap": r.get("memory_swap", 0),
+            "MemoryReservation": r.get("memory_reservation", 0),
             "NanoCpus": r.get("cpu_quota", 0) * 1_000_000_000 // r["cpu_period"] if r.get("cpu_period") else 0,
             "CpuShares": r.get("cpu_shares", 0), "CpusetCpus": r.get("cpuset_cpus", ""),
             "PidsLimit": r.get("pids_limit") or None, "OomKillDisable": r.get("oom_kill_disable", False),
