@@ -151,7 +151,7 @@ class Execs:
         instance.process = process
         instance.pid = process.pid
         instance.running = True
-        instance.io = ProcessIO(f"exec {instance.id[:12]}", process.stdin, process.console)
+        instance.io = ProcessIO(f"exec {instance.id[:12]}", process.stdin, process.console, resize=process.resize)
         return instance
 
     def pump(self, instance: ExecInstance, write: Callable[[int, bytes], None]) -> int:

@@ -29,8 +29,11 @@ CHUNK = 1 << 16
 class ProcessIO:
     """The write end of a process's stdin pipe and/or the master of its terminal."""
 
-    def __init__(self, name: str, stdin: int | None, console: int | None, log_path: str | None = None) -> None:
+    def __init__(self, name: str, stdin: int | None, console: int | None, log_path: str | None = None,
+                 resize: Callable[[int, int], None] | None = None) -> None:
+        """`resize(rows, cols)` sizes the terminal when more than the master needs it (else the master is)."""
         self.name = name
+        self._resize = resize
         self._lock = threading.Lock()
         self._stdin = stdin
         self.console = console
@@ -64,7 +67,10 @@ class ProcessIO:
     def resize(self, rows: int, cols: int) -> None:
         if self.console is None:
             raise Conflict(f"{self.name} has no terminal to resize (it was not started with a TTY)")
-        terminal.set_size(self.console, rows, cols)
+        if self._resize is not None:
+            self._resize(rows, cols)
+        else:
+            terminal.set_size(self.console, rows, cols)
 
     def close(self, timeout: float = 5.0) -> None:
         """After the process ended: let the terminal's last output reach the log, close everything."""

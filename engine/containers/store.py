@@ -366,7 +366,8 @@ class Containers:
         with self._lock:
             self._handles[c.id] = handle
             if handle.stdin is not None or handle.console is not None:
-                self._io[c.id] = ProcessIO(c.id, handle.stdin, handle.console, out)
+                self._io[c.id] = ProcessIO(c.id, handle.stdin, handle.console, out,
+                                           resize=lambda rows, cols, h=handle: h.driver.resize(h, rows, cols))
             c.state.status = RUNNING
             c.state.pid = handle.info.pid or 0
             c.state.exit_code, c.state.error, c.state.finished_at = 0, "", ""
