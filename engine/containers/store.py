@@ -587,6 +587,7 @@ class Containers:
             self.db.add_edge(NAMES, new_name, c.id)
             old_name, c.name = c.name, new_name
             c.save(self.dir)
+            self.network.rename(c.id, new_name)  # peers' /etc/hosts name it anew
         self.event(c, "rename", oldName="/" + old_name)
 
     def _stopped_by_user(self, c: Container) -> None:
