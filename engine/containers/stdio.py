@@ -1,9 +1,9 @@
 """The engine's side of a running process's interactive I/O: its stdin and its terminal.
 
-A container's output normally goes straight from its monitor to the log files; a
-container with a terminal writes to a pty instead, whose master only the engine that
-started it holds, so a thread of that engine copies the terminal's output to the stdout
-log (where `logs` and `attach` read it, as for any container). Attach streams write the
+A container's output normally goes from its monitor's FIFOs through a copier process to
+its log (logfile.py); a container with a terminal writes to a pty instead, whose master
+only the engine that started it holds, so a thread of that engine copies the terminal's
+output to the log as stdout lines (where `logs` and `attach` read it, as for any container). Attach streams write the
 client's input here. File descriptors cannot outlive the engine process: a container
 started by an engine that has ended keeps running but can take no more input.
 """
@@ -20,6 +20,7 @@ from typing import IO
 
 from ..errors import Conflict, UsageError
 from ..execdrivers import terminal
+from . import logfile
 
 log = logging.getLogger(__name__)
 
@@ -83,10 +84,12 @@ class ProcessIO:
             os.close(fd)
 
     def _copy_console(self, log_path: str) -> None:
-        """Terminal output to the stdout log until the last process holding the terminal ends (EIO)."""
+        """Terminal output to the log until the last process holding the terminal ends (EIO)."""
         assert self.console is not None
         fd = self.console
-        with open(log_path, "ab", buffering=0) as out:
+        out = logfile.open_for_append(log_path)
+        writer = logfile.LineWriter(out, "stdout")
+        try:
             while True:
                 try:
                     data = os.read(fd, CHUNK)
@@ -97,7 +100,9 @@ class ProcessIO:
                 if not data:
                     return
                 with contextlib.suppress(OSError):
-                    out.write(data)
+                    writer.feed(data)
+        finally:
+            os.close(out)
 
 
 DEFAULT_DETACH_KEYS = "ctrl-p,ctrl-q"

@@ -44,7 +44,7 @@ from ..network import ports
 from ..network.service import NULL_MODE, Networks
 from ..reference import normalize_tag
 from . import args as containerargs
-from . import etcfiles
+from . import etcfiles, logfile
 from .exec import Execs
 from .hostconfig import HostConfig
 from .record import CREATED, EXITED, RUNNING, Container, iso, now_iso
@@ -343,15 +343,17 @@ class Containers:
             c.restart_count += 1
         else:
             c.restart_count, c.manually_stopped = 0, False
-        _, out, err, exec_dir = c.paths(self.dir)
-        for log_path in (out, err):  # a TTY's output reaches them through the engine, maybe never
-            open(log_path, "ab").close()
+        directory, log_path, exec_dir = c.paths(self.dir)
         path = self._mount(c)
         driver = self._execdriver(c.execdriver, c.exec_options)
+        copier = None
         try:
             spec = self._process_spec(c, path)
-            handle = driver.start(c.id, spec, exec_dir, out, err)
+            copier = logfile.start_copier(directory, c.id)
+            handle = driver.start(c.id, spec, exec_dir, *logfile.fifo_paths(directory))
         except BaseException as exc:
+            if copier is not None:
+                copier.abandon()
             self.network.detach(c.id)
             self._unmount(c)
             if isinstance(exc, execdrivers.ExecError):
@@ -366,13 +368,14 @@ class Containers:
         with self._lock:
             self._handles[c.id] = handle
             if handle.stdin is not None or handle.console is not None:
-                self._io[c.id] = ProcessIO(c.id, handle.stdin, handle.console, out,
+                self._io[c.id] = ProcessIO(c.id, handle.stdin, handle.console, log_path,
                                            resize=lambda rows, cols, h=handle: h.driver.resize(h, rows, cols))
             c.state.status = RUNNING
             c.state.pid = handle.info.pid or 0
             c.state.exit_code, c.state.error, c.state.finished_at = 0, "", ""
             c.state.started_at = now_iso()
-            c.monitor = handle.info.to_json()
+            copier.started(handle.monitor_pid)
+            c.monitor = {**handle.info.to_json(), "logger": copier.to_json()}
             c.rootfs = path
             c.save(self.dir)
         if c.resources and not handle.start_error:
@@ -444,7 +447,7 @@ class Containers:
             handle = self._handles.get(c.id)
             if handle is None and c.state.running and c.monitor is not None:
                 driver = self._execdriver(c.execdriver, c.exec_options)
-                handle = driver.attach(c.id, c.paths(self.dir)[3], MonitorInfo.from_json(c.monitor))
+                handle = driver.attach(c.id, c.paths(self.dir)[2], MonitorInfo.from_json(c.monitor))
                 self._handles[c.id] = handle
             return handle
 
@@ -474,7 +477,9 @@ class Containers:
         return ExitStatus(c.state.exit_code, 0.0, c.state.error)
 
     def _finish(self, c: Container, status: ExitStatus | None) -> None:
-        """Record the end of the process and release the layer's mount; idempotent."""
+        """Record the end of the process and release the layer's mount; idempotent. Its log
+        is complete first: whoever sees the end may read the log once more and stop."""
+        logfile.wait_written(c.monitor)
         with self._lock:
             fresh = self._load(c.id)
             if fresh.state.status != RUNNING:
@@ -496,7 +501,7 @@ class Containers:
                 stdio.close()
             self._unmount(c)
             c.rootfs = None
-            self._execdriver(c.execdriver, c.exec_options).release(c.id, c.paths(self.dir)[3])
+            self._execdriver(c.execdriver, c.exec_options).release(c.id, c.paths(self.dir)[2])
             self.network.detach(c.id)
             c.save(self.dir)
         self.event(c, "die", exitCode=str(c.state.exit_code))
@@ -635,7 +640,7 @@ class Containers:
             if not os.path.isdir(c.paths(self.dir)[0]):
                 return  # auto-removed when it finished
         with self._lock:
-            self._execdriver(c.execdriver, c.exec_options).release(c.id, c.paths(self.dir)[3])
+            self._execdriver(c.execdriver, c.exec_options).release(c.id, c.paths(self.dir)[2])
             self._discard(c)
         self.execs.forget_container(c.id)
         self.event(c, "destroy")
@@ -717,15 +722,14 @@ class Containers:
             spool.flush()
             yield spool.name, "sha256:" + digest.hexdigest()
 
-    def log_paths(self, c: Container) -> tuple[str, str]:
-        _, out, err, _ = c.paths(self.dir)
-        return out, err
+    def log_path(self, c: Container) -> str:
+        return c.paths(self.dir)[1]
 
     def inspect(self, c: Container) -> dict[str, Any]:
         c = self.refresh(c)
         if not os.path.isdir(c.paths(self.dir)[0]):
             raise NoSuchContainer(c.id)
-        data = c.inspect(self.driver.name, _safe_metadata(self.driver, c.layer), self.log_paths(c)[0])
+        data = c.inspect(self.driver.name, _safe_metadata(self.driver, c.layer), self.log_path(c))
         for m in data["Mounts"]:
             if m["Type"] == "volume":
                 m["Source"] = self.volumes.mountpoint(m["Name"])

@@ -6,18 +6,18 @@ from __future__ import annotations
 import contextlib
 import copy
 import json
-import os
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import IO, Any
 
-from ...containers.jobs import WARNING
+from ...containers import logfile
+from ...containers.jobs import WARNING, logs_selection
 from ...containers.record import Container
 from ...containers.stdio import ProcessIO, detach_sequence, forward_input
 from ...engine import Engine
-from ...errors import EngineError, NoSuchContainer
+from ...errors import EngineError, NoSuchContainer, UsageError
 from ...images.view import unix_time
 from .. import createbody, jobio, mux, schema
 from ..http import ApiError, Reply, Request, Router
@@ -26,7 +26,6 @@ POLL = 0.005  # seconds between looks at a container that has not started yet
 ATTACH_DRAIN_TIMEOUT = 30.0  # how long wait lets attach streams finish copying output
 RAW_STREAM = "application/vnd.docker.raw-stream"
 MUX_STREAM = "application/vnd.docker.multiplexed-stream"
-FOLLOW_POLL = 0.02  # seconds between looks at the log files of an attached container
 
 
 # The fields of Docker's container inspect that strata has no other value for; the docker
@@ -181,20 +180,22 @@ def add_routes(router: Router, engine: Engine) -> None:
         """Copy the container's output (frames, or raw for a TTY) until its process ends, without
         recording the end: that is the wait endpoint's job (it alone sees the exit code of an
         --rm container). `replay`: from the start of the logs, else only what comes now."""
-        out_path, err_path = store.log_paths(c)
         handle = store.handle(c)
-        write = (lambda _stream, data: sock.sendall(data)) if c.tty else \
-            (lambda stream, data: sock.sendall(mux.frame(stream, data)))
-        with _open(out_path) as out, _open(err_path) as err:
-            if not replay:
-                out.seek(0, os.SEEK_END)
-                err.seek(0, os.SEEK_END)
-            while not stop.is_set():
-                ended = handle is None or handle.wait(FOLLOW_POLL) is not None
-                _pump(out, write, mux.STDOUT, want_out)
-                _pump(err, write, mux.STDERR, want_err)
-                if ended:
-                    break
+        wanted = {"stdout": want_out, "stderr": want_err}
+
+        def write(stream: str, data: bytes) -> None:
+            if wanted[stream]:
+                sock.sendall(data if c.tty else mux.frame(mux.STDOUT if stream == "stdout" else mux.STDERR, data))
+
+        def ended(timeout: float) -> bool:
+            return stop.is_set() or handle is None or handle.wait(timeout) is not None
+
+        def written() -> None:
+            if not stop.is_set():  # (a detach leaves the container running: nothing more to wait for)
+                logfile.wait_written(c.monitor)
+
+        logfile.copy(store.log_path(c), write, logfile.Selection(tail=None if replay else 0), ended=ended,
+                     written=written)
 
     @router.route("POST", "/containers/{id}/resize")
     def resize(req: Request) -> Reply:
@@ -212,14 +213,12 @@ def add_routes(router: Router, engine: Engine) -> None:
             raise ApiError(400, "you must choose at least one stream (stdout or stderr)")
         drop = lambda _b: b""  # noqa: E731 -- a stream the client did not ask for
         raw = lambda b: b  # noqa: E731 -- a TTY's output is one stream, sent as it is
-        for name in ("since", "until"):
-            if (req.arg(name) or "0") not in ("0", "0.000000000"):
-                raise ApiError(400, f"logs {name} is not supported: strata keeps a container's output as the raw "
-                                    "bytes it wrote, without times")
-        if req.flag("timestamps"):
-            raise ApiError(400, "logs timestamps are not supported: strata keeps a container's output as the raw "
-                                "bytes it wrote, without times")
-        options = {"follow": req.flag("follow"), "tail": req.arg("tail") or "all"}
+        options = {"follow": req.flag("follow"), "tail": req.arg("tail") or "all", "since": req.arg("since") or "",
+                   "until": req.arg("until") or "", "timestamps": req.flag("timestamps")}
+        try:  # a bad value is a 400 before the stream starts
+            logs_selection(options)
+        except UsageError as exc:
+            raise ApiError(400, str(exc)) from None
         chunks = jobio.stream(engine, "logs", c.id, options=options,
                               out=(raw if c.tty else mux.stdout_frame) if req.flag("stdout") else drop,
                               err=(raw if c.tty else mux.stderr_frame) if req.flag("stderr") else drop)
@@ -280,13 +279,3 @@ def add_routes(router: Router, engine: Engine) -> None:
     def export(req: Request) -> Reply:
         container_id = inspected(req)["Id"]  # a missing container is a 404 before the tar starts
         return Reply(200, stream=jobio.stream(engine, "export", container_id), content_type="application/x-tar")
-
-
-def _open(path: str) -> IO[bytes]:
-    return open(path if os.path.exists(path) else os.devnull, "rb")
-
-
-def _pump(src: IO[bytes], write: Callable[[int, bytes], None], stream: int, wanted: bool) -> None:
-    while chunk := src.read(1 << 20):
-        if wanted:
-            write(stream, chunk)
