@@ -403,13 +403,16 @@ def diff(job: Job) -> int:
 
 @jobs.job("commit", args="CONTAINER [REPOSITORY[:TAG]]", help="make an image of a container's changes",
           options={"message": Option(str, "commit message", ("-m", "--message"), ""),
-                   "author": Option(str, "author", ("-a", "--author"), "")})
+                   "author": Option(str, "author", ("-a", "--author"), ""),
+                   "pause": Option(str, "freeze a running container while its changes are read (default true)",
+                                   ("-p", "--pause"), "true", ("true", "false"))})
 def commit(job: Job) -> int:
     """`commit CONTAINER [REPOSITORY[:TAG]]` (message, author): prints the image id."""
     args = job.args
     store = _store(job)
     image_id = store.commit(store.get(args[0]), args[1] if len(args) > 1 else "",
-                            message=job.options["message"], author=job.options["author"])
+                            message=job.options["message"], author=job.options["author"],
+                            pause=job.options["pause"] != "false")
     job.write(image_id + "\n")
     return 0
 

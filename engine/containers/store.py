@@ -686,8 +686,20 @@ class Containers:
             raise
         return export_paths(path, everything, on_close=lambda: self.driver.put(c.layer))
 
-    def commit(self, c: Container, tag: str = "", *, message: str = "", author: str = "") -> str:
-        """The container's changes as a new image layer over its image; returns the image id."""
+    def commit(self, c: Container, tag: str = "", *, message: str = "", author: str = "", pause: bool = True) -> str:
+        """The container's changes as a new image layer over its image; returns the image id.
+        `pause`: a running container is frozen while its changes are read (Docker's default),
+        so the layer is one moment of its filesystem."""
+        c = self.refresh(c)
+        if not (pause and c.state.running and not c.state.paused):
+            return self._commit(c, tag, message, author)
+        self.pause(c)
+        try:
+            return self._commit(c, tag, message, author)
+        finally:
+            self.unpause(self.refresh(c))
+
+    def _commit(self, c: Container, tag: str, message: str, author: str) -> str:
         tags = [normalize_tag(tag)] if tag else []
         graph = self.graph
         image = graph.get_image(c.image)

@@ -155,6 +155,8 @@ class OciDriver(ExecDriver):
         if spec.tty:
             master, slave, slave_path = terminal.host_pty()
             os.close(slave)
+            if spec.console_size:  # runc sizes the process's pty as its own; crun reads consoleSize
+                terminal.set_size(master, *spec.console_size)
             actions = [(os.POSIX_SPAWN_OPEN, fd, slave_path, os.O_RDWR, 0) for fd in (0, 1, 2)]
             try:  # a session of its own with the pty as controlling terminal: runc gets SIGWINCH
                 pid = os.posix_spawn(cmd[0], cmd, os.environ, file_actions=actions, setsid=True)

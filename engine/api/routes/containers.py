@@ -78,6 +78,7 @@ def add_routes(router: Router, engine: Engine) -> None:
     def create(req: Request) -> Reply:
         body = req.json()
         schema.check_container_config(body)
+        req.refuse_arg("platform", "containers run the image's own platform (pull one with --platform)")
         image, cmd, options = createbody.options(body, req.arg("name") or "")
         options["pull"] = "never"  # Docker's create answers 404 for a missing image; the client pulls
         job = jobio.run(engine, "create", image, *cmd, options=options)
@@ -227,7 +228,14 @@ def add_routes(router: Router, engine: Engine) -> None:
     @router.route("GET", "/containers/json")
     def list_(req: Request) -> Reply:
         req.refuse_filters()
-        listed = jobio.run(engine, "ps", options={"all": req.flag("all"), "json": True}).json()
+        for name in ("since", "before"):
+            req.refuse_arg(name, "give a filter instead (which strata does not support either)")
+        req.refuse_arg("size", "containers are listed without their sizes")
+        limit = req.int_arg("limit", -1)
+        # as Docker's: a limit lists that many of the most recently created, stopped ones too
+        listed = jobio.run(engine, "ps", options={"all": req.flag("all") or limit > 0, "json": True}).json()
+        if limit is not None and limit > 0:
+            listed = sorted(listed, key=lambda c: c["Created"], reverse=True)[:limit]
         return Reply(200, [{**{k: c[k] for k in ("Id", "Names", "Image", "ImageID", "Command", "State", "Status",
                                                   "HostConfig", "Ports", "NetworkSettings")},
                             "Created": unix_time(c["Created"]), "Labels": c["Labels"], "SizeRw": 0,
@@ -247,6 +255,7 @@ def add_routes(router: Router, engine: Engine) -> None:
         c = inspected(req)
         if not c["State"]["Running"]:
             return Reply(304, None)
+        req.refuse_arg("signal", "a container stops with its stop signal (--stop-signal at create)")
         jobio.run(engine, "stop", c["Id"], options={"time": req.int_arg("t", None)})
         return Reply(204, None)
 
@@ -257,6 +266,8 @@ def add_routes(router: Router, engine: Engine) -> None:
 
     @router.route("DELETE", "/containers/{id}")
     def delete(req: Request) -> Reply:
+        req.refuse_arg("link", "strata has no container links (--link)")
+        # v: the container's anonymous volumes -- strata makes none, so there is nothing to remove
         jobio.run(engine, "rm", inspected(req)["Id"], options={"force": req.flag("force")})
         return Reply(204, None)
 
@@ -271,7 +282,15 @@ def add_routes(router: Router, engine: Engine) -> None:
             raise ApiError(400, "container is required")
         repo, tag = req.arg("repo"), req.arg("tag")
         args = [ref] + ([f"{repo}:{tag}" if tag else repo] if repo else [])
-        options = {"message": req.arg("comment") or "", "author": req.arg("author") or ""}
+        for change in req.args("changes"):
+            if change:
+                raise ApiError(400, f"commit changes are not supported by strata: {change!r}")
+        config = req.json(required=False)
+        if isinstance(config, dict) and any(config.values()):
+            raise ApiError(400, f"a commit's container config is not supported by strata: "
+                                f"{', '.join(sorted(k for k, v in config.items() if v))}")
+        options = {"message": req.arg("comment") or "", "author": req.arg("author") or "",
+                   "pause": "true" if req.flag("pause", True) else "false"}
         job = jobio.run(engine, "commit", *args, options=options)
         return Reply(201, {"Id": job.stdout.getvalue().decode().strip()})
 

@@ -147,6 +147,7 @@ def add_routes(router: Router, engine: Engine) -> None:
     @router.route("DELETE", "/images/{name:path}")
     def delete(req: Request) -> Reply:
         name = req.params["name"]
+        req.refuse_arg("noprune", "removing an image removes its untagged parents")
         job = jobio.run(engine, "rmi", name, options={"force": req.flag("force")})
         items = []
         for line in job.stdout.getvalue().decode().splitlines():

@@ -40,6 +40,7 @@ def add_routes(router: Router, engine: Engine) -> None:
 
     @router.route("POST", "/containers/{id}/restart")
     def restart(req: Request) -> Reply:
+        req.refuse_arg("signal", "a container stops with its stop signal (--stop-signal at create)")
         jobio.run(engine, "restart", container_id(req), options={"time": req.int_arg("t", 10)})
         return Reply(204, None)
 

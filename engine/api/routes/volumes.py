@@ -26,6 +26,7 @@ def add_routes(router: Router, engine: Engine) -> None:
 
     @router.route("GET", "/volumes")
     def list_(req: Request) -> Reply:
+        req.refuse_filters()
         return Reply(200, {"Volumes": jobio.run(engine, "volume_ls", options={"json": True}).json(), "Warnings": []})
 
     @router.route("GET", "/volumes/{name}")
