@@ -30,6 +30,7 @@ import logging
 import os
 import re
 import select
+import signal
 import socket
 import stat
 import time
@@ -180,6 +181,9 @@ def _copier_main(sock: socket.socket, out_path: str, err_path: str, path: str) -
     """Copy the FIFOs to the log until the monitor (its pid comes on `sock`) has ended."""
     try:
         linux.set_process_name("strata-logger")
+        os.chdir("/")  # no hold on the engine's working directory's filesystem
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGPIPE):
+            signal.signal(sig, signal.SIG_DFL)  # not the engine's handlers
         keep = sock.fileno()
         os.closerange(3, keep)
         os.closerange(keep + 1, os.sysconf("SC_OPEN_MAX"))
