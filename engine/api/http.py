@@ -146,6 +146,13 @@ class Request:
         if asked:
             raise ApiError(400, f"filters are not supported by strata: {', '.join(asked)}")
 
+    def refuse_arg(self, name: str, reason: str) -> None:
+        """A query parameter strata does not honour: unset or at its zero value it asks for
+        nothing; any other value is a 400 naming it, never an answer that ignores it."""
+        value = self.arg(name)
+        if value not in (None, "", "0", "false", "False", "no"):
+            raise ApiError(400, f"query parameter {name}={value!r} is not supported by strata: {reason}")
+
     def flag(self, name: str, default: bool = False) -> bool:
         """A boolean query parameter, spelled as every strata boolean is (1/true/yes, 0/false/no)."""
         value = self.arg(name)

@@ -146,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
         registrycli.configure_logging(ns.log_level)
     try:
         if ns.command == "logs" and ns.follow:
-            return containercli.follow_logs(lambda: Engine(ns.root, ns.driver, _options(ns.storage_opt)), ns.container)
+            return containercli.follow_logs(lambda: Engine(ns.root, ns.driver, _options(ns.storage_opt)), ns)
         with Engine(ns.root, ns.driver, _options(ns.storage_opt), read_only=ns.command in READ_ONLY) as engine:
             job, output = _job(engine, ns)
             progress = ns.command == "load" and not ns.quiet and sys.stderr.isatty()

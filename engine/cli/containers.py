@@ -4,19 +4,17 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import os
 import signal
 import sys
 from collections.abc import Callable, Iterator
-from typing import IO
 
+from ..containers import logfile
+from ..containers.jobs import logs_selection
 from ..engine import Engine
 from ..errors import EngineError
 from ..execdrivers.base import MonitorInfo, wait_for_exit
 from ..job import Job
 from .commands import command, job_of
-
-FOLLOW_POLL = 0.05  # seconds between looks at the log files
 
 COMMANDS = ("create", "run", "start", "wait", "logs", "stop", "kill", "rm", "ps", "diff", "commit", "export", "exec",
             "pause", "unpause", "restart", "rename", "update", "top", "stats", "cp", "events")
@@ -67,7 +65,7 @@ def _all_containers(engine: Engine, refs: list[str]) -> bool:
     return engine.job("container_inspect", *refs).run() == 0
 
 
-def follow_logs(open_engine: Callable[[], Engine], ref: str) -> int:
+def follow_logs(open_engine: Callable[[], Engine], ns: argparse.Namespace) -> int:
     """`logs -f` without holding the engine root while it follows.
 
     One engine process owns a root at a time; a follow that kept it would lock out every
@@ -76,32 +74,22 @@ def follow_logs(open_engine: Callable[[], Engine], ref: str) -> int:
     monitor is watched through a pidfd, with no engine.
     """
     with open_engine() as engine:
-        job = engine.job("container_inspect", ref, stderr=sys.stderr.buffer)
+        job = engine.job("container_inspect", ns.container, stderr=sys.stderr.buffer)
         if job.run() != 0:
             return job.status or 1
         data = job.json()[0]
-    paths = data["LogPaths"]
+        sel = logs_selection(vars(ns))
     monitor = data["Monitor"] if data["State"]["Running"] and data["Monitor"] else None
-    out, err = sys.stdout.buffer, sys.stderr.buffer
-    with _open_log(paths["Stdout"]) as o, _open_log(paths["Stderr"]) as e:
-        _copy(o, out)
-        _copy(e, err)
-        while monitor is not None and not wait_for_exit(MonitorInfo.from_json(monitor), FOLLOW_POLL):
-            _copy(o, out)
-            _copy(e, err)
-        _copy(o, out)
-        _copy(e, err)
+
+    def emit(stream: str, line: bytes) -> None:
+        out = sys.stdout.buffer if stream == "stdout" else sys.stderr.buffer
+        out.write(line)
+        out.flush()
+
+    logfile.copy(data["LogPath"], emit, sel,
+                 ended=None if monitor is None else lambda t: wait_for_exit(MonitorInfo.from_json(monitor), t),
+                 written=lambda: logfile.wait_written(monitor))
     return 0
-
-
-def _open_log(path: str) -> IO[bytes]:
-    return open(path if os.path.exists(path) else os.devnull, "rb")
-
-
-def _copy(src: IO[bytes], dst: IO[bytes]) -> None:
-    while chunk := src.read(1 << 20):
-        dst.write(chunk)
-    dst.flush()
 
 
 PROXIED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2,

@@ -5,7 +5,10 @@ the root (openat2 RESOLVE_IN_ROOT: `..` and absolute symlinks stop at the rootfs
 tar is written by the layer exporter from the resolved directory, and an upload is
 applied by the layer applier inside the resolved destination (never outside it, all or
 nothing), with `.wh.` names kept as plain files: an upload is files, not a layer diff.
-As with `docker cp`, a symlink named as the source is copied as the link itself.
+As with `docker cp`, a symlink named as the source is copied as the link itself (unless
+asked to follow it, `-L`), and what is copied in belongs to the container's root (uid and
+gid 0: strata maps no user namespace) unless asked to keep the archive's ids (`-a`,
+the API's copyUIDGID); what is copied out belongs to the caller unless `-a`.
 """
 
 from __future__ import annotations
@@ -143,9 +146,14 @@ def get_archive(store: Containers, c: Container, path: str) -> tuple[IO[bytes], 
     return export_paths(base, entries, on_close=release), info
 
 
+CONTAINER_ROOT = (0, 0)  # who owns what is copied in without copyUIDGID
+MAX_LINKS = 40  # symlinks followed for -L before giving up, as the kernel's ELOOP
+
+
 def put_archive(store: Containers, c: Container, path: str, stream: IO[bytes], *,
-                no_overwrite_dir_non_dir: bool) -> None:
-    """Extract the tar `stream` into the directory `path` of the container."""
+                no_overwrite_dir_non_dir: bool, copy_uid_gid: bool) -> None:
+    """Extract the tar `stream` into the directory `path` of the container; its entries are
+    owned by the container's root, or keep the tar's uid/gid with `copy_uid_gid`."""
     parent, name = _clean(path)
     with _rootfs(store, c) as rootfs, tempfile.TemporaryFile(dir=os.path.join(store.root, "tmp")) as spool:
         fd = _open_dir(c, rootfs, f"{parent}/{name}".strip("/"), path, follow=True)
@@ -158,7 +166,8 @@ def put_archive(store: Containers, c: Container, path: str, stream: IO[bytes], *
                 spool.seek(0)
                 stream = spool
             try:
-                apply_layer(dest, stream, whiteouts=whiteouts.AUFS)  # `.wh.` names are files here
+                apply_layer(dest, stream, whiteouts=whiteouts.AUFS,  # `.wh.` names are files here
+                            owner=None if copy_uid_gid else CONTAINER_ROOT)
             except UnsafeArchive as exc:
                 raise UsageError(f"cannot extract the archive into {path}: {exc}") from None
         finally:
@@ -194,23 +203,38 @@ def _split_ref(arg: str) -> tuple[str | None, str]:
     return (ref, path) if sep else (None, arg)
 
 
-def copy(store: Containers, source: str, dest: str) -> None:
+def copy(store: Containers, source: str, dest: str, *, archive: bool = False, follow_link: bool = False) -> None:
     """`cp CONTAINER:PATH LOCAL` or `cp LOCAL CONTAINER:PATH`, with docker cp's naming: into an
-    existing directory under the source's name, else as the destination's name."""
+    existing directory under the source's name, else as the destination's name. `archive`
+    keeps the source's uid/gid (else the receiving side's user owns the copy); `follow_link`
+    copies what a symlink named as the source points to, under the link's name."""
     (src_ref, src_path), (dst_ref, dst_path) = _split_ref(source), _split_ref(dest)
     if (src_ref is None) == (dst_ref is None):
         raise UsageError("cp copies between a container and the local filesystem: one of SRC and DEST must be "
                          "CONTAINER:PATH, the other a local path")
     if src_ref is not None:
-        _copy_out(store, store.get(src_ref), src_path, dst_path)
+        c = store.get(src_ref)
+        _copy_out(store, c, _link_target(store, c, src_path) if follow_link else src_path, dst_path,
+                  archive=archive, as_name=os.path.basename(src_path.rstrip("/")) if follow_link else None)
     else:
         assert dst_ref is not None
-        _copy_in(store, store.get(dst_ref), src_path, dst_path)
+        _copy_in(store, store.get(dst_ref), src_path, dst_path, archive=archive, follow_link=follow_link)
 
 
-def _copy_out(store: Containers, c: Container, path: str, local: str) -> None:
+def _link_target(store: Containers, c: Container, path: str) -> str:
+    """The container path a symlink at `path` ends at (resolved as the CLI's -L does: a
+    relative target against the link's directory), or `path` when it is no link."""
+    for _ in range(MAX_LINKS):
+        target = stat_path(store, c, path)["linkTarget"]
+        if not target:
+            return path
+        path = os.path.normpath(os.path.join(os.path.dirname(path.rstrip("/")), target))
+    raise UsageError(f"too many levels of symbolic links in container {c.short_id}: {path}")
+
+
+def _copy_out(store: Containers, c: Container, path: str, local: str, *, archive: bool, as_name: str | None) -> None:
     if os.path.isdir(local):
-        into, name = local, None
+        into, name = local, as_name
     else:
         into, name = os.path.dirname(os.path.abspath(local)), os.path.basename(local)
         if not os.path.isdir(into):
@@ -218,13 +242,15 @@ def _copy_out(store: Containers, c: Container, path: str, local: str) -> None:
     stream, _ = get_archive(store, c, path)
     with stream, tarfile.open(fileobj=stream, mode="r|") as tar:
         for member in tar:
-            if name is not None:  # the top entry takes the destination's name
+            if name is not None:  # the top entry takes the destination's (or the followed link's) name
                 _head, _, rest = member.name.partition("/")
                 member.name = name + ("/" + rest if rest else "")
-            tar.extract(member, into, filter="tar")
+            if not archive:
+                member.uid, member.gid = os.getuid(), os.getgid()
+            tar.extract(member, into, filter="tar", numeric_owner=True)
 
 
-def _copy_in(store: Containers, c: Container, local: str, path: str) -> None:
+def _copy_in(store: Containers, c: Container, local: str, path: str, *, archive: bool, follow_link: bool) -> None:
     if not os.path.lexists(local):
         raise UsageError(f"no such local file or directory: {local}")
     parent, last = _clean(path)
@@ -239,6 +265,6 @@ def _copy_in(store: Containers, c: Container, local: str, path: str) -> None:
         into, name = os.path.dirname(path.rstrip("/")) or "/", os.path.basename(path.rstrip("/"))
     with tempfile.TemporaryFile(dir=os.path.join(store.root, "tmp")) as spool:
         with tarfile.open(fileobj=spool, mode="w", format=tarfile.PAX_FORMAT) as tar:
-            tar.add(local, arcname=name)
+            tar.add(os.path.realpath(local) if follow_link else local, arcname=name)
         spool.seek(0)
-        put_archive(store, c, into, spool, no_overwrite_dir_non_dir=True)
+        put_archive(store, c, into, spool, no_overwrite_dir_non_dir=True, copy_uid_gid=archive)

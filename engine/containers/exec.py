@@ -134,8 +134,9 @@ class Execs:
         if c.state.paused:
             raise Conflict(f"container {c.short_id} is paused, unpause it first")
 
-    def start(self, instance: ExecInstance) -> ExecInstance:
-        """Start the process (once); its output waits in pipes until `pump` (or `run_detached`)."""
+    def start(self, instance: ExecInstance, console_size: tuple[int, int] | None = None) -> ExecInstance:
+        """Start the process (once); its output waits in pipes until `pump` (or `run_detached`).
+        `console_size` (rows, columns): its terminal's size from the first instruction."""
         self.check_startable(instance)
         with self._lock:
             if instance.started:
@@ -143,7 +144,8 @@ class Execs:
             instance.started = True
         c = self.store.get(instance.container_id)
         spec = ProcessSpec("", instance.args, _merged_env(c.env, instance.env), instance.workdir or c.workdir,
-                           instance.user or c.user, c.hostname, tty=instance.tty, open_stdin=instance.open_stdin)
+                           instance.user or c.user, c.hostname, tty=instance.tty, open_stdin=instance.open_stdin,
+                           console_size=console_size if instance.tty else None)
         try:
             process = self.store.exec_in(c, spec)
         except BaseException:
@@ -154,7 +156,7 @@ class Execs:
         instance.process = process
         instance.pid = process.pid
         instance.running = True
-        instance.io = ProcessIO(f"exec {instance.id[:12]}", process.stdin, process.console)
+        instance.io = ProcessIO(f"exec {instance.id[:12]}", process.stdin, process.console, resize=process.resize)
         return instance
 
     def pump(self, instance: ExecInstance, write: Callable[[int, bytes], None]) -> int:

@@ -270,6 +270,8 @@ def _resources(o: dict[str, Any]) -> tuple[Resources, list[str]]:
     if swap > 0 and swap < memory:
         raise RefusedOption(f"invalid {what('memory_swap')}: minimum memoryswap limit should be larger than memory "
                          "limit, see usage")
+    reservation = containerargs_size(o["memory_reservation"], "memory_reservation")
+    check_reservation(memory, reservation, what("memory_reservation"))
     if memory and not swap:
         swap = 2 * memory  # Docker: as much swap as memory
     if swap and not _swap_limit_supported():
@@ -295,7 +297,8 @@ def _resources(o: dict[str, Any]) -> tuple[Resources, list[str]]:
     pids = integer(o["pids_limit"], "pids_limit") if o["pids_limit"] else 0
     if o["oom_kill_disable"] and not memory:
         warnings.append(WARN_NO_OOM_LIMIT)
-    resources = Resources(memory=memory, memory_swap=swap, cpu_quota=quota, cpu_period=period, cpu_shares=shares,
+    resources = Resources(memory=memory, memory_swap=swap, memory_reservation=reservation, cpu_quota=quota,
+                          cpu_period=period, cpu_shares=shares,
                           cpuset_cpus=o["cpuset_cpus"], pids_limit=pids if pids > 0 else 0,
                           oom_kill_disable=o["oom_kill_disable"])
     return resources, warnings
@@ -317,6 +320,18 @@ def check_cpuset(text: str) -> None:
     if not wanted <= online:
         raise RefusedOption(f"invalid {what('cpuset_cpus')}: requested CPUs are not available - requested "
                             f"{text}, available: {','.join(map(str, sorted(online)))}")
+
+
+def check_reservation(memory: int, reservation: int, shown: str) -> None:
+    """Docker's rules for a memory reservation (create and update alike): at least the
+    minimum, and not above the memory limit when one is set."""
+    if reservation < 0:
+        raise RefusedOption(f"invalid {shown}: must not be negative")
+    if reservation and reservation < MIN_MEMORY:
+        raise RefusedOption(f"invalid {shown}: Minimum memory reservation allowed is 6MB")
+    if memory > 0 and reservation and memory < reservation:
+        raise RefusedOption(f"invalid {shown}: Minimum memory limit can not be less than memory reservation limit, "
+                            "see usage")
 
 
 def containerargs_size(text: str, dest: str) -> int:

@@ -14,23 +14,22 @@ import os
 import signal
 import threading
 import time
+from collections.abc import Callable
 from typing import IO
 
 from graphdrivers.units import human_size
 
-from ..errors import ContainerStartError, EngineError, NoSuchContainer, NoSuchImage, UsageError
+from ..errors import ContainerStartError, EngineError, NoSuchContainer, NoSuchImage
 from ..execdrivers import terminal
 from ..images.view import go_time, parse_time, table
 from ..job import Job
 from ..jobspec import CHANGE, FORMAT, INSPECT_FORMAT, JSON, JobTable, Option
 from ..templates import render_all
 from . import args as containerargs
-from . import hostconfig
+from . import hostconfig, logfile
 from .record import Container
 from .stdio import ProcessIO, forward_input, reader_of
 from .store import Containers
-
-FOLLOW_POLL = 0.05  # seconds between looks at the log files while following
 
 jobs = JobTable()
 _KINDS = {"flag": bool, "value": str, "append": list}
@@ -128,27 +127,27 @@ def run(job: Job) -> int:
         if auto_remove and os.path.isdir(c.paths(store.dir)[0]):
             store.remove(store.get(c.id), force=True)
         return exc.status
-    out_path, err_path = store.log_paths(c)
     stdio = store.process_io(c)
     if stdio is not None:
         _feed_stdin(job, stdio)
     # A caller (the CLI's signal proxy) may append signals here; they go to the container,
     # except SIGWINCH: the caller's terminal changed size, so the container's follows.
     pending: list[int] = getattr(job, "pending_signals", [])
-    with open(out_path, "rb") as out, open(err_path, "rb") as err:
-        while handle.wait(FOLLOW_POLL) is None:
-            while pending:
-                sig = pending.pop(0)
-                if sig == signal.SIGWINCH:
-                    follow_size(job, stdio)
-                    continue
-                with contextlib.suppress(EngineError):
-                    handle.kill(sig)
-            _copy(out, job.stdout)
-            _copy(err, job.stderr)
-        status = store.wait(c)  # records the end (and removes the container when --rm)
-        _copy(out, job.stdout)
-        _copy(err, job.stderr)
+
+    def ended(timeout: float) -> bool:
+        while pending:
+            sig = pending.pop(0)
+            if sig == signal.SIGWINCH:
+                follow_size(job, stdio)
+                continue
+            with contextlib.suppress(EngineError):
+                handle.kill(sig)
+        return handle.wait(timeout) is not None
+
+    statuses = []  # store.wait records the end (and removes the container when --rm) before the last read
+    logfile.copy(store.log_path(c), _emitter(job), logfile.Selection(), ended=ended,
+                 written=lambda: statuses.append(store.wait(c)))
+    status = statuses[0]
     if status.error:
         job.error_line(f"Error: {status.error}")
     return status.code
@@ -182,73 +181,53 @@ def _copy(src: IO[bytes], dst: IO[bytes]) -> None:
     dst.flush()
 
 
-@jobs.job("logs", args="CONTAINER", help="a container's output", options={
-    "follow": Option(bool, "keep streaming until the container stops", ("-f", "--follow")),
-    "tail": Option(str, "only the last N lines of each stream (default all)", ("-n", "--tail"), "all")})
+LOGS_OPTIONS = {
+    "follow": Option(bool, "keep streaming until the container stops (or --until passes)", ("-f", "--follow")),
+    "tail": Option(str, "only the last N lines (default all)", ("-n", "--tail"), "all"),
+    "since": Option(str, "lines from this time on: unix seconds, RFC 3339, or a duration before now (10m)",
+                    ("--since",), ""),
+    "until": Option(str, "lines up to this time: unix seconds, RFC 3339, or a duration before now (10m)",
+                    ("--until",), ""),
+    "timestamps": Option(bool, "show each line's time (RFC 3339 with nanoseconds)", ("-t", "--timestamps")),
+}
+
+
+def logs_selection(options: dict) -> logfile.Selection:
+    return logfile.selection(options["tail"], options["since"], options["until"], options["timestamps"])
+
+
+@jobs.job("logs", args="CONTAINER", help="a container's output", options=LOGS_OPTIONS)
 def logs(job: Job) -> int:
-    """`logs CONTAINER` (follow: keep streaming until the container stops; tail: from the last
-    N lines of stdout and of stderr). The logs are the raw bytes the container wrote, with no
-    time of their own, so there is no --since, --until or --timestamps."""
+    """`logs CONTAINER`: its lines in the order they came, as Docker's json-file driver
+    keeps them (stdout to stdout, stderr to stderr); follow: keep streaming until the
+    container stops or --until passes."""
     (ref,) = job.args
     store = _store(job)
-    c = store.get(ref)
-    out_path, err_path = store.log_paths(c)
-    follow = job.options["follow"]
-    tail = _tail_lines(job.options["tail"])
-    with _open_or_empty(out_path) as out, _open_or_empty(err_path) as err:
-        if tail is not None:
-            _seek_tail(out, tail)
-            _seek_tail(err, tail)
-        _copy(out, job.stdout)
-        _copy(err, job.stderr)
-        while follow and store.refresh(c).state.running:
-            handle = store.handle(c)
-            if handle is not None:
-                handle.wait(FOLLOW_POLL)
-            else:
-                time.sleep(FOLLOW_POLL)
-            _copy(out, job.stdout)
-            _copy(err, job.stderr)
-        _copy(out, job.stdout)
-        _copy(err, job.stderr)
+    c = store.refresh(store.get(ref))
+    sel = logs_selection(job.options)
+
+    def ended(timeout: float) -> bool:
+        handle = store.handle(c)
+        if handle is not None:
+            handle.wait(timeout)
+        else:
+            time.sleep(timeout)
+        return not store.refresh(store.get(c.id)).state.running
+
+    follow = job.options["follow"] and c.state.running
+    logfile.copy(store.log_path(c), _emitter(job), sel, ended=ended if follow else None,
+                 written=lambda: logfile.wait_written(c.monitor))
     return 0
 
 
-def _tail_lines(text: str) -> int | None:
-    if text in ("", "all"):
-        return None
-    if not text.isdigit():
-        raise UsageError(f"--tail takes a number of lines or 'all', not {text!r}")
-    return int(text)
+def _emitter(job: Job) -> Callable[[str, bytes], None]:
+    """Lines to the job's stdout or stderr, as their stream was."""
+    def emit(stream: str, data: bytes) -> None:
+        out = job.stdout if stream == "stdout" else job.stderr
+        out.write(data)
+        out.flush()
 
-
-def _seek_tail(f: IO[bytes], lines: int) -> None:
-    """Put `f` at the start of its last `lines` lines (an unfinished last line counts)."""
-    end = f.seek(0, os.SEEK_END)
-    if lines == 0:
-        return
-    pos, count = end, 0
-    while pos > 0:
-        step = min(pos, 1 << 16)
-        pos -= step
-        f.seek(pos)
-        block = f.read(step)
-        i = len(block)
-        while (i := block.rfind(b"\n", 0, i)) >= 0:
-            if pos + i == end - 1:
-                continue  # the newline that ends the last line
-            count += 1
-            if count == lines:
-                f.seek(pos + i + 1)
-                return
-    f.seek(0)
-
-
-def _open_or_empty(path: str) -> IO[bytes]:
-    """A log file, or an empty one for a container that never started."""
-    if not os.path.exists(path):
-        return open(os.devnull, "rb")
-    return open(path, "rb")
+    return emit
 
 
 STOP_TIME = Option(float, "seconds before SIGKILL (default: its --stop-timeout, else 10)", ("-t", "--time"))

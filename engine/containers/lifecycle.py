@@ -7,6 +7,7 @@ from ..job import Job
 from ..jobspec import JobTable, Option
 from . import hostconfig
 from .copy import copy
+from .hostconfig import check_reservation
 from .jobs import RUN_OPTIONS, STOP_TIME
 from .restart import parse_policy
 from .store import Containers
@@ -73,7 +74,6 @@ def rename(job: Job) -> int:
 
 @jobs.job("update", args="CONTAINER...", help="change the cgroup limits or restart policy of containers", options={
     **{name: RUN_OPTIONS[name] for name in UPDATE_LIMITS if name in RUN_OPTIONS},
-    "memory_reservation": Option(str, "memory soft limit", ("--memory-reservation",), ""),
     "restart": Option(str, "restart policy: no, on-failure[:N], always, unless-stopped", ("--restart",), "")})
 def update(job: Job) -> int:
     """`update CONTAINER...`: limits are written to a running container's cgroups at once and
@@ -87,6 +87,8 @@ def update(job: Job) -> int:
         c = store.refresh(store.get(ref))
         if policy is not None and policy != "no" and c.auto_remove:
             raise Conflict(f"container {c.short_id} is removed when it exits (--rm): it cannot have a restart policy")
+        wanted = {**c.host_config(), **c.resources, **limits}  # what the container has once updated
+        check_reservation(wanted["Memory"], wanted["MemoryReservation"], "--memory-reservation")
         if c.state.running and limits:
             store.cgroups(c).set_limits(limits)
         store.update(c, limits, policy)
@@ -123,7 +125,10 @@ def _limits(job: Job) -> dict[str, int | str]:
     return limits
 
 
-@jobs.job("cp", args="SRC DEST", help="copy files between a container (CONTAINER:PATH) and the local filesystem")
+@jobs.job("cp", args="SRC DEST", help="copy files between a container (CONTAINER:PATH) and the local filesystem",
+          options={"archive": Option(bool, "archive mode: keep the source's uid/gid (else the receiving side's "
+                                           "user owns the copy: root in a container, you here)", ("-a", "--archive")),
+                   "follow_link": Option(bool, "always follow a symlink in SRC", ("-L", "--follow-link"))})
 def cp(job: Job) -> int:
-    copy(_store(job), *job.args)
+    copy(_store(job), *job.args, archive=job.options["archive"], follow_link=job.options["follow_link"])
     return 0

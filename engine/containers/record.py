@@ -1,7 +1,7 @@
 """A container's record: its config and state, persisted as JSON beside its logs.
 
 `<root>/containers/<id>/config.v2.json` (written atomically) is the truth about a
-container; `stdout.log` / `stderr.log` are its output and `exec/` is the execdriver's
+container; `<id>-json.log` is its output (logfile.py) and `exec/` is the execdriver's
 state (the monitor's exit file, the OCI bundle). A new engine rebuilds everything it
 knows about containers from these files.
 """
@@ -16,6 +16,7 @@ from typing import Any
 
 from ..network import ports
 from ..network.ports import PortBinding
+from . import logfile
 
 CONFIG_FILE = "config.v2.json"
 
@@ -101,10 +102,10 @@ class Container:
     def dir_of(containers_dir: str, container_id: str) -> str:
         return os.path.join(containers_dir, container_id)
 
-    def paths(self, containers_dir: str) -> tuple[str, str, str, str]:
-        """(its directory, stdout log, stderr log, execdriver state directory)."""
+    def paths(self, containers_dir: str) -> tuple[str, str, str]:
+        """(its directory, its log (logfile.py), execdriver state directory)."""
         d = self.dir_of(containers_dir, self.id)
-        return d, os.path.join(d, "stdout.log"), os.path.join(d, "stderr.log"), os.path.join(d, "exec")
+        return d, logfile.log_path(d, self.id), os.path.join(d, "exec")
 
     def save(self, containers_dir: str) -> None:
         d = self.dir_of(containers_dir, self.id)
@@ -151,7 +152,6 @@ class Container:
             },
             "Image": self.image,
             "LogPath": log_path,
-            "LogPaths": {"Stdout": log_path, "Stderr": os.path.join(os.path.dirname(log_path), "stderr.log")},
             "Monitor": self.monitor,
             "Name": "/" + self.name,
             "Driver": driver_name,
@@ -194,6 +194,7 @@ class Container:
             "ReadonlyRootfs": s.get("readonly_rootfs", False), "Privileged": s.get("privileged", False),
             "CapAdd": s.get("cap_add") or None, "CapDrop": s.get("cap_drop") or None,
             "Memory": r.get("memory", 0), "MemorySwap": r.get("memory_swap", 0),
+            "MemoryReservation": r.get("memory_reservation", 0),
             "NanoCpus": r.get("cpu_quota", 0) * 1_000_000_000 // r["cpu_period"] if r.get("cpu_period") else 0,
             "CpuPeriod": r.get("cpu_period", 0), "CpuQuota": r.get("cpu_quota", 0),
             "CpuShares": r.get("cpu_shares", 0), "CpusetCpus": r.get("cpuset_cpus", ""),

@@ -1,9 +1,9 @@
 """The engine's side of a running process's interactive I/O: its stdin and its terminal.
 
-A container's output normally goes straight from its monitor to the log files; a
-container with a terminal writes to a pty instead, whose master only the engine that
-started it holds, so a thread of that engine copies the terminal's output to the stdout
-log (where `logs` and `attach` read it, as for any container). Attach streams write the
+A container's output normally goes from its monitor's FIFOs through a copier process to
+its log (logfile.py); a container with a terminal writes to a pty instead, whose master
+only the engine that started it holds, so a thread of that engine copies the terminal's
+output to the log as stdout lines (where `logs` and `attach` read it, as for any container). Attach streams write the
 client's input here. File descriptors cannot outlive the engine process: a container
 started by an engine that has ended keeps running but can take no more input.
 """
@@ -20,6 +20,7 @@ from typing import IO
 
 from ..errors import Conflict, UsageError
 from ..execdrivers import terminal
+from . import logfile
 
 log = logging.getLogger(__name__)
 
@@ -29,8 +30,11 @@ CHUNK = 1 << 16
 class ProcessIO:
     """The write end of a process's stdin pipe and/or the master of its terminal."""
 
-    def __init__(self, name: str, stdin: int | None, console: int | None, log_path: str | None = None) -> None:
+    def __init__(self, name: str, stdin: int | None, console: int | None, log_path: str | None = None,
+                 resize: Callable[[int, int], None] | None = None) -> None:
+        """`resize(rows, cols)` sizes the terminal when more than the master needs it (else the master is)."""
         self.name = name
+        self._resize = resize
         self._lock = threading.Lock()
         self._stdin = stdin
         self.console = console
@@ -64,7 +68,10 @@ class ProcessIO:
     def resize(self, rows: int, cols: int) -> None:
         if self.console is None:
             raise Conflict(f"{self.name} has no terminal to resize (it was not started with a TTY)")
-        terminal.set_size(self.console, rows, cols)
+        if self._resize is not None:
+            self._resize(rows, cols)
+        else:
+            terminal.set_size(self.console, rows, cols)
 
     def close(self, timeout: float = 5.0) -> None:
         """After the process ended: let the terminal's last output reach the log, close everything."""
@@ -77,10 +84,12 @@ class ProcessIO:
             os.close(fd)
 
     def _copy_console(self, log_path: str) -> None:
-        """Terminal output to the stdout log until the last process holding the terminal ends (EIO)."""
+        """Terminal output to the log until the last process holding the terminal ends (EIO)."""
         assert self.console is not None
         fd = self.console
-        with open(log_path, "ab", buffering=0) as out:
+        out = logfile.open_for_append(log_path)
+        writer = logfile.LineWriter(out, "stdout")
+        try:
             while True:
                 try:
                     data = os.read(fd, CHUNK)
@@ -91,7 +100,9 @@ class ProcessIO:
                 if not data:
                     return
                 with contextlib.suppress(OSError):
-                    out.write(data)
+                    writer.feed(data)
+        finally:
+            os.close(out)
 
 
 DEFAULT_DETACH_KEYS = "ctrl-p,ctrl-q"

@@ -47,7 +47,7 @@ from ..reference import normalize_tag
 from ..system import host as hostfacts
 from ..system.host import DEFAULT_PATH
 from . import args as containerargs
-from . import command, etcfiles
+from . import command, etcfiles, logfile
 from .exec import Execs
 from .hostconfig import HostConfig, signal_name, signal_number
 from .record import CREATED, EXITED, RUNNING, Container, iso, now_iso
@@ -62,9 +62,9 @@ ETC_FILES = tuple(f"etc/{name}" for name in etcfiles.FILES)  # bound over from t
 DEFAULT_STOP_TIMEOUT = 10.0
 STATUS_START_FAILED = 126  # Docker's exit code when the container's setup fails (unknown user, group...)
 # update's limits (HostConfig names) that the process's spec carries (Resources fields);
-# any other (MemoryReservation) is written to its cgroups once it runs (NanoCpus is carried
-# as the CpuQuota and CpuPeriod update sets beside it)
-UPDATED_RESOURCES = {"Memory": "memory", "MemorySwap": "memory_swap", "CpuShares": "cpu_shares",
+# NanoCpus is carried as the CpuQuota and CpuPeriod update sets beside it
+UPDATED_RESOURCES = {"Memory": "memory", "MemorySwap": "memory_swap", "MemoryReservation": "memory_reservation",
+                     "CpuShares": "cpu_shares",
                      "CpuPeriod": "cpu_period", "CpuQuota": "cpu_quota", "CpusetCpus": "cpuset_cpus",
                      "PidsLimit": "pids_limit"}
 
@@ -368,15 +368,17 @@ class Containers:
             c.restart_count += 1
         else:
             c.restart_count, c.manually_stopped = 0, False
-        _, out, err, exec_dir = c.paths(self.dir)
-        for log_path in (out, err):  # a TTY's output reaches them through the engine, maybe never
-            open(log_path, "ab").close()
+        directory, log_path, exec_dir = c.paths(self.dir)
         path = self._mount(c)
         driver = self._execdriver(c.execdriver, c.exec_options)
+        copier = None
         try:
             spec = self._process_spec(c, path)
-            handle = driver.start(c.id, spec, exec_dir, out, err)
+            copier = logfile.start_copier(directory, c.id)
+            handle = driver.start(c.id, spec, exec_dir, *logfile.fifo_paths(directory))
         except BaseException as exc:
+            if copier is not None:
+                copier.abandon()
             self.network.detach(c.id)
             self._unmount(c)
             if isinstance(exc, execdrivers.ExecError):
@@ -391,12 +393,14 @@ class Containers:
         with self._lock:
             self._handles[c.id] = handle
             if handle.stdin is not None or handle.console is not None:
-                self._io[c.id] = ProcessIO(c.id, handle.stdin, handle.console, out)
+                self._io[c.id] = ProcessIO(c.id, handle.stdin, handle.console, log_path,
+                                           resize=lambda rows, cols, h=handle: h.driver.resize(h, rows, cols))
             c.state.status = RUNNING
             c.state.pid = handle.info.pid or 0
             c.state.exit_code, c.state.error, c.state.finished_at = 0, "", ""
             c.state.started_at = now_iso()
-            c.monitor = handle.info.to_json()
+            copier.started(handle.monitor_pid)
+            c.monitor = {**handle.info.to_json(), "logger": copier.to_json()}
             c.rootfs = path
             c.save(self.dir)
         rest = {key: value for key, value in c.resources.items() if key not in UPDATED_RESOURCES}
@@ -470,7 +474,7 @@ class Containers:
             handle = self._handles.get(c.id)
             if handle is None and c.state.running and c.monitor is not None:
                 driver = self._execdriver(c.execdriver, c.exec_options)
-                handle = driver.attach(c.id, c.paths(self.dir)[3], MonitorInfo.from_json(c.monitor))
+                handle = driver.attach(c.id, c.paths(self.dir)[2], MonitorInfo.from_json(c.monitor))
                 self._handles[c.id] = handle
             return handle
 
@@ -500,7 +504,9 @@ class Containers:
         return ExitStatus(c.state.exit_code, 0.0, c.state.error)
 
     def _finish(self, c: Container, status: ExitStatus | None) -> None:
-        """Record the end of the process and release the layer's mount; idempotent."""
+        """Record the end of the process and release the layer's mount; idempotent. Its log
+        is complete first: whoever sees the end may read the log once more and stop."""
+        logfile.wait_written(c.monitor)
         with self._lock:
             fresh = self._load(c.id)
             if fresh.state.status != RUNNING:
@@ -522,7 +528,7 @@ class Containers:
                 stdio.close()
             self._unmount(c)
             c.rootfs = None
-            self._execdriver(c.execdriver, c.exec_options).release(c.id, c.paths(self.dir)[3])
+            self._execdriver(c.execdriver, c.exec_options).release(c.id, c.paths(self.dir)[2])
             self.network.detach(c.id)
             c.save(self.dir)
         self.event(c, "die", exitCode=str(c.state.exit_code))
@@ -613,6 +619,7 @@ class Containers:
             self.db.add_edge(NAMES, new_name, c.id)
             old_name, c.name = c.name, new_name
             c.save(self.dir)
+            self.network.rename(c.id, new_name)  # peers' /etc/hosts name it anew
         self.event(c, "rename", oldName="/" + old_name)
 
     def _stopped_by_user(self, c: Container) -> None:
@@ -661,7 +668,7 @@ class Containers:
             if not os.path.isdir(c.paths(self.dir)[0]):
                 return  # auto-removed when it finished
         with self._lock:
-            self._execdriver(c.execdriver, c.exec_options).release(c.id, c.paths(self.dir)[3])
+            self._execdriver(c.execdriver, c.exec_options).release(c.id, c.paths(self.dir)[2])
             self._discard(c)
         self.execs.forget_container(c.id)
         self.event(c, "destroy")
@@ -768,15 +775,14 @@ class Containers:
             spool.flush()
             yield spool.name, "sha256:" + digest.hexdigest()
 
-    def log_paths(self, c: Container) -> tuple[str, str]:
-        _, out, err, _ = c.paths(self.dir)
-        return out, err
+    def log_path(self, c: Container) -> str:
+        return c.paths(self.dir)[1]
 
     def inspect(self, c: Container) -> dict[str, Any]:
         c = self.refresh(c)
         if not os.path.isdir(c.paths(self.dir)[0]):
             raise NoSuchContainer(c.id)
-        data = c.inspect(self.driver.name, _safe_metadata(self.driver, c.layer), self.log_paths(c)[0])
+        data = c.inspect(self.driver.name, _safe_metadata(self.driver, c.layer), self.log_path(c))
         for m in data["Mounts"]:
             if m["Type"] == "volume":
                 m["Source"] = self.volumes.mountpoint(m["Name"])

@@ -29,7 +29,7 @@ from typing import Any, ClassVar, NoReturn
 
 from ..errors import ExecError
 from ..system.host import DEFAULT_PATH
-from . import linux
+from . import linux, terminal
 from .settings import Settings
 
 EXIT_FILE = "exit"
@@ -93,6 +93,11 @@ class ExecProcess:
         self.stderr = stderr
         self.console = console
         self.start_error = start_error  # why the command could not be exec'd (native knows at start)
+
+    def resize(self, rows: int, cols: int) -> None:
+        """Resize its terminal: the engine's master (the runtime or the pty passes it on)."""
+        assert self.console is not None
+        terminal.set_size(self.console, rows, cols)
 
     def wait(self) -> int:
         """Block until the process ends; its exit status as a shell reports it."""
@@ -477,6 +482,11 @@ class ExecDriver(ABC):
     @abstractmethod
     def container_pid(self, handle: Handle, timeout: float) -> int | None:
         """Find the container's first process once it exists."""
+
+    def resize(self, handle: Handle, rows: int, cols: int) -> None:
+        """Resize the terminal of a container started with one: the engine's master."""
+        assert handle.console is not None
+        terminal.set_size(handle.console, rows, cols)
 
     def interpret(self, handle: Handle, status: ExitStatus) -> ExitStatus:
         """The exit status as users see it (the OCI driver maps runtime failures to 126/127)."""

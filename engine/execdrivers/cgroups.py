@@ -89,6 +89,8 @@ def v1_writes(resources: dict) -> dict[str, list[tuple[str, str]]]:
             mem.append(("memory.limit_in_bytes", str(memory["limit"])))
         if "swap" in memory:
             mem.append(("memory.memsw.limit_in_bytes", str(memory["swap"])))
+        if "reservation" in memory:
+            mem.append(("memory.soft_limit_in_bytes", str(memory["reservation"])))
         if memory.get("disableOOMKiller"):
             mem.append(("memory.oom_control", "1"))
     cpu = resources.get("cpu", {})

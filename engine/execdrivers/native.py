@@ -164,7 +164,7 @@ def _exec_relay(process: dict[str, Any], groups: ContainerCgroups, namespaces: l
         if child == 0:
             try:
                 if console is not None:
-                    terminal.become_console_of_new_pty(CONSOLE_FD)
+                    _own_terminal(process)
                 _become(process)
                 os.chdir(process["cwd"])
                 exec_process(process["args"], dict(item.split("=", 1) for item in process["env"]))
@@ -236,9 +236,7 @@ def _container_init(config: dict[str, Any], group: cgroups.V1Cgroup) -> NoReturn
         linux.loopback_up()
     process = config["process"]
     if process["terminal"]:
-        terminal.become_console_of_new_pty(CONSOLE_FD)
-        if "consoleSize" in process:
-            terminal.set_size(0, process["consoleSize"]["height"], process["consoleSize"]["width"])
+        _own_terminal(process)
     for limit in process["rlimits"]:
         resource.setrlimit(getattr(resource, limit["type"]), (limit["soft"], limit["hard"]))
     cwd = process["cwd"]
@@ -252,6 +250,14 @@ def _container_init(config: dict[str, Any], group: cgroups.V1Cgroup) -> NoReturn
         raise ExecError(f"cannot enter the working directory {cwd!r}: {exc.strerror}") from None
     os.umask(0o022)
     exec_process(process["args"], dict(item.split("=", 1) for item in process["env"]))
+
+
+def _own_terminal(process: dict) -> None:
+    """In the process about to exec: a new pty of the container's devpts as its stdio, sized
+    before the command runs (not by a resize racing it)."""
+    terminal.become_console_of_new_pty(CONSOLE_FD)
+    if "consoleSize" in process:
+        terminal.set_size(0, process["consoleSize"]["height"], process["consoleSize"]["width"])
 
 
 def _become(process: dict[str, Any]) -> None:

@@ -109,8 +109,15 @@ class OciDriver(ExecDriver):
     def _in_runtime_namespace(self, cmd: list[str]) -> list[str]:
         if self.hide_cgroup2:  # crun 1.8 on a hybrid host: a mount namespace without cgroup2
             hide = f'umount -l {cgroups.UNIFIED} 2>/dev/null; exec "$@"'
-            return ["unshare", "--mount", "--propagation", "private", "/bin/sh", "-c", hide, "crun", *cmd]
+            # by its path: exec's posix_spawn, unlike the monitor's shell, does not search PATH
+            unshare = shutil.which("unshare") or "/usr/bin/unshare"
+            return [unshare, "--mount", "--propagation", "private", "/bin/sh", "-c", hide, "crun", *cmd]
         return cmd
+
+    def resize(self, handle: Handle, rows: int, cols: int) -> None:
+        """The host pty, and the container's own terminal: crun 1.8 does not pass resizes on."""
+        super().resize(handle, rows, cols)
+        _size_terminal_of(os.path.join(handle.state_dir, PID_FILE), rows, cols)
 
     def interpret(self, handle: Handle, status: ExitStatus) -> ExitStatus:
         """A runtime that failed before the process ran (no pid file): Docker's 127 or 126."""
@@ -136,9 +143,20 @@ class OciDriver(ExecDriver):
             f.write(json.dumps(oci_spec(spec, user, process_env(spec, user))["process"]))
         cmd = self._in_runtime_namespace(self.runtime_command("exec", "--process", files[0], "--pid-file", files[1],
                                                               handle.id, log=files[2]))
+        try:
+            return self._spawn_exec(cmd, spec, files)
+        except BaseException:
+            for path in files:  # no runtime ran: nobody waits to remove them
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(path)
+            raise
+
+    def _spawn_exec(self, cmd: list[str], spec: ProcessSpec, files: list[str]) -> ExecProcess:
         if spec.tty:
             master, slave, slave_path = terminal.host_pty()
             os.close(slave)
+            if spec.console_size:  # runc sizes the process's pty as its own; crun reads consoleSize
+                terminal.set_size(master, *spec.console_size)
             actions = [(os.POSIX_SPAWN_OPEN, fd, slave_path, os.O_RDWR, 0) for fd in (0, 1, 2)]
             try:  # a session of its own with the pty as controlling terminal: runc gets SIGWINCH
                 pid = os.posix_spawn(cmd[0], cmd, os.environ, file_actions=actions, setsid=True)
@@ -231,6 +249,11 @@ class _OciExec(ExecProcess):
         self.driver = driver
         self.files = files
 
+    def resize(self, rows: int, cols: int) -> None:
+        """The host pty, and the process's own terminal: crun 1.8 does not pass resizes on."""
+        super().resize(rows, cols)
+        _size_terminal_of(self.files[1], rows, cols)
+
     def wait(self) -> int:
         code = super().wait()
         if code != 0 and not os.path.exists(self.files[1]):
@@ -239,6 +262,12 @@ class _OciExec(ExecProcess):
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(path)
         return code
+
+
+def _size_terminal_of(pid_file: str, rows: int, cols: int) -> None:
+    """Resize the terminal of the process the runtime's pid file names (not yet written: none)."""
+    with contextlib.suppress(FileNotFoundError, ValueError), open(pid_file) as f:
+        terminal.set_size_of_process(int(f.read().strip()), rows, cols)
 
 
 def runtime_errors(log_path: str) -> str:

@@ -94,6 +94,8 @@ def _resources(s: Settings, devices: list[Device]) -> dict[str, Any]:
         memory["limit"] = r.memory
     if r.memory_swap:
         memory["swap"] = r.memory_swap
+    if r.memory_reservation:
+        memory["reservation"] = r.memory_reservation
     if r.oom_kill_disable:
         memory["disableOOMKiller"] = True
     if memory:

@@ -60,6 +60,7 @@ class Resources:
 
     memory: int = 0  # bytes
     memory_swap: int = 0  # memory + swap, bytes; -1 unlimited swap
+    memory_reservation: int = 0  # the soft limit the kernel reclaims down to under pressure, bytes
     cpu_quota: int = 0  # microseconds per cpu_period
     cpu_period: int = 0
     cpu_shares: int = 0

@@ -6,7 +6,9 @@ container's first process (or the exec'd one), after it entered the container's 
 and sends the master to the engine over a socket (SCM_RIGHTS), as runc's console socket
 does. The oci driver gives the runtime a host pty as its stdio; runc (in the foreground)
 makes the container's pty itself, copies between the two and passes resizes on, so for
-both drivers the engine holds one master it reads, writes and resizes.
+both drivers the engine holds one master it reads, writes and resizes. crun before 1.9
+does not pass a resize on (containers/crun#1262), so the oci driver also sizes the
+process's own terminal, found as its stdin (`set_size_of_process`).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import contextlib
 import fcntl
 import os
 import socket
+import stat
 import struct
 import termios
 
@@ -36,6 +39,27 @@ def set_size(fd: int, rows: int, cols: int) -> None:
     if rows <= 0 or cols <= 0:
         raise ExecError(f"a terminal size must be positive, got {rows}x{cols}")
     fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
+
+
+PTS_MAJORS = range(136, 144)  # UNIX98 pty slaves (Documentation/admin-guide/devices.txt)
+
+
+def set_size_of_process(pid: int, rows: int, cols: int) -> None:
+    """Resize the terminal that is process `pid`'s stdin, if it is a pty slave (a process
+    that has ended, or whose stdin is anything else, is left alone)."""
+    path = f"/proc/{pid}/fd/0"
+    try:
+        st = os.stat(path)
+        if not (stat.S_ISCHR(st.st_mode) and os.major(st.st_rdev) in PTS_MAJORS):
+            return
+        fd = os.open(path, os.O_RDWR | os.O_NOCTTY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except (FileNotFoundError, ProcessLookupError):
+        return
+    try:
+        if os.fstat(fd).st_rdev == st.st_rdev:  # still that terminal
+            set_size(fd, rows, cols)
+    finally:
+        os.close(fd)
 
 
 def get_size(fd: int) -> tuple[int, int]:

@@ -371,6 +371,18 @@ class Networks:
                      for e in n.running() if e.container != container_id]
             return own, peers
 
+    def rename(self, container_id: str, new_name: str) -> None:
+        """The container is now called `new_name` on every network it is a member of: its
+        running peers resolve it by that name, and no longer by the old one."""
+        with self._lock:
+            nets = [n for n in self.state.networks.values() if container_id in n.endpoints]
+            for net in nets:
+                net.endpoints[container_id].name = new_name
+            if nets:
+                self.state.save()
+            for net in nets:
+                self._refresh_peers(net, container_id)
+
     def _refresh_peers(self, net: Network, changed: str) -> None:
         if net.resolves_names:
             for e in net.running():

@@ -49,6 +49,7 @@ def apply_layer(
     whiteouts: str | wh.WhiteoutFormat = wh.DELETE,
     allow_devices: bool = True,
     copy_up: CopyUp | None = None,
+    owner: tuple[int, int] | None = None,
 ) -> int:
     """Extract the uncompressed layer tar `stream` into `root`; returns the bytes of
     regular-file data written (hard links not counted).
@@ -63,6 +64,9 @@ def apply_layer(
     whose target lives in a lower layer (what a naive diff of a union produces): it copies
     the target up into `root`, as the union would on link(2), and returns the paths it made
     (relative to `root`, parents first), which the journal then undoes with the rest.
+
+    `owner` (uid, gid) owns every entry instead of its header's ids: `docker cp` gives what
+    it copies into a container to the container's root unless asked to keep the ids (`-a`).
     """
     form = wh.format_of(whiteouts)
     buffered = _buffered(stream)
@@ -75,6 +79,8 @@ def apply_layer(
             reader = TarReader(buffered)
             for entry in reader.entries():
                 cache.release()  # between entries nobody holds a cached fd
+                if owner is not None:
+                    entry.uid, entry.gid = owner
                 try:
                     applier.apply(entry, reader)
                 except OSError as exc:

@@ -138,6 +138,7 @@ def test_create_body_gives_declared_options() -> None:
     everything = {dest: ["x"] if kind == "append" else "x" if kind == "value" else True
                   for _flags, dest, kind, _default, _help in containerargs.OPTIONS}
     body = {"Image": "busybox", **containerargs.to_api({**everything, "memory": "8m", "memory_swap": "16m",
+                                                         "memory_reservation": "7m",
                                                          "cpus": "1", "cpu_shares": "2", "pids_limit": "5",
                                                          "cpu_period": "100000", "cpu_quota": "50000",
                                                          "stop_timeout": "3", "ulimit": ["nofile=1:2"],

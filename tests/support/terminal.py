@@ -49,6 +49,7 @@ class Terminal:
         while True:
             done, status = os.waitpid(self.pid, os.WNOHANG)
             if done:
+                self._drain()  # what it wrote just before it ended is still in the pty
                 return os.waitstatus_to_exitcode(status)
             if time.monotonic() > deadline:
                 os.kill(self.pid, signal.SIGKILL)
@@ -60,6 +61,16 @@ class Terminal:
                     self.output += os.read(self.fd, 4096)
                 except OSError:
                     pass
+
+    def _drain(self) -> None:
+        while select.select([self.fd], [], [], 0)[0]:
+            try:
+                chunk = os.read(self.fd, 4096)
+            except OSError:  # EIO: nothing more
+                return
+            if not chunk:
+                return
+            self.output += chunk
 
     def close(self) -> None:
         os.close(self.fd)

@@ -6,18 +6,18 @@ from __future__ import annotations
 import contextlib
 import copy
 import json
-import os
 import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import IO, Any, TypeVar
 
-from ...containers.jobs import WARNING
+from ...containers import logfile
+from ...containers.jobs import WARNING, logs_selection
 from ...containers.record import Container
 from ...containers.stdio import ProcessIO, detach_sequence, forward_input
 from ...engine import Engine
-from ...errors import EngineError, NoSuchContainer
+from ...errors import EngineError, NoSuchContainer, UsageError
 from ...images.view import unix_time
 from .. import createbody, hangup, jobio, mux, schema
 from ..hangup import Cancellable
@@ -28,7 +28,6 @@ ATTACH_DRAIN_TIMEOUT = 30.0  # how long wait lets attach streams finish copying 
 RAW_STREAM = "application/vnd.docker.raw-stream"
 MUX_STREAM = "application/vnd.docker.multiplexed-stream"
 T = TypeVar("T")
-FOLLOW_POLL = 0.02  # seconds between looks at the log files of an attached container
 
 
 # The fields of Docker's container inspect that strata has no other value for; the docker
@@ -168,7 +167,7 @@ def add_routes(router: Router, engine: Engine) -> None:
         detach = detach_sequence(req.arg("detachKeys"))
         # logs=1: the output from the first run on; else what is written from now on (not the
         # earlier runs' output that a `docker start -a` of a stopped container would repeat)
-        offsets = (0, 0) if req.flag("logs") else tuple(_size(p) for p in store.log_paths(c))
+        start = 0 if req.flag("logs") else logfile.size(store.log_path(c))
         attachments.begin(c.id)
 
         def hijacked(sock: socket.socket, rfile: IO[bytes]) -> None:
@@ -183,7 +182,7 @@ def add_routes(router: Router, engine: Engine) -> None:
                         threading.Thread(target=_input, args=(rfile, sock, stdio, detach, current.stdin_once, ended),
                                          name=f"attach-stdin-{c.short_id}", daemon=True).start()
                     if req.flag("stream"):
-                        _follow(current, sock, want_out, want_err, offsets=offsets, stop=ended)
+                        _follow(current, sock, want_out, want_err, start=start, stop=ended)
             except (BrokenPipeError, ConnectionResetError, NoSuchContainer):
                 pass
             finally:
@@ -205,24 +204,26 @@ def add_routes(router: Router, engine: Engine) -> None:
         except (OSError, ValueError):
             pass
 
-    def _follow(c: Container, sock: socket.socket, want_out: bool, want_err: bool, *, offsets: tuple[int, ...],
+    def _follow(c: Container, sock: socket.socket, want_out: bool, want_err: bool, *, start: int,
                 stop: threading.Event) -> None:
         """Copy the container's output (frames, or raw for a TTY) until its process ends, without
         recording the end: that is the wait endpoint's job (it alone sees the exit code of an
-        --rm container). `offsets`: where in the stdout and stderr logs to begin."""
-        out_path, err_path = store.log_paths(c)
+        --rm container). `start`: the log's size when the attach came (0: from the start)."""
         handle = store.handle(c)
-        write = (lambda _stream, data: sock.sendall(data)) if c.tty else \
-            (lambda stream, data: sock.sendall(mux.frame(stream, data)))
-        with _open(out_path) as out, _open(err_path) as err:
-            out.seek(offsets[0])
-            err.seek(offsets[1])
-            while not stop.is_set():
-                ended = handle is None or handle.wait(FOLLOW_POLL) is not None
-                _pump(out, write, mux.STDOUT, want_out)
-                _pump(err, write, mux.STDERR, want_err)
-                if ended:
-                    break
+        wanted = {"stdout": want_out, "stderr": want_err}
+
+        def write(stream: str, data: bytes) -> None:
+            if wanted[stream]:
+                sock.sendall(data if c.tty else mux.frame(mux.STDOUT if stream == "stdout" else mux.STDERR, data))
+
+        def ended(timeout: float) -> bool:
+            return stop.is_set() or handle is None or handle.wait(timeout) is not None
+
+        def written() -> None:
+            if not stop.is_set():  # (a detach leaves the container running: nothing more to wait for)
+                logfile.wait_written(c.monitor)
+
+        logfile.copy(store.log_path(c), write, logfile.Selection(), ended=ended, written=written, start=start)
 
     @router.route("POST", "/containers/{id}/resize")
     def resize(req: Request) -> Reply:
@@ -240,14 +241,12 @@ def add_routes(router: Router, engine: Engine) -> None:
             raise ApiError(400, "you must choose at least one stream (stdout or stderr)")
         drop = lambda _b: b""  # noqa: E731 -- a stream the client did not ask for
         raw = lambda b: b  # noqa: E731 -- a TTY's output is one stream, sent as it is
-        for name in ("since", "until"):
-            if (req.arg(name) or "0") not in ("0", "0.000000000"):
-                raise ApiError(400, f"logs {name} is not supported: strata keeps a container's output as the raw "
-                                    "bytes it wrote, without times")
-        if req.flag("timestamps"):
-            raise ApiError(400, "logs timestamps are not supported: strata keeps a container's output as the raw "
-                                "bytes it wrote, without times")
-        options = {"follow": req.flag("follow"), "tail": req.arg("tail") or "all"}
+        options = {"follow": req.flag("follow"), "tail": req.arg("tail") or "all", "since": req.arg("since") or "",
+                   "until": req.arg("until") or "", "timestamps": req.flag("timestamps")}
+        try:  # a bad value is a 400 before the stream starts
+            logs_selection(options)
+        except UsageError as exc:
+            raise ApiError(400, str(exc)) from None
         chunks = jobio.stream(engine, "logs", c.id, options=options,
                               out=(raw if c.tty else mux.stdout_frame) if req.flag("stdout") else drop,
                               err=(raw if c.tty else mux.stderr_frame) if req.flag("stderr") else drop)
@@ -256,6 +255,8 @@ def add_routes(router: Router, engine: Engine) -> None:
     @router.route("GET", "/containers/json")
     def list_(req: Request) -> Reply:
         req.refuse_filters()
+        for name in ("since", "before"):
+            req.refuse_arg(name, "give a filter instead (which strata does not support either)")
         options = {"all": req.flag("all"), "last": req.int_arg("limit", -1), "size": req.flag("size"), "json": True}
         listed = jobio.run(engine, "ps", options=options).json()
         sizes = ("SizeRw", "SizeRootFs") if req.flag("size") else ()  # dockerd leaves them out without size
@@ -277,6 +278,7 @@ def add_routes(router: Router, engine: Engine) -> None:
         c = inspected(req)
         if not c["State"]["Running"]:
             return Reply(304, None)
+        req.refuse_arg("signal", "a container stops with its stop signal (--stop-signal at create)")
         jobio.run(engine, "stop", c["Id"], options={"time": req.int_arg("t", None)})
         return Reply(204, None)
 
@@ -289,6 +291,7 @@ def add_routes(router: Router, engine: Engine) -> None:
     def delete(req: Request) -> Reply:
         if req.flag("link"):
             raise ApiError(400, "link: strata has no legacy container links (--link) to remove")
+        # v: the container's anonymous volumes -- strata makes none, so there is nothing to remove
         jobio.run(engine, "rm", inspected(req)["Id"], options={"force": req.flag("force")})
         return Reply(204, None)
 
@@ -315,21 +318,3 @@ def add_routes(router: Router, engine: Engine) -> None:
     def export(req: Request) -> Reply:
         container_id = inspected(req)["Id"]  # a missing container is a 404 before the tar starts
         return Reply(200, stream=jobio.stream(engine, "export", container_id), content_type="application/x-tar")
-
-
-def _size(path: str) -> int:
-    """The length of a log file (0: not written yet)."""
-    try:
-        return os.path.getsize(path)
-    except FileNotFoundError:
-        return 0
-
-
-def _open(path: str) -> IO[bytes]:
-    return open(path if os.path.exists(path) else os.devnull, "rb")
-
-
-def _pump(src: IO[bytes], write: Callable[[int, bytes], None], stream: int, wanted: bool) -> None:
-    while chunk := src.read(1 << 20):
-        if wanted:
-            write(stream, chunk)

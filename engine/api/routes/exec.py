@@ -63,8 +63,9 @@ def add_routes(router: Router, engine: Engine) -> None:
             """As dockerd does: the process starts once the connection is the client's, so no
             output can be read with the headers; a start that fails is told on the stream."""
             frame = (lambda _stream, data: data) if instance.tty else mux.frame
+            size = body.get("ConsoleSize") or [0, 0]  # [height, width]: the terminal's size from the start
             try:
-                execs.start(instance)
+                execs.start(instance, (int(size[0]), int(size[1])) if all(size) else None)
             except EngineError as exc:
                 with contextlib.suppress(OSError):
                     sock.sendall(frame(mux.STDERR, f"{exc}\r\n".encode()))

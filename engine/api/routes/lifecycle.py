@@ -40,6 +40,7 @@ def add_routes(router: Router, engine: Engine) -> None:
 
     @router.route("POST", "/containers/{id}/restart")
     def restart(req: Request) -> Reply:
+        req.refuse_arg("signal", "a container stops with its stop signal (--stop-signal at create)")
         # no t: the container's own stop timeout (--stop-timeout), else the default, as stop does
         jobio.run(engine, "restart", container_id(req), options={"time": req.int_arg("t", None)})
         return Reply(204, None)
@@ -107,7 +108,8 @@ def add_routes(router: Router, engine: Engine) -> None:
     @router.route("PUT", "/containers/{id}/archive")
     def archive_put(req: Request) -> Reply:
         copy.put_archive(store, store.get(req.params["id"]), _path_arg(req), req.body,
-                         no_overwrite_dir_non_dir=req.flag("noOverwriteDirNonDir"))
+                         no_overwrite_dir_non_dir=req.flag("noOverwriteDirNonDir"),
+                         copy_uid_gid=req.flag("copyUIDGID"))
         return Reply(200, None)
 
     @router.route("GET", "/events")

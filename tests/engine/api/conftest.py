@@ -42,12 +42,14 @@ class Daemon:
 
 
 def start_daemon(root: str, driver: str, *daemon_args: str, netns: str | None = None,
-                 exec_driver: str | None = "native") -> Daemon:
-    """`strata daemon` on `root` (`exec_driver` None keeps the engine's default: oci, runc),
+                 exec_driver: str | None = "native", exec_runtime: str | None = None) -> Daemon:
+    """`strata daemon` on `root` (`exec_driver` None keeps the engine's default: oci, runc;
+    `exec_runtime` names the oci driver's runtime),
     in the machine's network namespace with `--bridge none` (no test adds an interface or a
     rule there), or with its default bridge inside the namespace file `netns`."""
     sock = os.path.join(root, "strata.sock")
     exec_opt = ["-o", f"exec.driver={exec_driver}"] if exec_driver else []
+    exec_opt += ["-o", f"exec.runtime={exec_runtime}"] if exec_runtime else []
     log = open(os.path.join(os.path.dirname(root), "daemon.log"), "wb")
     prefix = ["nsenter", f"--net={netns}"] if netns else []
     proc = subprocess.Popen(
@@ -78,11 +80,17 @@ def execdriver_name() -> str:
 
 
 @pytest.fixture
-def daemon(driver_name: str, execdriver_name: str, make_backing) -> Iterator[Daemon]:
+def exec_runtime() -> str | None:
+    """The oci execdriver's runtime (None: runc); a test parametrizes it to run on crun."""
+    return None
+
+
+@pytest.fixture
+def daemon(driver_name: str, execdriver_name: str, exec_runtime: str | None, make_backing) -> Iterator[Daemon]:
     fs = make_backing(graphdrivers.registration(driver_name).backing_fs)
     root = os.path.join(fs.mountpoint, "root")
     os.makedirs(root)
-    d = start_daemon(root, driver_name, exec_driver=execdriver_name)
+    d = start_daemon(root, driver_name, exec_driver=execdriver_name, exec_runtime=exec_runtime)
     try:
         yield d
     finally:

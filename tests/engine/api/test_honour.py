@@ -171,7 +171,7 @@ def test_named_volumes(honour_daemon: Daemon) -> None:
     (["--restart", "always", "--rm"], "restart"),  # restart policies are honoured, but not with --rm
     (["-v", "/anonymous"], "Volumes"),
     (["--shm-size", "1g"], "ShmSize"),
-    (["--memory-reservation", "10m"], "MemoryReservation"),
+    (["--memory", "8m", "--memory-reservation", "10m"], "can not be less than memory reservation"),
     (["--network", "host", "--sysctl", "net.ipv4.ip_forward=1"], "Sysctls"),
     (["--security-opt", "apparmor=custom"], "security-opt"),
     (["--cap-add", "NOT_A_CAP"], "CapAdd"),

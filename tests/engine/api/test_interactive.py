@@ -224,3 +224,29 @@ def test_attach_detach_keys_leave_the_container_running(daemon: Daemon, busybox_
         api.remove_container(other)
     finally:
         api.close()
+
+
+@pytest.mark.parametrize(("execdriver_name", "exec_runtime"), [("oci", "crun")])
+def test_crun_exec_with_a_tty(daemon: Daemon, busybox_tar: str) -> None:
+    """The oci execdriver on crun: `docker exec -t` under a pty gets a terminal of the
+    container's devpts, and exec's exit codes come back, with and without one; `-it`
+    resizes reach the process (crun before 1.9 does not pass them on: strata sizes the
+    process's own terminal too)."""
+    _ok(daemon, "load", "-i", busybox_tar)
+    api = docker.APIClient(base_url=daemon.host, version="1.41")
+    try:
+        assert dict(api.info()["ExecutionDriverStatus"])["Runtime"].startswith("crun")
+    finally:
+        api.close()
+    _ok(daemon, "run", "-d", "--name", "c1", "busybox", "sleep", "60")
+    env = _docker_env(daemon)
+    term = terminal.spawn(["docker", "exec", "-t", "c1", "sh", "-c", "tty; exit 5"], env)
+    assert term.wait() == 5  # (draining the output as it waits)
+    term.close()
+    assert b"/dev/pts/" in term.output
+    assert terminal.shell_session(terminal.spawn(["docker", "exec", "-it", "c1", "sh"], env)) == 3
+    plain = daemon.docker("exec", "c1", "sh", "-c", "tty; exit 7")
+    assert (plain.returncode, plain.stdout) == (7, b"not a tty\n")
+    _ok(daemon, "rm", "-f", "c1")
+    # and the container's own terminal, sized and resized as exec's (crun 1.8 passes no resize on)
+    assert terminal.shell_session(terminal.spawn(["docker", "run", "-it", "--rm", "busybox", "sh"], env)) == 3

@@ -133,6 +133,35 @@ def test_user_network_names_connect_disconnect_through_the_docker_cli(net: NetDa
     assert net.inside("ip", "link", "show", "br-" + inspected["Id"][:12]).returncode != 0
 
 
+@pytest.mark.parametrize("net", ["native"], indirect=True)  # names are the engine's, not the execdriver's
+def test_a_renamed_container_is_reached_by_its_new_name(net: NetDaemon) -> None:
+    net.ok("network", "create", "renet")
+    net.ok("run", "-d", "--name", "web1", "--network", "renet", "busybox", "sh", "-c", PAGE.format(text="renamed"))
+    net.ok("run", "-d", "--name", "peer", "--network", "renet", "busybox", "sleep", "60")
+    assert net.ok("exec", "peer", "grep", "-cw", "web1", "/etc/hosts") == "1\n"
+    net.ok("rename", "web1", "web2")
+    for _ in range(50):  # the server in the renamed container may still be starting
+        got = net.docker("exec", "peer", "wget", "-qO-", "http://web2/")
+        if got.returncode == 0:
+            break
+        time.sleep(0.1)
+    assert got.stdout == b"renamed\n", got.stderr
+    assert net.docker("exec", "peer", "grep", "-w", "web1", "/etc/hosts").returncode == 1  # no longer by the old name
+    assert net.docker("exec", "peer", "wget", "-qO-", "http://web1/").returncode != 0
+    client = docker.DockerClient(base_url=net.daemon.host, version="1.41")
+    try:
+        client.containers.get("web2").rename("web3")
+        [member] = [m for m in client.networks.get("renet").attrs["Containers"].values() if m["Name"] != "peer"]
+        assert member["Name"] == "web3"
+    finally:
+        client.close()
+    assert net.ok("exec", "peer", "wget", "-qO-", "http://web3/") == "renamed\n"
+    # a container started later on the network sees the new name too
+    assert net.ok("run", "--rm", "--network", "renet", "busybox", "wget", "-qO-", "http://web3/") == "renamed\n"
+    net.ok("rm", "-f", "web3", "peer")
+    net.ok("network", "rm", "renet")
+
+
 def test_networking_through_docker_py(net: NetDaemon) -> None:
     client = docker.DockerClient(base_url=net.daemon.host, version="1.41")
     try:

@@ -289,13 +289,12 @@ def test_stop_sends_sigterm_first(vfs_engine: Engine):
     job(vfs_engine, "run", "busybox", "sh", "-c", "trap 'echo bye; exit 0' TERM; echo ready; "
         "while :; do sleep 0.05; done", detach="1", name="term")  # fmt: skip
     c = vfs_engine.containers.get("term")
-    out_path, _ = vfs_engine.containers.log_paths(c)
     deadline = time.monotonic() + 10
-    while open(out_path, "rb").read() != b"ready\n":
+    while job(vfs_engine, "logs", "term")[1] != b"ready\n":
         assert time.monotonic() < deadline
         time.sleep(0.02)
     assert vfs_engine.containers.stop(c, timeout=30).code == 0
-    assert open(out_path, "rb").read() == b"ready\nbye\n"
+    assert job(vfs_engine, "logs", "term")[1] == b"ready\nbye\n"
 
 
 def test_cli_run_forwards_signals_to_the_container(tmp_path, exec_name, busybox_tar):

@@ -10,6 +10,8 @@ import sys
 import tarfile
 import time
 
+import pytest
+
 from engine.engine import Engine
 from tests.engine.containers.conftest import EXECS, REPO, job, strata
 from tests.support import terminal
@@ -158,11 +160,39 @@ def test_cp_both_ways_is_confined(vfs_engine: Engine, tmp_path):
     from engine.errors import UsageError
 
     try:
-        copy.put_archive(store, c, "/data", bad, no_overwrite_dir_non_dir=False)
+        copy.put_archive(store, c, "/data", bad, no_overwrite_dir_non_dir=False, copy_uid_gid=False)
         raise AssertionError("an escaping archive was applied")
     except UsageError:
         pass
     job(vfs_engine, "rm", "files")
+
+
+@pytest.mark.parametrize("exec_name", ["native"])  # cp reads the rootfs: no execdriver in the path
+def test_cli_cp_archive_mode_and_follow_link(tmp_path, exec_name, busybox_tar):
+    root = str(tmp_path / "root")
+    assert strata(root, "vfs", exec_name, "load", "-i", busybox_tar).returncode == 0
+    assert strata(root, "vfs", exec_name, "run", "-d", "--name", "files", "busybox", "sleep", "60").returncode == 0
+    made = strata(root, "vfs", exec_name, "exec", "files", "sh", "-c",
+                  "echo data > /f && chown 7:8 /f && ln -s f /link")
+    assert made.returncode == 0, made.stderr
+    local = tmp_path / "in.txt"
+    local.write_text("in\n")
+    os.chown(local, 1234, 5678)
+    os.symlink("in.txt", tmp_path / "in-link")
+    for args in (("cp", str(local), "files:/plain"), ("cp", "-a", str(local), "files:/kept"),
+                 ("cp", "-L", str(tmp_path / "in-link"), "files:/followed"), ("cp", "files:/f", str(tmp_path / "mine")),
+                 ("cp", "--archive", "files:/f", str(tmp_path / "theirs")),
+                 ("cp", "--follow-link", "files:/link", str(tmp_path / "out-followed"))):
+        done = strata(root, "vfs", exec_name, *args)
+        assert done.returncode == 0, (args, done.stderr)
+    stats = strata(root, "vfs", exec_name, "exec", "files", "stat", "-c", "%n %u:%g %F", "/plain", "/kept",
+                   "/followed", "/link")
+    assert stats.stdout.decode().splitlines() == ["/plain 0:0 regular file", "/kept 1234:5678 regular file",
+                                                  "/followed 0:0 regular file", "/link 0:0 symbolic link"]
+    assert (os.stat(tmp_path / "mine").st_uid, os.stat(tmp_path / "theirs").st_uid) == (os.getuid(), 7)
+    assert os.stat(tmp_path / "theirs").st_gid == 8
+    assert (tmp_path / "out-followed").read_text() == "data\n" and not os.path.islink(tmp_path / "out-followed")
+    assert strata(root, "vfs", exec_name, "rm", "-f", "files").returncode == 0
 
 
 def test_events_and_logs_tail(vfs_engine: Engine):
