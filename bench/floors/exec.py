@@ -26,6 +26,7 @@ import tarfile
 import tempfile
 from collections.abc import Iterator
 
+from .. import order
 from ..peers.steps import exec_archive
 from ..scenarios import Context, Phase, Repetition, clock, phased, phases
 from ..scenarios.exec import _stack
@@ -134,24 +135,30 @@ def exec_(ctx: Context) -> Iterator[None]:
         serial = itertools.count()
 
         def once(phase: Phase, rep: Repetition) -> None:
-            times: list[tuple[str, str, float]] = []  # (step, backend, seconds)
+            """Each primitive timed after its own drop (cold: nothing of the image cached, as
+            strata's steps), the runtimes in the order the round draws, so neither always
+            runs second on what the other left warm."""
+            times: list[tuple[str, str, float, dict[str, object]]] = []  # (step, backend, seconds, columns)
             if archive is not None:
                 with contextlib.ExitStack() as held:
                     untars = [held.enter_context(Untar(os.path.join(base, "load", f"l{i}"))) for i in range(len(stack))]
                     rep.start()
-                    times.append(("load", LOAD_BACKEND, _load(archive, untars)))
+                    times.append(("load", LOAD_BACKEND, _load(archive, untars), rep.columns()))
                 shutil.rmtree(os.path.join(base, "load"))
-            rep.start()  # cold: dropped again after the load
-            for bundle in bundles:  # in the exec scenario's order: run_rm_true, true, echo
+            for bundle in order.visit(bundles, order=ctx.config.order, seed=ctx.config.seed, what="floor-exec",
+                                      round_=rep.index):
                 backend = f"{bundle.runtime} run"
-                for step in ("run_rm_true", "true"):
-                    times.append((step, backend, bundle.run(f"floor-{os.getpid()}-{next(serial)}", ["/bin/true"])))
+                for step in ("run_rm_true", "true"):  # in the exec scenario's order: run_rm_true, true, echo
+                    rep.start()
+                    seconds = bundle.run(f"floor-{os.getpid()}-{next(serial)}", ["/bin/true"])
+                    times.append((step, backend, seconds, rep.columns()))
                 name = f"floor-{os.getpid()}-{next(serial)}"
-                times.append(("echo_first_byte", backend, bundle.first_byte(name, ECHO, b"x")))
+                rep.start()
+                times.append(("echo_first_byte", backend, bundle.first_byte(name, ECHO, b"x"), rep.columns()))
             if rep.measured:  # beside strata's oci rows; the runtime tells the two runtime floors apart
-                for step, backend, seconds in times:
+                for step, backend, seconds, columns in times:
                     ids = {"execdriver": "oci", "runtime": backend.split()[0]} if step != "load" else {}
-                    row = ctx.row(SCENARIO, step, seconds=seconds, **ids, **common, **rep.columns())
+                    row = ctx.row(SCENARIO, step, seconds=seconds, **ids, **common, **columns)
                     row.backend = backend
 
         yield from phased(ctx, SCENARIO, phases(ctx.config), once)

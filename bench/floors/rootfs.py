@@ -196,26 +196,29 @@ def rootfs(ctx: Context) -> Iterator[None]:
     serial = itertools.count()  # targets: warm-ups and re-warms reuse repetition indices
     try:
         with Layers(ctx.driver, "flr") as image:
+            floors: dict[int, tuple[object, dict[str, int]]] = {}
             for depth in ctx.config.depths:
                 stack = image_layers(ctx, depth)
                 common = {"depth": depth, "files": sum(la.files for la in stack),
                           "bytes": sum(la.bytes for la in stack)}  # fmt: skip
                 try:
-                    floor = kind(ctx, stack, os.path.join(base, f"d{depth}"), image)
+                    floors[depth] = kind(ctx, stack, os.path.join(base, f"d{depth}"), image), common
                 except NoFloor as exc:
                     ctx.warnings.append(f"floor: {exc}")
                     return
 
-                def once(phase: Phase, rep: Repetition, floor: object = floor, common: dict = common) -> None:
-                    top = os.path.join(base, f"c{next(serial)}")
-                    rep.start()
-                    seconds = floor.once(top)  # type: ignore[attr-defined]
-                    if rep.measured:
-                        for step, s in seconds.items():
-                            ctx.row(SCENARIO, step, seconds=s, **common, **rep.columns())
+            def once(phase: Phase, rep: Repetition) -> None:
+                floor, common = floors[phase[1]]  # type: ignore[index]
+                top = os.path.join(base, f"c{next(serial)}")
+                rep.start()
+                seconds = floor.once(top)  # type: ignore[attr-defined]
+                if rep.measured:
+                    for step, s in seconds.items():
+                        ctx.row(SCENARIO, step, seconds=s, **common, **rep.columns())
 
-                yield from phased(ctx, SCENARIO, phases(ctx.config, (depth,)), once)
-                _remove(os.path.join(base, f"d{depth}"), kind is _Snapshot)
+            # every depth in one phased run, as strata's rootfs scenario visits them: rounds
+            # in a drawn order, and no depth's repetitions all before another's
+            yield from phased(ctx, SCENARIO, phases(ctx.config, tuple(ctx.config.depths)), once)
     finally:
         if os.path.isdir(base):
             for point in mountutil.mounts_under(base):
