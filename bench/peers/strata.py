@@ -3,8 +3,8 @@
 The steps a peer's CLI does that no strata scenario measures otherwise (load the workload
 archive, pull, create) are measured for strata through its Engine and jobs, in process, on
 an engine root beside the driver's sandbox root (same backing filesystem, same driver and
-options), so the rows for strata and the peers mean the same thing step by step.
-"""
+options): the same step on the same data, though a peer's row also holds its CLI client's
+start and the API round trip, which an in-process row does not (README "Peers and floors")."""
 
 from __future__ import annotations
 
