@@ -205,6 +205,7 @@ def logs(job: Job) -> int:
     store = _store(job)
     c = store.refresh(store.get(ref))
     sel = logs_selection(job.options)
+    gone: threading.Event = getattr(job, "cancelled", None) or threading.Event()  # the API's reader left
 
     def ended(timeout: float) -> bool:
         handle = store.handle(c)
@@ -212,7 +213,7 @@ def logs(job: Job) -> int:
             handle.wait(timeout)
         else:
             time.sleep(timeout)
-        return not store.refresh(store.get(c.id)).state.running
+        return gone.is_set() or not store.refresh(store.get(c.id)).state.running
 
     follow = job.options["follow"] and c.state.running
     logfile.copy(store.log_path(c), _emitter(job), sel, ended=ended if follow else None,
