@@ -138,6 +138,17 @@ wide = median too uncertain to compare)</h2>
 """
 
 
+SERIES_KEYS = ["run_id", "host", "system", "driver", "options", "backend", "backing_fs", "workload"]
+
+
+def _labelled(stats: pd.DataFrame, raw: pd.DataFrame) -> pd.DataFrame:
+    """The summary computed by the rows' own driver names (so a floor meets its driver's rows,
+    which the series labels would part), shown with each series' label (`vfs on h2`, `@run`)."""
+    names = raw[SERIES_KEYS].assign(label=results.label_runs(raw)["driver"]).drop_duplicates(SERIES_KEYS)
+    shown = stats.merge(names, how="left", on=SERIES_KEYS)
+    return shown.assign(driver=shown["label"].fillna(shown["driver"])).drop(columns="label")
+
+
 def report(dirs: list[str], out: str) -> int:
     try:
         raw = results.load(dirs)
@@ -150,7 +161,7 @@ def report(dirs: list[str], out: str) -> int:
     for host, rows, host_runs in facets(raw, runs):
         labelled = results.label_runs(rows)
         pngs += draw(labelled, summary(labelled), host_runs, out, suffix=f"_{host}" if host else "")
-    stats = summary(results.label_runs(raw))
+    stats = _labelled(summary(raw), raw)
     write_summaries(stats, out)
     with open(os.path.join(out, "index.html"), "w") as f:
         f.write(_html(runs, pngs, stats))

@@ -258,3 +258,21 @@ def test_layer_space_figure_plots_each_layers_space_against_depth(tmp_path) -> N
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert (tmp_path / "report" / "layer_space_vs_depth.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert 'src="layer_space_vs_depth.png"' in (tmp_path / "report" / "index.html").read_text()
+
+
+def test_report_summary_divides_by_the_floor_of_the_same_driver(tmp_path) -> None:
+    """The report's summary joins each strata group with its driver's floor, as bench run's does."""
+    rows = [
+        results.Row(run_id="r", system=system, driver="vfs", backend=backend, backing_fs="ext4", scenario="rootfs",
+                    step="create_read_write", workload="busybox", depth=1, cache="warm", repetition=rep,
+                    seconds=seconds)
+        for system, backend, seconds in (("strata", "vfs", 0.04), ("floor", "copy_file_range copy", 0.01))
+        for rep in range(3)
+    ]  # fmt: skip
+    out = tmp_path / "run"
+    results.write(str(out), rows, {"run_id": "r"})
+    proc = bench("report", str(out), "--out", str(tmp_path / "report"))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    summary = pd.read_csv(tmp_path / "report" / "summary.csv")
+    strata = summary[summary["system"] == "strata"]
+    assert list(strata["vs_floor"]) == [4.0]
