@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -39,6 +40,20 @@ class Daemon:
     def stop(self) -> int:
         self.proc.send_signal(signal.SIGTERM)
         return self.proc.wait(30)
+
+
+@contextlib.contextmanager
+def loaded_daemon(root: str, busybox_tar: str, exec_driver: str | None = "native") -> Iterator[Daemon]:
+    """A vfs daemon on a new `root` with busybox loaded; stopped after, its root left with no mount."""
+    os.makedirs(root)
+    daemon = start_daemon(root, "vfs", exec_driver=exec_driver)
+    try:
+        assert daemon.docker("load", "-i", busybox_tar).returncode == 0
+        yield daemon
+    finally:
+        if daemon.proc.poll() is None:
+            assert daemon.stop() == 0
+        assert mountutil.mounts_under(root) == []
 
 
 def start_daemon(root: str, driver: str, *daemon_args: str, netns: str | None = None,

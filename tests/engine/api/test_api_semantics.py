@@ -20,24 +20,15 @@ import pytest
 import requests
 
 from engine.api import unimplemented
-from graphdrivers import mountutil
-from tests.engine.api.conftest import Daemon, start_daemon
+from tests.engine.api.conftest import Daemon, loaded_daemon
 
 HANGUP_DEADLINE = 60.0  # generous: the daemon notices within seconds; fail only if it never does
 
 
 @pytest.fixture(scope="module")
 def d(tmp_path_factory: pytest.TempPathFactory, busybox_tar: str) -> Iterator[Daemon]:
-    root = str(tmp_path_factory.mktemp("semantics") / "root")
-    os.makedirs(root)
-    daemon = start_daemon(root, "vfs")
-    try:
-        assert daemon.docker("load", "-i", busybox_tar).returncode == 0
+    with loaded_daemon(str(tmp_path_factory.mktemp("semantics") / "root"), busybox_tar) as daemon:
         yield daemon
-    finally:
-        if daemon.proc.poll() is None:
-            assert daemon.stop() == 0
-        assert mountutil.mounts_under(root) == []
 
 
 @pytest.fixture(scope="module")

@@ -17,26 +17,17 @@ from collections.abc import Iterator
 import docker
 import pytest
 
-from graphdrivers import mountutil
-from tests.engine.api.conftest import REPO, Daemon, start_daemon
+from tests.engine.api.conftest import REPO, Daemon, loaded_daemon
 from tests.support.registry_server import RegistryServer
 
 
 @pytest.fixture(scope="module")
 def d(tmp_path_factory: pytest.TempPathFactory, busybox_tar: str) -> Iterator[Daemon]:
-    root = str(tmp_path_factory.mktemp("semantics") / "root")
-    os.makedirs(root)
-    daemon = start_daemon(root, "vfs")
-    try:
-        assert daemon.docker("load", "-i", busybox_tar).returncode == 0
+    with loaded_daemon(str(tmp_path_factory.mktemp("semantics") / "root"), busybox_tar) as daemon:
         ok(daemon, "create", "--name", "epbase", "busybox", "true")
         ok(daemon, "commit", "-c", 'ENTRYPOINT ["/bin/echo", "from-ep"]', "-c", 'CMD ["default"]', "epbase", "ep:1")
         ok(daemon, "rm", "epbase")
         yield daemon
-    finally:
-        if daemon.proc.poll() is None:
-            assert daemon.stop() == 0
-        assert mountutil.mounts_under(root) == []
 
 
 @pytest.fixture

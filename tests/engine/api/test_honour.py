@@ -13,8 +13,7 @@ from collections.abc import Iterator
 import docker
 import pytest
 
-from graphdrivers import mountutil
-from tests.engine.api.conftest import Daemon, start_daemon
+from tests.engine.api.conftest import Daemon, loaded_daemon
 
 EXECDRIVERS = {"native": "native", "oci-runc": "oci"}
 
@@ -22,16 +21,9 @@ EXECDRIVERS = {"native": "native", "oci-runc": "oci"}
 @pytest.fixture(scope="module", params=sorted(EXECDRIVERS))
 def honour_daemon(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory,
                   busybox_tar: str) -> Iterator[Daemon]:
-    root = str(tmp_path_factory.mktemp("honour") / "root")
-    os.makedirs(root)
-    d = start_daemon(root, "vfs", exec_driver=EXECDRIVERS[request.param])
-    try:
-        assert d.docker("load", "-i", busybox_tar).returncode == 0
+    with loaded_daemon(str(tmp_path_factory.mktemp("honour") / "root"), busybox_tar,
+                       exec_driver=EXECDRIVERS[request.param]) as d:
         yield d
-    finally:
-        if d.proc.poll() is None:
-            assert d.stop() == 0
-        assert mountutil.mounts_under(root) == []
 
 
 def ok(d: Daemon, *args: str) -> str:
