@@ -85,9 +85,9 @@ def test_cold_exec_drops_the_cache_after_the_container_layer_is_mounted(tmp_path
                        scratch=str(tmp_path / "scratch"))  # fmt: skip
     assert Run(config, ["bench", "run"]).execute() == 0
     drops = [i for i, call in enumerate(calls) if call == "drop"]
-    assert len(drops) >= 3  # first touch, durable copy-up, small writes (and the runners')
-    for i in drops[:3]:
-        assert calls[i - 1] in ("get exc", "get exd", "get exw"), calls[: i + 1]
+    assert len(drops) >= 4  # first read, first write, durable copy-up, small writes (and the runners')
+    for i in drops[:4]:
+        assert calls[i - 1] in ("get exc", "get exf", "get exd", "get exw"), calls[: i + 1]
     rows = _rows_at(config.out)
     assert rows.loc[rows["scenario"] == "exec", "cache_dropped"].all()
 
