@@ -417,7 +417,7 @@ def print_summary(console: Console, df: pd.DataFrame, out: str, config: RunConfi
     if stats.empty:
         console.print("no measurements were made", style="bold red")
         return
-    table = Console(file=sys.stdout, width=max(Console().width, 200))
+    table = Console(file=sys.stdout, width=max(Console().width, 280))  # every column readable, names whole
     table.print(rich_table(stats))
     write_summaries(stats, out)
     shares = start_shares(df)

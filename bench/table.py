@@ -172,7 +172,6 @@ def rich_table(stats: pd.DataFrame, title: str = "bench: medians (ms) with sprea
             justify="right"
             if col in ("depth", "n", "median", "IQR", "CI/median", "x fastest", "x floor", "space x")
             else "left",
-            no_wrap=col in ("system", "driver", "backend", "step"),  # names stay whole: the row's identity
         )
     ratios = _ratio_cells(stats)
     for i, r in enumerate(stats.itertuples(index=False)):
